@@ -1,0 +1,48 @@
+"""The scheduler's tunables, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How the coordinator carves, leases and re-issues work.
+
+    Attributes:
+        target_chunk_s: wall time one chunk should take on one core of its worker.
+        heartbeat_s: how often a busy worker must exchange; leases last three of these.
+        max_failures: a chunk that fails on this many leases fails its job.
+        speed_alpha: weight of the newest measurement in a worker's speed average.
+        backup_factor: a tail chunk running this many times longer than expected gets a
+            backup copy on another worker.
+        max_wait_s: longest a worker's exchange is held open when there is no work.
+        max_leases_per_exchange: most chunks one exchange may ask for.
+    """
+
+    target_chunk_s: float = 2.0
+    heartbeat_s: float = 5.0
+    max_failures: int = 3
+    speed_alpha: float = 0.5
+    backup_factor: float = 1.5
+    max_wait_s: float = 20.0
+    max_leases_per_exchange: int = 256
+
+    def __post_init__(self) -> None:
+        checks = {
+            "target_chunk_s": 0.01 <= self.target_chunk_s <= 3600,
+            "heartbeat_s": 0.05 <= self.heartbeat_s <= 600,
+            "max_failures": 1 <= self.max_failures <= 100,
+            "speed_alpha": 0 < self.speed_alpha <= 1,
+            "backup_factor": 1 <= self.backup_factor <= 100,
+            "max_wait_s": 0 <= self.max_wait_s <= 600,
+            "max_leases_per_exchange": 1 <= self.max_leases_per_exchange <= 4096,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"scheduler settings out of range: {', '.join(bad)}")
+
+    @property
+    def lease_ttl_s(self) -> float:
+        """A lease not renewed for this long is expired (three missed heartbeats)."""
+        return 3.0 * self.heartbeat_s

@@ -1,0 +1,30 @@
+"""Lease timing: deadlines, expiry and backup copies for stragglers."""
+
+from __future__ import annotations
+
+from hydracompute.core.models import Lease, LeaseState
+
+
+def is_expired(lease: Lease, now: float) -> bool:
+    """An active lease whose holder has not renewed it before its deadline."""
+    return lease.state is LeaseState.ACTIVE and lease.deadline_s < now
+
+
+def expected_duration_s(units: int, holder_speed: float | None, target_s: float) -> float:
+    """How long the holder should take for a chunk of ``units``; the target if unknown."""
+    if not holder_speed:
+        return target_s
+    return units / holder_speed
+
+
+def wants_backup(
+    lease: Lease, units: int, holder_speed: float | None, target_s: float, factor: float,
+    now: float,
+) -> bool:
+    """Whether a lease has run so much longer than expected that a copy should start.
+
+    Only asked about the single active lease of a chunk, once a job has no unleased work:
+    the first valid result of the two wins.
+    """
+    expected = expected_duration_s(units, holder_speed, target_s)
+    return lease.state is LeaseState.ACTIVE and now - lease.issued_s > factor * expected

@@ -1,0 +1,106 @@
+"""Plain records of the scheduler's world: jobs, chunks, leases and workers.
+
+Times are seconds on the coordinator's clock (``*_s`` fields), passed in by the caller.
+Records are mutable dataclasses; the store hands out copies, so a change takes effect only
+when it is written back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self is not JobState.RUNNING
+
+
+class ChunkState(StrEnum):
+    PENDING = "pending"  # waiting for a worker (new, expired or failed once)
+    LEASED = "leased"  # at least one active lease
+    DONE = "done"  # a valid output is stored
+
+
+class LeaseState(StrEnum):
+    ACTIVE = "active"
+    DONE = "done"  # its output won
+    SUPERSEDED = "superseded"  # its output came after another copy won, or the job ended
+    ABANDONED = "abandoned"  # the coordinator told the holder to stop
+    EXPIRED = "expired"  # the holder stopped renewing it
+    FAILED = "failed"  # the holder reported an error
+    RETURNED = "returned"  # the holder gave it back unfinished (shutting down)
+
+
+@dataclass
+class Job:
+    job_id: str
+    kind: str
+    params: JSON
+    total_units: int
+    created_s: float
+    target_chunk_s: float
+    name: str = ""
+    state: JobState = JobState.RUNNING
+    next_unit: int = 0  # units [0, next_unit) are carved into chunks
+    chunks_carved: int = 0
+    units_done: int = 0
+    finished_s: float | None = None
+    error: str | None = None
+    answer: JSON | None = None
+
+
+@dataclass
+class Chunk:
+    job_id: str
+    index: int
+    start: int
+    stop: int
+    state: ChunkState = ChunkState.PENDING
+    failures: int = 0
+    last_error: str | None = None
+
+    @property
+    def units(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    job_id: str
+    chunk_index: int
+    worker_id: str
+    issued_s: float
+    deadline_s: float
+    state: LeaseState = LeaseState.ACTIVE
+    backup: bool = False
+    output_digest: str | None = None
+    compute_s: float | None = None
+
+
+@dataclass
+class Worker:
+    worker_id: str
+    name: str
+    cores: int
+    kinds: list[str]
+    secret_hash: str
+    enrolled_s: float
+    last_seen_s: float
+    #: Learnt speed per kind, in work units per second on one core.
+    speeds: dict[str, float] = field(default_factory=dict)
+    #: Seconds of measurements behind each speed (how much to trust it).
+    speed_evidence_s: dict[str, float] = field(default_factory=dict)
+    chunks_done: int = 0
+    units_done: dict[str, int] = field(default_factory=dict)
+    left: bool = False

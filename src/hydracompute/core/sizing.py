@@ -1,0 +1,61 @@
+"""Chunk sizing: learn each worker's speed, size chunks to the target time, shrink at the tail."""
+
+from __future__ import annotations
+
+import math
+
+#: At the tail, chunks never shrink below this fraction of a full-size chunk.
+MIN_TAIL_FRACTION = 0.1
+
+
+def updated_speed(
+    old: float | None, old_evidence_s: float, units: int, compute_s: float, alpha: float
+) -> tuple[float, float]:
+    """Fold one measurement into a speed estimate; returns ``(speed, evidence_s)``.
+
+    The estimate is a ratio of exponentially decayed sums, units over seconds, so each
+    measurement weighs in proportion to the time it covers: a tiny probe chunk, whose timing
+    is mostly noise, is outweighed by the first real chunk, while in the steady state (chunks
+    of similar length) the newest measurement has weight about ``alpha``. ``compute_s`` is
+    clamped below at a microsecond so a chunk timed at zero cannot make the speed infinite.
+    """
+    seconds = max(compute_s, 1e-6)
+    if old is None:
+        return units / seconds, seconds
+    carried = (1.0 - alpha) * old_evidence_s
+    evidence = seconds + carried
+    return (units + old * carried) / evidence, evidence
+
+
+def chunk_units(
+    *,
+    speed: float | None,
+    target_s: float,
+    probe_units: int,
+    max_units: int,
+    remaining: int,
+    share: float,
+) -> int:
+    """How many units the next chunk for one core of a worker should have.
+
+    Args:
+        speed: the worker's learnt units per second per core for this kind, or ``None``
+            when it has not finished a chunk of this kind yet (it then gets a probe chunk).
+        target_s: how long a chunk should take.
+        probe_units: size of the probe chunk.
+        max_units: the kind's cap on one chunk.
+        remaining: units not yet carved into chunks (at least 1).
+        share: this core's fraction of the speed of every active core working on the
+            kind, in (0, 1]; near the end of a job each core gets about its share of
+            what is left, so that all finish together.
+
+    Returns:
+        A size between 1 and ``min(max_units, remaining)``.
+    """
+    if speed is None:
+        wanted = probe_units
+    else:
+        full = speed * target_s
+        tail = remaining * share
+        wanted = math.ceil(max(min(full, tail), full * MIN_TAIL_FRACTION))
+    return max(1, min(wanted, max_units, remaining))

@@ -1,0 +1,113 @@
+"""The job-kind interface: the unit of extension.
+
+A *job kind* knows everything about one sort of work and nothing about networks or
+databases. The coordinator and the workers only ever call the methods below:
+
+- ``validate(params)`` turns user parameters into canonical ones (or raises
+  :class:`~hydracompute.errors.InvalidParams`);
+- ``total_units(params)`` says how many *work units* the job has; a chunk is a half-open
+  range ``[start, stop)`` of units, so the scheduler can carve chunks of any size;
+- ``compute(params, start, stop)`` runs the kernel on one chunk and returns its *output*,
+  a JSON-serialisable dict (this is what travels back to the coordinator);
+- ``check(params, start, stop, output)`` rejects outputs that cannot be right
+  (a volunteer is untrusted);
+- ``same_output(a, b)`` compares two outputs of the same chunk (verification by replication);
+- ``merge(params, outputs)`` builds the job's answer and artefacts from all chunk outputs;
+- ``progress(params, outputs)`` optionally summarises a partial set of outputs.
+
+Kinds register through the ``hydracompute.kinds`` entry-point group, the built-in ones
+exactly like a third-party kind would.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChunkOutput:
+    """One chunk's output as stored by the coordinator: its unit range and payload."""
+
+    start: int
+    stop: int
+    output: JSON
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """A downloadable product of a finished job (a PNG, a raw array...)."""
+
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished job's answer: a small JSON summary and named artefacts."""
+
+    summary: JSON
+    artefacts: Mapping[str, Artefact] = field(default_factory=dict)
+
+
+class JobKind(abc.ABC):
+    """Base class of every job kind.
+
+    Subclasses set the class attributes and implement the abstract methods. Every method
+    must be deterministic and free of I/O: the same arguments give the same result on
+    every machine.
+    """
+
+    #: Registry name, e.g. ``"pi"``; lower-case letters, digits, ``-`` and ``_``.
+    name: ClassVar[str]
+    #: Human name of one work unit, for progress displays (e.g. ``"block"``).
+    unit_name: ClassVar[str] = "unit"
+    #: Size of the first chunk a worker gets before its speed is known.
+    probe_units: ClassVar[int] = 1
+    #: Upper bound on one chunk, whatever the worker's speed (bounds memory and payloads).
+    max_chunk_units: ClassVar[int] = 1 << 20
+
+    @abc.abstractmethod
+    def validate(self, params: Mapping[str, Any]) -> JSON:
+        """Return canonical parameters.
+
+        Raises:
+            InvalidParams: a parameter is missing, unknown, of the wrong type or out of
+                range; ``errors`` maps each offending field to a message.
+        """
+
+    @abc.abstractmethod
+    def total_units(self, params: JSON) -> int:
+        """Number of work units of a job with these (canonical) parameters; at least 1."""
+
+    @abc.abstractmethod
+    def compute(self, params: JSON, start: int, stop: int) -> JSON:
+        """Run the kernel on units ``[start, stop)`` and return the chunk's output."""
+
+    @abc.abstractmethod
+    def check(self, params: JSON, start: int, stop: int, output: JSON) -> None:
+        """Raise :class:`~hydracompute.errors.InvalidResult` if ``output`` cannot be right."""
+
+    def same_output(self, params: JSON, a: JSON, b: JSON) -> bool:
+        """Whether two outputs of the same chunk agree (bit-identical by default)."""
+        return a == b
+
+    @abc.abstractmethod
+    def merge(self, params: JSON, outputs: Iterable[ChunkOutput]) -> Answer:
+        """Build the answer from the outputs of every chunk (covering all units once)."""
+
+    def progress(self, params: JSON, outputs: Iterable[ChunkOutput]) -> JSON:
+        """Summarise partial outputs for live displays; empty by default."""
+        return {}
+
+    def units_of_work(self, params: JSON, start: int, stop: int) -> float:
+        """Elementary operations in a chunk (samples, pixels...), for throughput figures."""
+        return float(stop - start)
+
+    def work_name(self) -> str:
+        """Name of the elementary operation counted by :meth:`units_of_work`."""
+        return self.unit_name

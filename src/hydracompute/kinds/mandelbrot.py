@@ -1,0 +1,204 @@
+"""Mandelbrot rendering: escape-time counts of a width×height view of the complex plane.
+
+Work units are square tiles of :data:`TILE` pixels a side, numbered row-major over the tile
+grid (the right and bottom tiles may be narrower); a chunk is a run of consecutive tiles.
+The pixel convention is fixed and documented in
+:func:`hydracompute.kinds.mandelbrot_kernel.render_tile`.
+
+A chunk's output carries its counts as little-endian ``uint32``, tile after tile (each
+tile row-major), zlib-compressed and base64-encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from hydracompute.errors import InvalidResult
+from hydracompute.kinds.base import JSON, Answer, Artefact, ChunkOutput, JobKind
+from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise, encode_png
+from hydracompute.kinds.mandelbrot_kernel import render_tile
+from hydracompute.kinds.params import ParamReader
+
+TILE = 64
+MAX_SIDE = 32768
+MAX_PIXELS = 1 << 28
+MAX_ITER = 10**6
+#: Coordinates beyond this are pointless for escape-time rendering (everything escapes).
+MAX_COORD = 1e6
+DEFAULT_REGION = {"x_min": -2.0, "x_max": 0.5, "y_min": -1.25, "y_max": 1.25}
+
+
+class MandelbrotKind(JobKind):
+    """Render the Mandelbrot set; answers are raw counts (``counts.npy``) and ``image.png``."""
+
+    name = "mandelbrot"
+    unit_name = "tile"
+    probe_units = 1
+    max_chunk_units = 1024  # 4 Mpixel, 16 MiB of raw counts at most per chunk
+
+    def validate(self, params: Mapping[str, Any]) -> JSON:
+        reader = ParamReader(params)
+        width = reader.int("width", 1, MAX_SIDE)
+        height = reader.int("height", 1, MAX_SIDE)
+        max_iter = reader.int("max_iter", 1, MAX_ITER, default=1000)
+        colour_map = reader.choice("colour_map", list(COLOUR_MAPS), default="classic")
+        region = _read_region(reader, width, height)
+        if width * height > MAX_PIXELS:
+            reader.fail("width", f"width × height must be at most {MAX_PIXELS} pixels")
+        reader.finish()
+        return {
+            "width": width,
+            "height": height,
+            **region,
+            "max_iter": max_iter,
+            "colour_map": colour_map,
+        }
+
+    def total_units(self, params: JSON) -> int:
+        cols, rows = _tile_grid(params)
+        return cols * rows
+
+    def compute(self, params: JSON, start: int, stop: int) -> JSON:
+        parts = [
+            render_tile(
+                params["x_min"],
+                params["x_max"],
+                params["y_min"],
+                params["y_max"],
+                params["width"],
+                params["height"],
+                params["max_iter"],
+                col0,
+                row0,
+                tile_w,
+                tile_h,
+            ).ravel()
+            for col0, row0, tile_w, tile_h in _tiles(params, start, stop)
+        ]
+        counts = np.concatenate(parts).astype("<u4", copy=False)
+        return {
+            "counts": base64.b64encode(zlib.compress(counts.tobytes(), 1)).decode("ascii"),
+            "iterations": int(counts.sum(dtype=np.uint64)),
+        }
+
+    def check(self, params: JSON, start: int, stop: int, output: JSON) -> None:
+        if set(output) != {"counts", "iterations"}:
+            raise InvalidResult("a mandelbrot output has exactly the fields counts and iterations")
+        counts = decode_counts(params, start, stop, output)
+        if counts.min() < 1 or counts.max() > params["max_iter"]:
+            raise InvalidResult(f"every count must be between 1 and {params['max_iter']}")
+        if output["iterations"] != int(counts.sum(dtype=np.uint64)):
+            raise InvalidResult("iterations does not equal the sum of the counts")
+
+    def merge(self, params: JSON, outputs: Iterable[ChunkOutput]) -> Answer:
+        counts = assemble(params, outputs)
+        rgb = colourise(counts, params["max_iter"], params["colour_map"])
+        raw = io.BytesIO()
+        np.save(raw, counts, allow_pickle=False)
+        inside = int(np.count_nonzero(counts == params["max_iter"]))
+        summary = {
+            "width": params["width"],
+            "height": params["height"],
+            "max_iter": params["max_iter"],
+            "iterations": int(counts.sum(dtype=np.uint64)),
+            "inside_pixels": inside,
+            "artefacts": ["image.png", "counts.npy"],
+        }
+        return Answer(
+            summary=summary,
+            artefacts={
+                "image.png": Artefact("image/png", encode_png(rgb)),
+                "counts.npy": Artefact("application/octet-stream", raw.getvalue()),
+            },
+        )
+
+    def progress(self, params: JSON, outputs: Iterable[ChunkOutput]) -> JSON:
+        iterations = sum(int(o.output["iterations"]) for o in outputs)
+        return {"iterations": iterations}
+
+    def units_of_work(self, params: JSON, start: int, stop: int) -> float:
+        return float(sum(w * h for _, _, w, h in _tiles(params, start, stop)))
+
+    def work_name(self) -> str:
+        return "pixels"
+
+
+def _read_region(reader: ParamReader, width: int, height: int) -> dict[str, float]:
+    """Either ``x_min x_max y_min y_max`` or ``center_re center_im span`` (span = x extent,
+    the y extent follows the aspect ratio); the classic view when neither is given."""
+    corners = [k for k in DEFAULT_REGION if reader.present(k)]
+    centred = [k for k in ("center_re", "center_im", "span") if reader.present(k)]
+    if corners and centred:
+        reader.fail("region", "give either x_min/x_max/y_min/y_max or center_re/center_im/span")
+        return dict(DEFAULT_REGION)
+    if centred:
+        cx = reader.float("center_re", -MAX_COORD, MAX_COORD)
+        cy = reader.float("center_im", -MAX_COORD, MAX_COORD)
+        span = reader.float("span", 1e-300, MAX_COORD)
+        half_x = span / 2
+        half_y = span * height / width / 2
+        region = {"x_min": cx - half_x, "x_max": cx + half_x, "y_min": cy - half_y,
+                  "y_max": cy + half_y}
+    elif corners:
+        region = {k: reader.float(k, -MAX_COORD, MAX_COORD) for k in DEFAULT_REGION}
+    else:
+        return dict(DEFAULT_REGION)
+    if not region["x_min"] < region["x_max"]:
+        reader.fail("x_max", "must be greater than x_min")
+    if not region["y_min"] < region["y_max"]:
+        reader.fail("y_max", "must be greater than y_min")
+    return region
+
+
+def _tile_grid(params: JSON) -> tuple[int, int]:
+    return -(-int(params["width"]) // TILE), -(-int(params["height"]) // TILE)
+
+
+def _tiles(params: JSON, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
+    """(col0, row0, tile_w, tile_h) of tiles ``[start, stop)``."""
+    cols, _ = _tile_grid(params)
+    width, height = int(params["width"]), int(params["height"])
+    for index in range(start, stop):
+        row0, col0 = (index // cols) * TILE, (index % cols) * TILE
+        yield col0, row0, min(TILE, width - col0), min(TILE, height - row0)
+
+
+def decode_counts(params: JSON, start: int, stop: int, output: JSON) -> npt.NDArray[np.uint32]:
+    """The flat counts of a chunk's output, checked for size without trusting the sender.
+
+    Raises:
+        InvalidResult: not base64, not zlib, or not exactly the chunk's pixel count.
+    """
+    expected = sum(w * h for _, _, w, h in _tiles(params, start, stop)) * 4
+    encoded = output.get("counts")
+    if not isinstance(encoded, str):
+        raise InvalidResult("counts must be a base64 string")
+    try:
+        compressed = base64.b64decode(encoded, validate=True)
+        inflater = zlib.decompressobj()
+        # max_length bounds memory even for a decompression bomb.
+        raw = inflater.decompress(compressed, expected + 1)
+    except (ValueError, zlib.error) as exc:
+        raise InvalidResult(f"counts are not valid base64 zlib data: {exc}") from exc
+    if len(raw) != expected or inflater.unconsumed_tail or not inflater.eof:
+        raise InvalidResult(f"counts must hold exactly {expected // 4} uint32 values")
+    return np.frombuffer(raw, dtype="<u4").astype(np.uint32)
+
+
+def assemble(params: JSON, outputs: Iterable[ChunkOutput]) -> npt.NDArray[np.uint32]:
+    """The full height×width count image from chunk outputs."""
+    image = np.zeros((int(params["height"]), int(params["width"])), dtype=np.uint32)
+    for chunk in outputs:
+        flat = decode_counts(params, chunk.start, chunk.stop, chunk.output)
+        offset = 0
+        for col0, row0, w, h in _tiles(params, chunk.start, chunk.stop):
+            image[row0 : row0 + h, col0 : col0 + w] = flat[offset : offset + w * h].reshape(h, w)
+            offset += w * h
+    return image

@@ -1,0 +1,107 @@
+"""The primitives a storage backend implements; the rules live in :mod:`hydracompute.store.pool`.
+
+Every primitive runs inside :meth:`Backend.transaction`: either everything written in a
+transaction becomes durable when the block ends, or (on an exception) nothing does. Getters
+return copies: changing a record has no effect until it is put back.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from hydracompute.core.models import JSON, Chunk, Job, JobState, Lease, Worker
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    job_id: str
+    chunk_index: int
+    start: int
+    stop: int
+    output: JSON
+
+
+class Backend(abc.ABC):
+    """Storage primitives over jobs, chunks, leases, workers, outputs and artefacts."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """A block whose writes are all committed (durably) at its end, or all rolled back."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files and connections."""
+
+    # workers
+    @abc.abstractmethod
+    def get_worker(self, worker_id: str) -> Worker | None: ...
+
+    @abc.abstractmethod
+    def put_worker(self, worker: Worker) -> None: ...
+
+    @abc.abstractmethod
+    def list_workers(self) -> list[Worker]: ...
+
+    # jobs
+    @abc.abstractmethod
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    def put_job(self, job: Job) -> None: ...
+
+    @abc.abstractmethod
+    def list_jobs(self, states: frozenset[JobState] | None, limit: int) -> list[Job]:
+        """Jobs in any of ``states`` (all if ``None``), newest first, at most ``limit``."""
+
+    @abc.abstractmethod
+    def running_jobs(self) -> list[Job]:
+        """Running jobs, oldest first (the order in which they get workers)."""
+
+    # chunks
+    @abc.abstractmethod
+    def get_chunk(self, job_id: str, index: int) -> Chunk | None: ...
+
+    @abc.abstractmethod
+    def put_chunk(self, chunk: Chunk) -> None: ...
+
+    @abc.abstractmethod
+    def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
+        """Pending chunks of a job, lowest index first."""
+
+    @abc.abstractmethod
+    def leased_chunks(self, job_id: str) -> list[Chunk]:
+        """Chunks of a job that have at least one active lease."""
+
+    # leases
+    @abc.abstractmethod
+    def get_lease(self, lease_id: str) -> Lease | None: ...
+
+    @abc.abstractmethod
+    def put_lease(self, lease: Lease) -> None: ...
+
+    @abc.abstractmethod
+    def active_leases_of_chunk(self, job_id: str, index: int) -> list[Lease]: ...
+
+    @abc.abstractmethod
+    def active_leases_of_worker(self, worker_id: str) -> list[Lease]: ...
+
+    @abc.abstractmethod
+    def overdue_leases(self, now: float, limit: int) -> list[Lease]:
+        """Active leases whose deadline is before ``now``."""
+
+    # outputs and artefacts
+    @abc.abstractmethod
+    def put_output(self, output: StoredOutput) -> None: ...
+
+    @abc.abstractmethod
+    def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
+        """Every stored output of a job, in chunk order."""
+
+    @abc.abstractmethod
+    def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def get_artefact(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+        """``(media_type, data)`` of a job's artefact, or ``None``."""

@@ -1,0 +1,315 @@
+"""The exchange: results in, renewals, new leases out — the rules every backend shares.
+
+These functions run inside one backend transaction opened by :class:`~hydracompute.store.
+pool.Store`; if any raises, nothing they wrote is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field
+
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.leases import wants_backup
+from hydracompute.core.models import (
+    JSON,
+    Chunk,
+    ChunkState,
+    Job,
+    JobState,
+    Lease,
+    LeaseState,
+    Worker,
+)
+from hydracompute.core.sizing import chunk_units, updated_speed
+from hydracompute.errors import Conflict, Forbidden, HydraError, InvalidResult, NotFound
+from hydracompute.kinds import ChunkOutput, KindRegistry
+from hydracompute.store.backend import Backend, StoredOutput
+
+
+@dataclass(frozen=True)
+class ResultReport:
+    """A worker's report on one lease: an ``output`` or an ``error``, not both."""
+
+    lease_id: str
+    output: JSON | None = None
+    compute_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    lease_id: str
+    job_id: str
+    kind: str
+    params: JSON
+    chunk_index: int
+    start: int
+    stop: int
+    deadline_s: float
+
+
+@dataclass
+class ExchangeOutcome:
+    accepted: list[str] = field(default_factory=list)
+    leases: list[LeaseGrant] = field(default_factory=list)
+    abandon: list[str] = field(default_factory=list)
+    #: Some work became available to others (a chunk went back to pending).
+    released_work: bool = False
+
+
+def output_digest(output: JSON) -> str:
+    canonical = json.dumps(output, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Exchange:
+    """One worker's exchange against a backend, inside the caller's transaction."""
+
+    def __init__(
+        self, backend: Backend, kinds: KindRegistry, config: SchedulerConfig, worker: Worker,
+        now: float,
+    ) -> None:
+        self.db, self.kinds, self.config, self.worker, self.now = (
+            backend, kinds, config, worker, now,
+        )
+        self.outcome = ExchangeOutcome()
+        self._jobs: dict[str, Job] = {}
+
+    def job(self, job_id: str) -> Job:
+        if job_id not in self._jobs:
+            job = self.db.get_job(job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id!r}")
+            self._jobs[job_id] = job
+        return self._jobs[job_id]
+
+    def save_job(self, job: Job) -> None:
+        self._jobs[job.job_id] = job
+        self.db.put_job(job)
+
+    # results
+
+    def report(self, report: ResultReport) -> None:
+        """Record one result; raise if it is not this worker's to give or cannot be right."""
+        lease = self.db.get_lease(report.lease_id)
+        if lease is None:
+            raise NotFound(f"no lease {report.lease_id!r}", lease_id=report.lease_id)
+        if lease.worker_id != self.worker.worker_id:
+            raise Forbidden(
+                f"lease {report.lease_id!r} is held by another worker", lease_id=lease.lease_id
+            )
+        self.outcome.accepted.append(lease.lease_id)
+        if lease.state in (LeaseState.DONE, LeaseState.FAILED, LeaseState.SUPERSEDED):
+            self._check_resend(lease, report)
+            return
+        job = self.job(lease.job_id)
+        chunk = self.db.get_chunk(lease.job_id, lease.chunk_index)
+        assert chunk is not None, "a lease always names a stored chunk"
+        if report.error is not None:
+            self._fail(lease, chunk, job, report.error)
+            return
+        assert report.output is not None
+        kind = self.kinds.get(job.kind)
+        try:
+            kind.check(job.params, chunk.start, chunk.stop, report.output)
+        except InvalidResult as exc:
+            raise InvalidResult(f"lease {lease.lease_id!r}: {exc.detail}",
+                                lease_id=lease.lease_id) from exc
+        lease.output_digest = output_digest(report.output)
+        lease.compute_s = report.compute_s
+        if chunk.state is ChunkState.DONE or job.state is not JobState.RUNNING:
+            lease.state = LeaseState.SUPERSEDED
+            self.db.put_lease(lease)
+            return
+        lease.state = LeaseState.DONE
+        self.db.put_lease(lease)
+        self.db.put_output(
+            StoredOutput(job.job_id, chunk.index, chunk.start, chunk.stop, report.output)
+        )
+        chunk.state = ChunkState.DONE
+        self.db.put_chunk(chunk)
+        for other in self.db.active_leases_of_chunk(job.job_id, chunk.index):
+            other.state = LeaseState.ABANDONED
+            self.db.put_lease(other)
+        self._credit(job.kind, chunk.units, report.compute_s)
+        job.units_done += chunk.units
+        if job.units_done == job.total_units:
+            finish_job(self.db, self.kinds, job, self.now)
+        self.save_job(job)
+
+    def _check_resend(self, lease: Lease, report: ResultReport) -> None:
+        """A report for a lease already reported: harmless if identical, else a conflict."""
+        same = (
+            report.output is not None and lease.output_digest == output_digest(report.output)
+        ) or (report.error is not None and lease.state is LeaseState.FAILED)
+        if not same:
+            raise Conflict(
+                f"lease {lease.lease_id!r} already has a different result",
+                lease_id=lease.lease_id,
+            )
+
+    def _fail(self, lease: Lease, chunk: Chunk, job: Job, error: str) -> None:
+        lease.state = LeaseState.FAILED
+        self.db.put_lease(lease)
+        if chunk.state is ChunkState.DONE or job.state is not JobState.RUNNING:
+            return
+        chunk.failures += 1
+        chunk.last_error = error
+        if chunk.failures >= self.config.max_failures:
+            job.state = JobState.FAILED
+            job.finished_s = self.now
+            job.error = (
+                f"chunk {chunk.index} (units {chunk.start}-{chunk.stop}) failed "
+                f"{chunk.failures} times; last error: {error}"
+            )
+            self.save_job(job)
+        elif not self.db.active_leases_of_chunk(job.job_id, chunk.index):
+            chunk.state = ChunkState.PENDING
+            self.outcome.released_work = True
+        self.db.put_chunk(chunk)
+
+    def _credit(self, kind: str, units: int, compute_s: float) -> None:
+        worker = self.worker
+        worker.speeds[kind], worker.speed_evidence_s[kind] = updated_speed(
+            worker.speeds.get(kind),
+            worker.speed_evidence_s.get(kind, 0.0),
+            units,
+            compute_s,
+            self.config.speed_alpha,
+        )
+        worker.chunks_done += 1
+        worker.units_done[kind] = worker.units_done.get(kind, 0) + units
+
+    # renewals
+
+    def renew(self, lease_ids: list[str]) -> None:
+        """Extend the leases the worker is still computing; tell it to drop the others."""
+        for lease_id in lease_ids:
+            lease = self.db.get_lease(lease_id)
+            if lease is None or lease.worker_id != self.worker.worker_id:
+                self.outcome.abandon.append(lease_id)
+                continue
+            if lease.state is LeaseState.ACTIVE and self.job(lease.job_id).state.finished:
+                lease.state = LeaseState.ABANDONED
+            if lease.state is not LeaseState.ACTIVE:
+                self.outcome.abandon.append(lease_id)
+            else:
+                lease.deadline_s = self.now + self.config.lease_ttl_s
+            self.db.put_lease(lease)
+
+    # new leases
+
+    def lease(self, want: int) -> None:
+        """Grant up to ``want`` chunks: re-issued ones first, then new ones, then backups."""
+        if want <= 0:
+            return
+        jobs = [
+            j for j in self.db.running_jobs()
+            if j.kind in self.worker.kinds and j.kind in self.kinds
+        ]
+        shares: dict[str, float] = {}
+        for job in jobs:
+            for chunk in self.db.pending_chunks(job.job_id, want - len(self.outcome.leases)):
+                self._grant(job, chunk)
+            if job.next_unit < job.total_units and len(self.outcome.leases) < want:
+                if job.kind not in shares:
+                    shares[job.kind] = self._share(job.kind)
+                self._carve(job, want, shares[job.kind])
+            if len(self.outcome.leases) >= want:
+                return
+        for job in jobs:
+            if job.next_unit == job.total_units:
+                self._backups(job, want)
+            if len(self.outcome.leases) >= want:
+                return
+
+    def _carve(self, job: Job, want: int, share: float) -> None:
+        kind = self.kinds.get(job.kind)
+        while job.next_unit < job.total_units and len(self.outcome.leases) < want:
+            units = chunk_units(
+                speed=self.worker.speeds.get(job.kind),
+                target_s=job.target_chunk_s,
+                probe_units=kind.probe_units,
+                max_units=kind.max_chunk_units,
+                remaining=job.total_units - job.next_unit,
+                share=share,
+            )
+            chunk = Chunk(job.job_id, job.chunks_carved, job.next_unit, job.next_unit + units)
+            job.next_unit += units
+            job.chunks_carved += 1
+            self._grant(job, chunk)
+        self.save_job(job)
+
+    def _share(self, kind: str) -> float:
+        """This worker's per-core fraction of the speed of every live core on ``kind``."""
+        mine = self.worker.speeds.get(kind)
+        if not mine:
+            return 1.0
+        horizon = self.now - self.config.lease_ttl_s
+        total = sum(
+            w.speeds.get(kind, 0.0) * w.cores
+            for w in self.db.list_workers()
+            if w.worker_id != self.worker.worker_id and w.last_seen_s >= horizon and not w.left
+        )
+        return mine / (total + mine * self.worker.cores)
+
+    def _backups(self, job: Job, want: int) -> None:
+        for chunk in self.db.leased_chunks(job.job_id):
+            if len(self.outcome.leases) >= want:
+                return
+            active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
+            if len(active) != 1 or active[0].worker_id == self.worker.worker_id:
+                continue
+            holder = self.db.get_worker(active[0].worker_id)
+            speed = holder.speeds.get(job.kind) if holder else None
+            if wants_backup(active[0], chunk.units, speed, job.target_chunk_s,
+                            self.config.backup_factor, self.now):
+                self._grant(job, chunk, backup=True)
+
+    def _grant(self, job: Job, chunk: Chunk, backup: bool = False) -> None:
+        lease = Lease(
+            lease_id=secrets.token_hex(16),
+            job_id=job.job_id,
+            chunk_index=chunk.index,
+            worker_id=self.worker.worker_id,
+            issued_s=self.now,
+            deadline_s=self.now + self.config.lease_ttl_s,
+            backup=backup,
+        )
+        self.db.put_lease(lease)
+        chunk.state = ChunkState.LEASED
+        self.db.put_chunk(chunk)
+        self.outcome.leases.append(
+            LeaseGrant(lease.lease_id, job.job_id, job.kind, job.params, chunk.index,
+                       chunk.start, chunk.stop, lease.deadline_s)
+        )
+
+
+def release_chunk(db: Backend, lease: Lease) -> bool:
+    """Put a lease's chunk back to pending if no other lease is working on it."""
+    chunk = db.get_chunk(lease.job_id, lease.chunk_index)
+    if chunk is None or chunk.state is not ChunkState.LEASED:
+        return False
+    if db.active_leases_of_chunk(lease.job_id, lease.chunk_index):
+        return False
+    chunk.state = ChunkState.PENDING
+    db.put_chunk(chunk)
+    return True
+
+
+def finish_job(db: Backend, kinds: KindRegistry, job: Job, now: float) -> None:
+    """Merge a complete job's outputs into its answer and artefacts."""
+    kind = kinds.get(job.kind)
+    outputs = (ChunkOutput(o.start, o.stop, o.output) for o in db.iter_outputs(job.job_id))
+    try:
+        answer = kind.merge(job.params, outputs)
+    except HydraError as exc:
+        job.state, job.error = JobState.FAILED, f"merging the results failed: {exc.detail}"
+    else:
+        for name, artefact in answer.artefacts.items():
+            db.put_artefact(job.job_id, name, artefact.media_type, artefact.data)
+        job.state, job.answer = JobState.DONE, answer.summary
+    job.finished_s = now

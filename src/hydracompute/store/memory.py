@@ -1,0 +1,139 @@
+"""In-memory backend: a real implementation for tests and simulation, lost at exit.
+
+Transactions are atomic through an undo log: every write records what it replaced, and a
+failed block restores it. Records are copied in and out, as a database would.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from hydracompute.core.models import Chunk, ChunkState, Job, JobState, Lease, LeaseState, Worker
+from hydracompute.store.backend import Backend, StoredOutput
+
+_ABSENT = object()
+
+
+class MemoryBackend(Backend):
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._undo: list[Callable[[], None]] | None = None
+        self._workers: dict[str, Worker] = {}
+        self._jobs: dict[str, Job] = {}
+        self._chunks: dict[tuple[str, int], Chunk] = {}
+        self._leases: dict[str, Lease] = {}
+        self._outputs: dict[tuple[str, int], StoredOutput] = {}
+        self._artefacts: dict[tuple[str, str], tuple[str, bytes]] = {}
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._undo is not None:  # nested: part of the outer transaction
+                yield
+                return
+            self._undo = []
+            try:
+                yield
+            except BaseException:
+                for undo in reversed(self._undo):
+                    undo()
+                raise
+            finally:
+                self._undo = None
+
+    def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        old = table.get(key, _ABSENT)
+        if self._undo is not None:
+
+            def undo() -> None:
+                if old is _ABSENT:
+                    table.pop(key, None)
+                else:
+                    table[key] = old
+
+            self._undo.append(undo)
+        table[key] = copy.deepcopy(value)
+
+    @staticmethod
+    def _get(table: dict[Any, Any], key: Any) -> Any:
+        value = table.get(key)
+        return None if value is None else copy.deepcopy(value)
+
+    def get_worker(self, worker_id: str) -> Worker | None:
+        return self._get(self._workers, worker_id)  # type: ignore[no-any-return]
+
+    def put_worker(self, worker: Worker) -> None:
+        self._put(self._workers, worker.worker_id, worker)
+
+    def list_workers(self) -> list[Worker]:
+        workers = sorted(self._workers.values(), key=lambda w: w.enrolled_s)
+        return copy.deepcopy(workers)
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self._get(self._jobs, job_id)  # type: ignore[no-any-return]
+
+    def put_job(self, job: Job) -> None:
+        self._put(self._jobs, job.job_id, job)
+
+    def list_jobs(self, states: frozenset[JobState] | None, limit: int) -> list[Job]:
+        jobs = [j for j in self._jobs.values() if states is None or j.state in states]
+        jobs.sort(key=lambda j: (j.created_s, j.job_id), reverse=True)
+        return copy.deepcopy(jobs[:limit])
+
+    def running_jobs(self) -> list[Job]:
+        jobs = [j for j in self._jobs.values() if j.state is JobState.RUNNING]
+        jobs.sort(key=lambda j: (j.created_s, j.job_id))
+        return copy.deepcopy(jobs)
+
+    def get_chunk(self, job_id: str, index: int) -> Chunk | None:
+        return self._get(self._chunks, (job_id, index))  # type: ignore[no-any-return]
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        self._put(self._chunks, (chunk.job_id, chunk.index), chunk)
+
+    def _chunks_of(self, job_id: str, state: ChunkState) -> list[Chunk]:
+        chunks = [c for c in self._chunks.values() if c.job_id == job_id and c.state is state]
+        return copy.deepcopy(sorted(chunks, key=lambda c: c.index))
+
+    def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
+        return self._chunks_of(job_id, ChunkState.PENDING)[:limit]
+
+    def leased_chunks(self, job_id: str) -> list[Chunk]:
+        return self._chunks_of(job_id, ChunkState.LEASED)
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        return self._get(self._leases, lease_id)  # type: ignore[no-any-return]
+
+    def put_lease(self, lease: Lease) -> None:
+        self._put(self._leases, lease.lease_id, lease)
+
+    def _active_leases(self, keep: Callable[[Lease], bool]) -> list[Lease]:
+        leases = [x for x in self._leases.values() if x.state is LeaseState.ACTIVE and keep(x)]
+        return copy.deepcopy(sorted(leases, key=lambda x: (x.issued_s, x.lease_id)))
+
+    def active_leases_of_chunk(self, job_id: str, index: int) -> list[Lease]:
+        return self._active_leases(lambda x: x.job_id == job_id and x.chunk_index == index)
+
+    def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
+        return self._active_leases(lambda x: x.worker_id == worker_id)
+
+    def overdue_leases(self, now: float, limit: int) -> list[Lease]:
+        return self._active_leases(lambda x: x.deadline_s < now)[:limit]
+
+    def put_output(self, output: StoredOutput) -> None:
+        self._put(self._outputs, (output.job_id, output.chunk_index), output)
+
+    def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
+        keys = sorted(k for k in self._outputs if k[0] == job_id)
+        for key in keys:
+            yield self._outputs[key]
+
+    def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None:
+        self._put(self._artefacts, (job_id, name), (media_type, data))
+
+    def get_artefact(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+        return self._artefacts.get((job_id, name))

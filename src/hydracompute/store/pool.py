@@ -1,0 +1,245 @@
+"""The state of record of one pool: jobs, workers and leases, over any backend.
+
+:class:`Store` is the one interface the coordinator uses. Each public method is one
+transaction: when it returns, what it did is durable; when it raises, nothing changed.
+Times are passed in (``now``), never read here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.models import JSON, Job, JobState, LeaseState, Worker
+from hydracompute.errors import Conflict, Forbidden, InvalidParams, NotFound, Unauthorized
+from hydracompute.kinds import Artefact, ChunkOutput, KindRegistry
+from hydracompute.store.backend import Backend
+from hydracompute.store.exchange import Exchange, ExchangeOutcome, ResultReport, release_chunk
+
+MAX_NAME_CHARS = 200
+#: Overdue leases expired per call; the coordinator calls again while there are more.
+EXPIRE_BATCH = 1000
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Store:
+    """Jobs, workers and leases of one pool, kept by ``backend``."""
+
+    def __init__(self, backend: Backend, kinds: KindRegistry, config: SchedulerConfig) -> None:
+        self.backend = backend
+        self.kinds = kinds
+        self.config = config
+        #: Increases whenever chunks become available to lease (for long-polling waiters).
+        self.work_version = 0
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # jobs
+
+    def submit_job(
+        self, kind: str, params: JSON, now: float, name: str = "",
+        target_chunk_s: float | None = None,
+    ) -> Job:
+        """Validate and record a new job.
+
+        Raises:
+            UnknownKind: no such kind is installed on the coordinator.
+            InvalidParams: the parameters, name or chunk time are not acceptable.
+        """
+        job_kind = self.kinds.get(kind)
+        canonical = job_kind.validate(params)
+        if len(name) > MAX_NAME_CHARS:
+            raise InvalidParams({"name": f"must be at most {MAX_NAME_CHARS} characters"})
+        target = self.config.target_chunk_s if target_chunk_s is None else target_chunk_s
+        if not 0.01 <= target <= 3600:
+            raise InvalidParams({"target_chunk_s": "must be between 0.01 and 3600"})
+        job = Job(
+            job_id=secrets.token_hex(6),
+            kind=kind,
+            params=canonical,
+            total_units=job_kind.total_units(canonical),
+            created_s=now,
+            target_chunk_s=target,
+            name=name,
+        )
+        with self.backend.transaction():
+            self.backend.put_job(job)
+        self.work_version += 1
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        with self.backend.transaction():
+            job = self.backend.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        with self.backend.transaction():
+            return self.backend.list_jobs(None if state is None else frozenset({state}), limit)
+
+    def cancel_job(self, job_id: str, now: float) -> Job:
+        """Stop a running job; its workers are told to abandon its chunks.
+
+        Raises:
+            NotFound: no such job.
+            Conflict: the job has already finished.
+        """
+        with self.backend.transaction():
+            job = self.backend.get_job(job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id!r}")
+            if job.state.finished:
+                raise Conflict(f"job {job_id!r} is already {job.state.value}")
+            job.state, job.finished_s = JobState.CANCELLED, now
+            self.backend.put_job(job)
+        return job
+
+    def job_outputs(self, job_id: str) -> list[ChunkOutput]:
+        with self.backend.transaction():
+            return [
+                ChunkOutput(o.start, o.stop, o.output)
+                for o in self.backend.iter_outputs(job_id)
+            ]
+
+    def job_progress(self, job: Job) -> JSON:
+        """The kind's live summary of a job's outputs so far (e.g. π's running estimate)."""
+        return self.kinds.get(job.kind).progress(job.params, self.job_outputs(job.job_id))
+
+    def artefact(self, job_id: str, name: str) -> Artefact:
+        """A finished job's artefact.
+
+        Raises:
+            NotFound: no such job or artefact (or the job has not finished).
+        """
+        with self.backend.transaction():
+            found = self.backend.get_artefact(job_id, name)
+        if found is None:
+            raise NotFound(f"job {job_id!r} has no artefact {name!r}")
+        return Artefact(*found)
+
+    # workers
+
+    def enrol_worker(
+        self, name: str, cores: int, kinds: Sequence[str], now: float
+    ) -> tuple[Worker, str]:
+        """Record a new worker; returns it and its secret (shown once, stored hashed)."""
+        secret = secrets.token_urlsafe(32)
+        worker = Worker(
+            worker_id="w-" + secrets.token_hex(6),
+            name=name[:MAX_NAME_CHARS],
+            cores=cores,
+            kinds=sorted(set(kinds)),
+            secret_hash=_hash_secret(secret),
+            enrolled_s=now,
+            last_seen_s=now,
+        )
+        with self.backend.transaction():
+            self.backend.put_worker(worker)
+        return worker, secret
+
+    def authenticate_worker(self, worker_id: str, secret: str) -> Worker:
+        """The worker whose secret this is.
+
+        Raises:
+            Unauthorized: no such worker or a wrong secret (indistinguishably).
+        """
+        with self.backend.transaction():
+            worker = self.backend.get_worker(worker_id)
+        if worker is None or not hmac.compare_digest(worker.secret_hash, _hash_secret(secret)):
+            raise Unauthorized("unknown worker or wrong worker secret")
+        return worker
+
+    def list_workers(self) -> list[Worker]:
+        with self.backend.transaction():
+            return self.backend.list_workers()
+
+    def leases_in_hand(self) -> dict[str, int]:
+        """Number of active leases per worker id."""
+        with self.backend.transaction():
+            return {
+                w.worker_id: len(self.backend.active_leases_of_worker(w.worker_id))
+                for w in self.backend.list_workers()
+            }
+
+    # the exchange
+
+    def exchange(
+        self,
+        worker_id: str,
+        results: Sequence[ResultReport],
+        running: Sequence[str],
+        want: int,
+        now: float,
+    ) -> ExchangeOutcome:
+        """One round trip of a worker: record results, renew leases, grant new ones.
+
+        Results are checked first; if any is refused nothing at all is recorded, and the
+        error names the offending ``lease_id``.
+
+        Raises:
+            NotFound: no such worker, or a result for an unknown lease.
+            Forbidden: a result for another worker's lease.
+            Conflict: a result differing from one already recorded for the lease.
+            InvalidResult: an output fails its kind's check.
+        """
+        with self.backend.transaction():
+            worker = self.backend.get_worker(worker_id)
+            if worker is None:
+                raise NotFound(f"no worker {worker_id!r}")
+            worker.last_seen_s, worker.left = now, False
+            step = Exchange(self.backend, self.kinds, self.config, worker, now)
+            for report in results:
+                step.report(report)
+            step.renew(list(running))
+            step.lease(min(want, self.config.max_leases_per_exchange))
+            self.backend.put_worker(worker)
+        if step.outcome.released_work:
+            self.work_version += 1
+        return step.outcome
+
+    def return_leases(self, worker_id: str, lease_ids: Sequence[str], now: float) -> int:
+        """A worker gives back unfinished leases (it is stopping); returns how many.
+
+        Raises:
+            Forbidden: one of the leases is not the worker's.
+        """
+        released = 0
+        with self.backend.transaction():
+            worker = self.backend.get_worker(worker_id)
+            if worker is None:
+                raise NotFound(f"no worker {worker_id!r}")
+            for lease_id in lease_ids:
+                lease = self.backend.get_lease(lease_id)
+                if lease is None or lease.worker_id != worker_id:
+                    raise Forbidden(f"lease {lease_id!r} is not this worker's", lease_id=lease_id)
+                if lease.state is not LeaseState.ACTIVE:
+                    continue
+                lease.state = LeaseState.RETURNED
+                self.backend.put_lease(lease)
+                released += release_chunk(self.backend, lease)
+            worker.left, worker.last_seen_s = True, now
+            self.backend.put_worker(worker)
+        if released:
+            self.work_version += 1
+        return len(lease_ids)
+
+    def expire_leases(self, now: float) -> int:
+        """Expire leases not renewed in time and make their chunks available again."""
+        expired = 0
+        with self.backend.transaction():
+            for lease in self.backend.overdue_leases(now, EXPIRE_BATCH):
+                lease.state = LeaseState.EXPIRED
+                self.backend.put_lease(lease)
+                release_chunk(self.backend, lease)
+                expired += 1
+        if expired:
+            self.work_version += 1
+        return expired

@@ -1,0 +1,291 @@
+"""SQLite backend: the embedded default, one file in WAL mode.
+
+Every transaction is ``BEGIN IMMEDIATE … COMMIT`` with ``synchronous=FULL``, so once a
+transaction's block has ended its writes survive a crash of the process or the machine:
+this is what lets the coordinator acknowledge a result only after it is durable.
+The schema evolves by numbered migrations recorded in ``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+import types
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydracompute.core.models import Chunk, Job, JobState, Lease, Worker
+from hydracompute.errors import StoreError
+from hydracompute.store.backend import Backend, StoredOutput
+
+#: Migration ``n`` (1-based) brings the schema from version n-1 to n. Append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE workers (
+        worker_id TEXT PRIMARY KEY, name TEXT NOT NULL, cores INTEGER NOT NULL,
+        kinds TEXT NOT NULL, secret_hash TEXT NOT NULL, enrolled_s REAL NOT NULL,
+        last_seen_s REAL NOT NULL, speeds TEXT NOT NULL, speed_evidence_s TEXT NOT NULL,
+        chunks_done INTEGER NOT NULL,
+        units_done TEXT NOT NULL, "left" INTEGER NOT NULL
+    );
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY, kind TEXT NOT NULL, params TEXT NOT NULL,
+        total_units INTEGER NOT NULL, created_s REAL NOT NULL, target_chunk_s REAL NOT NULL,
+        name TEXT NOT NULL, state TEXT NOT NULL, next_unit INTEGER NOT NULL,
+        chunks_carved INTEGER NOT NULL, units_done INTEGER NOT NULL, finished_s REAL,
+        error TEXT, answer TEXT
+    );
+    CREATE INDEX jobs_by_state ON jobs (state, created_s);
+    CREATE TABLE chunks (
+        job_id TEXT NOT NULL, "index" INTEGER NOT NULL, start INTEGER NOT NULL,
+        stop INTEGER NOT NULL, state TEXT NOT NULL, failures INTEGER NOT NULL,
+        last_error TEXT, PRIMARY KEY (job_id, "index")
+    ) WITHOUT ROWID;
+    CREATE INDEX chunks_by_state ON chunks (job_id, state, "index");
+    CREATE TABLE leases (
+        lease_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, chunk_index INTEGER NOT NULL,
+        worker_id TEXT NOT NULL, issued_s REAL NOT NULL, deadline_s REAL NOT NULL,
+        state TEXT NOT NULL, backup INTEGER NOT NULL, output_digest TEXT, compute_s REAL
+    );
+    CREATE INDEX active_leases_by_chunk ON leases (job_id, chunk_index) WHERE state = 'active';
+    CREATE INDEX active_leases_by_worker ON leases (worker_id) WHERE state = 'active';
+    CREATE INDEX active_leases_by_deadline ON leases (deadline_s) WHERE state = 'active';
+    CREATE TABLE outputs (
+        job_id TEXT NOT NULL, chunk_index INTEGER NOT NULL, start INTEGER NOT NULL,
+        stop INTEGER NOT NULL, output TEXT NOT NULL, PRIMARY KEY (job_id, chunk_index)
+    ) WITHOUT ROWID;
+    CREATE TABLE artefacts (
+        job_id TEXT NOT NULL, name TEXT NOT NULL, media_type TEXT NOT NULL,
+        data BLOB NOT NULL, PRIMARY KEY (job_id, name)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+def _to_column(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+class _Table:
+    """Maps one dataclass to one table: every field is a column of the same name.
+
+    Enum fields are stored as their value, booleans as integers, dicts and lists as JSON.
+    """
+
+    def __init__(self, name: str, cls: type[Any], key: tuple[str, ...]) -> None:
+        self.name, self.cls, self.key = name, cls, key
+        hints = typing.get_type_hints(cls)
+        self.fields = [f.name for f in dataclasses.fields(cls)]
+        self._decoders: dict[str, Any] = {}
+        for field_name in self.fields:
+            hint = hints[field_name]
+            base = typing.get_origin(hint) or hint
+            if isinstance(base, type) and issubclass(base, Enum):
+                self._decoders[field_name] = base
+            elif base in (dict, list) or (
+                base is types.UnionType and typing.get_origin(typing.get_args(hint)[0]) is dict
+            ):
+                self._decoders[field_name] = json.loads
+            elif base is bool:
+                self._decoders[field_name] = bool
+        columns = ", ".join(f'"{f}"' for f in self.fields)
+        marks = ", ".join("?" for _ in self.fields)
+        self.upsert = f"INSERT OR REPLACE INTO {name} ({columns}) VALUES ({marks})"
+        where = " AND ".join(f'"{k}" = ?' for k in key)
+        self.select = f"SELECT {columns} FROM {name}"
+        self.select_key = f"{self.select} WHERE {where}"
+
+    def row(self, obj: Any) -> tuple[Any, ...]:
+        return tuple(_to_column(getattr(obj, f)) for f in self.fields)
+
+    def record(self, row: tuple[Any, ...]) -> Any:
+        values = {}
+        for name, value in zip(self.fields, row, strict=True):
+            decode = self._decoders.get(name)
+            values[name] = value if decode is None or value is None else decode(value)
+        return self.cls(**values)
+
+
+_WORKERS = _Table("workers", Worker, ("worker_id",))
+_JOBS = _Table("jobs", Job, ("job_id",))
+_CHUNKS = _Table("chunks", Chunk, ("job_id", "index"))
+_LEASES = _Table("leases", Lease, ("lease_id",))
+
+
+class SQLiteBackend(Backend):
+    """Backend on one SQLite file (``":memory:"`` for a throw-away database)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._depth = 0
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"database schema version {current} is newer than this Hydra Compute "
+                f"({len(MIGRATIONS)}); upgrade hydracompute"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            with self.transaction():
+                for statement in MIGRATIONS[version - 1].split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {version}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._depth = 1
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite error: {exc}") from exc
+            finally:
+                self._depth = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _put(self, table: _Table, obj: Any) -> None:
+        self._db.execute(table.upsert, table.row(obj))
+
+    def _one(self, table: _Table, *key: Any) -> Any:
+        row = self._db.execute(table.select_key, key).fetchone()
+        return None if row is None else table.record(row)
+
+    def _many(self, table: _Table, where: str, *args: Any) -> list[Any]:
+        rows = self._db.execute(f"{table.select} {where}", args).fetchall()
+        return [table.record(row) for row in rows]
+
+    def get_worker(self, worker_id: str) -> Worker | None:
+        return self._one(_WORKERS, worker_id)  # type: ignore[no-any-return]
+
+    def put_worker(self, worker: Worker) -> None:
+        self._put(_WORKERS, worker)
+
+    def list_workers(self) -> list[Worker]:
+        return self._many(_WORKERS, "ORDER BY enrolled_s")
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self._one(_JOBS, job_id)  # type: ignore[no-any-return]
+
+    def put_job(self, job: Job) -> None:
+        self._put(_JOBS, job)
+
+    def list_jobs(self, states: frozenset[JobState] | None, limit: int) -> list[Job]:
+        if states is None:
+            return self._many(_JOBS, "ORDER BY created_s DESC, job_id DESC LIMIT ?", limit)
+        marks = ", ".join("?" for _ in states)
+        return self._many(
+            _JOBS,
+            f"WHERE state IN ({marks}) ORDER BY created_s DESC, job_id DESC LIMIT ?",
+            *[s.value for s in states],
+            limit,
+        )
+
+    def running_jobs(self) -> list[Job]:
+        return self._many(_JOBS, "WHERE state = 'running' ORDER BY created_s, job_id")
+
+    def get_chunk(self, job_id: str, index: int) -> Chunk | None:
+        return self._one(_CHUNKS, job_id, index)  # type: ignore[no-any-return]
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        self._put(_CHUNKS, chunk)
+
+    def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
+        where = "WHERE job_id = ? AND state = 'pending' ORDER BY \"index\" LIMIT ?"
+        return self._many(_CHUNKS, where, job_id, limit)
+
+    def leased_chunks(self, job_id: str) -> list[Chunk]:
+        return self._many(_CHUNKS, "WHERE job_id = ? AND state = 'leased' ORDER BY \"index\"",
+                          job_id)
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        return self._one(_LEASES, lease_id)  # type: ignore[no-any-return]
+
+    def put_lease(self, lease: Lease) -> None:
+        self._put(_LEASES, lease)
+
+    def active_leases_of_chunk(self, job_id: str, index: int) -> list[Lease]:
+        where = ("WHERE job_id = ? AND chunk_index = ? AND state = 'active' "
+                 "ORDER BY issued_s, lease_id")
+        return self._many(_LEASES, where, job_id, index)
+
+    def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
+        where = "WHERE worker_id = ? AND state = 'active' ORDER BY issued_s, lease_id"
+        return self._many(_LEASES, where, worker_id)
+
+    def overdue_leases(self, now: float, limit: int) -> list[Lease]:
+        where = "WHERE state = 'active' AND deadline_s < ? ORDER BY issued_s, lease_id LIMIT ?"
+        return self._many(_LEASES, where, now, limit)
+
+    def put_output(self, output: StoredOutput) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
+            (output.job_id, output.chunk_index, output.start, output.stop,
+             json.dumps(output.output, separators=(",", ":"))),
+        )
+
+    def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
+        rows = self._db.execute(
+            "SELECT chunk_index, start, stop, output FROM outputs WHERE job_id = ? "
+            "ORDER BY chunk_index",
+            (job_id,),
+        ).fetchall()
+        for index, start, stop, output in rows:
+            yield StoredOutput(job_id, index, start, stop, json.loads(output))
+
+    def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?, ?)",
+            (job_id, name, media_type, data),
+        )
+
+    def get_artefact(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+        row = self._db.execute(
+            "SELECT media_type, data FROM artefacts WHERE job_id = ? AND name = ?",
+            (job_id, name),
+        ).fetchone()
+        return None if row is None else (row[0], bytes(row[1]))

@@ -1,0 +1,114 @@
+"""Chunk sizing and lease timing: pure policies, clock passed in."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.leases import expected_duration_s, is_expired, wants_backup
+from hydracompute.core.models import Lease, LeaseState
+from hydracompute.core.sizing import MIN_TAIL_FRACTION, chunk_units, updated_speed
+
+
+def run_worker(true_speed: float, target_s: float, chunks: int, noise: float = 0.0) -> list[float]:
+    """Durations of successive chunks of a simulated worker of constant speed."""
+    rng = random.Random(7)
+    speed: float | None = None
+    evidence = 0.0
+    durations = []
+    for _ in range(chunks):
+        units = chunk_units(speed=speed, target_s=target_s, probe_units=1,
+                            max_units=10**12, remaining=10**12, share=1.0)
+        took = units / true_speed * (1 + rng.uniform(-noise, noise))
+        durations.append(took)
+        speed, evidence = updated_speed(speed, evidence, units, took, alpha=0.5)
+    return durations
+
+
+@pytest.mark.parametrize("true_speed", [3.0, 1e3, 2.5e6, 1e9])
+@pytest.mark.parametrize("target_s", [0.25, 2.0, 10.0])
+def test_sizing_converges_to_the_target(true_speed: float, target_s: float) -> None:
+    durations = run_worker(true_speed, target_s, chunks=6)
+    # Whole units: a chunk cannot be shorter than one unit takes.
+    floor = 1 / true_speed
+    assert durations[-1] == pytest.approx(max(target_s, floor), rel=0.02, abs=floor)
+
+
+def test_sizing_tolerates_noisy_timings() -> None:
+    durations = run_worker(5e8, 2.0, chunks=30, noise=0.2)
+    assert all(1.2 <= d <= 2.8 for d in durations[5:])
+
+
+def test_probe_chunk_when_speed_unknown() -> None:
+    assert chunk_units(speed=None, target_s=2, probe_units=3, max_units=100, remaining=50,
+                       share=1.0) == 3
+
+
+def test_tail_chunks_shrink_to_a_fair_share() -> None:
+    full = chunk_units(speed=100.0, target_s=2, probe_units=1, max_units=10**6,
+                       remaining=10**6, share=0.25)
+    tail = chunk_units(speed=100.0, target_s=2, probe_units=1, max_units=10**6,
+                       remaining=400, share=0.25)
+    assert full == 200
+    assert tail == 100  # a quarter of what is left: everyone finishes together
+    tiny = chunk_units(speed=100.0, target_s=2, probe_units=1, max_units=10**6,
+                       remaining=8, share=0.25)
+    assert tiny == 8  # never below a tenth of a full chunk, capped by what is left
+
+
+@given(
+    speed=st.one_of(st.none(), st.floats(1e-3, 1e12)),
+    target_s=st.floats(0.01, 3600),
+    probe=st.integers(1, 1000),
+    max_units=st.integers(1, 10**9),
+    remaining=st.integers(1, 10**15),
+    share=st.floats(1e-6, 1.0),
+)
+def test_chunk_size_always_within_bounds(
+    speed: float | None, target_s: float, probe: int, max_units: int, remaining: int,
+    share: float,
+) -> None:
+    units = chunk_units(speed=speed, target_s=target_s, probe_units=probe,
+                        max_units=max_units, remaining=remaining, share=share)
+    assert 1 <= units <= min(max_units, remaining)
+    if speed is not None and speed * target_s * MIN_TAIL_FRACTION >= 1:
+        assert units >= min(max_units, remaining, int(speed * target_s * MIN_TAIL_FRACTION))
+
+
+def test_speed_weighs_measurements_by_the_time_they_cover() -> None:
+    assert updated_speed(None, 0.0, 100, 2.0, alpha=0.5) == (50.0, 2.0)
+    # Equal durations: the newest measurement weighs alpha.
+    assert updated_speed(50.0, 2.0, 200, 2.0, alpha=0.5) == (pytest.approx(250 / 3), 3.0)
+    # A probe timed at almost nothing is outweighed by the first real chunk.
+    probe, evidence = updated_speed(None, 0.0, 1, 0.0, alpha=0.5)
+    assert probe == pytest.approx(1e6)
+    speed, _ = updated_speed(probe, evidence, 1000, 1.0, alpha=0.5)
+    assert speed == pytest.approx(1000, rel=1e-3)
+
+
+def lease(issued: float, deadline: float, state: LeaseState = LeaseState.ACTIVE) -> Lease:
+    return Lease("l", "j", 0, "w", issued_s=issued, deadline_s=deadline, state=state)
+
+
+def test_expiry_is_strictly_after_the_deadline() -> None:
+    assert not is_expired(lease(0, 10), now=10.0)
+    assert is_expired(lease(0, 10), now=10.001)
+    assert not is_expired(lease(0, 10, LeaseState.DONE), now=99.0)
+
+
+def test_backup_only_for_overdue_active_leases() -> None:
+    assert expected_duration_s(100, 50.0, 2.0) == 2.0
+    assert expected_duration_s(100, None, 3.0) == 3.0
+    assert not wants_backup(lease(0, 99), 100, 50.0, 2.0, 1.5, now=2.9)
+    assert wants_backup(lease(0, 99), 100, 50.0, 2.0, 1.5, now=3.1)
+    assert not wants_backup(lease(0, 99, LeaseState.DONE), 100, 50.0, 2.0, 1.5, now=30)
+
+
+def test_lease_ttl_is_three_heartbeats() -> None:
+    assert SchedulerConfig(heartbeat_s=2.0).lease_ttl_s == 6.0
+    with pytest.raises(ValueError, match="heartbeat_s"):
+        SchedulerConfig(heartbeat_s=0)

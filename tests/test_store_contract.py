@@ -1,0 +1,291 @@
+"""The store contract: every backend must pass every test here."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.models import JobState, LeaseState
+from hydracompute.errors import (
+    Conflict,
+    Forbidden,
+    InvalidParams,
+    InvalidResult,
+    NotFound,
+    Unauthorized,
+    UnknownKind,
+)
+from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
+from tests.sum_kind import SumKind, sum_registry
+
+CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
+TTL = CONFIG.lease_ttl_s
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    backend = MemoryBackend() if request.param == "memory" else SQLiteBackend(tmp_path / "s.db")
+    s = Store(backend, sum_registry(), CONFIG)
+    yield s
+    s.close()
+
+
+def snapshot(store: Store) -> object:
+    """Everything a client can observe about the pool, for 'changes nothing' checks."""
+    jobs = [dataclasses.asdict(j) for j in store.list_jobs()]
+    workers = [dataclasses.asdict(w) for w in store.list_workers()]
+    outputs = {j["job_id"]: store.job_outputs(j["job_id"]) for j in jobs}
+    return jobs, workers, outputs, store.leases_in_hand()
+
+
+def result_for(grant_params: dict[str, int], start: int, stop: int) -> dict[str, int]:
+    return SumKind().compute(grant_params, start, stop)
+
+
+def complete(store: Store, worker_id: str, now: float, want: int = 4) -> float:
+    """Run every chunk through one worker; returns the clock at the end."""
+    outcome = store.exchange(worker_id, [], [], want, now)
+    while outcome.leases:
+        reports = [
+            ResultReport(g.lease_id, result_for(g.params, g.start, g.stop), compute_s=0.01)
+            for g in outcome.leases
+        ]
+        now += 0.01
+        outcome = store.exchange(worker_id, reports, [], want, now)
+    return now
+
+
+def test_submit_get_and_list(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 100}, now=1.0, name="first")
+    assert store.get_job(job.job_id).params == {"n": 100}
+    assert store.get_job(job.job_id).state is JobState.RUNNING
+    second = store.submit_job("sum", {"n": 5}, now=2.0)
+    assert [j.job_id for j in store.list_jobs()] == [second.job_id, job.job_id]
+    assert store.list_jobs(JobState.DONE) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "error"),
+    [("nope", {"n": 1}, UnknownKind), ("sum", {"n": 0}, InvalidParams),
+     ("sum", {}, InvalidParams), ("sum", {"n": 3, "extra": 1}, InvalidParams)],
+)
+def test_bad_submissions_change_nothing(
+    store: Store, kind: str, params: dict[str, int], error: type[Exception]
+) -> None:
+    before = snapshot(store)
+    with pytest.raises(error):
+        store.submit_job(kind, params, now=1.0)
+    assert snapshot(store) == before
+
+
+def test_unknown_job(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.get_job("missing")
+    with pytest.raises(NotFound):
+        store.cancel_job("missing", now=1.0)
+
+
+def test_enrol_and_authenticate(store: Store) -> None:
+    worker, secret = store.enrol_worker("laptop", 4, ["sum"], now=1.0)
+    assert store.authenticate_worker(worker.worker_id, secret).name == "laptop"
+    with pytest.raises(Unauthorized):
+        store.authenticate_worker(worker.worker_id, secret + "x")
+    with pytest.raises(Unauthorized):
+        store.authenticate_worker("w-nobody", secret)
+    assert worker.secret_hash != secret
+
+
+def test_job_runs_to_its_exact_answer(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 5000}, now=0.0)
+    worker, _ = store.enrol_worker("a", 2, ["sum"], now=0.0)
+    complete(store, worker.worker_id, now=0.0)
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE
+    assert done.answer == {"total": sum(range(5000))}
+    assert done.units_done == 5000
+    assert store.list_workers()[0].chunks_done == done.chunks_carved
+
+
+def test_first_chunk_is_a_probe_then_sizes_follow_speed(store: Store) -> None:
+    store.submit_job("sum", {"n": 10**6}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (probe,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+    assert probe.stop - probe.start == SumKind.probe_units
+    # 2 units in 0.01 s -> 200 units/s -> a 1 s chunk has 200 units.
+    report = ResultReport(probe.lease_id, result_for(probe.params, probe.start, probe.stop), 0.01)
+    (second,) = store.exchange(worker.worker_id, [report], [], 1, now=0.02).leases
+    assert second.stop - second.start == 200
+    assert store.list_workers()[0].speeds["sum"] == pytest.approx(200.0)
+
+
+def test_workers_only_get_kinds_they_have(store: Store) -> None:
+    store.submit_job("sum", {"n": 10}, now=0.0)
+    other, _ = store.enrol_worker("b", 1, ["pi"], now=0.0)
+    assert store.exchange(other.worker_id, [], [], 1, now=0.0).leases == []
+
+
+def test_unknown_lease_refused_and_nothing_recorded(store: Store) -> None:
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+    before = snapshot(store)
+    good = ResultReport(grant.lease_id, result_for(grant.params, grant.start, grant.stop), 0.1)
+    bogus = ResultReport("f" * 32, {"total": 1}, 0.1)
+    with pytest.raises(NotFound) as err:
+        store.exchange(worker.worker_id, [good, bogus], [], 1, now=1.0)
+    assert err.value.extra["lease_id"] == "f" * 32
+    assert snapshot(store) == before
+
+
+def test_result_for_another_workers_lease_is_forbidden(store: Store) -> None:
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    before = snapshot(store)
+    forged = ResultReport(grant.lease_id, result_for(grant.params, grant.start, grant.stop), 0.1)
+    with pytest.raises(Forbidden):
+        store.exchange(b.worker_id, [forged], [], 1, now=1.0)
+    assert snapshot(store) == before
+
+
+def test_insane_output_refused(store: Store) -> None:
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+    before = snapshot(store)
+    with pytest.raises(InvalidResult):
+        store.exchange(worker.worker_id, [ResultReport(grant.lease_id, {"total": -1}, 0.1)],
+                       [], 0, now=1.0)
+    assert snapshot(store) == before
+
+
+def test_resent_identical_result_is_acknowledged_once(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 100}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+    report = ResultReport(grant.lease_id, result_for(grant.params, grant.start, grant.stop), 0.1)
+    assert store.exchange(worker.worker_id, [report], [], 0, now=1.0).accepted == [grant.lease_id]
+    after_first = snapshot(store)
+    assert store.exchange(worker.worker_id, [report], [], 0, now=1.0).accepted == [grant.lease_id]
+    jobs_after, *_ = snapshot(store)  # type: ignore[misc]
+    assert store.get_job(job.job_id).units_done == grant.stop - grant.start
+    assert jobs_after == after_first[0]  # type: ignore[index]
+    different = ResultReport(grant.lease_id, {"total": 12345}, 0.1)
+    with pytest.raises(Conflict):
+        store.exchange(worker.worker_id, [different], [], 0, now=2.0)
+
+
+def test_unrenewed_lease_expires_and_chunk_is_reissued(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 2}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    assert store.exchange(b.worker_id, [], [], 1, now=0.5).leases == []
+    assert store.expire_leases(now=TTL - 0.1) == 0
+    assert store.expire_leases(now=TTL + 0.1) == 1
+    (again,) = store.exchange(b.worker_id, [], [], 1, now=TTL + 0.2).leases
+    assert (again.start, again.stop) == (grant.start, grant.stop)
+    assert again.lease_id != grant.lease_id
+    # The first worker was only slow: its late result still counts, and b is told to stop.
+    late = ResultReport(grant.lease_id, result_for(grant.params, 0, 2), 0.1)
+    store.exchange(a.worker_id, [late], [], 0, now=TTL + 0.3)
+    assert store.get_job(job.job_id).answer == {"total": 1}
+    assert store.exchange(b.worker_id, [], [again.lease_id], 0, now=TTL + 0.4).abandon == [
+        again.lease_id
+    ]
+
+
+def test_renewal_keeps_a_lease_alive(store: Store) -> None:
+    store.submit_job("sum", {"n": 2}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    for step in range(1, 10):
+        outcome = store.exchange(a.worker_id, [], [grant.lease_id], 0, now=step * TTL * 0.6)
+        assert outcome.abandon == []
+        assert store.expire_leases(now=step * TTL * 0.6 + 0.1) == 0
+
+
+def test_straggler_gets_a_backup_and_first_result_wins(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 2}, now=0.0)
+    slow, _ = store.enrol_worker("slow", 1, ["sum"], now=0.0)
+    fast, _ = store.enrol_worker("fast", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(slow.worker_id, [], [], 1, now=0.0).leases
+    # Not yet overdue: no copy.
+    assert store.exchange(fast.worker_id, [], [], 1, now=1.0).leases == []
+    store.exchange(slow.worker_id, [], [grant.lease_id], 0, now=1.2)
+    (backup,) = store.exchange(fast.worker_id, [], [], 1, now=1.6).leases
+    assert (backup.start, backup.stop) == (grant.start, grant.stop)
+    # No third copy.
+    third, _ = store.enrol_worker("third", 1, ["sum"], now=1.6)
+    assert store.exchange(third.worker_id, [], [], 1, now=1.7).leases == []
+    won = ResultReport(backup.lease_id, result_for(backup.params, 0, 2), 0.1)
+    store.exchange(fast.worker_id, [won], [], 0, now=1.8)
+    assert store.get_job(job.job_id).state is JobState.DONE
+    assert store.exchange(slow.worker_id, [], [grant.lease_id], 0, now=1.9).abandon == [
+        grant.lease_id
+    ]
+    lost = ResultReport(grant.lease_id, result_for(grant.params, 0, 2), 0.1)
+    assert store.exchange(slow.worker_id, [lost], [], 0, now=2.0).accepted == [grant.lease_id]
+    assert store.get_job(job.job_id).answer == {"total": 1}
+
+
+def test_chunk_failing_repeatedly_fails_the_job(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 2}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    for attempt in range(CONFIG.max_failures):
+        (grant,) = store.exchange(worker.worker_id, [], [], 1, now=attempt).leases
+        report = ResultReport(grant.lease_id, error=f"boom {attempt}")
+        store.exchange(worker.worker_id, [report], [], 0, now=attempt + 0.5)
+    failed = store.get_job(job.job_id)
+    assert failed.state is JobState.FAILED
+    assert failed.error is not None and "boom 2" in failed.error
+    assert store.exchange(worker.worker_id, [], [], 1, now=10.0).leases == []
+
+
+def test_cancel_abandons_leases(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 100}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+    assert store.cancel_job(job.job_id, now=0.5).state is JobState.CANCELLED
+    outcome = store.exchange(worker.worker_id, [], [grant.lease_id], 1, now=1.0)
+    assert outcome.abandon == [grant.lease_id]
+    assert outcome.leases == []
+    with pytest.raises(Conflict):
+        store.cancel_job(job.job_id, now=2.0)
+
+
+def test_returned_leases_go_to_the_next_worker(store: Store) -> None:
+    store.submit_job("sum", {"n": 2}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    store.return_leases(a.worker_id, [grant.lease_id], now=0.1)
+    (again,) = store.exchange(b.worker_id, [], [], 1, now=0.2).leases
+    assert (again.start, again.stop) == (grant.start, grant.stop)
+    with pytest.raises(Forbidden):
+        store.return_leases(b.worker_id, [grant.lease_id], now=0.3)
+
+
+def test_answer_does_not_depend_on_chunking(store: Store) -> None:
+    answers = []
+    for cores in (1, 3):
+        job = store.submit_job("sum", {"n": 777}, now=0.0)
+        worker, _ = store.enrol_worker(f"w{cores}", cores, ["sum"], now=0.0)
+        complete(store, worker.worker_id, now=0.0, want=cores)
+        answers.append(store.get_job(job.job_id).answer)
+    assert answers[0] == answers[1] == {"total": sum(range(777))}
+
+
+def test_lease_states_are_recorded(store: Store) -> None:
+    store.submit_job("sum", {"n": 2}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    with store.backend.transaction():
+        lease = store.backend.get_lease(grant.lease_id)
+    assert lease is not None and lease.state is LeaseState.ACTIVE
+    assert lease.deadline_s == pytest.approx(TTL)
