@@ -11,6 +11,7 @@
     ├── Forbidden            the credential may not do this, e.g. another worker's lease (403)
     ├── Conflict             the request contradicts recorded state, e.g. a second,
     │                        different result for one lease, or cancelling a finished job (409)
+    ├── InvalidRequest       a malformed request: bad JSON, a field out of range (422)
     ├── StoreError           the state of record could not be read or written
     └── CoordinatorUnavailable  the client or worker cannot reach the coordinator
 
@@ -85,3 +86,33 @@ class StoreError(HydraError):
 class CoordinatorUnavailable(HydraError):
     status = 503
     title = "Coordinator unavailable"
+
+
+
+class InvalidRequest(HydraError):
+    """A request the coordinator refused as malformed (bad JSON, a field out of range)."""
+
+    status = 422
+    title = "Invalid request"
+
+
+_BY_TITLE: dict[str, type[HydraError]] = {
+    cls.title: cls
+    for cls in (InvalidParams, InvalidResult, UnknownKind, NotFound, Unauthorized, Forbidden,
+                Conflict, InvalidRequest, StoreError)
+}
+
+
+def error_from_problem(status: int, problem: object) -> HydraError:
+    """The exception for a coordinator's problem document (client side of the boundary)."""
+    body = problem if isinstance(problem, dict) else {}
+    detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
+    extra = {k: v for k, v in body.items() if k not in ("type", "title", "status", "detail")}
+    if isinstance(body.get("errors"), dict):
+        return InvalidParams(body["errors"])
+    cls = _BY_TITLE.get(str(body.get("title")))
+    if cls is None:
+        cls = CoordinatorUnavailable if status >= 500 else InvalidRequest
+    error = cls(detail, **extra)
+    error.status = status
+    return error

@@ -104,6 +104,9 @@ class JobKind(abc.ABC):
         """Summarise partial outputs for live displays; empty by default."""
         return {}
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Compile or load the kernels; called once in each compute process at start."""
+
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         """Elementary operations in a chunk (samples, pixels...), for throughput figures."""
         return float(stop - start)

@@ -123,6 +123,9 @@ class MandelbrotKind(JobKind):
         iterations = sum(int(o.output["iterations"]) for o in outputs)
         return {"iterations": iterations}
 
+    def warm_up(self) -> None:
+        render_tile(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, 0, 0, 8, 8)
+
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         return float(sum(w * h for _, _, w, h in _tiles(params, start, stop)))
 

@@ -78,6 +78,9 @@ class PiKind(JobKind):
             samples += int(chunk.output["samples"])
         return estimate(hits, samples)
 
+    def warm_up(self) -> None:
+        count_hits(0, 0, 64)
+
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         first, last = self._sample_range(params, start, stop)
         return float(last - first)

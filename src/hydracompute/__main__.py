@@ -1,0 +1,3 @@
+from hydracompute.cli import main
+
+main()

@@ -1,0 +1,389 @@
+"""The ``hydracompute`` command.
+
+Exit codes: 0 success; 1 a job failed or was cancelled (with ``--wait``); 2 a usage error;
+3 the coordinator could not be reached; 4 the coordinator refused the request.
+Every option has an environment fallback: ``HYDRACOMPUTE_<OPTION>`` (e.g.
+``HYDRACOMPUTE_URL``, ``HYDRACOMPUTE_STORE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from hydracompute import __version__
+from hydracompute.client import DEFAULT_URL, Client, Job, JobFailed, JobInfo
+from hydracompute.errors import CoordinatorUnavailable, HydraError
+
+EXIT_JOB_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 3, 4
+console = Console()
+url_option = click.option(
+    "--url", default=DEFAULT_URL, show_default=True, help="Coordinator base URL."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def default_store_url() -> str:
+    import platformdirs
+
+    return f"sqlite:///{Path(platformdirs.user_data_dir('hydracompute')) / 'coordinator.db'}"
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def handle_errors(fn: Callable[..., None]) -> Callable[..., None]:
+    """Turn Hydra errors into a message and the documented exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except JobFailed as exc:
+            console.print(f"[red]{exc.detail}[/red]")
+            sys.exit(EXIT_JOB_FAILED)
+        except CoordinatorUnavailable as exc:
+            console.print(f"[red]{exc.detail}[/red]")
+            sys.exit(EXIT_UNREACHABLE)
+        except HydraError as exc:
+            console.print(f"[red]{exc.title}: {exc.detail}[/red]")
+            sys.exit(EXIT_REFUSED)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"auto_envvar_prefix": "HYDRACOMPUTE", "show_default": True})
+@click.version_option(__version__, prog_name="hydracompute")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+def main(log_level: str) -> None:
+    """Hydra Compute: pool idle machines into one compute service."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: all).")
+@click.option("--port", default=8765, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--store", "store_url", default=None, help="sqlite:///PATH or memory://. "
+              "Default: coordinator.db in the user data directory.")
+@click.option("--target-chunk-s", default=2.0, type=click.FloatRange(0.01, 3600))
+@click.option("--heartbeat-s", default=5.0, type=click.FloatRange(0.05, 600))
+def coordinator(
+    host: str, port: int, store_url: str | None, target_chunk_s: float, heartbeat_s: float
+) -> None:
+    """Run a coordinator: the HTTP service that keeps jobs and hands out chunks."""
+    import uvicorn
+
+    from hydracompute.coordinator.app import create_app
+    from hydracompute.core.config import SchedulerConfig
+    from hydracompute.kinds import default_registry
+    from hydracompute.store import open_store
+
+    config = SchedulerConfig(target_chunk_s=target_chunk_s, heartbeat_s=heartbeat_s)
+    url = store_url or default_store_url()
+    store = open_store(url, default_registry(), config)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{bound}"
+    click.echo(f"Hydra Compute coordinator listening on {base} (store: {url})", err=True)
+    click.echo(f"Join workers with:  hydracompute worker {base}", err=True)
+    click.echo(f"URL {base}", err=False)
+    sys.stdout.flush()
+    app = create_app(store)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Held long-polls would otherwise delay the shutdown by a heartbeat.
+            app.state.coordinator.release_waiters_soon()
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+
+
+@main.command()
+@click.argument("url", envvar="HYDRACOMPUTE_URL", default=DEFAULT_URL)
+@click.option("--cores", default=os.cpu_count() or 1, type=click.IntRange(1, 1024),
+              help="Compute processes to run (default: every core).")
+@click.option("--name", default=None, help="Name shown in the pool (default: host name).")
+def worker(url: str, cores: int, name: str | None) -> None:
+    """Join the pool at URL and compute chunks until Ctrl-C."""
+    from hydracompute.worker.agent import WorkerAgent
+
+    agent = WorkerAgent(url, cores, name)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(run())
+    except HydraError as exc:
+        console.print(f"[red]{exc.title}: {exc.detail}[/red]")
+        sys.exit(EXIT_REFUSED)
+    click.echo(f"Stopped after {agent.stats.chunks_done} chunk(s).", err=True)
+
+
+def _follow(job: Job, as_json: bool) -> JobInfo:
+    """Wait for a job, with a progress bar on a terminal."""
+    if as_json or not console.is_terminal:
+        return job.wait()
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"{job.job_id}", total=1.0)
+        return job.wait(on_progress=lambda info: bar.update(task, completed=info.progress))
+
+
+def _submit(url: str, kind: str, params: dict[str, Any], wait: bool, as_json: bool,
+            output: str | None, target_chunk_s: float | None) -> None:
+    with Client(url) as client:
+        job = client.submit(kind, target_chunk_s=target_chunk_s, **params)
+        if not wait:
+            if as_json:
+                _print_json(job.info().raw)
+            else:
+                click.echo(job.job_id)
+            return
+        info = _follow(job, as_json)
+        if output:
+            _save_output(job, output)
+        if as_json:
+            _print_json(info.raw)
+        else:
+            _print_answer(info)
+
+
+submit_options = [
+    click.option("--wait", is_flag=True, help="Wait for the answer, with a progress bar."),
+    click.option("-o", "--output", default=None, help="With --wait: save the main artefact."),
+    click.option("--target-chunk-s", default=None, type=click.FloatRange(0.01, 3600),
+                 help="Seconds per chunk for this job (default: the coordinator's)."),
+    url_option,
+    json_option,
+]
+
+
+def with_submit_options(fn: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(submit_options):
+        fn = option(fn)
+    return fn
+
+
+@main.group()
+def submit() -> None:
+    """Submit a job."""
+
+
+@submit.command("pi")
+@click.option("--samples", required=True, type=float, help="Number of samples, e.g. 1e10.")
+@click.option("--seed", default=None, type=int, help="Random seed (chosen if omitted).")
+@with_submit_options
+@handle_errors
+def submit_pi(samples: float, seed: int | None, wait: bool, output: str | None,
+              target_chunk_s: float | None, url: str, as_json: bool) -> None:
+    """Estimate π by Monte-Carlo sampling."""
+    params: dict[str, Any] = {"samples": samples}
+    if seed is not None:
+        params["seed"] = seed
+    _submit(url, "pi", params, wait, as_json, output, target_chunk_s)
+
+
+@submit.command("mandelbrot")
+@click.option("--width", default=1024, type=int)
+@click.option("--height", default=1024, type=int)
+@click.option("--max-iter", default=1000, type=int)
+@click.option("--region", nargs=4, type=float, default=None,
+              metavar="X_MIN X_MAX Y_MIN Y_MAX", help="Default: the whole set.")
+@click.option("--center", nargs=3, type=float, default=None, metavar="RE IM SPAN",
+              help="Alternative to --region: centre and x extent.")
+@click.option("--colour-map", default="classic",
+              type=click.Choice(["classic", "fire", "grey"]))
+@with_submit_options
+@handle_errors
+def submit_mandelbrot(width: int, height: int, max_iter: int,
+                      region: tuple[float, float, float, float] | None,
+                      center: tuple[float, float, float] | None, colour_map: str,
+                      wait: bool, output: str | None, target_chunk_s: float | None, url: str,
+                      as_json: bool) -> None:
+    """Render a view of the Mandelbrot set (PNG and raw counts)."""
+    params: dict[str, Any] = {"width": width, "height": height, "max_iter": max_iter,
+                              "colour_map": colour_map}
+    if region:
+        params.update(zip(("x_min", "x_max", "y_min", "y_max"), region, strict=True))
+    if center:
+        params.update(zip(("center_re", "center_im", "span"), center, strict=True))
+    _submit(url, "mandelbrot", params, wait, as_json, output, target_chunk_s)
+
+
+@submit.command("kind")
+@click.argument("kind")
+@click.option("-p", "--param", "raw_params", multiple=True, metavar="NAME=JSON",
+              help="A parameter; the value is JSON (numbers, strings in quotes...).")
+@with_submit_options
+@handle_errors
+def submit_kind(kind: str, raw_params: tuple[str, ...], wait: bool, output: str | None,
+                target_chunk_s: float | None, url: str, as_json: bool) -> None:
+    """Submit a job of any installed KIND, e.g. a third-party one."""
+    params: dict[str, Any] = {}
+    for item in raw_params:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    _submit(url, kind, params, wait, as_json, output, target_chunk_s)
+
+
+def _print_answer(info: JobInfo) -> None:
+    answer = info.answer or {}
+    if info.kind == "pi" and answer.get("estimate") is not None:
+        console.print(f"π ≈ {answer['estimate']:.10f} ± {answer['stderr']:.2e} "
+                      f"({answer['samples']:,} samples, {info.elapsed_s:.1f} s)")
+    else:
+        console.print_json(data=answer)
+
+
+def _save_output(job: Job, output: str) -> None:
+    info = job.info()
+    names = (info.answer or {}).get("artefacts") or []
+    if names:
+        Path(output).write_bytes(job.artefact(names[0]))
+    else:
+        Path(output).write_text(json.dumps(job.result(), indent=2))
+    console.print(f"saved {output}")
+
+
+@main.command()
+@click.option("--state", type=click.Choice(["running", "done", "failed", "cancelled"]))
+@click.option("--limit", default=50, type=click.IntRange(1, 1000))
+@url_option
+@json_option
+@handle_errors
+def jobs(state: str | None, limit: int, url: str, as_json: bool) -> None:
+    """List jobs, newest first."""
+    with Client(url) as client:
+        found = client.jobs(state, limit)
+    if as_json:
+        _print_json([j.raw for j in found])
+        return
+    table = Table("job", "kind", "state", "progress", "elapsed", "name")
+    for j in found:
+        table.add_row(j.job_id, j.kind, j.state, f"{j.progress:.1%}", f"{j.elapsed_s:.1f} s",
+                      j.name)
+    console.print(table)
+
+
+@main.command()
+@click.argument("job_id")
+@url_option
+@json_option
+@handle_errors
+def status(job_id: str, url: str, as_json: bool) -> None:
+    """Show one job's state and progress."""
+    with Client(url) as client:
+        info = client.job(job_id).info()
+    if as_json:
+        _print_json(info.raw)
+        return
+    console.print(f"{info.job_id} {info.kind} [bold]{info.state}[/bold] {info.progress:.1%} "
+                  f"({info.units_done}/{info.total_units} {info.unit_name}s, "
+                  f"{info.elapsed_s:.1f} s)")
+    if info.error:
+        console.print(f"[red]{info.error}[/red]")
+    if info.live:
+        console.print_json(data=info.live)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-o", "--output", default=None, help="Save the main artefact (e.g. the PNG).")
+@url_option
+@json_option
+@handle_errors
+def result(job_id: str, output: str | None, url: str, as_json: bool) -> None:
+    """Print a finished job's answer; with -o, save its main artefact."""
+    with Client(url) as client:
+        job = client.job(job_id)
+        answer = job.result()
+        if output:
+            _save_output(job, output)
+    if as_json:
+        _print_json(answer)
+    else:
+        _print_answer(job.info())
+
+
+@main.command()
+@url_option
+@json_option
+@handle_errors
+def workers(url: str, as_json: bool) -> None:
+    """List the pool's workers."""
+    with Client(url) as client:
+        found = client.workers()
+    if as_json:
+        _print_json(found)
+        return
+    table = Table("worker", "name", "cores", "online", "chunks", "leases", "speeds (units/s/core)")
+    for w in found:
+        speeds = ", ".join(f"{k} {v:.3g}" for k, v in w["speeds"].items())
+        table.add_row(w["worker_id"], w["name"], str(w["cores"]), "yes" if w["online"] else "no",
+                      str(w["chunks_done"]), str(w["leases"]), speeds)
+    console.print(table)
+
+
+@main.command()
+@click.argument("job_id")
+@url_option
+@json_option
+@handle_errors
+def cancel(job_id: str, url: str, as_json: bool) -> None:
+    """Cancel a running job."""
+    with Client(url) as client:
+        info = client.job(job_id).cancel()
+    if as_json:
+        _print_json(info.raw)
+    else:
+        console.print(f"{job_id} {info.state}")
+
+
+@main.command()
+@click.option("--cores", default=os.cpu_count() or 1, type=click.IntRange(1, 1024))
+@click.option("--samples", default=1e10, type=float, help="Samples of the π job.")
+@click.option("--size", default=2048, type=click.IntRange(16, 32768),
+              help="Width and height of the Mandelbrot image.")
+@click.option("--output-dir", default="demo-output", type=click.Path(file_okay=False))
+@click.option("--port", default=0, type=click.IntRange(0, 65535))
+def demo(cores: int, samples: float, size: int, output_dir: str, port: int) -> None:
+    """Start a coordinator and local workers, and run a π and a Mandelbrot job."""
+    from hydracompute.demo import run_demo
+
+    sys.exit(run_demo(console, cores, int(samples), size, Path(output_dir), port))

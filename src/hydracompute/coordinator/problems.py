@@ -1,0 +1,60 @@
+"""Every error leaves the coordinator as an RFC 9457 JSON problem document."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from hydracompute.errors import HydraError, InvalidParams
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("hydracompute.coordinator")
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+async def _hydra_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HydraError)
+    extra = dict(exc.extra)
+    if isinstance(exc, InvalidParams):
+        extra["errors"] = exc.errors
+    return problem(exc.status, exc.title, exc.detail, **extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+    return problem(422, "Invalid request", str(detail), errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    title = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}.get(
+        exc.status_code, "HTTP error"
+    )
+    return problem(exc.status_code, title, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "Internal error", "the coordinator failed; the error is in its log")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(HydraError, _hydra_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

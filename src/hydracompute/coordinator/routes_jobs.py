@@ -1,0 +1,106 @@
+"""Routes for submitters: submit, inspect, cancel jobs and fetch their results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
+from hydracompute.coordinator.service import Coordinator
+from hydracompute.core.models import Job, JobState
+from hydracompute.errors import Conflict
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+
+
+def coordinator(request: Request) -> Coordinator:
+    return request.app.state.coordinator  # type: ignore[no-any-return]
+
+
+CoordinatorDep = Annotated[Coordinator, Depends(coordinator)]
+
+
+def job_view(c: Coordinator, job: Job, live: dict[str, object] | None = None) -> JobView:
+    kind = c.store.kinds.get(job.kind)
+    end = job.finished_s if job.finished_s is not None else c.clock()
+    artefacts = list(job.answer.get("artefacts", [])) if job.answer else []
+    return JobView(
+        job_id=job.job_id,
+        kind=job.kind,
+        name=job.name,
+        state=job.state.value,
+        params=job.params,
+        progress=job.units_done / job.total_units,
+        units_done=job.units_done,
+        total_units=job.total_units,
+        unit_name=kind.unit_name,
+        created_s=job.created_s,
+        finished_s=job.finished_s,
+        elapsed_s=max(0.0, end - job.created_s),
+        error=job.error,
+        answer=job.answer,
+        live=live or {},
+        artefacts=[f"/api/v1/jobs/{job.job_id}/artefacts/{name}" for name in artefacts],
+    )
+
+
+@router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobView)
+async def submit_job(body: JobSubmit, c: CoordinatorDep, response: Response) -> JobView:
+    """Submit a job of an installed kind; parameters are validated by the kind."""
+    job = await c.call(
+        c.store.submit_job, body.kind, body.params, c.clock(), body.name, body.target_chunk_s
+    )
+    response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
+    return job_view(c, job)
+
+
+@router.get("/jobs", response_model=JobList)
+async def list_jobs(
+    c: CoordinatorDep,
+    state: JobState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    """Jobs, newest first."""
+    jobs = await c.call(c.store.list_jobs, state, limit)
+    return JobList(jobs=[job_view(c, j) for j in jobs])
+
+
+@router.get("/jobs/{job_id}", response_model=JobView)
+async def get_job(job_id: str, c: CoordinatorDep) -> JobView:
+    """A job with its progress and its kind's live summary of results so far."""
+    job = await c.call(c.store.get_job, job_id)
+    live = await c.call(c.store.job_progress, job)
+    return job_view(c, job, live)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView)
+async def cancel_job(job_id: str, c: CoordinatorDep) -> JobView:
+    """Stop a running job; 409 if it has already finished."""
+    job = await c.call(c.store.cancel_job, job_id, c.clock())
+    return job_view(c, job)
+
+
+@router.get("/jobs/{job_id}/result")
+async def job_result(job_id: str, c: CoordinatorDep) -> dict[str, object]:
+    """The answer of a finished job; 409 while it runs or if it failed."""
+    job = await c.call(c.store.get_job, job_id)
+    if job.state is not JobState.DONE:
+        detail = f"job {job_id!r} is {job.state.value}"
+        if job.error:
+            detail += f": {job.error}"
+        raise Conflict(detail, state=job.state.value)
+    return {"job_id": job.job_id, "kind": job.kind, "params": job.params,
+            "answer": job.answer}
+
+
+@router.get(
+    "/jobs/{job_id}/artefacts/{name}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}},
+)
+async def job_artefact(job_id: str, name: str, c: CoordinatorDep) -> Response:
+    """A finished job's artefact, e.g. ``image.png`` or ``counts.npy`` of a Mandelbrot job."""
+    artefact = await c.call(c.store.artefact, job_id, name)
+    headers = {"Content-Disposition": f'attachment; filename="{job_id}-{name}"'}
+    return Response(artefact.data, media_type=artefact.media_type, headers=headers)

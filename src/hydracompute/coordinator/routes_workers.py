@@ -1,0 +1,114 @@
+"""Routes for workers: enrol, exchange, leave; and the pool's view of its workers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, status
+
+from hydracompute.coordinator.routes_jobs import CoordinatorDep
+from hydracompute.coordinator.schemas import (
+    ChunkRange,
+    Enrolled,
+    ExchangeIn,
+    ExchangeOut,
+    LeaseOut,
+    LeaveIn,
+    WorkerEnrol,
+    WorkerList,
+    WorkerView,
+)
+from hydracompute.coordinator.service import Coordinator
+from hydracompute.errors import Unauthorized
+from hydracompute.store import ResultReport
+
+router = APIRouter(prefix="/api/v1", tags=["workers"])
+
+Authorization = Annotated[str | None, Header(max_length=200)]
+
+
+async def authenticate(c: Coordinator, worker_id: str, authorization: str | None) -> None:
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        raise Unauthorized("send the worker's secret as 'Authorization: Bearer <secret>'")
+    await c.call(c.store.authenticate_worker, worker_id, secret)
+
+
+@router.post("/workers", status_code=status.HTTP_201_CREATED, response_model=Enrolled)
+async def enrol(body: WorkerEnrol, c: CoordinatorDep) -> Enrolled:
+    """Join the pool. The answer carries the worker's secret, shown only once."""
+    worker, secret = await c.call(
+        c.store.enrol_worker, body.name, body.cores, body.kinds, c.clock()
+    )
+    return Enrolled(
+        worker_id=worker.worker_id,
+        secret=secret,
+        heartbeat_s=c.config.heartbeat_s,
+        lease_ttl_s=c.config.lease_ttl_s,
+        max_wait_s=c.config.max_wait_s,
+    )
+
+
+@router.post("/workers/{worker_id}/exchange", response_model=ExchangeOut)
+async def exchange(
+    worker_id: str, body: ExchangeIn, c: CoordinatorDep, authorization: Authorization = None
+) -> ExchangeOut:
+    """Results, renewals and a request for ``want`` chunks in one round trip.
+
+    Results are durable when this answers. If any result is refused (unknown lease, another
+    worker's lease, a different second result, an output failing its kind's check) the
+    whole exchange is refused with a problem document naming the ``lease_id``, and nothing
+    is recorded. With nothing to lease, the request is held up to ``wait_s``.
+    """
+    await authenticate(c, worker_id, authorization)
+    reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
+    outcome = await c.exchange(worker_id, reports, body.running, body.want, body.wait_s)
+    now = c.clock()
+    return ExchangeOut(
+        accepted=outcome.accepted,
+        leases=[
+            LeaseOut(
+                lease_id=g.lease_id,
+                job_id=g.job_id,
+                kind=g.kind,
+                params=g.params,
+                chunk=ChunkRange(index=g.chunk_index, start=g.start, stop=g.stop),
+                deadline_in_s=max(0.0, g.deadline_s - now),
+            )
+            for g in outcome.leases
+        ],
+        abandon=outcome.abandon,
+        next_exchange_s=c.config.heartbeat_s,
+    )
+
+
+@router.post("/workers/{worker_id}/leave", status_code=status.HTTP_204_NO_CONTENT)
+async def leave(
+    worker_id: str, body: LeaveIn, c: CoordinatorDep, authorization: Authorization = None
+) -> None:
+    """A stopping worker gives back the leases it will not finish."""
+    await authenticate(c, worker_id, authorization)
+    await c.call(c.store.return_leases, worker_id, body.lease_ids, c.clock())
+
+
+@router.get("/workers", response_model=WorkerList)
+async def list_workers(c: CoordinatorDep) -> WorkerList:
+    workers = await c.call(c.store.list_workers)
+    leases = await c.call(c.store.leases_in_hand)
+    horizon = c.clock() - c.config.lease_ttl_s
+    return WorkerList(
+        workers=[
+            WorkerView(
+                worker_id=w.worker_id,
+                name=w.name,
+                cores=w.cores,
+                kinds=w.kinds,
+                online=not w.left and w.last_seen_s >= horizon,
+                last_seen_s=w.last_seen_s,
+                chunks_done=w.chunks_done,
+                leases=leases.get(w.worker_id, 0),
+                speeds=w.speeds,
+            )
+            for w in workers
+        ]
+    )

@@ -1,0 +1,131 @@
+"""Request and response bodies of the ``/api/v1`` protocol, with their limits."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+LeaseId = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
+KindName = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobSubmit(Strict):
+    kind: str = KindName
+    params: dict[str, Any] = Field(default_factory=dict, max_length=64)
+    name: str = Field("", max_length=200)
+    target_chunk_s: float | None = Field(
+        None, ge=0.01, le=3600, description="Seconds one chunk should take (default: pool's)."
+    )
+
+
+class JobView(BaseModel):
+    job_id: str
+    kind: str
+    name: str
+    state: str
+    params: dict[str, Any]
+    progress: float = Field(description="Fraction of work units done, 0 to 1.")
+    units_done: int
+    total_units: int
+    unit_name: str
+    created_s: float = Field(description="Submission time, seconds since the Unix epoch.")
+    finished_s: float | None
+    elapsed_s: float
+    error: str | None
+    answer: dict[str, Any] | None
+    live: dict[str, Any] = Field(description="The kind's summary of the results so far.")
+    artefacts: list[str]
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class WorkerEnrol(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    cores: int = Field(ge=1, le=1024)
+    kinds: list[str] = Field(min_length=1, max_length=100)
+    version: str = Field("", max_length=40)
+
+
+class Enrolled(BaseModel):
+    worker_id: str
+    secret: str = Field(description="Send as 'Authorization: Bearer <secret>'; shown once.")
+    heartbeat_s: float
+    lease_ttl_s: float
+    max_wait_s: float
+
+
+class ResultIn(Strict):
+    lease_id: str = LeaseId
+    compute_s: float = Field(0.0, ge=0, le=10**6)
+    output: dict[str, Any] | None = Field(None, max_length=64)
+    error: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _output_or_error(self) -> Self:
+        if (self.output is None) == (self.error is None):
+            raise ValueError("a result has exactly one of output and error")
+        return self
+
+
+class ExchangeIn(Strict):
+    results: list[ResultIn] = Field(default_factory=list, max_length=256)
+    running: list[str] = Field(default_factory=list, max_length=4096)
+    want: int = Field(0, ge=0, le=256)
+    wait_s: float = Field(0.0, ge=0, le=600, description="Hold the request this long for work.")
+
+
+class ChunkRange(BaseModel):
+    index: int
+    start: int
+    stop: int
+
+
+class LeaseOut(BaseModel):
+    lease_id: str
+    job_id: str
+    kind: str
+    params: dict[str, Any]
+    chunk: ChunkRange
+    deadline_in_s: float
+
+
+class ExchangeOut(BaseModel):
+    accepted: list[str]
+    leases: list[LeaseOut]
+    abandon: list[str]
+    next_exchange_s: float = Field(description="Come back at the latest after this long.")
+
+
+class LeaveIn(Strict):
+    lease_ids: list[str] = Field(default_factory=list, max_length=4096)
+
+
+class WorkerView(BaseModel):
+    worker_id: str
+    name: str
+    cores: int
+    kinds: list[str]
+    online: bool
+    last_seen_s: float
+    chunks_done: int
+    leases: int
+    speeds: dict[str, float] = Field(description="Work units per second per core, per kind.")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerView]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    kinds: list[str]
+    jobs_running: int
+    workers_online: int

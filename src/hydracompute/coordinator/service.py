@@ -1,0 +1,123 @@
+"""The coordinator's engine: one store, one thread that talks to it, and long-polling.
+
+Store calls are blocking (SQLite commits with fsync), so they run on one dedicated thread,
+one at a time, off the event loop; this also serialises every transaction. Workers waiting
+for work sleep on an event that is replaced each time the store reports new work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.store import ExchangeOutcome, ResultReport, Store
+
+T = TypeVar("T")
+log = logging.getLogger("hydracompute.coordinator")
+
+
+class Coordinator:
+    """Wraps a :class:`Store` for asynchronous request handlers.
+
+    Args:
+        store: the state of record; the coordinator owns and closes it.
+        clock: seconds since the epoch; injectable for tests.
+    """
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.config: SchedulerConfig = store.config
+        self.clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydra-store")
+        self._work_event = asyncio.Event()
+        self._seen_version = store.work_version
+        self._expiry_task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store method on the store thread and wake waiters if work appeared."""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        self._check_new_work()
+        return result
+
+    def _check_new_work(self) -> None:
+        if self.store.work_version != self._seen_version:
+            self._seen_version = self.store.work_version
+            self._work_event.set()
+            self._work_event = asyncio.Event()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._expiry_task = asyncio.create_task(self._expire_forever())
+
+    def release_waiters_soon(self) -> None:
+        """:meth:`release_waiters` from any thread or a signal handler."""
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.release_waiters)
+
+    def release_waiters(self) -> None:
+        """Answer every held exchange now and hold no more (the service is shutting down)."""
+        self._closing = True
+        self._work_event.set()
+
+    async def stop(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+        self.release_waiters()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+        self._executor.shutdown(wait=True)
+
+    async def _expire_forever(self) -> None:
+        period = min(1.0, self.config.heartbeat_s / 2)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                expired = await self.call(self.store.expire_leases, self.clock())
+            except Exception:  # keep expiring even if one pass fails
+                log.exception("expiring leases failed")
+                continue
+            if expired:
+                log.info("expired %d lease(s); their chunks are available again", expired)
+
+    async def exchange(
+        self,
+        worker_id: str,
+        results: Sequence[ResultReport],
+        running: Sequence[str],
+        want: int,
+        wait_s: float,
+    ) -> ExchangeOutcome:
+        """One exchange; with nothing to lease, hold it up to ``wait_s`` for new work.
+
+        Results and renewals are recorded (durably) before anything is awaited.
+        """
+        event = self._work_event
+        outcome = await self.call(
+            self.store.exchange, worker_id, results, running, want, self.clock()
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(wait_s, self.config.max_wait_s, self.config.heartbeat_s)
+        while want > 0 and not outcome.leases and not outcome.abandon and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                break
+            if self._closing:
+                break
+            event = self._work_event
+            later = await self.call(self.store.exchange, worker_id, [], [], want, self.clock())
+            outcome.leases.extend(later.leases)
+        return outcome

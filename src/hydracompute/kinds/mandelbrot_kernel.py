@@ -1,0 +1,201 @@
+"""Mandelbrot escape-time kernel: iteration counts for a rectangular tile of an image.
+
+The counts are a public contract — bit-identical on every machine and to any plain IEEE-754
+double-precision implementation that follows :func:`render_tile`'s convention with the same
+operation order (no fused multiply-add, no fast-math). The kernel is compiled by numba
+without ``fastmath``, and LLVM does not contract separate multiplies and adds into FMAs
+unless told to, so the vectorised code computes exactly what the scalar convention says.
+
+Pixels are evaluated in groups of :data:`_LANES` in lock-step so LLVM vectorises across
+pixels: every lane runs the same iteration, and a per-lane mask freezes the count of a lane
+once its pixel escapes (its ``z`` keeps being updated, possibly to ``inf``/``nan``, but is
+never read again). Each pixel's count is therefore exactly the scalar loop's.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+__all__ = ["render_tile"]
+
+# Counts are ``uint32``, so ``max_iter`` may not exceed this.
+_MAX_ITER = 2**32 - 1
+
+# Pixels per lock-step group: four 256-bit vectors, enough independent dependency chains to
+# hide the multiply-add latency. Larger groups waste iterations on lanes that escaped early
+# (16 lanes: ~8% of lane-iterations on the standard view; 32: ~14%) and measured no faster.
+_LANES = 16
+# Iterations per pass over a group; within a pass each lane's state stays in registers.
+# Escaped groups may run up to _BATCH - 1 iterations too many (masked, so harmless).
+_BATCH = 4
+
+
+@njit(cache=True, nogil=True)
+def _render(
+    x_min: float,
+    x_max: float,
+    y_min: float,
+    y_max: float,
+    width: int,
+    height: int,
+    max_iter: int,
+    col0: int,
+    row0: int,
+    tile_w: int,
+    tile_h: int,
+) -> npt.NDArray[np.uint32]:
+    dx = (x_max - x_min) / width
+    dy = (y_max - y_min) / height
+    n_pixels = tile_w * tile_h
+    out = np.empty(n_pixels, np.uint32)
+    zr = np.empty(_LANES)
+    zi = np.empty(_LANES)
+    cr = np.empty(_LANES)
+    ci = np.empty(_LANES)
+    # Masks are 0 or -1 (all bits set) so that `count -= alive` counts and `&=` freezes.
+    alive = np.empty(_LANES, np.int64)
+    count = np.empty(_LANES, np.int64)
+    n_batches = max_iter // _BATCH
+    for first in range(0, n_pixels, _LANES):
+        for k in range(_LANES):
+            # Lanes past the end of the tile repeat the last pixel, born dead.
+            p = min(first + k, n_pixels - 1)
+            row = p // tile_w
+            cr[k] = x_min + (col0 + (p - row * tile_w) + 0.5) * dx
+            ci[k] = y_max - (row0 + row + 0.5) * dy
+            zr[k] = 0.0
+            zi[k] = 0.0
+            alive[k] = -1 if first + k < n_pixels else 0
+            count[k] = 0
+        any_alive = -1
+        for _ in range(n_batches):
+            any_alive = 0
+            for k in range(_LANES):
+                a = zr[k]
+                b = zi[k]
+                c_re = cr[k]
+                c_im = ci[k]
+                live = alive[k]
+                n = count[k]
+                for _ in range(_BATCH):
+                    a2 = a * a
+                    b2 = b * b
+                    live &= -np.int64(a2 + b2 <= 4.0)
+                    n -= live
+                    b = 2.0 * a * b + c_im
+                    a = a2 - b2 + c_re
+                zr[k] = a
+                zi[k] = b
+                alive[k] = live
+                count[k] = n
+                any_alive |= live
+            if any_alive == 0:
+                break
+        if any_alive != 0:
+            for _ in range(max_iter - n_batches * _BATCH):
+                for k in range(_LANES):
+                    a = zr[k]
+                    b = zi[k]
+                    a2 = a * a
+                    b2 = b * b
+                    live = alive[k] & -np.int64(a2 + b2 <= 4.0)
+                    alive[k] = live
+                    count[k] -= live
+                    zi[k] = 2.0 * a * b + ci[k]
+                    zr[k] = a2 - b2 + cr[k]
+        for k in range(min(_LANES, n_pixels - first)):
+            out[first + k] = count[k]
+    return out
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {number}")
+    return number
+
+
+def _check_float(name: str, value: object) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}")
+    return number
+
+
+def render_tile(
+    x_min: float,
+    x_max: float,
+    y_min: float,
+    y_max: float,
+    width: int,
+    height: int,
+    max_iter: int,
+    col0: int,
+    row0: int,
+    tile_w: int,
+    tile_h: int,
+) -> npt.NDArray[np.uint32]:
+    """Escape-time counts of columns ``col0 … col0+tile_w-1``, rows ``row0 … row0+tile_h-1``
+    of the ``width``×``height`` image of ``[x_min, x_max] × [y_min, y_max]``.
+
+    Pixel convention (public, fixed; all arithmetic in IEEE-754 float64, in exactly this
+    order, each operation rounded, no fused multiply-add):
+
+    * column ``i`` (left to right), row ``j`` (top to bottom) samples ``c = cr + ci·i`` with
+      ``cr = x_min + (i + 0.5) * ((x_max - x_min) / width)`` and
+      ``ci = y_max - (j + 0.5) * ((y_max - y_min) / height)``;
+    * from ``zr = zi = 0.0``, ``n = 0``, repeat while ``n < max_iter``::
+
+          zr2 = zr * zr
+          zi2 = zi * zi
+          if not (zr2 + zi2 <= 4.0): stop
+          zi = (2.0 * zr) * zi + ci
+          zr = (zr2 - zi2) + cr
+          n += 1
+
+    * the pixel's count is ``n``: ``max_iter`` if it never escaped, at least 1 (``z0 = 0``
+      always passes the test).
+
+    Tiles compose: any tiling of the image gives the same counts as one whole-image tile.
+    Releases the GIL while computing.
+
+    Returns:
+        a new C-contiguous ``uint32`` array of shape ``(tile_h, tile_w)``.
+
+    Raises:
+        TypeError: a size is not an integer, or a coordinate not a real number.
+        ValueError: a coordinate or ``x_max - x_min`` / ``y_max - y_min`` is not finite,
+            ``x_min >= x_max`` or ``y_min >= y_max``, ``width``/``height``/``tile_w``/
+            ``tile_h`` < 1, ``max_iter`` outside ``[1, 2**32 - 1]``, ``col0``/``row0`` < 0,
+            or the tile reaches outside the image.
+    """
+    x_lo, x_hi = _check_float("x_min", x_min), _check_float("x_max", x_max)
+    y_lo, y_hi = _check_float("y_min", y_min), _check_float("y_max", y_max)
+    if not (x_lo < x_hi and y_lo < y_hi):
+        raise ValueError("need x_min < x_max and y_min < y_max")
+    if not (math.isfinite(x_hi - x_lo) and math.isfinite(y_hi - y_lo)):
+        raise ValueError("the region's width and height must be finite floats")
+    w = _check_int("width", width, 1)
+    h = _check_int("height", height, 1)
+    iterations = _check_int("max_iter", max_iter, 1, _MAX_ITER)
+    c0 = _check_int("col0", col0, 0)
+    r0 = _check_int("row0", row0, 0)
+    tw = _check_int("tile_w", tile_w, 1)
+    th = _check_int("tile_h", tile_h, 1)
+    if c0 + tw > w or r0 + th > h:
+        raise ValueError(
+            f"tile columns {c0}..{c0 + tw - 1}, rows {r0}..{r0 + th - 1} "
+            f"lie outside the {w}×{h} image"
+        )
+    counts = _render(x_lo, x_hi, y_lo, y_hi, w, h, iterations, c0, r0, tw, th)
+    return counts.reshape(th, tw)
