@@ -21,8 +21,14 @@ def run_worker(true_speed: float, target_s: float, chunks: int, noise: float = 0
     evidence = 0.0
     durations = []
     for _ in range(chunks):
-        units = chunk_units(speed=speed, target_s=target_s, probe_units=1,
-                            max_units=10**12, remaining=10**12, share=1.0)
+        units = chunk_units(
+            speed=speed,
+            target_s=target_s,
+            probe_units=1,
+            max_units=10**12,
+            remaining=10**12,
+            share=1.0,
+        )
         took = units / true_speed * (1 + rng.uniform(-noise, noise))
         durations.append(took)
         speed, evidence = updated_speed(speed, evidence, units, took, alpha=0.5)
@@ -44,19 +50,24 @@ def test_sizing_tolerates_noisy_timings() -> None:
 
 
 def test_probe_chunk_when_speed_unknown() -> None:
-    assert chunk_units(speed=None, target_s=2, probe_units=3, max_units=100, remaining=50,
-                       share=1.0) == 3
+    assert (
+        chunk_units(speed=None, target_s=2, probe_units=3, max_units=100, remaining=50, share=1.0)
+        == 3
+    )
 
 
 def test_tail_chunks_shrink_to_a_fair_share() -> None:
-    full = chunk_units(speed=100.0, target_s=2, probe_units=1, max_units=10**6,
-                       remaining=10**6, share=0.25)
-    tail = chunk_units(speed=100.0, target_s=2, probe_units=1, max_units=10**6,
-                       remaining=400, share=0.25)
+    full = chunk_units(
+        speed=100.0, target_s=2, probe_units=1, max_units=10**6, remaining=10**6, share=0.25
+    )
+    tail = chunk_units(
+        speed=100.0, target_s=2, probe_units=1, max_units=10**6, remaining=400, share=0.25
+    )
     assert full == 200
     assert tail == 100  # a quarter of what is left: everyone finishes together
-    tiny = chunk_units(speed=100.0, target_s=2, probe_units=1, max_units=10**6,
-                       remaining=8, share=0.25)
+    tiny = chunk_units(
+        speed=100.0, target_s=2, probe_units=1, max_units=10**6, remaining=8, share=0.25
+    )
     assert tiny == 8  # never below a tenth of a full chunk, capped by what is left
 
 
@@ -69,11 +80,21 @@ def test_tail_chunks_shrink_to_a_fair_share() -> None:
     share=st.floats(1e-6, 1.0),
 )
 def test_chunk_size_always_within_bounds(
-    speed: float | None, target_s: float, probe: int, max_units: int, remaining: int,
+    speed: float | None,
+    target_s: float,
+    probe: int,
+    max_units: int,
+    remaining: int,
     share: float,
 ) -> None:
-    units = chunk_units(speed=speed, target_s=target_s, probe_units=probe,
-                        max_units=max_units, remaining=remaining, share=share)
+    units = chunk_units(
+        speed=speed,
+        target_s=target_s,
+        probe_units=probe,
+        max_units=max_units,
+        remaining=remaining,
+        share=share,
+    )
     assert 1 <= units <= min(max_units, remaining)
     if speed is not None and speed * target_s * MIN_TAIL_FRACTION >= 1:
         assert units >= min(max_units, remaining, int(speed * target_s * MIN_TAIL_FRACTION))

@@ -70,8 +70,12 @@ def test_submit_get_and_list(store: Store) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "params", "error"),
-    [("nope", {"n": 1}, UnknownKind), ("sum", {"n": 0}, InvalidParams),
-     ("sum", {}, InvalidParams), ("sum", {"n": 3, "extra": 1}, InvalidParams)],
+    [
+        ("nope", {"n": 1}, UnknownKind),
+        ("sum", {"n": 0}, InvalidParams),
+        ("sum", {}, InvalidParams),
+        ("sum", {"n": 3, "extra": 1}, InvalidParams),
+    ],
 )
 def test_bad_submissions_change_nothing(
     store: Store, kind: str, params: dict[str, int], error: type[Exception]
@@ -159,8 +163,9 @@ def test_insane_output_refused(store: Store) -> None:
     (grant,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
     before = snapshot(store)
     with pytest.raises(InvalidResult):
-        store.exchange(worker.worker_id, [ResultReport(grant.lease_id, {"total": -1}, 0.1)],
-                       [], 0, now=1.0)
+        store.exchange(
+            worker.worker_id, [ResultReport(grant.lease_id, {"total": -1}, 0.1)], [], 0, now=1.0
+        )
     assert snapshot(store) == before
 
 

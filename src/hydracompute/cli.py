@@ -82,8 +82,12 @@ def main(log_level: str) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: all).")
 @click.option("--port", default=8765, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--store", "store_url", default=None, help="sqlite:///PATH or memory://. "
-              "Default: coordinator.db in the user data directory.")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="sqlite:///PATH or memory://. Default: coordinator.db in the user data directory.",
+)
 @click.option("--target-chunk-s", default=2.0, type=click.FloatRange(0.01, 3600))
 @click.option("--heartbeat-s", default=5.0, type=click.FloatRange(0.05, 600))
 def coordinator(
@@ -126,8 +130,12 @@ def coordinator(
 
 @main.command()
 @click.argument("url", envvar="HYDRACOMPUTE_URL", default=DEFAULT_URL)
-@click.option("--cores", default=os.cpu_count() or 1, type=click.IntRange(1, 1024),
-              help="Compute processes to run (default: every core).")
+@click.option(
+    "--cores",
+    default=os.cpu_count() or 1,
+    type=click.IntRange(1, 1024),
+    help="Compute processes to run (default: every core).",
+)
 @click.option("--name", default=None, help="Name shown in the pool (default: host name).")
 def worker(url: str, cores: int, name: str | None) -> None:
     """Join the pool at URL and compute chunks until Ctrl-C."""
@@ -153,15 +161,26 @@ def _follow(job: Job, as_json: bool) -> JobInfo:
     """Wait for a job, with a progress bar on a terminal."""
     if as_json or not console.is_terminal:
         return job.wait()
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(f"{job.job_id}", total=1.0)
         return job.wait(on_progress=lambda info: bar.update(task, completed=info.progress))
 
 
-def _submit(url: str, kind: str, params: dict[str, Any], wait: bool, as_json: bool,
-            output: str | None, target_chunk_s: float | None) -> None:
+def _submit(
+    url: str,
+    kind: str,
+    params: dict[str, Any],
+    wait: bool,
+    as_json: bool,
+    output: str | None,
+    target_chunk_s: float | None,
+) -> None:
     with Client(url) as client:
         job = client.submit(kind, target_chunk_s=target_chunk_s, **params)
         if not wait:
@@ -182,8 +201,12 @@ def _submit(url: str, kind: str, params: dict[str, Any], wait: bool, as_json: bo
 submit_options = [
     click.option("--wait", is_flag=True, help="Wait for the answer, with a progress bar."),
     click.option("-o", "--output", default=None, help="With --wait: save the main artefact."),
-    click.option("--target-chunk-s", default=None, type=click.FloatRange(0.01, 3600),
-                 help="Seconds per chunk for this job (default: the coordinator's)."),
+    click.option(
+        "--target-chunk-s",
+        default=None,
+        type=click.FloatRange(0.01, 3600),
+        help="Seconds per chunk for this job (default: the coordinator's).",
+    ),
     url_option,
     json_option,
 ]
@@ -205,8 +228,15 @@ def submit() -> None:
 @click.option("--seed", default=None, type=int, help="Random seed (chosen if omitted).")
 @with_submit_options
 @handle_errors
-def submit_pi(samples: float, seed: int | None, wait: bool, output: str | None,
-              target_chunk_s: float | None, url: str, as_json: bool) -> None:
+def submit_pi(
+    samples: float,
+    seed: int | None,
+    wait: bool,
+    output: str | None,
+    target_chunk_s: float | None,
+    url: str,
+    as_json: bool,
+) -> None:
     """Estimate π by Monte-Carlo sampling."""
     params: dict[str, Any] = {"samples": samples}
     if seed is not None:
@@ -218,22 +248,45 @@ def submit_pi(samples: float, seed: int | None, wait: bool, output: str | None,
 @click.option("--width", default=1024, type=int)
 @click.option("--height", default=1024, type=int)
 @click.option("--max-iter", default=1000, type=int)
-@click.option("--region", nargs=4, type=float, default=None,
-              metavar="X_MIN X_MAX Y_MIN Y_MAX", help="Default: the whole set.")
-@click.option("--center", nargs=3, type=float, default=None, metavar="RE IM SPAN",
-              help="Alternative to --region: centre and x extent.")
-@click.option("--colour-map", default="classic",
-              type=click.Choice(["classic", "fire", "grey"]))
+@click.option(
+    "--region",
+    nargs=4,
+    type=float,
+    default=None,
+    metavar="X_MIN X_MAX Y_MIN Y_MAX",
+    help="Default: the whole set.",
+)
+@click.option(
+    "--center",
+    nargs=3,
+    type=float,
+    default=None,
+    metavar="RE IM SPAN",
+    help="Alternative to --region: centre and x extent.",
+)
+@click.option("--colour-map", default="classic", type=click.Choice(["classic", "fire", "grey"]))
 @with_submit_options
 @handle_errors
-def submit_mandelbrot(width: int, height: int, max_iter: int,
-                      region: tuple[float, float, float, float] | None,
-                      center: tuple[float, float, float] | None, colour_map: str,
-                      wait: bool, output: str | None, target_chunk_s: float | None, url: str,
-                      as_json: bool) -> None:
+def submit_mandelbrot(
+    width: int,
+    height: int,
+    max_iter: int,
+    region: tuple[float, float, float, float] | None,
+    center: tuple[float, float, float] | None,
+    colour_map: str,
+    wait: bool,
+    output: str | None,
+    target_chunk_s: float | None,
+    url: str,
+    as_json: bool,
+) -> None:
     """Render a view of the Mandelbrot set (PNG and raw counts)."""
-    params: dict[str, Any] = {"width": width, "height": height, "max_iter": max_iter,
-                              "colour_map": colour_map}
+    params: dict[str, Any] = {
+        "width": width,
+        "height": height,
+        "max_iter": max_iter,
+        "colour_map": colour_map,
+    }
     if region:
         params.update(zip(("x_min", "x_max", "y_min", "y_max"), region, strict=True))
     if center:
@@ -243,12 +296,25 @@ def submit_mandelbrot(width: int, height: int, max_iter: int,
 
 @submit.command("kind")
 @click.argument("kind")
-@click.option("-p", "--param", "raw_params", multiple=True, metavar="NAME=JSON",
-              help="A parameter; the value is JSON (numbers, strings in quotes...).")
+@click.option(
+    "-p",
+    "--param",
+    "raw_params",
+    multiple=True,
+    metavar="NAME=JSON",
+    help="A parameter; the value is JSON (numbers, strings in quotes...).",
+)
 @with_submit_options
 @handle_errors
-def submit_kind(kind: str, raw_params: tuple[str, ...], wait: bool, output: str | None,
-                target_chunk_s: float | None, url: str, as_json: bool) -> None:
+def submit_kind(
+    kind: str,
+    raw_params: tuple[str, ...],
+    wait: bool,
+    output: str | None,
+    target_chunk_s: float | None,
+    url: str,
+    as_json: bool,
+) -> None:
     """Submit a job of any installed KIND, e.g. a third-party one."""
     params: dict[str, Any] = {}
     for item in raw_params:
@@ -265,8 +331,10 @@ def submit_kind(kind: str, raw_params: tuple[str, ...], wait: bool, output: str 
 def _print_answer(info: JobInfo) -> None:
     answer = info.answer or {}
     if info.kind == "pi" and answer.get("estimate") is not None:
-        console.print(f"π ≈ {answer['estimate']:.10f} ± {answer['stderr']:.2e} "
-                      f"({answer['samples']:,} samples, {info.elapsed_s:.1f} s)")
+        console.print(
+            f"π ≈ {answer['estimate']:.10f} ± {answer['stderr']:.2e} "
+            f"({answer['samples']:,} samples, {info.elapsed_s:.1f} s)"
+        )
     else:
         console.print_json(data=answer)
 
@@ -296,8 +364,9 @@ def jobs(state: str | None, limit: int, url: str, as_json: bool) -> None:
         return
     table = Table("job", "kind", "state", "progress", "elapsed", "name")
     for j in found:
-        table.add_row(j.job_id, j.kind, j.state, f"{j.progress:.1%}", f"{j.elapsed_s:.1f} s",
-                      j.name)
+        table.add_row(
+            j.job_id, j.kind, j.state, f"{j.progress:.1%}", f"{j.elapsed_s:.1f} s", j.name
+        )
     console.print(table)
 
 
@@ -313,9 +382,11 @@ def status(job_id: str, url: str, as_json: bool) -> None:
     if as_json:
         _print_json(info.raw)
         return
-    console.print(f"{info.job_id} {info.kind} [bold]{info.state}[/bold] {info.progress:.1%} "
-                  f"({info.units_done}/{info.total_units} {info.unit_name}s, "
-                  f"{info.elapsed_s:.1f} s)")
+    console.print(
+        f"{info.job_id} {info.kind} [bold]{info.state}[/bold] {info.progress:.1%} "
+        f"({info.units_done}/{info.total_units} {info.unit_name}s, "
+        f"{info.elapsed_s:.1f} s)"
+    )
     if info.error:
         console.print(f"[red]{info.error}[/red]")
     if info.live:
@@ -355,8 +426,15 @@ def workers(url: str, as_json: bool) -> None:
     table = Table("worker", "name", "cores", "online", "chunks", "leases", "speeds (units/s/core)")
     for w in found:
         speeds = ", ".join(f"{k} {v:.3g}" for k, v in w["speeds"].items())
-        table.add_row(w["worker_id"], w["name"], str(w["cores"]), "yes" if w["online"] else "no",
-                      str(w["chunks_done"]), str(w["leases"]), speeds)
+        table.add_row(
+            w["worker_id"],
+            w["name"],
+            str(w["cores"]),
+            "yes" if w["online"] else "no",
+            str(w["chunks_done"]),
+            str(w["leases"]),
+            speeds,
+        )
     console.print(table)
 
 
@@ -378,8 +456,12 @@ def cancel(job_id: str, url: str, as_json: bool) -> None:
 @main.command()
 @click.option("--cores", default=os.cpu_count() or 1, type=click.IntRange(1, 1024))
 @click.option("--samples", default=1e10, type=float, help="Samples of the π job.")
-@click.option("--size", default=2048, type=click.IntRange(16, 32768),
-              help="Width and height of the Mandelbrot image.")
+@click.option(
+    "--size",
+    default=2048,
+    type=click.IntRange(16, 32768),
+    help="Width and height of the Mandelbrot image.",
+)
 @click.option("--output-dir", default="demo-output", type=click.Path(file_okay=False))
 @click.option("--port", default=0, type=click.IntRange(0, 65535))
 def demo(cores: int, samples: float, size: int, output_dir: str, port: int) -> None:

@@ -54,7 +54,9 @@ class Client:
     """
 
     def __init__(
-        self, url: str = DEFAULT_URL, timeout: float = 30.0,
+        self,
+        url: str = DEFAULT_URL,
+        timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -138,7 +140,9 @@ class Job:
         return JobInfo(self.client.request("POST", f"/api/v1/jobs/{self.job_id}/cancel").json())
 
     def wait(
-        self, timeout: float | None = None, poll_s: float = 0.25,
+        self,
+        timeout: float | None = None,
+        poll_s: float = 0.25,
         on_progress: Callable[[JobInfo], None] | None = None,
     ) -> JobInfo:
         """Block until the job finishes; returns its final state.

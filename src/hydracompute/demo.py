@@ -19,14 +19,26 @@ from hydracompute.errors import HydraError
 STARTUP_TIMEOUT_S = 60.0
 
 
-def start_coordinator(store_url: str, port: int, extra: list[str] | None = None) -> tuple[
-    subprocess.Popen[str], str
-]:
+def start_coordinator(
+    store_url: str, port: int, extra: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     """Start ``hydracompute coordinator`` in a child process; returns it and its URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "hydracompute", "--log-level", "warning", "coordinator",
-         "--port", str(port), "--store", store_url, *(extra or [])],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "hydracompute",
+            "--log-level",
+            "warning",
+            "coordinator",
+            "--port",
+            str(port),
+            "--store",
+            store_url,
+            *(extra or []),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
@@ -38,8 +50,19 @@ def start_coordinator(store_url: str, port: int, extra: list[str] | None = None)
 
 def start_worker(url: str, cores: int, name: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "hydracompute", "--log-level", "warning", "worker", url,
-         "--cores", str(cores), "--name", name],
+        [
+            sys.executable,
+            "-m",
+            "hydracompute",
+            "--log-level",
+            "warning",
+            "worker",
+            url,
+            "--cores",
+            str(cores),
+            "--name",
+            name,
+        ],
         text=True,
     )
 
@@ -58,24 +81,32 @@ def stop(process: subprocess.Popen[str], timeout: float = 15.0) -> None:
 def _wait(console: Console, client: Client, job_id: str, label: str) -> JobInfo:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
 
-    with Progress("{task.description}", BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(
+        "{task.description}",
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(label, total=1.0)
         return client.job(job_id).wait(
             on_progress=lambda info: bar.update(task, completed=info.progress)
         )
 
 
-def run_demo(console: Console, cores: int, samples: int, size: int, output_dir: Path,
-             port: int) -> int:
+def run_demo(
+    console: Console, cores: int, samples: int, size: int, output_dir: Path, port: int
+) -> int:
     """Run the demo; returns the process exit code."""
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hydracompute-demo-") as tmp:
         coordinator, url = start_coordinator(f"sqlite:///{tmp}/demo.db", port)
         worker = start_worker(url, cores, f"demo-{os.getpid()}")
         try:
-            console.print(f"Coordinator at [bold]{url}[/bold] (API reference: {url}/docs); "
-                          f"a local worker on {cores} core(s).")
+            console.print(
+                f"Coordinator at [bold]{url}[/bold] (API reference: {url}/docs); "
+                f"a local worker on {cores} core(s)."
+            )
             with Client(url) as client:
                 _deadline = time.monotonic() + STARTUP_TIMEOUT_S
                 while not any(w["online"] for w in client.workers()):
@@ -92,8 +123,9 @@ def run_demo(console: Console, cores: int, samples: int, size: int, output_dir: 
                     f"(true error {error:+.1e} = {error / answer['stderr']:+.2f} σ), "
                     f"{samples / info.elapsed_s:.3g} samples/s end to end"
                 )
-                mandel = client.submit("mandelbrot", width=size, height=size, max_iter=1000,
-                                       name="demo Mandelbrot")
+                mandel = client.submit(
+                    "mandelbrot", width=size, height=size, max_iter=1000, name="demo Mandelbrot"
+                )
                 info = _wait(console, client, mandel.job_id, f"Mandelbrot {size}×{size}")
                 png = output_dir / "mandelbrot.png"
                 png.write_bytes(mandel.artefact("image.png"))
@@ -108,6 +140,8 @@ def run_demo(console: Console, cores: int, samples: int, size: int, output_dir: 
         finally:
             stop(worker)
             stop(coordinator)
-    console.print("Done. Run your own pool with 'hydracompute coordinator' and "
-                  "'hydracompute worker URL'; its pages are at URL/ and URL/docs.")
+    console.print(
+        "Done. Run your own pool with 'hydracompute coordinator' and "
+        "'hydracompute worker URL'; its pages are at URL/ and URL/docs."
+    )
     return 0

@@ -88,7 +88,6 @@ class CoordinatorUnavailable(HydraError):
     title = "Coordinator unavailable"
 
 
-
 class InvalidRequest(HydraError):
     """A request the coordinator refused as malformed (bad JSON, a field out of range)."""
 
@@ -98,8 +97,17 @@ class InvalidRequest(HydraError):
 
 _BY_TITLE: dict[str, type[HydraError]] = {
     cls.title: cls
-    for cls in (InvalidParams, InvalidResult, UnknownKind, NotFound, Unauthorized, Forbidden,
-                Conflict, InvalidRequest, StoreError)
+    for cls in (
+        InvalidParams,
+        InvalidResult,
+        UnknownKind,
+        NotFound,
+        Unauthorized,
+        Forbidden,
+        Conflict,
+        InvalidRequest,
+        StoreError,
+    )
 }
 
 

@@ -90,8 +90,7 @@ async def job_result(job_id: str, c: CoordinatorDep) -> dict[str, object]:
         if job.error:
             detail += f": {job.error}"
         raise Conflict(detail, state=job.state.value)
-    return {"job_id": job.job_id, "kind": job.kind, "params": job.params,
-            "answer": job.answer}
+    return {"job_id": job.job_id, "kind": job.kind, "params": job.params, "answer": job.answer}
 
 
 @router.get(

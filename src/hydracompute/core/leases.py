@@ -18,7 +18,11 @@ def expected_duration_s(units: int, holder_speed: float | None, target_s: float)
 
 
 def wants_backup(
-    lease: Lease, units: int, holder_speed: float | None, target_s: float, factor: float,
+    lease: Lease,
+    units: int,
+    holder_speed: float | None,
+    target_s: float,
+    factor: float,
     now: float,
 ) -> bool:
     """Whether a lease has run so much longer than expected that a copy should start.

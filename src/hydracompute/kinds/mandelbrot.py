@@ -147,8 +147,12 @@ def _read_region(reader: ParamReader, width: int, height: int) -> dict[str, floa
         span = reader.float("span", 1e-300, MAX_COORD)
         half_x = span / 2
         half_y = span * height / width / 2
-        region = {"x_min": cx - half_x, "x_max": cx + half_x, "y_min": cy - half_y,
-                  "y_max": cy + half_y}
+        region = {
+            "x_min": cx - half_x,
+            "x_max": cx + half_x,
+            "y_min": cy - half_y,
+            "y_max": cy + half_y,
+        }
     elif corners:
         region = {k: reader.float(k, -MAX_COORD, MAX_COORD) for k in DEFAULT_REGION}
     else:

@@ -69,11 +69,19 @@ class Exchange:
     """One worker's exchange against a backend, inside the caller's transaction."""
 
     def __init__(
-        self, backend: Backend, kinds: KindRegistry, config: SchedulerConfig, worker: Worker,
+        self,
+        backend: Backend,
+        kinds: KindRegistry,
+        config: SchedulerConfig,
+        worker: Worker,
         now: float,
     ) -> None:
         self.db, self.kinds, self.config, self.worker, self.now = (
-            backend, kinds, config, worker, now,
+            backend,
+            kinds,
+            config,
+            worker,
+            now,
         )
         self.outcome = ExchangeOutcome()
         self._jobs: dict[str, Job] = {}
@@ -116,8 +124,9 @@ class Exchange:
         try:
             kind.check(job.params, chunk.start, chunk.stop, report.output)
         except InvalidResult as exc:
-            raise InvalidResult(f"lease {lease.lease_id!r}: {exc.detail}",
-                                lease_id=lease.lease_id) from exc
+            raise InvalidResult(
+                f"lease {lease.lease_id!r}: {exc.detail}", lease_id=lease.lease_id
+            ) from exc
         lease.output_digest = output_digest(report.output)
         lease.compute_s = report.compute_s
         if chunk.state is ChunkState.DONE or job.state is not JobState.RUNNING:
@@ -207,7 +216,8 @@ class Exchange:
         if want <= 0:
             return
         jobs = [
-            j for j in self.db.running_jobs()
+            j
+            for j in self.db.running_jobs()
             if j.kind in self.worker.kinds and j.kind in self.kinds
         ]
         shares: dict[str, float] = {}
@@ -265,8 +275,14 @@ class Exchange:
                 continue
             holder = self.db.get_worker(active[0].worker_id)
             speed = holder.speeds.get(job.kind) if holder else None
-            if wants_backup(active[0], chunk.units, speed, job.target_chunk_s,
-                            self.config.backup_factor, self.now):
+            if wants_backup(
+                active[0],
+                chunk.units,
+                speed,
+                job.target_chunk_s,
+                self.config.backup_factor,
+                self.now,
+            ):
                 self._grant(job, chunk, backup=True)
 
     def _grant(self, job: Job, chunk: Chunk, backup: bool = False) -> None:
@@ -283,8 +299,16 @@ class Exchange:
         chunk.state = ChunkState.LEASED
         self.db.put_chunk(chunk)
         self.outcome.leases.append(
-            LeaseGrant(lease.lease_id, job.job_id, job.kind, job.params, chunk.index,
-                       chunk.start, chunk.stop, lease.deadline_s)
+            LeaseGrant(
+                lease.lease_id,
+                job.job_id,
+                job.kind,
+                job.params,
+                chunk.index,
+                chunk.start,
+                chunk.stop,
+                lease.deadline_s,
+            )
         )
 
 

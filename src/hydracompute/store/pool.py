@@ -44,7 +44,11 @@ class Store:
     # jobs
 
     def submit_job(
-        self, kind: str, params: JSON, now: float, name: str = "",
+        self,
+        kind: str,
+        params: JSON,
+        now: float,
+        name: str = "",
         target_chunk_s: float | None = None,
     ) -> Job:
         """Validate and record a new job.
@@ -105,8 +109,7 @@ class Store:
     def job_outputs(self, job_id: str) -> list[ChunkOutput]:
         with self.backend.transaction():
             return [
-                ChunkOutput(o.start, o.stop, o.output)
-                for o in self.backend.iter_outputs(job_id)
+                ChunkOutput(o.start, o.stop, o.output) for o in self.backend.iter_outputs(job_id)
             ]
 
     def job_progress(self, job: Job) -> JSON:

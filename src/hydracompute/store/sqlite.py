@@ -239,8 +239,9 @@ class SQLiteBackend(Backend):
         return self._many(_CHUNKS, where, job_id, limit)
 
     def leased_chunks(self, job_id: str) -> list[Chunk]:
-        return self._many(_CHUNKS, "WHERE job_id = ? AND state = 'leased' ORDER BY \"index\"",
-                          job_id)
+        return self._many(
+            _CHUNKS, "WHERE job_id = ? AND state = 'leased' ORDER BY \"index\"", job_id
+        )
 
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._one(_LEASES, lease_id)  # type: ignore[no-any-return]
@@ -249,8 +250,9 @@ class SQLiteBackend(Backend):
         self._put(_LEASES, lease)
 
     def active_leases_of_chunk(self, job_id: str, index: int) -> list[Lease]:
-        where = ("WHERE job_id = ? AND chunk_index = ? AND state = 'active' "
-                 "ORDER BY issued_s, lease_id")
+        where = (
+            "WHERE job_id = ? AND chunk_index = ? AND state = 'active' ORDER BY issued_s, lease_id"
+        )
         return self._many(_LEASES, where, job_id, index)
 
     def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
@@ -264,8 +266,13 @@ class SQLiteBackend(Backend):
     def put_output(self, output: StoredOutput) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
-            (output.job_id, output.chunk_index, output.start, output.stop,
-             json.dumps(output.output, separators=(",", ":"))),
+            (
+                output.job_id,
+                output.chunk_index,
+                output.start,
+                output.stop,
+                json.dumps(output.output, separators=(",", ":")),
+            ),
         )
 
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:

@@ -143,22 +143,28 @@ class WorkerAgent:
     async def _enrol(self) -> None:
         answer = await self._request(
             "/api/v1/workers",
-            {"name": self.name[:200], "cores": self.cores, "kinds": self.kinds,
-             "version": __version__},
+            {
+                "name": self.name[:200],
+                "cores": self.cores,
+                "kinds": self.kinds,
+                "version": __version__,
+            },
         )
         self._worker_id = answer["worker_id"]
         self._secret = answer["secret"]
         self._heartbeat_s = float(answer["heartbeat_s"])
-        log.info("enrolled as %s with %d core(s) for %s", self._worker_id, self.cores,
-                 ", ".join(self.kinds))
+        log.info(
+            "enrolled as %s with %d core(s) for %s",
+            self._worker_id,
+            self.cores,
+            ", ".join(self.kinds),
+        )
 
     async def _cycle(self, executor: ChunkExecutor) -> None:
         """One exchange, then wait for a chunk to finish or the heartbeat to come due."""
         busy = len(self._running)
         idle = busy == 0 and not self._unsent
-        answer = await self._exchange(
-            want=self.cores - busy, wait_s=self.wait_s if idle else 0.0
-        )
+        answer = await self._exchange(want=self.cores - busy, wait_s=self.wait_s if idle else 0.0)
         for lease_id in answer["abandon"]:
             if lease_id in self._running:
                 self._running[lease_id].abandoned = True
