@@ -76,6 +76,8 @@ def stop(process: subprocess.Popen[str], timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def _wait(console: Console, client: Client, job_id: str, label: str) -> JobInfo:

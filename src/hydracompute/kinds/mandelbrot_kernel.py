@@ -6,10 +6,10 @@ operation order (no fused multiply-add, no fast-math). The kernel is compiled by
 without ``fastmath``, and LLVM does not contract separate multiplies and adds into FMAs
 unless told to, so the vectorised code computes exactly what the scalar convention says.
 
-Pixels are evaluated in groups of :data:`_LANES` in lock-step so LLVM vectorises across
-pixels: every lane runs the same iteration, and a per-lane mask freezes the count of a lane
-once its pixel escapes (its ``z`` keeps being updated, possibly to ``inf``/``nan``, but is
-never read again). Each pixel's count is therefore exactly the scalar loop's.
+Pixels are evaluated in groups of 16 in lock-step so LLVM vectorises across pixels: every
+lane runs the same iterations, and a per-lane mask freezes a lane's count once its pixel
+escapes (its ``z`` keeps being updated, possibly to ``inf``/``nan``, but no longer affects
+the count). Each pixel's count is therefore exactly the scalar loop's.
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ def render_tile(
     Pixel convention (public, fixed; all arithmetic in IEEE-754 float64, in exactly this
     order, each operation rounded, no fused multiply-add):
 
-    * column ``i`` (left to right), row ``j`` (top to bottom) samples ``c = cr + ci·i`` with
-      ``cr = x_min + (i + 0.5) * ((x_max - x_min) / width)`` and
+    * column ``i`` (left to right), row ``j`` (top to bottom) samples the point ``c`` with
+      real part ``cr = x_min + (i + 0.5) * ((x_max - x_min) / width)`` and imaginary part
       ``ci = y_max - (j + 0.5) * ((y_max - y_min) / height)``;
     * from ``zr = zi = 0.0``, ``n = 0``, repeat while ``n < max_iter``::
 

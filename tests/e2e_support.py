@@ -1,0 +1,81 @@
+"""Real coordinator and worker processes on loopback, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydracompute.client import Client
+from hydracompute.demo import start_coordinator, start_worker, stop
+
+WAIT_S = 120.0
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+class Pool:
+    """A coordinator on a SQLite file and any number of worker processes."""
+
+    def __init__(self, db: Path, target_chunk_s: float = 0.2, heartbeat_s: float = 0.5) -> None:
+        self.db = db
+        self.options = ["--target-chunk-s", str(target_chunk_s), "--heartbeat-s", str(heartbeat_s)]
+        self.coordinator: subprocess.Popen[str] | None = None
+        self.workers: list[subprocess.Popen[str]] = []
+        self.url = ""
+        self.port = 0
+
+    def start_coordinator(self) -> None:
+        self.coordinator, self.url = start_coordinator(
+            f"sqlite:///{self.db}", self.port, self.options
+        )
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def kill_coordinator(self) -> None:
+        assert self.coordinator is not None
+        self.coordinator.send_signal(signal.SIGKILL)
+        self.coordinator.wait()
+        if self.coordinator.stdout is not None:
+            self.coordinator.stdout.close()
+
+    def add_worker(self, cores: int = 1) -> subprocess.Popen[str]:
+        process = start_worker(self.url, cores, f"test-{len(self.workers)}")
+        self.workers.append(process)
+        return process
+
+    def client(self) -> Client:
+        return Client(self.url)
+
+    def online_workers(self) -> int:
+        with self.client() as client:
+            return sum(1 for w in client.workers() if w["online"])
+
+    def close(self) -> None:
+        for process in self.workers:
+            stop(process)
+        if self.coordinator is not None:
+            stop(self.coordinator)
+
+
+@contextmanager
+def pool(db: Path, **options: float) -> Iterator[Pool]:
+    p = Pool(db, **options)
+    try:
+        p.start_coordinator()
+        yield p
+    finally:
+        p.close()

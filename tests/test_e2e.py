@@ -1,0 +1,135 @@
+"""End to end: a real coordinator and real worker processes over loopback HTTP.
+
+Answers are compared exactly with a direct single-process computation: whatever the
+number of workers, the chunk sizes, the failures and the restarts, a job's answer is the
+same.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hydracompute.client import Client
+from hydracompute.kinds.mandelbrot_kernel import render_tile
+from hydracompute.kinds.pi_kernel import count_hits
+from tests.e2e_support import pool, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SEED = 20261125
+MANDELBROT = {
+    "width": 333,
+    "height": 250,
+    "x_min": -1.9,
+    "x_max": 0.6,
+    "y_min": -1.1,
+    "y_max": 1.0,
+    "max_iter": 600,
+}
+
+
+def direct_mandelbrot() -> np.ndarray:
+    m = MANDELBROT
+    return render_tile(
+        m["x_min"],
+        m["x_max"],
+        m["y_min"],
+        m["y_max"],
+        m["width"],
+        m["height"],
+        m["max_iter"],
+        0,
+        0,
+        m["width"],
+        m["height"],
+    )
+
+
+def downloaded_counts(client: Client, job_id: str) -> np.ndarray:
+    return np.load(io.BytesIO(client.job(job_id).artefact("counts.npy")), allow_pickle=False)
+
+
+@pytest.mark.parametrize(("workers", "target_chunk_s"), [(1, 0.05), (2, 0.3)])
+def test_pi_and_mandelbrot_exact_whatever_the_pool(
+    tmp_path: Path, workers: int, target_chunk_s: float
+) -> None:
+    samples = 3 * 10**8 + 12345  # not a whole number of blocks
+    with pool(tmp_path / "pool.db", target_chunk_s=target_chunk_s) as p:
+        for _ in range(workers):
+            p.add_worker(cores=1)
+        with p.client() as client:
+            pi = client.submit("pi", samples=samples, seed=SEED)
+            mandel = client.submit("mandelbrot", **MANDELBROT)
+            answer = pi.wait(timeout=300).answer
+            mandel.wait(timeout=300)
+            counts = downloaded_counts(client, mandel.job_id)
+            chunks = pi.info().raw
+            served = {w["name"]: w["chunks_done"] for w in client.workers()}
+    assert answer["hits"] == count_hits(SEED, 0, samples)
+    assert answer["samples"] == samples
+    assert abs(answer["estimate"] - math.pi) < 6 * answer["stderr"]
+    np.testing.assert_array_equal(counts, direct_mandelbrot())
+    assert chunks["state"] == "done"
+    # Every worker took part.
+    assert len(served) == workers and all(n > 0 for n in served.values())
+
+
+def test_worker_killed_mid_job_loses_nothing(tmp_path: Path) -> None:
+    samples = 2 * 10**9
+    with pool(tmp_path / "pool.db", target_chunk_s=0.3, heartbeat_s=0.3) as p:
+        doomed = p.add_worker(cores=1)
+        with p.client() as client:
+            job = client.submit("pi", samples=samples, seed=SEED)
+            wait_until(lambda: 0 < job.progress() < 0.5, what="the first results")
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait()
+            progress_at_kill = job.progress()
+            p.add_worker(cores=1)
+            answer = job.wait(timeout=300).answer
+            leases = {w["name"]: w["chunks_done"] for w in client.workers()}
+    assert progress_at_kill < 1
+    assert leases["test-1"] > 0
+    assert answer["hits"] == count_hits(SEED, 0, samples)
+
+
+def test_coordinator_killed_and_restarted_finishes_exactly(tmp_path: Path) -> None:
+    samples = 3 * 10**9
+    with pool(tmp_path / "pool.db", target_chunk_s=0.2, heartbeat_s=0.3) as p:
+        p.add_worker(cores=1)
+        p.add_worker(cores=1)
+        with p.client() as client:
+            pi = client.submit("pi", samples=samples, seed=SEED)
+            mandel = client.submit("mandelbrot", **MANDELBROT)
+            wait_until(lambda: 0.1 < pi.progress() < 0.6, what="π to be under way")
+        p.kill_coordinator()
+        p.start_coordinator()  # same file, same port: the workers reconnect by themselves
+        with p.client() as client:
+            answer = client.job(pi.job_id).wait(timeout=300).answer
+            client.job(mandel.job_id).wait(timeout=300)
+            counts = downloaded_counts(client, mandel.job_id)
+    assert answer["hits"] == count_hits(SEED, 0, samples)
+    np.testing.assert_array_equal(counts, direct_mandelbrot())
+
+
+def test_ctrl_c_returns_unfinished_leases(tmp_path: Path) -> None:
+    with pool(tmp_path / "pool.db", target_chunk_s=2.0, heartbeat_s=5.0) as p:
+        first = p.add_worker(cores=1)
+        with p.client() as client:
+            job = client.submit("pi", samples=10**11, seed=SEED)
+
+            def first_holds_lease() -> bool:
+                return any(w["leases"] for w in client.workers())
+
+            wait_until(first_holds_lease, what="a lease in hand")
+            first.send_signal(signal.SIGINT)
+            assert first.wait(timeout=60) == 0
+            # Returned, not left to expire (the TTL here is 15 s): no lease is held.
+            assert not first_holds_lease()
+            assert not any(w["online"] for w in client.workers())
+            client.job(job.job_id).cancel()
