@@ -21,7 +21,7 @@ def coordinator(request: Request) -> Coordinator:
 CoordinatorDep = Annotated[Coordinator, Depends(coordinator)]
 
 
-def job_view(c: Coordinator, job: Job, live: dict[str, object] | None = None) -> JobView:
+def job_view(c: Coordinator, job: Job) -> JobView:
     kind = c.store.kinds.get(job.kind)
     end = job.finished_s if job.finished_s is not None else c.clock()
     artefacts = list(job.answer.get("artefacts", [])) if job.answer else []
@@ -40,7 +40,7 @@ def job_view(c: Coordinator, job: Job, live: dict[str, object] | None = None) ->
         elapsed_s=max(0.0, end - job.created_s),
         error=job.error,
         answer=job.answer,
-        live=live or {},
+        live=job.live,
         artefacts=[f"/api/v1/jobs/{job.job_id}/artefacts/{name}" for name in artefacts],
     )
 
@@ -70,8 +70,7 @@ async def list_jobs(
 async def get_job(job_id: str, c: CoordinatorDep) -> JobView:
     """A job with its progress and its kind's live summary of results so far."""
     job = await c.call(c.store.get_job, job_id)
-    live = await c.call(c.store.job_progress, job)
-    return job_view(c, job, live)
+    return job_view(c, job)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)

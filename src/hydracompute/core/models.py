@@ -57,6 +57,8 @@ class Job:
     finished_s: float | None = None
     error: str | None = None
     answer: JSON | None = None
+    #: The kind's running summary of accepted outputs (see ``JobKind.fold_live``).
+    live: JSON = field(default_factory=dict)
 
 
 @dataclass

@@ -13,7 +13,8 @@ databases. The coordinator and the workers only ever call the methods below:
   (a volunteer is untrusted);
 - ``same_output(a, b)`` compares two outputs of the same chunk (verification by replication);
 - ``merge(params, outputs)`` builds the job's answer and artefacts from all chunk outputs;
-- ``progress(params, outputs)`` optionally summarises a partial set of outputs.
+- ``fold_live(params, live, output)`` optionally folds each accepted output into a small
+  live summary (π's running estimate, say), kept with the job for progress displays.
 
 Kinds register through the ``hydracompute.kinds`` entry-point group, the built-in ones
 exactly like a third-party kind would.
@@ -100,9 +101,13 @@ class JobKind(abc.ABC):
     def merge(self, params: JSON, outputs: Iterable[ChunkOutput]) -> Answer:
         """Build the answer from the outputs of every chunk (covering all units once)."""
 
-    def progress(self, params: JSON, outputs: Iterable[ChunkOutput]) -> JSON:
-        """Summarise partial outputs for live displays; empty by default."""
-        return {}
+    def fold_live(self, params: JSON, live: JSON, output: JSON) -> JSON:
+        """The job's live summary once ``output`` (already checked) is accepted.
+
+        Called once per accepted chunk, in no particular chunk order, starting from ``{}``;
+        keep the summary small (it is stored with the job and sent with every status).
+        """
+        return live
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook
         """Compile or load the kernels; called once in each compute process at start."""

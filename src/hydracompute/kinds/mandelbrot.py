@@ -119,9 +119,8 @@ class MandelbrotKind(JobKind):
             },
         )
 
-    def progress(self, params: JSON, outputs: Iterable[ChunkOutput]) -> JSON:
-        iterations = sum(int(o.output["iterations"]) for o in outputs)
-        return {"iterations": iterations}
+    def fold_live(self, params: JSON, live: JSON, output: JSON) -> JSON:
+        return {"iterations": int(live.get("iterations", 0)) + int(output["iterations"])}
 
     def warm_up(self) -> None:
         render_tile(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, 0, 0, 8, 8)

@@ -69,14 +69,15 @@ class PiKind(JobKind):
             raise InvalidResult(f"{hits} hits in {n} samples is statistically implausible")
 
     def merge(self, params: JSON, outputs: Iterable[ChunkOutput]) -> Answer:
-        return Answer(summary=self.progress(params, outputs))
-
-    def progress(self, params: JSON, outputs: Iterable[ChunkOutput]) -> JSON:
         hits = samples = 0
         for chunk in outputs:
             hits += int(chunk.output["hits"])
             samples += int(chunk.output["samples"])
-        return estimate(hits, samples)
+        return Answer(summary=estimate(hits, samples))
+
+    def fold_live(self, params: JSON, live: JSON, output: JSON) -> JSON:
+        hits = int(live.get("hits", 0)) + int(output["hits"])
+        return estimate(hits, int(live.get("samples", 0)) + int(output["samples"]))
 
     def warm_up(self) -> None:
         count_hits(0, 0, 64)

@@ -144,6 +144,7 @@ class Exchange:
             other.state = LeaseState.ABANDONED
             self.db.put_lease(other)
         self._credit(job.kind, chunk.units, report.compute_s)
+        job.live = kind.fold_live(job.params, job.live, report.output)
         job.units_done += chunk.units
         if job.units_done == job.total_units:
             finish_job(self.db, self.kinds, job, self.now)

@@ -112,10 +112,6 @@ class Store:
                 ChunkOutput(o.start, o.stop, o.output) for o in self.backend.iter_outputs(job_id)
             ]
 
-    def job_progress(self, job: Job) -> JSON:
-        """The kind's live summary of a job's outputs so far (e.g. π's running estimate)."""
-        return self.kinds.get(job.kind).progress(job.params, self.job_outputs(job.job_id))
-
     def artefact(self, job_id: str, name: str) -> Artefact:
         """A finished job's artefact.
 

@@ -39,7 +39,7 @@ MIGRATIONS: list[str] = [
         total_units INTEGER NOT NULL, created_s REAL NOT NULL, target_chunk_s REAL NOT NULL,
         name TEXT NOT NULL, state TEXT NOT NULL, next_unit INTEGER NOT NULL,
         chunks_carved INTEGER NOT NULL, units_done INTEGER NOT NULL, finished_s REAL,
-        error TEXT, answer TEXT
+        error TEXT, answer TEXT, live TEXT NOT NULL
     );
     CREATE INDEX jobs_by_state ON jobs (state, created_s);
     CREATE TABLE chunks (

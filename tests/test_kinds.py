@@ -1,0 +1,203 @@
+"""The built-in job kinds and the registry: validation, checks, merging, live summaries."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hydracompute.errors import InvalidParams, InvalidResult, UnknownKind
+from hydracompute.kinds import ChunkOutput, KindRegistry, default_registry
+from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind
+from hydracompute.kinds.mandelbrot_kernel import render_tile
+from hydracompute.kinds.pi import PiKind
+from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES
+
+PI = PiKind()
+MANDEL = MandelbrotKind()
+
+
+def test_builtin_kinds_register_through_entry_points() -> None:
+    registry = default_registry()
+    assert {"pi", "mandelbrot"} <= set(registry.names())
+    assert isinstance(registry.get("pi"), PiKind)
+    with pytest.raises(UnknownKind, match="installed: "):
+        registry.get("nope")
+
+
+def test_registry_refuses_duplicates_and_bad_names() -> None:
+    registry = KindRegistry()
+    registry.register(PiKind())
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(PiKind())
+
+    class Bad(PiKind):
+        name = "Bad Name"
+
+    with pytest.raises(ValueError, match="must match"):
+        registry.register(Bad())
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({}, "samples"),
+        ({"samples": 0}, "samples"),
+        ({"samples": 10**15 + 1}, "samples"),
+        ({"samples": 1.5}, "samples"),
+        ({"samples": True}, "samples"),
+        ({"samples": "10"}, "samples"),
+        ({"samples": 10, "seed": -1}, "seed"),
+        ({"samples": 10, "seed": 2**63}, "seed"),
+        ({"samples": 10, "colour": 1}, "colour"),
+    ],
+)
+def test_pi_rejects_bad_params(params: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidParams) as err:
+        PI.validate(params)
+    assert field in err.value.errors
+
+
+def test_pi_canonical_params_record_the_seed() -> None:
+    assert PI.validate({"samples": 1e10, "seed": 5}) == {"samples": 10**10, "seed": 5}
+    generated = PI.validate({"samples": 10})
+    assert 0 <= generated["seed"] < 2**63
+    assert PI.validate(generated) == generated  # workers re-validate to the same thing
+
+
+def test_pi_units_are_blocks_with_a_partial_last_one() -> None:
+    params = PI.validate({"samples": 3 * BLOCK_SAMPLES + 7, "seed": 1})
+    assert PI.total_units(params) == 4
+    assert PI.compute(params, 3, 4)["samples"] == 7
+
+
+def test_pi_check_refuses_impossible_and_implausible_outputs() -> None:
+    params = PI.validate({"samples": 10 * BLOCK_SAMPLES, "seed": 3})
+    good = PI.compute(params, 2, 4)
+    PI.check(params, 2, 4, good)
+    n = 2 * BLOCK_SAMPLES
+    for bad in (
+        {"hits": good["hits"], "samples": n - 1},
+        {"hits": n + 1, "samples": n},
+        {"hits": -1, "samples": n},
+        {"hits": n, "samples": n},  # every point inside: statistically impossible
+        {"hits": good["hits"] + 20_000, "samples": n},  # ~24 σ off
+        {"hits": float(good["hits"]), "samples": n},
+        {**good, "extra": 1},
+    ):
+        with pytest.raises(InvalidResult):
+            PI.check(params, 2, 4, bad)
+
+
+def test_pi_live_summary_matches_the_merged_answer() -> None:
+    params = PI.validate({"samples": 5 * BLOCK_SAMPLES + 99, "seed": 11})
+    pieces = [(0, 2), (2, 3), (3, 6)]
+    outputs = [ChunkOutput(a, b, PI.compute(params, a, b)) for a, b in pieces]
+    live: dict[str, Any] = {}
+    for chunk in reversed(outputs):
+        live = PI.fold_live(params, live, chunk.output)
+    answer = PI.merge(params, outputs).summary
+    assert live == answer
+    assert answer["samples"] == 5 * BLOCK_SAMPLES + 99
+    assert abs(answer["estimate"] - math.pi) < 6 * answer["stderr"]
+
+
+def test_mandelbrot_region_forms() -> None:
+    corners = MANDEL.validate(
+        {"width": 200, "height": 100, "x_min": -2, "x_max": 1, "y_min": -0.75, "y_max": 0.75}
+    )
+    centred = MANDEL.validate(
+        {"width": 200, "height": 100, "center_re": -0.5, "center_im": 0.0, "span": 3.0}
+    )
+    assert {k: corners[k] for k in ("x_min", "x_max", "y_min", "y_max")} == {
+        k: centred[k] for k in ("x_min", "x_max", "y_min", "y_max")
+    }
+    assert MANDEL.validate(corners) == corners
+    assert centred["max_iter"] == 1000 and centred["colour_map"] == "classic"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"width": 0, "height": 10}, "width"),
+        ({"width": 32769, "height": 10}, "width"),
+        ({"width": 32768, "height": 32768}, "width"),  # 2^30 pixels > 2^28
+        ({"width": 10, "height": 10, "max_iter": 10**6 + 1}, "max_iter"),
+        ({"width": 10, "height": 10, "x_min": 1, "x_max": 0, "y_min": 0, "y_max": 1}, "x_max"),
+        ({"width": 10, "height": 10, "x_min": 0, "x_max": 1, "y_min": 0}, "y_max"),
+        ({"width": 10, "height": 10, "x_min": 0, "span": 1}, "region"),
+        ({"width": 10, "height": 10, "center_re": 0, "center_im": 0, "span": 0}, "span"),
+        (
+            {"width": 10, "height": 10, "x_min": float("nan"), "x_max": 1, "y_min": 0, "y_max": 1},
+            "x_min",
+        ),
+        ({"width": 10, "height": 10, "colour_map": "rainbow"}, "colour_map"),
+    ],
+)
+def test_mandelbrot_rejects_bad_params(params: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidParams) as err:
+        MANDEL.validate(params)
+    assert field in err.value.errors
+
+
+def test_mandelbrot_chunks_merge_into_the_direct_render() -> None:
+    params = MANDEL.validate({"width": 2 * TILE + 5, "height": TILE + 3, "max_iter": 200})
+    units = MANDEL.total_units(params)
+    assert units == 3 * 2
+    outputs = []
+    for start, stop in [(0, 1), (1, 4), (4, units)]:
+        output = MANDEL.compute(params, start, stop)
+        MANDEL.check(params, start, stop, output)
+        outputs.append(ChunkOutput(start, stop, output))
+    answer = MANDEL.merge(params, outputs)
+    counts = np.load(io.BytesIO(answer.artefacts["counts.npy"].data), allow_pickle=False)
+    direct = render_tile(
+        params["x_min"],
+        params["x_max"],
+        params["y_min"],
+        params["y_max"],
+        params["width"],
+        params["height"],
+        200,
+        0,
+        0,
+        params["width"],
+        params["height"],
+    )
+    np.testing.assert_array_equal(counts, direct)
+    image = Image.open(io.BytesIO(answer.artefacts["image.png"].data))
+    assert image.size == (params["width"], params["height"]) and image.mode == "RGB"
+    assert answer.summary["iterations"] == int(direct.sum())
+    live: dict[str, Any] = {}
+    for chunk in outputs:
+        live = MANDEL.fold_live(params, live, chunk.output)
+    assert live["iterations"] == answer.summary["iterations"]
+
+
+def _encoded(values: np.ndarray) -> str:
+    return base64.b64encode(zlib.compress(values.astype("<u4").tobytes())).decode()
+
+
+def test_mandelbrot_check_refuses_malformed_outputs() -> None:
+    params = MANDEL.validate({"width": TILE, "height": TILE, "max_iter": 50})
+    good = MANDEL.compute(params, 0, 1)
+    counts = np.full(TILE * TILE, 3, dtype=np.uint32)
+    bomb = base64.b64encode(zlib.compress(bytes(10**8))).decode()
+    for bad in (
+        {**good, "counts": _encoded(counts[:-1])},  # too few pixels
+        {**good, "counts": _encoded(np.zeros(TILE * TILE, dtype=np.uint32))},  # count 0
+        {**good, "counts": _encoded(np.full(TILE * TILE, 51, dtype=np.uint32))},  # > max_iter
+        {"counts": _encoded(counts), "iterations": 1},  # wrong total
+        {**good, "counts": "not base64!"},
+        {**good, "counts": base64.b64encode(b"not zlib").decode()},
+        {**good, "counts": bomb},  # 100 MB of zeros: refused without inflating it all
+        {"counts": good["counts"]},
+    ):
+        with pytest.raises(InvalidResult):
+            MANDEL.check(params, 0, 1, bad)
