@@ -269,11 +269,13 @@ def test_returned_leases_go_to_the_next_worker(store: Store) -> None:
     a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
     b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
     (grant,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
-    store.return_leases(a.worker_id, [grant.lease_id], now=0.1)
+    assert store.leave(a.worker_id, now=0.1) == 1
+    assert store.leases_in_hand()[a.worker_id] == 0
     (again,) = store.exchange(b.worker_id, [], [], 1, now=0.2).leases
     assert (again.start, again.stop) == (grant.start, grant.stop)
-    with pytest.raises(Forbidden):
-        store.return_leases(b.worker_id, [grant.lease_id], now=0.3)
+    assert store.leave(a.worker_id, now=0.3) == 0
+    with pytest.raises(NotFound):
+        store.leave("w-nobody", now=0.3)
 
 
 def test_answer_does_not_depend_on_chunking(store: Store) -> None:

@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 1 a job failed or was cancelled (with ``--wait``); 2 a usage error;
 3 the coordinator could not be reached; 4 the coordinator refused the request.
-Every option has an environment fallback: ``HYDRACOMPUTE_<OPTION>`` (e.g.
-``HYDRACOMPUTE_URL``, ``HYDRACOMPUTE_STORE``).
+Environment fallbacks: ``HYDRACOMPUTE_URL`` (the coordinator URL of every client command
+and of ``worker``), ``HYDRACOMPUTE_STORE`` (the coordinator's store); any other option as
+``HYDRACOMPUTE_<COMMAND>_<OPTION>``, e.g. ``HYDRACOMPUTE_WORKER_CORES``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ from hydracompute.errors import CoordinatorUnavailable, HydraError
 EXIT_JOB_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 3, 4
 console = Console()
 url_option = click.option(
-    "--url", default=DEFAULT_URL, show_default=True, help="Coordinator base URL."
+    "--url",
+    default=DEFAULT_URL,
+    envvar="HYDRACOMPUTE_URL",
+    show_default=True,
+    help="Coordinator base URL.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -86,6 +91,7 @@ def main(log_level: str) -> None:
     "--store",
     "store_url",
     default=None,
+    envvar="HYDRACOMPUTE_STORE",
     help="sqlite:///PATH or memory://. Default: coordinator.db in the user data directory.",
 )
 @click.option("--target-chunk-s", default=2.0, type=click.FloatRange(0.01, 3600))

@@ -13,7 +13,7 @@ from hydracompute.coordinator.schemas import (
     ExchangeIn,
     ExchangeOut,
     LeaseOut,
-    LeaveIn,
+    Left,
     WorkerEnrol,
     WorkerList,
     WorkerView,
@@ -82,13 +82,14 @@ async def exchange(
     )
 
 
-@router.post("/workers/{worker_id}/leave", status_code=status.HTTP_204_NO_CONTENT)
-async def leave(
-    worker_id: str, body: LeaveIn, c: CoordinatorDep, authorization: Authorization = None
-) -> None:
-    """A stopping worker gives back the leases it will not finish."""
+@router.post("/workers/{worker_id}/leave", response_model=Left)
+async def leave(worker_id: str, c: CoordinatorDep, authorization: Authorization = None) -> Left:
+    """A stopping worker leaves the pool: every lease it holds goes back to the others.
+
+    Send the results it did finish in an exchange first.
+    """
     await authenticate(c, worker_id, authorization)
-    await c.call(c.store.return_leases, worker_id, body.lease_ids, c.clock())
+    return Left(returned=await c.call(c.store.leave, worker_id, c.clock()))
 
 
 @router.get("/workers", response_model=WorkerList)

@@ -103,8 +103,8 @@ class ExchangeOut(BaseModel):
     next_exchange_s: float = Field(description="Come back at the latest after this long.")
 
 
-class LeaveIn(Strict):
-    lease_ids: list[str] = Field(default_factory=list, max_length=4096)
+class Left(BaseModel):
+    returned: int = Field(description="Leases given back to the pool.")
 
 
 class WorkerView(BaseModel):

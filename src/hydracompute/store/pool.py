@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import JSON, Job, JobState, LeaseState, Worker
-from hydracompute.errors import Conflict, Forbidden, InvalidParams, NotFound, Unauthorized
+from hydracompute.errors import Conflict, InvalidParams, NotFound, Unauthorized
 from hydracompute.kinds import Artefact, ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.exchange import Exchange, ExchangeOutcome, ResultReport, release_chunk
@@ -204,31 +204,27 @@ class Store:
             self.work_version += 1
         return step.outcome
 
-    def return_leases(self, worker_id: str, lease_ids: Sequence[str], now: float) -> int:
-        """A worker gives back unfinished leases (it is stopping); returns how many.
+    def leave(self, worker_id: str, now: float) -> int:
+        """A stopping worker leaves: every lease it still holds is given back at once,
+        including any granted in an answer it never read. Returns how many.
 
         Raises:
-            Forbidden: one of the leases is not the worker's.
+            NotFound: no such worker.
         """
-        released = 0
         with self.backend.transaction():
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
-            for lease_id in lease_ids:
-                lease = self.backend.get_lease(lease_id)
-                if lease is None or lease.worker_id != worker_id:
-                    raise Forbidden(f"lease {lease_id!r} is not this worker's", lease_id=lease_id)
-                if lease.state is not LeaseState.ACTIVE:
-                    continue
+            leases = self.backend.active_leases_of_worker(worker_id)
+            for lease in leases:
                 lease.state = LeaseState.RETURNED
                 self.backend.put_lease(lease)
-                released += release_chunk(self.backend, lease)
+                release_chunk(self.backend, lease)
             worker.left, worker.last_seen_s = True, now
             self.backend.put_worker(worker)
-        if released:
+        if leases:
             self.work_version += 1
-        return len(lease_ids)
+        return len(leases)
 
     def expire_leases(self, now: float) -> int:
         """Expire leases not renewed in time and make their chunks available again."""

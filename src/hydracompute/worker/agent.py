@@ -227,13 +227,10 @@ class WorkerAgent:
     async def _leave(self) -> None:
         """Send what is finished and give back what is not."""
         self._collect()
-        unfinished = [k for k, r in self._running.items() if not r.abandoned]
         try:
             if self._unsent:
                 await self._exchange(want=0, wait_s=0.0)
-            await self._request(
-                f"/api/v1/workers/{self._worker_id}/leave", {"lease_ids": unfinished}
-            )
-            log.info("left the pool; returned %d unfinished lease(s)", len(unfinished))
+            answer = await self._request(f"/api/v1/workers/{self._worker_id}/leave", {})
+            log.info("left the pool; returned %d unfinished lease(s)", answer["returned"])
         except HydraError as exc:
             log.warning("could not leave cleanly (%s); leases will expire", exc)
