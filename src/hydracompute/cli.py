@@ -114,6 +114,9 @@ def coordinator(
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listening before the URL is printed: whoever reads it can connect at once (requests
+    # wait in the backlog until the server accepts them).
+    sock.listen(2048)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{bound}"

@@ -10,15 +10,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from hydracompute.errors import HydraError, InvalidParams
+from hydracompute.errors import HydraError, InvalidParams, Unauthorized
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("hydracompute.coordinator")
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 async def _hydra_error(request: Request, exc: Exception) -> JSONResponse:
@@ -26,7 +28,8 @@ async def _hydra_error(request: Request, exc: Exception) -> JSONResponse:
     extra = dict(exc.extra)
     if isinstance(exc, InvalidParams):
         extra["errors"] = exc.errors
-    return problem(exc.status, exc.title, exc.detail, **extra)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return problem(exc.status, exc.title, exc.detail, headers, **extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -42,10 +45,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:
+        # FastAPI's only 400 is a body it could not parse (e.g. not UTF-8): malformed input.
+        return problem(422, "Invalid request", f"the request body is not valid JSON: {exc.detail}")
     title = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}.get(
         exc.status_code, "HTTP error"
     )
-    return problem(exc.status_code, title, str(exc.detail))
+    return problem(exc.status_code, title, str(exc.detail), dict(exc.headers or {}))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

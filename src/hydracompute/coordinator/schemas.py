@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 LeaseId = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
 KindName = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")
+LeaseIdItem = Annotated[str, LeaseId]
+KindNameItem = Annotated[str, KindName]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown members refused, no type coercion (``"1"`` is not 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class JobSubmit(Strict):
@@ -49,7 +53,7 @@ class JobList(BaseModel):
 class WorkerEnrol(Strict):
     name: str = Field(min_length=1, max_length=200)
     cores: int = Field(ge=1, le=1024)
-    kinds: list[str] = Field(min_length=1, max_length=100)
+    kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
 
 
@@ -76,7 +80,7 @@ class ResultIn(Strict):
 
 class ExchangeIn(Strict):
     results: list[ResultIn] = Field(default_factory=list, max_length=256)
-    running: list[str] = Field(default_factory=list, max_length=4096)
+    running: list[LeaseIdItem] = Field(default_factory=list, max_length=4096)
     want: int = Field(0, ge=0, le=256)
     wait_s: float = Field(0.0, ge=0, le=600, description="Hold the request this long for work.")
 
