@@ -28,6 +28,23 @@ def wait_until(condition: Callable[[], Any], timeout: float = WAIT_S, what: str 
         time.sleep(0.02)
 
 
+def compute_processes(worker: subprocess.Popen[str]) -> list[int]:
+    """Process ids of a worker's compute processes (Linux: read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == worker.pid and b"resource_tracker" not in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 class Pool:
     """A coordinator on a SQLite file and any number of worker processes."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import signal
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from hydracompute.client import Client
 from hydracompute.kinds.mandelbrot_kernel import render_tile
 from hydracompute.kinds.pi_kernel import count_hits
-from tests.e2e_support import pool, wait_until
+from tests.e2e_support import compute_processes, pool, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -95,6 +96,21 @@ def test_worker_killed_mid_job_loses_nothing(tmp_path: Path) -> None:
             leases = {w["name"]: w["chunks_done"] for w in client.workers()}
     assert progress_at_kill < 1
     assert leases["test-1"] > 0
+    assert answer["hits"] == count_hits(SEED, 0, samples)
+
+
+def test_compute_process_killed_the_worker_carries_on(tmp_path: Path) -> None:
+    samples = 2 * 10**9
+    with pool(tmp_path / "pool.db", target_chunk_s=0.5, heartbeat_s=0.5) as p:
+        worker = p.add_worker(cores=2)
+        with p.client() as client:
+            job = client.submit("pi", samples=samples, seed=SEED)
+            wait_until(lambda: 0 < job.progress() < 0.5, what="the first results")
+            victims = wait_until(lambda: compute_processes(worker), what="compute processes")
+            os.kill(victims[0], signal.SIGKILL)
+            answer = job.wait(timeout=300).answer
+            assert worker.poll() is None, "the worker itself must survive"
+            assert len(compute_processes(worker)) == 2, "the pool was rebuilt"
     assert answer["hits"] == count_hits(SEED, 0, samples)
 
 

@@ -29,9 +29,11 @@ from rich.table import Table
 from hydracompute import __version__
 from hydracompute.client import DEFAULT_URL, Client, Job, JobFailed, JobInfo
 from hydracompute.errors import CoordinatorUnavailable, HydraError
+from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS
 
 EXIT_JOB_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 3, 4
-console = Console()
+console = Console()  # data: tables and answers
+notes = Console(stderr=True)  # errors, progress and remarks: never mixed into --json output
 url_option = click.option(
     "--url",
     default=DEFAULT_URL,
@@ -59,13 +61,13 @@ def handle_errors(fn: Callable[..., None]) -> Callable[..., None]:
         try:
             fn(*args, **kwargs)
         except JobFailed as exc:
-            console.print(f"[red]{exc.detail}[/red]")
+            notes.print(f"[red]{exc.detail}[/red]")
             sys.exit(EXIT_JOB_FAILED)
         except CoordinatorUnavailable as exc:
-            console.print(f"[red]{exc.detail}[/red]")
+            notes.print(f"[red]{exc.detail}[/red]")
             sys.exit(EXIT_UNREACHABLE)
         except HydraError as exc:
-            console.print(f"[red]{exc.title}: {exc.detail}[/red]")
+            notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
             sys.exit(EXIT_REFUSED)
 
     wrapper.__name__ = fn.__name__
@@ -109,19 +111,28 @@ def coordinator(
 
     config = SchedulerConfig(target_chunk_s=target_chunk_s, heartbeat_s=heartbeat_s)
     url = store_url or default_store_url()
-    store = open_store(url, default_registry(), config)
+    try:
+        store = open_store(url, default_registry(), config)
+    except (ValueError, HydraError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--store") from exc
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    # Listening before the URL is printed: whoever reads it can connect at once (requests
-    # wait in the backlog until the server accepts them).
-    sock.listen(2048)
+    try:
+        sock.bind((host, port))
+        # Listening before the URL is printed: whoever reads it can connect at once
+        # (requests wait in the backlog until the server accepts them).
+        sock.listen(2048)
+    except OSError as exc:
+        store.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     bound = sock.getsockname()[1]
+    wildcard = host in ("0.0.0.0", "::")
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{bound}"
-    click.echo(f"Hydra Compute coordinator listening on {base} (store: {url})", err=True)
-    click.echo(f"Join workers with:  hydracompute worker {base}", err=True)
+    base = f"http://{'127.0.0.1' if wildcard else shown}:{bound}"
+    join = f"http://{socket.gethostname()}:{bound}" if wildcard else base
+    click.echo(f"Hydra Compute coordinator listening on {host}:{bound} (store: {url})", err=True)
+    click.echo(f"Join workers with:  hydracompute worker {join}", err=True)
     click.echo(f"URL {base}", err=False)
     sys.stdout.flush()
     app = create_app(store)
@@ -160,15 +171,18 @@ def worker(url: str, cores: int, name: str | None) -> None:
 
     try:
         asyncio.run(run())
+    except CoordinatorUnavailable as exc:
+        notes.print(f"[red]{exc.detail}[/red]")
+        sys.exit(EXIT_UNREACHABLE)
     except HydraError as exc:
-        console.print(f"[red]{exc.title}: {exc.detail}[/red]")
+        notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
         sys.exit(EXIT_REFUSED)
     click.echo(f"Stopped after {agent.stats.chunks_done} chunk(s).", err=True)
 
 
 def _follow(job: Job, as_json: bool) -> JobInfo:
     """Wait for a job, with a progress bar on a terminal."""
-    if as_json or not console.is_terminal:
+    if as_json or not notes.is_terminal:
         return job.wait()
     columns = (
         TextColumn("{task.description}"),
@@ -176,7 +190,7 @@ def _follow(job: Job, as_json: bool) -> JobInfo:
         TaskProgressColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
+    with Progress(*columns, console=notes, transient=False) as bar:
         task = bar.add_task(f"{job.job_id}", total=1.0)
         return job.wait(on_progress=lambda info: bar.update(task, completed=info.progress))
 
@@ -190,6 +204,8 @@ def _submit(
     output: str | None,
     target_chunk_s: float | None,
 ) -> None:
+    if output and not wait:
+        raise click.UsageError("-o/--output needs --wait (or use 'hydracompute result JOB -o')")
     with Client(url) as client:
         job = client.submit(kind, target_chunk_s=target_chunk_s, **params)
         if not wait:
@@ -273,7 +289,7 @@ def submit_pi(
     metavar="RE IM SPAN",
     help="Alternative to --region: centre and x extent.",
 )
-@click.option("--colour-map", default="classic", type=click.Choice(["classic", "fire", "grey"]))
+@click.option("--colour-map", default="classic", type=click.Choice(list(COLOUR_MAPS)))
 @with_submit_options
 @handle_errors
 def submit_mandelbrot(
@@ -355,7 +371,7 @@ def _save_output(job: Job, output: str) -> None:
         Path(output).write_bytes(job.artefact(names[0]))
     else:
         Path(output).write_text(json.dumps(job.result(), indent=2))
-    console.print(f"saved {output}")
+    notes.print(f"saved {output}")
 
 
 @main.command()
@@ -397,7 +413,7 @@ def status(job_id: str, url: str, as_json: bool) -> None:
         f"{info.elapsed_s:.1f} s)"
     )
     if info.error:
-        console.print(f"[red]{info.error}[/red]")
+        notes.print(f"[red]{info.error}[/red]")
     if info.live:
         console.print_json(data=info.live)
 
@@ -415,10 +431,10 @@ def result(job_id: str, output: str | None, url: str, as_json: bool) -> None:
         answer = job.result()
         if output:
             _save_output(job, output)
-    if as_json:
-        _print_json(answer)
-    else:
-        _print_answer(job.info())
+        if as_json:
+            _print_json(answer)
+        else:
+            _print_answer(job.info())
 
 
 @main.command()

@@ -162,7 +162,8 @@ class Job:
                 raise TimeoutError(f"job {self.job_id} still running after {timeout} s")
             time.sleep(poll_s)
         if info.state != "done":
-            raise JobFailed(f"job {self.job_id} {info.state}: {info.error or 'cancelled'}")
+            reason = f": {info.error}" if info.error else ""
+            raise JobFailed(f"job {self.job_id} {info.state}{reason}")
         return info
 
     def result(self) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def error_from_problem(status: int, problem: object) -> HydraError:
     body = problem if isinstance(problem, dict) else {}
     detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
     extra = {k: v for k, v in body.items() if k not in ("type", "title", "status", "detail")}
-    if isinstance(body.get("errors"), dict):
+    if body.get("title") == InvalidParams.title and isinstance(body.get("errors"), dict):
         return InvalidParams(body["errors"])
     cls = _BY_TITLE.get(str(body.get("title")))
     if cls is None:

@@ -34,13 +34,13 @@ async def _hydra_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
-        for e in exc.errors()
-    ]
-    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-    detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
-    return problem(422, "Invalid request", str(detail), errors=errors)
+    # Like a kind's parameter errors: one message per field, keyed by its location.
+    errors: dict[str, str] = {}
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ())) or "body"
+        errors.setdefault(where, str(error.get("msg", "invalid")))
+    detail = "; ".join(f"{k}: {v}" for k, v in errors.items()) or "invalid request"
+    return problem(422, "Invalid request", detail, errors=errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.store import ExchangeOutcome, ResultReport, Store
+from hydracompute.store.pool import EXPIRE_BATCH
 
 T = TypeVar("T")
 log = logging.getLogger("hydracompute.coordinator")
@@ -81,11 +82,15 @@ class Coordinator:
         period = min(1.0, self.config.heartbeat_s / 2)
         while True:
             await asyncio.sleep(period)
+            expired = 0
             try:
-                expired = await self.call(self.store.expire_leases, self.clock())
+                while True:
+                    batch = await self.call(self.store.expire_leases, self.clock())
+                    expired += batch
+                    if batch < EXPIRE_BATCH:
+                        break
             except Exception:  # keep expiring even if one pass fails
                 log.exception("expiring leases failed")
-                continue
             if expired:
                 log.info("expired %d lease(s); their chunks are available again", expired)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass, field
 
@@ -24,9 +25,11 @@ from hydracompute.core.models import (
     Worker,
 )
 from hydracompute.core.sizing import chunk_units, updated_speed
-from hydracompute.errors import Conflict, Forbidden, HydraError, InvalidResult, NotFound
+from hydracompute.errors import Conflict, Forbidden, InvalidResult, NotFound
 from hydracompute.kinds import ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend, StoredOutput
+
+log = logging.getLogger("hydracompute.store")
 
 
 @dataclass(frozen=True)
@@ -331,8 +334,9 @@ def finish_job(db: Backend, kinds: KindRegistry, job: Job, now: float) -> None:
     outputs = (ChunkOutput(o.start, o.stop, o.output) for o in db.iter_outputs(job.job_id))
     try:
         answer = kind.merge(job.params, outputs)
-    except HydraError as exc:
-        job.state, job.error = JobState.FAILED, f"merging the results failed: {exc.detail}"
+    except Exception as exc:  # a kind's bug must fail its job, not wedge the exchange
+        log.exception("merging job %s failed", job.job_id)
+        job.state, job.error = JobState.FAILED, f"merging the results failed: {exc}"
     else:
         for name, artefact in answer.artefacts.items():
             db.put_artefact(job.job_id, name, artefact.media_type, artefact.data)

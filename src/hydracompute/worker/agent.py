@@ -187,7 +187,10 @@ class WorkerAgent:
             del self._running[lease_id]
             if running.abandoned:
                 continue
-            run = running.task.result()
+            try:
+                run = running.task.result()
+            except Exception as exc:  # the compute process died (crash, out of memory...)
+                run = ChunkRun(None, 0.0, f"compute process failed: {type(exc).__name__} {exc}")
             kind = str(running.lease["kind"])
             if run.error is None:
                 self.stats.chunks_done += 1
@@ -234,3 +237,5 @@ class WorkerAgent:
             log.info("left the pool; returned %d unfinished lease(s)", answer["returned"])
         except HydraError as exc:
             log.warning("could not leave cleanly (%s); leases will expire", exc)
+        for running in self._running.values():
+            running.task.cancel()  # their processes are about to be stopped

@@ -1,7 +1,8 @@
 """Runs chunks on the worker's cores: one compute process per core.
 
-Processes rather than threads, so that a kernel that crashes takes down only its process,
-and so that the owner's rules can later suspend computing without touching the agent.
+Processes rather than threads, so that a kernel that crashes cannot take the agent with it
+(the pool is rebuilt and the chunks it was running are reported as failed), and so that the
+owner's rules can later suspend computing without touching the agent.
 Each process checks a lease's parameters again with the locally installed kind before
 running it: the coordinator sends parameters, never code.
 """
@@ -13,6 +14,7 @@ import os
 import signal
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +66,15 @@ class ChunkExecutor:
 
     def __init__(self, cores: int, warm_up: bool = True) -> None:
         self.cores = cores
-        self._pool = ProcessPoolExecutor(
-            max_workers=cores,
+        self._warm_up = warm_up
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.cores,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_process,
-            initargs=(warm_up,),
+            initargs=(self._warm_up,),
         )
 
     def start(self) -> None:
@@ -77,7 +83,13 @@ class ChunkExecutor:
             future.result()
 
     def submit(self, kind: str, params: JSON, start: int, stop: int) -> Future[ChunkRun]:
-        return self._pool.submit(run_chunk, kind, params, start, stop)
+        """Run a chunk on a free process; a pool broken by a dead process is rebuilt."""
+        try:
+            return self._pool.submit(run_chunk, kind, params, start, stop)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            return self._pool.submit(run_chunk, kind, params, start, stop)
 
     def shutdown(self, kill: bool = False) -> None:
         """Stop the processes; with ``kill``, without waiting for running chunks."""
