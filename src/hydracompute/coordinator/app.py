@@ -62,13 +62,13 @@ def create_app(store: Store, clock: Callable[[], float] = time.time) -> FastAPI:
     async def health(c: CoordinatorDep) -> Health:
         running = await c.call(c.store.list_jobs, JobState.RUNNING, 1000)
         workers = await c.call(c.store.list_workers)
-        horizon = c.clock() - c.config.lease_ttl_s
+        now = c.clock()
         return Health(
             status="ok",
             version=__version__,
             kinds=c.store.kinds.names(),
             jobs_running=len(running),
-            workers_online=sum(1 for w in workers if not w.left and w.last_seen_s >= horizon),
+            workers_online=sum(w.online(now, c.config.lease_ttl_s) for w in workers),
         )
 
     @app.get("/api/v1/kinds", tags=["pool"])

@@ -96,7 +96,7 @@ async def leave(worker_id: str, c: CoordinatorDep, authorization: Authorization 
 async def list_workers(c: CoordinatorDep) -> WorkerList:
     workers = await c.call(c.store.list_workers)
     leases = await c.call(c.store.leases_in_hand)
-    horizon = c.clock() - c.config.lease_ttl_s
+    now = c.clock()
     return WorkerList(
         workers=[
             WorkerView(
@@ -104,7 +104,7 @@ async def list_workers(c: CoordinatorDep) -> WorkerList:
                 name=w.name,
                 cores=w.cores,
                 kinds=w.kinds,
-                online=not w.left and w.last_seen_s >= horizon,
+                online=w.online(now, c.config.lease_ttl_s),
                 last_seen_s=w.last_seen_s,
                 chunks_done=w.chunks_done,
                 leases=leases.get(w.worker_id, 0),

@@ -106,3 +106,7 @@ class Worker:
     chunks_done: int = 0
     units_done: dict[str, int] = field(default_factory=dict)
     left: bool = False
+
+    def online(self, now: float, lease_ttl_s: float) -> bool:
+        """Seen within one lease lifetime and not signed off."""
+        return not self.left and self.last_seen_s >= now - lease_ttl_s

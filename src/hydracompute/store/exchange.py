@@ -262,11 +262,10 @@ class Exchange:
         mine = self.worker.speeds.get(kind)
         if not mine:
             return 1.0
-        horizon = self.now - self.config.lease_ttl_s
         total = sum(
             w.speeds.get(kind, 0.0) * w.cores
             for w in self.db.list_workers()
-            if w.worker_id != self.worker.worker_id and w.last_seen_s >= horizon and not w.left
+            if w.worker_id != self.worker.worker_id and w.online(self.now, self.config.lease_ttl_s)
         )
         return mine / (total + mine * self.worker.cores)
 
