@@ -5,7 +5,8 @@ to anyone (the best any coordination could do). Measured: a real coordinator (SQ
 loopback) with N worker processes of one core each, from submission to the finished
 answer as the coordinator records it. Prints both and their ratio.
 
-    .venv/bin/python bench/bench_e2e.py [--workers 2] [--samples 4e10] [--size 4096] [--repeat 3] [--json]
+    .venv/bin/python bench/bench_e2e.py [--workers 2] [--samples 4e10] [--size 4096]
+                                        [--repeat 3] [--json]
 """
 
 from __future__ import annotations
@@ -63,9 +64,7 @@ def plain_processes(workers: int, samples: int, mandelbrot: dict[str, Any]) -> d
     return {"pi": pi_s, "mandelbrot": mandelbrot_s}
 
 
-def through_coordinator(
-    workers: int, samples: int, mandelbrot: dict[str, Any]
-) -> dict[str, float]:
+def through_coordinator(workers: int, samples: int, mandelbrot: dict[str, Any]) -> dict[str, float]:
     """Seconds from submission to answer for each job, through a real coordinator."""
     with tempfile.TemporaryDirectory() as tmp:
         coordinator, url = start_coordinator(f"sqlite:///{tmp}/bench.db", 0)
@@ -78,8 +77,10 @@ def through_coordinator(
                         raise RuntimeError("workers did not join")
                     time.sleep(0.05)
                 times = {}
-                for kind, params in (("pi", {"samples": samples, "seed": 1}),
-                                     ("mandelbrot", mandelbrot)):
+                for kind, params in (
+                    ("pi", {"samples": samples, "seed": 1}),
+                    ("mandelbrot", mandelbrot),
+                ):
                     info = client.submit(kind, **params).wait(poll_s=0.05)
                     times[kind] = info.finished_s - info.created_s
                 return times
@@ -117,20 +118,32 @@ def main() -> None:
         for kind in ("pi", "mandelbrot")
     }
     if args.json:
-        print(json.dumps({"workers": args.workers, "samples": samples, "size": args.size,
-                          "results": rows}, indent=2))
+        print(
+            json.dumps(
+                {"workers": args.workers, "samples": samples, "size": args.size, "results": rows},
+                indent=2,
+            )
+        )
         return
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"{args.workers} worker processes of 1 core each vs {args.workers} plain processes, "
-          f"best of {args.repeat} alternating rounds")
+    print(
+        f"{args.workers} worker processes of 1 core each vs {args.workers} plain processes, "
+        f"best of {args.repeat} alternating rounds"
+    )
     print(f"{'job':<34} {'plain':>9} {'coordinated':>12} {'throughput ratio':>17}")
-    labels = {"pi": f"π, {samples:.3g} samples",
-              "mandelbrot": f"Mandelbrot {args.size}², max_iter {MANDELBROT_ITER}"}
+    labels = {
+        "pi": f"π, {samples:.3g} samples",
+        "mandelbrot": f"Mandelbrot {args.size}², max_iter {MANDELBROT_ITER}",
+    }
     for kind, row in rows.items():
-        print(f"{labels[kind]:<34} {row['plain_s']:>8.2f}s {row['coordinated_s']:>11.2f}s "
-              f"{row['ratio']:>16.1%}")
-    print(f"π end to end: {samples / pooled['pi'] / 1e9:.3f} G samples/s "
-          f"(plain: {samples / plain['pi'] / 1e9:.3f} G samples/s)")
+        print(
+            f"{labels[kind]:<34} {row['plain_s']:>8.2f}s {row['coordinated_s']:>11.2f}s "
+            f"{row['ratio']:>16.1%}"
+        )
+    print(
+        f"π end to end: {samples / pooled['pi'] / 1e9:.3f} G samples/s "
+        f"(plain: {samples / plain['pi'] / 1e9:.3f} G samples/s)"
+    )
 
 
 if __name__ == "__main__":
