@@ -1,183 +1,27 @@
-"""The ``hydracompute`` command.
-
-Exit codes: 0 success; 1 a job failed or was cancelled (with ``--wait``); 2 a usage error;
-3 the coordinator could not be reached; 4 the coordinator refused the request.
-Environment fallbacks: ``HYDRACOMPUTE_URL`` (the coordinator URL of every client command
-and of ``worker``), ``HYDRACOMPUTE_STORE`` (the coordinator's store); any other option as
-``HYDRACOMPUTE_<COMMAND>_<OPTION>``, e.g. ``HYDRACOMPUTE_WORKER_CORES``.
-"""
+"""Commands for submitters: submit jobs, follow them, read answers, list the pool."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
-import os
-import signal
-import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hydracompute import __version__
-from hydracompute.client import DEFAULT_URL, Client, Job, JobFailed, JobInfo
-from hydracompute.errors import CoordinatorUnavailable, HydraError
+from hydracompute.cli.base import (
+    console,
+    handle_errors,
+    json_option,
+    main,
+    notes,
+    print_json,
+    url_option,
+)
+from hydracompute.client import Client, Job, JobInfo
 from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS
-
-EXIT_JOB_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 3, 4
-console = Console()  # data: tables and answers
-notes = Console(stderr=True)  # errors, progress and remarks: never mixed into --json output
-url_option = click.option(
-    "--url",
-    default=DEFAULT_URL,
-    envvar="HYDRACOMPUTE_URL",
-    show_default=True,
-    help="Coordinator base URL.",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def default_store_url() -> str:
-    import platformdirs
-
-    return f"sqlite:///{Path(platformdirs.user_data_dir('hydracompute')) / 'coordinator.db'}"
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def handle_errors(fn: Callable[..., None]) -> Callable[..., None]:
-    """Turn Hydra errors into a message and the documented exit code."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except JobFailed as exc:
-            notes.print(f"[red]{exc.detail}[/red]")
-            sys.exit(EXIT_JOB_FAILED)
-        except CoordinatorUnavailable as exc:
-            notes.print(f"[red]{exc.detail}[/red]")
-            sys.exit(EXIT_UNREACHABLE)
-        except HydraError as exc:
-            notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
-            sys.exit(EXIT_REFUSED)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
-@click.group(context_settings={"auto_envvar_prefix": "HYDRACOMPUTE", "show_default": True})
-@click.version_option(__version__, prog_name="hydracompute")
-@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
-def main(log_level: str) -> None:
-    """Hydra Compute: pool idle machines into one compute service."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-@main.command()
-@click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: all).")
-@click.option("--port", default=8765, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option(
-    "--store",
-    "store_url",
-    default=None,
-    envvar="HYDRACOMPUTE_STORE",
-    help="sqlite:///PATH or memory://. Default: coordinator.db in the user data directory.",
-)
-@click.option("--target-chunk-s", default=2.0, type=click.FloatRange(0.01, 3600))
-@click.option("--heartbeat-s", default=5.0, type=click.FloatRange(0.05, 600))
-def coordinator(
-    host: str, port: int, store_url: str | None, target_chunk_s: float, heartbeat_s: float
-) -> None:
-    """Run a coordinator: the HTTP service that keeps jobs and hands out chunks."""
-    import uvicorn
-
-    from hydracompute.coordinator.app import create_app
-    from hydracompute.core.config import SchedulerConfig
-    from hydracompute.kinds import default_registry
-    from hydracompute.store import open_store
-
-    config = SchedulerConfig(target_chunk_s=target_chunk_s, heartbeat_s=heartbeat_s)
-    url = store_url or default_store_url()
-    try:
-        store = open_store(url, default_registry(), config)
-    except (ValueError, HydraError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--store") from exc
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        # Listening before the URL is printed: whoever reads it can connect at once
-        # (requests wait in the backlog until the server accepts them).
-        sock.listen(2048)
-    except OSError as exc:
-        store.close()
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    bound = sock.getsockname()[1]
-    wildcard = host in ("0.0.0.0", "::")
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    base = f"http://{'127.0.0.1' if wildcard else shown}:{bound}"
-    join = f"http://{socket.gethostname()}:{bound}" if wildcard else base
-    click.echo(f"Hydra Compute coordinator listening on {host}:{bound} (store: {url})", err=True)
-    click.echo(f"Join workers with:  hydracompute worker {join}", err=True)
-    click.echo(f"URL {base}", err=False)
-    sys.stdout.flush()
-    app = create_app(store)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # Held long-polls would otherwise delay the shutdown by a heartbeat.
-            app.state.coordinator.release_waiters_soon()
-            super().handle_exit(sig, frame)
-
-    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run(sockets=[sock])
-
-
-@main.command()
-@click.argument("url", envvar="HYDRACOMPUTE_URL", default=DEFAULT_URL)
-@click.option(
-    "--cores",
-    default=os.cpu_count() or 1,
-    type=click.IntRange(1, 1024),
-    help="Compute processes to run (default: every core).",
-)
-@click.option("--name", default=None, help="Name shown in the pool (default: host name).")
-def worker(url: str, cores: int, name: str | None) -> None:
-    """Join the pool at URL and compute chunks until Ctrl-C."""
-    from hydracompute.worker.agent import WorkerAgent
-
-    agent = WorkerAgent(url, cores, name)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, agent.stop)
-        await agent.run()
-
-    try:
-        asyncio.run(run())
-    except CoordinatorUnavailable as exc:
-        notes.print(f"[red]{exc.detail}[/red]")
-        sys.exit(EXIT_UNREACHABLE)
-    except HydraError as exc:
-        notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
-        sys.exit(EXIT_REFUSED)
-    click.echo(f"Stopped after {agent.stats.chunks_done} chunk(s).", err=True)
 
 
 def _follow(job: Job, as_json: bool) -> JobInfo:
@@ -210,7 +54,7 @@ def _submit(
         job = client.submit(kind, target_chunk_s=target_chunk_s, **params)
         if not wait:
             if as_json:
-                _print_json(job.info().raw)
+                print_json(job.info().raw)
             else:
                 click.echo(job.job_id)
             return
@@ -218,7 +62,7 @@ def _submit(
         if output:
             _save_output(job, output)
         if as_json:
-            _print_json(info.raw)
+            print_json(info.raw)
         else:
             _print_answer(info)
 
@@ -385,7 +229,7 @@ def jobs(state: str | None, limit: int, url: str, as_json: bool) -> None:
     with Client(url) as client:
         found = client.jobs(state, limit)
     if as_json:
-        _print_json([j.raw for j in found])
+        print_json([j.raw for j in found])
         return
     table = Table("job", "kind", "state", "progress", "elapsed", "name")
     for j in found:
@@ -405,7 +249,7 @@ def status(job_id: str, url: str, as_json: bool) -> None:
     with Client(url) as client:
         info = client.job(job_id).info()
     if as_json:
-        _print_json(info.raw)
+        print_json(info.raw)
         return
     console.print(
         f"{info.job_id} {info.kind} [bold]{info.state}[/bold] {info.progress:.1%} "
@@ -432,7 +276,7 @@ def result(job_id: str, output: str | None, url: str, as_json: bool) -> None:
         if output:
             _save_output(job, output)
         if as_json:
-            _print_json(answer)
+            print_json(answer)
         else:
             _print_answer(job.info())
 
@@ -446,7 +290,7 @@ def workers(url: str, as_json: bool) -> None:
     with Client(url) as client:
         found = client.workers()
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     table = Table("worker", "name", "cores", "online", "chunks", "leases", "speeds (units/s/core)")
     for w in found:
@@ -473,24 +317,6 @@ def cancel(job_id: str, url: str, as_json: bool) -> None:
     with Client(url) as client:
         info = client.job(job_id).cancel()
     if as_json:
-        _print_json(info.raw)
+        print_json(info.raw)
     else:
         console.print(f"{job_id} {info.state}")
-
-
-@main.command()
-@click.option("--cores", default=os.cpu_count() or 1, type=click.IntRange(1, 1024))
-@click.option("--samples", default=1e10, type=float, help="Samples of the π job.")
-@click.option(
-    "--size",
-    default=2048,
-    type=click.IntRange(16, 32768),
-    help="Width and height of the Mandelbrot image.",
-)
-@click.option("--output-dir", default="demo-output", type=click.Path(file_okay=False))
-@click.option("--port", default=0, type=click.IntRange(0, 65535))
-def demo(cores: int, samples: float, size: int, output_dir: str, port: int) -> None:
-    """Start a coordinator and local workers, and run a π and a Mandelbrot job."""
-    from hydracompute.demo import run_demo
-
-    sys.exit(run_demo(console, cores, int(samples), size, Path(output_dir), port))
