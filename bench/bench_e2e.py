@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hydracompute.client import Client
 from hydracompute.demo import start_coordinator, start_worker, stop
 from hydracompute.kinds.mandelbrot import MandelbrotKind
 from hydracompute.kinds.pi import PiKind
@@ -67,10 +66,10 @@ def plain_processes(workers: int, samples: int, mandelbrot: dict[str, Any]) -> d
 def through_coordinator(workers: int, samples: int, mandelbrot: dict[str, Any]) -> dict[str, float]:
     """Seconds from submission to answer for each job, through a real coordinator."""
     with tempfile.TemporaryDirectory() as tmp:
-        coordinator, url = start_coordinator(f"sqlite:///{tmp}/bench.db", 0)
-        procs = [start_worker(url, 1, f"bench-{k}") for k in range(workers)]
+        coordinator = start_coordinator(Path(tmp), 0)
+        procs = [start_worker(coordinator, 1, f"bench-{k}") for k in range(workers)]
         try:
-            with Client(url) as client:
+            with coordinator.client() as client:
                 deadline = time.monotonic() + 120
                 while sum(w["online"] for w in client.workers()) < workers:
                     if time.monotonic() > deadline:
@@ -87,7 +86,7 @@ def through_coordinator(workers: int, samples: int, mandelbrot: dict[str, Any]) 
         finally:
             for proc in procs:
                 stop(proc)
-            stop(coordinator)
+            stop(coordinator.process)
 
 
 def main() -> None:

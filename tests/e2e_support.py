@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hydracompute.client import Client
-from hydracompute.demo import start_coordinator, start_worker, stop
+from hydracompute.demo import LocalCoordinator, start_coordinator, start_worker, stop
 
 WAIT_S = 120.0
 
@@ -48,34 +48,42 @@ def compute_processes(worker: subprocess.Popen[str]) -> list[int]:
 class Pool:
     """A coordinator on a SQLite file and any number of worker processes."""
 
-    def __init__(self, db: Path, target_chunk_s: float = 0.2, heartbeat_s: float = 0.5) -> None:
-        self.db = db
+    def __init__(
+        self, data_dir: Path, target_chunk_s: float = 0.2, heartbeat_s: float = 0.5
+    ) -> None:
+        self.data_dir = data_dir
         self.options = ["--target-chunk-s", str(target_chunk_s), "--heartbeat-s", str(heartbeat_s)]
-        self.coordinator: subprocess.Popen[str] | None = None
+        self.local: LocalCoordinator | None = None
         self.workers: list[subprocess.Popen[str]] = []
-        self.url = ""
         self.port = 0
 
+    @property
+    def coordinator(self) -> LocalCoordinator:
+        assert self.local is not None, "no coordinator started"
+        return self.local
+
+    @property
+    def url(self) -> str:
+        return self.coordinator.url
+
     def start_coordinator(self) -> None:
-        self.coordinator, self.url = start_coordinator(
-            f"sqlite:///{self.db}", self.port, self.options
-        )
+        self.local = start_coordinator(self.data_dir, self.port, self.options)
         self.port = int(self.url.rsplit(":", 1)[1])
 
     def kill_coordinator(self) -> None:
-        assert self.coordinator is not None
-        self.coordinator.send_signal(signal.SIGKILL)
-        self.coordinator.wait()
-        if self.coordinator.stdout is not None:
-            self.coordinator.stdout.close()
+        process = self.coordinator.process
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
     def add_worker(self, cores: int = 1) -> subprocess.Popen[str]:
-        process = start_worker(self.url, cores, f"test-{len(self.workers)}")
+        process = start_worker(self.coordinator, cores, f"test-{len(self.workers)}")
         self.workers.append(process)
         return process
 
     def client(self) -> Client:
-        return Client(self.url)
+        return self.coordinator.client()
 
     def online_workers(self) -> int:
         with self.client() as client:
@@ -84,13 +92,13 @@ class Pool:
     def close(self) -> None:
         for process in self.workers:
             stop(process)
-        if self.coordinator is not None:
-            stop(self.coordinator)
+        if self.local is not None:
+            stop(self.local.process)
 
 
 @contextmanager
-def pool(db: Path, **options: float) -> Iterator[Pool]:
-    p = Pool(db, **options)
+def pool(data_dir: Path, **options: float) -> Iterator[Pool]:
+    p = Pool(data_dir, **options)
     try:
         p.start_coordinator()
         yield p

@@ -25,8 +25,10 @@ from starlette.types import Message
 from hydracompute import __version__
 from hydracompute.coordinator import app as app_module
 from hydracompute.coordinator.app import create_app
+from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.models import CredentialKind, Role
 from hydracompute.kinds import KindRegistry
 from hydracompute.kinds.pi import PiKind
 from hydracompute.store import MemoryBackend, Store
@@ -105,6 +107,7 @@ class Pool:
     app: FastAPI
     client: TestClient
     clock: FakeClock
+    join_token: str
 
     @property
     def coordinator(self) -> Coordinator:
@@ -123,7 +126,7 @@ class Pool:
         return response.json()  # type: ignore[no-any-return]
 
     def enrol(self, name: str = "laptop", kinds: tuple[str, ...] = ("sum",)) -> Volunteer:
-        body = {"name": name, "cores": 1, "kinds": list(kinds)}
+        body = {"name": name, "cores": 1, "kinds": list(kinds), "join_token": self.join_token}
         response = self.client.post("/api/v1/workers", json=body)
         assert response.status_code == 201, response.text
         enrolled = response.json()
@@ -178,12 +181,22 @@ def registry_with_pi() -> KindRegistry:
     return registry
 
 
+#: Rate limits far above what a test sends: limits have tests of their own.
+UNLIMITED = SecuritySettings(
+    api_rate_per_s=1e6, api_burst=1e6, worker_rate_per_s=1e6, worker_burst=1e6
+)
+
+
 @contextmanager
 def open_pool(config: SchedulerConfig = CONFIG) -> Iterator[Pool]:
     clock = FakeClock()
-    app = create_app(Store(MemoryBackend(), registry_with_pi(), config), clock=clock)
+    store = Store(MemoryBackend(), registry_with_pi(), config)
+    _, admin_key = store.credentials.issue(CredentialKind.API_KEY, "admin", clock(), Role.ADMIN)
+    _, join_token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "test", clock())
+    app = create_app(store, clock=clock, security=UNLIMITED)
     with TestClient(app) as client:
-        yield Pool(app, client, clock)
+        client.headers["Authorization"] = f"Bearer {admin_key}"
+        yield Pool(app, client, clock, join_token)
 
 
 @pytest.fixture
@@ -258,7 +271,8 @@ def test_list_refuses_out_of_range_queries(pool: Pool, query: dict[str, object])
 
 def test_enrol_answers_201_with_the_secret_and_timings(pool: Pool) -> None:
     response = pool.client.post(
-        "/api/v1/workers", json={"name": "pi4", "cores": 4, "kinds": ["sum", "pi"]}
+        "/api/v1/workers",
+        json={"name": "pi4", "cores": 4, "kinds": ["sum", "pi"], "join_token": pool.join_token},
     )
     assert response.status_code == 201
     enrolled = response.json()
@@ -543,7 +557,7 @@ def test_a_body_that_is_not_a_json_object_is_refused(pool: Pool, raw: bytes) -> 
 )
 def test_malformed_enrolments_are_refused(pool: Pool, body: JSON) -> None:
     pool.enrol()
-    pool.refused(422, "POST", "/api/v1/workers", json=body)
+    pool.refused(422, "POST", "/api/v1/workers", json={**body, "join_token": pool.join_token})
 
 
 @pytest.mark.parametrize(
@@ -699,7 +713,10 @@ def test_malformed_exchanges_are_refused(pool: Pool, body: JSON, field: str) -> 
 def test_booleans_and_strings_are_not_numbers(pool: Pool, path: str, body: JSON) -> None:
     worker = pool.enrol()
     url = {"exchange": worker.exchange_url}.get(path, f"/api/v1/{path}")
-    pool.refused(422, "POST", url, json=body, headers=worker.auth)
+    if path == "workers":
+        body = {**body, "join_token": pool.join_token}
+    headers = worker.auth if path == "exchange" else {}  # else the admin key
+    pool.refused(422, "POST", url, json=body, headers=headers)
 
 
 @pytest.mark.parametrize(
@@ -780,7 +797,11 @@ def send_in_pieces(pool: Pool, path: str, pieces: list[bytes]) -> tuple[int, byt
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"transfer-encoding", b"chunked"),
+            (b"authorization", pool.client.headers["Authorization"].encode()),
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }

@@ -19,14 +19,23 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def live_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    with pool(tmp_path_factory.mktemp("cli") / "pool.db", target_chunk_s=0.1) as p:
+    with pool(tmp_path_factory.mktemp("cli") / "pool", target_chunk_s=0.1) as p:
         p.add_worker(cores=2)
         yield p
 
 
+def credentials(p: Pool) -> dict[str, str]:
+    fingerprint = p.coordinator.ca_fingerprint
+    assert fingerprint is not None
+    return {"url": p.url, "api-key": p.coordinator.admin_key, "ca-fingerprint": fingerprint}
+
+
 def run(p: Pool | None, *args: str, env: dict[str, str] | None = None) -> Result:
-    url = ["--url", p.url] if p is not None else []
-    return CliRunner().invoke(main, [*args, *url], env=env, catch_exceptions=False)
+    options = []
+    if p is not None:
+        for name, value in credentials(p).items():
+            options += [f"--{name}", value]
+    return CliRunner().invoke(main, [*args, *options], env=env, catch_exceptions=False)
 
 
 def test_submit_pi_and_wait_prints_the_exact_answer(live_pool: Pool) -> None:
@@ -106,7 +115,10 @@ def test_workers_lists_the_pool(live_pool: Pool) -> None:
 
 
 def test_url_from_the_environment(live_pool: Pool) -> None:
-    result = run(None, "workers", "--json", env={"HYDRACOMPUTE_URL": live_pool.url})
+    env = {
+        f"HYDRACOMPUTE_{k.upper().replace('-', '_')}": v for k, v in credentials(live_pool).items()
+    }
+    result = run(None, "workers", "--json", env=env)
     assert result.exit_code == 0
     assert len(json.loads(result.output)) == 1
 

@@ -61,7 +61,7 @@ def test_pi_and_mandelbrot_exact_whatever_the_pool(
     tmp_path: Path, workers: int, target_chunk_s: float
 ) -> None:
     samples = 3 * 10**8 + 12345  # not a whole number of blocks
-    with pool(tmp_path / "pool.db", target_chunk_s=target_chunk_s) as p:
+    with pool(tmp_path / "pool", target_chunk_s=target_chunk_s) as p:
         for _ in range(workers):
             p.add_worker(cores=1)
         with p.client() as client:
@@ -83,7 +83,7 @@ def test_pi_and_mandelbrot_exact_whatever_the_pool(
 
 def test_worker_killed_mid_job_loses_nothing(tmp_path: Path) -> None:
     samples = 2 * 10**9
-    with pool(tmp_path / "pool.db", target_chunk_s=0.3, heartbeat_s=0.3) as p:
+    with pool(tmp_path / "pool", target_chunk_s=0.3, heartbeat_s=0.3) as p:
         doomed = p.add_worker(cores=1)
         with p.client() as client:
             job = client.submit("pi", samples=samples, seed=SEED)
@@ -101,7 +101,7 @@ def test_worker_killed_mid_job_loses_nothing(tmp_path: Path) -> None:
 
 def test_compute_process_killed_the_worker_carries_on(tmp_path: Path) -> None:
     samples = 2 * 10**9
-    with pool(tmp_path / "pool.db", target_chunk_s=0.5, heartbeat_s=0.5) as p:
+    with pool(tmp_path / "pool", target_chunk_s=0.5, heartbeat_s=0.5) as p:
         worker = p.add_worker(cores=2)
         with p.client() as client:
             job = client.submit("pi", samples=samples, seed=SEED)
@@ -116,7 +116,7 @@ def test_compute_process_killed_the_worker_carries_on(tmp_path: Path) -> None:
 
 def test_coordinator_killed_and_restarted_finishes_exactly(tmp_path: Path) -> None:
     samples = 3 * 10**9
-    with pool(tmp_path / "pool.db", target_chunk_s=0.2, heartbeat_s=0.3) as p:
+    with pool(tmp_path / "pool", target_chunk_s=0.2, heartbeat_s=0.3) as p:
         p.add_worker(cores=1)
         p.add_worker(cores=1)
         with p.client() as client:
@@ -134,7 +134,7 @@ def test_coordinator_killed_and_restarted_finishes_exactly(tmp_path: Path) -> No
 
 
 def test_ctrl_c_returns_unfinished_leases(tmp_path: Path) -> None:
-    with pool(tmp_path / "pool.db", target_chunk_s=2.0, heartbeat_s=5.0) as p:
+    with pool(tmp_path / "pool", target_chunk_s=2.0, heartbeat_s=5.0) as p:
         first = p.add_worker(cores=1)
         with p.client() as client:
             job = client.submit("pi", samples=10**11, seed=SEED)

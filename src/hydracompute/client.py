@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from hydracompute import tls
 from hydracompute.errors import CoordinatorUnavailable, HydraError, error_from_problem
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -49,18 +50,36 @@ class Client:
 
     Args:
         url: the coordinator's base URL.
+        api_key: an API key of the pool (its role decides what this client may do).
+        ca_fingerprint: the SHA-256 fingerprint of the coordinator's own certificate
+            authority, as its admin gave it; without one an ``https`` URL is checked against
+            the system's trusted authorities.
         timeout: seconds for one request.
         transport: an httpx transport (e.g. ``httpx.ASGITransport``) instead of the network.
+
+    Raises:
+        CertificateMismatch: the coordinator's authority does not have that fingerprint.
+        CoordinatorUnavailable: it could not be reached to fetch its authority.
     """
 
     def __init__(
         self,
         url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        ca_fingerprint: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        verify = tls.verification(self.url, ca_fingerprint) if transport is None else True
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            transport=transport,
+            verify=verify,
+            headers=headers,
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -9,20 +10,48 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
 from hydracompute.client import Client, JobInfo
+from hydracompute.coordinator.server import ADMIN_KEY_FILE, JOIN_TOKEN_FILE
 from hydracompute.errors import HydraError
+from hydracompute.tls import fingerprint
 
 STARTUP_TIMEOUT_S = 60.0
 
 
+@dataclass
+class LocalCoordinator:
+    """A ``hydracompute coordinator`` child process and what it wrote in its data directory."""
+
+    process: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+
+    @property
+    def admin_key(self) -> str:
+        return (self.data_dir / ADMIN_KEY_FILE).read_text().strip()
+
+    @property
+    def join_token(self) -> str:
+        return (self.data_dir / JOIN_TOKEN_FILE).read_text().strip()
+
+    @property
+    def ca_fingerprint(self) -> str | None:
+        ca = self.data_dir / "tls" / "ca.pem"
+        return fingerprint(ca.read_bytes()) if self.url.startswith("https") else None
+
+    def client(self) -> Client:
+        return Client(self.url, api_key=self.admin_key, ca_fingerprint=self.ca_fingerprint)
+
+
 def start_coordinator(
-    store_url: str, port: int, extra: list[str] | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    """Start ``hydracompute coordinator`` in a child process; returns it and its URL."""
+    data_dir: Path, port: int = 0, extra: list[str] | None = None
+) -> LocalCoordinator:
+    """Start ``hydracompute coordinator`` (TLS, keys in ``data_dir``) in a child process."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -33,22 +62,32 @@ def start_coordinator(
             "coordinator",
             "--port",
             str(port),
-            "--store",
-            store_url,
+            "--data-dir",
+            str(data_dir),
             *(extra or []),
         ],
         stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # its banner repeats the admin key and join token
         text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line.startswith("URL "):
         process.kill()
+        process.wait()
+        process.stdout.close()
         raise RuntimeError(f"the coordinator did not start (it printed {line!r})")
-    return process, line.split()[1]
+    return LocalCoordinator(process, line.split()[1], data_dir)
 
 
-def start_worker(url: str, cores: int, name: str) -> subprocess.Popen[str]:
+def start_worker(coordinator: LocalCoordinator, cores: int, name: str) -> subprocess.Popen[str]:
+    """Start ``hydracompute worker`` joined to ``coordinator``.
+
+    The join token goes through the environment, not the command line, which other users
+    of the machine can read.
+    """
+    environment = dict(os.environ, HYDRACOMPUTE_JOIN_TOKEN=coordinator.join_token)
+    pin = ["--ca-fingerprint", fp] if (fp := coordinator.ca_fingerprint) else []
     return subprocess.Popen(
         [
             sys.executable,
@@ -57,12 +96,14 @@ def start_worker(url: str, cores: int, name: str) -> subprocess.Popen[str]:
             "--log-level",
             "warning",
             "worker",
-            url,
+            coordinator.url,
+            *pin,
             "--cores",
             str(cores),
             "--name",
             name,
         ],
+        env=environment,
         text=True,
     )
 
@@ -97,19 +138,29 @@ def _wait(console: Console, client: Client, job_id: str, label: str) -> JobInfo:
 
 
 def run_demo(
-    console: Console, cores: int, samples: int, size: int, output_dir: Path, port: int
+    console: Console,
+    cores: int,
+    samples: int,
+    size: int,
+    output_dir: Path,
+    port: int,
+    keep: bool = False,
 ) -> int:
-    """Run the demo; returns the process exit code."""
+    """Run the demo; returns the process exit code.
+
+    With ``keep``, the coordinator and worker stay up after the jobs until Ctrl-C.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hydracompute-demo-") as tmp:
-        coordinator, url = start_coordinator(f"sqlite:///{tmp}/demo.db", port)
-        worker = start_worker(url, cores, f"demo-{os.getpid()}")
+        coordinator = start_coordinator(Path(tmp), port)
+        url = coordinator.url
+        worker = start_worker(coordinator, cores, f"demo-{os.getpid()}")
         try:
             console.print(
-                f"Coordinator at [bold]{url}[/bold] (API reference: {url}/docs); "
-                f"a local worker on {cores} core(s)."
+                f"Coordinator at [bold]{url}[/bold] (TLS with its own authority "
+                f"{coordinator.ca_fingerprint}); a local worker on {cores} core(s)."
             )
-            with Client(url) as client:
+            with coordinator.client() as client:
                 _deadline = time.monotonic() + STARTUP_TIMEOUT_S
                 while not any(w["online"] for w in client.workers()):
                     if time.monotonic() > _deadline or worker.poll() is not None:
@@ -136,14 +187,26 @@ def run_demo(
                     f"Mandelbrot: {iterations:.3g} iterations in {info.elapsed_s:.1f} s "
                     f"({iterations / info.elapsed_s:.3g}/s); image written to [bold]{png}[/bold]"
                 )
+            if keep:
+                _keep_running(console, coordinator)
         except HydraError as exc:
             console.print(f"[red]{exc.title}: {exc.detail}[/red]")
             return 1
         finally:
             stop(worker)
-            stop(coordinator)
+            stop(coordinator.process)
     console.print(
-        "Done. Run your own pool with 'hydracompute coordinator' and "
-        "'hydracompute worker URL'; its pages are at URL/ and URL/docs."
+        "Done. Start your own pool with 'hydracompute coordinator': it prints the command "
+        "that joins workers, and its pages are at its URL (/ and /docs)."
     )
     return 0
+
+
+def _keep_running(console: Console, coordinator: LocalCoordinator) -> None:
+    console.print(
+        f"The pool stays up until Ctrl-C: {coordinator.url}/docs for the API; from another "
+        f"terminal, 'hydracompute login {coordinator.url} --api-key {coordinator.admin_key} "
+        f"--ca-fingerprint {coordinator.ca_fingerprint}' then 'hydracompute jobs'."
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        coordinator.process.wait()

@@ -12,6 +12,7 @@
     ├── Conflict             the request contradicts recorded state, e.g. a second,
     │                        different result for one lease, or cancelling a finished job (409)
     ├── InvalidRequest       a malformed request: bad JSON, a field out of range (422)
+    ├── TooManyRequests      over a rate limit or quota (429, with Retry-After)
     ├── StoreError           the state of record could not be read or written
     └── CoordinatorUnavailable  the client or worker cannot reach the coordinator
 
@@ -78,6 +79,13 @@ class Conflict(HydraError):
     title = "Conflict"
 
 
+class TooManyRequests(HydraError):
+    """A credential went over its rate limit or quota; ``retry_after_s`` says when to retry."""
+
+    status = 429
+    title = "Too many requests"
+
+
 class StoreError(HydraError):
     status = 503
     title = "Store unavailable"
@@ -106,6 +114,7 @@ _BY_TITLE: dict[str, type[HydraError]] = {
         Forbidden,
         Conflict,
         InvalidRequest,
+        TooManyRequests,
         StoreError,
     )
 }

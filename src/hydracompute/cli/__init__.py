@@ -7,7 +7,15 @@ and of ``worker``), ``HYDRACOMPUTE_STORE`` (the coordinator's store); any other 
 ``HYDRACOMPUTE_<COMMAND>_<OPTION>``, e.g. ``HYDRACOMPUTE_WORKER_CORES``.
 """
 
-from hydracompute.cli import jobs, pool
+from hydracompute.cli import admin, jobs, pool
 from hydracompute.cli.base import EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE, main
 
-__all__ = ["EXIT_JOB_FAILED", "EXIT_REFUSED", "EXIT_UNREACHABLE", "jobs", "main", "pool"]
+__all__ = [
+    "EXIT_JOB_FAILED",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "admin",
+    "jobs",
+    "main",
+    "pool",
+]

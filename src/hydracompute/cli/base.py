@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
 from hydracompute import __version__
-from hydracompute.client import DEFAULT_URL, JobFailed
+from hydracompute.client import DEFAULT_URL, Client, JobFailed
 from hydracompute.errors import CoordinatorUnavailable, HydraError
 
 EXIT_JOB_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 3, 4
@@ -20,10 +23,18 @@ console = Console()  # data: tables and answers
 notes = Console(stderr=True)  # errors, progress and remarks: never mixed into --json output
 url_option = click.option(
     "--url",
-    default=DEFAULT_URL,
+    default=None,
     envvar="HYDRACOMPUTE_URL",
-    show_default=True,
-    help="Coordinator base URL.",
+    help=f"Coordinator base URL (default: the login profile's, else {DEFAULT_URL}).",
+)
+api_key_option = click.option(
+    "--api-key", default=None, envvar="HYDRACOMPUTE_API_KEY", help="An API key of the pool."
+)
+ca_fingerprint_option = click.option(
+    "--ca-fingerprint",
+    default=None,
+    envvar="HYDRACOMPUTE_CA_FINGERPRINT",
+    help="SHA-256 fingerprint of the coordinator's own certificate authority, to pin it.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -35,6 +46,7 @@ def print_json(data: Any) -> None:
 def handle_errors(fn: Callable[..., None]) -> Callable[..., None]:
     """Turn Hydra errors into a message and the documented exit code."""
 
+    @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
@@ -48,8 +60,59 @@ def handle_errors(fn: Callable[..., None]) -> Callable[..., None]:
             notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
             sys.exit(EXIT_REFUSED)
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def profile_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("hydracompute")) / "profile.json"
+
+
+def load_profile() -> dict[str, str]:
+    """What ``hydracompute login`` saved: url, api_key, ca_fingerprint (any may be absent)."""
+    try:
+        data = json.loads(profile_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: str(v) for k, v in data.items() if k in ("url", "api_key", "ca_fingerprint")}
+
+
+def save_profile(profile: dict[str, str]) -> Path:
+    path = profile_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(profile, out, indent=2)
+    os.replace(temporary, path)
+    return path
+
+
+def with_client(fn: Callable[..., None]) -> Callable[..., None]:
+    """Add ``--url``, ``--api-key`` and ``--ca-fingerprint`` and pass an open ``client``.
+
+    Each falls back on its environment variable, then on the saved login profile.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(
+        *args: Any,
+        url: str | None,
+        api_key: str | None,
+        ca_fingerprint: str | None,
+        **kwargs: Any,
+    ) -> None:
+        profile = load_profile() if not (url and api_key) else {}
+        url = url or profile.get("url") or DEFAULT_URL
+        same_pool = url == profile.get("url")
+        api_key = api_key or (profile.get("api_key") if same_pool else None)
+        ca_fingerprint = ca_fingerprint or (profile.get("ca_fingerprint") if same_pool else None)
+        with Client(url, api_key=api_key, ca_fingerprint=ca_fingerprint) as client:
+            fn(*args, client=client, **kwargs)
+
+    for option in reversed([url_option, api_key_option, ca_fingerprint_option]):
+        wrapper = option(wrapper)
     return wrapper
 
 

@@ -18,7 +18,7 @@ from hydracompute.cli.base import (
     main,
     notes,
     print_json,
-    url_option,
+    with_client,
 )
 from hydracompute.client import Client, Job, JobInfo
 from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS
@@ -40,7 +40,7 @@ def _follow(job: Job, as_json: bool) -> JobInfo:
 
 
 def _submit(
-    url: str,
+    client: Client,
     kind: str,
     params: dict[str, Any],
     wait: bool,
@@ -50,21 +50,20 @@ def _submit(
 ) -> None:
     if output and not wait:
         raise click.UsageError("-o/--output needs --wait (or use 'hydracompute result JOB -o')")
-    with Client(url) as client:
-        job = client.submit(kind, target_chunk_s=target_chunk_s, **params)
-        if not wait:
-            if as_json:
-                print_json(job.info().raw)
-            else:
-                click.echo(job.job_id)
-            return
-        info = _follow(job, as_json)
-        if output:
-            _save_output(job, output)
+    job = client.submit(kind, target_chunk_s=target_chunk_s, **params)
+    if not wait:
         if as_json:
-            print_json(info.raw)
+            print_json(job.info().raw)
         else:
-            _print_answer(info)
+            click.echo(job.job_id)
+        return
+    info = _follow(job, as_json)
+    if output:
+        _save_output(job, output)
+    if as_json:
+        print_json(info.raw)
+    else:
+        _print_answer(info)
 
 
 submit_options = [
@@ -76,7 +75,6 @@ submit_options = [
         type=click.FloatRange(0.01, 3600),
         help="Seconds per chunk for this job (default: the coordinator's).",
     ),
-    url_option,
     json_option,
 ]
 
@@ -97,20 +95,21 @@ def submit() -> None:
 @click.option("--seed", default=None, type=int, help="Random seed (chosen if omitted).")
 @with_submit_options
 @handle_errors
+@with_client
 def submit_pi(
     samples: float,
     seed: int | None,
     wait: bool,
     output: str | None,
     target_chunk_s: float | None,
-    url: str,
+    client: Client,
     as_json: bool,
 ) -> None:
     """Estimate π by Monte-Carlo sampling."""
     params: dict[str, Any] = {"samples": samples}
     if seed is not None:
         params["seed"] = seed
-    _submit(url, "pi", params, wait, as_json, output, target_chunk_s)
+    _submit(client, "pi", params, wait, as_json, output, target_chunk_s)
 
 
 @submit.command("mandelbrot")
@@ -136,6 +135,7 @@ def submit_pi(
 @click.option("--colour-map", default="classic", type=click.Choice(list(COLOUR_MAPS)))
 @with_submit_options
 @handle_errors
+@with_client
 def submit_mandelbrot(
     width: int,
     height: int,
@@ -146,7 +146,7 @@ def submit_mandelbrot(
     wait: bool,
     output: str | None,
     target_chunk_s: float | None,
-    url: str,
+    client: Client,
     as_json: bool,
 ) -> None:
     """Render a view of the Mandelbrot set (PNG and raw counts)."""
@@ -160,7 +160,7 @@ def submit_mandelbrot(
         params.update(zip(("x_min", "x_max", "y_min", "y_max"), region, strict=True))
     if center:
         params.update(zip(("center_re", "center_im", "span"), center, strict=True))
-    _submit(url, "mandelbrot", params, wait, as_json, output, target_chunk_s)
+    _submit(client, "mandelbrot", params, wait, as_json, output, target_chunk_s)
 
 
 @submit.command("kind")
@@ -175,13 +175,14 @@ def submit_mandelbrot(
 )
 @with_submit_options
 @handle_errors
+@with_client
 def submit_kind(
     kind: str,
     raw_params: tuple[str, ...],
     wait: bool,
     output: str | None,
     target_chunk_s: float | None,
-    url: str,
+    client: Client,
     as_json: bool,
 ) -> None:
     """Submit a job of any installed KIND, e.g. a third-party one."""
@@ -194,7 +195,7 @@ def submit_kind(
             params[name] = json.loads(value)
         except ValueError:
             params[name] = value
-    _submit(url, kind, params, wait, as_json, output, target_chunk_s)
+    _submit(client, kind, params, wait, as_json, output, target_chunk_s)
 
 
 def _print_answer(info: JobInfo) -> None:
@@ -221,13 +222,12 @@ def _save_output(job: Job, output: str) -> None:
 @main.command()
 @click.option("--state", type=click.Choice(["running", "done", "failed", "cancelled"]))
 @click.option("--limit", default=50, type=click.IntRange(1, 1000))
-@url_option
 @json_option
 @handle_errors
-def jobs(state: str | None, limit: int, url: str, as_json: bool) -> None:
+@with_client
+def jobs(state: str | None, limit: int, client: Client, as_json: bool) -> None:
     """List jobs, newest first."""
-    with Client(url) as client:
-        found = client.jobs(state, limit)
+    found = client.jobs(state, limit)
     if as_json:
         print_json([j.raw for j in found])
         return
@@ -241,13 +241,12 @@ def jobs(state: str | None, limit: int, url: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
-@url_option
 @json_option
 @handle_errors
-def status(job_id: str, url: str, as_json: bool) -> None:
+@with_client
+def status(job_id: str, client: Client, as_json: bool) -> None:
     """Show one job's state and progress."""
-    with Client(url) as client:
-        info = client.job(job_id).info()
+    info = client.job(job_id).info()
     if as_json:
         print_json(info.raw)
         return
@@ -265,30 +264,28 @@ def status(job_id: str, url: str, as_json: bool) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("-o", "--output", default=None, help="Save the main artefact (e.g. the PNG).")
-@url_option
 @json_option
 @handle_errors
-def result(job_id: str, output: str | None, url: str, as_json: bool) -> None:
+@with_client
+def result(job_id: str, output: str | None, client: Client, as_json: bool) -> None:
     """Print a finished job's answer; with -o, save its main artefact."""
-    with Client(url) as client:
-        job = client.job(job_id)
-        answer = job.result()
-        if output:
-            _save_output(job, output)
-        if as_json:
-            print_json(answer)
-        else:
-            _print_answer(job.info())
+    job = client.job(job_id)
+    answer = job.result()
+    if output:
+        _save_output(job, output)
+    if as_json:
+        print_json(answer)
+    else:
+        _print_answer(job.info())
 
 
 @main.command()
-@url_option
 @json_option
 @handle_errors
-def workers(url: str, as_json: bool) -> None:
+@with_client
+def workers(client: Client, as_json: bool) -> None:
     """List the pool's workers."""
-    with Client(url) as client:
-        found = client.workers()
+    found = client.workers()
     if as_json:
         print_json(found)
         return
@@ -309,13 +306,12 @@ def workers(url: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
-@url_option
 @json_option
 @handle_errors
-def cancel(job_id: str, url: str, as_json: bool) -> None:
+@with_client
+def cancel(job_id: str, client: Client, as_json: bool) -> None:
     """Cancel a running job."""
-    with Client(url) as client:
-        info = client.job(job_id).cancel()
+    info = client.job(job_id).cancel()
     if as_json:
         print_json(info.raw)
     else:

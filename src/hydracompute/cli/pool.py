@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import random
 import signal
-import socket
+import ssl
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -18,76 +18,108 @@ from hydracompute.client import DEFAULT_URL
 from hydracompute.errors import CoordinatorUnavailable, HydraError
 
 
-def default_store_url() -> str:
+def default_data_dir() -> Path:
     import platformdirs
 
-    return f"sqlite:///{Path(platformdirs.user_data_dir('hydracompute')) / 'coordinator.db'}"
+    return Path(platformdirs.user_data_dir("hydracompute"))
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: all).")
 @click.option("--port", default=8765, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="HYDRACOMPUTE_DATA_DIR",
+    help="Keys, certificates and the default store. Default: the user data directory.",
+)
+@click.option(
     "--store",
     "store_url",
     default=None,
     envvar="HYDRACOMPUTE_STORE",
-    help="sqlite:///PATH or memory://. Default: coordinator.db in the user data directory.",
+    help="sqlite:///PATH or memory://. Default: coordinator.db in the data directory.",
 )
 @click.option("--target-chunk-s", default=2.0, type=click.FloatRange(0.01, 3600))
 @click.option("--heartbeat-s", default=5.0, type=click.FloatRange(0.05, 600))
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A certificate to serve (e.g. a public one) instead of the pool's own.",
+)
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The private key of --cert.",
+)
+@click.option(
+    "--insecure", is_flag=True, help="Plain HTTP, no TLS: only for loopback or a network you trust."
+)
+@click.option(
+    "--anonymous-read",
+    is_flag=True,
+    help="Let requests without an API key read jobs and workers (not change them).",
+)
 def coordinator(
-    host: str, port: int, store_url: str | None, target_chunk_s: float, heartbeat_s: float
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    store_url: str | None,
+    target_chunk_s: float,
+    heartbeat_s: float,
+    cert: Path | None,
+    key: Path | None,
+    insecure: bool,
+    anonymous_read: bool,
 ) -> None:
-    """Run a coordinator: the HTTP service that keeps jobs and hands out chunks."""
-    import uvicorn
+    """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
-    from hydracompute.coordinator.app import create_app
+    On first start it creates its certificate authority, an admin API key and a join
+    token in the data directory, and prints the command that joins a worker.
+    """
+    from hydracompute.coordinator.server import ServerOptions, serve
     from hydracompute.core.config import SchedulerConfig
-    from hydracompute.kinds import default_registry
-    from hydracompute.store import open_store
 
-    config = SchedulerConfig(target_chunk_s=target_chunk_s, heartbeat_s=heartbeat_s)
-    url = store_url or default_store_url()
+    if (cert is None) != (key is None):
+        raise click.UsageError("--cert and --key go together")
+    if insecure and cert:
+        raise click.UsageError("--insecure serves no certificate; drop --cert/--key")
+    options = ServerOptions(
+        data_dir=data_dir or default_data_dir(),
+        host=host,
+        port=port,
+        store_url=store_url,
+        config=SchedulerConfig(target_chunk_s=target_chunk_s, heartbeat_s=heartbeat_s),
+        tls=not insecure,
+        certfile=cert,
+        keyfile=key,
+        anonymous_read=anonymous_read,
+    )
     try:
-        store = open_store(url, default_registry(), config)
-    except (ValueError, HydraError) as exc:
+        serve(options, lambda line: click.echo(line, err=True), time.time)
+    except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--store") from exc
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        # Listening before the URL is printed: whoever reads it can connect at once
-        # (requests wait in the backlog until the server accepts them).
-        sock.listen(2048)
     except OSError as exc:
-        store.close()
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    bound = sock.getsockname()[1]
-    wildcard = host in ("0.0.0.0", "::")
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    base = f"http://{'127.0.0.1' if wildcard else shown}:{bound}"
-    join = f"http://{socket.gethostname()}:{bound}" if wildcard else base
-    click.echo(f"Hydra Compute coordinator listening on {host}:{bound} (store: {url})", err=True)
-    click.echo(f"Join workers with:  hydracompute worker {join}", err=True)
-    click.echo(f"URL {base}", err=False)
-    sys.stdout.flush()
-    app = create_app(store)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # Held long-polls would otherwise delay the shutdown by a heartbeat.
-            app.state.coordinator.release_waiters_soon()
-            super().handle_exit(sig, frame)
-
-    server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run(sockets=[sock])
+    except HydraError as exc:
+        raise click.ClickException(exc.detail) from exc
 
 
 @main.command()
 @click.argument("url", envvar="HYDRACOMPUTE_URL", default=DEFAULT_URL)
+@click.option(
+    "--token",
+    envvar="HYDRACOMPUTE_JOIN_TOKEN",
+    required=True,
+    help="The pool's join token (the coordinator prints it in its join command).",
+)
+@click.option(
+    "--ca-fingerprint",
+    envvar="HYDRACOMPUTE_CA_FINGERPRINT",
+    default=None,
+    help="SHA-256 fingerprint of the coordinator's own certificate authority, to pin it.",
+)
 @click.option(
     "--cores",
     default=os.cpu_count() or 1,
@@ -95,11 +127,20 @@ def coordinator(
     help="Compute processes to run (default: every core).",
 )
 @click.option("--name", default=None, help="Name shown in the pool (default: host name).")
-def worker(url: str, cores: int, name: str | None) -> None:
+def worker(url: str, token: str, ca_fingerprint: str | None, cores: int, name: str | None) -> None:
     """Join the pool at URL and compute chunks until Ctrl-C."""
     from hydracompute.worker.agent import WorkerAgent
 
-    agent = WorkerAgent(url, cores, name)
+    if url.startswith("http://"):
+        notes.print("[yellow]plain HTTP: the join token and results cross the network in clear[/]")
+    try:
+        verify = _verification_with_retries(url, ca_fingerprint)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
+    except HydraError as exc:
+        notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
+        sys.exit(EXIT_REFUSED)
+    agent = WorkerAgent(url, cores, token, verify=verify, name=name)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -118,6 +159,20 @@ def worker(url: str, cores: int, name: str | None) -> None:
     click.echo(f"Stopped after {agent.stats.chunks_done} chunk(s).", err=True)
 
 
+def _verification_with_retries(url: str, ca_fingerprint: str | None) -> ssl.SSLContext | bool:
+    """The pinned CA, waiting (with backoff) while the coordinator is not up yet."""
+    from hydracompute import tls
+
+    delay = 0.25
+    while True:
+        try:
+            return tls.verification(url, ca_fingerprint)
+        except CoordinatorUnavailable as exc:
+            notes.print(f"{exc.detail}; retrying in {delay:.1f} s")
+            time.sleep(random.uniform(delay / 2, delay))
+            delay = min(30.0, delay * 2)
+
+
 @main.command()
 @click.option("--cores", default=os.cpu_count() or 1, type=click.IntRange(1, 1024))
 @click.option("--samples", default=1e10, type=float, help="Samples of the π job.")
@@ -129,8 +184,9 @@ def worker(url: str, cores: int, name: str | None) -> None:
 )
 @click.option("--output-dir", default="demo-output", type=click.Path(file_okay=False))
 @click.option("--port", default=0, type=click.IntRange(0, 65535))
-def demo(cores: int, samples: float, size: int, output_dir: str, port: int) -> None:
+@click.option("--keep", is_flag=True, help="Keep the pool running afterwards, until Ctrl-C.")
+def demo(cores: int, samples: float, size: int, output_dir: str, port: int, keep: bool) -> None:
     """Start a coordinator and local workers, and run a π and a Mandelbrot job."""
     from hydracompute.demo import run_demo
 
-    sys.exit(run_demo(console, cores, int(samples), size, Path(output_dir), port))
+    sys.exit(run_demo(console, cores, int(samples), size, Path(output_dir), port, keep))

@@ -7,15 +7,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from hydracompute import __version__
-from hydracompute.coordinator import problems, routes_jobs, routes_workers
+from hydracompute.coordinator import problems, routes_admin, routes_jobs, routes_workers
+from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings
 from hydracompute.coordinator.limits import BodySizeLimit
-from hydracompute.coordinator.routes_jobs import CoordinatorDep
 from hydracompute.coordinator.schemas import Health
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import JobState
+from hydracompute.errors import NotFound
 from hydracompute.store import Store
 
 #: Large enough for a batch of Mandelbrot tiles (at most 16 MiB raw each, compressed).
@@ -35,8 +36,21 @@ INDEX_HTML = """<!doctype html>
 """
 
 
-def create_app(store: Store, clock: Callable[[], float] = time.time) -> FastAPI:
-    """The coordinator application over ``store`` (which it closes on shutdown)."""
+def create_app(
+    store: Store,
+    clock: Callable[[], float] = time.time,
+    security: SecuritySettings | None = None,
+    ca_pem: bytes | None = None,
+) -> FastAPI:
+    """The coordinator application over ``store`` (which it closes on shutdown).
+
+    Args:
+        clock: seconds since the epoch; injectable for tests.
+        security: how requests are authenticated and limited (defaults: API keys
+            required, no anonymous access).
+        ca_pem: the certificate authority of the coordinator's TLS certificate, served at
+            ``/api/v1/tls/ca.pem`` for workers and clients to pin by fingerprint.
+    """
     coordinator = Coordinator(store, clock)
 
     @asynccontextmanager
@@ -54,9 +68,24 @@ def create_app(store: Store, clock: Callable[[], float] = time.time) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.coordinator = coordinator
+    app.state.security = security or SecuritySettings()
     problems.install(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_workers.router)
+    app.include_router(routes_admin.router)
+
+    @app.get(
+        "/api/v1/tls/ca.pem",
+        response_class=Response,
+        responses={200: {"content": {"application/x-pem-file": {}}}},
+        tags=["pool"],
+    )
+    async def certificate_authority() -> Response:
+        """The CA that signed this coordinator's certificate; compare its SHA-256 fingerprint
+        with the one the pool's admin gave you before trusting it."""
+        if ca_pem is None:
+            raise NotFound("this coordinator does not serve its own certificate authority")
+        return Response(ca_pem, media_type="application/x-pem-file")
 
     @app.get("/api/v1/health", response_model=Health, tags=["pool"])
     async def health(c: CoordinatorDep) -> Health:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from hydracompute.errors import HydraError, InvalidParams, Unauthorized
+from hydracompute.errors import HydraError, InvalidParams, TooManyRequests, Unauthorized
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("hydracompute.coordinator")
@@ -28,7 +28,11 @@ async def _hydra_error(request: Request, exc: Exception) -> JSONResponse:
     extra = dict(exc.extra)
     if isinstance(exc, InvalidParams):
         extra["errors"] = exc.errors
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers = None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(extra.get("retry_after_s", 1))}
     return problem(exc.status, exc.title, exc.detail, headers, **extra)
 
 

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Response, status
 
+from hydracompute.coordinator.auth import CoordinatorDep, Principal, Submitter, Viewer
 from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
 from hydracompute.coordinator.service import Coordinator
-from hydracompute.core.models import Job, JobState
-from hydracompute.errors import Conflict
+from hydracompute.core.models import Job, JobState, Role
+from hydracompute.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 
-def coordinator(request: Request) -> Coordinator:
-    return request.app.state.coordinator  # type: ignore[no-any-return]
+async def visible_job(c: Coordinator, principal: Principal, job_id: str) -> Job:
+    """The job, if the caller may see it; another submitter's job does not exist for them.
 
-
-CoordinatorDep = Annotated[Coordinator, Depends(coordinator)]
+    Raises:
+        NotFound: no such job, or not the caller's.
+    """
+    job = await c.call(c.store.get_job, job_id)
+    if not principal.may_see(job.owner):
+        raise NotFound(f"no job {job_id!r}")
+    return job
 
 
 def job_view(c: Coordinator, job: Job) -> JobView:
@@ -46,10 +52,18 @@ def job_view(c: Coordinator, job: Job) -> JobView:
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobView)
-async def submit_job(body: JobSubmit, c: CoordinatorDep, response: Response) -> JobView:
+async def submit_job(
+    body: JobSubmit, c: CoordinatorDep, response: Response, principal: Submitter
+) -> JobView:
     """Submit a job of an installed kind; parameters are validated by the kind."""
     job = await c.call(
-        c.store.submit_job, body.kind, body.params, c.clock(), body.name, body.target_chunk_s
+        c.store.submit_job,
+        body.kind,
+        body.params,
+        c.clock(),
+        body.name,
+        body.target_chunk_s,
+        principal.key_id,
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     return job_view(c, job)
@@ -58,32 +72,36 @@ async def submit_job(body: JobSubmit, c: CoordinatorDep, response: Response) -> 
 @router.get("/jobs", response_model=JobList)
 async def list_jobs(
     c: CoordinatorDep,
+    principal: Viewer,
     state: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
-    """Jobs, newest first."""
-    jobs = await c.call(c.store.list_jobs, state, limit)
+    """Jobs, newest first (for a submitter, its own)."""
+    owner = None if principal.sees_all_jobs() else principal.key_id
+    jobs = await c.call(c.store.list_jobs, state, limit, owner)
     return JobList(jobs=[job_view(c, j) for j in jobs])
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-async def get_job(job_id: str, c: CoordinatorDep) -> JobView:
+async def get_job(job_id: str, c: CoordinatorDep, principal: Viewer) -> JobView:
     """A job with its progress and its kind's live summary of results so far."""
-    job = await c.call(c.store.get_job, job_id)
-    return job_view(c, job)
+    return job_view(c, await visible_job(c, principal, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
-async def cancel_job(job_id: str, c: CoordinatorDep) -> JobView:
-    """Stop a running job; 409 if it has already finished."""
+async def cancel_job(job_id: str, c: CoordinatorDep, principal: Submitter) -> JobView:
+    """Stop a running job (a submitter's own, or any for an admin); 409 if finished."""
+    job = await visible_job(c, principal, job_id)
+    if principal.role is not Role.ADMIN and job.owner != principal.key_id:
+        raise NotFound(f"no job {job_id!r}")
     job = await c.call(c.store.cancel_job, job_id, c.clock())
     return job_view(c, job)
 
 
 @router.get("/jobs/{job_id}/result")
-async def job_result(job_id: str, c: CoordinatorDep) -> dict[str, object]:
+async def job_result(job_id: str, c: CoordinatorDep, principal: Viewer) -> dict[str, object]:
     """The answer of a finished job; 409 while it runs or if it failed."""
-    job = await c.call(c.store.get_job, job_id)
+    job = await visible_job(c, principal, job_id)
     if job.state is not JobState.DONE:
         detail = f"job {job_id!r} is {job.state.value}"
         if job.error:
@@ -97,8 +115,9 @@ async def job_result(job_id: str, c: CoordinatorDep) -> dict[str, object]:
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}},
 )
-async def job_artefact(job_id: str, name: str, c: CoordinatorDep) -> Response:
+async def job_artefact(job_id: str, name: str, c: CoordinatorDep, principal: Viewer) -> Response:
     """A finished job's artefact, e.g. ``image.png`` or ``counts.npy`` of a Mandelbrot job."""
+    await visible_job(c, principal, job_id)
     artefact = await c.call(c.store.artefact, job_id, name)
     headers = {"Content-Disposition": f'attachment; filename="{job_id}-{name}"'}
     return Response(artefact.data, media_type=artefact.media_type, headers=headers)

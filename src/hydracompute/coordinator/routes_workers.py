@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, status
+from fastapi import APIRouter, Header, Request, status
 
-from hydracompute.coordinator.routes_jobs import CoordinatorDep
+from hydracompute.coordinator.auth import CoordinatorDep, SecurityDep, SecuritySettings, Viewer
 from hydracompute.coordinator.schemas import (
     ChunkRange,
     Enrolled,
@@ -27,18 +27,25 @@ router = APIRouter(prefix="/api/v1", tags=["workers"])
 Authorization = Annotated[str | None, Header(max_length=200)]
 
 
-async def authenticate(c: Coordinator, worker_id: str, authorization: str | None) -> None:
+async def authenticate(
+    c: Coordinator, settings: SecuritySettings, worker_id: str, authorization: str | None
+) -> None:
     scheme, _, secret = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not secret:
         raise Unauthorized("send the worker's secret as 'Authorization: Bearer <secret>'")
     await c.call(c.store.authenticate_worker, worker_id, secret)
+    settings.worker_limiter.take(worker_id)
 
 
 @router.post("/workers", status_code=status.HTTP_201_CREATED, response_model=Enrolled)
-async def enrol(body: WorkerEnrol, c: CoordinatorDep) -> Enrolled:
-    """Join the pool. The answer carries the worker's secret, shown only once."""
+async def enrol(
+    body: WorkerEnrol, c: CoordinatorDep, settings: SecurityDep, request: Request
+) -> Enrolled:
+    """Join the pool with a join token. The answer carries the worker's own secret, shown
+    only once; the worker sends it with every request from then on."""
+    settings.api_limiter.take(f"enrol:{request.client.host if request.client else ''}")
     worker, secret = await c.call(
-        c.store.enrol_worker, body.name, body.cores, body.kinds, c.clock()
+        c.store.enrol_worker, body.name, body.cores, body.kinds, c.clock(), body.join_token
     )
     return Enrolled(
         worker_id=worker.worker_id,
@@ -51,7 +58,11 @@ async def enrol(body: WorkerEnrol, c: CoordinatorDep) -> Enrolled:
 
 @router.post("/workers/{worker_id}/exchange", response_model=ExchangeOut)
 async def exchange(
-    worker_id: str, body: ExchangeIn, c: CoordinatorDep, authorization: Authorization = None
+    worker_id: str,
+    body: ExchangeIn,
+    c: CoordinatorDep,
+    settings: SecurityDep,
+    authorization: Authorization = None,
 ) -> ExchangeOut:
     """Results, renewals and a request for ``want`` chunks in one round trip.
 
@@ -60,7 +71,7 @@ async def exchange(
     whole exchange is refused with a problem document naming the ``lease_id``, and nothing
     is recorded. With nothing to lease, the request is held up to ``wait_s``.
     """
-    await authenticate(c, worker_id, authorization)
+    await authenticate(c, settings, worker_id, authorization)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
     outcome = await c.exchange(worker_id, reports, body.running, body.want, body.wait_s)
     now = c.clock()
@@ -83,17 +94,19 @@ async def exchange(
 
 
 @router.post("/workers/{worker_id}/leave", response_model=Left)
-async def leave(worker_id: str, c: CoordinatorDep, authorization: Authorization = None) -> Left:
+async def leave(
+    worker_id: str, c: CoordinatorDep, settings: SecurityDep, authorization: Authorization = None
+) -> Left:
     """A stopping worker leaves the pool: every lease it holds goes back to the others.
 
     Send the results it did finish in an exchange first.
     """
-    await authenticate(c, worker_id, authorization)
+    await authenticate(c, settings, worker_id, authorization)
     return Left(returned=await c.call(c.store.leave, worker_id, c.clock()))
 
 
 @router.get("/workers", response_model=WorkerList)
-async def list_workers(c: CoordinatorDep) -> WorkerList:
+async def list_workers(c: CoordinatorDep, principal: Viewer) -> WorkerList:
     workers = await c.call(c.store.list_workers)
     leases = await c.call(c.store.leases_in_hand)
     now = c.clock()
@@ -105,6 +118,7 @@ async def list_workers(c: CoordinatorDep) -> WorkerList:
                 cores=w.cores,
                 kinds=w.kinds,
                 online=w.online(now, c.config.lease_ttl_s),
+                revoked=w.revoked,
                 last_seen_s=w.last_seen_s,
                 chunks_done=w.chunks_done,
                 leases=leases.get(w.worker_id, 0),

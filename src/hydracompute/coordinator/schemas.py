@@ -23,7 +23,10 @@ class JobSubmit(Strict):
     params: dict[str, Any] = Field(default_factory=dict, max_length=64)
     name: str = Field("", max_length=200)
     target_chunk_s: float | None = Field(
-        None, ge=0.01, le=3600, description="Seconds one chunk should take (default: pool's)."
+        default=None,
+        ge=0.01,
+        le=3600,
+        description="Seconds one chunk should take (default: pool's).",
     )
 
 
@@ -51,6 +54,7 @@ class JobList(BaseModel):
 
 
 class WorkerEnrol(Strict):
+    join_token: str = Field(max_length=200, description="A join token from the pool's admin.")
     name: str = Field(min_length=1, max_length=200)
     cores: int = Field(ge=1, le=1024)
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
@@ -68,8 +72,8 @@ class Enrolled(BaseModel):
 class ResultIn(Strict):
     lease_id: str = LeaseId
     compute_s: float = Field(0.0, ge=0, le=10**6)
-    output: dict[str, Any] | None = Field(None, max_length=64)
-    error: str | None = Field(None, max_length=2000)
+    output: dict[str, Any] | None = Field(default=None, max_length=64)
+    error: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def _output_or_error(self) -> Self:
@@ -117,6 +121,7 @@ class WorkerView(BaseModel):
     cores: int
     kinds: list[str]
     online: bool
+    revoked: bool
     last_seen_s: float
     chunks_done: int
     leases: int
@@ -133,3 +138,48 @@ class Health(BaseModel):
     kinds: list[str]
     jobs_running: int
     workers_online: int
+
+
+class KeyCreate(Strict):
+    name: str = Field("", max_length=200)
+    role: str = Field(pattern="^(admin|submitter|viewer)$")
+    expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+
+
+class TokenCreate(Strict):
+    name: str = Field("", max_length=200)
+    expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    max_uses: int | None = Field(default=None, ge=1, le=10**6)
+
+
+class CredentialView(BaseModel):
+    id: str
+    name: str
+    role: str | None = Field(description="API keys only.")
+    created_s: float
+    expires_s: float | None
+    max_uses: int | None = Field(description="Join tokens only; null means unlimited.")
+    uses: int
+    revoked: bool
+
+
+class CredentialIssued(CredentialView):
+    secret: str = Field(description="The key or token itself; shown only this once.")
+
+
+class CredentialList(BaseModel):
+    credentials: list[CredentialView]
+
+
+class SessionStart(Strict):
+    api_key: str = Field(min_length=1, max_length=200)
+
+
+class SessionView(BaseModel):
+    key_id: str
+    role: str
+    csrf_token: str | None = Field(
+        default=None,
+        description="Send as X-CSRF-Token with changes made through the session cookie.",
+    )
+    expires_s: float | None = None

@@ -14,6 +14,44 @@ from typing import Any
 JSON = dict[str, Any]
 
 
+class Role(StrEnum):
+    """What an API key may do; each role includes the ones below it."""
+
+    ADMIN = "admin"  # keys, join tokens, workers, every job
+    SUBMITTER = "submitter"  # submit jobs; see and cancel its own
+    VIEWER = "viewer"  # read-only: jobs, workers, results
+
+    def allows(self, needed: Role) -> bool:
+        order = [Role.VIEWER, Role.SUBMITTER, Role.ADMIN]
+        return order.index(self) >= order.index(needed)
+
+
+class CredentialKind(StrEnum):
+    API_KEY = "api_key"
+    JOIN_TOKEN = "join_token"
+
+
+@dataclass
+class Credential:
+    """An API key (with a role) or a join token (lets a worker enrol); stored hashed."""
+
+    cred_id: str
+    kind: CredentialKind
+    name: str
+    secret_hash: str
+    created_s: float
+    role: Role | None = None
+    expires_s: float | None = None
+    max_uses: int | None = None
+    uses: int = 0
+    revoked: bool = False
+
+    def usable(self, now: float) -> bool:
+        if self.revoked or (self.expires_s is not None and now >= self.expires_s):
+            return False
+        return self.max_uses is None or self.uses < self.max_uses
+
+
 class JobState(StrEnum):
     RUNNING = "running"
     DONE = "done"
@@ -50,6 +88,8 @@ class Job:
     created_s: float
     target_chunk_s: float
     name: str = ""
+    #: The API key that submitted it ("" when submitted without one).
+    owner: str = ""
     state: JobState = JobState.RUNNING
     next_unit: int = 0  # units [0, next_unit) are carved into chunks
     chunks_carved: int = 0
@@ -106,7 +146,10 @@ class Worker:
     chunks_done: int = 0
     units_done: dict[str, int] = field(default_factory=dict)
     left: bool = False
+    revoked: bool = False
+    #: The join token it enrolled with.
+    token_id: str = ""
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
-        """Seen within one lease lifetime and not signed off."""
-        return not self.left and self.last_seen_s >= now - lease_ttl_s
+        """Seen within one lease lifetime and neither signed off nor revoked."""
+        return not (self.left or self.revoked) and self.last_seen_s >= now - lease_ttl_s

@@ -12,7 +12,16 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from hydracompute.core.models import JSON, Chunk, Job, JobState, Lease, Worker
+from hydracompute.core.models import (
+    JSON,
+    Chunk,
+    Credential,
+    CredentialKind,
+    Job,
+    JobState,
+    Lease,
+    Worker,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def list_workers(self) -> list[Worker]: ...
 
+    # credentials
+    @abc.abstractmethod
+    def get_credential(self, cred_id: str) -> Credential | None: ...
+
+    @abc.abstractmethod
+    def put_credential(self, credential: Credential) -> None: ...
+
+    @abc.abstractmethod
+    def list_credentials(self, kind: CredentialKind) -> list[Credential]:
+        """Credentials of one kind, oldest first."""
+
     # jobs
     @abc.abstractmethod
     def get_job(self, job_id: str) -> Job | None: ...
@@ -52,8 +72,11 @@ class Backend(abc.ABC):
     def put_job(self, job: Job) -> None: ...
 
     @abc.abstractmethod
-    def list_jobs(self, states: frozenset[JobState] | None, limit: int) -> list[Job]:
-        """Jobs in any of ``states`` (all if ``None``), newest first, at most ``limit``."""
+    def list_jobs(
+        self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
+    ) -> list[Job]:
+        """Jobs in any of ``states`` (all if ``None``) submitted by ``owner`` (anyone if
+        ``None``), newest first, at most ``limit``."""
 
     @abc.abstractmethod
     def running_jobs(self) -> list[Job]:

@@ -12,7 +12,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hydracompute.core.models import Chunk, ChunkState, Job, JobState, Lease, LeaseState, Worker
+from hydracompute.core.models import (
+    Chunk,
+    ChunkState,
+    Credential,
+    CredentialKind,
+    Job,
+    JobState,
+    Lease,
+    LeaseState,
+    Worker,
+)
 from hydracompute.store.backend import Backend, StoredOutput
 
 _ABSENT = object()
@@ -23,6 +33,7 @@ class MemoryBackend(Backend):
         self._lock = threading.RLock()
         self._undo: list[Callable[[], None]] | None = None
         self._workers: dict[str, Worker] = {}
+        self._credentials: dict[str, Credential] = {}
         self._jobs: dict[str, Job] = {}
         self._chunks: dict[tuple[str, int], Chunk] = {}
         self._leases: dict[str, Lease] = {}
@@ -73,14 +84,30 @@ class MemoryBackend(Backend):
         workers = sorted(self._workers.values(), key=lambda w: w.enrolled_s)
         return copy.deepcopy(workers)
 
+    def get_credential(self, cred_id: str) -> Credential | None:
+        return self._get(self._credentials, cred_id)  # type: ignore[no-any-return]
+
+    def put_credential(self, credential: Credential) -> None:
+        self._put(self._credentials, credential.cred_id, credential)
+
+    def list_credentials(self, kind: CredentialKind) -> list[Credential]:
+        found = [c for c in self._credentials.values() if c.kind is kind]
+        return copy.deepcopy(sorted(found, key=lambda c: (c.created_s, c.cred_id)))
+
     def get_job(self, job_id: str) -> Job | None:
         return self._get(self._jobs, job_id)  # type: ignore[no-any-return]
 
     def put_job(self, job: Job) -> None:
         self._put(self._jobs, job.job_id, job)
 
-    def list_jobs(self, states: frozenset[JobState] | None, limit: int) -> list[Job]:
-        jobs = [j for j in self._jobs.values() if states is None or j.state in states]
+    def list_jobs(
+        self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
+    ) -> list[Job]:
+        jobs = [
+            j
+            for j in self._jobs.values()
+            if (states is None or j.state in states) and (owner is None or j.owner == owner)
+        ]
         jobs.sort(key=lambda j: (j.created_s, j.job_id), reverse=True)
         return copy.deepcopy(jobs[:limit])
 

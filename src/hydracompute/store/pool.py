@@ -7,25 +7,22 @@ Times are passed in (``now``), never read here.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Sequence
 
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.models import JSON, Job, JobState, LeaseState, Worker
-from hydracompute.errors import Conflict, InvalidParams, NotFound, Unauthorized
+from hydracompute.core.models import JSON, CredentialKind, Job, JobState, LeaseState, Worker
+from hydracompute.errors import Conflict, InvalidParams, NotFound, TooManyRequests, Unauthorized
 from hydracompute.kinds import Artefact, ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
+from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
 from hydracompute.store.exchange import Exchange, ExchangeOutcome, ResultReport, release_chunk
 
 MAX_NAME_CHARS = 200
 #: Overdue leases expired per call; the coordinator calls again while there are more.
 EXPIRE_BATCH = 1000
-
-
-def _hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+#: Running jobs one submitter (API key) may have at once.
+MAX_RUNNING_JOBS_PER_OWNER = 100
 
 
 class Store:
@@ -35,6 +32,7 @@ class Store:
         self.backend = backend
         self.kinds = kinds
         self.config = config
+        self.credentials = Credentials(backend)
         #: Increases whenever chunks become available to lease (for long-polling waiters).
         self.work_version = 0
 
@@ -50,12 +48,14 @@ class Store:
         now: float,
         name: str = "",
         target_chunk_s: float | None = None,
+        owner: str = "",
     ) -> Job:
-        """Validate and record a new job.
+        """Validate and record a new job for ``owner`` (an API key id, or "").
 
         Raises:
             UnknownKind: no such kind is installed on the coordinator.
             InvalidParams: the parameters, name or chunk time are not acceptable.
+            TooManyRequests: the owner already has the most running jobs allowed.
         """
         job_kind = self.kinds.get(kind)
         canonical = job_kind.validate(params)
@@ -72,8 +72,12 @@ class Store:
             created_s=now,
             target_chunk_s=target,
             name=name,
+            owner=owner,
         )
         with self.backend.transaction():
+            limit = MAX_RUNNING_JOBS_PER_OWNER
+            if len(self.backend.list_jobs(frozenset({JobState.RUNNING}), limit, owner)) >= limit:
+                raise TooManyRequests(f"at most {limit} running jobs per submitter")
             self.backend.put_job(job)
         self.work_version += 1
         return job
@@ -85,9 +89,12 @@ class Store:
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+    def list_jobs(
+        self, state: JobState | None = None, limit: int = 100, owner: str | None = None
+    ) -> list[Job]:
+        states = None if state is None else frozenset({state})
         with self.backend.transaction():
-            return self.backend.list_jobs(None if state is None else frozenset({state}), limit)
+            return self.backend.list_jobs(states, limit, owner)
 
     def cancel_job(self, job_id: str, now: float) -> Job:
         """Stop a running job; its workers are told to abandon its chunks.
@@ -127,20 +134,36 @@ class Store:
     # workers
 
     def enrol_worker(
-        self, name: str, cores: int, kinds: Sequence[str], now: float
+        self,
+        name: str,
+        cores: int,
+        kinds: Sequence[str],
+        now: float,
+        join_token: str | None = None,
     ) -> tuple[Worker, str]:
-        """Record a new worker; returns it and its secret (shown once, stored hashed)."""
+        """Record a new worker; returns it and its secret (shown once, stored hashed).
+
+        Args:
+            join_token: the text of a join token, which this uses once; ``None`` skips the
+                check (for embedding the store without a coordinator).
+
+        Raises:
+            Unauthorized: the join token is unknown, wrong, expired, used up or revoked.
+        """
         secret = secrets.token_urlsafe(32)
         worker = Worker(
             worker_id="w-" + secrets.token_hex(6),
             name=name[:MAX_NAME_CHARS],
             cores=cores,
             kinds=sorted(set(kinds)),
-            secret_hash=_hash_secret(secret),
+            secret_hash=hash_secret(secret),
             enrolled_s=now,
             last_seen_s=now,
         )
         with self.backend.transaction():
+            if join_token is not None:
+                token = self.credentials.use(CredentialKind.JOIN_TOKEN, join_token, now)
+                worker.token_id = token.cred_id
             self.backend.put_worker(worker)
         return worker, secret
 
@@ -148,12 +171,27 @@ class Store:
         """The worker whose secret this is.
 
         Raises:
-            Unauthorized: no such worker or a wrong secret (indistinguishably).
+            Unauthorized: no such worker, a wrong secret, or a revoked worker
+                (indistinguishably).
         """
         with self.backend.transaction():
             worker = self.backend.get_worker(worker_id)
-        if worker is None or not hmac.compare_digest(worker.secret_hash, _hash_secret(secret)):
-            raise Unauthorized("unknown worker or wrong worker secret")
+        if worker is None or worker.revoked or not secrets_match(worker.secret_hash, secret):
+            raise Unauthorized("unknown, revoked or wrong worker credentials")
+        return worker
+
+    def revoke_worker(self, worker_id: str, now: float) -> Worker:
+        """Shut a worker out from its next request on; its leases go back to the pool.
+
+        Raises:
+            NotFound: no such worker.
+        """
+        with self.backend.transaction():
+            self.leave(worker_id, now)
+            worker = self.backend.get_worker(worker_id)
+            assert worker is not None
+            worker.revoked = True
+            self.backend.put_worker(worker)
         return worker
 
     def list_workers(self) -> list[Worker]:

@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hydracompute.core.models import Chunk, Job, JobState, Lease, Worker
+from hydracompute.core.models import Chunk, Credential, CredentialKind, Job, JobState, Lease, Worker
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
 
@@ -65,6 +65,18 @@ MIGRATIONS: list[str] = [
         data BLOB NOT NULL, PRIMARY KEY (job_id, name)
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE credentials (
+        cred_id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,
+        secret_hash TEXT NOT NULL, created_s REAL NOT NULL, role TEXT, expires_s REAL,
+        max_uses INTEGER, uses INTEGER NOT NULL, revoked INTEGER NOT NULL
+    );
+    CREATE INDEX credentials_by_kind ON credentials (kind, created_s);
+    ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    CREATE INDEX jobs_by_owner ON jobs (owner, created_s);
+    ALTER TABLE workers ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN token_id TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 
@@ -91,12 +103,12 @@ class _Table:
         self._decoders: dict[str, Any] = {}
         for field_name in self.fields:
             hint = hints[field_name]
+            if typing.get_origin(hint) is types.UnionType:  # X | None: decode as X
+                hint = next(a for a in typing.get_args(hint) if a is not type(None))
             base = typing.get_origin(hint) or hint
             if isinstance(base, type) and issubclass(base, Enum):
                 self._decoders[field_name] = base
-            elif base in (dict, list) or (
-                base is types.UnionType and typing.get_origin(typing.get_args(hint)[0]) is dict
-            ):
+            elif base in (dict, list):
                 self._decoders[field_name] = json.loads
             elif base is bool:
                 self._decoders[field_name] = bool
@@ -119,6 +131,7 @@ class _Table:
 
 
 _WORKERS = _Table("workers", Worker, ("worker_id",))
+_CREDENTIALS = _Table("credentials", Credential, ("cred_id",))
 _JOBS = _Table("jobs", Job, ("job_id",))
 _CHUNKS = _Table("chunks", Chunk, ("job_id", "index"))
 _LEASES = _Table("leases", Lease, ("lease_id",))
@@ -208,22 +221,35 @@ class SQLiteBackend(Backend):
     def list_workers(self) -> list[Worker]:
         return self._many(_WORKERS, "ORDER BY enrolled_s")
 
+    def get_credential(self, cred_id: str) -> Credential | None:
+        return self._one(_CREDENTIALS, cred_id)  # type: ignore[no-any-return]
+
+    def put_credential(self, credential: Credential) -> None:
+        self._put(_CREDENTIALS, credential)
+
+    def list_credentials(self, kind: CredentialKind) -> list[Credential]:
+        return self._many(_CREDENTIALS, "WHERE kind = ? ORDER BY created_s, cred_id", kind.value)
+
     def get_job(self, job_id: str) -> Job | None:
         return self._one(_JOBS, job_id)  # type: ignore[no-any-return]
 
     def put_job(self, job: Job) -> None:
         self._put(_JOBS, job)
 
-    def list_jobs(self, states: frozenset[JobState] | None, limit: int) -> list[Job]:
-        if states is None:
-            return self._many(_JOBS, "ORDER BY created_s DESC, job_id DESC LIMIT ?", limit)
-        marks = ", ".join("?" for _ in states)
-        return self._many(
-            _JOBS,
-            f"WHERE state IN ({marks}) ORDER BY created_s DESC, job_id DESC LIMIT ?",
-            *[s.value for s in states],
-            limit,
-        )
+    def list_jobs(
+        self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
+    ) -> list[Job]:
+        conditions: list[str] = []
+        args: list[Any] = []
+        if states is not None:
+            conditions.append(f"state IN ({', '.join('?' for _ in states)})")
+            args.extend(s.value for s in states)
+        if owner is not None:
+            conditions.append("owner = ?")
+            args.append(owner)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        order = "ORDER BY created_s DESC, job_id DESC LIMIT ?"
+        return self._many(_JOBS, f"{where} {order}", *args, limit)
 
     def running_jobs(self) -> list[Job]:
         return self._many(_JOBS, "WHERE state = 'running' ORDER BY created_s, job_id")

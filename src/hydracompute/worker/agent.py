@@ -13,13 +13,14 @@ import asyncio
 import logging
 import platform
 import random
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from hydracompute import __version__
+from hydracompute import __version__, tls
 from hydracompute.errors import CoordinatorUnavailable, HydraError, error_from_problem
 from hydracompute.kinds import default_registry
 from hydracompute.worker.executor import ChunkExecutor, ChunkRun
@@ -49,8 +50,12 @@ class WorkerAgent:
     """Runs chunks for the coordinator at ``url`` on ``cores`` processes.
 
     Args:
-        url: the coordinator's base URL, e.g. ``http://127.0.0.1:8765``.
+        url: the coordinator's base URL, e.g. ``https://pool.example:8765``.
         cores: compute processes (and so chunks in flight).
+        join_token: the pool's join token, used once to enrol.
+        verify: how to check the coordinator's certificate: an SSL context pinning its
+            CA (see :func:`hydracompute.tls.verification`), ``True`` for the system's
+            trusted CAs.
         name: shown in the pool's worker list; the host name by default.
         transport: an httpx transport, e.g. ``httpx.ASGITransport(app)`` in tests.
         wait_s: longest long-poll to ask for while idle.
@@ -60,11 +65,15 @@ class WorkerAgent:
         self,
         url: str,
         cores: int,
+        join_token: str,
+        verify: ssl.SSLContext | bool = True,
         name: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         wait_s: float = 20.0,
     ) -> None:
         self.url = url.rstrip("/")
+        self.join_token = join_token
+        self.verify = verify
         self.cores = cores
         self.name = name or platform.node() or "worker"
         self.kinds = default_registry().names()
@@ -91,7 +100,7 @@ class WorkerAgent:
         timeout = httpx.Timeout(30.0, read=self.wait_s + 30.0)
         try:
             async with httpx.AsyncClient(
-                base_url=self.url, timeout=timeout, transport=self._transport
+                base_url=self.url, timeout=timeout, transport=self._transport, verify=self.verify
             ) as http:
                 self._http = http
                 await self._enrol()
@@ -128,6 +137,11 @@ class WorkerAgent:
                 problem: Any = response.json() if response.content else {}
                 reason = str(error_from_problem(response.status_code, problem))
             except (httpx.TransportError, ValueError) as exc:
+                if tls.is_certificate_error(exc):  # not transient: never retried
+                    raise tls.CertificateMismatch(
+                        f"the coordinator at {self.url} presented a certificate its pinned "
+                        f"authority did not sign: {exc}"
+                    ) from exc
                 reason = f"{type(exc).__name__}: {exc}"
             if self._stop.is_set() and attempt >= 2:
                 raise CoordinatorUnavailable(f"giving up while stopping: {reason}")
@@ -144,6 +158,7 @@ class WorkerAgent:
         answer = await self._request(
             "/api/v1/workers",
             {
+                "join_token": self.join_token,
                 "name": self.name[:200],
                 "cores": self.cores,
                 "kinds": self.kinds,

@@ -1,0 +1,172 @@
+"""Commands for the pool's admin: API keys, join tokens, revoking workers; and ``login``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+from rich.table import Table
+
+from hydracompute.cli.base import (
+    api_key_option,
+    ca_fingerprint_option,
+    console,
+    handle_errors,
+    json_option,
+    main,
+    notes,
+    print_json,
+    save_profile,
+    with_client,
+)
+from hydracompute.client import Client
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``"90"`` or ``"90s"``, ``"30m"``, ``"12h"``, ``"7d"`` in seconds; ``None`` stays ``None``.
+
+    Raises:
+        click.BadParameter: anything else.
+    """
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 12h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _show(credentials: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json(credentials)
+        return
+    table = Table("id", "name", "role", "uses", "expires", "revoked")
+    for c in credentials:
+        uses = f"{c['uses']}/{c['max_uses']}" if c.get("max_uses") else str(c["uses"])
+        expires = "never" if c["expires_s"] is None else f"{c['expires_s']:.0f}"
+        table.add_row(
+            c["id"], c["name"], c["role"] or "", uses, expires, "yes" if c["revoked"] else ""
+        )
+    console.print(table)
+
+
+def _issued(answer: dict[str, Any], what: str, as_json: bool) -> None:
+    if as_json:
+        print_json(answer)
+        return
+    notes.print(f"{what} {answer['id']} (shown once, keep it safe):")
+    click.echo(answer["secret"])
+
+
+@main.group()
+def key() -> None:
+    """Create, list and revoke API keys (admin)."""
+
+
+@key.command("create")
+@click.option("--role", required=True, type=click.Choice(["admin", "submitter", "viewer"]))
+@click.option("--name", default="", help="A note saying who or what the key is for.")
+@click.option("--expires-in", default=None, help="e.g. 12h or 30d (default: never).")
+@json_option
+@handle_errors
+@with_client
+def key_create(role: str, name: str, expires_in: str | None, client: Client, as_json: bool) -> None:
+    """Issue an API key with a role."""
+    body = {"role": role, "name": name, "expires_in_s": parse_duration(expires_in)}
+    _issued(client.request("POST", "/api/v1/keys", json=body).json(), "API key", as_json)
+
+
+@key.command("list")
+@json_option
+@handle_errors
+@with_client
+def key_list(client: Client, as_json: bool) -> None:
+    """List API keys (never their secrets)."""
+    _show(client.request("GET", "/api/v1/keys").json()["credentials"], as_json)
+
+
+@key.command("revoke")
+@click.argument("key_id")
+@handle_errors
+@with_client
+def key_revoke(key_id: str, client: Client) -> None:
+    """Revoke an API key: refused from its next request on."""
+    client.request("POST", f"/api/v1/keys/{key_id}/revoke")
+    notes.print(f"revoked {key_id}")
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke join tokens for workers (admin)."""
+
+
+@token.command("create")
+@click.option("--name", default="", help="A note saying who the token is for.")
+@click.option("--expires-in", default=None, help="e.g. 12h or 30d (default: never).")
+@click.option(
+    "--uses",
+    "max_uses",
+    default=None,
+    type=click.IntRange(1, 10**6),
+    help="How many workers may enrol with it (default: any number).",
+)
+@json_option
+@handle_errors
+@with_client
+def token_create(
+    name: str, expires_in: str | None, max_uses: int | None, client: Client, as_json: bool
+) -> None:
+    """Issue a join token."""
+    body = {"name": name, "expires_in_s": parse_duration(expires_in), "max_uses": max_uses}
+    _issued(client.request("POST", "/api/v1/join-tokens", json=body).json(), "Join token", as_json)
+
+
+@token.command("list")
+@json_option
+@handle_errors
+@with_client
+def token_list(client: Client, as_json: bool) -> None:
+    """List join tokens (never their secrets)."""
+    _show(client.request("GET", "/api/v1/join-tokens").json()["credentials"], as_json)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@handle_errors
+@with_client
+def token_revoke(token_id: str, client: Client) -> None:
+    """Revoke a join token: no worker can enrol with it any more."""
+    client.request("POST", f"/api/v1/join-tokens/{token_id}/revoke")
+    notes.print(f"revoked {token_id}")
+
+
+@main.command("revoke-worker")
+@click.argument("worker_id")
+@handle_errors
+@with_client
+def revoke_worker(worker_id: str, client: Client) -> None:
+    """Shut a worker out of the pool; its chunks go to other workers."""
+    client.request("POST", f"/api/v1/workers/{worker_id}/revoke")
+    notes.print(f"revoked {worker_id}")
+
+
+@main.command()
+@click.argument("url")
+@api_key_option
+@ca_fingerprint_option
+@handle_errors
+def login(url: str, api_key: str | None, ca_fingerprint: str | None) -> None:
+    """Check an API key against the coordinator at URL and save it as the default profile,
+    so that other commands need no --url, --api-key or --ca-fingerprint."""
+    if not api_key:
+        api_key = click.prompt("API key", hide_input=True)
+    with Client(url, api_key=api_key, ca_fingerprint=ca_fingerprint) as client:
+        me = client.request("GET", "/api/v1/session").json()
+    profile = {"url": url.rstrip("/"), "api_key": str(api_key)}
+    if ca_fingerprint:
+        profile["ca_fingerprint"] = ca_fingerprint
+    path = save_profile(profile)
+    notes.print(f"signed in to {url} as {me['key_id']} ({me['role']}); saved in {path}")

@@ -1,0 +1,149 @@
+"""Routes for the pool's administration (API keys, join tokens, workers) and sign-in."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from hydracompute.coordinator.auth import (
+    SESSION_COOKIE,
+    Admin,
+    CoordinatorDep,
+    SecurityDep,
+    Viewer,
+    csrf_token,
+    session_cookie,
+)
+from hydracompute.coordinator.schemas import (
+    CredentialIssued,
+    CredentialList,
+    CredentialView,
+    KeyCreate,
+    SessionStart,
+    SessionView,
+    TokenCreate,
+)
+from hydracompute.coordinator.service import Coordinator
+from hydracompute.core.models import Credential, CredentialKind, Role
+
+router = APIRouter(prefix="/api/v1", tags=["administration"])
+
+
+def credential_view(credential: Credential) -> CredentialView:
+    return CredentialView(
+        id=credential.cred_id,
+        name=credential.name,
+        role=credential.role.value if credential.role else None,
+        created_s=credential.created_s,
+        expires_s=credential.expires_s,
+        max_uses=credential.max_uses,
+        uses=credential.uses,
+        revoked=credential.revoked,
+    )
+
+
+async def _issue(
+    c: Coordinator,
+    kind: CredentialKind,
+    name: str,
+    expires_in_s: float | None,
+    role: Role | None = None,
+    max_uses: int | None = None,
+) -> CredentialIssued:
+    now = c.clock()
+    expires_s = None if expires_in_s is None else now + expires_in_s
+    credential, text = await c.call(
+        c.store.credentials.issue, kind, name, now, role, expires_s, max_uses
+    )
+    return CredentialIssued(**credential_view(credential).model_dump(), secret=text)
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=CredentialIssued)
+async def create_key(body: KeyCreate, c: CoordinatorDep, _: Admin) -> CredentialIssued:
+    """Issue an API key with a role; the key itself is in the answer, and only there."""
+    return await _issue(c, CredentialKind.API_KEY, body.name, body.expires_in_s, Role(body.role))
+
+
+@router.get("/keys", response_model=CredentialList)
+async def list_keys(c: CoordinatorDep, _: Admin) -> CredentialList:
+    keys = await c.call(c.store.credentials.list, CredentialKind.API_KEY)
+    return CredentialList(credentials=[credential_view(k) for k in keys])
+
+
+@router.post("/keys/{key_id}/revoke", response_model=CredentialView)
+async def revoke_key(key_id: str, c: CoordinatorDep, _: Admin) -> CredentialView:
+    """Revoke an API key: refused from its next request on, sessions included."""
+    return credential_view(await c.call(c.store.credentials.revoke, CredentialKind.API_KEY, key_id))
+
+
+@router.post("/join-tokens", status_code=status.HTTP_201_CREATED, response_model=CredentialIssued)
+async def create_join_token(body: TokenCreate, c: CoordinatorDep, _: Admin) -> CredentialIssued:
+    """Issue a join token, optionally expiring or limited in uses, for workers to enrol."""
+    return await _issue(
+        c, CredentialKind.JOIN_TOKEN, body.name, body.expires_in_s, max_uses=body.max_uses
+    )
+
+
+@router.get("/join-tokens", response_model=CredentialList)
+async def list_join_tokens(c: CoordinatorDep, _: Admin) -> CredentialList:
+    tokens = await c.call(c.store.credentials.list, CredentialKind.JOIN_TOKEN)
+    return CredentialList(credentials=[credential_view(t) for t in tokens])
+
+
+@router.post("/join-tokens/{token_id}/revoke", response_model=CredentialView)
+async def revoke_join_token(token_id: str, c: CoordinatorDep, _: Admin) -> CredentialView:
+    """Revoke a join token: no worker can enrol with it any more."""
+    return credential_view(
+        await c.call(c.store.credentials.revoke, CredentialKind.JOIN_TOKEN, token_id)
+    )
+
+
+@router.post("/workers/{worker_id}/revoke", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_worker(worker_id: str, c: CoordinatorDep, _: Admin) -> None:
+    """Shut a worker out from its next request on; its chunks go to other workers."""
+    await c.call(c.store.revoke_worker, worker_id, c.clock())
+
+
+@router.post("/session", response_model=SessionView, tags=["session"])
+async def sign_in(
+    body: SessionStart,
+    c: CoordinatorDep,
+    settings: SecurityDep,
+    request: Request,
+    response: Response,
+) -> SessionView:
+    """Sign in with an API key: sets an HttpOnly, SameSite=Strict session cookie and returns
+    the CSRF token that changes made through the cookie must carry."""
+    now = c.clock()
+    settings.api_limiter.take(f"sign-in:{request.client.host if request.client else ''}")
+    key = await c.call(c.store.credentials.check, CredentialKind.API_KEY, body.api_key, now)
+    expires_s = now + settings.session_s
+    if key.expires_s is not None:
+        expires_s = min(expires_s, key.expires_s)
+    cookie = session_cookie(settings, key.cred_id, expires_s)
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=int(expires_s - now),
+        httponly=True,
+        samesite="strict",
+        secure=settings.secure_cookies,
+        path="/",
+    )
+    assert key.role is not None
+    return SessionView(
+        key_id=key.cred_id,
+        role=key.role.value,
+        csrf_token=csrf_token(settings, cookie),
+        expires_s=expires_s,
+    )
+
+
+@router.get("/session", response_model=SessionView, tags=["session"])
+async def whoami(principal: Viewer) -> SessionView:
+    """Who the request is authenticated as."""
+    return SessionView(key_id=principal.key_id, role=principal.role.value)
+
+
+@router.delete("/session", status_code=status.HTTP_204_NO_CONTENT, tags=["session"])
+async def sign_out(response: Response) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/")

@@ -1,0 +1,162 @@
+"""Starting a coordinator process: data directory, first credentials, TLS, listening socket.
+
+On its first start a coordinator creates, in its data directory:
+
+- ``admin.key``: an admin API key (mode 0600), printed once;
+- ``join.token``: a join token for workers (mode 0600), in the join command it prints at
+  every start (a new one is made if that one was revoked or expired);
+- ``tls/``: its own certificate authority and server certificate (unless it was given a
+  certificate, or told to run without TLS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydracompute.coordinator.auth import SecuritySettings
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.models import CredentialKind, Role
+from hydracompute.errors import Unauthorized
+from hydracompute.store import Store
+
+ADMIN_KEY_FILE = "admin.key"
+JOIN_TOKEN_FILE = "join.token"
+
+
+@dataclass
+class ServerOptions:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    store_url: str | None = None
+    config: SchedulerConfig = field(default_factory=SchedulerConfig)
+    tls: bool = True
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    anonymous_read: bool = False
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+    os.replace(temporary, path)
+
+
+def ensure_credentials(store: Store, data_dir: Path, now: float) -> tuple[str | None, str]:
+    """Make sure an admin key and a usable join token exist.
+
+    Returns:
+        The admin key's text if it was just created (else ``None``: it is in ``admin.key``
+        or was replaced by the admin), and the join token's text.
+    """
+    created_admin = None
+    if not store.credentials.has_admin(now):
+        _, created_admin = store.credentials.issue(
+            CredentialKind.API_KEY, "first admin", now, Role.ADMIN
+        )
+        _write_secret(data_dir / ADMIN_KEY_FILE, created_admin)
+    token_file = data_dir / JOIN_TOKEN_FILE
+    token = token_file.read_text().strip() if token_file.exists() else ""
+    try:
+        store.credentials.check(CredentialKind.JOIN_TOKEN, token, now)
+    except Unauthorized:
+        _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "default", now)
+        _write_secret(token_file, token)
+    return created_admin, token
+
+
+def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[], float]) -> None:
+    """Run a coordinator until SIGINT or SIGTERM.
+
+    Prints ``URL <base url>`` on stdout once it accepts connections (for scripts), and the
+    rest through ``say``.
+
+    Raises:
+        ValueError: an unsupported store URL.
+        OSError: the address cannot be listened on.
+        HydraError: the store cannot be opened.
+    """
+    import uvicorn
+
+    from hydracompute import tls
+    from hydracompute.coordinator.app import create_app
+    from hydracompute.kinds import default_registry
+    from hydracompute.store import open_store
+
+    data_dir = options.data_dir
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store_url = options.store_url or f"sqlite:///{data_dir / 'coordinator.db'}"
+    store = open_store(store_url, default_registry(), options.config)
+    try:
+        sock = _listen(options.host, options.port)
+    except OSError:
+        store.close()
+        raise
+    admin_key, join_token = ensure_credentials(store, data_dir, clock())
+    ssl_options: dict[str, Any] = {}
+    ca_pem = None
+    fingerprint = ""
+    if options.tls and options.certfile and options.keyfile:
+        ssl_options = {"ssl_certfile": str(options.certfile), "ssl_keyfile": str(options.keyfile)}
+    elif options.tls:
+        paths = tls.ensure_certificates(data_dir / "tls", tls.default_names(options.host))
+        ssl_options = tls.server_ssl_kwargs(paths)
+        ca_pem = paths.ca_cert.read_bytes()
+        fingerprint = paths.ca_fingerprint
+    scheme = "https" if options.tls else "http"
+    bound = sock.getsockname()[1]
+    wildcard = options.host in ("0.0.0.0", "::", "")
+    shown = f"[{options.host}]" if ":" in options.host else options.host
+    base = f"{scheme}://{'127.0.0.1' if wildcard else shown}:{bound}"
+    public = f"{scheme}://{socket.gethostname()}:{bound}" if wildcard else base
+    say(f"Hydra Compute coordinator listening on {options.host}:{bound} (store: {store_url})")
+    if not options.tls:
+        say(
+            "WARNING: plain HTTP (--insecure): credentials and results cross the network in "
+            "clear; use this on loopback or a network you trust only."
+        )
+    if admin_key:
+        say(f"Admin API key (shown once; saved in {data_dir / ADMIN_KEY_FILE}): {admin_key}")
+    pin = f" --ca-fingerprint {fingerprint}" if fingerprint else ""
+    say(f"Join workers with:  hydracompute worker {public} --token {join_token}{pin}")
+    print(f"URL {base}", flush=True)
+    security = SecuritySettings(anonymous_read=options.anonymous_read, secure_cookies=options.tls)
+    app = create_app(store, clock, security=security, ca_pem=ca_pem)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Held long-polls would otherwise delay the shutdown by a heartbeat.
+            app.state.coordinator.release_waiters_soon()
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, **ssl_options)
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
+    sys.stdout.flush()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        # Listening before the URL is printed: whoever reads it can connect at once
+        # (requests wait in the backlog until the server accepts them).
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock

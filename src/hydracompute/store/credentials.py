@@ -1,0 +1,147 @@
+"""API keys and join tokens: issued once in clear, stored only as hashes.
+
+A credential's text is ``<prefix>_<id>_<secret>`` (``hck_`` for API keys, ``hcj_`` for join
+tokens), so the coordinator finds the record by id and compares hashes in constant time.
+Secrets are 256 random bits, so a plain SHA-256 is enough: there is nothing to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from hydracompute.core.models import Credential, CredentialKind, Role
+from hydracompute.errors import InvalidRequest, NotFound, Unauthorized
+from hydracompute.store.backend import Backend
+
+PREFIXES = {CredentialKind.API_KEY: "hck", CredentialKind.JOIN_TOKEN: "hcj"}
+ID_PREFIXES = {CredentialKind.API_KEY: "k-", CredentialKind.JOIN_TOKEN: "t-"}
+MAX_NAME_CHARS = 200
+MAX_CREDENTIALS = 10_000
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secrets_match(stored_hash: str, secret: str) -> bool:
+    return hmac.compare_digest(stored_hash, hash_secret(secret))
+
+
+class Credentials:
+    """Issue, list, revoke and check the credentials kept by ``backend``.
+
+    Every method runs in the caller's transaction if there is one, else in its own.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def issue(
+        self,
+        kind: CredentialKind,
+        name: str,
+        now: float,
+        role: Role | None = None,
+        expires_s: float | None = None,
+        max_uses: int | None = None,
+    ) -> tuple[Credential, str]:
+        """A new credential and its text, which is shown once and never stored.
+
+        Raises:
+            InvalidRequest: a role on a join token, no role on an API key, a name too
+                long, an expiry in the past, or too many credentials already.
+        """
+        if (kind is CredentialKind.API_KEY) != (role is not None):
+            raise InvalidRequest("API keys have a role; join tokens have none")
+        if len(name) > MAX_NAME_CHARS:
+            raise InvalidRequest(f"names are at most {MAX_NAME_CHARS} characters")
+        if expires_s is not None and expires_s <= now:
+            raise InvalidRequest("the expiry must be in the future")
+        if max_uses is not None and max_uses < 1:
+            raise InvalidRequest("max_uses must be at least 1")
+        secret = secrets.token_urlsafe(32)
+        credential = Credential(
+            cred_id=ID_PREFIXES[kind] + secrets.token_hex(6),
+            kind=kind,
+            name=name,
+            secret_hash=hash_secret(secret),
+            created_s=now,
+            role=role,
+            expires_s=expires_s,
+            max_uses=max_uses,
+        )
+        with self.backend.transaction():
+            if len(self.backend.list_credentials(kind)) >= MAX_CREDENTIALS:
+                raise InvalidRequest(f"at most {MAX_CREDENTIALS} credentials of a kind")
+            self.backend.put_credential(credential)
+        return credential, f"{PREFIXES[kind]}_{credential.cred_id}_{secret}"
+
+    def list(self, kind: CredentialKind) -> list[Credential]:
+        with self.backend.transaction():
+            return self.backend.list_credentials(kind)
+
+    def revoke(self, kind: CredentialKind, cred_id: str) -> Credential:
+        """Revoke a credential; it is refused from its next use on.
+
+        Raises:
+            NotFound: no credential of that kind and id.
+        """
+        with self.backend.transaction():
+            credential = self.backend.get_credential(cred_id)
+            if credential is None or credential.kind is not kind:
+                raise NotFound(f"no {kind.value.replace('_', ' ')} {cred_id!r}")
+            credential.revoked = True
+            self.backend.put_credential(credential)
+        return credential
+
+    def check(self, kind: CredentialKind, text: str, now: float) -> Credential:
+        """The usable credential whose text this is.
+
+        Raises:
+            Unauthorized: malformed, unknown, wrong, expired, used up or revoked — all
+                indistinguishable to the caller.
+        """
+        prefix, _, rest = text.partition("_")
+        cred_id, _, secret = rest.partition("_")
+        with self.backend.transaction():
+            credential = self.backend.get_credential(cred_id) if cred_id else None
+        if (
+            prefix != PREFIXES[kind]
+            or credential is None
+            or credential.kind is not kind
+            or not secrets_match(credential.secret_hash, secret)
+            or not credential.usable(now)
+        ):
+            what = "API key" if kind is CredentialKind.API_KEY else "join token"
+            raise Unauthorized(f"unknown, wrong, expired or revoked {what}")
+        return credential
+
+    def get_usable(self, cred_id: str, now: float) -> Credential:
+        """The API key ``cred_id`` if it is still usable (for signed sessions).
+
+        Raises:
+            Unauthorized: unknown, expired or revoked.
+        """
+        with self.backend.transaction():
+            credential = self.backend.get_credential(cred_id)
+        if (
+            credential is None
+            or credential.kind is not CredentialKind.API_KEY
+            or not credential.usable(now)
+        ):
+            raise Unauthorized("the session's API key is expired or revoked; sign in again")
+        return credential
+
+    def use(self, kind: CredentialKind, text: str, now: float) -> Credential:
+        """:meth:`check` and count one use (join tokens may be limited in uses)."""
+        with self.backend.transaction():
+            credential = self.check(kind, text, now)
+            credential.uses += 1
+            self.backend.put_credential(credential)
+        return credential
+
+    def has_admin(self, now: float) -> bool:
+        keys = self.list(CredentialKind.API_KEY)
+        return any(k.role is Role.ADMIN and k.usable(now) for k in keys)
