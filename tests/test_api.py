@@ -988,3 +988,24 @@ def test_the_snapshot_sees_even_a_workers_heartbeat(pool: Pool) -> None:
     before = pool.snapshot()
     pool.exchange(worker)
     assert pool.snapshot() != before
+
+
+@pytest.mark.parametrize("depth", [9, 50, 100_000])
+def test_deeply_nested_bodies_are_refused(pool: Pool, depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    body = '{"kind": "sum", "params": {"n": 10, "x": ' + nested + "}}"
+    headers = {"content-type": "application/json"}
+    problem = pool.refused(422, "POST", "/api/v1/jobs", content=body.encode(), headers=headers)
+    assert problem["title"] == "Invalid request"
+
+
+def test_nested_chunk_outputs_are_refused(pool: Pool) -> None:
+    pool.submit()
+    worker = pool.enrol()
+    (lease,) = pool.exchange(worker, want=1)["leases"]
+    output: JSON = {"total": 1}
+    for _ in range(10):
+        output = {"total": output}
+    body = {"results": [{"lease_id": lease["lease_id"], "output": output}]}
+    problem = pool.refused(422, "POST", worker.exchange_url, json=body, headers=worker.auth)
+    assert "nested deeper" in problem["detail"]

@@ -11,14 +11,18 @@ import io
 import math
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hydracompute.cli import EXIT_REFUSED
 from hydracompute.client import Client
 from hydracompute.kinds.mandelbrot_kernel import render_tile
 from hydracompute.kinds.pi_kernel import count_hits
+from hydracompute.tls import CertificateMismatch
 from tests.e2e_support import compute_processes, pool, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -149,3 +153,26 @@ def test_ctrl_c_returns_unfinished_leases(tmp_path: Path) -> None:
             assert not first_holds_lease()
             assert not any(w["online"] for w in client.workers())
             client.job(job.job_id).cancel()
+
+
+def test_worker_with_a_wrong_fingerprint_refuses_to_connect(tmp_path: Path) -> None:
+    with pool(tmp_path / "pool") as p:
+        assert p.url.startswith("https://")  # TLS is the default
+        wrong = "sha256:" + "ab" * 32
+        env = dict(os.environ, HYDRACOMPUTE_JOIN_TOKEN=p.coordinator.join_token)
+        refused = subprocess.run(
+            [sys.executable, "-m", "hydracompute", "worker", p.url, "--ca-fingerprint", wrong],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == EXIT_REFUSED
+        assert "fingerprint" in refused.stderr and wrong in refused.stderr
+        with p.client() as client:
+            assert client.workers() == []  # it never enrolled
+
+
+def test_client_with_a_wrong_fingerprint_refuses_to_connect(tmp_path: Path) -> None:
+    with pool(tmp_path / "pool") as p, pytest.raises(CertificateMismatch):
+        Client(p.url, api_key=p.coordinator.admin_key, ca_fingerprint="sha256:" + "00" * 32)

@@ -4,10 +4,37 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 LeaseId = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
 KindName = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")
+#: Nesting allowed inside job parameters and chunk outputs: kinds take flat-ish JSON, and a
+#: bound keeps every later walk over the value (validation, hashing, storing) cheap.
+MAX_JSON_DEPTH = 8
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counting at most ``limit + 1`` levels."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+    return depth
+
+
+def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+ShallowObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 LeaseIdItem = Annotated[str, LeaseId]
 KindNameItem = Annotated[str, KindName]
 
@@ -20,7 +47,7 @@ class Strict(BaseModel):
 
 class JobSubmit(Strict):
     kind: str = KindName
-    params: dict[str, Any] = Field(default_factory=dict, max_length=64)
+    params: ShallowObject = Field(default_factory=dict, max_length=64)
     name: str = Field("", max_length=200)
     target_chunk_s: float | None = Field(
         default=None,
@@ -72,7 +99,7 @@ class Enrolled(BaseModel):
 class ResultIn(Strict):
     lease_id: str = LeaseId
     compute_s: float = Field(0.0, ge=0, le=10**6)
-    output: dict[str, Any] | None = Field(default=None, max_length=64)
+    output: ShallowObject | None = Field(default=None, max_length=64)
     error: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
