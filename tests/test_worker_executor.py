@@ -1,0 +1,52 @@
+"""The worker's last line of defence: it re-checks every lease before computing it."""
+
+from __future__ import annotations
+
+import pytest
+
+from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES, count_hits
+from hydracompute.worker.executor import run_chunk
+
+PI = {"samples": 10 * BLOCK_SAMPLES, "seed": 7}
+
+
+def test_a_valid_lease_is_computed_and_timed() -> None:
+    run = run_chunk("pi", PI, 2, 5)
+    assert run.error is None and run.output is not None
+    assert run.output["hits"] == count_hits(7, 2 * BLOCK_SAMPLES, 5 * BLOCK_SAMPLES)
+    assert run.compute_s > 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "start", "stop", "message"),
+    [
+        ("nope", PI, 0, 1, "no job kind"),
+        ("pi", {"samples": 10**16, "seed": 1}, 0, 1, "samples"),  # over the kind's limit
+        ("pi", {"samples": 100}, 0, 1, "canonical"),  # no seed: not what a coordinator sends
+        ("pi", {**PI, "extra": 1}, 0, 1, "extra"),
+        ("pi", PI, 5, 11, "outside the job"),
+        ("pi", PI, 3, 3, "outside the job"),
+        (
+            "mandelbrot",
+            {
+                "width": 32768,
+                "height": 8192,
+                "x_min": -2.0,
+                "x_max": 0.5,
+                "y_min": -1.25,
+                "y_max": 1.25,
+                "max_iter": 10,
+                "colour_map": "grey",
+            },
+            0,
+            2048,
+            "exceeds",
+        ),  # a chunk too large to hold in memory is never started
+    ],
+)
+def test_a_hostile_or_broken_lease_is_refused_not_computed(
+    kind: str, params: dict[str, object], start: int, stop: int, message: str
+) -> None:
+    run = run_chunk(kind, params, start, stop)
+    assert run.output is None
+    assert run.error is not None and message in run.error
