@@ -5,6 +5,7 @@ On its first start a coordinator creates, in its data directory:
 - ``admin.key``: an admin API key (mode 0600), printed once;
 - ``join.token``: a join token for workers (mode 0600), in the join command it prints at
   every start (a new one is made if that one was revoked or expired);
+- ``session.key``: the secret that signs browsers' session cookies (mode 0600);
 - ``tls/``: its own certificate authority and server certificate (unless it was given a
   certificate, or told to run without TLS).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import sys
 from collections.abc import Callable
@@ -28,6 +30,8 @@ from hydracompute.store import Store
 
 ADMIN_KEY_FILE = "admin.key"
 JOIN_TOKEN_FILE = "join.token"
+#: Signs session cookies; kept so that signed-in browsers survive a restart.
+SESSION_KEY_FILE = "session.key"
 
 
 @dataclass
@@ -41,6 +45,14 @@ class ServerOptions:
     certfile: Path | None = None
     keyfile: Path | None = None
     anonymous_read: bool = False
+
+
+def session_secret(data_dir: Path) -> bytes:
+    """The data directory's session-signing secret, created on first use."""
+    path = data_dir / SESSION_KEY_FILE
+    if not path.exists():
+        _write_secret(path, secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -130,7 +142,11 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     pin = f" --ca-fingerprint {fingerprint}" if fingerprint else ""
     say(f"Join workers with:  hydracompute worker {public} --token {join_token}{pin}")
     print(f"URL {base}", flush=True)
-    security = SecuritySettings(anonymous_read=options.anonymous_read, secure_cookies=options.tls)
+    security = SecuritySettings(
+        anonymous_read=options.anonymous_read,
+        secure_cookies=options.tls,
+        session_secret=session_secret(data_dir),
+    )
     app = create_app(store, clock, security=security, ca_pem=ca_pem)
 
     class Server(uvicorn.Server):

@@ -1,0 +1,55 @@
+"""A coordinator's first start: admin key, join token and session secret in its data dir."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from hydracompute.coordinator.server import (
+    ADMIN_KEY_FILE,
+    JOIN_TOKEN_FILE,
+    ensure_credentials,
+    session_secret,
+)
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.models import CredentialKind, Role
+from hydracompute.store import SQLiteBackend, Store
+from tests.sum_kind import sum_registry
+
+
+def open_store(path: Path) -> Store:
+    return Store(SQLiteBackend(path / "coordinator.db"), sum_registry(), SchedulerConfig())
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_first_start_creates_usable_private_credentials(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    admin, token = ensure_credentials(store, tmp_path, now=0.0)
+    assert admin is not None
+    assert (tmp_path / ADMIN_KEY_FILE).read_text().strip() == admin
+    assert (tmp_path / JOIN_TOKEN_FILE).read_text().strip() == token
+    assert mode(tmp_path / ADMIN_KEY_FILE) == mode(tmp_path / JOIN_TOKEN_FILE) == 0o600
+    assert store.credentials.check(CredentialKind.API_KEY, admin, 1.0).role is Role.ADMIN
+    assert store.credentials.check(CredentialKind.JOIN_TOKEN, token, 1.0)
+
+
+def test_later_starts_keep_them_and_replace_a_revoked_token(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    _, token = ensure_credentials(store, tmp_path, now=0.0)
+    store.close()
+    store = open_store(tmp_path)
+    assert ensure_credentials(store, tmp_path, now=1.0) == (None, token)
+    token_id = token.split("_")[1]
+    store.credentials.revoke(CredentialKind.JOIN_TOKEN, token_id)
+    admin, fresh = ensure_credentials(store, tmp_path, now=2.0)
+    assert admin is None and fresh != token
+    assert (tmp_path / JOIN_TOKEN_FILE).read_text().strip() == fresh
+
+
+def test_session_secret_survives_restarts(tmp_path: Path) -> None:
+    first = session_secret(tmp_path)
+    assert len(first) == 32
+    assert session_secret(tmp_path) == first
