@@ -20,6 +20,7 @@ import pytest
 
 from hydracompute.cli import EXIT_REFUSED
 from hydracompute.client import Client
+from hydracompute.demo import stop
 from hydracompute.kinds.mandelbrot_kernel import render_tile
 from hydracompute.kinds.pi_kernel import count_hits
 from hydracompute.tls import CertificateMismatch
@@ -176,3 +177,24 @@ def test_worker_with_a_wrong_fingerprint_refuses_to_connect(tmp_path: Path) -> N
 def test_client_with_a_wrong_fingerprint_refuses_to_connect(tmp_path: Path) -> None:
     with pool(tmp_path / "pool") as p, pytest.raises(CertificateMismatch):
         Client(p.url, api_key=p.coordinator.admin_key, ca_fingerprint="sha256:" + "00" * 32)
+
+
+def test_a_restarted_worker_rejoins_as_itself(tmp_path: Path) -> None:
+    with pool(tmp_path / "pool") as p, p.client() as client:
+        first = p.add_worker(cores=1)
+        wait_until(lambda: p.online_workers() == 1, what="the worker to join")
+        (before,) = client.workers()
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=60) == 0
+        p.workers.remove(first)
+        p.add_worker(cores=1)  # same pool, same name: the saved identity is used
+        wait_until(lambda: p.online_workers() == 1, what="the worker to rejoin")
+        (after,) = client.workers()
+        assert after["worker_id"] == before["worker_id"]
+        # A revoked worker is refused; restarted with a valid join token, it enrols anew.
+        client.request("POST", f"/api/v1/workers/{before['worker_id']}/revoke")
+        stop(p.workers.pop())
+        p.add_worker(cores=1)
+        wait_until(lambda: p.online_workers() == 1, what="a fresh enrolment")
+        ids = {w["worker_id"]: w["revoked"] for w in client.workers()}
+        assert len(ids) == 2 and ids[before["worker_id"]] is True

@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
-import os
 import re
 import secrets
 import socket
 import ssl
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hydracompute.errors import CoordinatorUnavailable, HydraError
+from hydracompute.private_files import write_atomic
 
 #: Where a coordinator serves its CA certificate (PEM).
 CA_PATH = "/api/v1/tls/ca.pem"
@@ -102,12 +101,12 @@ def ensure_certificates(
         ca_key, ca_cert = _load_ca(ca_cert_path, ca_key_path)
     else:
         ca_key, ca_cert = _new_ca(now)
-        _write_atomic(ca_key_path, _key_pem(ca_key), 0o600)
-        _write_atomic(ca_cert_path, _cert_pem(ca_cert), 0o644)
+        write_atomic(ca_key_path, _key_pem(ca_key), 0o600)
+        write_atomic(ca_cert_path, _cert_pem(ca_cert), 0o644)
     if _needs_server_certificate(server_cert_path, server_key_path, ca_cert, wanted, now):
         server_key, server_cert = _new_server_certificate(ca_key, ca_cert, wanted, now)
-        _write_atomic(server_key_path, _key_pem(server_key), 0o600)
-        _write_atomic(server_cert_path, _cert_pem(server_cert) + _cert_pem(ca_cert), 0o644)
+        write_atomic(server_key_path, _key_pem(server_key), 0o600)
+        write_atomic(server_cert_path, _cert_pem(server_cert) + _cert_pem(ca_cert), 0o644)
     ca_fingerprint = fingerprint(_cert_pem(ca_cert))
     return CertificatePaths(
         ca_cert_path, ca_key_path, server_cert_path, server_key_path, ca_fingerprint
@@ -375,20 +374,3 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.PEM)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    # mkstemp creates the file 0600, so a private key is never readable by others, not even
-    # for a moment; os.replace means a reader sees the old file or the new one, never half.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

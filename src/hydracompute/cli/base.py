@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.console import Console
 from hydracompute import __version__
 from hydracompute.client import DEFAULT_URL, Client, JobFailed
 from hydracompute.errors import CoordinatorUnavailable, HydraError
+from hydracompute.private_files import write_private
 
 EXIT_JOB_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 3, 4
 console = Console()  # data: tables and answers
@@ -80,12 +80,7 @@ def load_profile() -> dict[str, str]:
 
 def save_profile(profile: dict[str, str]) -> Path:
     path = profile_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(profile, out, indent=2)
-    os.replace(temporary, path)
+    write_private(path, json.dumps(profile, indent=2))
     return path
 
 

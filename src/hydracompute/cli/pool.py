@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import signal
@@ -22,6 +23,11 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("hydracompute"))
+
+
+def default_identity_file(url: str, name: str | None) -> Path:
+    key = hashlib.sha256(f"{url.rstrip('/')}\n{name or ''}".encode()).hexdigest()[:16]
+    return default_data_dir() / "workers" / f"{key}.json"
 
 
 @main.command()
@@ -127,8 +133,25 @@ def coordinator(
     help="Compute processes to run (default: every core).",
 )
 @click.option("--name", default=None, help="Name shown in the pool (default: host name).")
-def worker(url: str, token: str, ca_fingerprint: str | None, cores: int, name: str | None) -> None:
-    """Join the pool at URL and compute chunks until Ctrl-C."""
+@click.option(
+    "--identity",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the worker keeps its id and secret between runs "
+    "(default: one file per pool URL and name in the user data directory).",
+)
+def worker(
+    url: str,
+    token: str,
+    ca_fingerprint: str | None,
+    cores: int,
+    name: str | None,
+    identity: Path | None,
+) -> None:
+    """Join the pool at URL and compute chunks until Ctrl-C.
+
+    The first run enrols with the join token; later runs rejoin as the same worker.
+    """
     from hydracompute.worker.agent import WorkerAgent
 
     if url.startswith("http://"):
@@ -140,7 +163,14 @@ def worker(url: str, token: str, ca_fingerprint: str | None, cores: int, name: s
     except HydraError as exc:
         notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
         sys.exit(EXIT_REFUSED)
-    agent = WorkerAgent(url, cores, token, verify=verify, name=name)
+    agent = WorkerAgent(
+        url,
+        cores,
+        token,
+        verify=verify,
+        name=name,
+        identity_file=identity or default_identity_file(url, name),
+    )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()

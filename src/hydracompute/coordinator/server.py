@@ -13,7 +13,6 @@ On its first start a coordinator creates, in its data directory:
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import socket
 import sys
@@ -26,6 +25,7 @@ from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.errors import Unauthorized
+from hydracompute.private_files import write_private
 from hydracompute.store import Store
 
 ADMIN_KEY_FILE = "admin.key"
@@ -51,17 +51,8 @@ def session_secret(data_dir: Path) -> bytes:
     """The data directory's session-signing secret, created on first use."""
     path = data_dir / SESSION_KEY_FILE
     if not path.exists():
-        _write_secret(path, secrets.token_hex(32))
+        write_private(path, secrets.token_hex(32) + "\n")
     return bytes.fromhex(path.read_text().strip())
-
-
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text + "\n")
-    os.replace(temporary, path)
 
 
 def ensure_credentials(store: Store, data_dir: Path, now: float) -> tuple[str | None, str]:
@@ -76,14 +67,14 @@ def ensure_credentials(store: Store, data_dir: Path, now: float) -> tuple[str | 
         _, created_admin = store.credentials.issue(
             CredentialKind.API_KEY, "first admin", now, Role.ADMIN
         )
-        _write_secret(data_dir / ADMIN_KEY_FILE, created_admin)
+        write_private(data_dir / ADMIN_KEY_FILE, created_admin + "\n")
     token_file = data_dir / JOIN_TOKEN_FILE
     token = token_file.read_text().strip() if token_file.exists() else ""
     try:
         store.credentials.check(CredentialKind.JOIN_TOKEN, token, now)
     except Unauthorized:
         _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "default", now)
-        _write_secret(token_file, token)
+        write_private(token_file, token + "\n")
     return created_admin, token
 
 

@@ -10,24 +10,45 @@ results, and retries with exponential backoff and jitter.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import platform
 import random
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from hydracompute import __version__, tls
-from hydracompute.errors import CoordinatorUnavailable, HydraError, error_from_problem
+from hydracompute.errors import (
+    CoordinatorUnavailable,
+    HydraError,
+    Unauthorized,
+    error_from_problem,
+)
 from hydracompute.kinds import default_registry
+from hydracompute.private_files import write_private
 from hydracompute.worker.executor import ChunkExecutor, ChunkRun
 
 log = logging.getLogger("hydracompute.worker")
 
 MAX_BACKOFF_S = 30.0
+
+
+def load_identity(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def save_identity(path: Path, identity: dict[str, Any]) -> None:
+    """Keep the worker's credentials, readable by its owner only."""
+    write_private(path, json.dumps(identity))
 
 
 @dataclass
@@ -57,6 +78,8 @@ class WorkerAgent:
             CA (see :func:`hydracompute.tls.verification`), ``True`` for the system's
             trusted CAs.
         name: shown in the pool's worker list; the host name by default.
+        identity_file: where to keep the worker's id and secret between runs (mode 0600),
+            so that a restart rejoins as the same worker instead of enrolling again.
         transport: an httpx transport, e.g. ``httpx.ASGITransport(app)`` in tests.
         wait_s: longest long-poll to ask for while idle.
     """
@@ -68,9 +91,11 @@ class WorkerAgent:
         join_token: str,
         verify: ssl.SSLContext | bool = True,
         name: str | None = None,
+        identity_file: Path | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         wait_s: float = 20.0,
     ) -> None:
+        self.identity_file = identity_file
         self.url = url.rstrip("/")
         self.join_token = join_token
         self.verify = verify
@@ -155,6 +180,9 @@ class WorkerAgent:
         return response.json() if response.content else None
 
     async def _enrol(self) -> None:
+        """Take up the identity saved by an earlier run, or enrol with the join token."""
+        if await self._resume():
+            return
         answer = await self._request(
             "/api/v1/workers",
             {
@@ -168,12 +196,42 @@ class WorkerAgent:
         self._worker_id = answer["worker_id"]
         self._secret = answer["secret"]
         self._heartbeat_s = float(answer["heartbeat_s"])
+        if self.identity_file is not None:
+            save_identity(self.identity_file, self._identity())
         log.info(
             "enrolled as %s with %d core(s) for %s",
             self._worker_id,
             self.cores,
             ", ".join(self.kinds),
         )
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "worker_id": self._worker_id,
+            "secret": self._secret,
+            "cores": self.cores,
+            "kinds": self.kinds,
+        }
+
+    async def _resume(self) -> bool:
+        """Reuse the saved identity if it is for this pool and set-up and still accepted."""
+        saved = load_identity(self.identity_file) if self.identity_file else None
+        if not saved or {k: saved.get(k) for k in ("url", "cores", "kinds")} != {
+            "url": self.url,
+            "cores": self.cores,
+            "kinds": self.kinds,
+        }:
+            return False
+        self._worker_id, self._secret = str(saved["worker_id"]), str(saved["secret"])
+        try:
+            answer = await self._request(f"/api/v1/workers/{self._worker_id}/exchange", {"want": 0})
+        except Unauthorized:  # revoked, or the pool forgot it: enrol again
+            self._worker_id = self._secret = ""
+            return False
+        self._heartbeat_s = float(answer["next_exchange_s"])
+        log.info("rejoined as %s", self._worker_id)
+        return True
 
     async def _cycle(self, executor: ChunkExecutor) -> None:
         """One exchange, then wait for a chunk to finish or the heartbeat to come due."""
