@@ -296,3 +296,11 @@ def test_lease_states_are_recorded(store: Store) -> None:
         lease = store.backend.get_lease(grant.lease_id)
     assert lease is not None and lease.state is LeaseState.ACTIVE
     assert lease.deadline_s == pytest.approx(TTL)
+
+
+def test_workers_report_their_state(store: Store) -> None:
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    assert store.list_workers()[0].state == "running"
+    store.exchange(worker.worker_id, [], [], 0, now=1.0, state="paused", state_reason="on battery")
+    (seen,) = store.list_workers()
+    assert (seen.state, seen.state_reason) == ("paused", "on battery")

@@ -73,7 +73,9 @@ async def exchange(
     """
     await authenticate(c, settings, worker_id, authorization)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
-    outcome = await c.exchange(worker_id, reports, body.running, body.want, body.wait_s)
+    outcome = await c.exchange(
+        worker_id, reports, body.running, body.want, body.wait_s, body.state, body.state_reason
+    )
     now = c.clock()
     return ExchangeOut(
         accepted=outcome.accepted,
@@ -119,6 +121,8 @@ async def list_workers(c: CoordinatorDep, principal: Viewer) -> WorkerList:
                 kinds=w.kinds,
                 online=w.online(now, c.config.lease_ttl_s),
                 revoked=w.revoked,
+                state=w.state,
+                state_reason=w.state_reason,
                 last_seen_s=w.last_seen_s,
                 chunks_done=w.chunks_done,
                 leases=leases.get(w.worker_id, 0),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -113,6 +113,10 @@ class ExchangeIn(Strict):
     results: list[ResultIn] = Field(default_factory=list, max_length=256)
     running: list[LeaseIdItem] = Field(default_factory=list, max_length=4096)
     want: int = Field(0, ge=0, le=256)
+    state: Literal["running", "paused"] = Field(
+        "running", description="'paused' while the owner's rules keep the worker from computing."
+    )
+    state_reason: str = Field("", max_length=200, description="Why, e.g. 'on battery'.")
     wait_s: float = Field(0.0, ge=0, le=600, description="Hold the request this long for work.")
 
 
@@ -149,6 +153,8 @@ class WorkerView(BaseModel):
     kinds: list[str]
     online: bool
     revoked: bool
+    state: str
+    state_reason: str
     last_seen_s: float
     chunks_done: int
     leases: int

@@ -101,6 +101,8 @@ class Coordinator:
         running: Sequence[str],
         want: int,
         wait_s: float,
+        state: str = "running",
+        state_reason: str = "",
     ) -> ExchangeOutcome:
         """One exchange; with nothing to lease, hold it up to ``wait_s`` for new work.
 
@@ -108,7 +110,14 @@ class Coordinator:
         """
         event = self._work_event
         outcome = await self.call(
-            self.store.exchange, worker_id, results, running, want, self.clock()
+            self.store.exchange,
+            worker_id,
+            results,
+            running,
+            want,
+            self.clock(),
+            state,
+            state_reason,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait_s, self.config.max_wait_s, self.config.heartbeat_s)
@@ -123,6 +132,8 @@ class Coordinator:
             if self._closing:
                 break
             event = self._work_event
-            later = await self.call(self.store.exchange, worker_id, [], [], want, self.clock())
+            later = await self.call(
+                self.store.exchange, worker_id, [], [], want, self.clock(), state, state_reason
+            )
             outcome.leases.extend(later.leases)
         return outcome

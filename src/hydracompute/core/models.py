@@ -149,6 +149,10 @@ class Worker:
     revoked: bool = False
     #: The join token it enrolled with.
     token_id: str = ""
+    #: What the worker says it is doing: "running", or "paused" by its owner's rules.
+    state: str = "running"
+    #: Why, in the worker's words (e.g. "on battery").
+    state_reason: str = ""
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
         """Seen within one lease lifetime and neither signed off nor revoked."""

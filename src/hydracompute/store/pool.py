@@ -215,11 +215,14 @@ class Store:
         running: Sequence[str],
         want: int,
         now: float,
+        state: str = "running",
+        state_reason: str = "",
     ) -> ExchangeOutcome:
         """One round trip of a worker: record results, renew leases, grant new ones.
 
         Results are checked first; if any is refused nothing at all is recorded, and the
-        error names the offending ``lease_id``.
+        error names the offending ``lease_id``. ``state`` and ``state_reason`` are what the
+        worker says it is doing (e.g. "paused", "on battery"), shown to the pool.
 
         Raises:
             NotFound: no such worker, or a result for an unknown lease.
@@ -232,6 +235,7 @@ class Store:
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
             worker.last_seen_s, worker.left = now, False
+            worker.state, worker.state_reason = state, state_reason
             step = Exchange(self.backend, self.kinds, self.config, worker, now)
             for report in results:
                 step.report(report)

@@ -77,6 +77,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE workers ADD COLUMN token_id TEXT NOT NULL DEFAULT ''
     """,
+    """
+    ALTER TABLE workers ADD COLUMN state TEXT NOT NULL DEFAULT 'running';
+    ALTER TABLE workers ADD COLUMN state_reason TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 
