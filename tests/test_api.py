@@ -444,9 +444,13 @@ def test_health_reports_kinds_jobs_and_online_workers(pool: Pool) -> None:
 def test_kinds_lists_installed_kinds(pool: Pool) -> None:
     response = pool.client.get("/api/v1/kinds")
     assert response.status_code == 200
-    assert response.json() == {
-        "kinds": [{"name": "pi", "unit_name": "block"}, {"name": "sum", "unit_name": "unit"}]
-    }
+    kinds = {k["name"]: k for k in response.json()["kinds"]}
+    assert list(kinds) == ["pi", "sum"]
+    assert (kinds["pi"]["unit_name"], kinds["pi"]["work_name"]) == ("block", "samples")
+    samples = kinds["pi"]["fields"][0]
+    assert (samples["name"], samples["type"], samples["required"]) == ("samples", "integer", True)
+    assert (samples["minimum"], samples["maximum"]) == (1, 10**15)
+    assert kinds["sum"]["fields"] == []  # a kind without fields: the form takes JSON
 
 
 def test_docs_schema_and_index_are_served(pool: Pool) -> None:
@@ -471,6 +475,8 @@ def test_docs_schema_and_index_are_served(pool: Pool) -> None:
     assert index.status_code == 200
     assert index.headers["content-type"].startswith("text/html")
     assert "Hydra Compute" in index.text and 'href="/docs"' in index.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert pool.client.get(asset).status_code == 200
 
 
 # --- refused requests: problem documents that change nothing --------------------------------

@@ -7,12 +7,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 
 from hydracompute import __version__
-from hydracompute.coordinator import problems, routes_admin, routes_jobs, routes_workers
+from hydracompute.coordinator import (
+    problems,
+    routes_admin,
+    routes_dashboard,
+    routes_jobs,
+    routes_workers,
+)
 from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings
 from hydracompute.coordinator.limits import BodySizeLimit
+from hydracompute.coordinator.openapi import install_openapi
 from hydracompute.coordinator.schemas import Health
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import JobState
@@ -21,19 +29,6 @@ from hydracompute.store import Store
 
 #: Large enough for a batch of Mandelbrot tiles (at most 16 MiB raw each, compressed).
 MAX_BODY_BYTES = 64 * 1024 * 1024
-
-INDEX_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Hydra Compute</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 2em auto">
-<h1>Hydra Compute coordinator</h1>
-<ul>
-<li><a href="/docs">API reference (OpenAPI)</a></li>
-<li><a href="/api/v1/jobs">Jobs (JSON)</a></li>
-<li><a href="/api/v1/workers">Workers (JSON)</a></li>
-<li><a href="/api/v1/health">Health</a></li>
-</ul></body></html>
-"""
 
 
 def create_app(
@@ -73,6 +68,8 @@ def create_app(
     app.include_router(routes_jobs.router)
     app.include_router(routes_workers.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_dashboard.router)
+    app.mount("/static", StaticFiles(directory=routes_dashboard.ASSETS), name="static")
 
     @app.get(
         "/api/v1/tls/ca.pem",
@@ -100,14 +97,6 @@ def create_app(
             workers_online=sum(w.online(now, c.config.lease_ttl_s) for w in workers),
         )
 
-    @app.get("/api/v1/kinds", tags=["pool"])
-    async def kinds(c: CoordinatorDep) -> dict[str, list[dict[str, str]]]:
-        """Job kinds this coordinator accepts."""
-        return {"kinds": [{"name": k.name, "unit_name": k.unit_name} for k in c.store.kinds]}
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> str:
-        return INDEX_HTML
-
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    install_openapi(app)
     return app

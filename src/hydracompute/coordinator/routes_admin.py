@@ -9,7 +9,7 @@ from hydracompute.coordinator.auth import (
     Admin,
     CoordinatorDep,
     SecurityDep,
-    Viewer,
+    authenticate,
     csrf_token,
     session_cookie,
 )
@@ -24,6 +24,7 @@ from hydracompute.coordinator.schemas import (
 )
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import Credential, CredentialKind, Role
+from hydracompute.errors import Unauthorized
 
 router = APIRouter(prefix="/api/v1", tags=["administration"])
 
@@ -139,8 +140,15 @@ async def sign_in(
 
 
 @router.get("/session", response_model=SessionView, tags=["session"])
-async def whoami(principal: Viewer) -> SessionView:
-    """Who the request is authenticated as."""
+async def whoami(
+    request: Request, c: CoordinatorDep, settings: SecurityDep
+) -> SessionView:
+    """Who the request is authenticated as; ``signed_in`` is false (not a 401) without a
+    usable credential, so a page can ask before showing its sign-in form."""
+    try:
+        principal = await authenticate(request, c, settings)
+    except Unauthorized:
+        return SessionView(key_id="", role="", signed_in=False)
     return SessionView(key_id=principal.key_id, role=principal.role.value)
 
 

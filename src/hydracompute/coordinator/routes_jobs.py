@@ -30,24 +30,36 @@ async def visible_job(c: Coordinator, principal: Principal, job_id: str) -> Job:
 def job_view(c: Coordinator, job: Job) -> JobView:
     kind = c.store.kinds.get(job.kind)
     end = job.finished_s if job.finished_s is not None else c.clock()
+    elapsed_s = max(0.0, end - job.created_s)
     artefacts = list(job.answer.get("artefacts", [])) if job.answer else []
+    progress = job.units_done / job.total_units
+    work_total = kind.total_work(job.params)
+    throughput = progress * work_total / elapsed_s if elapsed_s > 0 else 0.0
+    eta_s = None
+    if not job.state.finished and throughput > 0:
+        eta_s = (1 - progress) * work_total / throughput
     return JobView(
         job_id=job.job_id,
         kind=job.kind,
         name=job.name,
         state=job.state.value,
         params=job.params,
-        progress=job.units_done / job.total_units,
+        progress=progress,
         units_done=job.units_done,
         total_units=job.total_units,
         unit_name=kind.unit_name,
         created_s=job.created_s,
         finished_s=job.finished_s,
-        elapsed_s=max(0.0, end - job.created_s),
+        elapsed_s=elapsed_s,
         error=job.error,
         answer=job.answer,
         live=job.live,
         artefacts=[f"/api/v1/jobs/{job.job_id}/artefacts/{name}" for name in artefacts],
+        work_name=kind.work_name(),
+        work_total=work_total,
+        work_done=progress * work_total,
+        throughput=throughput,
+        eta_s=eta_s,
     )
 
 
@@ -66,6 +78,7 @@ async def submit_job(
         principal.key_id,
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
+    c.events.publish({job.job_id})
     return job_view(c, job)
 
 
@@ -95,6 +108,7 @@ async def cancel_job(job_id: str, c: CoordinatorDep, principal: Submitter) -> Jo
     if principal.role is not Role.ADMIN and job.owner != principal.key_id:
         raise NotFound(f"no job {job_id!r}")
     job = await c.call(c.store.cancel_job, job_id, c.clock())
+    c.events.publish({job.job_id})
     return job_view(c, job)
 
 

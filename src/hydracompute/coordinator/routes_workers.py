@@ -19,6 +19,7 @@ from hydracompute.coordinator.schemas import (
     WorkerView,
 )
 from hydracompute.coordinator.service import Coordinator
+from hydracompute.core.models import Worker
 from hydracompute.errors import Unauthorized
 from hydracompute.store import ResultReport
 
@@ -109,25 +110,26 @@ async def leave(
 
 @router.get("/workers", response_model=WorkerList)
 async def list_workers(c: CoordinatorDep, principal: Viewer) -> WorkerList:
-    workers = await c.call(c.store.list_workers)
+    return WorkerList(workers=await worker_views(c, await c.call(c.store.list_workers)))
+
+
+async def worker_views(c: Coordinator, workers: list[Worker]) -> list[WorkerView]:
     leases = await c.call(c.store.leases_in_hand)
     now = c.clock()
-    return WorkerList(
-        workers=[
-            WorkerView(
-                worker_id=w.worker_id,
-                name=w.name,
-                cores=w.cores,
-                kinds=w.kinds,
-                online=w.online(now, c.config.lease_ttl_s),
-                revoked=w.revoked,
-                state=w.state,
-                state_reason=w.state_reason,
-                last_seen_s=w.last_seen_s,
-                chunks_done=w.chunks_done,
-                leases=leases.get(w.worker_id, 0),
-                speeds=w.speeds,
-            )
-            for w in workers
-        ]
-    )
+    return [
+        WorkerView(
+            worker_id=w.worker_id,
+            name=w.name,
+            cores=w.cores,
+            kinds=w.kinds,
+            online=w.online(now, c.config.lease_ttl_s),
+            revoked=w.revoked,
+            state=w.state,
+            state_reason=w.state_reason,
+            last_seen_s=w.last_seen_s,
+            chunks_done=w.chunks_done,
+            leases=leases.get(w.worker_id, 0),
+            speeds=w.speeds,
+        )
+        for w in workers
+    ]

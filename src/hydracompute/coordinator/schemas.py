@@ -74,6 +74,11 @@ class JobView(BaseModel):
     answer: dict[str, Any] | None
     live: dict[str, Any] = Field(description="The kind's summary of the results so far.")
     artefacts: list[str]
+    work_name: str = Field(description="What the kind counts as work, e.g. 'samples'.")
+    work_total: float
+    work_done: float
+    throughput: float = Field(description="Average work per second since submission.")
+    eta_s: float | None = Field(description="Seconds left at that rate, if running.")
 
 
 class JobList(BaseModel):
@@ -209,6 +214,7 @@ class SessionStart(Strict):
 
 
 class SessionView(BaseModel):
+    signed_in: bool = True
     key_id: str
     role: str
     csrf_token: str | None = Field(
@@ -216,3 +222,38 @@ class SessionView(BaseModel):
         description="Send as X-CSRF-Token with changes made through the session cookie.",
     )
     expires_s: float | None = None
+
+
+class KindField(BaseModel):
+    name: str
+    type: str
+    label: str
+    required: bool
+    default: Any
+    minimum: float | None
+    maximum: float | None
+    choices: list[str]
+    help: str
+
+
+class KindView(BaseModel):
+    name: str
+    unit_name: str
+    work_name: str
+    fields: list[KindField] = Field(description="Parameters for a form; empty: raw JSON.")
+
+
+class KindList(BaseModel):
+    kinds: list[KindView]
+
+
+class PoolView(BaseModel):
+    workers_total: int
+    workers_online: int
+    workers_paused: int
+    cores_online: int
+    jobs_running: int
+    throughput: dict[str, float] = Field(description="Work per second per kind, lately.")
+    work_names: dict[str, str]
+    history: list[dict[str, Any]] = Field(description="[{t, throughput: {kind: work/s}}]")
+    workers: list[WorkerView] = Field(description="Online workers first; at most `limit`.")

@@ -15,11 +15,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.store import ExchangeOutcome, ResultReport, Store
 from hydracompute.store.pool import EXPIRE_BATCH
 
 T = TypeVar("T")
+#: How often the pool's throughput is sampled for the dashboard.
+SAMPLE_PERIOD_S = 2.0
 log = logging.getLogger("hydracompute.coordinator")
 
 
@@ -38,8 +41,10 @@ class Coordinator:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydra-store")
         self._work_event = asyncio.Event()
         self._seen_version = store.work_version
-        self._expiry_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self.events = EventHub()
+        self.sampler = PoolSampler()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store method on the store thread and wake waiters if work appeared."""
@@ -56,7 +61,10 @@ class Coordinator:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._expiry_task = asyncio.create_task(self._expire_forever())
+        self._tasks = [
+            asyncio.create_task(self._expire_forever()),
+            asyncio.create_task(self._sample_forever()),
+        ]
 
     def release_waiters_soon(self) -> None:
         """:meth:`release_waiters` from any thread or a signal handler."""
@@ -70,13 +78,21 @@ class Coordinator:
         self._work_event.set()
 
     async def stop(self) -> None:
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
+                await task
         self.release_waiters()
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=True)
+
+    async def _sample_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_PERIOD_S)
+            try:
+                await self.call(self.sampler.sample, self.store, self.clock())
+            except Exception:  # a failed sample only leaves a gap in a chart
+                log.exception("sampling the pool's throughput failed")
 
     async def _expire_forever(self) -> None:
         period = min(1.0, self.config.heartbeat_s / 2)
@@ -92,6 +108,7 @@ class Coordinator:
             except Exception:  # keep expiring even if one pass fails
                 log.exception("expiring leases failed")
             if expired:
+                self.events.publish(set())
                 log.info("expired %d lease(s); their chunks are available again", expired)
 
     async def exchange(
@@ -119,6 +136,7 @@ class Coordinator:
             state,
             state_reason,
         )
+        self.events.publish(outcome.changed_jobs, outcome.finished)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait_s, self.config.max_wait_s, self.config.heartbeat_s)
         while want > 0 and not outcome.leases and not outcome.abandon and not self._closing:
@@ -136,4 +154,5 @@ class Coordinator:
                 self.store.exchange, worker_id, [], [], want, self.clock(), state, state_reason
             )
             outcome.leases.extend(later.leases)
+            self.events.publish(later.changed_jobs)
         return outcome

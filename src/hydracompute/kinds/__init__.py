@@ -12,9 +12,18 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 
 from hydracompute.errors import UnknownKind
-from hydracompute.kinds.base import Answer, Artefact, ChunkOutput, JobKind
+from hydracompute.kinds.base import Answer, Artefact, ChunkOutput, JobKind, ParamField, Preview
 
-__all__ = ["Answer", "Artefact", "ChunkOutput", "JobKind", "KindRegistry", "default_registry"]
+__all__ = [
+    "Answer",
+    "Artefact",
+    "ChunkOutput",
+    "JobKind",
+    "KindRegistry",
+    "ParamField",
+    "Preview",
+    "default_registry",
+]
 
 ENTRY_POINT_GROUP = "hydracompute.kinds"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")

@@ -55,6 +55,31 @@ class Answer:
     artefacts: Mapping[str, Artefact] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ParamField:
+    """One parameter as a form shows it; validation stays in :meth:`JobKind.validate`."""
+
+    name: str
+    type: str  # "integer", "number", "string" or "choice"
+    label: str = ""
+    required: bool = False
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Preview:
+    """An image of one chunk's output and where it goes in the job's picture."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
 class JobKind(abc.ABC):
     """Base class of every job kind.
 
@@ -109,12 +134,30 @@ class JobKind(abc.ABC):
         """
         return live
 
+    def param_fields(self) -> list[ParamField]:
+        """The parameters a submission form should offer (none: the form takes raw JSON)."""
+        return []
+
+    def preview_area(self, params: JSON, start: int, stop: int) -> Preview | None:
+        """Where a chunk's preview image goes in the job's picture; ``None`` if the kind
+        draws no picture. Must be cheap: it is asked for every finished chunk."""
+        return None
+
+    def preview(self, params: JSON, start: int, stop: int, output: JSON) -> bytes:
+        """A PNG of one chunk's output covering :meth:`preview_area` (transparent where the
+        chunk has no pixels), pixel for pixel as in the final picture."""
+        raise NotImplementedError(f"kind {self.name!r} draws no picture")
+
     def warm_up(self) -> None:  # noqa: B027 - optional hook
         """Compile or load the kernels; called once in each compute process at start."""
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         """Elementary operations in a chunk (samples, pixels...), for throughput figures."""
         return float(stop - start)
+
+    def total_work(self, params: JSON) -> float:
+        """Elementary operations in the whole job (cheap: asked for every progress display)."""
+        return self.units_of_work(params, 0, self.total_units(params))
 
     def work_name(self) -> str:
         """Name of the elementary operation counted by :meth:`units_of_work`."""

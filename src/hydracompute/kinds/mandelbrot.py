@@ -21,7 +21,15 @@ import numpy as np
 import numpy.typing as npt
 
 from hydracompute.errors import InvalidResult
-from hydracompute.kinds.base import JSON, Answer, Artefact, ChunkOutput, JobKind
+from hydracompute.kinds.base import (
+    JSON,
+    Answer,
+    Artefact,
+    ChunkOutput,
+    JobKind,
+    ParamField,
+    Preview,
+)
 from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise, encode_png
 from hydracompute.kinds.mandelbrot_kernel import render_tile
 from hydracompute.kinds.params import ParamReader
@@ -122,11 +130,58 @@ class MandelbrotKind(JobKind):
     def fold_live(self, params: JSON, live: JSON, output: JSON) -> JSON:
         return {"iterations": int(live.get("iterations", 0)) + int(output["iterations"])}
 
+    def param_fields(self) -> list[ParamField]:
+        def side(name: str, label: str) -> ParamField:
+            return ParamField(name, "integer", label, True, 1024, 1, MAX_SIDE)
+
+        def coordinate(name: str) -> ParamField:
+            label = name.replace("_", " ")
+            return ParamField(
+                name, "number", label, False, DEFAULT_REGION[name], -MAX_COORD, MAX_COORD
+            )
+
+        return [
+            side("width", "Width"),
+            side("height", "Height"),
+            *(coordinate(name) for name in DEFAULT_REGION),
+            ParamField(
+                "max_iter", "integer", "Max iterations", default=1000, minimum=1, maximum=MAX_ITER
+            ),
+            ParamField(
+                "colour_map", "choice", "Colours", default="classic", choices=tuple(COLOUR_MAPS)
+            ),
+        ]
+
+    def preview_area(self, params: JSON, start: int, stop: int) -> Preview:
+        """The band of tile rows the chunk's tiles lie in, across the whole width."""
+        cols, _ = _tile_grid(params)
+        first_row, last_row = start // cols, (stop - 1) // cols
+        y = first_row * TILE
+        height = min((last_row + 1) * TILE, int(params["height"])) - y
+        return Preview(0, y, int(params["width"]), height)
+
+    def preview(self, params: JSON, start: int, stop: int, output: JSON) -> bytes:
+        area = self.preview_area(params, start, stop)
+        counts = np.zeros((area.height, area.width), dtype=np.uint32)
+        alpha = np.zeros((area.height, area.width), dtype=np.uint8)
+        flat = decode_counts(params, start, stop, output)
+        offset = 0
+        for col0, row0, w, h in _tiles(params, start, stop):
+            y = row0 - area.y
+            counts[y : y + h, col0 : col0 + w] = flat[offset : offset + w * h].reshape(h, w)
+            alpha[y : y + h, col0 : col0 + w] = 255
+            offset += w * h
+        rgb = colourise(counts, params["max_iter"], params["colour_map"])
+        return encode_png(np.dstack([rgb, alpha]))
+
     def warm_up(self) -> None:
         render_tile(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, 0, 0, 8, 8)
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         return float(sum(w * h for _, _, w, h in _tiles(params, start, stop)))
+
+    def total_work(self, params: JSON) -> float:
+        return float(int(params["width"]) * int(params["height"]))
 
     def work_name(self) -> str:
         return "pixels"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hydracompute.errors import InvalidResult
-from hydracompute.kinds.base import JSON, Answer, ChunkOutput, JobKind
+from hydracompute.kinds.base import JSON, Answer, ChunkOutput, JobKind, ParamField
 from hydracompute.kinds.params import ParamReader
 from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES, count_hits
 
@@ -79,12 +79,37 @@ class PiKind(JobKind):
         hits = int(live.get("hits", 0)) + int(output["hits"])
         return estimate(hits, int(live.get("samples", 0)) + int(output["samples"]))
 
+    def param_fields(self) -> list[ParamField]:
+        return [
+            ParamField(
+                "samples",
+                "integer",
+                "Samples",
+                required=True,
+                default=10**9,
+                minimum=1,
+                maximum=MAX_SAMPLES,
+                help="Random points to draw.",
+            ),
+            ParamField(
+                "seed",
+                "integer",
+                "Seed",
+                minimum=0,
+                maximum=MAX_SEED,
+                help="Same seed, same answer; chosen at random when empty.",
+            ),
+        ]
+
     def warm_up(self) -> None:
         count_hits(0, 0, 64)
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         first, last = self._sample_range(params, start, stop)
         return float(last - first)
+
+    def total_work(self, params: JSON) -> float:
+        return float(params["samples"])
 
     def work_name(self) -> str:
         return "samples"

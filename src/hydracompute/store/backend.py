@@ -119,6 +119,13 @@ class Backend(abc.ABC):
     def put_output(self, output: StoredOutput) -> None: ...
 
     @abc.abstractmethod
+    def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None: ...
+
+    @abc.abstractmethod
+    def output_indices(self, job_id: str) -> list[int]:
+        """Indices of the chunks of a job that have a stored output, ascending."""
+
+    @abc.abstractmethod
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
         """Every stored output of a job, in chunk order."""
 

@@ -54,6 +54,14 @@ class LeaseGrant:
     deadline_s: float
 
 
+@dataclass(frozen=True)
+class FinishedChunk:
+    job_id: str
+    chunk_index: int
+    start: int
+    stop: int
+
+
 @dataclass
 class ExchangeOutcome:
     accepted: list[str] = field(default_factory=list)
@@ -61,6 +69,10 @@ class ExchangeOutcome:
     abandon: list[str] = field(default_factory=list)
     #: Some work became available to others (a chunk went back to pending).
     released_work: bool = False
+    #: Chunks whose output this exchange stored (for live displays).
+    finished: list[FinishedChunk] = field(default_factory=list)
+    #: Jobs whose progress or state this exchange changed.
+    changed_jobs: set[str] = field(default_factory=set)
 
 
 def output_digest(output: JSON) -> str:
@@ -99,6 +111,7 @@ class Exchange:
 
     def save_job(self, job: Job) -> None:
         self._jobs[job.job_id] = job
+        self.outcome.changed_jobs.add(job.job_id)
         self.db.put_job(job)
 
     # results
@@ -143,6 +156,9 @@ class Exchange:
         )
         chunk.state = ChunkState.DONE
         self.db.put_chunk(chunk)
+        self.outcome.finished.append(
+            FinishedChunk(job.job_id, chunk.index, chunk.start, chunk.stop)
+        )
         for other in self.db.active_leases_of_chunk(job.job_id, chunk.index):
             other.state = LeaseState.ABANDONED
             self.db.put_lease(other)

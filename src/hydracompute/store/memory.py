@@ -154,6 +154,12 @@ class MemoryBackend(Backend):
     def put_output(self, output: StoredOutput) -> None:
         self._put(self._outputs, (output.job_id, output.chunk_index), output)
 
+    def output_indices(self, job_id: str) -> list[int]:
+        return sorted(index for job, index in self._outputs if job == job_id)
+
+    def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
+        return self._outputs.get((job_id, chunk_index))
+
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
         keys = sorted(k for k in self._outputs if k[0] == job_id)
         for key in keys:

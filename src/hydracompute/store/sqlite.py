@@ -305,6 +305,21 @@ class SQLiteBackend(Backend):
             ),
         )
 
+    def output_indices(self, job_id: str) -> list[int]:
+        rows = self._db.execute(
+            "SELECT chunk_index FROM outputs WHERE job_id = ? ORDER BY chunk_index", (job_id,)
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
+        row = self._db.execute(
+            "SELECT start, stop, output FROM outputs WHERE job_id = ? AND chunk_index = ?",
+            (job_id, chunk_index),
+        ).fetchone()
+        if row is None:
+            return None
+        return StoredOutput(job_id, chunk_index, row[0], row[1], json.loads(row[2]))
+
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
         rows = self._db.execute(
             "SELECT chunk_index, start, stop, output FROM outputs WHERE job_id = ? "

@@ -1,0 +1,103 @@
+"""Live updates for dashboards: which jobs changed, which chunks finished, the pool's pulse.
+
+Exchanges publish here; every open event stream (one per browser tab) collects what changed
+since it last wrote, so a stream sends each change at most once per flush, however many
+exchanges produced it — a dashboard costs the same with 10 workers or 1,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hydracompute.core.models import JSON, JobState
+from hydracompute.store import Store
+from hydracompute.store.exchange import FinishedChunk
+
+#: Finished chunks a stream keeps for its job page between flushes; beyond that the page is
+#: told to reload the picture (a slow client never makes the coordinator buffer more).
+MAX_PENDING_CHUNKS = 4096
+#: Pool samples kept (at one per sampling period).
+HISTORY_POINTS = 300
+
+
+@dataclass(eq=False)  # compared and hashed by identity: one per stream
+class Subscription:
+    """What one event stream has not sent yet."""
+
+    job_id: str | None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    jobs: set[str] = field(default_factory=set)
+    chunks: list[FinishedChunk] = field(default_factory=list)
+    overflowed: bool = False
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._subscriptions: set[Subscription] = set()
+
+    def subscribe(self, job_id: str | None) -> Subscription:
+        subscription = Subscription(job_id)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def publish(self, jobs: set[str], chunks: Sequence[FinishedChunk] = ()) -> None:
+        if not jobs and not chunks:
+            return
+        for subscription in self._subscriptions:
+            subscription.jobs |= jobs
+            for chunk in chunks:
+                if chunk.job_id != subscription.job_id:
+                    continue
+                if len(subscription.chunks) < MAX_PENDING_CHUNKS:
+                    subscription.chunks.append(chunk)
+                else:
+                    subscription.overflowed = True
+            subscription.wake.set()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+
+@dataclass
+class PoolSampler:
+    """Throughput per kind, in the kind's own work (samples/s, pixels/s), over time.
+
+    Each sample compares every job's progress with the previous sample; jobs that finished
+    in between are counted up to their end.
+    """
+
+    history: collections.deque[JSON] = field(
+        default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS)
+    )
+    _seen: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _last_s: float | None = None
+
+    def sample(self, store: Store, now: float) -> JSON:
+        """Take one sample (on the store thread); returns it, also appended to history."""
+        jobs = {j.job_id: j for j in store.list_jobs(JobState.RUNNING, 10_000)}
+        for job_id in set(self._seen) - set(jobs):
+            jobs[job_id] = store.get_job(job_id)
+        work: dict[str, float] = {}
+        for job in jobs.values():
+            kind = store.kinds.get(job.kind)
+            _, before = self._seen.get(job.job_id, (job.kind, job.units_done))
+            per_unit = kind.total_work(job.params) / job.total_units
+            work[job.kind] = work.get(job.kind, 0.0) + (job.units_done - before) * per_unit
+        self._seen = {
+            j.job_id: (j.kind, j.units_done) for j in jobs.values() if not j.state.finished
+        }
+        elapsed = None if self._last_s is None else max(now - self._last_s, 1e-9)
+        self._last_s = now
+        point: JSON = {
+            "t": now,
+            "throughput": {k: (w / elapsed if elapsed else 0.0) for k, w in work.items()},
+        }
+        self.history.append(point)
+        return point

@@ -1,0 +1,57 @@
+"""Read-only views of a job's results for live displays: its history and chunk previews."""
+
+from __future__ import annotations
+
+from hydracompute.core.models import JSON
+from hydracompute.errors import NotFound
+from hydracompute.kinds import Preview
+from hydracompute.store.pool import Store
+
+#: Most points a history holds; long jobs are sampled evenly down to this.
+MAX_HISTORY_POINTS = 500
+
+
+def job_history(store: Store, job_id: str, max_points: int = MAX_HISTORY_POINTS) -> list[JSON]:
+    """The job's live summary after each stored chunk, in chunk order, sampled down to at
+    most ``max_points`` (the last one always kept): how a π estimate converged, say.
+
+    Raises:
+        NotFound: no such job.
+    """
+    job = store.get_job(job_id)
+    kind = store.kinds.get(job.kind)
+    with store.backend.transaction():
+        outputs = list(store.backend.iter_outputs(job_id))
+    step = max(1, -(-len(outputs) // max_points))
+    points: list[JSON] = []
+    live: JSON = {}
+    for position, stored in enumerate(outputs, start=1):
+        live = kind.fold_live(job.params, live, stored.output)
+        if position % step == 0 or position == len(outputs):
+            points.append(live)
+    return points
+
+
+def finished_chunks(store: Store, job_id: str) -> list[int]:
+    """Indices of the job's finished chunks (for a page that starts drawing mid-job)."""
+    store.get_job(job_id)
+    with store.backend.transaction():
+        return store.backend.output_indices(job_id)
+
+
+def chunk_preview(store: Store, job_id: str, chunk_index: int) -> tuple[Preview, bytes]:
+    """Where a finished chunk's image goes and the image (PNG).
+
+    Raises:
+        NotFound: no such job, the chunk is not finished, or the kind draws no picture.
+    """
+    job = store.get_job(job_id)
+    kind = store.kinds.get(job.kind)
+    with store.backend.transaction():
+        stored = store.backend.get_output(job_id, chunk_index)
+    if stored is None:
+        raise NotFound(f"job {job_id!r} has no finished chunk {chunk_index}")
+    area = kind.preview_area(job.params, stored.start, stored.stop)
+    if area is None:
+        raise NotFound(f"{job.kind} jobs draw no picture")
+    return area, kind.preview(job.params, stored.start, stored.stop, stored.output)
