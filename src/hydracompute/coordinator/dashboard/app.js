@@ -529,9 +529,11 @@ function mandelbrotPanel(job) {
         const image = await createImageBitmap(await api("GET", `/api/v1/jobs/${encodeURIComponent(job.job_id)}/artefacts/image.png`));
         context.drawImage(image, 0, 0);
         finishedChunks = [];
+        canvas.dataset.source = "final";
         canvas.dataset.complete = "true";
         return;
       }
+      canvas.dataset.source = "chunks";
       await reload();
     },
     onChunks(chunks) { want(chunks.filter((c) => c.job_id === job.job_id).map((c) => c.index)); },
