@@ -21,6 +21,8 @@ from hydracompute.store.exchange import FinishedChunk
 MAX_PENDING_CHUNKS = 4096
 #: Pool samples kept (at one per sampling period).
 HISTORY_POINTS = 300
+#: Throughput is averaged over this long: chunks finish in bursts of a few seconds.
+WINDOW_S = 10.0
 
 
 @dataclass(eq=False)  # compared and hashed by identity: one per stream
@@ -76,8 +78,11 @@ class PoolSampler:
     history: collections.deque[JSON] = field(
         default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS)
     )
-    _seen: dict[str, tuple[str, int]] = field(default_factory=dict)
-    _last_s: float | None = None
+    _seen: dict[str, int] = field(default_factory=dict)
+    #: (time, work done so far per kind), over the last window.
+    _totals: collections.deque[tuple[float, dict[str, float]]] = field(
+        default_factory=collections.deque
+    )
 
     def sample(self, store: Store, now: float) -> JSON:
         """Take one sample (on the store thread); returns it, also appended to history."""
@@ -86,18 +91,25 @@ class PoolSampler:
             jobs[job_id] = store.get_job(job_id)
         work: dict[str, float] = {}
         for job in jobs.values():
-            kind = store.kinds.get(job.kind)
-            _, before = self._seen.get(job.job_id, (job.kind, job.units_done))
-            per_unit = kind.total_work(job.params) / job.total_units
-            work[job.kind] = work.get(job.kind, 0.0) + (job.units_done - before) * per_unit
-        self._seen = {
-            j.job_id: (j.kind, j.units_done) for j in jobs.values() if not j.state.finished
-        }
-        elapsed = None if self._last_s is None else max(now - self._last_s, 1e-9)
-        self._last_s = now
+            job_kind = store.kinds.get(job.kind)
+            units_before = self._seen.get(job.job_id, job.units_done)
+            per_unit = job_kind.total_work(job.params) / job.total_units
+            work[job.kind] = work.get(job.kind, 0.0) + (job.units_done - units_before) * per_unit
+        self._seen = {j.job_id: j.units_done for j in jobs.values() if not j.state.finished}
+        totals = dict(self._totals[-1][1]) if self._totals else {}
+        for name, done in work.items():
+            totals[name] = totals.get(name, 0.0) + done
+        self._totals.append((now, totals))
+        while len(self._totals) > 2 and now - self._totals[1][0] >= WINDOW_S:
+            self._totals.popleft()
+        since, before = self._totals[0]
+        elapsed = now - since
         point: JSON = {
             "t": now,
-            "throughput": {k: (w / elapsed if elapsed else 0.0) for k, w in work.items()},
+            "throughput": {
+                kind: (total - before.get(kind, 0.0)) / elapsed if elapsed > 0 else 0.0
+                for kind, total in totals.items()
+            },
         }
         self.history.append(point)
         return point

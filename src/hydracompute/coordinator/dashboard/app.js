@@ -119,7 +119,6 @@ function chart(svg, { series, band, hline, xLabel, yFormat, xFormat, yDomain }) 
   const clip = `chart-${Math.random().toString(36).slice(2)}`;
   const parts = [`<svg xmlns="http://www.w3.org/2000/svg">`];
   const ticks = 4;
-  parts.push(`<defs><clipPath id="${clip}"><rect x="${pad.left}" y="${pad.top}" width="${width - pad.left - pad.right}" height="${height - pad.top - pad.bottom}"/></clipPath></defs><g clip-path="url(#${clip})">`);
   for (let i = 0; i <= ticks; i += 1) {
     const v = y0 + ((y1 - y0) * i) / ticks;
     parts.push(`<line x1="${pad.left}" x2="${width - pad.right}" y1="${y(v)}" y2="${y(v)}" stroke="#e7ebf0"/>`);
@@ -131,6 +130,8 @@ function chart(svg, { series, band, hline, xLabel, yFormat, xFormat, yDomain }) 
     parts.push(`<text x="${x(v)}" y="${height - 10}" text-anchor="middle">${escapeHtml(xFormat(v))}</text>`);
   }
   if (xLabel) parts.push(`<text x="${width - pad.right}" y="${height - 1}" text-anchor="end">${escapeHtml(xLabel)}</text>`);
+  // Data is drawn clipped to the plot area (a band may reach beyond the frame).
+  parts.push(`<defs><clipPath id="${clip}"><rect x="${pad.left}" y="${pad.top}" width="${width - pad.left - pad.right}" height="${height - pad.top - pad.bottom}"/></clipPath></defs><g clip-path="url(#${clip})">`);
   if (band && band.length) {
     const upper = band.map(([bx, , hi]) => `${x(bx)},${y(hi)}`);
     const lower = band.slice().reverse().map(([bx, lo]) => `${x(bx)},${y(lo)}`);
