@@ -50,6 +50,7 @@ async def kinds(c: CoordinatorDep) -> KindList:
                 name=k.name,
                 unit_name=k.unit_name,
                 work_name=k.work_name(),
+                work_per_unit=k.work_per_unit,
                 fields=[
                     KindField(
                         name=f.name,

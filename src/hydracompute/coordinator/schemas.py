@@ -240,6 +240,7 @@ class KindView(BaseModel):
     name: str
     unit_name: str
     work_name: str
+    work_per_unit: float = Field(description="Work in a typical unit (speeds × this).")
     fields: list[KindField] = Field(description="Parameters for a form; empty: raw JSON.")
 
 

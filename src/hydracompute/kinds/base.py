@@ -96,6 +96,8 @@ class JobKind(abc.ABC):
     probe_units: ClassVar[int] = 1
     #: Upper bound on one chunk, whatever the worker's speed (bounds memory and payloads).
     max_chunk_units: ClassVar[int] = 1 << 20
+    #: Work (see :meth:`units_of_work`) in a typical unit, to show speeds in work per second.
+    work_per_unit: ClassVar[float] = 1.0
 
     @abc.abstractmethod
     def validate(self, params: Mapping[str, Any]) -> JSON:

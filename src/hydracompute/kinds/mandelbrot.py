@@ -50,6 +50,7 @@ class MandelbrotKind(JobKind):
     unit_name = "tile"
     probe_units = 1
     max_chunk_units = 1024  # 4 Mpixel, 16 MiB of raw counts at most per chunk
+    work_per_unit = float(TILE * TILE)
 
     def validate(self, params: Mapping[str, Any]) -> JSON:
         reader = ParamReader(params)

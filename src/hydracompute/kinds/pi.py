@@ -31,6 +31,7 @@ class PiKind(JobKind):
     unit_name = "block"
     probe_units = 1
     max_chunk_units = 1 << 16
+    work_per_unit = float(BLOCK_SAMPLES)
 
     def validate(self, params: Mapping[str, Any]) -> JSON:
         reader = ParamReader(params)

@@ -211,7 +211,11 @@ function jobRow(job) {
 }
 
 function workerRow(worker) {
-  const speeds = Object.entries(worker.speeds).map(([k, v]) => `${escapeHtml(k)} ${si(v)}/s`).join(", ");
+  const speeds = Object.entries(worker.speeds).map(([name, unitsPerSecond]) => {
+    const kind = state.kinds.find((k) => k.name === name);
+    const work = kind ? unitsPerSecond * kind.work_per_unit : unitsPerSecond;
+    return `${escapeHtml(name)} ${si(work)} ${escapeHtml(kind ? kind.work_name : "units")}/s`;
+  }).join(", ");
   const status = worker.online ? (worker.state === "paused" ? `paused: ${worker.state_reason}` : "running")
     : (worker.revoked ? "revoked" : "offline");
   const css = worker.online ? `state-${worker.state}` : "muted";
