@@ -1015,3 +1015,15 @@ def test_nested_chunk_outputs_are_refused(pool: Pool) -> None:
     body = {"results": [{"lease_id": lease["lease_id"], "output": output}]}
     problem = pool.refused(422, "POST", worker.exchange_url, json=body, headers=worker.auth)
     assert "nested deeper" in problem["detail"]
+
+
+def test_pool_view_stays_small_with_a_thousand_workers(pool: Pool) -> None:
+    for n in range(1000):
+        pool.coordinator.store.enrol_worker(f"w{n:04}", 2, ["sum"], now=pool.clock())
+    view = pool.client.get("/api/v1/pool", params={"limit": 200}).json()
+    assert (view["workers_total"], view["workers_online"], view["cores_online"]) == (
+        1000,
+        1000,
+        2000,
+    )
+    assert [w["name"] for w in view["workers"]] == [f"w{n:04}" for n in range(200)]

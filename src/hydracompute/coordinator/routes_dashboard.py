@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +33,8 @@ ASSETS = Path(__file__).parent / "dashboard"
 FLUSH_INTERVAL_S = 0.25
 #: How often a stream sends the pool's pulse (and a keep-alive).
 POOL_INTERVAL_S = 2.0
+#: How long one computation of the pool's pulse is shared between requests.
+POOL_CACHE_S = 1.0
 
 router = APIRouter()
 
@@ -72,6 +75,17 @@ async def kinds(c: CoordinatorDep) -> KindList:
 
 
 async def pool_view(c: Coordinator, limit: int) -> PoolView:
+    """The pool at a glance, computed at most once per :data:`POOL_CACHE_S` however many
+    dashboards are open (every stream asks for it every few seconds)."""
+    cached = c.pool_view_cache
+    now = time.monotonic()
+    if cached is None or now - cached[0] > POOL_CACHE_S:
+        cached = c.pool_view_cache = (now, await _full_pool_view(c))
+    view: PoolView = cached[1]
+    return view.model_copy(update={"workers": view.workers[:limit]})
+
+
+async def _full_pool_view(c: Coordinator) -> PoolView:
     workers = await c.call(c.store.list_workers)
     running = await c.call(c.store.list_jobs, JobState.RUNNING, 10_000)
     views = await worker_views(c, workers)
@@ -87,7 +101,7 @@ async def pool_view(c: Coordinator, limit: int) -> PoolView:
         throughput=latest,
         work_names={k.name: k.work_name() for k in c.store.kinds},
         history=list(c.sampler.history),
-        workers=views[:limit],
+        workers=views,
     )
 
 

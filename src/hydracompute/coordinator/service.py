@@ -45,6 +45,8 @@ class Coordinator:
         self._closing = False
         self.events = EventHub()
         self.sampler = PoolSampler()
+        #: (monotonic time, view) of the last pool summary, shared by dashboards.
+        self.pool_view_cache: tuple[float, Any] | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store method on the store thread and wake waiters if work appeared."""
