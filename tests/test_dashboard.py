@@ -144,6 +144,8 @@ def test_mandelbrot_canvas_fills_in_to_exactly_the_png(
         y_min=-0.9,
         y_max=0.9,
     )
+    fetched: list[str] = []
+    view.on("request", lambda request: fetched.append(request.url))
     view.goto(view.url.split("#")[0] + f"#/jobs/{job.job_id}")
     view.wait_for_selector("canvas#picture")
     blocker.cancel()
@@ -153,6 +155,10 @@ def test_mandelbrot_canvas_fills_in_to_exactly_the_png(
     png = np.asarray(Image.open(io.BytesIO(job.artefact("image.png"))).convert("RGBA"))
     assert drawn.shape == png.shape == (203, 301, 4)
     np.testing.assert_array_equal(drawn, png)
+    # Incremental: each finished chunk's picture was fetched once, the whole image never.
+    previews = [url for url in fetched if "/preview" in url and job.job_id in url]
+    assert len(previews) == len(set(previews)) > 1
+    assert not [url for url in fetched if url.endswith("image.png")]
 
 
 def test_drag_to_zoom_submits_the_region(page: tuple[Page, Console], client: Client) -> None:

@@ -61,7 +61,7 @@ REFUSALS: dict[str, frozenset[int]] = {
     "revoke_worker": frozenset({403, 404}),
     # sessions: signing in checks an API key, rate-limited per address
     "sign_in": frozenset({401, 429, 503}),
-    "whoami": frozenset(),
+    "whoami": frozenset({429, 503}),
     "sign_out": frozenset(),
     # the pool
     "certificate_authority": frozenset({404}),
@@ -69,6 +69,13 @@ REFUSALS: dict[str, frozenset[int]] = {
     "kinds": frozenset(),
     "pool": frozenset(),
     "events": frozenset({404}),  # with job=ID, a job the caller cannot see
+}
+
+#: Routes that authenticate by hand rather than by a role dependency, with their security
+#: requirements: ``{}`` means that a request may also go without a credential.
+CREDENTIALS_BY_HAND: dict[str, list[JSON]] = {
+    # answers signed_in false, not 401, without a usable credential
+    "whoami": [{"apiKey": []}, {"session": []}, {}],
 }
 
 PROBLEM_SCHEMA: JSON = {
@@ -342,6 +349,8 @@ def _describe_operation(
     elif worker_auth:
         statuses |= {401, 429, 503}
         operation["security"] = [{"workerSecret": []}]
+    if route.name in CREDENTIALS_BY_HAND:
+        operation["security"] = CREDENTIALS_BY_HAND[route.name]
 
     responses = {
         code: response

@@ -5,13 +5,21 @@ Processes rather than threads, so that a kernel that crashes cannot take the age
 owner's rules can later suspend computing without touching the agent.
 Each process checks a lease's parameters again with the locally installed kind before
 running it: the coordinator sends parameters, never code.
+
+The processes run at the owner's chosen priority (idle by default: on Linux they get only
+CPU time nothing else wants), and on Linux they die with the agent, so that processes the
+agent had suspended are never left behind stopped if it is killed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,6 +28,10 @@ from typing import Any
 
 from hydracompute.kinds import default_registry
 from hydracompute.kinds.base import JSON
+
+log = logging.getLogger("hydracompute.worker")
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -31,9 +43,39 @@ class ChunkRun:
     error: str | None = None
 
 
-def _init_process(warm_up: bool) -> None:
+def _set_priority(priority: str) -> None:
+    """``idle``: Linux's SCHED_IDLE and nice 19 (nice 19 elsewhere); ``low``: nice 19."""
+    if priority == "normal":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        if priority == "idle" and hasattr(os, "sched_setscheduler"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as exc:  # not allowed here (some containers): compute anyway
+        log.warning("cannot lower the compute processes' priority: %s", exc)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: be killed when the agent dies, even while suspended (SIGKILL works on a
+    stopped process; nothing else would end it)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc_name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the agent died before the request took effect
+        os._exit(1)
+
+
+def _init_process(warm_up: bool, priority: str = "normal", parent: int = 0) -> None:
     # Ctrl-C goes to the whole process group; only the agent decides how to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent:
+        _die_with_parent(parent)
+    _set_priority(priority)
     if warm_up:
         for kind in default_registry():
             kind.warm_up()
@@ -62,11 +104,12 @@ def _ping() -> int:
 
 
 class ChunkExecutor:
-    """A pool of ``cores`` compute processes."""
+    """A pool of ``cores`` compute processes at ``priority`` (``idle``, ``low``, ``normal``)."""
 
-    def __init__(self, cores: int, warm_up: bool = True) -> None:
+    def __init__(self, cores: int, warm_up: bool = True, priority: str = "normal") -> None:
         self.cores = cores
         self._warm_up = warm_up
+        self._priority = priority
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -74,13 +117,19 @@ class ChunkExecutor:
             max_workers=self.cores,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_process,
-            initargs=(self._warm_up,),
+            initargs=(self._warm_up, self._priority, os.getpid()),
         )
 
     def start(self) -> None:
         """Start every process now (loading kernels) rather than at the first chunk."""
         for future in [self._pool.submit(_ping) for _ in range(self.cores)]:
             future.result()
+
+    def pids(self) -> list[int]:
+        """Process ids of the compute processes running now (none before the first chunk
+        after :meth:`restart`)."""
+        processes: dict[int, Any] = getattr(self._pool, "_processes", None) or {}
+        return list(processes)
 
     def submit(self, kind: str, params: JSON, start: int, stop: int) -> Future[ChunkRun]:
         """Run a chunk on a free process; a pool broken by a dead process is rebuilt."""
@@ -90,6 +139,18 @@ class ChunkExecutor:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
             return self._pool.submit(run_chunk, kind, params, start, stop)
+
+    def _kill_all(self) -> None:
+        processes: dict[Any, Any] = getattr(self._pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            process.kill()  # SIGKILL: also ends a suspended process
+
+    def restart(self) -> None:
+        """Kill every process (suspended ones included) and start afresh: the chunks they
+        were computing fail with ``BrokenProcessPool``. Processes start again lazily."""
+        self._kill_all()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._new_pool()
 
     def shutdown(self, kill: bool = False) -> None:
         """Stop the processes; with ``kill``, without waiting for running chunks."""
