@@ -125,8 +125,10 @@ class Pool:
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
-    def enrol(self, name: str = "laptop", kinds: tuple[str, ...] = ("sum",)) -> Volunteer:
-        body = {"name": name, "cores": 1, "kinds": list(kinds), "join_token": self.join_token}
+    def enrol(
+        self, name: str = "laptop", kinds: tuple[str, ...] = ("sum",), cores: int = 4
+    ) -> Volunteer:
+        body = {"name": name, "cores": cores, "kinds": list(kinds), "join_token": self.join_token}
         response = self.client.post("/api/v1/workers", json=body)
         assert response.status_code == 201, response.text
         enrolled = response.json()

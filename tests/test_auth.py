@@ -339,3 +339,18 @@ def test_token_bucket_refills_at_its_rate() -> None:
     limiter.take("a")
     with pytest.raises(TooManyRequests):
         limiter.take("a")
+
+
+def test_a_new_tab_gets_the_csrf_token_of_its_session(pool: Pool) -> None:
+    signed_in = pool.client.post("/api/v1/session", json={"api_key": pool.admin})
+    pool.client.cookies.set(SESSION_COOKIE, signed_in.cookies[SESSION_COOKIE])
+    me = pool.client.get("/api/v1/session", headers={"Authorization": ""}).json()
+    assert me["signed_in"] and me["csrf_token"] == signed_in.json()["csrf_token"]
+    # Without a session (key in the header), there is no token to give.
+    pool.client.cookies.clear()
+    assert (
+        pool.client.get("/api/v1/session", headers=pool.as_key(pool.admin)).json()["csrf_token"]
+        is None
+    )
+    nobody = pool.client.get("/api/v1/session", headers={"Authorization": ""}).json()
+    assert nobody["signed_in"] is False

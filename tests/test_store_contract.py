@@ -304,3 +304,12 @@ def test_workers_report_their_state(store: Store) -> None:
     store.exchange(worker.worker_id, [], [], 0, now=1.0, state="paused", state_reason="on battery")
     (seen,) = store.list_workers()
     assert (seen.state, seen.state_reason) == ("paused", "on battery")
+
+
+def test_a_worker_holds_at_most_one_lease_per_core(store: Store) -> None:
+    store.submit_job("sum", {"n": 1000}, now=0.0)
+    worker, _ = store.enrol_worker("a", 2, ["sum"], now=0.0)
+    assert len(store.exchange(worker.worker_id, [], [], 256, now=0.0).leases) == 2
+    held = [lease_id for lease_id, n in store.leases_in_hand().items() if n]
+    assert held == [worker.worker_id]
+    assert store.exchange(worker.worker_id, [], [], 5, now=0.1).leases == []

@@ -53,7 +53,7 @@ class Client:
         api_key: an API key of the pool (its role decides what this client may do).
         ca_fingerprint: the SHA-256 fingerprint of the coordinator's own certificate
             authority, as its admin gave it; without one an ``https`` URL is checked against
-            the system's trusted authorities.
+            the default trusted authorities (certifi's bundle, or ``SSL_CERT_FILE``).
         timeout: seconds for one request.
         transport: an httpx transport (e.g. ``httpx.ASGITransport``) instead of the network.
 

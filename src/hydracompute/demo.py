@@ -81,11 +81,13 @@ def start_coordinator(
 
 
 def start_worker(coordinator: LocalCoordinator, cores: int, name: str) -> subprocess.Popen[str]:
-    """Start ``hydracompute worker`` joined to ``coordinator``.
+    """Start ``hydracompute worker`` joined to ``coordinator``, its identity kept in the
+    coordinator's data directory (so a throw-away pool leaves nothing in the user's).
 
     The join token goes through the environment, not the command line, which other users
     of the machine can read.
     """
+    identity = coordinator.data_dir / "workers" / f"{name}.json"
     environment = dict(os.environ, HYDRACOMPUTE_JOIN_TOKEN=coordinator.join_token)
     pin = ["--ca-fingerprint", fp] if (fp := coordinator.ca_fingerprint) else []
     return subprocess.Popen(
@@ -102,6 +104,8 @@ def start_worker(coordinator: LocalCoordinator, cores: int, name: str) -> subpro
             str(cores),
             "--name",
             name,
+            "--identity",
+            str(identity),
         ],
         env=environment,
         text=True,

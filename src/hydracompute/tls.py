@@ -231,7 +231,8 @@ def fetch_pinned_ca(url: str, expected: str, timeout: float = 10.0) -> bytes:
 def verification(url: str, ca_fingerprint: str | None) -> ssl.SSLContext | bool:
     """How a worker or client should check the coordinator at ``url``: against its own
     pinned CA when a fingerprint is given (fetched and checked now), else against the
-    system's trusted authorities (a coordinator with a public certificate, or plain http).
+    default trusted authorities — httpx's (certifi's bundle, or ``SSL_CERT_FILE``) — for a
+    coordinator with a public certificate, or plain http.
 
     :raises CertificateMismatch: the coordinator's CA has another fingerprint.
     :raises CoordinatorUnavailable: the CA could not be fetched.

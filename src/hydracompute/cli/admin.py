@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 import click
@@ -21,6 +22,7 @@ from hydracompute.cli.base import (
     with_client,
 )
 from hydracompute.client import Client
+from hydracompute.errors import Unauthorized
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -46,7 +48,11 @@ def _show(credentials: list[dict[str, Any]], as_json: bool) -> None:
     table = Table("id", "name", "role", "uses", "expires", "revoked")
     for c in credentials:
         uses = f"{c['uses']}/{c['max_uses']}" if c.get("max_uses") else str(c["uses"])
-        expires = "never" if c["expires_s"] is None else f"{c['expires_s']:.0f}"
+        expires = (
+            "never"
+            if c["expires_s"] is None
+            else datetime.fromtimestamp(c["expires_s"]).isoformat(sep=" ", timespec="minutes")
+        )
         table.add_row(
             c["id"], c["name"], c["role"] or "", uses, expires, "yes" if c["revoked"] else ""
         )
@@ -163,8 +169,14 @@ def login(url: str, api_key: str | None, ca_fingerprint: str | None) -> None:
     so that other commands need no --url, --api-key or --ca-fingerprint."""
     if not api_key:
         api_key = click.prompt("API key", hide_input=True)
-    with Client(url, api_key=api_key, ca_fingerprint=ca_fingerprint) as client:
+    try:
+        client = Client(url, api_key=api_key, ca_fingerprint=ca_fingerprint)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
+    with client:
         me = client.request("GET", "/api/v1/session").json()
+    if not me.get("signed_in", True) or not me.get("key_id"):
+        raise Unauthorized(f"the coordinator at {url} does not accept that API key")
     profile = {"url": url.rstrip("/"), "api_key": str(api_key)}
     if ca_fingerprint:
         profile["ca_fingerprint"] = ca_fingerprint

@@ -98,12 +98,17 @@ def with_client(fn: Callable[..., None]) -> Callable[..., None]:
         ca_fingerprint: str | None,
         **kwargs: Any,
     ) -> None:
-        profile = load_profile() if not (url and api_key) else {}
-        url = url or profile.get("url") or DEFAULT_URL
-        same_pool = url == profile.get("url")
+        profile = load_profile()
+        url = (url or profile.get("url") or DEFAULT_URL).rstrip("/")
+        # The profile's key and pin belong to its pool only.
+        same_pool = url == profile.get("url", "").rstrip("/")
         api_key = api_key or (profile.get("api_key") if same_pool else None)
         ca_fingerprint = ca_fingerprint or (profile.get("ca_fingerprint") if same_pool else None)
-        with Client(url, api_key=api_key, ca_fingerprint=ca_fingerprint) as client:
+        try:
+            client = Client(url, api_key=api_key, ca_fingerprint=ca_fingerprint)
+        except ValueError as exc:  # a malformed fingerprint, or one with an http:// URL
+            raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
+        with client:
             fn(*args, client=client, **kwargs)
 
     for option in reversed([url_option, api_key_option, ca_fingerprint_option]):

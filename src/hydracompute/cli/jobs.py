@@ -289,14 +289,20 @@ def workers(client: Client, as_json: bool) -> None:
     if as_json:
         print_json(found)
         return
-    table = Table("worker", "name", "cores", "online", "chunks", "leases", "speeds (units/s/core)")
+    table = Table("worker", "name", "cores", "state", "chunks", "leases", "speeds (units/s/core)")
     for w in found:
         speeds = ", ".join(f"{k} {v:.3g}" for k, v in w["speeds"].items())
+        if w["revoked"]:
+            shown = "revoked"
+        elif not w["online"]:
+            shown = "offline"
+        else:
+            shown = w["state"] + (f": {w['state_reason']}" if w["state_reason"] else "")
         table.add_row(
             w["worker_id"],
             w["name"],
             str(w["cores"]),
-            "yes" if w["online"] else "no",
+            shown,
             str(w["chunks_done"]),
             str(w["leases"]),
             speeds,

@@ -111,7 +111,17 @@ def _session_key_id(settings: SecuritySettings, cookie: str, now: float) -> str:
 
 
 async def authenticate(request: Request, c: Coordinator, settings: SecuritySettings) -> Principal:
-    """The caller of ``request``, within its rate limit.
+    try:
+        return await _authenticate(request, c, settings)
+    except Unauthorized:
+        client = request.client.host if request.client else "unknown"
+        settings.api_limiter.take(f"failed:{client}")
+        raise
+
+
+async def _authenticate(request: Request, c: Coordinator, settings: SecuritySettings) -> Principal:
+    """The caller of ``request``, within its rate limit; failed attempts count against the
+    caller's address, so guessing keys is throttled too.
 
     Raises:
         Unauthorized: no usable credential (and no anonymous access), or a bad session.

@@ -140,18 +140,22 @@ async def sign_in(
 
 
 @router.get("/session", response_model=SessionView, tags=["session"])
-async def whoami(
-    request: Request, c: CoordinatorDep, settings: SecurityDep
-) -> SessionView:
+async def whoami(request: Request, c: CoordinatorDep, settings: SecurityDep) -> SessionView:
     """Who the request is authenticated as; ``signed_in`` is false (not a 401) without a
     usable credential, so a page can ask before showing its sign-in form."""
     try:
         principal = await authenticate(request, c, settings)
     except Unauthorized:
         return SessionView(key_id="", role="", signed_in=False)
-    return SessionView(key_id=principal.key_id, role=principal.role.value)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    # A page opened in a new tab has the cookie but not the token: give it back (another
+    # origin cannot read this answer, which is what keeps the token from a forger).
+    token = csrf_token(settings, cookie) if cookie and principal.key_id else None
+    return SessionView(key_id=principal.key_id, role=principal.role.value, csrf_token=token)
 
 
 @router.delete("/session", status_code=status.HTTP_204_NO_CONTENT, tags=["session"])
-async def sign_out(response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/")
+async def sign_out(response: Response, settings: SecurityDep) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=settings.secure_cookies
+    )

@@ -24,9 +24,15 @@ from typing import Any
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
-from hydracompute.errors import Unauthorized
+from hydracompute.errors import HydraError, Unauthorized
 from hydracompute.private_files import write_private
 from hydracompute.store import Store
+
+
+class StartupError(HydraError):
+    status = 500
+    title = "Cannot start the coordinator"
+
 
 ADMIN_KEY_FILE = "admin.key"
 JOIN_TOKEN_FILE = "join.token"
@@ -112,7 +118,11 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     if options.tls and options.certfile and options.keyfile:
         ssl_options = {"ssl_certfile": str(options.certfile), "ssl_keyfile": str(options.keyfile)}
     elif options.tls:
-        paths = tls.ensure_certificates(data_dir / "tls", tls.default_names(options.host))
+        try:
+            paths = tls.ensure_certificates(data_dir / "tls", tls.default_names(options.host))
+        except ValueError as exc:  # e.g. a CA certificate whose key is gone
+            store.close()
+            raise StartupError(f"TLS files in {data_dir / 'tls'}: {exc}") from exc
         ssl_options = tls.server_ssl_kwargs(paths)
         ca_pem = paths.ca_cert.read_bytes()
         fingerprint = paths.ca_fingerprint
@@ -131,7 +141,9 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     if admin_key:
         say(f"Admin API key (shown once; saved in {data_dir / ADMIN_KEY_FILE}): {admin_key}")
     pin = f" --ca-fingerprint {fingerprint}" if fingerprint else ""
-    say(f"Join workers with:  hydracompute worker {public} --token {join_token}{pin}")
+    # The token goes in the environment: a command line is visible to everyone in `ps`.
+    join = f"HYDRACOMPUTE_JOIN_TOKEN={join_token} hydracompute worker {public}{pin}"
+    say(f"Join workers with:  {join}")
     print(f"URL {base}", flush=True)
     security = SecuritySettings(
         anonymous_read=options.anonymous_read,

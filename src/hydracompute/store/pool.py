@@ -240,7 +240,9 @@ class Store:
             for report in results:
                 step.report(report)
             step.renew(list(running))
-            step.lease(min(want, self.config.max_leases_per_exchange))
+            # A worker holds at most one lease per core it declared: no hoarding.
+            held = len(self.backend.active_leases_of_worker(worker_id))
+            step.lease(min(want, worker.cores - held, self.config.max_leases_per_exchange))
             self.backend.put_worker(worker)
         if step.outcome.released_work:
             self.work_version += 1

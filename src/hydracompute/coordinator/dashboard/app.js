@@ -625,6 +625,10 @@ async function start() {
     signInPage("");
     return;
   }
+  if (state.session.csrf_token) { // e.g. a new tab of a signed-in browser
+    state.csrf = state.session.csrf_token;
+    sessionStorage.setItem("hydracompute-csrf", state.csrf);
+  }
   showWho();
   state.kinds = (await api("GET", "/api/v1/kinds")).kinds;
   await route();
