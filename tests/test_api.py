@@ -8,6 +8,7 @@ checked to be a problem document and to leave the pool exactly as it was.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 import warnings
@@ -390,9 +391,10 @@ def test_a_chunk_failing_on_every_try_fails_the_job(pool: Pool) -> None:
     worker = pool.enrol()
     for attempt in range(CONFIG.max_failures):
         (lease,) = pool.exchange(worker, want=1)["leases"]
-        assert lease["chunk"]["index"] == 0  # a failed chunk is offered again
+        assert lease["chunk"]["index"] == 0  # a failed chunk is offered again, after a wait
         error = {"lease_id": lease["lease_id"], "error": f"kernel crashed ({attempt})"}
         assert pool.exchange(worker, [error])["accepted"] == [lease["lease_id"]]
+        pool.clock.advance(TTL)
     job = pool.job(job_id)
     assert job["state"] == "failed"
     assert "kernel crashed (2)" in job["error"]
@@ -1029,3 +1031,18 @@ def test_pool_view_stays_small_with_a_thousand_workers(pool: Pool) -> None:
         2000,
     )
     assert [w["name"] for w in view["workers"]] == [f"w{n:04}" for n in range(200)]
+
+
+def test_only_a_worker_with_a_credential_may_send_a_big_exchange(
+    small_limit_pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = small_limit_pool
+    pool.submit()
+    worker = pool.enrol()
+    big = {"want": 1, "running": [], "results": [], "wait_s": 0.0}
+    body = json.dumps(big).encode() + b" " * (LIMIT * 4)  # over the general limit
+    headers = {"content-type": "application/json", **worker.auth}
+    response = pool.client.post(worker.exchange_url, content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    anonymous = {"content-type": "application/json", "Authorization": ""}
+    pool.refused(413, "POST", worker.exchange_url, content=body, headers=anonymous)

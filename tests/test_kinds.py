@@ -201,3 +201,27 @@ def test_mandelbrot_check_refuses_malformed_outputs() -> None:
     ):
         with pytest.raises(InvalidResult):
             MANDEL.check(params, 0, 1, bad)
+
+
+def test_mandelbrot_previews_compose_into_the_final_picture() -> None:
+    params = MANDEL.validate({"width": 3 * TILE + 9, "height": 2 * TILE + 5, "max_iter": 150})
+    units = MANDEL.total_units(params)
+    pieces = [(0, 1), (1, 3), (3, 6), (6, units)]  # in one row, to a row's end, across rows
+    canvas = np.zeros((params["height"], params["width"], 4), dtype=np.uint8)
+    outputs = []
+    for start, stop in pieces:
+        output = MANDEL.compute(params, start, stop)
+        outputs.append(ChunkOutput(start, stop, output))
+        area = MANDEL.preview_area(params, start, stop)
+        tile = np.asarray(Image.open(io.BytesIO(MANDEL.preview(params, start, stop, output))))
+        assert tile.shape == (area.height, area.width, 4)
+        window = canvas[area.y : area.y + area.height, area.x : area.x + area.width]
+        opaque = tile[..., 3] == 255
+        window[opaque] = tile[opaque]
+    assert MANDEL.preview_area(params, 1, 3).width == 2 * TILE  # only its own tiles
+    final = np.asarray(
+        Image.open(io.BytesIO(MANDEL.merge(params, outputs).artefacts["image.png"].data)).convert(
+            "RGBA"
+        )
+    )
+    np.testing.assert_array_equal(canvas, final)

@@ -243,9 +243,11 @@ def test_chunk_failing_repeatedly_fails_the_job(store: Store) -> None:
     job = store.submit_job("sum", {"n": 2}, now=0.0)
     worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
     for attempt in range(CONFIG.max_failures):
-        (grant,) = store.exchange(worker.worker_id, [], [], 1, now=attempt).leases
+        # Alone in the pool, the worker gets the chunk again once it has waited a lease's TTL.
+        now = attempt * (TTL + 1)
+        (grant,) = store.exchange(worker.worker_id, [], [], 1, now=now).leases
         report = ResultReport(grant.lease_id, error=f"boom {attempt}")
-        store.exchange(worker.worker_id, [report], [], 0, now=attempt + 0.5)
+        assert store.exchange(worker.worker_id, [report], [], 1, now=now + 0.5).leases == []
     failed = store.get_job(job.job_id)
     assert failed.state is JobState.FAILED
     assert failed.error is not None and "boom 2" in failed.error
@@ -313,3 +315,76 @@ def test_a_worker_holds_at_most_one_lease_per_core(store: Store) -> None:
     held = [lease_id for lease_id, n in store.leases_in_hand().items() if n]
     assert held == [worker.worker_id]
     assert store.exchange(worker.worker_id, [], [], 5, now=0.1).leases == []
+
+
+def test_a_paused_worker_returns_leases_and_others_take_them(store: Store) -> None:
+    store.submit_job("sum", {"n": 1000}, now=0.0)
+    paused, _ = store.enrol_worker("paused", 2, ["sum"], now=0.0)
+    other, _ = store.enrol_worker("other", 2, ["sum"], now=0.0)
+    kept, given = store.exchange(paused.worker_id, [], [], 2, now=0.0).leases
+    version = store.work_version
+    assert store.return_leases(paused.worker_id, [given.lease_id, given.lease_id], now=1.0) == 1
+    assert store.work_version > version  # waiting workers are woken
+    assert store.leases_in_hand()[paused.worker_id] == 1
+    with store.backend.transaction():
+        returned = store.backend.get_lease(given.lease_id)
+        still = store.backend.get_lease(kept.lease_id)
+    assert returned is not None and returned.state is LeaseState.RETURNED
+    assert still is not None and still.state is LeaseState.ACTIVE
+    (regained,) = store.exchange(other.worker_id, [], [], 1, now=1.0).leases
+    assert (regained.chunk_index, regained.start) == (given.chunk_index, given.start)
+    # Not active any more: counted as nothing; the chunk stays with its new holder.
+    assert store.return_leases(paused.worker_id, [given.lease_id], now=1.0) == 0
+    assert store.leases_in_hand() == {paused.worker_id: 1, other.worker_id: 1}
+
+
+@pytest.mark.parametrize("whose", ["another worker's", "an unknown"])
+def test_returning_a_lease_not_held_changes_nothing(store: Store, whose: str) -> None:
+    store.submit_job("sum", {"n": 1000}, now=0.0)
+    mine, _ = store.enrol_worker("mine", 1, ["sum"], now=0.0)
+    theirs, _ = store.enrol_worker("theirs", 1, ["sum"], now=0.0)
+    (own,) = store.exchange(mine.worker_id, [], [], 1, now=0.0).leases
+    (foreign,) = store.exchange(theirs.worker_id, [], [], 1, now=0.0).leases
+    bad = foreign.lease_id if whose == "another worker's" else "ab" * 16
+    error = Forbidden if whose == "another worker's" else NotFound
+    before = snapshot(store)
+    with pytest.raises(error) as caught:
+        store.return_leases(mine.worker_id, [own.lease_id, bad], now=5.0)
+    assert caught.value.extra["lease_id"] == bad
+    assert snapshot(store) == before
+    with pytest.raises(NotFound):
+        store.return_leases("w-nobody", [own.lease_id], now=5.0)
+    assert snapshot(store) == before
+
+
+def test_a_failed_chunk_goes_to_another_worker_first(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 2}, now=0.0)
+    broken, _ = store.enrol_worker("broken", 1, ["sum"], now=0.0)
+    healthy, _ = store.enrol_worker("healthy", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(broken.worker_id, [], [], 1, now=0.0).leases
+    failed = ResultReport(grant.lease_id, error="illegal instruction")
+    assert store.exchange(broken.worker_id, [failed], [], 1, now=0.1).leases == []
+    (again,) = store.exchange(healthy.worker_id, [], [], 1, now=0.2).leases
+    assert (again.start, again.stop) == (grant.start, grant.stop)
+    done = ResultReport(again.lease_id, {"total": 1}, 0.1)
+    store.exchange(healthy.worker_id, [done], [], 0, now=0.3)
+    assert store.get_job(job.job_id).state is JobState.DONE
+
+
+def test_a_claimed_compute_time_is_capped_by_the_lease_age(store: Store) -> None:
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    liar, _ = store.enrol_worker("liar", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(liar.worker_id, [], [], 1, now=0.0).leases
+    units = grant.stop - grant.start
+    report = ResultReport(grant.lease_id, {"total": sum(range(grant.start, grant.stop))}, 1e6)
+    store.exchange(liar.worker_id, [report], [], 0, now=2.0)
+    # Believed at most 2 s (the lease's age), not a million.
+    assert store.list_workers()[0].speeds["sum"] == pytest.approx(units / 2.0)
+
+
+def test_a_revoked_worker_gets_nothing_more(store: Store) -> None:
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    store.revoke_worker(worker.worker_id, now=0.5)
+    with pytest.raises(Unauthorized):
+        store.exchange(worker.worker_id, [], [], 1, now=1.0)

@@ -27,8 +27,10 @@ from hydracompute.core.models import JobState
 from hydracompute.errors import NotFound
 from hydracompute.store import Store
 
-#: Large enough for a batch of Mandelbrot tiles (at most 16 MiB raw each, compressed).
-MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Any request but a worker's exchange: job parameters, credentials, sign-in.
+MAX_BODY_BYTES = 256 * 1024
+#: A worker's exchange: a batch of Mandelbrot tiles (at most 16 MiB raw each, compressed).
+MAX_EXCHANGE_BODY_BYTES = 64 * 1024 * 1024
 
 
 def create_app(
@@ -97,6 +99,8 @@ def create_app(
             workers_online=sum(w.online(now, c.config.lease_ttl_s) for w in workers),
         )
 
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=MAX_BODY_BYTES, max_exchange_bytes=MAX_EXCHANGE_BODY_BYTES
+    )
     install_openapi(app)
     return app

@@ -111,11 +111,12 @@ def _session_key_id(settings: SecuritySettings, cookie: str, now: float) -> str:
 
 
 async def authenticate(request: Request, c: Coordinator, settings: SecuritySettings) -> Principal:
+    failures = f"failed:{request.client.host if request.client else 'unknown'}"
+    settings.api_limiter.check(failures)  # refused before any lookup once over the limit
     try:
         return await _authenticate(request, c, settings)
     except Unauthorized:
-        client = request.client.host if request.client else "unknown"
-        settings.api_limiter.take(f"failed:{client}")
+        settings.api_limiter.take(failures)
         raise
 
 

@@ -50,6 +50,7 @@ REFUSALS: dict[str, frozenset[int]] = {
     "enrol": frozenset({401, 429, 503}),
     "exchange": frozenset({403, 404, 409, 422}),
     "leave": frozenset(),
+    "return_leases": frozenset({403, 404}),
     "list_workers": frozenset(),
     # administration (the admin role: viewers and submitters are forbidden, even to read)
     "create_key": frozenset({403}),
@@ -261,13 +262,14 @@ def describe_refusals(schema: JSON, routes: list[Any], anonymous_read: bool = Fa
         anonymous_read: requests without a credential may read, so the safe operations that
             take an API key may also go without one.
     """
+    # Copies throughout: a document is the caller's to change, the tables here are not.
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    components.setdefault("schemas", {})["Problem"] = copy.deepcopy(PROBLEM_SCHEMA)
     components["responses"] = {
         name: _problem_response(status, description, headers)
         for status, (name, description, headers) in RESPONSES.items()
     }
-    components["securitySchemes"] = SECURITY_SCHEMES
+    components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
     by_operation = {(path, method): found for path, method, found in _operations(routes)}
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
@@ -317,7 +319,7 @@ def _problem_response(status: str, description: str, headers: JSON) -> JSON:
         },
     }
     if headers:
-        response["headers"] = headers
+        response["headers"] = copy.deepcopy(headers)
     return response
 
 
@@ -327,6 +329,7 @@ def _describe_operation(
     parameters = operation.get("parameters", [])
     # A worker's secret: an explicit Authorization header parameter of the route. OpenAPI
     # ignores header parameters named Authorization; a security requirement says it instead.
+    # Its length is still validated, hence a possible 422 even without a body.
     worker_auth = any(_is_authorization(p) for p in parameters)
     parameters = [p for p in parameters if not _is_authorization(p)]
     if parameters:
@@ -350,7 +353,7 @@ def _describe_operation(
         statuses |= {401, 429, 503}
         operation["security"] = [{"workerSecret": []}]
     if route.name in CREDENTIALS_BY_HAND:
-        operation["security"] = CREDENTIALS_BY_HAND[route.name]
+        operation["security"] = copy.deepcopy(CREDENTIALS_BY_HAND[route.name])
 
     responses = {
         code: response

@@ -34,6 +34,25 @@ class RateLimiter:
         self.rate_per_s, self.burst, self.clock = rate_per_s, burst, clock
         self._buckets: dict[str, _Bucket] = {}
 
+    def check(self, key: str) -> None:
+        """Raise like :meth:`take` if ``key`` has nothing left, without spending anything.
+
+        Raises:
+            TooManyRequests: none is left.
+        """
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return
+        tokens = min(
+            self.burst, bucket.tokens + (self.clock() - bucket.updated_s) * self.rate_per_s
+        )
+        if tokens < 1:
+            wait = (1 - tokens) / self.rate_per_s
+            raise TooManyRequests(
+                f"too many failed attempts; retry in {max(wait, 0.01):.2f} s",
+                retry_after_s=math.ceil(wait),
+            )
+
     def take(self, key: str) -> None:
         """Spend one request of ``key``'s allowance.
 

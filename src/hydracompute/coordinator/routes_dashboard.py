@@ -13,10 +13,10 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from hydracompute.coordinator.auth import CoordinatorDep, Principal, Viewer
@@ -26,9 +26,10 @@ from hydracompute.coordinator.routes_workers import worker_views
 from hydracompute.coordinator.schemas import KindField, KindList, KindView, PoolView
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import JobState
-from hydracompute.store.views import chunk_preview, finished_chunks, job_history
+from hydracompute.errors import Unauthorized
+from hydracompute.store.views import finished_chunks, job_history, preview_source
 
-ASSETS = Path(__file__).parent / "dashboard"
+ASSETS = FilePath(__file__).parent / "dashboard"
 #: Least time between two writes of one event stream: changes in between are merged.
 FLUSH_INTERVAL_S = 0.25
 #: How often a stream sends the pool's pulse (and a keep-alive).
@@ -134,11 +135,18 @@ async def chunks(job_id: str, c: CoordinatorDep, principal: Viewer) -> dict[str,
     responses={200: {"content": {"image/png": {}}}},
     tags=["jobs"],
 )
-async def preview(job_id: str, index: int, c: CoordinatorDep, principal: Viewer) -> Response:
+async def preview(
+    job_id: str,
+    index: Annotated[int, Path(ge=0, lt=2**31)],
+    c: CoordinatorDep,
+    principal: Viewer,
+) -> Response:
     """A finished chunk's image (PNG, transparent outside the chunk) and, in the headers
     ``X-Preview-X`` and ``X-Preview-Y``, where it goes in the job's picture."""
     await visible_job(c, principal, job_id)
-    area, png = await c.call(chunk_preview, c.store, job_id, index)
+    source = await c.call(preview_source, c.store, job_id, index)
+    png = await asyncio.to_thread(source.render)  # not on the store thread: exchanges wait
+    area = source.area
     headers = {
         "X-Preview-X": str(area.x),
         "X-Preview-Y": str(area.y),
@@ -160,6 +168,12 @@ async def _stream(
         while not await request.is_disconnected():
             if loop.time() >= next_pool:
                 next_pool = loop.time() + POOL_INTERVAL_S
+                if principal.key_id:  # a revoked or expired key ends its open streams too
+                    try:
+                        await c.call(c.store.credentials.get_usable, principal.key_id, c.clock())
+                    except Unauthorized:
+                        yield _event("signed-out", {})
+                        return
                 yield _event("pool", (await pool_view(c, 200)).model_dump())
             jobs, subscription.jobs = subscription.jobs, set()
             views = []
@@ -186,7 +200,12 @@ async def _stream(
         c.events.unsubscribe(subscription)
 
 
-@router.get("/api/v1/events", tags=["pool"], response_class=StreamingResponse)
+@router.get(
+    "/api/v1/events",
+    tags=["pool"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def events(
     request: Request,
     c: CoordinatorDep,

@@ -1,4 +1,5 @@
-"""Routes for workers: enrol, exchange, leave; and the pool's view of its workers."""
+"""Routes for workers: enrol, exchange, return leases, leave; and the pool's view of its
+workers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from hydracompute.coordinator.schemas import (
     ExchangeIn,
     ExchangeOut,
     LeaseOut,
+    LeaseReturn,
     Left,
+    Returned,
     WorkerEnrol,
     WorkerList,
     WorkerView,
@@ -29,12 +32,23 @@ Authorization = Annotated[str | None, Header(max_length=200)]
 
 
 async def authenticate(
-    c: Coordinator, settings: SecuritySettings, worker_id: str, authorization: str | None
+    c: Coordinator,
+    settings: SecuritySettings,
+    worker_id: str,
+    authorization: str | None,
+    request: Request,
 ) -> None:
+    """Check a worker's secret; failures count against the caller's address."""
+    failures = f"failed-worker:{request.client.host if request.client else 'unknown'}"
+    settings.api_limiter.check(failures)
     scheme, _, secret = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secret:
-        raise Unauthorized("send the worker's secret as 'Authorization: Bearer <secret>'")
-    await c.call(c.store.authenticate_worker, worker_id, secret)
+    try:
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthorized("send the worker's secret as 'Authorization: Bearer <secret>'")
+        await c.call(c.store.authenticate_worker, worker_id, secret)
+    except Unauthorized:
+        settings.api_limiter.take(failures)
+        raise
     settings.worker_limiter.take(worker_id)
 
 
@@ -63,6 +77,7 @@ async def exchange(
     body: ExchangeIn,
     c: CoordinatorDep,
     settings: SecurityDep,
+    request: Request,
     authorization: Authorization = None,
 ) -> ExchangeOut:
     """Results, renewals and a request for ``want`` chunks in one round trip.
@@ -72,7 +87,7 @@ async def exchange(
     whole exchange is refused with a problem document naming the ``lease_id``, and nothing
     is recorded. With nothing to lease, the request is held up to ``wait_s``.
     """
-    await authenticate(c, settings, worker_id, authorization)
+    await authenticate(c, settings, worker_id, authorization, request)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
     outcome = await c.exchange(
         worker_id, reports, body.running, body.want, body.wait_s, body.state, body.state_reason
@@ -98,14 +113,40 @@ async def exchange(
 
 @router.post("/workers/{worker_id}/leave", response_model=Left)
 async def leave(
-    worker_id: str, c: CoordinatorDep, settings: SecurityDep, authorization: Authorization = None
+    worker_id: str,
+    c: CoordinatorDep,
+    settings: SecurityDep,
+    request: Request,
+    authorization: Authorization = None,
 ) -> Left:
     """A stopping worker leaves the pool: every lease it holds goes back to the others.
 
     Send the results it did finish in an exchange first.
     """
-    await authenticate(c, settings, worker_id, authorization)
+    await authenticate(c, settings, worker_id, authorization, request)
     return Left(returned=await c.call(c.store.leave, worker_id, c.clock()))
+
+
+@router.post("/workers/{worker_id}/return", response_model=Returned)
+async def return_leases(
+    worker_id: str,
+    body: LeaseReturn,
+    c: CoordinatorDep,
+    settings: SecurityDep,
+    request: Request,
+    authorization: Authorization = None,
+) -> Returned:
+    """Give back leases the worker will not finish soon (its owner's rules paused it for
+    long), so that other workers take their chunks now rather than when the leases expire.
+
+    Leases that are no longer active (finished, expired, already returned) are left as they
+    are and not counted. If any lease is unknown (404) or held by another worker (403),
+    nothing is returned.
+    """
+    await authenticate(c, settings, worker_id, authorization, request)
+    return Returned(
+        returned=await c.call(c.store.return_leases, worker_id, body.lease_ids, c.clock())
+    )
 
 
 @router.get("/workers", response_model=WorkerList)

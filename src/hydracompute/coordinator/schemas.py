@@ -151,6 +151,16 @@ class Left(BaseModel):
     returned: int = Field(description="Leases given back to the pool.")
 
 
+class LeaseReturn(Strict):
+    lease_ids: list[LeaseIdItem] = Field(
+        max_length=4096, description="Leases of this worker to give back to the pool."
+    )
+
+
+class Returned(BaseModel):
+    returned: int = Field(description="Leases that were still active and are now returned.")
+
+
 class WorkerView(BaseModel):
     worker_id: str
     name: str
@@ -181,12 +191,12 @@ class Health(BaseModel):
 class KeyCreate(Strict):
     name: str = Field("", max_length=200)
     role: str = Field(pattern="^(admin|submitter|viewer)$")
-    expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    expires_in_s: float | None = Field(default=None, ge=1, le=10 * 365 * 86400)
 
 
 class TokenCreate(Strict):
     name: str = Field("", max_length=200)
-    expires_in_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    expires_in_s: float | None = Field(default=None, ge=1, le=10 * 365 * 86400)
     max_uses: int | None = Field(default=None, ge=1, le=10**6)
 
 

@@ -10,11 +10,16 @@ def is_expired(lease: Lease, now: float) -> bool:
     return lease.state is LeaseState.ACTIVE and lease.deadline_s < now
 
 
+#: However slow a holder claims to be, a chunk is expected to take at most this many times
+#: the target: chunks are sized to the target, so a longer wait only helps a liar.
+MAX_EXPECTED_TARGETS = 10.0
+
+
 def expected_duration_s(units: int, holder_speed: float | None, target_s: float) -> float:
     """How long the holder should take for a chunk of ``units``; the target if unknown."""
     if not holder_speed:
         return target_s
-    return units / holder_speed
+    return min(units / holder_speed, MAX_EXPECTED_TARGETS * target_s)
 
 
 def wants_backup(

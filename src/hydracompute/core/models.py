@@ -110,6 +110,8 @@ class Chunk:
     state: ChunkState = ChunkState.PENDING
     failures: int = 0
     last_error: str | None = None
+    #: When each worker that failed this chunk did (they wait before retrying it).
+    failed_by: dict[str, float] = field(default_factory=dict)
 
     @property
     def units(self) -> int:

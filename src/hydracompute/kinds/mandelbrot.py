@@ -154,11 +154,16 @@ class MandelbrotKind(JobKind):
         ]
 
     def preview_area(self, params: JSON, start: int, stop: int) -> Preview:
-        """The band of tile rows the chunk's tiles lie in, across the whole width."""
+        """The rectangle around the chunk's tiles: the tiles themselves when they lie in one
+        row of tiles, else the band of rows they span, across the whole width."""
         cols, _ = _tile_grid(params)
         first_row, last_row = start // cols, (stop - 1) // cols
         y = first_row * TILE
         height = min((last_row + 1) * TILE, int(params["height"])) - y
+        if first_row == last_row:
+            x = (start % cols) * TILE
+            width = min(((stop - 1) % cols + 1) * TILE, int(params["width"])) - x
+            return Preview(x, y, width, height)
         return Preview(0, y, int(params["width"]), height)
 
     def preview(self, params: JSON, start: int, stop: int, output: JSON) -> bytes:
@@ -168,9 +173,9 @@ class MandelbrotKind(JobKind):
         flat = decode_counts(params, start, stop, output)
         offset = 0
         for col0, row0, w, h in _tiles(params, start, stop):
-            y = row0 - area.y
-            counts[y : y + h, col0 : col0 + w] = flat[offset : offset + w * h].reshape(h, w)
-            alpha[y : y + h, col0 : col0 + w] = 255
+            x, y = col0 - area.x, row0 - area.y
+            counts[y : y + h, x : x + w] = flat[offset : offset + w * h].reshape(h, w)
+            alpha[y : y + h, x : x + w] = 255
             offset += w * h
         rgb = colourise(counts, params["max_iter"], params["colour_map"])
         return encode_png(np.dstack([rgb, alpha]))

@@ -63,7 +63,7 @@ class Credentials:
             raise InvalidRequest("max_uses must be at least 1")
         secret = secrets.token_urlsafe(32)
         credential = Credential(
-            cred_id=ID_PREFIXES[kind] + secrets.token_hex(6),
+            cred_id=ID_PREFIXES[kind] + secrets.token_hex(8),
             kind=kind,
             name=name,
             secret_hash=hash_secret(secret),
@@ -73,8 +73,9 @@ class Credentials:
             max_uses=max_uses,
         )
         with self.backend.transaction():
-            if len(self.backend.list_credentials(kind)) >= MAX_CREDENTIALS:
-                raise InvalidRequest(f"at most {MAX_CREDENTIALS} credentials of a kind")
+            usable = [c for c in self.backend.list_credentials(kind) if c.usable(now)]
+            if len(usable) >= MAX_CREDENTIALS:
+                raise InvalidRequest(f"at most {MAX_CREDENTIALS} usable credentials of a kind")
             self.backend.put_credential(credential)
         return credential, f"{PREFIXES[kind]}_{credential.cred_id}_{secret}"
 

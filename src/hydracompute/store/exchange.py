@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hydracompute.core.config import SchedulerConfig
@@ -90,7 +91,10 @@ class Exchange:
         config: SchedulerConfig,
         worker: Worker,
         now: float,
+        pool_speed: Callable[[str], float],
     ) -> None:
+        #: Units per second of every online core on a kind (cached by the caller).
+        self.pool_speed = pool_speed
         self.db, self.kinds, self.config, self.worker, self.now = (
             backend,
             kinds,
@@ -144,7 +148,10 @@ class Exchange:
                 f"lease {lease.lease_id!r}: {exc.detail}", lease_id=lease.lease_id
             ) from exc
         lease.output_digest = output_digest(report.output)
-        lease.compute_s = report.compute_s
+        # A volunteer reports its own compute time: never believe more than the lease's age,
+        # or one claim of a week would make the scheduler wait a week before a backup.
+        compute_s = min(report.compute_s, max(self.now - lease.issued_s, 1e-6))
+        lease.compute_s = compute_s
         if chunk.state is ChunkState.DONE or job.state is not JobState.RUNNING:
             lease.state = LeaseState.SUPERSEDED
             self.db.put_lease(lease)
@@ -162,7 +169,7 @@ class Exchange:
         for other in self.db.active_leases_of_chunk(job.job_id, chunk.index):
             other.state = LeaseState.ABANDONED
             self.db.put_lease(other)
-        self._credit(job.kind, chunk.units, report.compute_s)
+        self._credit(job.kind, chunk.units, compute_s)
         job.live = kind.fold_live(job.params, job.live, report.output)
         job.units_done += chunk.units
         if job.units_done == job.total_units:
@@ -187,6 +194,7 @@ class Exchange:
             return
         chunk.failures += 1
         chunk.last_error = error
+        chunk.failed_by[self.worker.worker_id] = self.now
         if chunk.failures >= self.config.max_failures:
             job.state = JobState.FAILED
             job.finished_s = self.now
@@ -243,7 +251,11 @@ class Exchange:
         shares: dict[str, float] = {}
         for job in jobs:
             for chunk in self.db.pending_chunks(job.job_id, want - len(self.outcome.leases)):
-                self._grant(job, chunk)
+                # A worker that just failed a chunk waits before retrying it, so that a
+                # healthy worker gets it first; alone in the pool, it retries after a while.
+                failed_s = chunk.failed_by.get(self.worker.worker_id)
+                if failed_s is None or self.now - failed_s >= self.config.lease_ttl_s:
+                    self._grant(job, chunk)
             if job.next_unit < job.total_units and len(self.outcome.leases) < want:
                 if job.kind not in shares:
                     shares[job.kind] = self._share(job.kind)
@@ -278,12 +290,7 @@ class Exchange:
         mine = self.worker.speeds.get(kind)
         if not mine:
             return 1.0
-        total = sum(
-            w.speeds.get(kind, 0.0) * w.cores
-            for w in self.db.list_workers()
-            if w.worker_id != self.worker.worker_id and w.online(self.now, self.config.lease_ttl_s)
-        )
-        return mine / (total + mine * self.worker.cores)
+        return mine / max(self.pool_speed(kind), mine * self.worker.cores)
 
     def _backups(self, job: Job, want: int) -> None:
         for chunk in self.db.leased_chunks(job.job_id):
@@ -353,7 +360,13 @@ def finish_job(db: Backend, kinds: KindRegistry, job: Job, now: float) -> None:
         log.exception("merging job %s failed", job.job_id)
         job.state, job.error = JobState.FAILED, f"merging the results failed: {exc}"
     else:
-        for name, artefact in answer.artefacts.items():
-            db.put_artefact(job.job_id, name, artefact.media_type, artefact.data)
-        job.state, job.answer = JobState.DONE, answer.summary
+        try:
+            for name, artefact in answer.artefacts.items():
+                db.put_artefact(job.job_id, name, artefact.media_type, artefact.data)
+        except Exception as exc:  # e.g. larger than the database takes: fail the job, clearly
+            log.exception("storing the artefacts of job %s failed", job.job_id)
+            job.state = JobState.FAILED
+            job.error = f"its results could not be stored: {exc}"
+        else:
+            job.state, job.answer = JobState.DONE, answer.summary
     job.finished_s = now

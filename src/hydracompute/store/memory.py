@@ -158,12 +158,12 @@ class MemoryBackend(Backend):
         return sorted(index for job, index in self._outputs if job == job_id)
 
     def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
-        return self._outputs.get((job_id, chunk_index))
+        return self._get(self._outputs, (job_id, chunk_index))  # type: ignore[no-any-return]
 
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
         keys = sorted(k for k in self._outputs if k[0] == job_id)
         for key in keys:
-            yield self._outputs[key]
+            yield copy.deepcopy(self._outputs[key])
 
     def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None:
         self._put(self._artefacts, (job_id, name), (media_type, data))

@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import JSON, CredentialKind, Job, JobState, LeaseState, Worker
-from hydracompute.errors import Conflict, InvalidParams, NotFound, TooManyRequests, Unauthorized
+from hydracompute.errors import (
+    Conflict,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from hydracompute.kinds import Artefact, ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
@@ -21,6 +28,8 @@ from hydracompute.store.exchange import Exchange, ExchangeOutcome, ResultReport,
 MAX_NAME_CHARS = 200
 #: Overdue leases expired per call; the coordinator calls again while there are more.
 EXPIRE_BATCH = 1000
+#: How long the pool's speed per kind (for tail chunk sizes) is reused.
+POOL_SPEED_CACHE_S = 1.0
 #: Running jobs one submitter (API key) may have at once.
 MAX_RUNNING_JOBS_PER_OWNER = 100
 
@@ -33,6 +42,7 @@ class Store:
         self.kinds = kinds
         self.config = config
         self.credentials = Credentials(backend)
+        self._speed_cache: dict[str, tuple[float, float]] = {}
         #: Increases whenever chunks become available to lease (for long-polling waiters).
         self.work_version = 0
 
@@ -65,7 +75,7 @@ class Store:
         if not 0.01 <= target <= 3600:
             raise InvalidParams({"target_chunk_s": "must be between 0.01 and 3600"})
         job = Job(
-            job_id=secrets.token_hex(6),
+            job_id=secrets.token_hex(8),
             kind=kind,
             params=canonical,
             total_units=job_kind.total_units(canonical),
@@ -152,7 +162,7 @@ class Store:
         """
         secret = secrets.token_urlsafe(32)
         worker = Worker(
-            worker_id="w-" + secrets.token_hex(6),
+            worker_id="w-" + secrets.token_hex(8),
             name=name[:MAX_NAME_CHARS],
             cores=cores,
             kinds=sorted(set(kinds)),
@@ -234,9 +244,18 @@ class Store:
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
+            if worker.revoked:  # also between a long-poll's checks
+                raise Unauthorized("unknown, revoked or wrong worker credentials")
             worker.last_seen_s, worker.left = now, False
             worker.state, worker.state_reason = state, state_reason
-            step = Exchange(self.backend, self.kinds, self.config, worker, now)
+            step = Exchange(
+                self.backend,
+                self.kinds,
+                self.config,
+                worker,
+                now,
+                lambda kind: self._pool_speed(kind, now),
+            )
             for report in results:
                 step.report(report)
             step.renew(list(running))
@@ -247,6 +266,21 @@ class Store:
         if step.outcome.released_work:
             self.work_version += 1
         return step.outcome
+
+    def _pool_speed(self, kind: str, now: float) -> float:
+        """Units per second of every online core on ``kind``, recomputed at most once a
+        second: reading every worker on every exchange would not scale."""
+        cached = self._speed_cache.get(kind)
+        if cached is not None and 0 <= now - cached[0] < POOL_SPEED_CACHE_S:
+            return cached[1]
+        ttl = self.config.lease_ttl_s
+        total = sum(
+            w.speeds.get(kind, 0.0) * w.cores
+            for w in self.backend.list_workers()
+            if w.online(now, ttl)
+        )
+        self._speed_cache[kind] = (now, total)
+        return total
 
     def leave(self, worker_id: str, now: float) -> int:
         """A stopping worker leaves: every lease it still holds is given back at once,
@@ -269,6 +303,41 @@ class Store:
         if leases:
             self.work_version += 1
         return len(leases)
+
+    def return_leases(self, worker_id: str, lease_ids: Sequence[str], now: float) -> int:
+        """A worker gives back leases it will not finish soon (its owner paused it for long):
+        their chunks are available to others at once. Returns how many were still active;
+        a lease already finished, expired or returned is left as it is.
+
+        Raises:
+            NotFound: no such worker, or no such lease (nothing is returned).
+            Forbidden: a lease held by another worker (nothing is returned).
+        """
+        released = False
+        with self.backend.transaction():
+            worker = self.backend.get_worker(worker_id)
+            if worker is None:
+                raise NotFound(f"no worker {worker_id!r}")
+            leases = []
+            for lease_id in dict.fromkeys(lease_ids):
+                lease = self.backend.get_lease(lease_id)
+                if lease is None:
+                    raise NotFound(f"no lease {lease_id!r}", lease_id=lease_id)
+                if lease.worker_id != worker_id:
+                    raise Forbidden(
+                        f"lease {lease_id!r} is held by another worker", lease_id=lease_id
+                    )
+                leases.append(lease)
+            active = [lease for lease in leases if lease.state is LeaseState.ACTIVE]
+            for lease in active:
+                lease.state = LeaseState.RETURNED
+                self.backend.put_lease(lease)
+                released = release_chunk(self.backend, lease) or released
+            worker.last_seen_s = now
+            self.backend.put_worker(worker)
+        if released:
+            self.work_version += 1
+        return len(active)
 
     def expire_leases(self, now: float) -> int:
         """Expire leases not renewed in time and make their chunks available again."""

@@ -81,6 +81,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN state TEXT NOT NULL DEFAULT 'running';
     ALTER TABLE workers ADD COLUMN state_reason TEXT NOT NULL DEFAULT ''
     """,
+    """
+    ALTER TABLE chunks ADD COLUMN failed_by TEXT NOT NULL DEFAULT '{}'
+    """,
 ]
 
 
@@ -197,6 +200,9 @@ class SQLiteBackend(Backend):
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                # A failed COMMIT (I/O error, disk full) can leave the transaction open.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise StoreError(f"SQLite error: {exc}") from exc
             finally:
                 self._depth = 0

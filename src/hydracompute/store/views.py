@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hydracompute.core.models import JSON
 from hydracompute.errors import NotFound
-from hydracompute.kinds import Preview
+from hydracompute.kinds import JobKind, Preview
+from hydracompute.store.backend import StoredOutput
 from hydracompute.store.pool import Store
 
 #: Most points a history holds; long jobs are sampled evenly down to this.
@@ -39,8 +42,24 @@ def finished_chunks(store: Store, job_id: str) -> list[int]:
         return store.backend.output_indices(job_id)
 
 
-def chunk_preview(store: Store, job_id: str, chunk_index: int) -> tuple[Preview, bytes]:
-    """Where a finished chunk's image goes and the image (PNG).
+@dataclass(frozen=True)
+class PreviewSource:
+    """What drawing a chunk's picture needs, read from the store."""
+
+    kind: JobKind
+    params: JSON
+    output: StoredOutput
+    area: Preview
+
+    def render(self) -> bytes:
+        """The PNG; CPU work that needs no store, so callers run it off the store thread."""
+        return self.kind.preview(
+            self.params, self.output.start, self.output.stop, self.output.output
+        )
+
+
+def preview_source(store: Store, job_id: str, chunk_index: int) -> PreviewSource:
+    """What a finished chunk's picture is drawn from, and where it goes.
 
     Raises:
         NotFound: no such job, the chunk is not finished, or the kind draws no picture.
@@ -54,4 +73,4 @@ def chunk_preview(store: Store, job_id: str, chunk_index: int) -> tuple[Preview,
     area = kind.preview_area(job.params, stored.start, stored.stop)
     if area is None:
         raise NotFound(f"{job.kind} jobs draw no picture")
-    return area, kind.preview(job.params, stored.start, stored.stop, stored.output)
+    return PreviewSource(kind, job.params, stored, area)

@@ -89,6 +89,12 @@ function openStream(jobId) {
   stream.addEventListener("chunks", (event) => {
     if (state.page && state.page.onChunks) state.page.onChunks(JSON.parse(event.data));
   });
+  stream.addEventListener("signed-out", () => {
+    stream.close();
+    state.session = null;
+    showWho();
+    signInPage("Your key is no longer valid; sign in again.");
+  });
   stream.addEventListener("reload", () => {
     if (state.page && state.page.onReload) state.page.onReload();
   });
@@ -242,11 +248,13 @@ function overviewPage() {
       <tbody></tbody></table></div><p class="muted" id="more-workers"></p></section>
   </div>`));
   const renderJobs = () => {
+    if (!document.getElementById("jobs")) return; // replaced by another page meanwhile
     const jobs = [...state.jobs.values()].sort((a, b) => b.created_s - a.created_s);
     document.querySelector("#jobs tbody").innerHTML = jobs.map(jobRow).join("") ||
       '<tr><td colspan="8" class="muted">No jobs yet: <a href="#/submit">submit one</a>.</td></tr>';
   };
   const renderPool = (pool) => {
+    if (!document.getElementById("totals")) return;
     const throughput = Object.entries(pool.throughput)
       .map(([k, v]) => `<div class="card"><div class="value">${si(v)}</div><div class="label">${escapeHtml(pool.work_names[k] || k)}/s (${escapeHtml(k)})</div></div>`).join("");
     document.getElementById("totals").innerHTML = `
@@ -271,12 +279,14 @@ function overviewPage() {
     document.getElementById("more-workers").textContent = more > 0 ? `and ${more} more` : "";
   };
   let pending = false;
-  return {
+  const self = {
     async load() {
       const listed = await api("GET", "/api/v1/jobs?limit=200");
       for (const job of listed.jobs) state.jobs.set(job.job_id, job);
       renderJobs();
-      renderPool(await api("GET", "/api/v1/pool"));
+      const pool = await api("GET", "/api/v1/pool");
+      if (state.page !== self) return; // superseded while loading: leave the stream alone
+      renderPool(pool);
       openStream(null);
     },
     onPool: renderPool,
@@ -286,6 +296,7 @@ function overviewPage() {
       requestAnimationFrame(() => { pending = false; renderJobs(); });
     },
   };
+  return self;
 }
 
 // --- submit --------------------------------------------------------------------------------
@@ -572,10 +583,11 @@ function jobPage(jobId) {
       await api("POST", `/api/v1/jobs/${encodeURIComponent(jobId)}/cancel`);
     });
   };
-  return {
+  const self = {
     async load() {
       job = await api("GET", `/api/v1/jobs/${encodeURIComponent(jobId)}`);
       state.jobs.set(job.job_id, job);
+      if (state.page !== self) return;
       main.replaceChildren(el(`<div><h1>${escapeHtml(job.name || job.job_id)}</h1><div id="job-header"></div></div>`));
       renderHeader();
       panel = job.kind === "pi" ? piPanel(job) : job.kind === "mandelbrot" ? mandelbrotPanel(job) : null;
@@ -592,6 +604,7 @@ function jobPage(jobId) {
     onChunks(chunks) { if (panel && panel.onChunks) panel.onChunks(chunks); },
     onReload() { if (panel && panel.onReload) panel.onReload(); },
   };
+  return self;
 }
 
 // --- routing -------------------------------------------------------------------------------
@@ -600,11 +613,13 @@ async function route() {
   if (!state.session) return;
   const hash = location.hash || "#/";
   const match = hash.match(/^#\/jobs\/([^/]+)$/);
-  state.page = match ? jobPage(decodeURIComponent(match[1]))
+  const page = match ? jobPage(decodeURIComponent(match[1]))
     : hash === "#/submit" ? submitPage() : overviewPage();
+  state.page = page;
   try {
-    await state.page.load();
+    await page.load();
   } catch (error) {
+    if (state.page !== page) return; // the user has moved on: this page's DOM is gone
     if (error.status === 401) { signInPage("Your session ended; sign in again."); return; }
     document.getElementById("main").replaceChildren(el(`<p class="error">${escapeHtml(error.message)}</p>`));
   }
