@@ -5,6 +5,12 @@ one, renews the leases still running (the heartbeat) and asks for as many chunks
 are free cores. When the worker is idle it long-polls: the coordinator answers as soon as
 work appears. While the coordinator is unreachable the agent keeps computing, keeps its
 results, and retries with exponential backoff and jitter.
+
+The owner's rules (:mod:`hydracompute.worker.rules`) are applied by a governor task: when
+they say pause, the compute processes are suspended at once, the agent reports ``paused``
+with the reason, asks for nothing and keeps renewing its leases; after ``return_after_s`` it
+gives them back (and kills the suspended computations). Resuming continues the chunks that
+were not given back. A status file next to the identity file says what it is doing.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import platform
 import random
 import ssl
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +41,21 @@ from hydracompute.errors import (
 from hydracompute.kinds import default_registry
 from hydracompute.private_files import write_private
 from hydracompute.worker.executor import ChunkExecutor, ChunkRun
+from hydracompute.worker.governor import POLL_S, Governor, ReadingsSource, machine_monitor
+from hydracompute.worker.rules import Rules
+from hydracompute.worker.status import (
+    STATUS_PERIOD_S,
+    process_started_s,
+    rules_status,
+    write_status,
+)
+from hydracompute.worker.throttle import Throttle
 
 log = logging.getLogger("hydracompute.worker")
 
 MAX_BACKOFF_S = 30.0
+#: The longest ``state_reason`` the coordinator keeps.
+MAX_REASON_CHARS = 200
 
 
 def load_identity(path: Path) -> dict[str, Any] | None:
@@ -56,6 +76,7 @@ class Running:
     lease: Mapping[str, Any]
     task: asyncio.Future[ChunkRun]
     abandoned: bool = False
+    received_s: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -64,6 +85,7 @@ class WorkerStats:
     chunks_failed: int = 0
     exchanges: int = 0
     reconnects: int = 0
+    leases_returned: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
 
 
@@ -82,6 +104,11 @@ class WorkerAgent:
             so that a restart rejoins as the same worker instead of enrolling again.
         transport: an httpx transport, e.g. ``httpx.ASGITransport(app)`` in tests.
         wait_s: longest long-poll to ask for while idle.
+        rules: the owner's rules (default: none, every core, all the time).
+        monitor: reads the machine for the rules (default: this machine, via psutil).
+        status_file: where to write the status every second (default: none).
+        local_now: the local time for the allowed hours; injectable for tests.
+        poll_s: how often the rules are applied.
     """
 
     def __init__(
@@ -94,6 +121,11 @@ class WorkerAgent:
         identity_file: Path | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         wait_s: float = 20.0,
+        rules: Rules | None = None,
+        monitor: ReadingsSource | None = None,
+        status_file: Path | None = None,
+        local_now: Callable[[], datetime] = datetime.now,
+        poll_s: float = POLL_S,
     ) -> None:
         self.identity_file = identity_file
         self.url = url.rstrip("/")
@@ -111,40 +143,83 @@ class WorkerAgent:
         self._worker_id = ""
         self._secret = ""
         self._heartbeat_s = 5.0
+        self.rules = rules if rules is not None else Rules(cores=cores)
+        self.status_file = status_file
+        self._monitor = monitor
+        self._local_now = local_now
+        self._poll_s = poll_s
+        self._governor: Governor | None = None
+        self._coordinator_error = ""
+        self._started_s = time.time()
+        self._pid_started_s = process_started_s()
+        self._phase = "starting"
 
     def stop(self) -> None:
         """Ask the loop to finish: results are sent, unfinished leases given back."""
         self._stop.set()
 
+    @property
+    def governor(self) -> Governor:
+        assert self._governor is not None, "the agent is not running"
+        return self._governor
+
     async def run(self, executor: ChunkExecutor | None = None) -> None:
-        """Enrol and work until :meth:`stop`; then return unfinished leases and exit."""
+        """Enrol and work until :meth:`stop`; then return unfinished leases and exit.
+
+        Raises:
+            InvalidRules: a rule needs a measure this machine cannot give.
+            HydraError: the coordinator refused the worker.
+        """
         own_executor = executor is None
         if executor is None:
-            executor = ChunkExecutor(self.cores)
-            await asyncio.to_thread(executor.start)
-        timeout = httpx.Timeout(30.0, read=self.wait_s + 30.0)
+            executor = ChunkExecutor(self.cores, priority=self.rules.priority)
         try:
-            async with httpx.AsyncClient(
-                base_url=self.url, timeout=timeout, transport=self._transport, verify=self.verify
-            ) as http:
-                self._http = http
-                await self._enrol()
-                stop_wait = asyncio.ensure_future(self._stop.wait())
-                while not self._stop.is_set():
-                    # Stopping interrupts even a long-poll; a result whose answer is lost
-                    # that way is resent on leaving, harmlessly (results are idempotent).
-                    cycle = asyncio.ensure_future(self._cycle(executor))
-                    await asyncio.wait([cycle, stop_wait], return_when=asyncio.FIRST_COMPLETED)
-                    if not cycle.done():
-                        cycle.cancel()
-                        await asyncio.gather(cycle, return_exceptions=True)
-                    elif cycle.exception() is not None:
-                        stop_wait.cancel()
-                        raise cycle.exception()  # type: ignore[misc]
-                await self._leave()
+            monitor = self._monitor or machine_monitor(self.rules, executor.pids)
+            if own_executor:
+                await asyncio.to_thread(executor.start)
+            throttle = Throttle(executor.pids)
+            self._governor = Governor(self.rules, monitor, throttle, self._local_now)
+            self._governor.update(await asyncio.to_thread(monitor.read))
+            helpers = [
+                asyncio.ensure_future(self._governor.run(self._poll_s)),
+                asyncio.ensure_future(throttle.run()),
+                asyncio.ensure_future(self._report_status()),
+            ]
+            try:
+                await self._work(executor)
+            finally:
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+                throttle.release()  # a suspended process could not exit
         finally:
+            self._phase = "stopped"
+            self._write_status()
             if own_executor:
                 await asyncio.to_thread(executor.shutdown, True)
+
+    async def _work(self, executor: ChunkExecutor) -> None:
+        timeout = httpx.Timeout(30.0, read=self.wait_s + 30.0)
+        async with httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, transport=self._transport, verify=self.verify
+        ) as http:
+            self._http = http
+            await self._enrol()
+            self._phase = "working"
+            stop_wait = asyncio.ensure_future(self._stop.wait())
+            while not self._stop.is_set():
+                # Stopping interrupts even a long-poll; a result whose answer is lost
+                # that way is resent on leaving, harmlessly (results are idempotent).
+                cycle = asyncio.ensure_future(self._cycle(executor))
+                await asyncio.wait([cycle, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+                if not cycle.done():
+                    cycle.cancel()
+                    await asyncio.gather(cycle, return_exceptions=True)
+                elif cycle.exception() is not None:
+                    stop_wait.cancel()
+                    raise cycle.exception()  # type: ignore[misc]
+            self._phase = "stopping"
+            await self._leave()
 
     async def _request(self, path: str, body: Mapping[str, Any]) -> Any:
         """POST with retries while the coordinator is unreachable or failing (5xx).
@@ -158,6 +233,7 @@ class WorkerAgent:
                 headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
                 response = await self._http.post(path, json=body, headers=headers)
                 if response.status_code < 500:
+                    self._coordinator_error = ""
                     break
                 problem: Any = response.json() if response.content else {}
                 reason = str(error_from_problem(response.status_code, problem))
@@ -168,6 +244,7 @@ class WorkerAgent:
                         f"authority did not sign: {exc}"
                     ) from exc
                 reason = f"{type(exc).__name__}: {exc}"
+            self._coordinator_error = reason
             if self._stop.is_set() and attempt >= 2:
                 raise CoordinatorUnavailable(f"giving up while stopping: {reason}")
             attempt += 1
@@ -225,7 +302,9 @@ class WorkerAgent:
             return False
         self._worker_id, self._secret = str(saved["worker_id"]), str(saved["secret"])
         try:
-            answer = await self._request(f"/api/v1/workers/{self._worker_id}/exchange", {"want": 0})
+            answer = await self._request(
+                f"/api/v1/workers/{self._worker_id}/exchange", {"want": 0, **self._state()}
+            )
         except Unauthorized:  # revoked, or the pool forgot it: enrol again
             self._worker_id = self._secret = ""
             return False
@@ -234,31 +313,82 @@ class WorkerAgent:
         return True
 
     async def _cycle(self, executor: ChunkExecutor) -> None:
-        """One exchange, then wait for a chunk to finish or the heartbeat to come due."""
-        busy = len(self._running)
+        """One exchange, then wait for a chunk to finish, the rules to change their mind or
+        the heartbeat to come due."""
+        governor = self.governor
+        if governor.return_due():
+            await self._give_back(executor)
+        decision = governor.decision
+        busy = len(self._running)  # an abandoned chunk still occupies its process
+        want = max(0, decision.cores - busy) if decision.run else 0
         idle = busy == 0 and not self._unsent
-        answer = await self._exchange(want=self.cores - busy, wait_s=self.wait_s if idle else 0.0)
+        wait_s = self.wait_s if idle and want > 0 else 0.0
+        answer = await self._exchange(want=want, wait_s=wait_s)
         for lease_id in answer["abandon"]:
             if lease_id in self._running:
                 self._running[lease_id].abandoned = True
-        for lease in answer["leases"]:
+        fresh = answer["leases"]
+        if fresh and not governor.decision.run:  # paused while the answer was on its way
+            await self._return([lease["lease_id"] for lease in fresh])
+            fresh = []
+        for lease in fresh:
             chunk = lease["chunk"]
             future = executor.submit(lease["kind"], lease["params"], chunk["start"], chunk["stop"])
             self._running[lease["lease_id"]] = Running(lease, asyncio.wrap_future(future))
-        if self._running:
+        if self._running or not governor.decision.run:
+            await self._wait_for_change()
+            self._collect()
+
+    async def _wait_for_change(self) -> None:
+        wake = self.governor.wake
+        waiters: list[asyncio.Future[Any]] = [r.task for r in self._running.values()]
+        woken = asyncio.ensure_future(wake.wait())
+        try:
             await asyncio.wait(
-                [r.task for r in self._running.values()],
+                [*waiters, woken],
                 timeout=self._heartbeat_s * 0.8,
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            self._collect()
+        finally:
+            woken.cancel()
+        wake.clear()
+
+    async def _give_back(self, executor: ChunkExecutor) -> None:
+        """A long pause: give every lease in hand back so that other workers take the
+        chunks, and kill the suspended computations (they would only hold memory)."""
+        self._collect()
+        held = [lease_id for lease_id, r in self._running.items() if not r.abandoned]
+        if held:
+            await self._return(held)
+        if held or self.governor.decision.return_now:
+            await asyncio.to_thread(executor.restart)
+        self.governor.mark_returned()
+
+    async def _return(self, lease_ids: list[str]) -> None:
+        """Give leases back to the pool; their results, if any still come, are dropped."""
+        for lease_id in lease_ids:
+            if lease_id in self._running:
+                self._running[lease_id].abandoned = True
+        try:
+            answer = await self._request(
+                f"/api/v1/workers/{self._worker_id}/return", {"lease_ids": lease_ids}
+            )
+        except HydraError as exc:
+            log.warning(
+                "could not give back %d lease(s) (%s); they will expire", len(lease_ids), exc
+            )
+            return
+        self.stats.leases_returned += int(answer["returned"])
+        log.info("gave back %d lease(s) while paused", answer["returned"])
 
     def _collect(self) -> None:
         for lease_id, running in list(self._running.items()):
             if not running.task.done():
                 continue
             del self._running[lease_id]
-            if running.abandoned:
+            if running.abandoned:  # given back or abandoned: its outcome is not wanted
+                if not running.task.cancelled():
+                    running.task.exception()  # retrieved, so asyncio does not report it
                 continue
             try:
                 run = running.task.result()
@@ -285,6 +415,7 @@ class WorkerAgent:
                 "running": [k for k, r in self._running.items() if not r.abandoned],
                 "want": want,
                 "wait_s": wait_s,
+                **self._state(),
             }
             try:
                 answer = await self._request(f"/api/v1/workers/{self._worker_id}/exchange", body)
@@ -300,6 +431,14 @@ class WorkerAgent:
             self._unsent = [r for r in self._unsent if r["lease_id"] not in sent]
             return answer
 
+    def _state(self) -> dict[str, str]:
+        """What the pool is told the worker is doing (shown in its worker list)."""
+        decision = self.governor.decision
+        return {
+            "state": "running" if decision.run else "paused",
+            "state_reason": decision.reason[:MAX_REASON_CHARS],
+        }
+
     async def _leave(self) -> None:
         """Send what is finished and give back what is not."""
         self._collect()
@@ -312,3 +451,48 @@ class WorkerAgent:
             log.warning("could not leave cleanly (%s); leases will expire", exc)
         for running in self._running.values():
             running.task.cancel()  # their processes are about to be stopped
+
+    # status
+
+    def status(self) -> dict[str, Any]:
+        """What the agent is doing and why, as written to the status file."""
+        now = time.monotonic()
+        held = {k: r for k, r in self._running.items() if not r.abandoned}
+        return {
+            "pid": os.getpid(),
+            "pid_started_s": self._pid_started_s,
+            "started_s": self._started_s,
+            "url": self.url,
+            "name": self.name,
+            "worker_id": self._worker_id,
+            "cores": self.cores,
+            **rules_status(self._governor, self.rules, self._phase, bool(held)),
+            "leases": [
+                {
+                    "lease_id": lease_id,
+                    "job_id": r.lease["job_id"],
+                    "kind": r.lease["kind"],
+                    "start": r.lease["chunk"]["start"],
+                    "stop": r.lease["chunk"]["stop"],
+                    "held_s": now - r.received_s,
+                }
+                for lease_id, r in held.items()
+            ],
+            "chunks_done": self.stats.chunks_done,
+            "chunks_failed": self.stats.chunks_failed,
+            "leases_returned": self.stats.leases_returned,
+            "coordinator_error": self._coordinator_error,
+        }
+
+    def _write_status(self) -> None:
+        if self.status_file is None:
+            return
+        try:
+            write_status(self.status_file, self.status())
+        except OSError as exc:  # a full disk must not stop the computing
+            log.warning("cannot write the status file %s: %s", self.status_file, exc)
+
+    async def _report_status(self) -> None:
+        while True:
+            self._write_status()
+            await asyncio.sleep(STATUS_PERIOD_S)

@@ -26,6 +26,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
 from hydracompute.kinds import default_registry
 from hydracompute.kinds.base import JSON
 
@@ -44,14 +46,20 @@ class ChunkRun:
 
 
 def _set_priority(priority: str) -> None:
-    """``idle``: Linux's SCHED_IDLE and nice 19 (nice 19 elsewhere); ``low``: nice 19."""
+    """``idle``: Linux's SCHED_IDLE and nice 19 (nice 19 elsewhere, Windows' idle class);
+    ``low``: nice 19 (Windows: below normal); ``normal``: unchanged."""
     if priority == "normal":
         return
+    me = psutil.Process()
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        if sys.platform == "win32":
+            idle = priority == "idle"
+            me.nice(psutil.IDLE_PRIORITY_CLASS if idle else psutil.BELOW_NORMAL_PRIORITY_CLASS)
+            return
+        me.nice(19)
         if priority == "idle" and hasattr(os, "sched_setscheduler"):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError as exc:  # not allowed here (some containers): compute anyway
+    except (OSError, psutil.Error) as exc:  # not allowed here (some containers): go on
         log.warning("cannot lower the compute processes' priority: %s", exc)
 
 
@@ -129,7 +137,12 @@ class ChunkExecutor:
         """Process ids of the compute processes running now (none before the first chunk
         after :meth:`restart`)."""
         processes: dict[int, Any] = getattr(self._pool, "_processes", None) or {}
-        return list(processes)
+        for _ in range(10):
+            try:
+                return list(processes)
+            except RuntimeError:  # the pool's own thread changed it meanwhile: read again
+                continue
+        return []
 
     def submit(self, kind: str, params: JSON, start: int, stop: int) -> Future[ChunkRun]:
         """Run a chunk on a free process; a pool broken by a dead process is rebuilt."""
