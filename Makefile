@@ -21,15 +21,17 @@ demo: $(STAMP)
 	$(BIN)/hydracompute demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The dashboard tests drive Debian's Chromium; never a browser downloaded by a test tool.
+# The dashboard tests drive Debian's Chromium (never a browser downloaded by a test tool);
+# the worker's input-idle rule is tested on a virtual X display (Xvfb, xdotool).
 browser:
-	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@test -x /usr/bin/chromium -a -x /usr/bin/Xvfb -a -x /usr/bin/xdotool || \
+		{ apt-get update -qq && apt-get install -y -qq chromium xvfb xdotool; }
 
 unit: $(STAMP) browser
 	$(BIN)/python -m pytest -q

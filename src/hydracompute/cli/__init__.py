@@ -7,7 +7,7 @@ and of ``worker``), ``HYDRACOMPUTE_STORE`` (the coordinator's store); any other 
 ``HYDRACOMPUTE_<COMMAND>_<OPTION>``, e.g. ``HYDRACOMPUTE_WORKER_CORES``.
 """
 
-from hydracompute.cli import admin, jobs, pool
+from hydracompute.cli import admin, jobs, pool, worker
 from hydracompute.cli.base import EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE, main
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "jobs",
     "main",
     "pool",
+    "worker",
 ]

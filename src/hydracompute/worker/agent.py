@@ -58,6 +58,14 @@ MAX_BACKOFF_S = 30.0
 MAX_REASON_CHARS = 200
 
 
+def _retry_after_s(header: str | None) -> float:
+    """Seconds from a Retry-After header (seconds form), within reason."""
+    try:
+        return min(max(float(header or 1), 0.1), MAX_BACKOFF_S)
+    except ValueError:
+        return 1.0
+
+
 def load_identity(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -232,16 +240,23 @@ class WorkerAgent:
             try:
                 headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
                 response = await self._http.post(path, json=body, headers=headers)
-                if response.status_code < 500:
+                if response.status_code < 500 and response.status_code != 429:
                     self._coordinator_error = ""
                     break
                 problem: Any = response.json() if response.content else {}
                 reason = str(error_from_problem(response.status_code, problem))
+                if response.status_code == 429:  # slow down as told, then try again
+                    wait = _retry_after_s(response.headers.get("Retry-After"))
+                    self._coordinator_error = reason
+                    log.warning("coordinator asks to slow down (%s); waiting %.1f s", reason, wait)
+                    await asyncio.sleep(wait * random.uniform(1.0, 1.5))
+                    continue
             except (httpx.TransportError, ValueError) as exc:
                 if tls.is_certificate_error(exc):  # not transient: never retried
                     raise tls.CertificateMismatch(
-                        f"the coordinator at {self.url} presented a certificate its pinned "
-                        f"authority did not sign: {exc}"
+                        f"could not verify the certificate of the coordinator at {self.url} "
+                        "(a wrong --ca-fingerprint, none given for a coordinator with its own "
+                        f"authority, or someone in between): {exc}"
                     ) from exc
                 reason = f"{type(exc).__name__}: {exc}"
             self._coordinator_error = reason
@@ -331,6 +346,12 @@ class WorkerAgent:
         if fresh and not governor.decision.run:  # paused while the answer was on its way
             await self._return([lease["lease_id"] for lease in fresh])
             fresh = []
+        elif len(fresh) > want:  # more than asked for: never run more than the rules allow
+            log.warning(
+                "the coordinator sent %d leases for %d asked; returning the rest", len(fresh), want
+            )
+            await self._return([lease["lease_id"] for lease in fresh[want:]])
+            fresh = fresh[:want]
         for lease in fresh:
             chunk = lease["chunk"]
             future = executor.submit(lease["kind"], lease["params"], chunk["start"], chunk["stop"])

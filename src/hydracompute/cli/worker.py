@@ -1,0 +1,376 @@
+"""The ``worker`` command group: run a volunteer worker, show its status, install it as a
+service."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from hydracompute.cli.base import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    json_option,
+    main,
+    notes,
+    print_json,
+)
+from hydracompute.cli.pool import default_data_dir
+from hydracompute.client import DEFAULT_URL
+from hydracompute.errors import CoordinatorUnavailable, HydraError
+from hydracompute.worker.rules import PRIORITIES, SETTINGS, Rules, Setting
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_identity_file(url: str, name: str | None) -> Path:
+    key = hashlib.sha256(f"{url.rstrip('/')}\n{name or ''}".encode()).hexdigest()[:16]
+    return default_data_dir() / "workers" / f"{key}.json"
+
+
+class WorkerGroup(click.Group):
+    """``hydracompute worker URL [options]`` runs a worker, as it always has; ``worker
+    status`` and ``worker install-service`` are subcommands. A first argument that names no
+    subcommand is taken as the start of the ``run`` command's arguments."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] != "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+#: Options as ``HYDRACOMPUTE_WORKER_<OPTION>`` whichever subcommand reads them.
+_WORKER_ENV = {"auto_envvar_prefix": "HYDRACOMPUTE_WORKER"}
+
+
+def _rule_option(setting: Setting) -> Callable[[F], F]:
+    flag = "--" + setting.key.replace("_", "-")
+    text = f"{setting.help} [default: {setting.default_text}]"
+    if setting.kind == "bool":
+        return click.option(f"{flag}/--no-{flag[2:]}", setting.key, default=None, help=text)
+    if setting.kind == "hours":
+        return click.option(flag, setting.key, multiple=True, metavar="WINDOW", help=text)
+    if setting.kind == "choice":
+        return click.option(flag, setting.key, type=click.Choice(PRIORITIES), help=text)
+    return click.option(flag, setting.key, type=int if setting.kind == "int" else float, help=text)
+
+
+def worker_options(fn: F) -> F:
+    """The options of a worker: where it joins, as whom, and the owner's rules."""
+    options = [
+        click.argument("url", envvar="HYDRACOMPUTE_URL", default=DEFAULT_URL),
+        click.option(
+            "--token",
+            envvar="HYDRACOMPUTE_JOIN_TOKEN",
+            required=True,
+            help="The pool's join token (the coordinator prints it in its join command).",
+        ),
+        click.option(
+            "--ca-fingerprint",
+            envvar="HYDRACOMPUTE_CA_FINGERPRINT",
+            default=None,
+            help="SHA-256 fingerprint of the coordinator's own certificate authority, to pin it.",
+        ),
+        click.option(
+            "--cores",
+            default=None,
+            type=click.IntRange(1, 1024),
+            help="Compute processes to run: the CPU cap in cores [default: every core].",
+        ),
+        click.option("--name", default=None, help="Name shown in the pool (default: host name)."),
+        click.option(
+            "--identity",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Where the worker keeps its id and secret between runs "
+            "(default: one file per pool URL and name in the user data directory).",
+        ),
+        click.option(
+            "--config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="A TOML file of rules (default: worker.toml in the user config directory, "
+            "if it exists). Flags override it.",
+        ),
+        *(_rule_option(s) for s in SETTINGS if s.key != "cores"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def default_rules_file() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("hydracompute")) / "worker.toml"
+
+
+def _given_rules(flags: dict[str, Any]) -> dict[str, Any]:
+    """The rule flags actually given on the command line (or in the environment)."""
+    given = {}
+    for key, value in flags.items():
+        if value is None or value == ():
+            continue
+        given[key] = list(value) if isinstance(value, tuple) else value
+    return given
+
+
+def load_rules(
+    config: Path | None, cores: int | None, flags: dict[str, Any]
+) -> tuple[Rules, Path | None]:
+    """The owner's rules from the config file and the flags; usage errors if they are bad."""
+    from hydracompute.worker.rules import InvalidRules, read_rules_file, rules_from_values
+
+    if config is None and default_rules_file().is_file():
+        config = default_rules_file()
+    given = _given_rules(flags) | ({"cores": cores} if cores is not None else {})
+    try:
+        values = read_rules_file(config) if config is not None else {}
+        source = str(config) if config is not None else ""
+        rules = rules_from_values(values | given, os.cpu_count() or 1, source)
+    except InvalidRules as exc:
+        raise click.UsageError(exc.detail) from exc
+    return rules, config
+
+
+@main.group(cls=WorkerGroup, invoke_without_command=False)
+def worker() -> None:
+    """Volunteer this machine: join the pool at URL and compute chunks until Ctrl-C.
+
+    \b
+    hydracompute worker URL [OPTIONS]       run a worker (same as 'worker run')
+    hydracompute worker status             what the local worker is doing, and why
+    hydracompute worker install-service    run it as a service of your session
+
+    The owner's rules (flags, or a TOML file given by --config) say when it may compute:
+    see docs/worker.md.
+    """
+
+
+@worker.command("run", context_settings=_WORKER_ENV)
+@worker_options
+def worker_run(
+    url: str,
+    token: str,
+    ca_fingerprint: str | None,
+    cores: int | None,
+    name: str | None,
+    identity: Path | None,
+    config: Path | None,
+    **rule_flags: Any,
+) -> None:
+    """Join the pool at URL and compute chunks until Ctrl-C.
+
+    The first run enrols with the join token; later runs rejoin as the same worker. The
+    owner's rules decide when it computes; 'hydracompute worker status' shows what it does.
+    """
+    from hydracompute.worker.agent import WorkerAgent
+    from hydracompute.worker.governor import check_measurable
+    from hydracompute.worker.rules import InvalidRules
+    from hydracompute.worker.status import status_path
+
+    rules, config = load_rules(config, cores, rule_flags)
+    try:
+        for warning in check_measurable(rules):
+            notes.print(f"[yellow]{warning}[/yellow]")
+    except InvalidRules as exc:
+        raise click.UsageError(exc.detail) from exc
+    if url.startswith("http://"):
+        notes.print("[yellow]plain HTTP: the join token and results cross the network in clear[/]")
+    try:
+        verify = _verification_with_retries(url, ca_fingerprint)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
+    except HydraError as exc:
+        notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
+        sys.exit(EXIT_REFUSED)
+    identity = identity or default_identity_file(url, name)
+    agent = WorkerAgent(
+        url,
+        rules.cores,
+        token,
+        verify=verify,
+        name=name,
+        identity_file=identity,
+        rules=rules,
+        status_file=status_path(identity),
+    )
+    logging.getLogger("hydracompute.worker").info(
+        "rules%s: %s", f" from {config}" if config else "", rules.summary()
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(run())
+    except InvalidRules as exc:
+        raise click.UsageError(exc.detail) from exc
+    except CoordinatorUnavailable as exc:
+        notes.print(f"[red]{exc.detail}[/red]")
+        sys.exit(EXIT_UNREACHABLE)
+    except HydraError as exc:
+        notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
+        sys.exit(EXIT_REFUSED)
+    click.echo(f"Stopped after {agent.stats.chunks_done} chunk(s).", err=True)
+
+
+@worker.command("status")
+@click.option(
+    "--identity",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The identity file of the worker to show (default: every worker of this user).",
+)
+@json_option
+def worker_status(identity: Path | None, as_json: bool) -> None:
+    """What the worker running on this machine is doing, and why.
+
+    Exits with 0 if a worker is running and reporting, 1 if none is.
+    """
+    from hydracompute.worker.status import SUFFIX, describe, read_statuses, status_path
+
+    folder = default_data_dir() / "workers"
+    paths = [status_path(identity)] if identity else sorted(folder.glob(f"*{SUFFIX}"))
+    seen = read_statuses(paths)
+    running = [s for s in seen if s.alive]
+    if as_json:
+        print_json(
+            [
+                {"status_file": str(s.path), "running": s.alive, "stale": s.stale, **s.status}
+                for s in (running or seen)
+            ]
+        )
+    elif not seen:
+        where = paths[0] if identity else folder
+        click.echo(f"No worker is running: none has written its status in {where}.")
+    else:
+        click.echo("\n\n".join(describe(s) for s in (running or seen[:1])))
+        if not running:
+            click.echo("No worker is running.")
+    sys.exit(0 if running and not all(s.stale for s in running) else 1)
+
+
+@worker.command("install-service", context_settings=_WORKER_ENV)
+@worker_options
+@click.option("--print", "print_only", is_flag=True, help="Show the files; write nothing.")
+@click.option(
+    "--platform",
+    "target",
+    type=click.Choice(["linux", "macos"]),
+    default=None,
+    help="The kind of service to write [default: this machine's].",
+)
+def worker_install_service(
+    url: str,
+    token: str,
+    ca_fingerprint: str | None,
+    cores: int | None,
+    name: str | None,
+    identity: Path | None,
+    config: Path | None,
+    print_only: bool,
+    target: str | None,
+    **rule_flags: Any,
+) -> None:
+    """Run the worker as a service of your session, at the lowest priority.
+
+    Writes a systemd user unit (Linux) or a launchd agent (macOS) that runs 'hydracompute
+    worker URL' with these options, and prints how to enable it. The join token goes in a
+    private file (mode 0600), never on the command line.
+    """
+    from hydracompute import tls
+    from hydracompute.private_files import write_atomic
+    from hydracompute.worker import service
+
+    platform_name = target or ("macos" if sys.platform == "darwin" else "linux")
+    if platform_name == "linux" and target is None and not sys.platform.startswith("linux"):
+        raise click.UsageError("services are written for Linux (systemd) and macOS (launchd)")
+    rules, config = load_rules(config, cores, rule_flags)
+    if ca_fingerprint:
+        try:
+            ca_fingerprint = tls.parse_fingerprint(ca_fingerprint)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
+    command = [sys.executable, "-m", "hydracompute", "worker", url]
+    for option, value in (
+        ("--ca-fingerprint", ca_fingerprint),
+        ("--cores", cores),
+        ("--name", name),
+        ("--identity", identity and identity.resolve()),
+        ("--config", config and config.resolve()),
+    ):
+        if value is not None:
+            command += [option, str(value)]
+    command += _flags_of(_given_rules(rule_flags))
+    environment = {}
+    if rules.input_idle_minutes is not None:  # the desktop session's display, to ask it
+        environment = {k: os.environ[k] for k in ("DISPLAY", "XAUTHORITY") if k in os.environ}
+    try:
+        if platform_name == "linux":
+            import platformdirs
+
+            config_home = Path(platformdirs.user_config_dir())
+            description = f"Hydra Compute volunteer worker for {url}"
+            files = service.systemd_files(command, token, config_home, description, environment)
+        else:
+            files = service.launchd_files(command, token, Path.home(), environment)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--token") from exc
+    for file in files:
+        if print_only:
+            shown = file.content.replace(token, "<join token>")
+            click.echo(f"# {file.path} (mode {file.mode:o})\n{shown}")
+            continue
+        file.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(file.path, file.content.encode(), file.mode)
+        click.echo(f"Wrote {file.path} (mode {file.mode:o})", err=True)
+    click.echo(f"Rules: {rules.summary()}", err=True)
+    if print_only:
+        return
+    click.echo("Then:", err=True)
+    for step, why in service.enable_steps(platform_name, files):  # type: ignore[arg-type]
+        click.echo(f"  {step:<60} # {why}", err=True)
+
+
+def _flags_of(rules: dict[str, Any]) -> list[str]:
+    """Command-line flags that give ``rules`` (setting name to value) again."""
+    flags: list[str] = []
+    for key, value in rules.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, list):
+            for item in value:
+                flags += [flag, str(item)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def _verification_with_retries(url: str, ca_fingerprint: str | None) -> ssl.SSLContext | bool:
+    """The pinned CA, waiting (with backoff) while the coordinator is not up yet."""
+    from hydracompute import tls
+
+    delay = 0.25
+    while True:
+        try:
+            return tls.verification(url, ca_fingerprint)
+        except CoordinatorUnavailable as exc:
+            notes.print(f"{exc.detail}; retrying in {delay:.1f} s")
+            time.sleep(random.uniform(delay / 2, delay))
+            delay = min(30.0, delay * 2)
