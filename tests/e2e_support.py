@@ -67,7 +67,16 @@ class Pool:
         return self.coordinator.url
 
     def start_coordinator(self) -> None:
-        self.local = start_coordinator(self.data_dir, self.port, self.options)
+        for attempt in range(5):
+            try:
+                self.local = start_coordinator(self.data_dir, self.port, self.options)
+                break
+            except RuntimeError as exc:
+                # Restarting on the port a killed coordinator held: the kernel may not have
+                # let go of it yet. Anything else is a real failure.
+                if "Address already in use" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.2 * 2**attempt)
         self.port = int(self.url.rsplit(":", 1)[1])
 
     def kill_coordinator(self) -> None:

@@ -12,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -51,8 +52,31 @@ class LocalCoordinator:
 def start_coordinator(
     data_dir: Path, port: int = 0, extra: list[str] | None = None
 ) -> LocalCoordinator:
-    """Start ``hydracompute coordinator`` (TLS, keys in ``data_dir``) in a child process."""
-    process = subprocess.Popen(
+    """Start ``hydracompute coordinator`` (TLS, keys in ``data_dir``) in a child process.
+
+    Its log goes to ``coordinator.log`` in ``data_dir`` (private: the banner repeats the
+    admin key and join token); a coordinator that fails to start is reported with it.
+    """
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = data_dir / "coordinator.log"
+    log_path.touch(mode=0o600)
+    with log_path.open("a") as log:
+        process = _spawn_coordinator(data_dir, port, extra or [], log)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("URL "):
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        tail = log_path.read_text()[-2000:]
+        raise RuntimeError(f"the coordinator did not start (it printed {line!r}); log:\n{tail}")
+    return LocalCoordinator(process, line.split()[1], data_dir)
+
+
+def _spawn_coordinator(
+    data_dir: Path, port: int, extra: list[str], log: Any
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -64,20 +88,12 @@ def start_coordinator(
             str(port),
             "--data-dir",
             str(data_dir),
-            *(extra or []),
+            *extra,
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # its banner repeats the admin key and join token
+        stderr=log,
         text=True,
     )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("URL "):
-        process.kill()
-        process.wait()
-        process.stdout.close()
-        raise RuntimeError(f"the coordinator did not start (it printed {line!r})")
-    return LocalCoordinator(process, line.split()[1], data_dir)
 
 
 def start_worker(coordinator: LocalCoordinator, cores: int, name: str) -> subprocess.Popen[str]:
