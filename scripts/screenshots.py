@@ -1,6 +1,6 @@
 """Screenshots of the dashboard for the README: a real pool on loopback, Debian's Chromium.
 
-    .venv/bin/python scripts/screenshots.py [docs/img]
+.venv/bin/python scripts/screenshots.py [docs/img]
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from playwright.sync_api import sync_playwright
 
 from hydracompute.demo import start_coordinator, start_worker, stop
 
-ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def main() -> None:
@@ -28,19 +32,30 @@ def main() -> None:
             with coordinator.client() as client:
                 while sum(w["online"] for w in client.workers()) < 2:
                     time.sleep(0.1)
-                mandel = client.submit("mandelbrot", width=1024, height=768, max_iter=2000,
-                                       center_re=-0.7435, center_im=0.1314, span=0.012,
-                                       colour_map="classic", name="seahorse valley")
+                mandel = client.submit(
+                    "mandelbrot",
+                    width=1024,
+                    height=768,
+                    max_iter=2000,
+                    center_re=-0.7435,
+                    center_im=0.1314,
+                    span=0.012,
+                    colour_map="classic",
+                    name="seahorse valley",
+                )
                 client.submit("pi", samples=2 * 10**11, seed=7, name="π, 2·10¹¹ samples")
                 mandel.wait()
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(
                     executable_path="/usr/bin/chromium", headless=True, args=ARGS
                 )
-                for name, viewport in (("desktop", {"width": 1280, "height": 900}),
-                                       ("phone", {"width": 390, "height": 844})):
-                    page = browser.new_context(ignore_https_errors=True,
-                                               viewport=viewport).new_page()
+                for name, viewport in (
+                    ("desktop", {"width": 1280, "height": 900}),
+                    ("phone", {"width": 390, "height": 844}),
+                ):
+                    page = browser.new_context(
+                        ignore_https_errors=True, viewport=viewport
+                    ).new_page()
                     page.goto(coordinator.url + "/")
                     page.fill("input[name=api_key]", coordinator.admin_key)
                     page.click("#sign-in button[type=submit]")
@@ -50,8 +65,9 @@ def main() -> None:
                     page.screenshot(path=str(out / f"dashboard-overview{suffix}.png"))
                     page.goto(coordinator.url + f"/#/jobs/{mandel.job_id}")
                     page.wait_for_selector("canvas#picture[data-complete=true]")
-                    page.screenshot(path=str(out / f"dashboard-mandelbrot{suffix}.png"),
-                                    full_page=True)
+                    page.screenshot(
+                        path=str(out / f"dashboard-mandelbrot{suffix}.png"), full_page=True
+                    )
                 browser.close()
         finally:
             for worker in workers:

@@ -137,7 +137,7 @@ async def running_agent(tmp_path: Path, **rules: Any) -> AsyncIterator[Setup]:
     task = asyncio.ensure_future(agent.run())
     setup = Setup(agent, monitor, app.state.coordinator, store, status_file)
     try:
-        await until(lambda: agent._worker_id or task.done(), what="enrolment")
+        await until(lambda: agent.worker_id or task.done(), what="enrolment")
         yield setup
     finally:
         agent.stop()

@@ -16,11 +16,9 @@ were not given back. A status file next to the identity file says what it is doi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import platform
-import random
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -31,17 +29,13 @@ from typing import Any
 
 import httpx
 
-from hydracompute import __version__, tls
 from hydracompute.errors import (
-    CoordinatorUnavailable,
     HydraError,
-    Unauthorized,
-    error_from_problem,
 )
 from hydracompute.kinds import default_registry
-from hydracompute.private_files import write_private
 from hydracompute.worker.executor import ChunkExecutor, ChunkRun
 from hydracompute.worker.governor import POLL_S, Governor, ReadingsSource, machine_monitor
+from hydracompute.worker.link import CoordinatorLink, Enrolment
 from hydracompute.worker.rules import Rules
 from hydracompute.worker.status import (
     STATUS_PERIOD_S,
@@ -53,30 +47,8 @@ from hydracompute.worker.throttle import Throttle
 
 log = logging.getLogger("hydracompute.worker")
 
-MAX_BACKOFF_S = 30.0
 #: The longest ``state_reason`` the coordinator keeps.
 MAX_REASON_CHARS = 200
-
-
-def _retry_after_s(header: str | None) -> float:
-    """Seconds from a Retry-After header (seconds form), within reason."""
-    try:
-        return min(max(float(header or 1), 0.1), MAX_BACKOFF_S)
-    except ValueError:
-        return 1.0
-
-
-def load_identity(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def save_identity(path: Path, identity: dict[str, Any]) -> None:
-    """Keep the worker's credentials, readable by its owner only."""
-    write_private(path, json.dumps(identity))
 
 
 @dataclass
@@ -92,7 +64,6 @@ class WorkerStats:
     chunks_done: int = 0
     chunks_failed: int = 0
     exchanges: int = 0
-    reconnects: int = 0
     leases_returned: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
 
@@ -148,19 +119,26 @@ class WorkerAgent:
         self._stop = asyncio.Event()
         self._running: dict[str, Running] = {}
         self._unsent: list[dict[str, Any]] = []
-        self._worker_id = ""
-        self._secret = ""
-        self._heartbeat_s = 5.0
         self.rules = rules if rules is not None else Rules(cores=cores)
         self.status_file = status_file
         self._monitor = monitor
         self._local_now = local_now
         self._poll_s = poll_s
         self._governor: Governor | None = None
-        self._coordinator_error = ""
+        self._link: CoordinatorLink | None = None
         self._started_s = time.time()
         self._pid_started_s = process_started_s()
         self._phase = "starting"
+
+    @property
+    def link(self) -> CoordinatorLink:
+        assert self._link is not None, "the agent has not joined yet"
+        return self._link
+
+    @property
+    def worker_id(self) -> str:
+        """The worker's id in the pool ("" until it has joined)."""
+        return self._link.worker_id if self._link else ""
 
     def stop(self) -> None:
         """Ask the loop to finish: results are sent, unfinished leases given back."""
@@ -211,8 +189,11 @@ class WorkerAgent:
         async with httpx.AsyncClient(
             base_url=self.url, timeout=timeout, transport=self._transport, verify=self.verify
         ) as http:
-            self._http = http
-            await self._enrol()
+            self._link = CoordinatorLink(self.url, http, self._stop.is_set)
+            enrolment = Enrolment(
+                self.join_token, self.name, self.cores, self.kinds, self.identity_file
+            )
+            await self._link.join(enrolment, self._state())
             self._phase = "working"
             stop_wait = asyncio.ensure_future(self._stop.wait())
             while not self._stop.is_set():
@@ -228,104 +209,6 @@ class WorkerAgent:
                     raise cycle.exception()  # type: ignore[misc]
             self._phase = "stopping"
             await self._leave()
-
-    async def _request(self, path: str, body: Mapping[str, Any]) -> Any:
-        """POST with retries while the coordinator is unreachable or failing (5xx).
-
-        Raises:
-            HydraError: the coordinator refused the request (4xx).
-        """
-        attempt = 0
-        while True:
-            try:
-                headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
-                response = await self._http.post(path, json=body, headers=headers)
-                if response.status_code < 500 and response.status_code != 429:
-                    self._coordinator_error = ""
-                    break
-                problem: Any = response.json() if response.content else {}
-                reason = str(error_from_problem(response.status_code, problem))
-                if response.status_code == 429:  # slow down as told, then try again
-                    wait = _retry_after_s(response.headers.get("Retry-After"))
-                    self._coordinator_error = reason
-                    log.warning("coordinator asks to slow down (%s); waiting %.1f s", reason, wait)
-                    await asyncio.sleep(wait * random.uniform(1.0, 1.5))
-                    continue
-            except (httpx.TransportError, ValueError) as exc:
-                if tls.is_certificate_error(exc):  # not transient: never retried
-                    raise tls.CertificateMismatch(
-                        f"could not verify the certificate of the coordinator at {self.url} "
-                        "(a wrong --ca-fingerprint, none given for a coordinator with its own "
-                        f"authority, or someone in between): {exc}"
-                    ) from exc
-                reason = f"{type(exc).__name__}: {exc}"
-            self._coordinator_error = reason
-            if self._stop.is_set() and attempt >= 2:
-                raise CoordinatorUnavailable(f"giving up while stopping: {reason}")
-            attempt += 1
-            self.stats.reconnects += 1
-            delay = random.uniform(0, min(MAX_BACKOFF_S, 0.25 * 2**attempt))
-            log.warning("coordinator unavailable (%s); retrying in %.1f s", reason, delay)
-            await asyncio.sleep(delay)
-        if response.status_code >= 400:
-            raise error_from_problem(response.status_code, response.json())
-        return response.json() if response.content else None
-
-    async def _enrol(self) -> None:
-        """Take up the identity saved by an earlier run, or enrol with the join token."""
-        if await self._resume():
-            return
-        answer = await self._request(
-            "/api/v1/workers",
-            {
-                "join_token": self.join_token,
-                "name": self.name[:200],
-                "cores": self.cores,
-                "kinds": self.kinds,
-                "version": __version__,
-            },
-        )
-        self._worker_id = answer["worker_id"]
-        self._secret = answer["secret"]
-        self._heartbeat_s = float(answer["heartbeat_s"])
-        if self.identity_file is not None:
-            save_identity(self.identity_file, self._identity())
-        log.info(
-            "enrolled as %s with %d core(s) for %s",
-            self._worker_id,
-            self.cores,
-            ", ".join(self.kinds),
-        )
-
-    def _identity(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "worker_id": self._worker_id,
-            "secret": self._secret,
-            "cores": self.cores,
-            "kinds": self.kinds,
-        }
-
-    async def _resume(self) -> bool:
-        """Reuse the saved identity if it is for this pool and set-up and still accepted."""
-        saved = load_identity(self.identity_file) if self.identity_file else None
-        if not saved or {k: saved.get(k) for k in ("url", "cores", "kinds")} != {
-            "url": self.url,
-            "cores": self.cores,
-            "kinds": self.kinds,
-        }:
-            return False
-        self._worker_id, self._secret = str(saved["worker_id"]), str(saved["secret"])
-        try:
-            answer = await self._request(
-                f"/api/v1/workers/{self._worker_id}/exchange", {"want": 0, **self._state()}
-            )
-        except Unauthorized:  # revoked, or the pool forgot it: enrol again
-            self._worker_id = self._secret = ""
-            return False
-        self._heartbeat_s = float(answer["next_exchange_s"])
-        log.info("rejoined as %s", self._worker_id)
-        return True
 
     async def _cycle(self, executor: ChunkExecutor) -> None:
         """One exchange, then wait for a chunk to finish, the rules to change their mind or
@@ -367,7 +250,7 @@ class WorkerAgent:
         try:
             await asyncio.wait(
                 [*waiters, woken],
-                timeout=self._heartbeat_s * 0.8,
+                timeout=self.link.heartbeat_s * 0.8,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -391,8 +274,8 @@ class WorkerAgent:
             if lease_id in self._running:
                 self._running[lease_id].abandoned = True
         try:
-            answer = await self._request(
-                f"/api/v1/workers/{self._worker_id}/return", {"lease_ids": lease_ids}
+            answer = await self.link.request(
+                f"/api/v1/workers/{self.link.worker_id}/return", {"lease_ids": lease_ids}
             )
         except HydraError as exc:
             log.warning(
@@ -439,7 +322,9 @@ class WorkerAgent:
                 **self._state(),
             }
             try:
-                answer = await self._request(f"/api/v1/workers/{self._worker_id}/exchange", body)
+                answer = await self.link.request(
+                    f"/api/v1/workers/{self.link.worker_id}/exchange", body
+                )
             except HydraError as exc:
                 refused = exc.extra.get("lease_id")
                 if refused is None or not any(r["lease_id"] == refused for r in self._unsent):
@@ -466,7 +351,7 @@ class WorkerAgent:
         try:
             if self._unsent:
                 await self._exchange(want=0, wait_s=0.0)
-            answer = await self._request(f"/api/v1/workers/{self._worker_id}/leave", {})
+            answer = await self.link.request(f"/api/v1/workers/{self.link.worker_id}/leave", {})
             log.info("left the pool; returned %d unfinished lease(s)", answer["returned"])
         except HydraError as exc:
             log.warning("could not leave cleanly (%s); leases will expire", exc)
@@ -485,7 +370,7 @@ class WorkerAgent:
             "started_s": self._started_s,
             "url": self.url,
             "name": self.name,
-            "worker_id": self._worker_id,
+            "worker_id": self.worker_id,
             "cores": self.cores,
             **rules_status(self._governor, self.rules, self._phase, bool(held)),
             "leases": [
@@ -502,7 +387,7 @@ class WorkerAgent:
             "chunks_done": self.stats.chunks_done,
             "chunks_failed": self.stats.chunks_failed,
             "leases_returned": self.stats.leases_returned,
-            "coordinator_error": self._coordinator_error,
+            "coordinator_error": (self._link.error if self._link else ""),
         }
 
     def _write_status(self) -> None:
