@@ -208,8 +208,12 @@ def test_a_long_pause_gives_the_chunks_back_and_the_job_still_ends_exactly(
             await until(lambda: s.agent.stats.leases_returned == 1, what="the leases to go back")
             assert await s.lease_state(lease_id) is LeaseState.RETURNED
             assert (await s.worker_view())["leases"] == 0
-            # The suspended computation was killed, not left holding memory.
-            assert not any(psutil.pid_exists(p) and p in s.compute_pids() for p in pids)
+            # The suspended computation is killed (right after the return), not left holding
+            # memory.
+            await until(
+                lambda: not any(psutil.pid_exists(p) and p in s.compute_pids() for p in pids),
+                what="the suspended computation to be killed",
+            )
             status = await until(
                 lambda: (
                     (seen := json.loads(s.status_file.read_text()))["state"] == "paused" and seen
