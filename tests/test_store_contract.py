@@ -20,6 +20,7 @@ from hydracompute.errors import (
     UnknownKind,
 )
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
+from hydracompute.store.exchange import ExchangeRequest
 from tests.sum_kind import SumKind, sum_registry
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
@@ -388,3 +389,44 @@ def test_a_revoked_worker_gets_nothing_more(store: Store) -> None:
     store.revoke_worker(worker.worker_id, now=0.5)
     with pytest.raises(Unauthorized):
         store.exchange(worker.worker_id, [], [], 1, now=1.0)
+
+
+def test_a_nested_transaction_that_fails_undoes_only_its_own_writes(store: Store) -> None:
+    backend = store.backend
+    first = store.submit_job("sum", {"n": 1}, now=0.0)
+    with backend.transaction():
+        outer = backend.get_job(first.job_id)
+        assert outer is not None
+        outer.name = "outer"
+        backend.put_job(outer)
+        with pytest.raises(RuntimeError), backend.transaction():
+            inner = backend.get_job(first.job_id)
+            assert inner is not None
+            inner.name = "inner"
+            backend.put_job(inner)
+            raise RuntimeError("refused")
+        with backend.transaction():
+            kept = backend.get_job(first.job_id)
+            assert kept is not None and kept.name == "outer"
+    assert store.get_job(first.job_id).name == "outer"
+
+
+def test_batched_exchanges_are_recorded_or_refused_each_on_its_own(store: Store) -> None:
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    good = ResultReport(grant.lease_id, {"total": sum(range(grant.start, grant.stop))}, 0.1)
+    forged = ResultReport(grant.lease_id, {"total": 0}, 0.1)  # b has no such lease
+    answers = store.exchange_many(
+        [
+            ExchangeRequest(b.worker_id, [forged], [], 0, 1.0),
+            ExchangeRequest(a.worker_id, [good], [], 1, 1.0),
+            ExchangeRequest("w-nobody", [], [], 1, 1.0),
+        ]
+    )
+    assert isinstance(answers[0], Forbidden)
+    assert not isinstance(answers[1], Exception) and answers[1].accepted == [grant.lease_id]
+    assert isinstance(answers[2], NotFound)
+    assert store.list_workers()[0].chunks_done + store.list_workers()[1].chunks_done == 1
+    assert store.leases_in_hand()[b.worker_id] == 0  # b's refused exchange left nothing

@@ -18,9 +18,12 @@ from typing import Any, TypeVar
 from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.store import ExchangeOutcome, ResultReport, Store
+from hydracompute.store.exchange import ExchangeRequest
 from hydracompute.store.pool import EXPIRE_BATCH
 
 T = TypeVar("T")
+#: Most exchanges recorded in one transaction (one commit, one fsync).
+MAX_BATCH = 64
 #: How often the pool's throughput is sampled for the dashboard.
 SAMPLE_PERIOD_S = 2.0
 log = logging.getLogger("hydracompute.coordinator")
@@ -42,6 +45,8 @@ class Coordinator:
         self._work_event = asyncio.Event()
         self._seen_version = store.work_version
         self._tasks: list[asyncio.Task[None]] = []
+        self._pending: list[tuple[ExchangeRequest, asyncio.Future[ExchangeOutcome]]] = []
+        self._batcher: asyncio.Task[None] | None = None
         self._closing = False
         self.events = EventHub()
         self.sampler = PoolSampler()
@@ -113,6 +118,43 @@ class Coordinator:
                 self.events.publish(set())
                 log.info("expired %d lease(s); their chunks are available again", expired)
 
+    async def _batched(self, request: ExchangeRequest) -> ExchangeOutcome:
+        """Run an exchange in the next batch: exchanges that arrive while the store thread
+        is busy are recorded together and made durable by one commit (one fsync), and each
+        is answered only after that commit.
+
+        Raises:
+            HydraError: this exchange was refused (the others of its batch are not affected).
+        """
+        future: asyncio.Future[ExchangeOutcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            try:
+                answers = await loop.run_in_executor(
+                    self._executor, self.store.exchange_many, [r for r, _ in batch]
+                )
+            except Exception as exc:  # the commit failed: nothing in the batch was recorded
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            self._check_new_work()
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if future.done():  # its request was abandoned; what it did stands
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
     async def exchange(
         self,
         worker_id: str,
@@ -128,15 +170,10 @@ class Coordinator:
         Results and renewals are recorded (durably) before anything is awaited.
         """
         event = self._work_event
-        outcome = await self.call(
-            self.store.exchange,
-            worker_id,
-            results,
-            running,
-            want,
-            self.clock(),
-            state,
-            state_reason,
+        outcome = await self._batched(
+            ExchangeRequest(
+                worker_id, list(results), list(running), want, self.clock(), state, state_reason
+            )
         )
         self.events.publish(outcome.changed_jobs, outcome.finished)
         loop = asyncio.get_running_loop()
@@ -152,8 +189,8 @@ class Coordinator:
             if self._closing:
                 break
             event = self._work_event
-            later = await self.call(
-                self.store.exchange, worker_id, [], [], want, self.clock(), state, state_reason
+            later = await self._batched(
+                ExchangeRequest(worker_id, [], [], want, self.clock(), state, state_reason)
             )
             outcome.leases.extend(later.leases)
             self.events.publish(later.changed_jobs)

@@ -38,7 +38,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
-        """A block whose writes are all committed (durably) at its end, or all rolled back."""
+        """A block whose writes are all committed (durably) at its end, or all rolled back.
+
+        Nested in another, it is a savepoint: a failure inside rolls back only what the inner
+        block wrote, and nothing is durable before the outermost block ends.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections."""

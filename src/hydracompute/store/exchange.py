@@ -44,6 +44,19 @@ class ResultReport:
 
 
 @dataclass(frozen=True)
+class ExchangeRequest:
+    """The arguments of one :meth:`Store.exchange`, for batching several in one commit."""
+
+    worker_id: str
+    results: list[ResultReport]
+    running: list[str]
+    want: int
+    now: float
+    state: str = "running"
+    state_reason: str = ""
+
+
+@dataclass(frozen=True)
 class LeaseGrant:
     lease_id: str
     job_id: str

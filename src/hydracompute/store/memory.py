@@ -43,8 +43,15 @@ class MemoryBackend(Backend):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
-            if self._undo is not None:  # nested: part of the outer transaction
-                yield
+            if self._undo is not None:  # nested: a savepoint of the outer transaction
+                mark = len(self._undo)
+                try:
+                    yield
+                except BaseException:
+                    for undo in reversed(self._undo[mark:]):
+                        undo()
+                    del self._undo[mark:]
+                    raise
                 return
             self._undo = []
             try:

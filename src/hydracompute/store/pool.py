@@ -23,7 +23,13 @@ from hydracompute.errors import (
 from hydracompute.kinds import Artefact, ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
-from hydracompute.store.exchange import Exchange, ExchangeOutcome, ResultReport, release_chunk
+from hydracompute.store.exchange import (
+    Exchange,
+    ExchangeOutcome,
+    ExchangeRequest,
+    ResultReport,
+    release_chunk,
+)
 
 MAX_NAME_CHARS = 200
 #: Overdue leases expired per call; the coordinator calls again while there are more.
@@ -266,6 +272,34 @@ class Store:
         if step.outcome.released_work:
             self.work_version += 1
         return step.outcome
+
+    def exchange_many(
+        self, requests: Sequence[ExchangeRequest]
+    ) -> list[ExchangeOutcome | Exception]:
+        """Several exchanges in one transaction, made durable by one commit.
+
+        Each is recorded or refused on its own (a savepoint: a refused one changes nothing,
+        as alone); none is durable, or may be answered, before this returns. Returns, in
+        order, each one's outcome or the error that refused it.
+        """
+        answers: list[ExchangeOutcome | Exception] = []
+        with self.backend.transaction():
+            for request in requests:
+                try:
+                    answers.append(
+                        self.exchange(
+                            request.worker_id,
+                            request.results,
+                            request.running,
+                            request.want,
+                            request.now,
+                            request.state,
+                            request.state_reason,
+                        )
+                    )
+                except Exception as exc:  # refused (or a bug): only this one is undone
+                    answers.append(exc)
+        return answers
 
     def _pool_speed(self, kind: str, now: float) -> float:
         """Units per second of every online core on ``kind``, recomputed at most once a

@@ -183,10 +183,20 @@ class SQLiteBackend(Backend):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
-            if self._depth:
+            if self._depth:  # nested: a savepoint, so that a failure undoes only its part
+                savepoint = f"nested_{self._depth}"
                 self._depth += 1
                 try:
-                    yield
+                    self._db.execute(f"SAVEPOINT {savepoint}")
+                    try:
+                        yield
+                    except BaseException:
+                        self._db.execute(f"ROLLBACK TO {savepoint}")
+                        self._db.execute(f"RELEASE {savepoint}")
+                        raise
+                    self._db.execute(f"RELEASE {savepoint}")
+                except sqlite3.Error as exc:
+                    raise StoreError(f"SQLite error: {exc}") from exc
                 finally:
                     self._depth -= 1
                 return

@@ -1,0 +1,101 @@
+"""Exchanges per second the store records on SQLite: one commit each, or batched.
+
+Every exchange returns one result and asks for one chunk, as a worker's does. Side by side
+in one run: each exchange in its own transaction (one fsync each, `synchronous=FULL`), and
+the coordinator's way, up to 64 exchanges per transaction and commit. No HTTP: this is the
+store thread's own capacity.
+
+    .venv/bin/python bench/bench_store.py [--workers 64] [--exchanges 3000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.kinds import Answer, ChunkOutput, JobKind, KindRegistry
+from hydracompute.store import ResultReport, SQLiteBackend, Store
+from hydracompute.store.exchange import ExchangeOutcome, ExchangeRequest
+
+
+class CountKind(JobKind):
+    """Trivial work: a chunk's output is its number of units."""
+
+    name = "count"
+    max_chunk_units = 1
+
+    def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"n": int(params["n"])}
+
+    def total_units(self, params: dict[str, Any]) -> int:
+        return int(params["n"])
+
+    def compute(self, params: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+        return {"units": stop - start}
+
+    def check(self, params: dict[str, Any], start: int, stop: int, output: dict[str, Any]) -> None:
+        pass
+
+    def merge(self, params: dict[str, Any], outputs: Iterable[ChunkOutput]) -> Answer:
+        return Answer(summary={"units": sum(o.output["units"] for o in outputs)})
+
+
+def run(batch: int, workers: int, exchanges: int) -> float:
+    """Exchanges per second with ``batch`` exchanges per transaction."""
+    registry = KindRegistry()
+    registry.register(CountKind())
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(SQLiteBackend(Path(tmp) / "pool.db"), registry, SchedulerConfig())
+        store.submit_job("count", {"n": exchanges * 2}, now=0.0)
+        ids = [
+            store.enrol_worker(f"w{n}", 1, ["count"], now=0.0)[0].worker_id for n in range(workers)
+        ]
+        held: dict[str, list[ResultReport]] = {w: [] for w in ids}
+        done = 0
+        began = time.perf_counter()
+        while done < exchanges:
+            requests = [ExchangeRequest(w, held[w], [], 1, 1.0) for w in ids][:batch]
+            if batch == 1:
+                answers: list[ExchangeOutcome | Exception] = []
+                for request in requests:
+                    answers.append(store.exchange(request.worker_id, request.results, [], 1, 1.0))
+            else:
+                answers = store.exchange_many(requests)
+            for request, answer in zip(requests, answers, strict=True):
+                assert not isinstance(answer, Exception), answer
+                held[request.worker_id] = [
+                    ResultReport(g.lease_id, {"units": g.stop - g.start}, 0.001)
+                    for g in answer.leases
+                ]
+            done += len(requests)
+            ids = ids[len(requests) :] + ids[: len(requests)]  # round robin
+        elapsed = time.perf_counter() - began
+        store.close()
+    return done / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=64)
+    parser.add_argument("--exchanges", type=int, default=3000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    single = run(1, args.workers, args.exchanges)
+    batched = run(64, args.workers, args.exchanges)
+    figures = {"one_commit_each_per_s": single, "batched_per_s": batched, "ratio": batched / single}
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    print(f"SQLite (synchronous=FULL), {args.workers} workers, {args.exchanges} exchanges")
+    print(f"one commit per exchange: {single:8.0f} exchanges/s")
+    print(f"up to 64 per commit:     {batched:8.0f} exchanges/s   ({batched / single:.1f}×)")
+
+
+if __name__ == "__main__":
+    main()
