@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from hydracompute.cli.base import (
-    EXIT_REFUSED,
-    EXIT_UNREACHABLE,
+    handle_errors,
     json_option,
     main,
     notes,
@@ -28,7 +27,7 @@ from hydracompute.cli.base import (
 )
 from hydracompute.cli.pool import default_data_dir
 from hydracompute.client import DEFAULT_URL
-from hydracompute.errors import CoordinatorUnavailable, HydraError
+from hydracompute.errors import CoordinatorUnavailable
 from hydracompute.worker.rules import PRIORITIES, SETTINGS, Rules, Setting
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -160,6 +159,7 @@ def worker() -> None:
 
 @worker.command("run", context_settings=_WORKER_ENV)
 @worker_options
+@handle_errors
 def worker_run(
     url: str,
     token: str,
@@ -192,9 +192,6 @@ def worker_run(
         verify = _verification_with_retries(url, ca_fingerprint)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
-    except HydraError as exc:
-        notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
-        sys.exit(EXIT_REFUSED)
     identity = identity or default_identity_file(url, name)
     agent = WorkerAgent(
         url,
@@ -218,14 +215,8 @@ def worker_run(
 
     try:
         asyncio.run(run())
-    except InvalidRules as exc:
+    except InvalidRules as exc:  # a usage error (exit 2), not a refusal
         raise click.UsageError(exc.detail) from exc
-    except CoordinatorUnavailable as exc:
-        notes.print(f"[red]{exc.detail}[/red]")
-        sys.exit(EXIT_UNREACHABLE)
-    except HydraError as exc:
-        notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
-        sys.exit(EXIT_REFUSED)
     click.echo(f"Stopped after {agent.stats.chunks_done} chunk(s).", err=True)
 
 
