@@ -115,6 +115,10 @@ class Backend(abc.ABC):
     def active_leases_of_worker(self, worker_id: str) -> list[Lease]: ...
 
     @abc.abstractmethod
+    def active_lease_counts(self) -> dict[str, int]:
+        """Active leases per worker id (workers holding none are absent)."""
+
+    @abc.abstractmethod
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         """Active leases whose deadline is before ``now``."""
 

@@ -155,6 +155,13 @@ class MemoryBackend(Backend):
     def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
         return self._active_leases(lambda x: x.worker_id == worker_id)
 
+    def active_lease_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for lease in self._leases.values():
+            if lease.state is LeaseState.ACTIVE:
+                counts[lease.worker_id] = counts.get(lease.worker_id, 0) + 1
+        return counts
+
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         return self._active_leases(lambda x: x.deadline_s < now)[:limit]
 

@@ -215,12 +215,10 @@ class Store:
             return self.backend.list_workers()
 
     def leases_in_hand(self) -> dict[str, int]:
-        """Number of active leases per worker id."""
+        """Number of active leases per worker id (every worker, 0 if it holds none)."""
         with self.backend.transaction():
-            return {
-                w.worker_id: len(self.backend.active_leases_of_worker(w.worker_id))
-                for w in self.backend.list_workers()
-            }
+            counts = self.backend.active_lease_counts()
+            return {w.worker_id: counts.get(w.worker_id, 0) for w in self.backend.list_workers()}
 
     # the exchange
 

@@ -305,6 +305,12 @@ class SQLiteBackend(Backend):
         where = "WHERE worker_id = ? AND state = 'active' ORDER BY issued_s, lease_id"
         return self._many(_LEASES, where, worker_id)
 
+    def active_lease_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT worker_id, COUNT(*) FROM leases WHERE state = 'active' GROUP BY worker_id"
+        ).fetchall()
+        return {str(worker_id): int(count) for worker_id, count in rows}
+
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         where = "WHERE state = 'active' AND deadline_s < ? ORDER BY issued_s, lease_id LIMIT ?"
         return self._many(_LEASES, where, now, limit)
