@@ -1,15 +1,31 @@
 """How many chunk results one coordinator accepts per second, and how fast it answers.
 
-A load generator plays many simulated workers (asyncio, one HTTP client) against a real
-``hydracompute coordinator`` process on a SQLite file: each enrols, then loops on exchanges
-that return the previous chunk's result and ask for one more. The π results are real (a
-table of per-block hit counts computed once and cached), so the coordinator's checks run as
-for real workers; chunks stay one or two blocks long because each lease's compute time is
-believed only up to its age. Prints accepted results per second, exchange latency
-percentiles, and the CPU used by the coordinator and by the generator (on a 2-core machine
-the generator competes with the coordinator, which the figures show).
+A load generator plays many simulated workers against a real ``hydracompute coordinator``
+process on a SQLite file (``synchronous=FULL``: every answered result is on disk). Each
+simulated worker enrols with the join token, then loops on exchanges that return the
+previous chunk's result and ask for one more chunk, over its own keep-alive connection,
+as a real worker does. The π results are real (a table of per-block hit counts computed
+once and cached in ``bench/.build/``), so the coordinator checks them as it would a real
+worker's; chunks stay one or two blocks long because each lease's compute time is believed
+only up to its age.
 
-    .venv/bin/python bench/bench_coordinator.py [--workers 200] [--seconds 10] [--tls] [--json]
+The generator speaks HTTP/1.1 itself over asyncio streams (a few tens of microseconds per
+request), because on a 2-core machine it shares the CPU with the coordinator: an
+ordinary HTTP client library costs more CPU per request than the coordinator does.
+
+Two scenarios, in one run, with the same pool of simulated workers:
+
+- **capacity**: every worker exchanges again as soon as it is answered (no compute time):
+  the most results per second the coordinator accepts, and the latency at that load;
+- **latency**: each worker "computes" for ``--think-s`` between exchanges (real workers
+  come back once per chunk, about every 2 s), so the offered load is
+  ``workers / think-s`` exchanges per second; the p50/p99 latency at that load.
+
+Beside them, optionally (``--peers``), the same number of no-op tasks through Dask
+distributed, Celery with Redis and Ray, via ``bench/bench_peers.py`` (the ``bench`` extra).
+
+    .venv/bin/python bench/bench_coordinator.py [--workers 1000] [--seconds 10]
+        [--think-s 2 0.5] [--tls] [--peers] [--json]
 """
 
 from __future__ import annotations
@@ -17,13 +33,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 import psutil
 
@@ -33,6 +51,8 @@ from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES, count_hits
 SEED = 7
 BLOCKS = 8192
 TABLE = Path(__file__).parent / ".build" / f"pi_hits_{SEED}_{BLOCKS}.npy"
+#: Jobs submitted for the whole run (each 8192 blocks of 2^20 samples).
+JOBS = 100
 
 
 def hit_table() -> np.ndarray:
@@ -48,80 +68,185 @@ def hit_table() -> np.ndarray:
     return table
 
 
-class Load:
-    def __init__(self, http: httpx.AsyncClient, table: np.ndarray, deadline: float) -> None:
-        self.http, self.table, self.deadline = http, table, deadline
-        self.latencies: list[float] = []
-        self.accepted = 0
-        self.refused: dict[int, int] = {}
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a request at a time, JSON in and out."""
 
-    async def worker(self, join_token: str, n: int) -> None:
-        enrolled = (
-            await self.http.post(
-                "/api/v1/workers",
-                json={
-                    "join_token": join_token,
-                    "name": f"sim-{n}",
-                    "cores": 1,
-                    "kinds": ["pi"],
-                },
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, body: Any = None, token: str = ""
+    ) -> tuple[int, dict[str, str], bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls, limit=2**24
             )
-        ).json()
-        url = f"/api/v1/workers/{enrolled['worker_id']}/exchange"
-        headers = {"Authorization": f"Bearer {enrolled['secret']}"}
-        results: list[dict[str, Any]] = []
-        while time.monotonic() < self.deadline:
+        assert self.reader is not None
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self.writer.write(
+            (
+                f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{auth}"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            ).encode()
+            + payload
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        data = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, headers, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+@dataclass
+class Figures:
+    accepted: int = 0
+    latencies: list[float] = field(default_factory=list)
+    refused: dict[int, int] = field(default_factory=dict)
+
+
+class SimulatedWorker:
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, n: int) -> None:
+        self.connection = Connection(host, port, tls)
+        self.n = n
+        self.path = ""
+        self.secret = ""
+        self.results: list[dict[str, Any]] = []
+
+    async def enrol(self, join_token: str) -> None:
+        body = {"join_token": join_token, "name": f"sim-{self.n}", "cores": 1, "kinds": ["pi"]}
+        while True:
+            status, headers, data = await self.connection.request("POST", "/api/v1/workers", body)
+            if status == 201:
+                break
+            if status != 429:
+                raise RuntimeError(f"enrolment refused: {status} {data[:300]!r}")
+            # The coordinator limits enrolments per address; a real pool's workers come
+            # from many addresses.
+            await asyncio.sleep(float(headers.get("retry-after", "1")))
+        enrolled = json.loads(data)
+        self.path = f"/api/v1/workers/{enrolled['worker_id']}/exchange"
+        self.secret = enrolled["secret"]
+
+    async def run(
+        self, table: np.ndarray, deadline: float, think_s: float, figures: Figures
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if think_s:  # spread the first exchanges over one think time
+            await asyncio.sleep(think_s * (self.n * 0.618034 % 1.0))
+        while loop.time() < deadline:
+            body = {"results": self.results, "want": 1, "wait_s": 0.5}
             began = time.perf_counter()
-            response = await self.http.post(
-                url, json={"results": results, "want": 1, "wait_s": 0.5}, headers=headers
-            )
-            self.latencies.append(time.perf_counter() - began)
-            if response.status_code != 200:
-                self.refused[response.status_code] = self.refused.get(response.status_code, 0) + 1
+            status, _, data = await self.connection.request("POST", self.path, body, self.secret)
+            figures.latencies.append(time.perf_counter() - began)
+            if status != 200:
+                figures.refused[status] = figures.refused.get(status, 0) + 1
+                self.results = []
                 await asyncio.sleep(0.1)
                 continue
-            answer = response.json()
-            self.accepted += len(answer["accepted"])
-            results = []
+            answer = json.loads(data)
+            figures.accepted += len(answer["accepted"])
+            self.results = []
             for lease in answer["leases"]:
                 start, stop = lease["chunk"]["start"], lease["chunk"]["stop"]
                 output = {
-                    "hits": int(self.table[start:stop].sum()),
+                    "hits": int(table[start:stop].sum()),
                     "samples": (stop - start) * BLOCK_SAMPLES,
                 }
-                results.append({"lease_id": lease["lease_id"], "output": output, "compute_s": 1e6})
+                self.results.append(
+                    {"lease_id": lease["lease_id"], "output": output, "compute_s": 1e6}
+                )
+            if think_s:
+                await asyncio.sleep(think_s)
+
+    async def leave(self) -> None:
+        await self.connection.request(
+            "POST", self.path.replace("exchange", "leave"), None, self.secret
+        )
+        await self.connection.close()
+
+
+async def drive(
+    workers: list[SimulatedWorker], table: np.ndarray, seconds: float, think_s: float
+) -> dict[str, Any]:
+    figures = Figures()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.gather(*(w.run(table, began + seconds, think_s, figures) for w in workers))
+    elapsed = loop.time() - began
+    latencies = sorted(figures.latencies)
+    return {
+        "think_s": think_s,
+        "seconds": elapsed,
+        "results_per_s": figures.accepted / elapsed,
+        "exchanges_per_s": len(latencies) / elapsed,
+        "latency_p50_ms": 1000 * statistics.median(latencies),
+        "latency_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "latency_max_ms": 1000 * latencies[-1],
+        "refused": figures.refused,
+    }
 
 
 async def run_load(
-    url: str, token: str, admin: str, workers: int, seconds: float, verify: Any
+    url: str,
+    token: str,
+    admin: str,
+    n_workers: int,
+    seconds: float,
+    thinks: list[float],
+    tls: ssl.SSLContext | None,
+    cpu: Any,
 ) -> dict[str, Any]:
     table = hit_table()
-    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    async with httpx.AsyncClient(base_url=url, limits=limits, verify=verify, timeout=60) as http:
-        job = {"kind": "pi", "params": {"samples": BLOCKS * BLOCK_SAMPLES, "seed": SEED}}
-        for _ in range(20):  # enough work for the whole run
-            await http.post("/api/v1/jobs", json=job, headers={"Authorization": f"Bearer {admin}"})
-        load = Load(http, table, time.monotonic() + seconds)
-        began = time.monotonic()
-        await asyncio.gather(*(load.worker(token, n) for n in range(workers)))
-        elapsed = time.monotonic() - began
-    latencies = sorted(load.latencies)
-    return {
-        "workers": workers,
-        "seconds": elapsed,
-        "results_per_s": load.accepted / elapsed,
-        "exchanges": len(latencies),
-        "latency_p50_ms": 1000 * statistics.median(latencies),
-        "latency_p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-        "refused": load.refused,
-    }
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 443
+    submitter = Connection(host, port, tls)
+    job = {"kind": "pi", "params": {"samples": BLOCKS * BLOCK_SAMPLES, "seed": SEED}}
+    for _ in range(JOBS):
+        status, _, data = await submitter.request("POST", "/api/v1/jobs", job, admin)
+        if status != 201:
+            raise RuntimeError(f"job refused: {status} {data[:300]!r}")
+    await submitter.close()
+    workers = [SimulatedWorker(host, port, tls, n) for n in range(n_workers)]
+    began = time.monotonic()
+    for start in range(0, n_workers, 100):
+        await asyncio.gather(*(w.enrol(token) for w in workers[start : start + 100]))
+    enrolled_s = time.monotonic() - began
+    scenarios = []
+    for think_s in [0.0, *thinks]:
+        before = cpu()
+        figures = await drive(workers, table, seconds, think_s)
+        after = cpu()
+        figures["coordinator_cpu_s"] = after[0] - before[0]
+        figures["generator_cpu_s"] = after[1] - before[1]
+        scenarios.append(figures)
+    await asyncio.gather(*(w.leave() for w in workers))
+    return {"workers": n_workers, "enrol_s": enrolled_s, "scenarios": scenarios}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per scenario")
+    parser.add_argument(
+        "--think-s", type=float, nargs="*", default=[2.0, 0.5], help="latency scenarios"
+    )
     parser.add_argument("--tls", action="store_true", help="TLS (default: plain HTTP)")
+    parser.add_argument("--peers", action="store_true", help="also Dask, Celery, Ray")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     hit_table()
@@ -131,12 +256,14 @@ def main() -> None:
         try:
             process = psutil.Process(coordinator.process.pid)
             me = psutil.Process()
-            cpu0, mine0 = process.cpu_times(), me.cpu_times()
-            verify: Any = True
-            if args.tls:
-                from hydracompute import tls
 
-                verify = tls.verification(coordinator.url, coordinator.ca_fingerprint)
+            def cpu() -> tuple[float, float]:
+                theirs, mine = process.cpu_times(), me.cpu_times()
+                return theirs.user + theirs.system, mine.user + mine.system
+
+            tls = None
+            if args.tls:
+                tls = ssl.create_default_context(cafile=str(coordinator.data_dir / "tls/ca.pem"))
             figures = asyncio.run(
                 run_load(
                     coordinator.url,
@@ -144,33 +271,51 @@ def main() -> None:
                     coordinator.admin_key,
                     args.workers,
                     args.seconds,
-                    verify,
+                    args.think_s,
+                    tls,
+                    cpu,
                 )
             )
-            cpu1, mine1 = process.cpu_times(), me.cpu_times()
-            figures["coordinator_cpu_s"] = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-            figures["generator_cpu_s"] = (mine1.user + mine1.system) - (mine0.user + mine0.system)
             figures["coordinator_rss_mb"] = process.memory_info().rss / 2**20
             figures["tls"] = args.tls
         finally:
             stop(coordinator.process)
+    if args.peers:
+        from bench_peers import measure_peers
+
+        done = max(1, int(figures["scenarios"][0]["results_per_s"] * args.seconds))
+        figures["peers"] = measure_peers(done)
     if args.json:
         print(json.dumps(figures, indent=2))
         return
+    report(figures)
+
+
+def report(figures: dict[str, Any]) -> None:
     print(
-        f"{figures['workers']} simulated workers, {figures['seconds']:.1f} s, "
-        f"{'TLS' if args.tls else 'plain HTTP'}, SQLite"
+        f"{figures['workers']} simulated workers (enrolled in {figures['enrol_s']:.1f} s), "
+        f"{'TLS' if figures['tls'] else 'plain HTTP'}, SQLite synchronous=FULL; "
+        f"coordinator RSS {figures['coordinator_rss_mb']:.0f} MB"
     )
     print(
-        f"accepted results: {figures['results_per_s']:.0f}/s over {figures['exchanges']} "
-        f"exchanges; latency p50 {figures['latency_p50_ms']:.1f} ms, "
-        f"p99 {figures['latency_p99_ms']:.1f} ms; refused: {figures['refused'] or 'none'}"
+        f"{'think s':>8} {'results/s':>10} {'exch/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'coord CPU':>10} {'gen CPU':>8}  refused"
     )
-    print(
-        f"CPU: coordinator {figures['coordinator_cpu_s']:.1f} s, generator "
-        f"{figures['generator_cpu_s']:.1f} s; coordinator RSS "
-        f"{figures['coordinator_rss_mb']:.0f} MB"
-    )
+    for s in figures["scenarios"]:
+        print(
+            f"{s['think_s']:>8g} {s['results_per_s']:>10.0f} {s['exchanges_per_s']:>8.0f} "
+            f"{s['latency_p50_ms']:>8.1f} {s['latency_p99_ms']:>8.1f} "
+            f"{s['latency_max_ms']:>8.1f} {s['coordinator_cpu_s'] / s['seconds']:>9.2f}c "
+            f"{s['generator_cpu_s'] / s['seconds']:>7.2f}c  {s['refused'] or 'none'}"
+        )
+    for name, peer in figures.get("peers", {}).items():
+        if "error" in peer:
+            print(f"{name}: not measured ({peer['error']})")
+        else:
+            print(
+                f"{name} {peer['version']}: {peer['tasks_per_s']:.0f} no-op tasks/s "
+                f"({peer['tasks']} tasks in {peer['seconds']:.1f} s)"
+            )
 
 
 if __name__ == "__main__":

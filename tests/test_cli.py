@@ -12,7 +12,7 @@ from PIL import Image
 
 from hydracompute.cli import EXIT_REFUSED, EXIT_UNREACHABLE, main
 from hydracompute.kinds.pi_kernel import count_hits
-from tests.e2e_support import Pool, pool
+from tests.e2e_support import Pool, pool, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -109,7 +109,9 @@ def test_cancel_a_running_job(live_pool: Pool) -> None:
 
 
 def test_workers_lists_the_pool(live_pool: Pool) -> None:
-    workers = json.loads(run(live_pool, "workers", "--json").output)
+    workers = wait_until(
+        lambda: json.loads(run(live_pool, "workers", "--json").output), what="the worker enrols"
+    )
     assert [w["cores"] for w in workers] == [2]
     assert workers[0]["online"]
 

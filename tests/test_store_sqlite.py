@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,42 @@ def test_store_urls(tmp_path: Path) -> None:
     assert isinstance(open_backend(str(tmp_path / "b.db")), SQLiteBackend)
     with pytest.raises(ValueError, match="unsupported"):
         open_backend("mysql://x")
+
+
+def _exchange_cost(
+    backend: SQLiteBackend, store: Store, worker_id: str, report: Any, now: float
+) -> tuple[int, Any]:
+    """SQLite virtual-machine steps of one exchange (a deterministic count, unlike time)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    backend._db.set_progress_handler(count, 1)
+    try:
+        outcome = store.exchange(worker_id, [report] if report else [], [], 1, now=now)
+    finally:
+        backend._db.set_progress_handler(None, 1)
+    return steps, outcome
+
+
+def test_the_cost_of_an_exchange_does_not_grow_with_the_job(tmp_path: Path) -> None:
+    # Each exchange returns one chunk and takes the next; measured after 50 and after
+    # 3,000 finished chunks of the same job. A query that reads every chunk of the job (as
+    # the pending-chunk lookup once did, walking the primary key) shows up as growth.
+    backend = SQLiteBackend(tmp_path / "pool.db")
+    store = Store(backend, sum_registry(), SchedulerConfig(target_chunk_s=0.01))
+    store.submit_job("sum", {"n": 10**6}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    costs: dict[int, int] = {}
+    report = None
+    for n in range(3001):
+        now = float(n)
+        steps, outcome = _exchange_cost(backend, store, worker.worker_id, report, now)
+        (grant,) = outcome.leases
+        total = sum(range(grant.start, grant.stop))
+        report = ResultReport(grant.lease_id, {"total": total}, compute_s=1.0)
+        costs[n] = steps
+    assert costs[3000] < 1.2 * costs[50], costs

@@ -70,11 +70,13 @@ class Principal:
         return self.sees_all_jobs() or owner == self.key_id
 
 
-def coordinator(request: Request) -> Coordinator:
+# Asynchronous on purpose: FastAPI runs a plain function dependency in a thread pool, a
+# thread hand-off per request for what is an attribute lookup.
+async def coordinator(request: Request) -> Coordinator:
     return request.app.state.coordinator  # type: ignore[no-any-return]
 
 
-def security(request: Request) -> SecuritySettings:
+async def security(request: Request) -> SecuritySettings:
     return request.app.state.security  # type: ignore[no-any-return]
 
 

@@ -3,6 +3,7 @@ workers."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, status
@@ -25,6 +26,7 @@ from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import Worker
 from hydracompute.errors import Unauthorized
 from hydracompute.store import ResultReport
+from hydracompute.store.credentials import hash_secret
 
 router = APIRouter(prefix="/api/v1", tags=["workers"])
 
@@ -37,15 +39,26 @@ async def authenticate(
     worker_id: str,
     authorization: str | None,
     request: Request,
+    revocation_checked_by_store: bool = False,
 ) -> None:
-    """Check a worker's secret; failures count against the caller's address."""
+    """Check a worker's secret; failures count against the caller's address.
+
+    Args:
+        revocation_checked_by_store: the request's store call refuses a revoked worker
+            itself (the exchange does), so a secret already verified for this worker is
+            accepted without a store call of its own.
+    """
     failures = f"failed-worker:{request.client.host if request.client else 'unknown'}"
     settings.api_limiter.check(failures)
     scheme, _, secret = (authorization or "").partition(" ")
     try:
         if scheme.lower() != "bearer" or not secret:
             raise Unauthorized("send the worker's secret as 'Authorization: Bearer <secret>'")
-        await c.call(c.store.authenticate_worker, worker_id, secret)
+        digest = hash_secret(secret)
+        known = c.verified_workers.get(worker_id, "")
+        if not (revocation_checked_by_store and hmac.compare_digest(known, digest)):
+            await c.call(c.store.authenticate_worker, worker_id, secret)
+            c.remember_verified_worker(worker_id, digest)
     except Unauthorized:
         settings.api_limiter.take(failures)
         raise
@@ -87,7 +100,7 @@ async def exchange(
     whole exchange is refused with a problem document naming the ``lease_id``, and nothing
     is recorded. With nothing to lease, the request is held up to ``wait_s``.
     """
-    await authenticate(c, settings, worker_id, authorization, request)
+    await authenticate(c, settings, worker_id, authorization, request, True)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
     outcome = await c.exchange(
         worker_id, reports, body.running, body.want, body.wait_s, body.state, body.state_reason

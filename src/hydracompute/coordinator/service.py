@@ -24,6 +24,8 @@ from hydracompute.store.pool import EXPIRE_BATCH
 T = TypeVar("T")
 #: Most exchanges recorded in one transaction (one commit, one fsync).
 MAX_BATCH = 64
+#: Workers whose secret was verified, remembered at most (then forgotten, oldest first).
+MAX_VERIFIED_WORKERS = 100_000
 #: How often the pool's throughput is sampled for the dashboard.
 SAMPLE_PERIOD_S = 2.0
 log = logging.getLogger("hydracompute.coordinator")
@@ -52,6 +54,15 @@ class Coordinator:
         self.sampler = PoolSampler()
         #: (monotonic time, view) of the last pool summary, shared by dashboards.
         self.pool_view_cache: tuple[float, Any] | None = None
+        #: worker id -> SHA-256 of the secret the store accepted for it. A worker's secret
+        #: never changes; revocation is checked by the store in every exchange.
+        self.verified_workers: dict[str, str] = {}
+
+    def remember_verified_worker(self, worker_id: str, digest: str) -> None:
+        self.verified_workers.pop(worker_id, None)
+        self.verified_workers[worker_id] = digest  # last: dict order is recency
+        if len(self.verified_workers) > MAX_VERIFIED_WORKERS:
+            del self.verified_workers[next(iter(self.verified_workers))]
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store method on the store thread and wake waiters if work appeared."""

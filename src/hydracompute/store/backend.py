@@ -83,8 +83,9 @@ class Backend(abc.ABC):
         ``None``), newest first, at most ``limit``."""
 
     @abc.abstractmethod
-    def running_jobs(self) -> list[Job]:
-        """Running jobs, oldest first (the order in which they get workers)."""
+    def running_jobs(self) -> list[tuple[str, str]]:
+        """``(job_id, kind)`` of the running jobs, oldest first (the order in which they get
+        workers); only the ids, as this is read on every exchange that asks for work."""
 
     # chunks
     @abc.abstractmethod

@@ -256,13 +256,14 @@ class Exchange:
         """Grant up to ``want`` chunks: re-issued ones first, then new ones, then backups."""
         if want <= 0:
             return
-        jobs = [
-            j
-            for j in self.db.running_jobs()
-            if j.kind in self.worker.kinds and j.kind in self.kinds
+        candidates = [
+            job_id
+            for job_id, kind in self.db.running_jobs()
+            if kind in self.worker.kinds and kind in self.kinds
         ]
         shares: dict[str, float] = {}
-        for job in jobs:
+        for job_id in candidates:
+            job = self.job(job_id)
             for chunk in self.db.pending_chunks(job.job_id, want - len(self.outcome.leases)):
                 # A worker that just failed a chunk waits before retrying it, so that a
                 # healthy worker gets it first; alone in the pool, it retries after a while.
@@ -275,7 +276,8 @@ class Exchange:
                 self._carve(job, want, shares[job.kind])
             if len(self.outcome.leases) >= want:
                 return
-        for job in jobs:
+        for job_id in candidates:
+            job = self.job(job_id)
             if job.next_unit == job.total_units:
                 self._backups(job, want)
             if len(self.outcome.leases) >= want:

@@ -118,10 +118,10 @@ class MemoryBackend(Backend):
         jobs.sort(key=lambda j: (j.created_s, j.job_id), reverse=True)
         return copy.deepcopy(jobs[:limit])
 
-    def running_jobs(self) -> list[Job]:
+    def running_jobs(self) -> list[tuple[str, str]]:
         jobs = [j for j in self._jobs.values() if j.state is JobState.RUNNING]
         jobs.sort(key=lambda j: (j.created_s, j.job_id))
-        return copy.deepcopy(jobs)
+        return [(j.job_id, j.kind) for j in jobs]
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
         return self._get(self._chunks, (job_id, index))  # type: ignore[no-any-return]
