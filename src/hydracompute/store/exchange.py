@@ -127,9 +127,14 @@ class Exchange:
         return self._jobs[job_id]
 
     def save_job(self, job: Job) -> None:
+        """Mark ``job`` changed; it is written once, by :meth:`flush`."""
         self._jobs[job.job_id] = job
         self.outcome.changed_jobs.add(job.job_id)
-        self.db.put_job(job)
+
+    def flush(self) -> None:
+        """Write the jobs this exchange changed (once each, however often they changed)."""
+        for job_id in sorted(self.outcome.changed_jobs):
+            self.db.put_job(self._jobs[job_id])
 
     # results
 
@@ -264,6 +269,8 @@ class Exchange:
         shares: dict[str, float] = {}
         for job_id in candidates:
             job = self.job(job_id)
+            if job.state is not JobState.RUNNING:  # finished by a result of this exchange
+                continue
             for chunk in self.db.pending_chunks(job.job_id, want - len(self.outcome.leases)):
                 # A worker that just failed a chunk waits before retrying it, so that a
                 # healthy worker gets it first; alone in the pool, it retries after a while.
@@ -278,7 +285,7 @@ class Exchange:
                 return
         for job_id in candidates:
             job = self.job(job_id)
-            if job.next_unit == job.total_units:
+            if job.state is JobState.RUNNING and job.next_unit == job.total_units:
                 self._backups(job, want)
             if len(self.outcome.leases) >= want:
                 return

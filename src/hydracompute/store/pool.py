@@ -266,6 +266,7 @@ class Store:
             # A worker holds at most one lease per core it declared: no hoarding.
             held = len(self.backend.active_leases_of_worker(worker_id))
             step.lease(min(want, worker.cores - held, self.config.max_leases_per_exchange))
+            step.flush()
             self.backend.put_worker(worker)
         if step.outcome.released_work:
             self.work_version += 1

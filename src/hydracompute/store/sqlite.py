@@ -168,6 +168,12 @@ class SQLiteBackend(Backend):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._depth = 0
+        #: The running jobs' (id, kind), read on every exchange that asks for work, kept
+        #: until a job starts or stops running, a transaction is rolled back, or another
+        #: connection changes the file (``data_version``).
+        self._running: list[tuple[str, str]] | None = None
+        self._running_ids: set[str] = set()
+        self._running_version = -1
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -206,6 +212,7 @@ class SQLiteBackend(Backend):
                     try:
                         yield
                     except BaseException:
+                        self._running = None
                         self._db.execute(f"ROLLBACK TO {savepoint}")
                         self._db.execute(f"RELEASE {savepoint}")
                         raise
@@ -221,11 +228,13 @@ class SQLiteBackend(Backend):
                 try:
                     yield
                 except BaseException:
+                    self._running = None
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 # A failed COMMIT (I/O error, disk full) can leave the transaction open.
+                self._running = None
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"SQLite error: {exc}") from exc
@@ -270,6 +279,8 @@ class SQLiteBackend(Backend):
 
     def put_job(self, job: Job) -> None:
         self._put(_JOBS, job)
+        if (job.state is JobState.RUNNING) != (job.job_id in self._running_ids):
+            self._running = None
 
     def list_jobs(
         self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
@@ -287,10 +298,15 @@ class SQLiteBackend(Backend):
         return self._many(_JOBS, f"{where} {order}", *args, limit)
 
     def running_jobs(self) -> list[tuple[str, str]]:
-        rows = self._db.execute(
-            "SELECT job_id, kind FROM jobs WHERE state = 'running' ORDER BY created_s, job_id"
-        ).fetchall()
-        return [(str(job_id), str(kind)) for job_id, kind in rows]
+        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        if self._running is None or version != self._running_version:
+            rows = self._db.execute(
+                "SELECT job_id, kind FROM jobs WHERE state = 'running' ORDER BY created_s, job_id"
+            ).fetchall()
+            self._running = [(str(job_id), str(kind)) for job_id, kind in rows]
+            self._running_ids = {job_id for job_id, _ in self._running}
+            self._running_version = version
+        return list(self._running)
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
         return self._one(_CHUNKS, job_id, index)  # type: ignore[no-any-return]
