@@ -730,6 +730,27 @@ def test_booleans_and_strings_are_not_numbers(pool: Pool, path: str, body: JSON)
 
 
 @pytest.mark.parametrize(
+    ("content", "headers", "where"),
+    [
+        (b'{"want": 1', {}, "body"),  # not JSON
+        (b"\xff\xfe", {}, "body"),  # not UTF-8
+        (b"", {}, "body"),
+        (b'{"want": 1}', {"Content-Type": "text/plain"}, "body"),
+        (b'{"want": 1}', {"Authorization": "Bearer " + "x" * 300}, "header.authorization"),
+    ],
+)
+def test_unreadable_exchanges_are_refused(
+    pool: Pool, content: bytes, headers: dict[str, str], where: str
+) -> None:
+    pool.submit()
+    worker = pool.enrol()
+    sent = {"Content-Type": "application/json", **worker.auth, **headers}
+    problem = pool.refused(422, "POST", worker.exchange_url, content=content, headers=sent)
+    assert problem["title"] == "Invalid request"
+    assert any(key.startswith(where) for key in problem["errors"]), problem
+
+
+@pytest.mark.parametrize(
     ("refused", "status"),
     [("unknown lease", 404), ("other's lease", 403), ("wrong output", 422), ("changed", 409)],
 )

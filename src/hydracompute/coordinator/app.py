@@ -19,6 +19,7 @@ from hydracompute.coordinator import (
     routes_workers,
 )
 from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings
+from hydracompute.coordinator.fastpath import ExchangeFastPath
 from hydracompute.coordinator.limits import BodySizeLimit
 from hydracompute.coordinator.openapi import install_openapi
 from hydracompute.coordinator.schemas import Health
@@ -99,6 +100,7 @@ def create_app(
             workers_online=sum(w.online(now, c.config.lease_ttl_s) for w in workers),
         )
 
+    app.add_middleware(ExchangeFastPath)  # inside the body size limit, added next
     app.add_middleware(
         BodySizeLimit, max_bytes=MAX_BODY_BYTES, max_exchange_bytes=MAX_EXCHANGE_BODY_BYTES
     )

@@ -8,7 +8,7 @@ import re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The one request that carries bulk data: a worker's results.
-EXCHANGE_PATH = re.compile(r"^/api/v1/workers/[^/]+/exchange$")
+EXCHANGE_PATH = re.compile(r"^/api/v1/workers/([^/]+)/exchange$")
 
 
 class BodySizeLimit:

@@ -63,6 +63,17 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, "Internal error", "the coordinator failed; the error is in its log")
 
 
+async def response_for(request: Request, exc: Exception) -> JSONResponse:
+    """The problem document for ``exc``, as the handlers :func:`install` registers give it."""
+    if isinstance(exc, HydraError):
+        return await _hydra_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await _validation_error(request, exc)
+    if isinstance(exc, HTTPException):
+        return await _http_error(request, exc)
+    return await _unexpected(request, exc)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(HydraError, _hydra_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -29,7 +29,8 @@ from hydracompute.store.credentials import hash_secret
 
 router = APIRouter(prefix="/api/v1", tags=["workers"])
 
-Authorization = Annotated[str | None, Header(max_length=200)]
+MAX_AUTHORIZATION_CHARS = 200
+Authorization = Annotated[str | None, Header(max_length=MAX_AUTHORIZATION_CHARS)]
 
 
 async def authenticate(
