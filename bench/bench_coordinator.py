@@ -46,7 +46,8 @@ import numpy as np
 import psutil
 
 from hydracompute.demo import start_coordinator, stop
-from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES, count_hits
+from hydracompute.kinds.pi import BLOCK_SAMPLES
+from hydracompute.kinds.pi_kernel import count_hits
 
 SEED = 7
 BLOCKS = 8192
@@ -79,20 +80,30 @@ class Connection:
     async def request(
         self, method: str, path: str, body: Any = None, token: str = ""
     ) -> tuple[int, dict[str, str], bytes]:
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        message = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+        reused = self.writer is not None
+        try:
+            return await self._send(message)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+            # The server closed the idle connection as this request went out: as an
+            # HTTP client does, open a new one and send it again.
+            await self.close()
+            return await self._send(message)
+
+    async def _send(self, message: bytes) -> tuple[int, dict[str, str], bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(
                 self.host, self.port, ssl=self.tls, limit=2**24
             )
         assert self.reader is not None
-        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-        auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        self.writer.write(
-            (
-                f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{auth}"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-            ).encode()
-            + payload
-        )
+        self.writer.write(message)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])

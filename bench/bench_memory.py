@@ -51,7 +51,8 @@ import numpy as np
 import psutil
 
 from hydracompute.demo import LocalCoordinator, start_coordinator, stop
-from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES, count_hits
+from hydracompute.kinds.pi import BLOCK_SAMPLES
+from hydracompute.kinds.pi_kernel import count_hits
 
 SEED = 11
 JOB_BLOCKS = 10**6

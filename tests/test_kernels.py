@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hydracompute.kinds.mandelbrot_kernel import render_tile
-from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES, count_hits
+from hydracompute.kinds.pi import BLOCK_SAMPLES
+from hydracompute.kinds.pi_kernel import count_hits
 
 MASK64 = (1 << 64) - 1
 MAX_SEED = 2**63 - 1

@@ -16,8 +16,7 @@ from hydracompute.errors import InvalidParams, InvalidResult, UnknownKind
 from hydracompute.kinds import ChunkOutput, KindRegistry, default_registry
 from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind
 from hydracompute.kinds.mandelbrot_kernel import render_tile
-from hydracompute.kinds.pi import PiKind
-from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES
+from hydracompute.kinds.pi import BLOCK_SAMPLES, PiKind
 
 PI = PiKind()
 MANDEL = MandelbrotKind()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from hydracompute.coordinator.server import (
@@ -53,3 +55,20 @@ def test_session_secret_survives_restarts(tmp_path: Path) -> None:
     first = session_secret(tmp_path)
     assert len(first) == 32
     assert session_secret(tmp_path) == first
+
+
+def test_the_coordinator_does_not_load_the_compute_kernels() -> None:
+    # numba is about 130 MB of a process's memory; only compute processes run kernels. The
+    # coordinator's application and the built-in kinds (checks, merges) must not import it.
+    code = (
+        "import sys\n"
+        "from hydracompute.coordinator.app import create_app\n"
+        "from hydracompute.kinds import default_registry\n"
+        "from hydracompute.worker.agent import WorkerAgent\n"
+        "kinds = default_registry()\n"
+        "kinds.get('pi').validate({'samples': 10})\n"
+        "kinds.get('mandelbrot').validate({'width': 64, 'height': 64})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES, count_hits
+from hydracompute.kinds.pi import BLOCK_SAMPLES
+from hydracompute.kinds.pi_kernel import count_hits
 from hydracompute.worker.executor import run_chunk
 
 PI = {"samples": 10 * BLOCK_SAMPLES, "seed": 7}

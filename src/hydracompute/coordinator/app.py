@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -32,6 +34,16 @@ from hydracompute.store import Store
 MAX_BODY_BYTES = 256 * 1024
 #: A worker's exchange: a batch of Mandelbrot tiles (at most 16 MiB raw each, compressed).
 MAX_EXCHANGE_BODY_BYTES = 64 * 1024 * 1024
+
+
+#: Newer FastAPI releases instrument every request for OpenTelemetry, and even with no
+#: provider configured, deciding so per request cost a fifth of an exchange's CPU. The
+#: coordinator exports its own figures (the pool view, the dashboard); turned off.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+    if "telemetry" in inspect.signature(FastAPI).parameters
+    else {}
+)
 
 
 def create_app(
@@ -64,6 +76,7 @@ def create_app(
         version=__version__,
         summary="Pool idle machines into one compute service.",
         lifespan=lifespan,
+        **_NO_TELEMETRY,
     )
     app.state.coordinator = coordinator
     app.state.security = security or SecuritySettings()

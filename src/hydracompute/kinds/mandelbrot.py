@@ -31,7 +31,6 @@ from hydracompute.kinds.base import (
     Preview,
 )
 from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise, encode_png
-from hydracompute.kinds.mandelbrot_kernel import render_tile
 from hydracompute.kinds.params import ParamReader
 
 TILE = 64
@@ -75,6 +74,9 @@ class MandelbrotKind(JobKind):
         return cols * rows
 
     def compute(self, params: JSON, start: int, stop: int) -> JSON:
+        # Imported here: only compute processes need numba (see PiKind.compute).
+        from hydracompute.kinds.mandelbrot_kernel import render_tile
+
         parts = [
             render_tile(
                 params["x_min"],
@@ -181,6 +183,8 @@ class MandelbrotKind(JobKind):
         return encode_png(np.dstack([rgb, alpha]))
 
     def warm_up(self) -> None:
+        from hydracompute.kinds.mandelbrot_kernel import render_tile
+
         render_tile(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, 0, 0, 8, 8)
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:

@@ -1,6 +1,6 @@
 """Monte-Carlo π: the fraction of random points of the unit square inside the quarter disc.
 
-Work units are *blocks* of :data:`~hydracompute.kinds.pi_kernel.BLOCK_SAMPLES` samples;
+Work units are *blocks* of :data:`BLOCK_SAMPLES` samples;
 the last block of a job may be partial. Sample ``i`` is drawn from a counter-based
 generator keyed by ``(seed, i)``, so a job's hit count is the same whatever its chunking.
 """
@@ -15,7 +15,10 @@ from typing import Any
 from hydracompute.errors import InvalidResult
 from hydracompute.kinds.base import JSON, Answer, ChunkOutput, JobKind, ParamField
 from hydracompute.kinds.params import ParamReader
-from hydracompute.kinds.pi_kernel import BLOCK_SAMPLES, count_hits
+
+#: Samples per block: the unit jobs are cut into. The generator is defined per sample index,
+#: so counts do not depend on it, but chunk numbering does — it never changes.
+BLOCK_SAMPLES: int = 1 << 20
 
 MAX_SAMPLES = 10**15
 MAX_SEED = 2**63 - 1
@@ -50,6 +53,10 @@ class PiKind(JobKind):
         return min(start * BLOCK_SAMPLES, samples), min(stop * BLOCK_SAMPLES, samples)
 
     def compute(self, params: JSON, start: int, stop: int) -> JSON:
+        # Imported here: only compute processes need numba (a coordinator that merely
+        # checks results would carry 130 MB of it).
+        from hydracompute.kinds.pi_kernel import count_hits
+
         first, last = self._sample_range(params, start, stop)
         return {"hits": count_hits(int(params["seed"]), first, last), "samples": last - first}
 
@@ -103,6 +110,8 @@ class PiKind(JobKind):
         ]
 
     def warm_up(self) -> None:
+        from hydracompute.kinds.pi_kernel import count_hits
+
         count_hits(0, 0, 64)
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:

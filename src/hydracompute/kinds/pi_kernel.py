@@ -35,11 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["BLOCK_SAMPLES", "count_hits"]
-
-#: Samples per block: the unit jobs are cut into. The generator is defined per sample index,
-#: so counts do not depend on it, but chunk numbering does — it never changes.
-BLOCK_SAMPLES: int = 1 << 20
+__all__ = ["count_hits"]
 
 # Largest accepted ``stop``.
 _MAX_INDEX = 10**15
