@@ -281,6 +281,23 @@ def test_returned_leases_go_to_the_next_worker(store: Store) -> None:
         store.leave("w-nobody", now=0.3)
 
 
+def test_a_new_worker_probes_rather_than_take_a_chunk_sized_for_another(store: Store) -> None:
+    store.submit_job("sum", {"n": 10**6}, now=0.0)
+    fast, _ = store.enrol_worker("fast", 1, ["sum"], now=0.0)
+    (probe,) = store.exchange(fast.worker_id, [], [], 1, now=0.0).leases
+    report = ResultReport(probe.lease_id, result_for(probe.params, probe.start, probe.stop), 0.01)
+    (big,) = store.exchange(fast.worker_id, [report], [], 1, now=0.02).leases
+    assert big.stop - big.start == 200
+    store.leave(fast.worker_id, now=0.1)  # its 200-unit chunk goes back to the pool
+    new, _ = store.enrol_worker("new", 1, ["sum"], now=0.2)
+    (first,) = store.exchange(new.worker_id, [], [], 1, now=0.2).leases
+    assert first.stop - first.start == SumKind.probe_units
+    # A worker whose speed is known takes the returned chunk first.
+    report = ResultReport(first.lease_id, result_for(first.params, first.start, first.stop), 0.01)
+    (second,) = store.exchange(new.worker_id, [report], [], 1, now=0.3).leases
+    assert (second.start, second.stop) == (big.start, big.stop)
+
+
 def test_answer_does_not_depend_on_chunking(store: Store) -> None:
     answers = []
     for cores in (1, 3):

@@ -271,7 +271,13 @@ class Exchange:
             job = self.job(job_id)
             if job.state is not JobState.RUNNING:  # finished by a result of this exchange
                 continue
-            for chunk in self.db.pending_chunks(job.job_id, want - len(self.outcome.leases)):
+            # A worker of unknown speed is not given a chunk sized for another worker's
+            # speed (one given back, say) while a probe can still be carved for it.
+            pending = self.db.pending_chunks(job.job_id, want - len(self.outcome.leases))
+            if job.kind not in self.worker.speeds and job.next_unit < job.total_units:
+                probe_units = self.kinds.get(job.kind).probe_units
+                pending = [c for c in pending if c.units <= probe_units]
+            for chunk in pending:
                 # A worker that just failed a chunk waits before retrying it, so that a
                 # healthy worker gets it first; alone in the pool, it retries after a while.
                 failed_s = chunk.failed_by.get(self.worker.worker_id)
