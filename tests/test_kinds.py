@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
 import zlib
 from typing import Any
@@ -15,6 +16,7 @@ from PIL import Image
 from hydracompute.errors import InvalidParams, InvalidResult, UnknownKind
 from hydracompute.kinds import ChunkOutput, KindRegistry, default_registry
 from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind
+from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise
 from hydracompute.kinds.mandelbrot_kernel import render_tile
 from hydracompute.kinds.pi import BLOCK_SAMPLES, PiKind
 
@@ -224,3 +226,24 @@ def test_mandelbrot_previews_compose_into_the_final_picture() -> None:
         )
     )
     np.testing.assert_array_equal(canvas, final)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 300, 1000])
+@pytest.mark.parametrize("colour_map", sorted(COLOUR_MAPS))
+def test_colours_follow_the_gradient_of_each_count(max_iter: int, colour_map: str) -> None:
+    # The documented map, pixel by pixel: position log(1 + count) / log(1 + max_iter) on the
+    # gradient, linear between its stops, rounded; points that never escaped are black.
+    def colour(count: int) -> tuple[int, ...]:
+        if count >= max_iter:
+            return (0, 0, 0)
+        t = math.log1p(count) / (math.log1p(max_iter) if max_iter > 1 else 1.0)
+        stops = COLOUR_MAPS[colour_map]
+        for (p0, c0), (p1, c1) in itertools.pairwise(stops):
+            if p0 <= t <= p1:
+                f = (t - p0) / (p1 - p0)
+                return tuple(round(a + f * (b - a)) for a, b in zip(c0, c1, strict=True))
+        return stops[-1][1]
+
+    counts = np.arange(max_iter + 2, dtype=np.uint32).reshape(1, -1)
+    rgb = colourise(counts, max_iter, colour_map)
+    assert [tuple(int(v) for v in px) for px in rgb[0]] == [colour(int(c)) for c in counts[0]]
