@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hydracompute.coordinator.server import (
     ADMIN_KEY_FILE,
     JOIN_TOKEN_FILE,
@@ -72,3 +74,17 @@ def test_the_coordinator_does_not_load_the_compute_kernels() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no open files limit on Windows")
+def test_the_coordinator_raises_its_open_files_limit() -> None:
+    code = (
+        "import resource\n"
+        "from hydracompute.coordinator.server import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "print(raise_open_files_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    reported, actual = map(int, out.stdout.split())
+    assert reported == actual > 256

@@ -106,6 +106,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store_url = options.store_url or f"sqlite:///{data_dir / 'coordinator.db'}"
     store = open_store(store_url, default_registry(), options.config)
+    raise_open_files_limit()
     try:
         sock = _listen(options.host, options.port)
     except OSError:
@@ -159,11 +160,40 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
             super().handle_exit(sig, frame)
 
     server = Server(
-        uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, **ssl_options)
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            # Longer than a worker's longest pause between exchanges (its heartbeat), so
+            # that workers keep their connection rather than open one (and, with TLS,
+            # negotiate a session) for most exchanges.
+            timeout_keep_alive=max(5, int(options.config.heartbeat_s * 2) + 1),
+            **ssl_options,
+        )
     )
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
     sys.stdout.flush()
+
+
+#: Open files asked for when the hard limit allows any number.
+WANTED_OPEN_FILES = 65536
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's limit of open files to its hard limit and return it: every
+    connected worker holds a connection (a file), and many systems start processes with a
+    soft limit of 1,024."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):  # e.g. a sandbox refusing it
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _listen(host: str, port: int) -> socket.socket:
