@@ -157,7 +157,15 @@ def test_mandelbrot_chunks_merge_into_the_direct_render() -> None:
         MANDEL.check(params, start, stop, output)
         outputs.append(ChunkOutput(start, stop, output))
     answer = MANDEL.merge(params, outputs)
-    counts = np.load(io.BytesIO(answer.artefacts["counts.npy"].data), allow_pickle=False)
+    assert answer.artefacts == {}  # rendered on first download
+    assert answer.summary["artefacts"] == ["image.png", "counts.npy"]
+    npy, png = (
+        MANDEL.render(params, outputs, "counts.npy"),
+        MANDEL.render(params, outputs, "image.png"),
+    )
+    assert npy is not None and png is not None and png.media_type == "image/png"
+    assert MANDEL.render(params, outputs, "other.txt") is None
+    counts = np.load(io.BytesIO(npy.data), allow_pickle=False)
     direct = render_tile(
         params["x_min"],
         params["x_max"],
@@ -172,7 +180,7 @@ def test_mandelbrot_chunks_merge_into_the_direct_render() -> None:
         params["height"],
     )
     np.testing.assert_array_equal(counts, direct)
-    image = Image.open(io.BytesIO(answer.artefacts["image.png"].data))
+    image = Image.open(io.BytesIO(png.data))
     assert image.size == (params["width"], params["height"]) and image.mode == "RGB"
     assert answer.summary["iterations"] == int(direct.sum())
     live: dict[str, Any] = {}
@@ -220,11 +228,9 @@ def test_mandelbrot_previews_compose_into_the_final_picture() -> None:
         opaque = tile[..., 3] == 255
         window[opaque] = tile[opaque]
     assert MANDEL.preview_area(params, 1, 3).width == 2 * TILE  # only its own tiles
-    final = np.asarray(
-        Image.open(io.BytesIO(MANDEL.merge(params, outputs).artefacts["image.png"].data)).convert(
-            "RGBA"
-        )
-    )
+    png = MANDEL.render(params, outputs, "image.png")
+    assert png is not None
+    final = np.asarray(Image.open(io.BytesIO(png.data)).convert("RGBA"))
     np.testing.assert_array_equal(canvas, final)
 
 

@@ -132,6 +132,6 @@ async def job_result(job_id: str, c: CoordinatorDep, principal: Viewer) -> dict[
 async def job_artefact(job_id: str, name: str, c: CoordinatorDep, principal: Viewer) -> Response:
     """A finished job's artefact, e.g. ``image.png`` or ``counts.npy`` of a Mandelbrot job."""
     await visible_job(c, principal, job_id)
-    artefact = await c.call(c.store.artefact, job_id, name)
+    artefact = await c.artefact(job_id, name)
     headers = {"Content-Disposition": f'attachment; filename="{job_id}-{name}"'}
     return Response(artefact.data, media_type=artefact.media_type, headers=headers)

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.errors import HydraError, NotFound
+from hydracompute.kinds import Artefact
 from hydracompute.store import ExchangeOutcome, ResultReport, Store
 from hydracompute.store.exchange import ExchangeRequest
 from hydracompute.store.pool import EXPIRE_BATCH
@@ -57,6 +59,42 @@ class Coordinator:
         #: worker id -> SHA-256 of the secret the store accepted for it. A worker's secret
         #: never changes; revocation is checked by the store in every exchange.
         self.verified_workers: dict[str, str] = {}
+        #: (job id, artefact name) -> (its lock, requests using it), while any does.
+        self._render_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    async def artefact(self, job_id: str, name: str) -> Artefact:
+        """A finished job's artefact: stored, or rendered now by its kind and then stored.
+
+        Rendering (seconds for a large image) runs on a thread of its own, not the store
+        thread, so exchanges go on meanwhile; concurrent downloads render it once.
+
+        Raises:
+            NotFound: no such job or artefact (or the job has not finished).
+        """
+        key = (job_id, name)
+        lock, users = self._render_locks.get(key, (asyncio.Lock(), 0))
+        self._render_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                found = await self.call(self.store.artefact, job_id, name)
+                if isinstance(found, Artefact):
+                    return found
+                job = await self.call(self.store.get_job, job_id)
+                kind = self.store.kinds.get(job.kind)
+                rendered = await asyncio.to_thread(kind.render, job.params, found, name)
+                if rendered is None:
+                    raise NotFound(f"job {job_id!r} has no artefact {name!r}")
+                try:
+                    await self.call(self.store.store_artefact, job_id, name, rendered)
+                except HydraError:  # e.g. larger than the database takes: serve it anyway
+                    log.exception("storing artefact %s of job %s failed", name, job_id)
+                return rendered
+        finally:
+            lock, users = self._render_locks[key]
+            if users == 1:
+                del self._render_locks[key]
+            else:
+                self._render_locks[key] = (lock, users - 1)
 
     def remember_verified_worker(self, worker_id: str, digest: str) -> None:
         self.verified_workers.pop(worker_id, None)

@@ -128,6 +128,16 @@ class JobKind(abc.ABC):
     def merge(self, params: JSON, outputs: Iterable[ChunkOutput]) -> Answer:
         """Build the answer from the outputs of every chunk (covering all units once)."""
 
+    def render(self, params: JSON, outputs: Iterable[ChunkOutput], name: str) -> Artefact | None:
+        """Build the artefact ``name`` of a finished job from its outputs, on its first
+        download (then it is stored); ``None`` if the kind makes no such artefact.
+
+        For artefacts too costly to build as the job finishes (a large image, say): the job
+        is done, and its answer returned, as soon as :meth:`merge` has made the summary.
+        Artefacts that :meth:`merge` returns are stored at once and never rendered.
+        """
+        return None
+
     def fold_live(self, params: JSON, live: JSON, output: JSON) -> JSON:
         """The job's live summary once ``output`` (already checked) is accepted.
 

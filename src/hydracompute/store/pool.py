@@ -135,17 +135,30 @@ class Store:
                 ChunkOutput(o.start, o.stop, o.output) for o in self.backend.iter_outputs(job_id)
             ]
 
-    def artefact(self, job_id: str, name: str) -> Artefact:
-        """A finished job's artefact.
+    def artefact(self, job_id: str, name: str) -> Artefact | list[ChunkOutput]:
+        """A finished job's artefact if it is stored, else the job's outputs to render it
+        from (see :meth:`JobKind.render`; then :meth:`store_artefact`).
 
         Raises:
             NotFound: no such job or artefact (or the job has not finished).
         """
         with self.backend.transaction():
             found = self.backend.get_artefact(job_id, name)
-        if found is None:
-            raise NotFound(f"job {job_id!r} has no artefact {name!r}")
-        return Artefact(*found)
+            if found is not None:
+                return Artefact(*found)
+            job = self.backend.get_job(job_id)
+            if job is None or job.state is not JobState.DONE or job.answer is None:
+                raise NotFound(f"job {job_id!r} has no artefact {name!r}")
+            if name not in job.answer.get("artefacts", []):
+                raise NotFound(f"job {job_id!r} has no artefact {name!r}")
+            return [
+                ChunkOutput(o.start, o.stop, o.output) for o in self.backend.iter_outputs(job_id)
+            ]
+
+    def store_artefact(self, job_id: str, name: str, artefact: Artefact) -> None:
+        """Keep a rendered artefact, so that later downloads need not render it again."""
+        with self.backend.transaction():
+            self.backend.put_artefact(job_id, name, artefact.media_type, artefact.data)
 
     # workers
 
