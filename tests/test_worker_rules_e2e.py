@@ -165,7 +165,9 @@ def test_a_duty_cycle_gives_the_compute_processes_that_share_of_a_core(tmp_path:
 def test_a_long_pause_returns_the_leases_and_another_worker_finishes_exactly(
     tmp_path: Path,
 ) -> None:
-    samples = 6 * 10**9 + 4321
+    # Seconds of work for one core even at the 6·10^9 samples/s seen on fast machines: the
+    # job must still be running when the pause has lasted long enough to return leases.
+    samples = 3 * 10**10 + 4321
     with pool(tmp_path / "pool", target_chunk_s=1.0, heartbeat_s=0.5) as p, p.client() as client:
         paused, identity = start_worker(p, "paused", *POLITE, "--return-after-s", "1")
         job = client.submit("pi", samples=samples, seed=SEED)
