@@ -16,7 +16,12 @@ from typing import Any
 import httpx
 
 from hydracompute import tls
-from hydracompute.errors import CoordinatorUnavailable, HydraError, error_from_problem
+from hydracompute.errors import (
+    CoordinatorUnavailable,
+    HydraError,
+    TooManyRequests,
+    error_from_problem,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
@@ -172,7 +177,15 @@ class Job:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            info = self.info()
+            try:
+                info = self.info()
+            except TooManyRequests as exc:  # polling faster than the key's allowance
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"job {self.job_id} still running after {timeout} s"
+                    ) from exc
+                time.sleep(max(poll_s, float(exc.extra.get("retry_after_s", 1))))
+                continue
             if on_progress is not None:
                 on_progress(info)
             if info.finished:
