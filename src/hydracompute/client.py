@@ -184,7 +184,8 @@ class Job:
                     raise TimeoutError(
                         f"job {self.job_id} still running after {timeout} s"
                     ) from exc
-                time.sleep(max(poll_s, float(exc.extra.get("retry_after_s", 1))))
+                retry = exc.extra.get("retry_after_s", 1)
+                time.sleep(max(poll_s, float(retry) if isinstance(retry, int | float) else 1.0))
                 continue
             if on_progress is not None:
                 on_progress(info)
