@@ -187,6 +187,7 @@ def test_mandelbrot_chunks_merge_into_the_direct_render() -> None:
     for chunk in outputs:
         live = MANDEL.fold_live(params, live, chunk.output)
     assert live["iterations"] == answer.summary["iterations"]
+    assert live["inside_pixels"] == answer.summary["inside_pixels"] == int((direct == 200).sum())
 
 
 def _encoded(values: np.ndarray) -> str:
@@ -202,7 +203,10 @@ def test_mandelbrot_check_refuses_malformed_outputs() -> None:
         {**good, "counts": _encoded(counts[:-1])},  # too few pixels
         {**good, "counts": _encoded(np.zeros(TILE * TILE, dtype=np.uint32))},  # count 0
         {**good, "counts": _encoded(np.full(TILE * TILE, 51, dtype=np.uint32))},  # > max_iter
-        {"counts": _encoded(counts), "iterations": 1},  # wrong total
+        {"counts": _encoded(counts), "iterations": 1, "inside": 0},  # wrong total
+        {"counts": _encoded(counts), "iterations": 3 * TILE * TILE, "inside": 1},  # none is
+        {**good, "inside": float(good["inside"])},
+        {"counts": good["counts"], "iterations": good["iterations"]},  # no inside
         {**good, "counts": "not base64!"},
         {**good, "counts": base64.b64encode(b"not zlib").decode()},
         {**good, "counts": bomb},  # 100 MB of zeros: refused without inflating it all
