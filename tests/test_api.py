@@ -7,6 +7,7 @@ checked to be a problem document and to leave the pool exactly as it was.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import threading
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
+from PIL import Image
 from starlette.types import Message
 
 from hydracompute import __version__
@@ -31,6 +34,7 @@ from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.kinds import KindRegistry
+from hydracompute.kinds.mandelbrot import MandelbrotKind
 from hydracompute.kinds.pi import PiKind
 from hydracompute.store import MemoryBackend, Store
 from tests.sum_kind import SumKind, sum_registry
@@ -191,9 +195,11 @@ UNLIMITED = SecuritySettings(
 
 
 @contextmanager
-def open_pool(config: SchedulerConfig = CONFIG) -> Iterator[Pool]:
+def open_pool(
+    config: SchedulerConfig = CONFIG, kinds: KindRegistry | None = None
+) -> Iterator[Pool]:
     clock = FakeClock()
-    store = Store(MemoryBackend(), registry_with_pi(), config)
+    store = Store(MemoryBackend(), kinds or registry_with_pi(), config)
     _, admin_key = store.credentials.issue(CredentialKind.API_KEY, "admin", clock(), Role.ADMIN)
     _, join_token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "test", clock())
     app = create_app(store, clock=clock, security=UNLIMITED)
@@ -1067,3 +1073,45 @@ def test_only_a_worker_with_a_credential_may_send_a_big_exchange(
     assert response.status_code == 200, response.text
     anonymous = {"content-type": "application/json", "Authorization": ""}
     pool.refused(413, "POST", worker.exchange_url, content=body, headers=anonymous)
+
+
+def test_a_deferred_artefact_is_rendered_once_on_first_download(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renders: list[str] = []
+    original = MandelbrotKind.render
+
+    def counted(self: MandelbrotKind, params: JSON, outputs: Any, name: str) -> Any:
+        renders.append(name)
+        return original(self, params, outputs, name)
+
+    monkeypatch.setattr(MandelbrotKind, "render", counted)
+    kinds = registry_with_pi()
+    kinds.register(MandelbrotKind())
+    with open_pool(kinds=kinds) as pool:
+        params = {"width": 70, "height": 64, "max_iter": 50}
+        response = pool.client.post("/api/v1/jobs", json={"kind": "mandelbrot", "params": params})
+        job_id = response.json()["job_id"]
+        url = f"/api/v1/jobs/{job_id}/artefacts/image.png"
+        pool.refused(404, "GET", url)  # not finished yet: nothing to render
+        worker = pool.enrol(kinds=("mandelbrot",), cores=2)
+        leases = pool.exchange(worker, want=2)["leases"]
+        while leases:
+            results = []
+            for lease in leases:
+                chunk = lease["chunk"]
+                output = MandelbrotKind().compute(lease["params"], chunk["start"], chunk["stop"])
+                results.append({"lease_id": lease["lease_id"], "output": output})
+            pool.clock.advance(0.01)
+            leases = pool.exchange(worker, results, want=2)["leases"]
+        job = pool.job(job_id)
+        assert job["state"] == "done" and renders == []  # done without rendering anything
+        first = pool.client.get(url)
+        again = pool.client.get(url)
+        assert first.status_code == again.status_code == 200
+        assert first.content == again.content and first.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(first.content)).size == (70, 64)
+        counts = pool.client.get(f"/api/v1/jobs/{job_id}/artefacts/counts.npy")
+        assert np.load(io.BytesIO(counts.content)).shape == (64, 70)
+        assert renders == ["image.png", "counts.npy"]  # each once; then served as stored
+        pool.refused(404, "GET", f"/api/v1/jobs/{job_id}/artefacts/other.png")
