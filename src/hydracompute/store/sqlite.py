@@ -132,7 +132,14 @@ class _Table:
                 self._codecs.append((position, int, bool))
         columns = ", ".join(f'"{f}"' for f in self.fields)
         marks = ", ".join("?" for _ in self.fields)
-        self.upsert = f"INSERT OR REPLACE INTO {name} ({columns}) VALUES ({marks})"
+        # An update in place when the row exists (INSERT OR REPLACE would delete it and
+        # insert it again, rewriting every index entry of the row).
+        keys = ", ".join(f'"{k}"' for k in key)
+        updates = ", ".join(f'"{f}" = excluded."{f}"' for f in self.fields if f not in key)
+        self.upsert = (
+            f"INSERT INTO {name} ({columns}) VALUES ({marks}) "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        )
         where = " AND ".join(f'"{k}" = ?' for k in key)
         self.select = f"SELECT {columns} FROM {name}"
         self.select_key = f"{self.select} WHERE {where}"
