@@ -22,7 +22,6 @@ rendered here in one piece by the kernel.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import math
@@ -31,12 +30,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench_support import stdout_to_stderr
 from hydracompute.client import Client
 from hydracompute.demo import start_coordinator, start_worker, stop
 from hydracompute.kinds.mandelbrot import MandelbrotKind
@@ -54,19 +53,6 @@ WARM_UP: dict[str, dict[str, Any]] = {
     "mandelbrot": {"width": 64, "height": 64, "max_iter": 300},
 }
 MAX_SIGMAS = 5.0
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Children started inside write their standard output to our standard error."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def check_pi(answer: dict[str, Any]) -> str:

@@ -26,7 +26,6 @@ References measured in the same run, each in a fresh interpreter: ``python -c pa
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -34,13 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
+from bench_support import stdout_to_stderr
 from hydracompute.demo import LocalCoordinator, start_coordinator, start_worker, stop
 
 #: Jobs no worker here will finish; each is cancelled after its runs.
@@ -97,19 +96,6 @@ class Poller:
     def worker(self, name: str) -> dict[str, Any] | None:
         found = [w for w in self.get("/api/v1/workers")["workers"] if w["name"] == name]
         return found[0] if found else None
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Children started inside write their standard output to our standard error."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def compute_children(process: psutil.Process) -> list[psutil.Process]:
