@@ -5,7 +5,12 @@ in one run: each exchange in its own transaction (one fsync each, `synchronous=F
 the coordinator's way, up to 64 exchanges per transaction and commit. No HTTP: this is the
 store thread's own capacity.
 
-    .venv/bin/python bench/bench_store.py [--workers 64] [--exchanges 3000] [--json]
+Also, side by side: how long the exchange that brings a job's last result takes when the
+kind merges every output again, and when it answers from its live summary (as π and
+Mandelbrot do).
+
+    .venv/bin/python bench/bench_store.py [--workers 64] [--exchanges 3000]
+                                          [--finish-chunks 100000] [--json]
 """
 
 from __future__ import annotations
@@ -80,21 +85,66 @@ def run(batch: int, workers: int, exchanges: int) -> float:
     return done / elapsed
 
 
+class LiveCountKind(CountKind):
+    """The same, but answered from its live summary, as π and Mandelbrot are."""
+
+    def fold_live(self, params: dict[str, Any], live: dict[str, Any], output: Any) -> Any:
+        return {"units": live.get("units", 0) + output["units"]}
+
+    def answer_from_live(self, params: dict[str, Any], live: dict[str, Any]) -> Answer:
+        return Answer(summary={"units": live["units"]})
+
+
+def finishing_s(kind: CountKind, chunks: int) -> float:
+    """Seconds of the exchange that brings the last result of a job of ``chunks`` chunks
+    (every other exchange waits behind it on the coordinator's store thread)."""
+    registry = KindRegistry()
+    registry.register(kind)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(SQLiteBackend(Path(tmp) / "pool.db"), registry, SchedulerConfig())
+        job = store.submit_job("count", {"n": chunks}, now=0.0)
+        worker = store.enrol_worker("w", 64, ["count"], now=0.0)[0].worker_id
+        reports: list[ResultReport] = []
+        last = 0.0
+        while store.get_job(job.job_id).state.value == "running":
+            began = time.perf_counter()
+            leases = store.exchange(worker, reports, [], 64, 1.0).leases
+            last = time.perf_counter() - began
+            reports = [ResultReport(g.lease_id, {"units": 1}, 0.001) for g in leases]
+        store.close()
+    return last
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--exchanges", type=int, default=3000)
+    parser.add_argument("--finish-chunks", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     single = run(1, args.workers, args.exchanges)
     batched = run(64, args.workers, args.exchanges)
-    figures = {"one_commit_each_per_s": single, "batched_per_s": batched, "ratio": batched / single}
+    merged = finishing_s(CountKind(), args.finish_chunks)
+    from_live = finishing_s(LiveCountKind(), args.finish_chunks)
+    figures = {
+        "one_commit_each_per_s": single,
+        "batched_per_s": batched,
+        "ratio": batched / single,
+        "finish_chunks": args.finish_chunks,
+        "finishing_exchange_merge_s": merged,
+        "finishing_exchange_from_live_s": from_live,
+    }
     if args.json:
         print(json.dumps(figures, indent=2))
         return
     print(f"SQLite (synchronous=FULL), {args.workers} workers, {args.exchanges} exchanges")
     print(f"one commit per exchange: {single:8.0f} exchanges/s")
     print(f"up to 64 per commit:     {batched:8.0f} exchanges/s   ({batched / single:.1f}×)")
+    print(
+        f"the exchange that finishes a job of {args.finish_chunks:,} chunks: "
+        f"{1000 * merged:.0f} ms merging every output, {1000 * from_live:.1f} ms answered "
+        "from the live summary"
+    )
 
 
 if __name__ == "__main__":

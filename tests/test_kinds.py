@@ -257,3 +257,21 @@ def test_colours_follow_the_gradient_of_each_count(max_iter: int, colour_map: st
     counts = np.arange(max_iter + 2, dtype=np.uint32).reshape(1, -1)
     rgb = colourise(counts, max_iter, colour_map)
     assert [tuple(int(v) for v in px) for px in rgb[0]] == [colour(int(c)) for c in counts[0]]
+
+
+def test_answers_from_the_live_summary_equal_the_merged_ones() -> None:
+    # Finishing a job uses answer_from_live when a kind gives one (no outputs read); it
+    # must be what merge gives from every output.
+    pi_params = PiKind().validate({"samples": 5 * BLOCK_SAMPLES + 77, "seed": 3})
+    mandel_params = MANDEL.validate({"width": 2 * TILE + 5, "height": TILE + 3, "max_iter": 40})
+    for kind, params, cuts in (
+        (PiKind(), pi_params, [(0, 2), (2, 3), (3, 6)]),
+        (MANDEL, mandel_params, [(0, 1), (1, 4), (4, 6)]),
+    ):
+        outputs = [ChunkOutput(a, b, kind.compute(params, a, b)) for a, b in cuts]
+        live: dict[str, Any] = {}
+        for chunk in reversed(outputs):  # in no particular order
+            live = kind.fold_live(params, live, chunk.output)
+        from_live = kind.answer_from_live(params, live)
+        assert from_live is not None
+        assert from_live == kind.merge(params, outputs)

@@ -11,10 +11,11 @@ import pytest
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import JobState
 from hydracompute.errors import StoreError
+from hydracompute.kinds import Answer, KindRegistry
 from hydracompute.store import ResultReport, SQLiteBackend, Store, open_backend
 from hydracompute.store.memory import MemoryBackend
 from hydracompute.store.sqlite import MIGRATIONS
-from tests.sum_kind import sum_registry
+from tests.sum_kind import SumKind, sum_registry
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0)
 
@@ -121,3 +122,36 @@ def test_the_running_jobs_seen_by_exchanges_follow_commits_and_rollbacks(tmp_pat
     second = store.submit_job("sum", {"n": 10}, now=1.0)
     with backend.transaction():
         assert backend.running_jobs() == [(second.job_id, "sum")]
+
+
+class LiveSumKind(SumKind):
+    """The sum kind, answered from its live summary: its merge must never be needed."""
+
+    def fold_live(self, params: dict[str, Any], live: dict[str, Any], output: Any) -> Any:
+        return {"total": live.get("total", 0) + output["total"]}
+
+    def answer_from_live(self, params: dict[str, Any], live: dict[str, Any]) -> Answer:
+        return Answer(summary={"total": live["total"]})
+
+    def merge(self, params: dict[str, Any], outputs: Any) -> Answer:
+        raise AssertionError("merge read every output of the job")
+
+
+def test_a_job_answered_from_its_live_summary_is_finished_without_its_outputs(
+    tmp_path: Path,
+) -> None:
+    kinds = KindRegistry()
+    kinds.register(LiveSumKind())
+    store = Store(SQLiteBackend(tmp_path / "pool.db"), kinds, CONFIG)
+    job = store.submit_job("sum", {"n": 5000}, now=0.0)
+    worker, _ = store.enrol_worker("a", 3, ["sum"], now=0.0)
+    report: list[ResultReport] = []
+    now = 0.0
+    while store.get_job(job.job_id).state is JobState.RUNNING:
+        now += 0.5
+        leases = store.exchange(worker.worker_id, report, [], 3, now=now).leases
+        report = [
+            ResultReport(g.lease_id, {"total": sum(range(g.start, g.stop))}, 0.1) for g in leases
+        ]
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE and done.answer == {"total": sum(range(5000))}

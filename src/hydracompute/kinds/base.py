@@ -128,6 +128,14 @@ class JobKind(abc.ABC):
     def merge(self, params: JSON, outputs: Iterable[ChunkOutput]) -> Answer:
         """Build the answer from the outputs of every chunk (covering all units once)."""
 
+    def answer_from_live(self, params: JSON, live: JSON) -> Answer | None:
+        """The answer, made from the live summary once every unit is in, if it can be:
+        :meth:`merge` then never runs, and finishing a job does not read its outputs (for a
+        job of a million chunks, seconds during which no exchange is answered). It must
+        equal what :meth:`merge` would give. ``None`` (the default): :meth:`merge` runs.
+        """
+        return None
+
     def render(self, params: JSON, outputs: Iterable[ChunkOutput], name: str) -> Artefact | None:
         """Build the artefact ``name`` of a finished job from its outputs, on its first
         download (then it is stored); ``None`` if the kind makes no such artefact.

@@ -83,6 +83,9 @@ class PiKind(JobKind):
             samples += int(chunk.output["samples"])
         return Answer(summary=estimate(hits, samples))
 
+    def answer_from_live(self, params: JSON, live: JSON) -> Answer | None:
+        return Answer(summary=estimate(int(live["hits"]), int(live["samples"])))
+
     def fold_live(self, params: JSON, live: JSON, output: JSON) -> JSON:
         hits = int(live.get("hits", 0)) + int(output["hits"])
         return estimate(hits, int(live.get("samples", 0)) + int(output["samples"]))

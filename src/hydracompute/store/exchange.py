@@ -383,7 +383,7 @@ def finish_job(db: Backend, kinds: KindRegistry, job: Job, now: float) -> None:
     kind = kinds.get(job.kind)
     outputs = (ChunkOutput(o.start, o.stop, o.output) for o in db.iter_outputs(job.job_id))
     try:
-        answer = kind.merge(job.params, outputs)
+        answer = kind.answer_from_live(job.params, job.live) or kind.merge(job.params, outputs)
     except Exception as exc:  # a kind's bug must fail its job, not wedge the exchange
         log.exception("merging job %s failed", job.job_id)
         job.state, job.error = JobState.FAILED, f"merging the results failed: {exc}"
