@@ -185,7 +185,12 @@ def test_drag_to_zoom_submits_the_region(page: tuple[Page, Console], client: Cli
     view.mouse.move(*end, steps=5)
     view.mouse.up()
     view.wait_for_function(f"!location.hash.endsWith('{job.job_id}')")
-    zoomed = client.job(view.url.rsplit("/", 1)[1]).info().params
+    zoomed_job = client.job(view.url.rsplit("/", 1)[1])
+    zoomed = zoomed_job.info().params
+    # Let the new job's picture finish before the page closes: closing it with previews
+    # still being fetched (a loaded machine) makes the browser report the aborted fetches.
+    zoomed_job.wait(timeout=120)
+    view.wait_for_selector("canvas#picture[data-complete=true]")
 
     def plane(point: tuple[float, float]) -> tuple[float, float]:
         px = (point[0] - box["x"]) * 200 / box["width"]
