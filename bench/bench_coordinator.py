@@ -25,7 +25,7 @@ Beside them, optionally (``--peers``), the same number of no-op tasks through Da
 distributed, Celery with Redis and Ray, via ``bench/bench_peers.py`` (the ``bench`` extra).
 
     .venv/bin/python bench/bench_coordinator.py [--workers 1000] [--seconds 10]
-        [--think-s 2 0.5] [--tls] [--peers] [--json]
+        [--think-s 0 2 0.5] [--tls] [--peers] [--json]
 """
 
 from __future__ import annotations
@@ -238,12 +238,13 @@ async def run_load(
         await asyncio.gather(*(w.enrol(token) for w in workers[start : start + 100]))
     enrolled_s = time.monotonic() - began
     scenarios = []
-    for think_s in [0.0, *thinks]:
+    for think_s in thinks:
         before = cpu()
         figures = await drive(workers, table, seconds, think_s)
         after = cpu()
         figures["coordinator_cpu_s"] = after[0] - before[0]
         figures["generator_cpu_s"] = after[1] - before[1]
+        figures["coordinator_rss_mb"] = after[2]
         scenarios.append(figures)
     await asyncio.gather(*(w.leave() for w in workers))
     return {"workers": n_workers, "enrol_s": enrolled_s, "scenarios": scenarios}
@@ -254,7 +255,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0, help="per scenario")
     parser.add_argument(
-        "--think-s", type=float, nargs="*", default=[2.0, 0.5], help="latency scenarios"
+        "--think-s",
+        type=float,
+        nargs="+",
+        default=[0.0, 2.0, 0.5],
+        help="pause of each worker between exchanges, one scenario each (0: capacity)",
     )
     parser.add_argument("--tls", action="store_true", help="TLS (default: plain HTTP)")
     parser.add_argument("--peers", action="store_true", help="also Dask, Celery, Ray")
@@ -268,9 +273,10 @@ def main() -> None:
             process = psutil.Process(coordinator.process.pid)
             me = psutil.Process()
 
-            def cpu() -> tuple[float, float]:
+            def cpu() -> tuple[float, float, float]:
                 theirs, mine = process.cpu_times(), me.cpu_times()
-                return theirs.user + theirs.system, mine.user + mine.system
+                rss = process.memory_info().rss / 2**20
+                return theirs.user + theirs.system, mine.user + mine.system, rss
 
             tls = None
             if args.tls:
@@ -310,14 +316,15 @@ def report(figures: dict[str, Any]) -> None:
     )
     print(
         f"{'think s':>8} {'results/s':>10} {'exch/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'coord CPU':>10} {'gen CPU':>8}  refused"
+        f"{'max ms':>8} {'coord CPU':>10} {'gen CPU':>8} {'RSS MB':>7}  refused"
     )
     for s in figures["scenarios"]:
         print(
             f"{s['think_s']:>8g} {s['results_per_s']:>10.0f} {s['exchanges_per_s']:>8.0f} "
             f"{s['latency_p50_ms']:>8.1f} {s['latency_p99_ms']:>8.1f} "
             f"{s['latency_max_ms']:>8.1f} {s['coordinator_cpu_s'] / s['seconds']:>9.2f}c "
-            f"{s['generator_cpu_s'] / s['seconds']:>7.2f}c  {s['refused'] or 'none'}"
+            f"{s['generator_cpu_s'] / s['seconds']:>7.2f}c {s['coordinator_rss_mb']:>7.0f}  "
+            f"{s['refused'] or 'none'}"
         )
     for name, peer in figures.get("peers", {}).items():
         if "error" in peer:
