@@ -15,6 +15,8 @@ from tests.sum_kind import SumKind, sum_registry
 def test_hub_merges_changes_per_stream_and_routes_chunks_to_their_job_page() -> None:
     hub = EventHub()
     overview, page = hub.subscribe(None), hub.subscribe("j1")
+    # A job's page is first sent the job as it is now: it may have changed while loading.
+    assert overview.jobs == set() and page.jobs == {"j1"}
     hub.publish({"j1"}, [FinishedChunk("j1", 0, 0, 5)])
     hub.publish({"j1", "j2"}, [FinishedChunk("j2", 3, 9, 12), FinishedChunk("j1", 1, 5, 9)])
     assert overview.jobs == page.jobs == {"j1", "j2"}

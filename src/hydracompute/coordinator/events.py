@@ -41,7 +41,11 @@ class EventHub:
         self._subscriptions: set[Subscription] = set()
 
     def subscribe(self, job_id: str | None) -> Subscription:
+        """A new stream; one for a job's page starts with that job's current state, so a
+        change made while the page was loading (the job finishing, say) is not missed."""
         subscription = Subscription(job_id)
+        if job_id is not None:
+            subscription.jobs.add(job_id)
         self._subscriptions.add(subscription)
         return subscription
 
