@@ -220,7 +220,7 @@ async def run_load(
     seconds: float,
     thinks: list[float],
     tls: ssl.SSLContext | None,
-    cpu: Any,
+    sample: Any,
 ) -> dict[str, Any]:
     table = hit_table()
     parts = urlsplit(url)
@@ -239,9 +239,9 @@ async def run_load(
     enrolled_s = time.monotonic() - began
     scenarios = []
     for think_s in thinks:
-        before = cpu()
+        before = sample()
         figures = await drive(workers, table, seconds, think_s)
-        after = cpu()
+        after = sample()
         figures["coordinator_cpu_s"] = after[0] - before[0]
         figures["generator_cpu_s"] = after[1] - before[1]
         figures["coordinator_rss_mb"] = after[2]
@@ -273,7 +273,8 @@ def main() -> None:
             process = psutil.Process(coordinator.process.pid)
             me = psutil.Process()
 
-            def cpu() -> tuple[float, float, float]:
+            def sample() -> tuple[float, float, float]:
+                """CPU seconds of the coordinator and of this process, and its RSS in MB."""
                 theirs, mine = process.cpu_times(), me.cpu_times()
                 rss = process.memory_info().rss / 2**20
                 return theirs.user + theirs.system, mine.user + mine.system, rss
@@ -290,7 +291,7 @@ def main() -> None:
                     args.seconds,
                     args.think_s,
                     tls,
-                    cpu,
+                    sample,
                 )
             )
             figures["coordinator_rss_mb"] = process.memory_info().rss / 2**20

@@ -48,6 +48,7 @@ def palette(max_iter: int, colour_map: str) -> npt.NDArray[np.uint8]:
 
 def encode_png(rgb: npt.NDArray[np.uint8]) -> bytes:
     out = io.BytesIO()
-    # Level 1: a fifth of the default's time for a 16-megapixel image, about 30% larger.
+    # Level 1 rather than the default 6: measured on a 4096² image, 0.33 s instead of 0.39 s
+    # and 2.4 MB instead of 2.0 MB (docs/benchmarks.md).
     Image.fromarray(rgb).save(out, format="PNG", optimize=False, compress_level=1)
     return out.getvalue()

@@ -147,9 +147,8 @@ class Store:
             if found is not None:
                 return Artefact(*found)
             job = self.backend.get_job(job_id)
-            if job is None or job.state is not JobState.DONE or job.answer is None:
-                raise NotFound(f"job {job_id!r} has no artefact {name!r}")
-            if name not in job.answer.get("artefacts", []):
+            answer = job.answer if job is not None and job.state is JobState.DONE else None
+            if answer is None or name not in answer.get("artefacts", []):
                 raise NotFound(f"job {job_id!r} has no artefact {name!r}")
             return [
                 ChunkOutput(o.start, o.stop, o.output) for o in self.backend.iter_outputs(job_id)

@@ -178,8 +178,7 @@ class SQLiteBackend(Backend):
         #: The running jobs' (id, kind), read on every exchange that asks for work, kept
         #: until a job starts or stops running, a transaction is rolled back, or another
         #: connection changes the file (``data_version``).
-        self._running: list[tuple[str, str]] | None = None
-        self._running_ids: set[str] = set()
+        self._running: dict[str, str] | None = None  # job id -> kind, oldest first
         self._running_version = -1
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -286,7 +285,8 @@ class SQLiteBackend(Backend):
 
     def put_job(self, job: Job) -> None:
         self._put(_JOBS, job)
-        if (job.state is JobState.RUNNING) != (job.job_id in self._running_ids):
+        running = self._running
+        if running is not None and (job.state is JobState.RUNNING) != (job.job_id in running):
             self._running = None
 
     def list_jobs(
@@ -310,10 +310,9 @@ class SQLiteBackend(Backend):
             rows = self._db.execute(
                 "SELECT job_id, kind FROM jobs WHERE state = 'running' ORDER BY created_s, job_id"
             ).fetchall()
-            self._running = [(str(job_id), str(kind)) for job_id, kind in rows]
-            self._running_ids = {job_id for job_id, _ in self._running}
+            self._running = {str(job_id): str(kind) for job_id, kind in rows}
             self._running_version = version
-        return list(self._running)
+        return list(self._running.items())
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
         return self._one(_CHUNKS, job_id, index)  # type: ignore[no-any-return]
@@ -365,7 +364,7 @@ class SQLiteBackend(Backend):
                 output.chunk_index,
                 output.start,
                 output.stop,
-                json.dumps(output.output, separators=(",", ":")),
+                _json_column(output.output),
             ),
         )
 
