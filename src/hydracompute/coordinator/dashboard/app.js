@@ -564,6 +564,7 @@ function jobPage(jobId) {
   const main = document.getElementById("main");
   let job = null;
   let panel = null;
+  let headerDrawn = false; // by load(): job updates before that have nowhere to go
   const renderHeader = () => {
     const running = job.state === "running";
     document.getElementById("job-header").innerHTML = `
@@ -590,13 +591,17 @@ function jobPage(jobId) {
       if (state.page !== self) return;
       main.replaceChildren(el(`<div><h1>${escapeHtml(job.name || job.job_id)}</h1><div id="job-header"></div></div>`));
       renderHeader();
+      headerDrawn = true;
       panel = job.kind === "pi" ? piPanel(job) : job.kind === "mandelbrot" ? mandelbrotPanel(job) : null;
       if (panel) main.firstElementChild.appendChild(panel.element);
       openStream(jobId); // first, so no chunk finishing during the load is missed
       if (panel) await panel.load(jobId);
     },
     onJob(updated) {
-      if (updated.job_id !== jobId) return;
+      // Before load() has drawn the page (the previous page's stream may still be open),
+      // there is nothing to update: load() reads the job, and this page's own stream then
+      // starts with its current view.
+      if (updated.job_id !== jobId || !headerDrawn) return;
       job = updated;
       renderHeader();
       if (panel && panel.onJob) panel.onJob(updated);
