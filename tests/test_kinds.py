@@ -6,16 +6,16 @@ import base64
 import io
 import itertools
 import math
-import zlib
 from typing import Any
 
 import numpy as np
 import pytest
+import zstandard
 from PIL import Image
 
 from hydracompute.errors import InvalidParams, InvalidResult, UnknownKind
 from hydracompute.kinds import ChunkOutput, KindRegistry, default_registry
-from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind
+from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind, decode_counts
 from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise
 from hydracompute.kinds.mandelbrot_kernel import render_tile
 from hydracompute.kinds.pi import BLOCK_SAMPLES, PiKind
@@ -190,15 +190,16 @@ def test_mandelbrot_chunks_merge_into_the_direct_render() -> None:
     assert live["inside_pixels"] == answer.summary["inside_pixels"] == int((direct == 200).sum())
 
 
-def _encoded(values: np.ndarray) -> str:
-    return base64.b64encode(zlib.compress(values.astype("<u4").tobytes())).decode()
+def _encoded(values: np.ndarray, dtype: str = "<u2", **options: Any) -> str:
+    packed = zstandard.ZstdCompressor(**options).compress(values.astype(dtype).tobytes())
+    return base64.b64encode(packed).decode()
 
 
 def test_mandelbrot_check_refuses_malformed_outputs() -> None:
     params = MANDEL.validate({"width": TILE, "height": TILE, "max_iter": 50})
     good = MANDEL.compute(params, 0, 1)
     counts = np.full(TILE * TILE, 3, dtype=np.uint32)
-    bomb = base64.b64encode(zlib.compress(bytes(10**8))).decode()
+    bomb = _encoded(np.zeros(10**8, dtype=np.uint8), "u1")
     for bad in (
         {**good, "counts": _encoded(counts[:-1])},  # too few pixels
         {**good, "counts": _encoded(np.zeros(TILE * TILE, dtype=np.uint32))},  # count 0
@@ -208,12 +209,31 @@ def test_mandelbrot_check_refuses_malformed_outputs() -> None:
         {**good, "inside": float(good["inside"])},
         {"counts": good["counts"], "iterations": good["iterations"]},  # no inside
         {**good, "counts": "not base64!"},
-        {**good, "counts": base64.b64encode(b"not zlib").decode()},
+        {**good, "counts": base64.b64encode(b"not zstd").decode()},
         {**good, "counts": bomb},  # 100 MB of zeros: refused without inflating it all
+        {**good, "counts": _encoded(counts, "<u4")},  # 32-bit where 16 bits are the format
+        {**good, "counts": _encoded(counts, write_content_size=False)},  # size not recorded
+        {**good, "counts": base64.b64encode(base64.b64decode(good["counts"]) + b"x").decode()},
         {"counts": good["counts"]},
     ):
         with pytest.raises(InvalidResult):
             MANDEL.check(params, 0, 1, bad)
+
+
+def test_mandelbrot_counts_beyond_16_bits_travel_as_32_bit_values() -> None:
+    # Outside the set everything escapes at once: cheap, whatever max_iter says.
+    region = {"x_min": 1.0, "x_max": 2.0, "y_min": 1.0, "y_max": 2.0}
+    params = MANDEL.validate({"width": TILE, "height": TILE, "max_iter": 70_000, **region})
+    output = MANDEL.compute(params, 0, 1)
+    MANDEL.check(params, 0, 1, output)
+    raw = zstandard.ZstdDecompressor().decompress(base64.b64decode(output["counts"]))
+    assert len(raw) == TILE * TILE * 4
+    counts = decode_counts(params, 0, 1, output)
+    assert counts.dtype == np.uint32 and int(counts.sum()) == output["iterations"]
+    small = MANDEL.validate({"width": TILE, "height": TILE, "max_iter": 65_535})
+    assert decode_counts(small, 0, 1, MANDEL.compute(small, 0, 1)).size == TILE * TILE
+    with pytest.raises(InvalidResult):  # the same bytes are not counts of a 16-bit job
+        MANDEL.check(small, 0, 1, output)
 
 
 def test_mandelbrot_previews_compose_into_the_final_picture() -> None:
