@@ -101,7 +101,7 @@ class MandelbrotKind(JobKind):
         ]
         counts = np.concatenate(parts)
         wire = np.ascontiguousarray(counts, dtype=count_dtype(params))
-        packed = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compress(memoryview(wire))
+        packed = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compress(wire.data)
         return {
             "counts": base64.b64encode(packed).decode("ascii"),
             "iterations": int(counts.sum(dtype=np.uint64)),
