@@ -7,6 +7,7 @@ checked to be a problem document and to leave the pool exactly as it was.
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import json
@@ -430,6 +431,7 @@ def test_a_pi_job_runs_with_the_real_kind(pool: Pool) -> None:
     assert answer["hits"] == output["hits"]
     assert answer["estimate"] == 4 * output["hits"] / 1000
     assert abs(answer["estimate"] - 3.14159) < 8 * answer["stderr"]
+    pool.refused(404, "GET", f"/api/v1/jobs/{job_id}/chunks/0/preview")  # π draws nothing
 
 
 # --- the pool's own endpoints ---------------------------------------------------------------
@@ -1115,3 +1117,14 @@ def test_a_deferred_artefact_is_rendered_once_on_first_download(
         assert np.load(io.BytesIO(counts.content)).shape == (64, 70)
         assert renders == ["image.png", "counts.npy"]  # each once; then served as stored
         pool.refused(404, "GET", f"/api/v1/jobs/{job_id}/artefacts/other.png")
+        # Each finished chunk has a picture: a PNG whose pieces cover the image exactly once.
+        finished = pool.client.get(f"/api/v1/jobs/{job_id}/chunks").json()["finished"]
+        covered = np.zeros((64, 70), dtype=np.int32)
+        for index in finished:
+            picture = pool.client.get(f"/api/v1/jobs/{job_id}/chunks/{index}/preview").json()
+            sheet = Image.open(io.BytesIO(base64.b64decode(picture["png"])))
+            for x, y, w, h, at_x, at_y in picture["pieces"]:
+                assert x + w <= sheet.width and y + h <= sheet.height
+                covered[at_y : at_y + h, at_x : at_x + w] += 1
+        assert (covered == 1).all()
+        pool.refused(404, "GET", f"/api/v1/jobs/{job_id}/chunks/{len(finished)}/preview")

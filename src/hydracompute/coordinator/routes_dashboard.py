@@ -9,6 +9,7 @@ the job a page shows, to draw), ``pool`` (the pool's pulse, every few seconds).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -23,7 +24,7 @@ from hydracompute.coordinator.auth import CoordinatorDep, Principal, Viewer
 from hydracompute.coordinator.events import Subscription
 from hydracompute.coordinator.routes_jobs import job_view, visible_job
 from hydracompute.coordinator.routes_workers import worker_views
-from hydracompute.coordinator.schemas import KindField, KindList, KindView, PoolView
+from hydracompute.coordinator.schemas import KindField, KindList, KindView, PoolView, PreviewOut
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import JobState
 from hydracompute.errors import Unauthorized
@@ -131,8 +132,7 @@ async def chunks(job_id: str, c: CoordinatorDep, principal: Viewer) -> dict[str,
 
 @router.get(
     "/api/v1/jobs/{job_id}/chunks/{index}/preview",
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    response_model=PreviewOut,
     tags=["jobs"],
 )
 async def preview(
@@ -140,19 +140,17 @@ async def preview(
     index: Annotated[int, Path(ge=0, lt=2**31)],
     c: CoordinatorDep,
     principal: Viewer,
-) -> Response:
-    """A finished chunk's image (PNG, transparent outside the chunk) and, in the headers
-    ``X-Preview-X`` and ``X-Preview-Y``, where it goes in the job's picture."""
+    response: Response,
+) -> PreviewOut:
+    """A finished chunk's picture: a PNG and the pieces of it that go into the job's
+    picture (see ``PreviewOut``)."""
     await visible_job(c, principal, job_id)
     source = await c.call(preview_source, c.store, job_id, index)
-    png = await asyncio.to_thread(source.render)  # not on the store thread: exchanges wait
-    area = source.area
-    headers = {
-        "X-Preview-X": str(area.x),
-        "X-Preview-Y": str(area.y),
-        "Cache-Control": "private, max-age=86400",
-    }
-    return Response(png, media_type="image/png", headers=headers)
+    picture = await asyncio.to_thread(source.render)  # not on the store thread
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    return PreviewOut(
+        png=base64.b64encode(picture.png).decode("ascii"), pieces=list(picture.pieces)
+    )
 
 
 def _event(name: str, data: object) -> str:

@@ -268,3 +268,11 @@ class PoolView(BaseModel):
     work_names: dict[str, str]
     history: list[dict[str, Any]] = Field(description="[{t, throughput: {kind: work/s}}]")
     workers: list[WorkerView] = Field(description="Online workers first; at most `limit`.")
+
+
+class PreviewOut(BaseModel):
+    png: str = Field(description="A PNG image, base64-encoded.")
+    pieces: list[tuple[int, int, int, int, int, int]] = Field(
+        description="[x, y, width, height, at_x, at_y]: the rectangle of the PNG at (x, y) "
+        "is drawn at (at_x, at_y) in the job's picture, pixel for pixel."
+    )

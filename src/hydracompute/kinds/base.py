@@ -70,14 +70,18 @@ class ParamField:
     help: str = ""
 
 
+#: ``(x, y, width, height, at_x, at_y)``: the rectangle of a preview's PNG at ``(x, y)``
+#: is drawn at ``(at_x, at_y)`` in the job's picture, pixel for pixel.
+PreviewPiece = tuple[int, int, int, int, int, int]
+
+
 @dataclass(frozen=True)
 class Preview:
-    """An image of one chunk's output and where it goes in the job's picture."""
+    """A picture of one chunk's output: a PNG and the pieces of it that go into the job's
+    picture (a chunk's pixels need not form one rectangle there)."""
 
-    x: int
-    y: int
-    width: int
-    height: int
+    png: bytes
+    pieces: tuple[PreviewPiece, ...]
 
 
 class JobKind(abc.ABC):
@@ -158,15 +162,10 @@ class JobKind(abc.ABC):
         """The parameters a submission form should offer (none: the form takes raw JSON)."""
         return []
 
-    def preview_area(self, params: JSON, start: int, stop: int) -> Preview | None:
-        """Where a chunk's preview image goes in the job's picture; ``None`` if the kind
-        draws no picture. Must be cheap: it is asked for every finished chunk."""
+    def preview(self, params: JSON, start: int, stop: int, output: JSON) -> Preview | None:
+        """A picture of one chunk's output whose pieces, drawn where they go, are pixel for
+        pixel the final picture's; ``None`` (the default) if the kind draws no picture."""
         return None
-
-    def preview(self, params: JSON, start: int, stop: int, output: JSON) -> bytes:
-        """A PNG of one chunk's output covering :meth:`preview_area` (transparent where the
-        chunk has no pixels), pixel for pixel as in the final picture."""
-        raise NotImplementedError(f"kind {self.name!r} draws no picture")
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook
         """Compile or load the kernels; called once in each compute process at start."""

@@ -1,8 +1,12 @@
 """Mandelbrot rendering: escape-time counts of a width×height view of the complex plane.
 
-Work units are square tiles of :data:`TILE` pixels a side, numbered row-major over the tile
-grid (the right and bottom tiles may be narrower); a chunk is a run of consecutive tiles.
-The pixel convention is fixed and documented in
+Work units are square tiles of :data:`TILE` pixels a side (the right and bottom tiles may
+be narrower); a chunk is a run of consecutive units. Unit ``u`` is tile ``u·s mod n`` of the
+``n`` tiles numbered row-major, where the stride ``s`` is the integer nearest ``n/φ`` that is
+coprime with ``n`` (see :func:`tile_stride`): any run of units is spread over the whole
+picture, so every chunk costs about the same per pixel. In row-major order a band through
+the set costs several times a band above it, and a worker's speed measured on one chunk
+would misjudge the next. The pixel convention is fixed and documented in
 :func:`hydracompute.kinds.mandelbrot_kernel.render_tile`.
 
 A chunk's output carries its counts tile after tile (each tile row-major) as little-endian
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -30,6 +35,7 @@ from hydracompute.kinds.base import (
     JobKind,
     ParamField,
     Preview,
+    PreviewPiece,
 )
 from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise, encode_png
 from hydracompute.kinds.params import ParamReader
@@ -45,6 +51,7 @@ MAX_COORD = 1e6
 #: zstd's fastest level: a 4-megapixel chunk of 16-bit counts compresses in about 6 ms,
 #: against about 40 ms for zlib's fastest level on the same counts as 32-bit values.
 COMPRESSION_LEVEL = 1
+GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
 DEFAULT_REGION = {"x_min": -2.0, "x_max": 0.5, "y_min": -1.25, "y_max": 1.25}
 
 
@@ -182,32 +189,22 @@ class MandelbrotKind(JobKind):
             ),
         ]
 
-    def preview_area(self, params: JSON, start: int, stop: int) -> Preview:
-        """The rectangle around the chunk's tiles: the tiles themselves when they lie in one
-        row of tiles, else the band of rows they span, across the whole width."""
-        cols, _ = _tile_grid(params)
-        first_row, last_row = start // cols, (stop - 1) // cols
-        y = first_row * TILE
-        height = min((last_row + 1) * TILE, int(params["height"])) - y
-        if first_row == last_row:
-            x = (start % cols) * TILE
-            width = min(((stop - 1) % cols + 1) * TILE, int(params["width"])) - x
-            return Preview(x, y, width, height)
-        return Preview(0, y, int(params["width"]), height)
-
-    def preview(self, params: JSON, start: int, stop: int, output: JSON) -> bytes:
-        area = self.preview_area(params, start, stop)
-        counts = np.zeros((area.height, area.width), dtype=np.uint32)
-        alpha = np.zeros((area.height, area.width), dtype=np.uint8)
+    def preview(self, params: JSON, start: int, stop: int, output: JSON) -> Preview:
+        """The chunk's tiles side by side in a square-ish grid of tile slots (one piece
+        each), coloured as in the final picture."""
+        tiles = list(_tiles(params, start, stop))
+        slots = math.isqrt(len(tiles) - 1) + 1  # slots per row of the sheet
+        sheet = np.zeros((-(-len(tiles) // slots) * TILE, slots * TILE), dtype=np.uint32)
         flat = decode_counts(params, start, stop, output)
+        pieces: list[PreviewPiece] = []
         offset = 0
-        for col0, row0, w, h in _tiles(params, start, stop):
-            x, y = col0 - area.x, row0 - area.y
-            counts[y : y + h, x : x + w] = flat[offset : offset + w * h].reshape(h, w)
-            alpha[y : y + h, x : x + w] = 255
+        for position, (col0, row0, w, h) in enumerate(tiles):
+            x, y = (position % slots) * TILE, (position // slots) * TILE
+            sheet[y : y + h, x : x + w] = flat[offset : offset + w * h].reshape(h, w)
+            pieces.append((x, y, w, h, col0, row0))
             offset += w * h
-        rgb = colourise(counts, params["max_iter"], params["colour_map"])
-        return encode_png(np.dstack([rgb, alpha]))
+        rgb = colourise(sheet, params["max_iter"], params["colour_map"])
+        return Preview(encode_png(rgb), tuple(pieces))
 
     def warm_up(self) -> None:
         from hydracompute.kinds.mandelbrot_kernel import render_tile
@@ -260,12 +257,27 @@ def _tile_grid(params: JSON) -> tuple[int, int]:
 
 
 def _tiles(params: JSON, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
-    """(col0, row0, tile_w, tile_h) of tiles ``[start, stop)``."""
-    cols, _ = _tile_grid(params)
+    """(col0, row0, tile_w, tile_h) of the tiles of units ``[start, stop)``, in unit order."""
+    cols, rows = _tile_grid(params)
+    total = cols * rows
+    stride = tile_stride(total)
     width, height = int(params["width"]), int(params["height"])
-    for index in range(start, stop):
-        row0, col0 = (index // cols) * TILE, (index % cols) * TILE
+    for unit in range(start, stop):
+        row, col = divmod(unit * stride % total, cols)
+        row0, col0 = row * TILE, col * TILE
         yield col0, row0, min(TILE, width - col0), min(TILE, height - row0)
+
+
+def tile_stride(total: int) -> int:
+    """The step between the tiles of consecutive units: the integer nearest ``total/φ``
+    that is coprime with ``total``, so the units visit every tile once and any run of them
+    is spread evenly over the picture (as the golden-ratio sequence is)."""
+    nearest = max(1, round(total / GOLDEN_RATIO))
+    for offset in range(total):
+        for candidate in (nearest - offset, nearest + offset):
+            if 1 <= candidate <= total and math.gcd(candidate, total) == 1:
+                return candidate
+    return 1
 
 
 def count_dtype(params: JSON) -> np.dtype[Any]:

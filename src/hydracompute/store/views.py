@@ -47,22 +47,29 @@ class PreviewSource:
     """What drawing a chunk's picture needs, read from the store."""
 
     kind: JobKind
+    job_kind: str
     params: JSON
     output: StoredOutput
-    area: Preview
 
-    def render(self) -> bytes:
-        """The PNG; CPU work that needs no store, so callers run it off the store thread."""
-        return self.kind.preview(
+    def render(self) -> Preview:
+        """The picture; CPU work that needs no store, so callers run it off the store thread.
+
+        Raises:
+            NotFound: the kind draws no picture.
+        """
+        preview = self.kind.preview(
             self.params, self.output.start, self.output.stop, self.output.output
         )
+        if preview is None:
+            raise NotFound(f"{self.job_kind} jobs draw no picture")
+        return preview
 
 
 def preview_source(store: Store, job_id: str, chunk_index: int) -> PreviewSource:
-    """What a finished chunk's picture is drawn from, and where it goes.
+    """What a finished chunk's picture is drawn from.
 
     Raises:
-        NotFound: no such job, the chunk is not finished, or the kind draws no picture.
+        NotFound: no such job, or the chunk is not finished.
     """
     job = store.get_job(job_id)
     kind = store.kinds.get(job.kind)
@@ -70,7 +77,4 @@ def preview_source(store: Store, job_id: str, chunk_index: int) -> PreviewSource
         stored = store.backend.get_output(job_id, chunk_index)
     if stored is None:
         raise NotFound(f"job {job_id!r} has no finished chunk {chunk_index}")
-    area = kind.preview_area(job.params, stored.start, stored.stop)
-    if area is None:
-        raise NotFound(f"{job.kind} jobs draw no picture")
-    return PreviewSource(kind, job.params, stored, area)
+    return PreviewSource(kind, job.kind, job.params, stored)

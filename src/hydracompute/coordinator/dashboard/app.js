@@ -457,10 +457,13 @@ function mandelbrotPanel(job) {
       fetch(`/api/v1/jobs/${encodeURIComponent(job.job_id)}/chunks/${index}/preview`, { credentials: "same-origin" })
         .then(async (response) => {
           if (!response.ok) throw new Error(`preview ${index}: ${response.status}`);
-          const x = Number(response.headers.get("X-Preview-X"));
-          const y = Number(response.headers.get("X-Preview-Y"));
-          const bitmap = await createImageBitmap(await response.blob());
-          context.drawImage(bitmap, x, y);
+          const picture = await response.json();
+          const png = Uint8Array.from(atob(picture.png), (c) => c.charCodeAt(0));
+          const bitmap = await createImageBitmap(new Blob([png], { type: "image/png" }));
+          // The chunk's tiles lie side by side in the PNG; each piece goes to its place.
+          for (const [x, y, width, height, atX, atY] of picture.pieces) {
+            context.drawImage(bitmap, x, y, width, height, atX, atY, width, height);
+          }
           bitmap.close();
         })
         .catch(() => drawn.delete(index))
