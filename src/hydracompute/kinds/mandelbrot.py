@@ -212,7 +212,7 @@ class MandelbrotKind(JobKind):
         render_tile(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, 0, 0, 8, 8)
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
-        return float(sum(w * h for _, _, w, h in _tiles(params, start, stop)))
+        return float(_pixels(params, start, stop))
 
     def total_work(self, params: JSON) -> float:
         return float(int(params["width"]) * int(params["height"]))
@@ -268,6 +268,20 @@ def _tiles(params: JSON, start: int, stop: int) -> Iterator[tuple[int, int, int,
         yield col0, row0, min(TILE, width - col0), min(TILE, height - row0)
 
 
+def _pixels(params: JSON, start: int, stop: int) -> int:
+    """How many pixels the tiles of units ``[start, stop)`` hold (edge tiles are cut)."""
+    width, height = int(params["width"]), int(params["height"])
+    if width % TILE == 0 and height % TILE == 0:
+        return (stop - start) * TILE * TILE
+    cols, rows = _tile_grid(params)
+    total = cols * rows
+    index = np.arange(start, stop, dtype=np.int64) * tile_stride(total) % total
+    row, col = np.divmod(index, cols)
+    tile_w = np.minimum(TILE, width - col * TILE)
+    tile_h = np.minimum(TILE, height - row * TILE)
+    return int((tile_w * tile_h).sum())
+
+
 def tile_stride(total: int) -> int:
     """The step between the tiles of consecutive units: the integer nearest ``total/φ``
     that is coprime with ``total``, so the units visit every tile once and any run of them
@@ -285,15 +299,18 @@ def count_dtype(params: JSON) -> np.dtype[Any]:
     return np.dtype("<u2" if int(params["max_iter"]) <= 0xFFFF else "<u4")
 
 
-def decode_counts(params: JSON, start: int, stop: int, output: JSON) -> npt.NDArray[np.uint32]:
-    """The flat counts of a chunk's output, checked for size without trusting the sender.
+def decode_counts(
+    params: JSON, start: int, stop: int, output: JSON
+) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """The flat counts of a chunk's output (read-only, in their :func:`count_dtype`),
+    checked for size without trusting the sender.
 
     Raises:
         InvalidResult: not base64, not one zstd frame recording its size, or not exactly
             the chunk's pixel count.
     """
     dtype = count_dtype(params)
-    pixels = sum(w * h for _, _, w, h in _tiles(params, start, stop))
+    pixels = _pixels(params, start, stop)
     expected = pixels * dtype.itemsize
     encoded = output.get("counts")
     if not isinstance(encoded, str):
@@ -315,7 +332,7 @@ def decode_counts(params: JSON, start: int, stop: int, output: JSON) -> npt.NDAr
         raise InvalidResult(f"counts are not valid base64 zstd data: {exc}") from exc
     if len(raw) != expected:
         raise InvalidResult(f"counts must hold exactly {pixels} {dtype.name} values")
-    return np.frombuffer(raw, dtype=dtype).astype(np.uint32)
+    return np.frombuffer(raw, dtype=dtype)
 
 
 def assemble(params: JSON, outputs: Iterable[ChunkOutput]) -> npt.NDArray[np.uint32]:
