@@ -65,10 +65,14 @@ def test_tail_chunks_shrink_to_a_fair_share() -> None:
     )
     assert full == 200
     assert tail == 100  # a quarter of what is left: everyone finishes together
-    tiny = chunk_units(
-        speed=100.0, target_s=2, probe_units=1, max_units=10**6, remaining=8, share=0.25
+    floor = chunk_units(
+        speed=100.0, target_s=2, probe_units=1, max_units=10**6, remaining=16, share=0.25
     )
-    assert tiny == 8  # never below a tenth of a full chunk, capped by what is left
+    assert floor == 5  # never below 2.5% of a full chunk (200 units)
+    tiny = chunk_units(
+        speed=100.0, target_s=2, probe_units=1, max_units=10**6, remaining=3, share=0.25
+    )
+    assert tiny == 3  # ... capped by what is left
 
 
 @given(
