@@ -120,7 +120,9 @@ class Load:
                 response: httpx.Response | None = None
                 try:
                     began = time.perf_counter()
-                    body = {"results": sim.results, "want": self.cores, "wait_s": 0.0}
+                    # Once stopping, only the results in hand are sent: no more leases.
+                    want = 0 if self.stopping else self.cores
+                    body = {"results": sim.results, "want": want, "wait_s": 0.0}
                     response = await http.post(url, json=body, headers=sim.headers)
                     self.latencies.append(time.perf_counter() - began)
                 except httpx.TransportError as exc:  # as a worker would: retry, same results
@@ -205,7 +207,8 @@ async def run(coordinator: LocalCoordinator, args: argparse.Namespace, verify: A
     process = psutil.Process(coordinator.process.pid)
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     # Leases in hand at the last checkpoint reach beyond it by up to one per worker core.
-    table = hit_table(checkpoints[-1] + args.workers * args.cores + 10_000)
+    # The last checkpoint is noticed a round of exchanges late: up to two rounds of leases.
+    table = hit_table(checkpoints[-1] + 2 * args.workers * args.cores + 10_000)
     figures: dict[str, Any] = {"rss_started_mb": rss_mb(process)}
     began = time.monotonic()
     sims, slowed = await enrol_all(
