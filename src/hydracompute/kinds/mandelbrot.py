@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -108,7 +109,7 @@ class MandelbrotKind(JobKind):
         ]
         counts = np.concatenate(parts)
         wire = np.ascontiguousarray(counts, dtype=count_dtype(params))
-        packed = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compress(wire.data)
+        packed = _compressor().compress(wire.data)
         return {
             "counts": base64.b64encode(packed).decode("ascii"),
             "iterations": int(counts.sum(dtype=np.uint64)),
@@ -250,6 +251,18 @@ def _read_region(reader: ParamReader, width: int, height: int) -> dict[str, floa
     if not region["y_min"] < region["y_max"]:
         reader.fail("y_max", "must be greater than y_min")
     return region
+
+
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    """This thread's compressor (one may not be shared between threads): making one per
+    chunk cost 15 µs, a quarter of compressing a one-tile chunk."""
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
+    return compressor
 
 
 def _tile_grid(params: JSON) -> tuple[int, int]:
