@@ -961,6 +961,59 @@ def test_a_held_exchange_with_no_work_answers_empty_after_the_heartbeat() -> Non
         assert time.monotonic() - started < 0.19  # either one held would take 0.2 s
 
 
+@pytest.mark.parametrize("ending", ["its last result", "a cancel"])
+def test_a_held_job_status_answers_as_soon_as_the_job_ends(
+    monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    with open_pool() as pool, ThreadPoolExecutor(max_workers=1) as thread:
+        job_id = pool.submit(SumKind.probe_units)["job_id"]  # one chunk
+        worker = pool.enrol()
+        (lease,) = pool.exchange(worker, want=1)["leases"]
+
+        # Know when the held request is waiting for the job's end, without sleeping.
+        hub = pool.coordinator.events
+        real_job_end = hub.job_end
+        holding = threading.Event()
+
+        @contextmanager
+        def spy(job: str) -> Iterator[Any]:
+            with real_job_end(job) as ended:
+                holding.set()
+                yield ended
+
+        monkeypatch.setattr(hub, "job_end", spy)
+        started = time.monotonic()
+        url = f"/api/v1/jobs/{job_id}"
+        held = thread.submit(pool.client.get, url, params={"wait_s": 20})
+        assert holding.wait(timeout=10)
+        assert not held.done()
+        if ending == "its last result":
+            pool.exchange(worker, [result_for(lease)])
+        else:
+            assert pool.client.post(f"{url}/cancel").status_code == 200
+        response = held.result(timeout=15)
+        elapsed = time.monotonic() - started
+
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == ("done" if ending == "its last result" else "cancelled")
+    assert elapsed < 10.0  # far below the 20 s it could have been held
+
+
+def test_a_held_job_status_answers_after_wait_s_or_at_once_if_finished(pool: Pool) -> None:
+    job_id = pool.submit(SumKind.probe_units)["job_id"]
+    url = f"/api/v1/jobs/{job_id}"
+    started = time.monotonic()
+    running = pool.client.get(url, params={"wait_s": 0.2})
+    assert running.json()["state"] == "running"
+    assert 0.15 <= time.monotonic() - started < 5.0
+    for wait_s in (-1, 20.5, "soon"):
+        pool.refused(422, "GET", url, params={"wait_s": wait_s})
+    pool.client.post(f"{url}/cancel")
+    started = time.monotonic()
+    assert pool.client.get(url, params={"wait_s": 20}).json()["state"] == "cancelled"
+    assert time.monotonic() - started < 5.0
+
+
 # --- leases that come back ------------------------------------------------------------------
 
 

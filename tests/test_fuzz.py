@@ -48,7 +48,8 @@ from tests.test_api import FakeClock, TestClient, registry_with_pi
 JSON = dict[str, Any]
 
 #: A long-polled exchange with nothing to lease is held one heartbeat: keep it short.
-CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=0.1, max_failures=3)
+# Requests that may be held (exchanges, job status) are held briefly.
+CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=0.1, max_failures=3, max_wait_s=0.2)
 MAX_EXAMPLES = 25
 CHECKS = [
     not_a_server_error,

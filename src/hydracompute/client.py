@@ -24,6 +24,8 @@ from hydracompute.errors import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+#: Longest a coordinator holds a job status request for the job to finish (``wait_s``).
+MAX_HOLD_S = 20.0
 
 
 class JobFailed(HydraError):
@@ -76,6 +78,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.timeout = timeout
         verify = tls.verification(self.url, ca_fingerprint) if transport is None else True
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
@@ -151,9 +154,12 @@ class Job:
         self.job_id = job_id
         self._info = info
 
-    def info(self) -> JobInfo:
-        """The job's current state (one request)."""
-        self._info = JobInfo(self.client.request("GET", f"/api/v1/jobs/{self.job_id}").json())
+    def info(self, wait_s: float = 0.0) -> JobInfo:
+        """The job's current state (one request); with ``wait_s``, the coordinator holds
+        the answer until the job finishes, at most that long (up to 20 s)."""
+        params = {"wait_s": wait_s} if wait_s > 0 else None
+        response = self.client.request("GET", f"/api/v1/jobs/{self.job_id}", params=params)
+        self._info = JobInfo(response.json())
         return self._info
 
     def progress(self) -> float:
@@ -171,14 +177,21 @@ class Job:
     ) -> JobInfo:
         """Block until the job finishes; returns its final state.
 
+        Each request is held by the coordinator until the job finishes or ``poll_s`` passes
+        (``on_progress`` is then called), so the answer comes as soon as the job is done.
+
         Raises:
             JobFailed: it failed or was cancelled.
             TimeoutError: ``timeout`` seconds passed first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Held no longer than the coordinator allows, well within one request's timeout.
+        hold_s = max(0.0, min(poll_s, MAX_HOLD_S, self.client.timeout / 2))
         while True:
+            if deadline is not None:
+                hold_s = max(0.0, min(hold_s, deadline - time.monotonic()))
             try:
-                info = self.info()
+                info = self.info(wait_s=hold_s)
             except TooManyRequests as exc:  # polling faster than the key's allowance
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(
@@ -193,7 +206,8 @@ class Job:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.job_id} still running after {timeout} s")
-            time.sleep(poll_s)
+            if hold_s <= 0:
+                time.sleep(poll_s)
         if info.state != "done":
             reason = f": {info.error}" if info.error else ""
             raise JobFailed(f"job {self.job_id} {info.state}{reason}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hydracompute.core.models import JSON, JobState
@@ -39,6 +40,27 @@ class Subscription:
 class EventHub:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
+        self._end_waiters: dict[str, set[asyncio.Event]] = {}
+
+    @contextlib.contextmanager
+    def job_end(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set once ``job_id`` finishes (published as ended) or :meth:`wake_all`
+        runs; register before reading the job, so that an end in between is not missed."""
+        event = asyncio.Event()
+        self._end_waiters.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._end_waiters.get(job_id, set())
+            waiters.discard(event)
+            if not waiters:
+                self._end_waiters.pop(job_id, None)
+
+    def wake_all(self) -> None:
+        """Release every :meth:`job_end` waiter (the service is shutting down)."""
+        for waiters in self._end_waiters.values():
+            for event in waiters:
+                event.set()
 
     def subscribe(self, job_id: str | None) -> Subscription:
         """A new stream; one for a job's page starts with that job's current state, so a
@@ -52,7 +74,13 @@ class EventHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
-    def publish(self, jobs: set[str], chunks: Sequence[FinishedChunk] = ()) -> None:
+    def publish(
+        self, jobs: set[str], chunks: Sequence[FinishedChunk] = (), ended: Iterable[str] = ()
+    ) -> None:
+        """``jobs`` changed, ``chunks`` finished, and the jobs ``ended`` finished."""
+        for job_id in ended:
+            for event in self._end_waiters.get(job_id, ()):
+                event.set()
         if not jobs and not chunks:
             return
         for subscription in self._subscriptions:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -13,6 +15,10 @@ from hydracompute.core.models import Job, JobState, Role
 from hydracompute.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
+
+#: Longest a client may have ``GET /jobs/{id}`` held for the job to finish (within the
+#: client's own 30 s request timeout).
+MAX_JOB_WAIT_S = 20.0
 
 
 async def visible_job(c: Coordinator, principal: Principal, job_id: str) -> Job:
@@ -96,9 +102,31 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-async def get_job(job_id: str, c: CoordinatorDep, principal: Viewer) -> JobView:
-    """A job with its progress and its kind's live summary of results so far."""
-    return job_view(c, await visible_job(c, principal, job_id))
+async def get_job(
+    job_id: str,
+    c: CoordinatorDep,
+    principal: Viewer,
+    wait_s: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_JOB_WAIT_S,
+            description="Hold the answer until the job finishes, at most this long.",
+        ),
+    ] = 0.0,
+) -> JobView:
+    """A job with its progress and its kind's live summary of results so far; with
+    ``wait_s``, answered as soon as the job finishes, or after ``wait_s`` seconds (at most
+    the coordinator's ``max_wait_s``)."""
+    if wait_s <= 0:
+        return job_view(c, await visible_job(c, principal, job_id))
+    with c.events.job_end(job_id) as ended:  # before the read: an end in between wakes it
+        job = await visible_job(c, principal, job_id)
+        if job.state.finished or c.is_closing:
+            return job_view(c, job)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), min(wait_s, c.config.max_wait_s))
+    return job_view(c, await c.call(c.store.get_job, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
@@ -108,7 +136,7 @@ async def cancel_job(job_id: str, c: CoordinatorDep, principal: Submitter) -> Jo
     if principal.role is not Role.ADMIN and job.owner != principal.key_id:
         raise NotFound(f"no job {job_id!r}")
     job = await c.call(c.store.cancel_job, job_id, c.clock())
-    c.events.publish({job.job_id})
+    c.events.publish({job.job_id}, ended={job.job_id})
     return job_view(c, job)
 
 

@@ -128,10 +128,16 @@ class Coordinator:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.release_waiters)
 
+    @property
+    def is_closing(self) -> bool:
+        """Shutting down: nothing is held any more."""
+        return self._closing
+
     def release_waiters(self) -> None:
         """Answer every held exchange now and hold no more (the service is shutting down)."""
         self._closing = True
         self._work_event.set()
+        self.events.wake_all()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -224,7 +230,7 @@ class Coordinator:
                 worker_id, list(results), list(running), want, self.clock(), state, state_reason
             )
         )
-        self.events.publish(outcome.changed_jobs, outcome.finished)
+        self.events.publish(outcome.changed_jobs, outcome.finished, outcome.ended_jobs)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait_s, self.config.max_wait_s, self.config.heartbeat_s)
         while want > 0 and not outcome.leases and not outcome.abandon and not self._closing:
@@ -242,5 +248,5 @@ class Coordinator:
                 ExchangeRequest(worker_id, [], [], want, self.clock(), state, state_reason)
             )
             outcome.leases.extend(later.leases)
-            self.events.publish(later.changed_jobs)
+            self.events.publish(later.changed_jobs, ended=later.ended_jobs)
         return outcome

@@ -16,7 +16,8 @@ class SchedulerConfig:
         speed_alpha: weight of the newest measurement in a worker's speed average.
         backup_factor: a tail chunk running this many times longer than expected gets a
             backup copy on another worker.
-        max_wait_s: longest a worker's exchange is held open when there is no work.
+        max_wait_s: longest a request is held open: a worker's exchange when there is no
+            work, a job's status waiting for the job to finish.
         max_leases_per_exchange: most chunks one exchange may ask for.
     """
 

@@ -87,6 +87,8 @@ class ExchangeOutcome:
     finished: list[FinishedChunk] = field(default_factory=list)
     #: Jobs whose progress or state this exchange changed.
     changed_jobs: set[str] = field(default_factory=set)
+    #: Jobs this exchange finished (done or failed).
+    ended_jobs: set[str] = field(default_factory=set)
 
 
 def output_digest(output: JSON) -> str:
@@ -134,7 +136,10 @@ class Exchange:
     def flush(self) -> None:
         """Write the jobs this exchange changed (once each, however often they changed)."""
         for job_id in sorted(self.outcome.changed_jobs):
-            self.db.put_job(self._jobs[job_id])
+            job = self._jobs[job_id]
+            self.db.put_job(job)
+            if job.state.finished:
+                self.outcome.ended_jobs.add(job_id)
 
     # results
 
