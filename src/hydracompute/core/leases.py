@@ -10,6 +10,10 @@ def is_expired(lease: Lease, now: float) -> bool:
     return lease.state is LeaseState.ACTIVE and lease.deadline_s < now
 
 
+#: Leases a worker may hold per core it declared: the chunk it computes, and the one whose
+#: result is on its way while the next computes (no more: no hoarding).
+LEASES_PER_CORE = 2
+
 #: However slow a holder claims to be, a chunk is expected to take at most this many times
 #: the target: chunks are sized to the target, so a longer wait only helps a liar.
 MAX_EXPECTED_TARGETS = 10.0

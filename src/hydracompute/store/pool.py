@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Sequence
 
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.leases import LEASES_PER_CORE
 from hydracompute.core.models import JSON, CredentialKind, Job, JobState, LeaseState, Worker
 from hydracompute.errors import (
     Conflict,
@@ -275,9 +276,12 @@ class Store:
             for report in results:
                 step.report(report)
             step.renew(list(running))
-            # A worker holds at most one lease per core it declared: no hoarding.
+            # A worker holds at most two leases per core it declared, no more: one chunk
+            # computing, one whose result is on its way (see the worker's agent, which asks
+            # for the next chunk before it sends the result of the last).
             held = len(self.backend.active_leases_of_worker(worker_id))
-            step.lease(min(want, worker.cores - held, self.config.max_leases_per_exchange))
+            room = LEASES_PER_CORE * worker.cores - held
+            step.lease(min(want, room, self.config.max_leases_per_exchange))
             step.flush()
             self.backend.put_worker(worker)
         if step.outcome.released_work:

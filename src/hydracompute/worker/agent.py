@@ -2,8 +2,10 @@
 
 The loop keeps every core busy. Each exchange carries the results finished since the last
 one, renews the leases still running (the heartbeat) and asks for as many chunks as there
-are free cores. When the worker is idle it long-polls: the coordinator answers as soon as
-work appears. While the coordinator is unreachable the agent keeps computing, keeps its
+are free cores. When chunks finish, the agent first asks for the next ones (without the
+results) and starts them, then sends the results: a core never waits for its result to
+travel and be checked. When the worker is idle it long-polls: the coordinator answers as
+soon as work appears. While the coordinator is unreachable the agent keeps computing, keeps its
 results, and retries with exponential backoff and jitter.
 
 The owner's rules (:mod:`hydracompute.worker.rules`) are applied by a governor task: when
@@ -221,7 +223,20 @@ class WorkerAgent:
         want = max(0, decision.cores - busy) if decision.run else 0
         idle = busy == 0 and not self._unsent
         wait_s = self.wait_s if idle and want > 0 else 0.0
-        answer = await self._exchange(want=want, wait_s=wait_s)
+        if self._unsent and want > 0:
+            # Ask for the next chunks first and start them: the freed cores compute while
+            # the results (a Mandelbrot chunk's are megabytes) travel and are checked.
+            await self._start(executor, await self._exchange(want, 0.0, results=False), want)
+            want = 0
+        await self._start(executor, await self._exchange(want=want, wait_s=wait_s), want)
+        if self._running or not governor.decision.run:
+            await self._wait_for_change()
+            self._collect()
+
+    async def _start(self, executor: ChunkExecutor, answer: Any, want: int) -> None:
+        """Note the leases an answer abandons and start the chunks it grants (at most
+        ``want``; the rest, or all while paused, are given back)."""
+        governor = self.governor
         for lease_id in answer["abandon"]:
             if lease_id in self._running:
                 self._running[lease_id].abandoned = True
@@ -239,9 +254,6 @@ class WorkerAgent:
             chunk = lease["chunk"]
             future = executor.submit(lease["kind"], lease["params"], chunk["start"], chunk["stop"])
             self._running[lease["lease_id"]] = Running(lease, asyncio.wrap_future(future))
-        if self._running or not governor.decision.run:
-            await self._wait_for_change()
-            self._collect()
 
     async def _wait_for_change(self) -> None:
         wake = self.governor.wake
@@ -310,12 +322,13 @@ class WorkerAgent:
                 log.warning("chunk of lease %s failed: %s", lease_id, run.error)
                 self._unsent.append({"lease_id": lease_id, "error": run.error[:2000]})
 
-    async def _exchange(self, want: int, wait_s: float) -> Any:
-        """Send unsent results; a result the coordinator refuses is dropped and logged."""
+    async def _exchange(self, want: int, wait_s: float, results: bool = True) -> Any:
+        """Send unsent results (unless ``results`` is false); a result the coordinator
+        refuses is dropped and logged."""
         while True:
-            results = list(self._unsent)
+            sending = list(self._unsent) if results else []
             body = {
-                "results": results,
+                "results": sending,
                 "running": [k for k, r in self._running.items() if not r.abandoned],
                 "want": want,
                 "wait_s": wait_s,
@@ -333,7 +346,7 @@ class WorkerAgent:
                 self._unsent = [r for r in self._unsent if r["lease_id"] != refused]
                 continue
             self.stats.exchanges += 1
-            sent = {r["lease_id"] for r in results}
+            sent = {r["lease_id"] for r in sending}
             self._unsent = [r for r in self._unsent if r["lease_id"] not in sent]
             return answer
 
