@@ -6,22 +6,14 @@ send, check and store; the core that computed it starts its next chunk meanwhile
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from hydracompute.coordinator.app import create_app
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.models import CredentialKind
-from hydracompute.kinds import default_registry
-from hydracompute.kinds.pi_kernel import count_hits
-from hydracompute.store import MemoryBackend, Store
-from hydracompute.worker.agent import WorkerAgent
-from hydracompute.worker.rules import rules_from_values
+from tests.agent_support import run_pi_job
 
 
 class RecordingTransport(httpx.ASGITransport):
@@ -41,40 +33,9 @@ class RecordingTransport(httpx.ASGITransport):
 
 
 def test_the_next_chunk_is_asked_for_before_the_last_result_is_sent(tmp_path: Path) -> None:
-    async def scenario() -> RecordingTransport:
-        store = Store(
-            MemoryBackend(),
-            default_registry(),
-            SchedulerConfig(target_chunk_s=0.01, heartbeat_s=5.0),
-        )
-        _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "t", time.time())
-        app = create_app(store)
-        transport = RecordingTransport(app=app)
-        agent = WorkerAgent(
-            "http://pool",
-            1,
-            token,
-            transport=transport,
-            rules=rules_from_values({"priority": "normal"}, default_cores=1),
-            status_file=tmp_path / "status.json",
-            poll_s=0.05,
-        )
-        job = store.submit_job("pi", {"samples": 8 * 2**20, "seed": 5}, now=time.time())
-        task = asyncio.ensure_future(agent.run())
-        try:
-            deadline = time.monotonic() + 120
-            while not store.get_job(job.job_id).state.finished:
-                assert not task.done(), "the agent stopped"
-                assert time.monotonic() < deadline, "the job did not finish"
-                await asyncio.sleep(0.02)
-        finally:
-            agent.stop()
-            await asyncio.wait_for(task, 60)
-            await app.state.coordinator.stop()
-        assert store.get_job(job.job_id).answer["hits"] == count_hits(5, 0, 8 * 2**20)
-        return transport
-
-    exchanges = asyncio.run(scenario()).exchanges
+    config = SchedulerConfig(target_chunk_s=0.01, heartbeat_s=5.0)
+    transport = run_pi_job(tmp_path, RecordingTransport, config, 8 * 2**20, 5)
+    exchanges = transport.exchanges
     with_results = [n for n, (body, _) in enumerate(exchanges) if body["results"]]
     assert len(with_results) >= 3  # several chunks, one result each
     for n in with_results:
