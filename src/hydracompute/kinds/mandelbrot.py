@@ -5,7 +5,7 @@ be narrower); a chunk is a run of consecutive units. Unit ``u`` is tile ``u·s m
 ``n`` tiles numbered row-major, where the stride ``s`` is the integer nearest ``n/φ`` that is
 coprime with ``n`` (see :func:`tile_stride`): any run of units is spread over the whole
 picture, so every chunk costs about the same per pixel. In row-major order a band through
-the set costs several times a band above it, and a worker's speed measured on one chunk
+the set costs dozens of times a band above it, and a worker's speed measured on one chunk
 would misjudge the next. The pixel convention is fixed and documented in
 :func:`hydracompute.kinds.mandelbrot_kernel.render_tile`.
 
@@ -17,6 +17,7 @@ size, base64-encoded.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 import threading
@@ -271,15 +272,23 @@ def _tile_grid(params: JSON) -> tuple[int, int]:
     return -(-int(params["width"]) // TILE), -(-int(params["height"]) // TILE)
 
 
-def _tiles(params: JSON, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
-    """(col0, row0, tile_w, tile_h) of the tiles of units ``[start, stop)``, in unit order."""
+def _tile_corners(
+    params: JSON, start: int, stop: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The first pixel column and row of the tiles of units ``[start, stop)``, in unit
+    order (unit ``u`` is tile ``u·stride mod n``, numbered row-major)."""
     cols, rows = _tile_grid(params)
     total = cols * rows
-    stride = tile_stride(total)
+    index = np.arange(start, stop, dtype=np.int64) * tile_stride(total) % total
+    row, col = np.divmod(index, cols)
+    return col * TILE, row * TILE
+
+
+def _tiles(params: JSON, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
+    """(col0, row0, tile_w, tile_h) of the tiles of units ``[start, stop)``, in unit order."""
     width, height = int(params["width"]), int(params["height"])
-    for unit in range(start, stop):
-        row, col = divmod(unit * stride % total, cols)
-        row0, col0 = row * TILE, col * TILE
+    col0s, row0s = _tile_corners(params, start, stop)
+    for col0, row0 in zip(col0s.tolist(), row0s.tolist(), strict=True):
         yield col0, row0, min(TILE, width - col0), min(TILE, height - row0)
 
 
@@ -288,15 +297,13 @@ def _pixels(params: JSON, start: int, stop: int) -> int:
     width, height = int(params["width"]), int(params["height"])
     if width % TILE == 0 and height % TILE == 0:
         return (stop - start) * TILE * TILE
-    cols, rows = _tile_grid(params)
-    total = cols * rows
-    index = np.arange(start, stop, dtype=np.int64) * tile_stride(total) % total
-    row, col = np.divmod(index, cols)
-    tile_w = np.minimum(TILE, width - col * TILE)
-    tile_h = np.minimum(TILE, height - row * TILE)
+    col0, row0 = _tile_corners(params, start, stop)
+    tile_w = np.minimum(TILE, width - col0)
+    tile_h = np.minimum(TILE, height - row0)
     return int((tile_w * tile_h).sum())
 
 
+@functools.cache
 def tile_stride(total: int) -> int:
     """The step between the tiles of consecutive units: the integer nearest ``total/φ``
     that is coprime with ``total``, so the units visit every tile once and any run of them
