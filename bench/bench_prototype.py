@@ -8,9 +8,10 @@ A real coordinator (SQLite, TLS with its own authority unless ``--insecure``) an
 ``--workers`` real ``hydracompute worker --cores 1`` processes, as ``bench_e2e.py`` runs them.
 A tiny job of each kind is run first (kernels loaded in every compute process, each worker's
 speed learnt, as in a pool that has been up for a while). Then, ``--repeat`` times, each
-workload is submitted through the Python client, which waits on it (polling every
-``--poll-s``); the time from just before the submission to the answer in the client's hands
-is the figure, and the coordinator's own ``finished_s - created_s`` is printed beside it.
+workload is submitted through the Python client, which waits on it (``Job.wait``: each
+status request is held by the coordinator until the job ends, at most ``--poll-s``); the
+time from just before the submission to the answer in the client's hands is the figure,
+and the coordinator's own ``finished_s - created_s`` is printed beside it.
 Each answer is checked: π within 5 standard errors of math.pi, and the Mandelbrot
 ``counts.npy`` artefact of shape 1024×1024 and equal, pixel for pixel, to the same image
 rendered here in one piece by the kernel.
@@ -127,7 +128,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="worker processes of 1 core")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--poll-s", type=float, default=0.01, help="the client's polling")
+    parser.add_argument(
+        "--poll-s", type=float, default=0.01, help="longest each status request is held"
+    )
     parser.add_argument("--insecure", action="store_true", help="plain HTTP (default: TLS)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -166,8 +169,8 @@ def main() -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(
         f"{args.workers} 'hydracompute worker --cores 1' processes, "
-        f"{'plain HTTP' if args.insecure else 'TLS'}, {args.repeat} runs, client polling every "
-        f"{1000 * args.poll_s:.0f} ms; load average before {load_before[0]:.2f}"
+        f"{'plain HTTP' if args.insecure else 'TLS'}, {args.repeat} runs, status requests "
+        f"held up to {1000 * args.poll_s:.0f} ms; load average before {load_before[0]:.2f}"
     )
     print(
         f"{'workload':<34} {'client best':>11} {'median':>7} {'coord. best':>11} {'median':>7}"
