@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from hydracompute.core.config import SchedulerConfig
@@ -383,10 +383,15 @@ def release_chunk(db: Backend, lease: Lease) -> bool:
     return True
 
 
+def chunk_outputs(db: Backend, job_id: str) -> Iterator[ChunkOutput]:
+    """The job's stored outputs as its kind reads them (inside the caller's transaction)."""
+    return (ChunkOutput(o.start, o.stop, o.output) for o in db.iter_outputs(job_id))
+
+
 def finish_job(db: Backend, kinds: KindRegistry, job: Job, now: float) -> None:
     """Merge a complete job's outputs into its answer and artefacts."""
     kind = kinds.get(job.kind)
-    outputs = (ChunkOutput(o.start, o.stop, o.output) for o in db.iter_outputs(job.job_id))
+    outputs = chunk_outputs(db, job.job_id)
     try:
         answer = kind.answer_from_live(job.params, job.live) or kind.merge(job.params, outputs)
     except Exception as exc:  # a kind's bug must fail its job, not wedge the exchange

@@ -29,6 +29,7 @@ from hydracompute.store.exchange import (
     ExchangeOutcome,
     ExchangeRequest,
     ResultReport,
+    chunk_outputs,
     release_chunk,
 )
 
@@ -132,9 +133,7 @@ class Store:
 
     def job_outputs(self, job_id: str) -> list[ChunkOutput]:
         with self.backend.transaction():
-            return [
-                ChunkOutput(o.start, o.stop, o.output) for o in self.backend.iter_outputs(job_id)
-            ]
+            return list(chunk_outputs(self.backend, job_id))
 
     def artefact(self, job_id: str, name: str) -> Artefact | list[ChunkOutput]:
         """A finished job's artefact if it is stored, else the job's outputs to render it
@@ -151,9 +150,7 @@ class Store:
             answer = job.answer if job is not None and job.state is JobState.DONE else None
             if answer is None or name not in answer.get("artefacts", []):
                 raise NotFound(f"job {job_id!r} has no artefact {name!r}")
-            return [
-                ChunkOutput(o.start, o.stop, o.output) for o in self.backend.iter_outputs(job_id)
-            ]
+            return list(chunk_outputs(self.backend, job_id))
 
     def store_artefact(self, job_id: str, name: str, artefact: Artefact) -> None:
         """Keep a rendered artefact, so that later downloads need not render it again."""
