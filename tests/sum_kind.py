@@ -31,6 +31,9 @@ class SumKind(JobKind):
         if output.get("total") != sum(range(start, stop)):
             raise InvalidResult("wrong total")
 
+    def fold_live(self, params: dict[str, Any], live: Any, output: Any) -> Any:
+        return {"total": int(live.get("total", 0)) + int(output["total"])}
+
     def merge(self, params: dict[str, Any], outputs: Iterable[ChunkOutput]) -> Answer:
         return Answer(summary={"total": sum(o.output["total"] for o in outputs)})
 

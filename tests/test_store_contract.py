@@ -20,7 +20,7 @@ from hydracompute.errors import (
     UnknownKind,
 )
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
-from hydracompute.store.exchange import ExchangeRequest
+from hydracompute.store.exchange import ExchangeRequest, LeaseGrant
 from tests.sum_kind import SumKind, sum_registry
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
@@ -447,3 +447,72 @@ def test_batched_exchanges_are_recorded_or_refused_each_on_its_own(store: Store)
     assert isinstance(answers[2], NotFound)
     assert store.list_workers()[0].chunks_done + store.list_workers()[1].chunks_done == 1
     assert store.leases_in_hand()[b.worker_id] == 0  # b's refused exchange left nothing
+
+
+def test_a_refused_exchange_in_a_batch_leaves_the_job_as_the_others_left_it(
+    store: Store,
+) -> None:
+    """Jobs are written once per batch; a refused exchange's changes to them must vanish
+    with it, even when it had folded a good result before the bad one."""
+    job = store.submit_job("sum", {"n": 100}, now=0.0)
+    a, _ = store.enrol_worker("a", 2, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 2, ["sum"], now=0.0)
+    a_grants = store.exchange(a.worker_id, [], [], 2, now=0.0).leases
+    b_grants = store.exchange(b.worker_id, [], [], 2, now=0.0).leases
+
+    def good(g: LeaseGrant) -> ResultReport:
+        return ResultReport(g.lease_id, result_for(g.params, g.start, g.stop), 0.1)
+
+    bad = ResultReport(b_grants[1].lease_id, {"total": -1}, 0.1)
+    answers = store.exchange_many(
+        [
+            ExchangeRequest(a.worker_id, [good(a_grants[0])], [], 0, 1.0),
+            ExchangeRequest(b.worker_id, [good(b_grants[0]), bad], [], 0, 1.0),
+            ExchangeRequest(a.worker_id, [good(a_grants[1])], [], 0, 1.0),
+        ]
+    )
+    assert isinstance(answers[1], InvalidResult)
+    assert not isinstance(answers[0], Exception) and not isinstance(answers[2], Exception)
+    stored = store.get_job(job.job_id)
+    done = sum(g.stop - g.start for g in a_grants)
+    assert stored.units_done == done
+    assert stored.live == {"total": sum(sum(range(g.start, g.stop)) for g in a_grants)}
+    assert {o.start for o in store.job_outputs(job.job_id)} == {g.start for g in a_grants}
+    assert store.leases_in_hand()[b.worker_id] == 2  # b's leases are still its to finish
+
+
+def test_a_job_finished_within_a_batch_is_not_leased_by_the_rest_of_it(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 4}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
+    grants = []
+    while len(grants) < 2 or sum(g.stop - g.start for g in grants) < 4:
+        grants += store.exchange(a.worker_id, [], [], 2, now=0.0).leases
+        if not grants:
+            break
+    reports = [ResultReport(g.lease_id, result_for(g.params, g.start, g.stop), 0.1) for g in grants]
+    answers = store.exchange_many(
+        [
+            ExchangeRequest(a.worker_id, reports, [], 0, 1.0),
+            ExchangeRequest(b.worker_id, [], [], 1, 1.0),
+        ]
+    )
+    assert not isinstance(answers[0], Exception) and answers[0].ended_jobs == {job.job_id}
+    assert not isinstance(answers[1], Exception) and answers[1].leases == []
+    finished = store.get_job(job.job_id)
+    assert finished.state is JobState.DONE and finished.answer == {"total": sum(range(4))}
+    assert store.list_jobs(JobState.RUNNING) == []
+
+
+def test_lease_ids_sort_in_the_order_they_were_issued(store: Store) -> None:
+    store.submit_job("sum", {"n": 1000}, now=0.0)
+    worker, _ = store.enrol_worker("a", 64, ["sum"], now=0.0)
+    ids = [
+        g.lease_id
+        for now in (1.0, 1.5, 1_700_000_000.25)
+        for g in store.exchange(worker.worker_id, [], [], 3, now=now).leases
+    ]
+    assert len(set(ids)) == len(ids) == 9
+    assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids)
+    assert ids[:3] < ids[3:6] < ids[6:]  # by issue time (the same time: in any order)
+    assert sorted(ids[:3]) < sorted(ids[3:6]) and max(ids[3:6]) < min(ids[6:])

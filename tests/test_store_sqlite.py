@@ -102,26 +102,26 @@ def test_the_running_jobs_seen_by_exchanges_follow_commits_and_rollbacks(tmp_pat
     store = Store(backend, sum_registry(), CONFIG)
     first = store.submit_job("sum", {"n": 10}, now=0.0)
     with backend.transaction():
-        assert backend.running_jobs() == [(first.job_id, "sum")]
+        assert list(backend.running_jobs()) == [(first.job_id, "sum")]
     # A change undone (a refused exchange's savepoint, or the whole transaction) is not seen.
     with pytest.raises(RuntimeError), backend.transaction():
         with backend.transaction():
             first.state = JobState.DONE
             backend.put_job(first)
-            assert backend.running_jobs() == []
+            assert list(backend.running_jobs()) == []
         raise RuntimeError("refused")
     with backend.transaction():
-        assert backend.running_jobs() == [(first.job_id, "sum")]
+        assert list(backend.running_jobs()) == [(first.job_id, "sum")]
     # A change committed by another connection to the same file is seen.
     other = sqlite3.connect(tmp_path / "pool.db")
     other.execute("UPDATE jobs SET state = 'cancelled'")
     other.commit()
     other.close()
     with backend.transaction():
-        assert backend.running_jobs() == []
+        assert list(backend.running_jobs()) == []
     second = store.submit_job("sum", {"n": 10}, now=1.0)
     with backend.transaction():
-        assert backend.running_jobs() == [(second.job_id, "sum")]
+        assert list(backend.running_jobs()) == [(second.job_id, "sum")]
 
 
 class LiveSumKind(SumKind):

@@ -8,8 +8,10 @@ for work sleep on an event that is replaced each time the store reports new work
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,8 @@ from hydracompute.store.pool import EXPIRE_BATCH
 T = TypeVar("T")
 #: Most exchanges recorded in one transaction (one commit, one fsync).
 MAX_BATCH = 64
+#: Batches the store thread records in a row before other store calls get their turn.
+DRAIN_BATCHES = 4
 #: Workers whose secret was verified, remembered at most (then forgotten, oldest first).
 MAX_VERIFIED_WORKERS = 100_000
 #: How often the pool's throughput is sampled for the dashboard.
@@ -49,8 +53,12 @@ class Coordinator:
         self._work_event = asyncio.Event()
         self._seen_version = store.work_version
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: list[tuple[ExchangeRequest, asyncio.Future[ExchangeOutcome]]] = []
-        self._batcher: asyncio.Task[None] | None = None
+        #: Exchanges waiting for the store thread, and whether it is taking them.
+        self._pending: collections.deque[
+            tuple[ExchangeRequest, asyncio.Future[ExchangeOutcome]]
+        ] = collections.deque()
+        self._pending_lock = threading.Lock()
+        self._draining = False
         self._closing = False
         self.events = EventHub()
         self.sampler = PoolSampler()
@@ -182,33 +190,52 @@ class Coordinator:
             HydraError: this exchange was refused (the others of its batch are not affected).
         """
         future: asyncio.Future[ExchangeOutcome] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
-        if self._batcher is None or self._batcher.done():
-            self._batcher = asyncio.create_task(self._drain())
+        with self._pending_lock:
+            self._pending.append((request, future))
+            start, self._draining = not self._draining, True
+        if start:
+            self._executor.submit(self._drain)
         return await future
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch = self._pending[:MAX_BATCH]
-            del self._pending[:MAX_BATCH]
+    def _drain(self) -> None:
+        """On the store thread: record pending exchanges, a batch at a time, until none is
+        left, and hand each batch's answers to the event loop.
+
+        The store thread takes the next batch itself, as soon as the last one is durable,
+        rather than waiting for the event loop to answer the last one first (the loop is
+        busiest exactly then). After ``DRAIN_BATCHES`` batches it queues itself again, behind
+        any other store call waiting meanwhile.
+        """
+        for _ in range(DRAIN_BATCHES):
+            with self._pending_lock:
+                batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
+                if not batch:
+                    self._draining = False
+                    return
+            answers: list[ExchangeOutcome | Exception]
             try:
-                answers = await loop.run_in_executor(
-                    self._executor, self.store.exchange_many, [r for r, _ in batch]
-                )
+                answers = self.store.exchange_many([request for request, _ in batch])
             except Exception as exc:  # the commit failed: nothing in the batch was recorded
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                answers = [exc] * len(batch)
+            try:
+                batch[0][1].get_loop().call_soon_threadsafe(self._answer, batch, answers)
+            except RuntimeError:  # the event loop is closed: nobody is waiting any more
+                return
+        self._executor.submit(self._drain)
+
+    def _answer(
+        self,
+        batch: list[tuple[ExchangeRequest, asyncio.Future[ExchangeOutcome]]],
+        answers: list[ExchangeOutcome | Exception],
+    ) -> None:
+        self._check_new_work()
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if future.done():  # its request was abandoned; what it did stands
                 continue
-            self._check_new_work()
-            for (_, future), answer in zip(batch, answers, strict=True):
-                if future.done():  # its request was abandoned; what it did stands
-                    continue
-                if isinstance(answer, Exception):
-                    future.set_exception(answer)
-                else:
-                    future.set_result(answer)
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
 
     async def exchange(
         self,

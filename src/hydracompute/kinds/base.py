@@ -155,6 +155,8 @@ class JobKind(abc.ABC):
 
         Called once per accepted chunk, in no particular chunk order, starting from ``{}``;
         keep the summary small (it is stored with the job and sent with every status).
+        Return a new summary rather than change ``live``: an exchange that is refused later
+        must leave the summary it was given as it was.
         """
         return live
 

@@ -8,7 +8,7 @@ return copies: changing a record has no effect until it is put back.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -83,7 +83,7 @@ class Backend(abc.ABC):
         ``None``), newest first, at most ``limit``."""
 
     @abc.abstractmethod
-    def running_jobs(self) -> list[tuple[str, str]]:
+    def running_jobs(self) -> Collection[tuple[str, str]]:
         """``(job_id, kind)`` of the running jobs, oldest first (the order in which they get
         workers); only the ids, as this is read on every exchange that asks for work."""
 

@@ -25,6 +25,7 @@ from hydracompute.kinds import Artefact, ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
 from hydracompute.store.exchange import (
+    BatchJobs,
     Exchange,
     ExchangeOutcome,
     ExchangeRequest,
@@ -241,6 +242,7 @@ class Store:
         now: float,
         state: str = "running",
         state_reason: str = "",
+        batch: BatchJobs | None = None,
     ) -> ExchangeOutcome:
         """One round trip of a worker: record results, renew leases, grant new ones.
 
@@ -269,6 +271,7 @@ class Store:
                 worker,
                 now,
                 lambda kind: self._pool_speed(kind, now),
+                batch,
             )
             for report in results:
                 step.report(report)
@@ -281,6 +284,7 @@ class Store:
             step.lease(min(want, room, self.config.max_leases_per_exchange))
             step.flush()
             self.backend.put_worker(worker)
+        step.hand_back()
         if step.outcome.released_work:
             self.work_version += 1
         return step.outcome
@@ -295,6 +299,7 @@ class Store:
         order, each one's outcome or the error that refused it.
         """
         answers: list[ExchangeOutcome | Exception] = []
+        batch = BatchJobs()
         with self.backend.transaction():
             for request in requests:
                 try:
@@ -307,10 +312,12 @@ class Store:
                             request.now,
                             request.state,
                             request.state_reason,
+                            batch,
                         )
                     )
                 except Exception as exc:  # refused (or a bug): only this one is undone
                     answers.append(exc)
+            batch.write(self.backend)
         return answers
 
     def _pool_speed(self, kind: str, now: float) -> float:

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -304,7 +304,7 @@ class SQLiteBackend(Backend):
         order = "ORDER BY created_s DESC, job_id DESC LIMIT ?"
         return self._many(_JOBS, f"{where} {order}", *args, limit)
 
-    def running_jobs(self) -> list[tuple[str, str]]:
+    def running_jobs(self) -> Collection[tuple[str, str]]:
         version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         if self._running is None or version != self._running_version:
             rows = self._db.execute(
@@ -312,7 +312,7 @@ class SQLiteBackend(Backend):
             ).fetchall()
             self._running = {str(job_id): str(kind) for job_id, kind in rows}
             self._running_version = version
-        return list(self._running.items())
+        return self._running.items()  # a view: the dict is replaced, never changed
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
         return self._one(_CHUNKS, job_id, index)  # type: ignore[no-any-return]
