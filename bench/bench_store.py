@@ -9,7 +9,7 @@ Also, side by side: how long the exchange that brings a job's last result takes 
 kind merges every output again, and when it answers from its live summary (as π and
 Mandelbrot do).
 
-    .venv/bin/python bench/bench_store.py [--workers 64] [--exchanges 3000]
+    .venv/bin/python bench/bench_store.py [--workers 64] [--exchanges 3000] [--jobs 1]
                                           [--finish-chunks 100000] [--json]
 """
 
@@ -51,13 +51,15 @@ class CountKind(JobKind):
         return Answer(summary={"units": sum(o.output["units"] for o in outputs)})
 
 
-def run(batch: int, workers: int, exchanges: int) -> float:
-    """Exchanges per second with ``batch`` exchanges per transaction."""
+def run(batch: int, workers: int, exchanges: int, jobs: int = 1) -> float:
+    """Exchanges per second with ``batch`` exchanges per transaction, on ``jobs`` running
+    jobs (the oldest gets the workers; the others wait their turn, as in a busy pool)."""
     registry = KindRegistry()
     registry.register(CountKind())
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(SQLiteBackend(Path(tmp) / "pool.db"), registry, SchedulerConfig())
-        store.submit_job("count", {"n": exchanges * 2}, now=0.0)
+        for n in range(jobs):
+            store.submit_job("count", {"n": exchanges * 2}, now=float(n))
         ids = [
             store.enrol_worker(f"w{n}", 1, ["count"], now=0.0)[0].worker_id for n in range(workers)
         ]
@@ -65,11 +67,12 @@ def run(batch: int, workers: int, exchanges: int) -> float:
         done = 0
         began = time.perf_counter()
         while done < exchanges:
-            requests = [ExchangeRequest(w, held[w], [], 1, 1.0) for w in ids][:batch]
+            now = time.time()  # as the coordinator's clock: lease ids follow it
+            requests = [ExchangeRequest(w, held[w], [], 1, now) for w in ids][:batch]
             if batch == 1:
                 answers: list[ExchangeOutcome | Exception] = []
                 for request in requests:
-                    answers.append(store.exchange(request.worker_id, request.results, [], 1, 1.0))
+                    answers.append(store.exchange(request.worker_id, request.results, [], 1, now))
             else:
                 answers = store.exchange_many(requests)
             for request, answer in zip(requests, answers, strict=True):
@@ -119,11 +122,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--exchanges", type=int, default=3000)
+    parser.add_argument("--jobs", type=int, default=1, help="running jobs")
     parser.add_argument("--finish-chunks", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    single = run(1, args.workers, args.exchanges)
-    batched = run(64, args.workers, args.exchanges)
+    single = run(1, args.workers, args.exchanges, args.jobs)
+    batched = run(64, args.workers, args.exchanges, args.jobs)
     merged = finishing_s(CountKind(), args.finish_chunks)
     from_live = finishing_s(LiveCountKind(), args.finish_chunks)
     figures = {
@@ -137,7 +141,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    print(f"SQLite (synchronous=FULL), {args.workers} workers, {args.exchanges} exchanges")
+    print(
+        f"SQLite (synchronous=FULL), {args.workers} workers, {args.jobs} running job(s), "
+        f"{args.exchanges} exchanges"
+    )
     print(f"one commit per exchange: {single:8.0f} exchanges/s")
     print(f"up to 64 per commit:     {batched:8.0f} exchanges/s   ({batched / single:.1f}×)")
     print(
