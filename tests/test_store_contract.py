@@ -516,3 +516,26 @@ def test_lease_ids_sort_in_the_order_they_were_issued(store: Store) -> None:
     assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids)
     assert ids[:3] < ids[3:6] < ids[6:]  # by issue time (the same time: in any order)
     assert sorted(ids[:3]) < sorted(ids[3:6]) and max(ids[3:6]) < min(ids[6:])
+
+
+def test_the_pool_speed_counts_every_core_of_the_workers_online(store: Store) -> None:
+    backend = store.backend
+    speeds = {"fast": ({"sum": 100.0, "other": 7.0}, 4), "slow": ({"sum": 2.5}, 2)}
+    for name, (speed, cores) in {**speeds, "gone": ({"sum": 1e6}, 8)}.items():
+        worker, _ = store.enrol_worker(name, cores, ["sum"], now=0.0)
+        worker.speeds = speed
+        worker.left = name == "gone"
+        with backend.transaction():
+            backend.put_worker(worker)
+    late, _ = store.enrol_worker("unseen", 1, ["sum"], now=-100.0)  # not seen since -1
+    revoked, _ = store.enrol_worker("revoked", 1, ["sum"], now=0.0)
+    for worker in (late, revoked):
+        worker.speeds = {"sum": 1e6}
+    revoked.revoked = True
+    with backend.transaction():
+        backend.put_worker(late)
+        backend.put_worker(revoked)
+        assert backend.pool_speed("sum", -1.0) == 100.0 * 4 + 2.5 * 2
+        assert backend.pool_speed("other", -1.0) == 7.0 * 4
+        assert backend.pool_speed("mandelbrot", -1.0) == 0.0
+        assert backend.pool_speed("sum", 1.0) == 0.0  # nobody seen since

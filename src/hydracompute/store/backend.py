@@ -57,6 +57,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def list_workers(self) -> list[Worker]: ...
 
+    @abc.abstractmethod
+    def pool_speed(self, kind: str, seen_since: float) -> float:
+        """Units per second on ``kind`` of every core of the workers seen since
+        ``seen_since`` that have neither left nor been revoked (each worker's learnt speed
+        per core times its cores)."""
+
     # credentials
     @abc.abstractmethod
     def get_credential(self, cred_id: str) -> Credential | None: ...

@@ -91,6 +91,13 @@ class MemoryBackend(Backend):
         workers = sorted(self._workers.values(), key=lambda w: w.enrolled_s)
         return copy.deepcopy(workers)
 
+    def pool_speed(self, kind: str, seen_since: float) -> float:
+        return sum(
+            w.speeds.get(kind, 0.0) * w.cores
+            for w in self._workers.values()
+            if not (w.left or w.revoked) and w.last_seen_s >= seen_since
+        )
+
     def get_credential(self, cred_id: str) -> Credential | None:
         return self._get(self._credentials, cred_id)  # type: ignore[no-any-return]
 

@@ -326,12 +326,7 @@ class Store:
         cached = self._speed_cache.get(kind)
         if cached is not None and 0 <= now - cached[0] < POOL_SPEED_CACHE_S:
             return cached[1]
-        ttl = self.config.lease_ttl_s
-        total = sum(
-            w.speeds.get(kind, 0.0) * w.cores
-            for w in self.backend.list_workers()
-            if w.online(now, ttl)
-        )
+        total = self.backend.pool_speed(kind, now - self.config.lease_ttl_s)
         self._speed_cache[kind] = (now, total)
         return total
 
