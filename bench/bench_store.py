@@ -11,6 +11,12 @@ Mandelbrot do).
 
     .venv/bin/python bench/bench_store.py [--workers 64] [--exchanges 3000] [--jobs 1]
                                           [--finish-chunks 100000] [--json]
+
+The store's CPU work per exchange, free of the machine's noise: count instructions with
+valgrind for two numbers of exchanges and divide the difference (start-up cancels out):
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python \
+        bench/bench_store.py --batched-only --workers 300 --jobs 100 --exchanges N
 """
 
 from __future__ import annotations
@@ -123,9 +129,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--exchanges", type=int, default=3000)
     parser.add_argument("--jobs", type=int, default=1, help="running jobs")
+    parser.add_argument(
+        "--batched-only",
+        action="store_true",
+        help="only the batched run, and print nothing else (to count its instructions)",
+    )
     parser.add_argument("--finish-chunks", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.batched_only:
+        run(64, args.workers, args.exchanges, args.jobs)
+        return
     single = run(1, args.workers, args.exchanges, args.jobs)
     batched = run(64, args.workers, args.exchanges, args.jobs)
     merged = finishing_s(CountKind(), args.finish_chunks)
