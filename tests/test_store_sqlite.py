@@ -127,9 +127,6 @@ def test_the_running_jobs_seen_by_exchanges_follow_commits_and_rollbacks(tmp_pat
 class LiveSumKind(SumKind):
     """The sum kind, answered from its live summary: its merge must never be needed."""
 
-    def fold_live(self, params: dict[str, Any], live: dict[str, Any], output: Any) -> Any:
-        return {"total": live.get("total", 0) + output["total"]}
-
     def answer_from_live(self, params: dict[str, Any], live: dict[str, Any]) -> Answer:
         return Answer(summary={"total": live["total"]})
 
