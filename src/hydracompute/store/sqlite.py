@@ -95,8 +95,19 @@ MIGRATIONS: list[str] = [
 ]
 
 
+#: One encoder for every JSON column (``json.dumps`` with arguments builds one per call).
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+_decode_json = json.JSONDecoder().decode
+
+
 def _json_column(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    if not value:  # most dict columns are empty on most writes (a chunk's failures)
+        return "{}" if isinstance(value, dict) else _encode_json(value)
+    return _encode_json(value)
+
+
+def _json_value(text: str) -> Any:
+    return {} if text == "{}" else _decode_json(text)
 
 
 def _enum_column(value: Enum) -> Any:
@@ -127,7 +138,7 @@ class _Table:
             if isinstance(base, type) and issubclass(base, Enum):
                 self._codecs.append((position, _enum_column, base))
             elif base in (dict, list):
-                self._codecs.append((position, _json_column, json.loads))
+                self._codecs.append((position, _json_column, _json_value))
             elif base is bool:
                 self._codecs.append((position, int, bool))
         columns = ", ".join(f'"{f}"' for f in self.fields)
