@@ -221,7 +221,11 @@ class Coordinator:
                 batch[0][1].get_loop().call_soon_threadsafe(self._answer, batch, answers)
             except RuntimeError:  # the event loop is closed: nobody is waiting any more
                 return
-        self._executor.submit(self._drain)
+        try:
+            self._executor.submit(self._drain)
+        except RuntimeError:  # shutting down: the next exchange, if any, starts again
+            with self._pending_lock:
+                self._draining = False
 
     def _answer(
         self,
