@@ -28,6 +28,8 @@ from hydracompute.store import ResultReport
 from hydracompute.store.credentials import hash_secret
 
 router = APIRouter(prefix="/api/v1", tags=["workers"])
+#: The exchange's answer, compact (``json.dumps`` with arguments builds an encoder per call).
+_encode_answer = json.JSONEncoder(separators=(",", ":")).encode
 
 MAX_AUTHORIZATION_CHARS = 200
 Authorization = Annotated[str | None, Header(max_length=MAX_AUTHORIZATION_CHARS)]
@@ -122,7 +124,7 @@ async def exchange(
         "abandon": outcome.abandon,
         "next_exchange_s": c.config.heartbeat_s,
     }
-    return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+    return Response(_encode_answer(answer), media_type="application/json")
 
 
 @router.post("/workers/{worker_id}/leave", response_model=Left)
