@@ -101,9 +101,8 @@ _decode_json = json.JSONDecoder().decode
 
 
 def _json_column(value: Any) -> str:
-    if not value:  # most dict columns are empty on most writes (a chunk's failures)
-        return "{}" if isinstance(value, dict) else _encode_json(value)
-    return _encode_json(value)
+    # Most dict columns are empty on most writes (a chunk's failures).
+    return "{}" if isinstance(value, dict) and not value else _encode_json(value)
 
 
 def _json_value(text: str) -> Any:
