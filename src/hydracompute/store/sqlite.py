@@ -241,6 +241,7 @@ class SQLiteBackend(Backend):
             self._depth = 1
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                self._follow_other_connections()
                 try:
                     yield
                 except BaseException:
@@ -324,14 +325,22 @@ class SQLiteBackend(Backend):
         order = "ORDER BY created_s DESC, job_id DESC LIMIT ?"
         return self._many(_JOBS, f"{where} {order}", *args, limit)
 
-    def running_jobs(self) -> Collection[tuple[str, str]]:
+    def _follow_other_connections(self) -> None:
+        """Forget the running jobs if another connection changed the file since this one
+        last looked (checked once per transaction: no other writer gets in during one)."""
         version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
-        if self._running is None or version != self._running_version:
+        if version != self._running_version:
+            self._running = None
+            self._running_version = version
+
+    def running_jobs(self) -> Collection[tuple[str, str]]:
+        if not self._depth:  # outside a transaction: nobody looked at the file yet
+            self._follow_other_connections()
+        if self._running is None:
             rows = self._db.execute(
                 "SELECT job_id, kind FROM jobs WHERE state = 'running' ORDER BY created_s, job_id"
             ).fetchall()
             self._running = {str(job_id): str(kind) for job_id, kind in rows}
-            self._running_version = version
         return self._running.items()  # a view: the dict is replaced, never changed
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
