@@ -32,7 +32,7 @@ from typing import Any
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.kinds import Answer, ChunkOutput, JobKind, KindRegistry
 from hydracompute.store import ResultReport, SQLiteBackend, Store
-from hydracompute.store.exchange import ExchangeOutcome, ExchangeRequest
+from hydracompute.store.records import ExchangeOutcome, ExchangeRequest
 
 
 class CountKind(JobKind):

@@ -11,7 +11,7 @@ from hydracompute.coordinator.service import DRAIN_BATCHES, MAX_BATCH, Coordinat
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.errors import NotFound
 from hydracompute.store import MemoryBackend, Store
-from hydracompute.store.exchange import ExchangeOutcome, ExchangeRequest
+from hydracompute.store.records import ExchangeOutcome, ExchangeRequest
 from tests.sum_kind import sum_registry
 
 

@@ -8,7 +8,7 @@ from hydracompute.coordinator import events
 from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.store import MemoryBackend, ResultReport, Store
-from hydracompute.store.exchange import FinishedChunk
+from hydracompute.store.records import FinishedChunk
 from tests.sum_kind import SumKind, sum_registry
 
 

@@ -20,7 +20,7 @@ from hydracompute.errors import (
     UnknownKind,
 )
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
-from hydracompute.store.exchange import ExchangeRequest, LeaseGrant
+from hydracompute.store.records import ExchangeRequest, LeaseGrant
 from tests.sum_kind import SumKind, sum_registry
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hydracompute.core.models import JSON, JobState
 from hydracompute.store import Store
-from hydracompute.store.exchange import FinishedChunk
+from hydracompute.store.records import FinishedChunk
 
 #: Finished chunks a stream keeps for its job page between flushes; beyond that the page is
 #: told to reload the picture (a slow client never makes the coordinator buffer more).

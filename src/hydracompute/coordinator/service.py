@@ -22,8 +22,8 @@ from hydracompute.core.config import SchedulerConfig
 from hydracompute.errors import HydraError, NotFound
 from hydracompute.kinds import Artefact
 from hydracompute.store import ExchangeOutcome, ResultReport, Store
-from hydracompute.store.exchange import ExchangeRequest
 from hydracompute.store.pool import EXPIRE_BATCH
+from hydracompute.store.records import ExchangeRequest
 
 T = TypeVar("T")
 #: Most exchanges recorded in one transaction (one commit, one fsync).

@@ -7,9 +7,9 @@ from pathlib import Path
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
-from hydracompute.store.exchange import ExchangeOutcome, LeaseGrant, ResultReport
 from hydracompute.store.memory import MemoryBackend
 from hydracompute.store.pool import Store
+from hydracompute.store.records import ExchangeOutcome, LeaseGrant, ResultReport
 from hydracompute.store.sqlite import SQLiteBackend
 
 __all__ = [

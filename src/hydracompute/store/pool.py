@@ -24,15 +24,8 @@ from hydracompute.errors import (
 from hydracompute.kinds import Artefact, ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
-from hydracompute.store.exchange import (
-    BatchJobs,
-    Exchange,
-    ExchangeOutcome,
-    ExchangeRequest,
-    ResultReport,
-    chunk_outputs,
-    release_chunk,
-)
+from hydracompute.store.exchange import BatchJobs, Exchange, chunk_outputs, release_chunk
+from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
 
 MAX_NAME_CHARS = 200
 #: Overdue leases expired per call; the coordinator calls again while there are more.
