@@ -95,7 +95,7 @@ class MemoryBackend(Backend):
         return sum(
             w.speeds.get(kind, 0.0) * w.cores
             for w in self._workers.values()
-            if not (w.left or w.revoked) and w.last_seen_s >= seen_since
+            if w.online(seen_since, lease_ttl_s=0.0)  # seen since then, not left or revoked
         )
 
     def get_credential(self, cred_id: str) -> Credential | None:
