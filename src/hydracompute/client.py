@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from hydracompute import tls
+from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.errors import (
     CoordinatorUnavailable,
     HydraError,
@@ -24,8 +25,6 @@ from hydracompute.errors import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8765"
-#: Longest a coordinator holds a job status request for the job to finish (``wait_s``).
-MAX_HOLD_S = 20.0
 
 
 class JobFailed(HydraError):
@@ -186,7 +185,7 @@ class Job:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         # Held no longer than the coordinator allows, well within one request's timeout.
-        hold_s = max(0.0, min(poll_s, MAX_HOLD_S, self.client.timeout / 2))
+        hold_s = max(0.0, min(poll_s, MAX_JOB_WAIT_S, self.client.timeout / 2))
         while True:
             if deadline is not None:
                 hold_s = max(0.0, min(hold_s, deadline - time.monotonic()))

@@ -11,14 +11,11 @@ from fastapi import APIRouter, Query, Response, status
 from hydracompute.coordinator.auth import CoordinatorDep, Principal, Submitter, Viewer
 from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
 from hydracompute.coordinator.service import Coordinator
+from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.core.models import Job, JobState, Role
 from hydracompute.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
-
-#: Longest a client may have ``GET /jobs/{id}`` held for the job to finish (within the
-#: client's own 30 s request timeout).
-MAX_JOB_WAIT_S = 20.0
 
 
 async def visible_job(c: Coordinator, principal: Principal, job_id: str) -> Job:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Longest ``GET /jobs/{id}?wait_s=`` is held for the job to finish: the coordinator's
+#: bound on ``wait_s``, and the client's on what it asks (within its 30 s request timeout).
+MAX_JOB_WAIT_S = 20.0
+
 
 @dataclass(frozen=True)
 class SchedulerConfig:
