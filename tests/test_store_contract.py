@@ -539,3 +539,38 @@ def test_the_pool_speed_counts_every_core_of_the_workers_online(store: Store) ->
         assert backend.pool_speed("other", -1.0) == 7.0 * 4
         assert backend.pool_speed("mandelbrot", -1.0) == 0.0
         assert backend.pool_speed("sum", 1.0) == 0.0  # nobody seen since
+
+
+def test_a_late_result_abandons_the_copy_of_its_chunk_while_the_job_goes_on(
+    store: Store,
+) -> None:
+    store.submit_job("sum", {"n": 1000}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    assert store.expire_leases(now=TTL + 0.1) == 1
+    (again,) = store.exchange(b.worker_id, [], [], 1, now=TTL + 0.2).leases
+    assert (again.start, again.stop) == (grant.start, grant.stop)
+    late = ResultReport(grant.lease_id, result_for(grant.params, grant.start, grant.stop), 0.1)
+    store.exchange(a.worker_id, [late], [], 0, now=TTL + 0.3)
+    assert store.get_job(grant.job_id).state is JobState.RUNNING
+    outcome = store.exchange(b.worker_id, [], [again.lease_id], 0, now=TTL + 0.4)
+    assert outcome.abandon == [again.lease_id]
+    assert store.leases_in_hand()[b.worker_id] == 0
+
+
+def test_the_winner_abandons_the_backup_while_other_chunks_run(store: Store) -> None:
+    store.submit_job("sum", {"n": 4}, now=0.0)
+    slow, _ = store.enrol_worker("slow", 1, ["sum"], now=0.0)
+    other, _ = store.enrol_worker("other", 1, ["sum"], now=0.0)
+    fast, _ = store.enrol_worker("fast", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(slow.worker_id, [], [], 1, now=0.0).leases
+    (second,) = store.exchange(other.worker_id, [], [], 1, now=0.0).leases
+    assert (grant.stop, second.stop) == (2, 4)
+    (backup,) = store.exchange(fast.worker_id, [], [], 1, now=1.6).leases
+    assert (backup.start, backup.stop) == (grant.start, grant.stop)
+    won = ResultReport(grant.lease_id, result_for(grant.params, 0, 2), 0.1)
+    store.exchange(slow.worker_id, [won], [], 0, now=1.7)
+    assert store.get_job(grant.job_id).state is JobState.RUNNING
+    outcome = store.exchange(fast.worker_id, [], [backup.lease_id], 0, now=1.8)
+    assert outcome.abandon == [backup.lease_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,8 @@ from typing import Any
 import pytest
 
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.models import JobState
-from hydracompute.errors import StoreError
+from hydracompute.core.models import ChunkState, JobState
+from hydracompute.errors import StoreError, Unauthorized
 from hydracompute.kinds import Answer, KindRegistry
 from hydracompute.store import ResultReport, SQLiteBackend, Store, open_backend
 from hydracompute.store.memory import MemoryBackend
@@ -122,6 +123,69 @@ def test_the_running_jobs_seen_by_exchanges_follow_commits_and_rollbacks(tmp_pat
     second = store.submit_job("sum", {"n": 10}, now=1.0)
     with backend.transaction():
         assert list(backend.running_jobs()) == [(second.job_id, "sum")]
+
+
+def test_remembered_workers_follow_commits_and_rollbacks(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "pool.db")
+    store = Store(backend, sum_registry(), CONFIG)
+    worker, _ = store.enrol_worker("w", 1, ["sum"], now=0.0)
+    with backend.transaction():
+        assert backend.get_worker(worker.worker_id) == worker
+    # A copy: changing what was read changes nothing until it is put back.
+    with backend.transaction():
+        backend.get_worker(worker.worker_id).speeds["sum"] = 9.0  # type: ignore[union-attr]
+        assert backend.get_worker(worker.worker_id) == worker
+    # A write undone by a savepoint's rollback, then by the whole transaction's, is not seen.
+    for depth in (2, 1):
+        with pytest.raises(RuntimeError), backend.transaction():
+            with backend.transaction():
+                backend.put_worker(dataclasses.replace(worker, chunks_done=5))
+                if depth == 2:
+                    raise RuntimeError("refused")
+            raise RuntimeError("refused")
+        with backend.transaction():
+            assert backend.get_worker(worker.worker_id) == worker
+    # A change committed by another connection to the same file is seen.
+    other = sqlite3.connect(tmp_path / "pool.db")
+    other.execute("UPDATE workers SET revoked = 1")
+    other.commit()
+    other.close()
+    with backend.transaction():
+        assert backend.get_worker(worker.worker_id).revoked  # type: ignore[union-attr]
+    with pytest.raises(Unauthorized):
+        store.exchange(worker.worker_id, [], [], 1, now=1.0)
+
+
+def test_pending_chunks_known_to_be_none_follow_commits_and_rollbacks(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "pool.db")
+    store = Store(backend, sum_registry(), CONFIG)
+    job = store.submit_job("sum", {"n": 10}, now=0.0)
+    worker, _ = store.enrol_worker("w", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+    with backend.transaction():
+        assert backend.pending_chunks(job.job_id, 10) == []
+    chunk = backend.get_chunk(job.job_id, grant.chunk_index)
+    assert chunk is not None
+    # Undone: still none.
+    with pytest.raises(RuntimeError), backend.transaction():
+        backend.put_chunk(dataclasses.replace(chunk, state=ChunkState.PENDING))
+        assert [c.index for c in backend.pending_chunks(job.job_id, 10)] == [chunk.index]
+        raise RuntimeError("refused")
+    with backend.transaction():
+        assert backend.pending_chunks(job.job_id, 10) == []
+    # Made pending by this connection (an expired lease), then by another: found each time.
+    assert store.expire_leases(now=CONFIG.lease_ttl_s + 1) == 1
+    with backend.transaction():
+        assert [c.index for c in backend.pending_chunks(job.job_id, 10)] == [chunk.index]
+    store.exchange(worker.worker_id, [], [], 1, now=CONFIG.lease_ttl_s + 2)
+    with backend.transaction():
+        assert backend.pending_chunks(job.job_id, 10) == []
+    other = sqlite3.connect(tmp_path / "pool.db")
+    other.execute("UPDATE chunks SET state = 'pending'")
+    other.commit()
+    other.close()
+    with backend.transaction():
+        assert [c.index for c in backend.pending_chunks(job.job_id, 10)] == [chunk.index]
 
 
 class LiveSumKind(SumKind):

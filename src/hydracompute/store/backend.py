@@ -122,6 +122,11 @@ class Backend(abc.ABC):
     def active_leases_of_worker(self, worker_id: str) -> list[Lease]: ...
 
     @abc.abstractmethod
+    def count_active_leases(self, worker_id: str) -> int:
+        """How many active leases the worker holds (read on every exchange that asks for
+        work, so only counted)."""
+
+    @abc.abstractmethod
     def active_lease_counts(self) -> dict[str, int]:
         """Active leases per worker id (workers holding none are absent)."""
 

@@ -152,6 +152,7 @@ class Exchange:
         if lease.state in (LeaseState.DONE, LeaseState.FAILED, LeaseState.SUPERSEDED):
             self._check_resend(lease, report)
             return
+        was_active = lease.state is LeaseState.ACTIVE
         job = self.job(lease.job_id)
         chunk = self.db.get_chunk(lease.job_id, lease.chunk_index)
         assert chunk is not None, "a lease always names a stored chunk"
@@ -185,9 +186,13 @@ class Exchange:
         self.outcome.finished.append(
             FinishedChunk(job.job_id, chunk.index, chunk.start, chunk.stop)
         )
-        for other in self.db.active_leases_of_chunk(job.job_id, chunk.index):
-            other.state = LeaseState.ABANDONED
-            self.db.put_lease(other)
+        # Another copy of the chunk can be active only if this lease lapsed (expired,
+        # returned) and the chunk went to someone else, or as a backup, which is given only
+        # once the whole job is carved: otherwise there is nothing to look for.
+        if not was_active or job.next_unit == job.total_units:
+            for other in self.db.active_leases_of_chunk(job.job_id, chunk.index):
+                other.state = LeaseState.ABANDONED
+                self.db.put_lease(other)
         self._credit(job.kind, chunk.units, compute_s)
         job.live = kind.fold_live(job.params, job.live, report.output)
         job.units_done += chunk.units

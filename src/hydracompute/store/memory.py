@@ -162,6 +162,11 @@ class MemoryBackend(Backend):
     def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
         return self._active_leases(lambda x: x.worker_id == worker_id)
 
+    def count_active_leases(self, worker_id: str) -> int:
+        return sum(
+            x.state is LeaseState.ACTIVE and x.worker_id == worker_id for x in self._leases.values()
+        )
+
     def active_lease_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for lease in self._leases.values():

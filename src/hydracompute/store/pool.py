@@ -272,7 +272,7 @@ class Store:
             # A worker holds at most two leases per core it declared, no more: one chunk
             # computing, one whose result is on its way (see the worker's agent, which asks
             # for the next chunk before it sends the result of the last).
-            held = len(self.backend.active_leases_of_worker(worker_id))
+            held = self.backend.count_active_leases(worker_id)
             room = LEASES_PER_CORE * worker.cores - held
             step.lease(min(want, room, self.config.max_leases_per_exchange))
             step.flush()

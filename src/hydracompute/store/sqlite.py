@@ -15,13 +15,22 @@ import sqlite3
 import threading
 import types
 import typing
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from hydracompute.core.models import Chunk, Credential, CredentialKind, Job, JobState, Lease, Worker
+from hydracompute.core.models import (
+    Chunk,
+    ChunkState,
+    Credential,
+    CredentialKind,
+    Job,
+    JobState,
+    Lease,
+    Worker,
+)
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
 
@@ -95,6 +104,8 @@ MIGRATIONS: list[str] = [
 ]
 
 
+#: Workers' rows kept in memory at most (then forgotten, least recently used first).
+MAX_REMEMBERED_WORKERS = 20_000
 #: One encoder for every JSON column (``json.dumps`` with arguments builds one per call).
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 _decode_json = json.JSONDecoder().decode
@@ -161,7 +172,7 @@ class _Table:
                 values[position] = encode(values[position])
         return values
 
-    def record(self, row: tuple[Any, ...]) -> Any:
+    def record(self, row: Sequence[Any]) -> Any:
         values = list(row)
         for position, _, decode in self._codecs:
             if values[position] is not None:
@@ -190,6 +201,11 @@ class SQLiteBackend(Backend):
         #: connection changes the file (``data_version``).
         self._running: dict[str, str] | None = None  # job id -> kind, oldest first
         self._running_version = -1
+        #: Workers' rows as last written or read (every exchange reads and writes its
+        #: worker's), and the running jobs known to have no pending chunk (most exchanges
+        #: ask): both forgotten with the running jobs.
+        self._worker_rows: dict[str, list[Any]] = {}
+        self._no_pending: set[str] = set()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -228,7 +244,7 @@ class SQLiteBackend(Backend):
                     try:
                         yield
                     except BaseException:
-                        self._running = None
+                        self._forget()
                         self._db.execute(f"ROLLBACK TO {savepoint}")
                         self._db.execute(f"RELEASE {savepoint}")
                         raise
@@ -245,13 +261,13 @@ class SQLiteBackend(Backend):
                 try:
                     yield
                 except BaseException:
-                    self._running = None
+                    self._forget()
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 # A failed COMMIT (I/O error, disk full) can leave the transaction open.
-                self._running = None
+                self._forget()
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"SQLite error: {exc}") from exc
@@ -261,6 +277,13 @@ class SQLiteBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _forget(self) -> None:
+        """Drop what is remembered of the file: a rollback undid writes it remembers, or
+        another connection changed the file."""
+        self._running = None
+        self._worker_rows.clear()
+        self._no_pending.clear()
 
     def _put(self, table: _Table, obj: Any) -> None:
         self._db.execute(table.upsert, table.row(obj))
@@ -274,10 +297,28 @@ class SQLiteBackend(Backend):
         return [table.record(row) for row in rows]
 
     def get_worker(self, worker_id: str) -> Worker | None:
-        return self._one(_WORKERS, worker_id)  # type: ignore[no-any-return]
+        if not self._depth:  # outside a transaction: nobody looked at the file yet
+            self._follow_other_connections()
+        row = self._worker_rows.get(worker_id)
+        if row is None:
+            found = self._db.execute(_WORKERS.select_key, (worker_id,)).fetchone()
+            if found is None:
+                return None
+            row = self._remember_worker(worker_id, list(found))
+        return _WORKERS.record(row)  # type: ignore[no-any-return]
 
     def put_worker(self, worker: Worker) -> None:
-        self._put(_WORKERS, worker)
+        row = _WORKERS.row(worker)
+        self._db.execute(_WORKERS.upsert, row)
+        self._remember_worker(worker.worker_id, row)
+
+    def _remember_worker(self, worker_id: str, row: list[Any]) -> list[Any]:
+        rows = self._worker_rows
+        rows.pop(worker_id, None)
+        rows[worker_id] = row  # last: dict order is recency
+        if len(rows) > MAX_REMEMBERED_WORKERS:
+            del rows[next(iter(rows))]
+        return row
 
     def list_workers(self) -> list[Worker]:
         return self._many(_WORKERS, "ORDER BY enrolled_s")
@@ -330,7 +371,7 @@ class SQLiteBackend(Backend):
         last looked (checked once per transaction: no other writer gets in during one)."""
         version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         if version != self._running_version:
-            self._running = None
+            self._forget()
             self._running_version = version
 
     def running_jobs(self) -> Collection[tuple[str, str]]:
@@ -348,12 +389,19 @@ class SQLiteBackend(Backend):
 
     def put_chunk(self, chunk: Chunk) -> None:
         self._put(_CHUNKS, chunk)
+        if chunk.state is ChunkState.PENDING:
+            self._no_pending.discard(chunk.job_id)
 
     def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
+        if job_id in self._no_pending:
+            return []
         # INDEXED BY: without statistics the planner prefers the primary key (it also gives
         # the order), which means reading every chunk of the job.
         where = "INDEXED BY pending_chunks WHERE job_id = ? AND state = 'pending' "
-        return self._many(_CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit)
+        chunks = self._many(_CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit)
+        if not chunks:
+            self._no_pending.add(job_id)
+        return chunks
 
     def leased_chunks(self, job_id: str) -> list[Chunk]:
         where = "INDEXED BY leased_chunks WHERE job_id = ? AND state = 'leased' "
@@ -374,6 +422,12 @@ class SQLiteBackend(Backend):
     def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
         where = "WHERE worker_id = ? AND state = 'active' ORDER BY issued_s, lease_id"
         return self._many(_LEASES, where, worker_id)
+
+    def count_active_leases(self, worker_id: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM leases WHERE worker_id = ? AND state = 'active'", (worker_id,)
+        ).fetchone()
+        return int(row[0])
 
     def active_lease_counts(self) -> dict[str, int]:
         rows = self._db.execute(
