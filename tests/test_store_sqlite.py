@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.models import ChunkState, JobState
+from hydracompute.core.models import ChunkState, JobState, LeaseState
 from hydracompute.errors import StoreError, Unauthorized
 from hydracompute.kinds import Answer, KindRegistry
 from hydracompute.store import ResultReport, SQLiteBackend, Store, open_backend
@@ -125,7 +125,7 @@ def test_the_running_jobs_seen_by_exchanges_follow_commits_and_rollbacks(tmp_pat
         assert list(backend.running_jobs()) == [(second.job_id, "sum")]
 
 
-def test_remembered_workers_follow_commits_and_rollbacks(tmp_path: Path) -> None:
+def test_remembered_rows_follow_commits_and_rollbacks(tmp_path: Path) -> None:
     backend = SQLiteBackend(tmp_path / "pool.db")
     store = Store(backend, sum_registry(), CONFIG)
     worker, _ = store.enrol_worker("w", 1, ["sum"], now=0.0)
@@ -154,6 +154,25 @@ def test_remembered_workers_follow_commits_and_rollbacks(tmp_path: Path) -> None
         assert backend.get_worker(worker.worker_id).revoked  # type: ignore[union-attr]
     with pytest.raises(Unauthorized):
         store.exchange(worker.worker_id, [], [], 1, now=1.0)
+
+
+def test_remembered_leases_follow_commits_and_rollbacks(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "pool.db")
+    store = Store(backend, sum_registry(), CONFIG)
+    store.submit_job("sum", {"n": 10}, now=0.0)
+    worker, _ = store.enrol_worker("w", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+    lease = backend.get_lease(grant.lease_id)
+    assert lease is not None and lease.state is LeaseState.ACTIVE
+    with pytest.raises(RuntimeError), backend.transaction():
+        backend.put_lease(dataclasses.replace(lease, state=LeaseState.DONE))
+        raise RuntimeError("refused")
+    assert backend.get_lease(grant.lease_id) == lease
+    other = sqlite3.connect(tmp_path / "pool.db")
+    other.execute("UPDATE leases SET state = 'returned'")
+    other.commit()
+    other.close()
+    assert backend.get_lease(grant.lease_id).state is LeaseState.RETURNED  # type: ignore[union-attr]
 
 
 def test_pending_chunks_known_to_be_none_follow_commits_and_rollbacks(tmp_path: Path) -> None:

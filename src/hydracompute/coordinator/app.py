@@ -23,7 +23,6 @@ from hydracompute.coordinator import (
 )
 from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings
 from hydracompute.coordinator.fastpath import ExchangeFastPath
-from hydracompute.coordinator.limits import BodySizeLimit
 from hydracompute.coordinator.openapi import install_openapi
 from hydracompute.coordinator.schemas import Health
 from hydracompute.coordinator.service import Coordinator
@@ -48,21 +47,20 @@ _NO_TELEMETRY: dict[str, Any] = (
 
 
 class CoordinatorApp(FastAPI):
-    """FastAPI with the request body limit and the exchange's fast path in front of its
+    """FastAPI with the exchange's fast path and the request body limits in front of its
     own middleware stack rather than inside it.
 
-    Every request's body is read under its limit first (:class:`BodySizeLimit`); a
-    worker's exchange, most of the coordinator's requests, then goes straight to its route
+    A worker's exchange, most of the coordinator's requests, goes straight to its route
     (:class:`ExchangeFastPath`) without passing through FastAPI's five middleware layers,
     which cost CPU per request and kept a coroutine each alive for the exchange's whole
-    wait (more objects for every garbage collection to walk). Everything else goes on to
-    FastAPI as before.
+    wait (more objects for every garbage collection to walk). Everything else has its body
+    read under its limit (:class:`BodySizeLimit`) and goes on to FastAPI as before.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._front = BodySizeLimit(
-            ExchangeFastPath(super().__call__),
+        self._front = ExchangeFastPath(
+            super().__call__,
             max_bytes=MAX_BODY_BYTES,
             max_exchange_bytes=MAX_EXCHANGE_BODY_BYTES,
         )

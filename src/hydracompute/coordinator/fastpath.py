@@ -1,13 +1,16 @@
 """The exchange route dispatched directly: a worker's exchange is the coordinator's busiest
 request, and FastAPI's generic dispatch (routing through every router, dependency solving,
-exception middleware) cost more CPU than the exchange's own work.
+five middleware layers, request and response objects) cost more CPU than the exchange's own
+work.
 
-:class:`ExchangeFastPath` recognises ``POST /api/v1/workers/{worker_id}/exchange``, parses
-and validates the body against the same model FastAPI would (:class:`ExchangeIn`, strict),
-checks the ``Authorization`` header's documented limit, and calls the route's own function
-(:func:`routes_workers.exchange`); refusals become the same problem documents as anywhere
-else. Every other request goes on to FastAPI. The route stays declared in FastAPI, which
-is where its documentation (and the OpenAPI schema) comes from.
+:class:`ExchangeFastPath` sits in front of the whole application. It recognises
+``POST /api/v1/workers/{worker_id}/exchange``, reads the body under the exchange's limit,
+parses and validates it against the same model FastAPI would (:class:`ExchangeIn`, strict),
+checks the headers' documented limits, and calls the route's own logic
+(:func:`routes_workers.answer_exchange`); refusals become the same problem documents as
+anywhere else. Every other request goes on, under the ordinary body limit
+(:class:`BodySizeLimit`), to FastAPI. The route stays declared in FastAPI, which is where
+its documentation (and the OpenAPI schema) comes from.
 """
 
 from __future__ import annotations
@@ -15,17 +18,34 @@ from __future__ import annotations
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hydracompute.coordinator import problems
-from hydracompute.coordinator.limits import EXCHANGE_PATH
-from hydracompute.coordinator.routes_workers import MAX_AUTHORIZATION_CHARS, exchange
+from hydracompute.coordinator.limits import (
+    EXCHANGE_PATH,
+    BodySizeLimit,
+    BodyTooLarge,
+    ClientGone,
+    read_body,
+    refuse_too_large,
+)
+from hydracompute.coordinator.routes_workers import MAX_AUTHORIZATION_CHARS, answer_exchange
 from hydracompute.coordinator.schemas import ExchangeIn
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class ExchangeFastPath:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    """The exchange, straight to its route; everything else to ``app`` under ``max_bytes``.
+
+    An exchange's body may be up to ``max_exchange_bytes`` (a batch of Mandelbrot tiles),
+    but only when it presents a bearer credential: nobody anonymous gets to make the
+    coordinator read and parse megabytes.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_exchange_bytes: int) -> None:
+        self.app = BodySizeLimit(app, max_bytes)
+        self.max_bytes, self.max_exchange_bytes = max_bytes, max_exchange_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
@@ -34,10 +54,24 @@ class ExchangeFastPath:
         if match is None:
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
+        authorization = content_type = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette reads them
+            if name == b"authorization" and authorization is None:
+                authorization = value.decode("latin-1")
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+        bearer = authorization is not None and authorization[:7].lower() == "bearer "
         try:
-            body = await _body(receive)
-            errors = _header_errors(request)
+            body = await read_body(
+                scope, receive, self.max_exchange_bytes if bearer else self.max_bytes
+            )
+        except BodyTooLarge as exc:
+            await refuse_too_large(send, exc.limit)
+            return
+        except ClientGone:
+            return
+        try:
+            errors = _header_errors(content_type, authorization)
             try:
                 parsed = ExchangeIn.model_validate_json(body)
             except ValidationError as exc:
@@ -45,29 +79,30 @@ class ExchangeFastPath:
                 parsed = None
             if errors or parsed is None:
                 raise RequestValidationError(errors)
-            authorization = request.headers.get("authorization")
-            response = await exchange(match.group(1), parsed, request, authorization)
+            state = scope["app"].state
+            client = scope.get("client")
+            answer = await answer_exchange(
+                state.coordinator,
+                state.security,
+                match.group(1),
+                parsed,
+                authorization,
+                client[0] if client else "unknown",
+            )
         except Exception as exc:  # the same problem documents as FastAPI's handlers give
-            response = await problems.response_for(request, exc)
-        await response(scope, receive, send)
+            response = await problems.response_for(Request(scope), exc)
+            await response(scope, receive, send)
+            return
+        headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(answer))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
 
 
-async def _body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message: Message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _header_errors(request: Request) -> list[dict[str, object]]:
-    content_type = request.headers.get("content-type", "application/json")
+def _header_errors(content_type: str | None, authorization: str | None) -> list[dict[str, object]]:
     errors: list[dict[str, object]] = []
-    if content_type.split(";")[0].strip().lower() not in ("application/json", ""):
+    if (content_type or "").split(";")[0].strip().lower() not in ("application/json", ""):
         errors.append({"loc": ("body",), "msg": "send the body as application/json"})
-    authorization = request.headers.get("authorization", "")
-    if len(authorization) > MAX_AUTHORIZATION_CHARS:
+    if len(authorization or "") > MAX_AUTHORIZATION_CHARS:
         errors.append(
             {
                 "loc": ("header", "authorization"),

@@ -35,22 +35,26 @@ MAX_AUTHORIZATION_CHARS = 200
 Authorization = Annotated[str | None, Header(max_length=MAX_AUTHORIZATION_CHARS)]
 
 
+def client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 async def authenticate(
     c: Coordinator,
     settings: SecuritySettings,
     worker_id: str,
     authorization: str | None,
-    request: Request,
+    client: str,
     revocation_checked_by_store: bool = False,
 ) -> None:
-    """Check a worker's secret; failures count against the caller's address.
+    """Check a worker's secret; failures count against the caller's address (``client``).
 
     Args:
         revocation_checked_by_store: the request's store call refuses a revoked worker
             itself (the exchange does), so a secret already verified for this worker is
             accepted without a store call of its own.
     """
-    failures = f"failed-worker:{request.client.host if request.client else 'unknown'}"
+    failures = f"failed-worker:{client}"
     settings.api_limiter.check(failures)
     scheme, _, secret = (authorization or "").partition(" ")
     try:
@@ -97,12 +101,37 @@ async def exchange(
     whole exchange is refused with a problem document naming the ``lease_id``, and nothing
     is recorded. With nothing to lease, the request is held up to ``wait_s``.
     """
-    # The busiest route: the coordinator and settings are taken from the application rather
-    # than as dependencies, and the answer is serialised here rather than validated again
-    # against ExchangeOut (its schema, which the protocol tests hold it to).
-    c: Coordinator = request.app.state.coordinator
-    settings: SecuritySettings = request.app.state.security
-    await authenticate(c, settings, worker_id, authorization, request, True)
+    # Only reached by requests the fast path (coordinator/fastpath.py) did not take; the
+    # route is declared here for its documentation and schema.
+    app = request.app
+    answer = await answer_exchange(
+        app.state.coordinator,
+        app.state.security,
+        worker_id,
+        body,
+        authorization,
+        client_host(request),
+    )
+    return Response(answer, media_type="application/json")
+
+
+async def answer_exchange(
+    c: Coordinator,
+    settings: SecuritySettings,
+    worker_id: str,
+    body: ExchangeIn,
+    authorization: str | None,
+    client: str,
+) -> bytes:
+    """The exchange's answer, as JSON (see :func:`exchange`).
+
+    The answer is serialised here rather than validated again against ExchangeOut (its
+    schema, which the protocol tests hold it to): this is the busiest request.
+
+    Raises:
+        HydraError: refused (credentials, rate limit, or a result; nothing is recorded).
+    """
+    await authenticate(c, settings, worker_id, authorization, client, True)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
     outcome = await c.exchange(
         worker_id, reports, body.running, body.want, body.wait_s, body.state, body.state_reason
@@ -124,7 +153,7 @@ async def exchange(
         "abandon": outcome.abandon,
         "next_exchange_s": c.config.heartbeat_s,
     }
-    return Response(_encode_answer(answer), media_type="application/json")
+    return _encode_answer(answer).encode()
 
 
 @router.post("/workers/{worker_id}/leave", response_model=Left)
@@ -139,7 +168,7 @@ async def leave(
 
     Send the results it did finish in an exchange first.
     """
-    await authenticate(c, settings, worker_id, authorization, request)
+    await authenticate(c, settings, worker_id, authorization, client_host(request))
     return Left(returned=await c.call(c.store.leave, worker_id, c.clock()))
 
 
@@ -159,7 +188,7 @@ async def return_leases(
     are and not counted. If any lease is unknown (404) or held by another worker (403),
     nothing is returned.
     """
-    await authenticate(c, settings, worker_id, authorization, request)
+    await authenticate(c, settings, worker_id, authorization, client_host(request))
     return Returned(
         returned=await c.call(c.store.return_leases, worker_id, body.lease_ids, c.clock())
     )

@@ -104,8 +104,9 @@ MIGRATIONS: list[str] = [
 ]
 
 
-#: Workers' rows kept in memory at most (then forgotten, least recently used first).
-MAX_REMEMBERED_WORKERS = 20_000
+#: Rows kept in memory per remembered table at most (then forgotten, least recently used
+#: first): about two leases per core of the pool are in play at once.
+MAX_REMEMBERED_ROWS = 20_000
 #: One encoder for every JSON column (``json.dumps`` with arguments builds one per call).
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 _decode_json = json.JSONDecoder().decode
@@ -132,8 +133,13 @@ class _Table:
     written on every exchange.
     """
 
-    def __init__(self, name: str, cls: type[Any], key: tuple[str, ...]) -> None:
+    def __init__(
+        self, name: str, cls: type[Any], key: tuple[str, ...], remembered: bool = False
+    ) -> None:
         self.name, self.cls, self.key = name, cls, key
+        #: Rows kept in memory by the backend once written or read (see ``_remember``).
+        self.remembered = remembered
+        self._key_getter = operator.attrgetter(*key)
         hints = typing.get_type_hints(cls)
         self.fields = [f.name for f in dataclasses.fields(cls) if f.init]
         assert len(self.fields) == len(dataclasses.fields(cls)), "every field is a column"
@@ -165,6 +171,10 @@ class _Table:
         self.select = f"SELECT {columns} FROM {name}"
         self.select_key = f"{self.select} WHERE {where}"
 
+    def key_of(self, obj: Any) -> tuple[Any, ...]:
+        key = self._key_getter(obj)
+        return key if len(self.key) > 1 else (key,)
+
     def row(self, obj: Any) -> list[Any]:
         values = list(self._getter(obj))
         for position, encode, _ in self._codecs:
@@ -180,11 +190,13 @@ class _Table:
         return self.cls(*values)
 
 
-_WORKERS = _Table("workers", Worker, ("worker_id",))
+# Every exchange reads and writes its worker's row, and the lease and chunk of each result
+# (written when the lease was granted): those rows are remembered.
+_WORKERS = _Table("workers", Worker, ("worker_id",), remembered=True)
 _CREDENTIALS = _Table("credentials", Credential, ("cred_id",))
 _JOBS = _Table("jobs", Job, ("job_id",))
-_CHUNKS = _Table("chunks", Chunk, ("job_id", "index"))
-_LEASES = _Table("leases", Lease, ("lease_id",))
+_CHUNKS = _Table("chunks", Chunk, ("job_id", "index"), remembered=True)
+_LEASES = _Table("leases", Lease, ("lease_id",), remembered=True)
 
 
 class SQLiteBackend(Backend):
@@ -201,10 +213,12 @@ class SQLiteBackend(Backend):
         #: connection changes the file (``data_version``).
         self._running: dict[str, str] | None = None  # job id -> kind, oldest first
         self._running_version = -1
-        #: Workers' rows as last written or read (every exchange reads and writes its
-        #: worker's), and the running jobs known to have no pending chunk (most exchanges
-        #: ask): both forgotten with the running jobs.
-        self._worker_rows: dict[str, list[Any]] = {}
+        #: Rows of the remembered tables as last written or read, by table and key, most
+        #: recently used last; and the running jobs known to have no pending chunk (most
+        #: exchanges ask). Both are forgotten with the running jobs.
+        self._rows: dict[str, dict[tuple[Any, ...], list[Any]]] = {
+            table.name: {} for table in (_WORKERS, _CHUNKS, _LEASES)
+        }
         self._no_pending: set[str] = set()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -282,43 +296,48 @@ class SQLiteBackend(Backend):
         """Drop what is remembered of the file: a rollback undid writes it remembers, or
         another connection changed the file."""
         self._running = None
-        self._worker_rows.clear()
+        for rows in self._rows.values():
+            rows.clear()
         self._no_pending.clear()
 
     def _put(self, table: _Table, obj: Any) -> None:
-        self._db.execute(table.upsert, table.row(obj))
+        row = table.row(obj)
+        self._db.execute(table.upsert, row)
+        if table.remembered:
+            self._remember(table, table.key_of(obj), row)
 
     def _one(self, table: _Table, *key: Any) -> Any:
-        row = self._db.execute(table.select_key, key).fetchone()
-        return None if row is None else table.record(row)
+        if not table.remembered:
+            found = self._db.execute(table.select_key, key).fetchone()
+            return None if found is None else table.record(found)
+        if not self._depth:  # outside a transaction: nobody looked at the file yet
+            self._follow_other_connections()
+        row = self._rows[table.name].get(key)
+        if row is None:
+            found = self._db.execute(table.select_key, key).fetchone()
+            if found is None:
+                return None
+            row = self._remember(table, key, list(found))
+        return table.record(row)
+
+    def _remember(self, table: _Table, key: tuple[Any, ...], row: list[Any]) -> list[Any]:
+        """Keep ``row`` as the current one of ``key`` (the row as written, or as read)."""
+        rows = self._rows[table.name]
+        rows.pop(key, None)
+        rows[key] = row  # last: dict order is recency
+        if len(rows) > MAX_REMEMBERED_ROWS:
+            del rows[next(iter(rows))]
+        return row
 
     def _many(self, table: _Table, where: str, *args: Any) -> list[Any]:
         rows = self._db.execute(f"{table.select} {where}", args).fetchall()
         return [table.record(row) for row in rows]
 
     def get_worker(self, worker_id: str) -> Worker | None:
-        if not self._depth:  # outside a transaction: nobody looked at the file yet
-            self._follow_other_connections()
-        row = self._worker_rows.get(worker_id)
-        if row is None:
-            found = self._db.execute(_WORKERS.select_key, (worker_id,)).fetchone()
-            if found is None:
-                return None
-            row = self._remember_worker(worker_id, list(found))
-        return _WORKERS.record(row)  # type: ignore[no-any-return]
+        return self._one(_WORKERS, worker_id)  # type: ignore[no-any-return]
 
     def put_worker(self, worker: Worker) -> None:
-        row = _WORKERS.row(worker)
-        self._db.execute(_WORKERS.upsert, row)
-        self._remember_worker(worker.worker_id, row)
-
-    def _remember_worker(self, worker_id: str, row: list[Any]) -> list[Any]:
-        rows = self._worker_rows
-        rows.pop(worker_id, None)
-        rows[worker_id] = row  # last: dict order is recency
-        if len(rows) > MAX_REMEMBERED_WORKERS:
-            del rows[next(iter(rows))]
-        return row
+        self._put(_WORKERS, worker)
 
     def list_workers(self) -> list[Worker]:
         return self._many(_WORKERS, "ORDER BY enrolled_s")
