@@ -22,6 +22,7 @@ from hydracompute.coordinator import (
     routes_workers,
 )
 from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings
+from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.fastpath import ExchangeFastPath
 from hydracompute.coordinator.openapi import install_openapi
 from hydracompute.coordinator.schemas import Health
@@ -75,6 +76,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     security: SecuritySettings | None = None,
     ca_pem: bytes | None = None,
+    collection: CollectionSchedule | None = None,
 ) -> FastAPI:
     """The coordinator application over ``store`` (which it closes on shutdown).
 
@@ -84,8 +86,10 @@ def create_app(
             required, no anonymous access).
         ca_pem: the certificate authority of the coordinator's TLS certificate, served at
             ``/api/v1/tls/ca.pem`` for workers and clients to pin by fingerprint.
+        collection: the process's garbage collection schedule while the application runs
+            (see :class:`Coordinator`); ``None`` leaves Python's automatic collector on.
     """
-    coordinator = Coordinator(store, clock)
+    coordinator = Coordinator(store, clock, collection)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -101,8 +101,9 @@ async def exchange(
     whole exchange is refused with a problem document naming the ``lease_id``, and nothing
     is recorded. With nothing to lease, the request is held up to ``wait_s``.
     """
-    # Only reached by requests the fast path (coordinator/fastpath.py) did not take; the
-    # route is declared here for its documentation and schema.
+    # The coordinator's fast path (coordinator/fastpath.py) takes every exchange before
+    # FastAPI sees it; this route is declared for its documentation and schema, and serves
+    # an application built without that front.
     app = request.app
     answer = await answer_exchange(
         app.state.coordinator,

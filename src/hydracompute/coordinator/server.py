@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hydracompute.coordinator.auth import SecuritySettings
+from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.errors import HydraError, Unauthorized
@@ -152,7 +153,9 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         secure_cookies=options.tls,
         session_secret=session_secret(data_dir),
     )
-    app = create_app(store, clock, security=security, ca_pem=ca_pem)
+    app = create_app(
+        store, clock, security=security, ca_pem=ca_pem, collection=CollectionSchedule()
+    )
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from hydracompute.coordinator.collector import CollectionSchedule, collect_on_schedule
 from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.errors import HydraError, NotFound
@@ -43,10 +45,19 @@ class Coordinator:
     Args:
         store: the state of record; the coordinator owns and closes it.
         clock: seconds since the epoch; injectable for tests.
+        collection: while running, the process's garbage collection follows this schedule
+            instead of Python's automatic one (see :mod:`.collector`); for a coordinator
+            process, not one embedded in another program.
     """
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        collection: CollectionSchedule | None = None,
+    ) -> None:
         self.store = store
+        self.collection = collection
         self.config: SchedulerConfig = store.config
         self.clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydra-store")
@@ -129,6 +140,9 @@ class Coordinator:
             asyncio.create_task(self._expire_forever()),
             asyncio.create_task(self._sample_forever()),
         ]
+        if self.collection is not None:
+            gc.disable()  # now, not when the task first runs
+            self._tasks.append(asyncio.create_task(collect_on_schedule(self.collection)))
 
     def release_waiters_soon(self) -> None:
         """:meth:`release_waiters` from any thread or a signal handler."""
@@ -152,6 +166,8 @@ class Coordinator:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.collection is not None:
+            gc.enable()  # also if the collecting task was cancelled before it ever ran
         self.release_waiters()
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=True)

@@ -215,7 +215,8 @@ class SQLiteBackend(Backend):
         self._running_version = -1
         #: Rows of the remembered tables as last written or read, by table and key, most
         #: recently used last; and the running jobs known to have no pending chunk (most
-        #: exchanges ask). Both are forgotten with the running jobs.
+        #: exchanges ask; a job leaves the set when it stops running). Both are forgotten
+        #: with the running jobs.
         self._rows: dict[str, dict[tuple[Any, ...], list[Any]]] = {
             table.name: {} for table in (_WORKERS, _CHUNKS, _LEASES)
         }
@@ -366,6 +367,8 @@ class SQLiteBackend(Backend):
 
     def put_job(self, job: Job) -> None:
         self._put(_JOBS, job)
+        if job.state is not JobState.RUNNING:
+            self._no_pending.discard(job.job_id)
         running = self._running
         if running is not None and (job.state is JobState.RUNNING) != (job.job_id in running):
             self._running = None
@@ -412,6 +415,8 @@ class SQLiteBackend(Backend):
             self._no_pending.discard(chunk.job_id)
 
     def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
+        if not self._depth:  # outside a transaction: nobody looked at the file yet
+            self._follow_other_connections()
         if job_id in self._no_pending:
             return []
         # INDEXED BY: without statistics the planner prefers the primary key (it also gives

@@ -1,0 +1,71 @@
+"""The coordinator's own garbage collection schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+import weakref
+
+import pytest
+
+from hydracompute.coordinator.app import create_app
+from hydracompute.coordinator.collector import CollectionSchedule, collect_on_schedule
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.store import MemoryBackend, Store
+from tests.sum_kind import sum_registry
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient` is deprecated")
+    from starlette.testclient import TestClient
+
+
+def test_a_collection_is_due_after_enough_growth_or_time() -> None:
+    schedule = CollectionSchedule(growth_objects=1000, max_interval_s=60.0)
+    assert not schedule.due(100.0, 0)  # the first look starts the interval
+    assert not schedule.due(159.9, 999)
+    assert schedule.due(110.0, 1000)
+    assert schedule.due(160.0, 0)
+    schedule.collected(160.0)
+    assert not schedule.due(219.9, 999)
+    assert schedule.due(220.0, 0)
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_cycles_are_collected_on_schedule_and_the_collector_comes_back_after() -> None:
+    async def scenario() -> None:
+        collected = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        schedule = CollectionSchedule(growth_objects=10**9, max_interval_s=10**9)
+        task = asyncio.create_task(collect_on_schedule(schedule, check_period_s=0))
+        await asyncio.sleep(0)  # the task starts and turns the automatic collector off
+        assert not gc.isenabled()
+        cycle = Cycle()
+        weakref.finalize(cycle, loop.call_soon_threadsafe, collected.set)
+        del cycle
+        for _ in range(20):  # not due: the cycle stays
+            await asyncio.sleep(0)
+        assert not collected.is_set()
+        schedule.growth_objects = 1
+        await asyncio.wait_for(collected.wait(), timeout=10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    assert gc.isenabled()
+    asyncio.run(scenario())
+    assert gc.isenabled()
+
+
+def test_a_coordinator_given_a_schedule_turns_the_automatic_collector_off_while_it_runs() -> None:
+    store = Store(MemoryBackend(), sum_registry(), SchedulerConfig())
+    app = create_app(store, collection=CollectionSchedule())
+    with TestClient(app):
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with TestClient(create_app(Store(MemoryBackend(), sum_registry(), SchedulerConfig()))):
+        assert gc.isenabled()
