@@ -88,6 +88,7 @@ class ExchangeFastPath:
                 parsed,
                 authorization,
                 client[0] if client else "unknown",
+                len(body),
             )
         except Exception as exc:  # the same problem documents as FastAPI's handlers give
             response = await problems.response_for(Request(scope), exc)

@@ -123,8 +123,10 @@ async def answer_exchange(
     body: ExchangeIn,
     authorization: str | None,
     client: str,
+    body_bytes: int = 0,
 ) -> bytes:
-    """The exchange's answer, as JSON (see :func:`exchange`).
+    """The exchange's answer, as JSON (see :func:`exchange`); ``body_bytes`` is the size of
+    the request's body.
 
     The answer is serialised here rather than validated again against ExchangeOut (its
     schema, which the protocol tests hold it to): this is the busiest request.
@@ -135,7 +137,14 @@ async def answer_exchange(
     await authenticate(c, settings, worker_id, authorization, client, True)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
     outcome = await c.exchange(
-        worker_id, reports, body.running, body.want, body.wait_s, body.state, body.state_reason
+        worker_id,
+        reports,
+        body.running,
+        body.want,
+        body.wait_s,
+        body.state,
+        body.state_reason,
+        body_bytes,
     )
     now = c.clock()
     answer = {

@@ -28,10 +28,19 @@ from hydracompute.store.pool import EXPIRE_BATCH
 from hydracompute.store.records import ExchangeRequest
 
 T = TypeVar("T")
-#: Most exchanges recorded in one transaction (one commit, one fsync).
-MAX_BATCH = 64
+#: An exchange waiting for the store thread: its request, its answer, its body's size.
+_Pending = tuple[ExchangeRequest, "asyncio.Future[ExchangeOutcome]", int]
+#: Most exchanges recorded in one transaction (one commit, one fsync). A busy pool's
+#: exchanges share pages (their jobs', the ends of the lease, chunk and output tables), and
+#: each commit writes every page it changed: with 1,000 workers exchanging without pause,
+#: batches of up to 512 gave 3,400 results/s where batches of up to 64 gave 2,400-2,600
+#: (bench/bench_coordinator.py). Batches are only this large when that many are waiting.
+MAX_BATCH = 512
+#: Request bodies one batch takes at most (after its first exchange, whatever its size):
+#: Mandelbrot results are megabytes each.
+MAX_BATCH_BYTES = 32 * 2**20
 #: Batches the store thread records in a row before other store calls get their turn.
-DRAIN_BATCHES = 4
+DRAIN_BATCHES = 1
 #: Workers whose secret was verified, remembered at most (then forgotten, oldest first).
 MAX_VERIFIED_WORKERS = 100_000
 #: How often the pool's throughput is sampled for the dashboard.
@@ -64,10 +73,9 @@ class Coordinator:
         self._work_event = asyncio.Event()
         self._seen_version = store.work_version
         self._tasks: list[asyncio.Task[None]] = []
-        #: Exchanges waiting for the store thread, and whether it is taking them.
-        self._pending: collections.deque[
-            tuple[ExchangeRequest, asyncio.Future[ExchangeOutcome]]
-        ] = collections.deque()
+        #: Exchanges waiting for the store thread (each with the size of its request's
+        #: body), and whether it is taking them.
+        self._pending: collections.deque[_Pending] = collections.deque()
         self._pending_lock = threading.Lock()
         self._draining = False
         self._closing = False
@@ -197,17 +205,21 @@ class Coordinator:
                 self.events.publish(set())
                 log.info("expired %d lease(s); their chunks are available again", expired)
 
-    async def _batched(self, request: ExchangeRequest) -> ExchangeOutcome:
+    async def _batched(self, request: ExchangeRequest, body_bytes: int = 0) -> ExchangeOutcome:
         """Run an exchange in the next batch: exchanges that arrive while the store thread
         is busy are recorded together and made durable by one commit (one fsync), and each
         is answered only after that commit.
+
+        Args:
+            body_bytes: the size of the request's body (a batch takes at most
+                ``MAX_BATCH_BYTES`` of them).
 
         Raises:
             HydraError: this exchange was refused (the others of its batch are not affected).
         """
         future: asyncio.Future[ExchangeOutcome] = asyncio.get_running_loop().create_future()
         with self._pending_lock:
-            self._pending.append((request, future))
+            self._pending.append((request, future, body_bytes))
             start, self._draining = not self._draining, True
         if start:
             self._executor.submit(self._drain)
@@ -224,13 +236,13 @@ class Coordinator:
         """
         for _ in range(DRAIN_BATCHES):
             with self._pending_lock:
-                batch = [self._pending.popleft() for _ in range(min(MAX_BATCH, len(self._pending)))]
+                batch = self._take_batch()
                 if not batch:
                     self._draining = False
                     return
             answers: list[ExchangeOutcome | Exception]
             try:
-                answers = self.store.exchange_many([request for request, _ in batch])
+                answers = self.store.exchange_many([request for request, _, _ in batch])
             except Exception as exc:  # the commit failed: nothing in the batch was recorded
                 answers = [exc] * len(batch)
             try:
@@ -243,13 +255,21 @@ class Coordinator:
             with self._pending_lock:
                 self._draining = False
 
-    def _answer(
-        self,
-        batch: list[tuple[ExchangeRequest, asyncio.Future[ExchangeOutcome]]],
-        answers: list[ExchangeOutcome | Exception],
-    ) -> None:
+    def _take_batch(self) -> list[_Pending]:
+        """The next batch, oldest first: up to ``MAX_BATCH`` exchanges and
+        ``MAX_BATCH_BYTES`` of bodies, and always the first waiting (under the lock)."""
+        pending, size = self._pending, 0
+        batch: list[_Pending] = []
+        while pending and len(batch) < MAX_BATCH:
+            size += pending[0][2]
+            if batch and size > MAX_BATCH_BYTES:
+                break
+            batch.append(pending.popleft())
+        return batch
+
+    def _answer(self, batch: list[_Pending], answers: list[ExchangeOutcome | Exception]) -> None:
         self._check_new_work()
-        for (_, future), answer in zip(batch, answers, strict=True):
+        for (_, future, _), answer in zip(batch, answers, strict=True):
             if future.done():  # its request was abandoned; what it did stands
                 continue
             if isinstance(answer, Exception):
@@ -266,16 +286,19 @@ class Coordinator:
         wait_s: float,
         state: str = "running",
         state_reason: str = "",
+        body_bytes: int = 0,
     ) -> ExchangeOutcome:
         """One exchange; with nothing to lease, hold it up to ``wait_s`` for new work.
 
         Results and renewals are recorded (durably) before anything is awaited.
+        ``body_bytes`` is the size of the request's body, for batching.
         """
         event = self._work_event
         outcome = await self._batched(
             ExchangeRequest(
                 worker_id, list(results), list(running), want, self.clock(), state, state_reason
-            )
+            ),
+            body_bytes,
         )
         self.events.publish(outcome.changed_jobs, outcome.finished, outcome.ended_jobs)
         loop = asyncio.get_running_loop()
