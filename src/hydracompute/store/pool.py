@@ -271,10 +271,11 @@ class Store:
             step.renew(list(running))
             # A worker holds at most two leases per core it declared, no more: one chunk
             # computing, one whose result is on its way (see the worker's agent, which asks
-            # for the next chunk before it sends the result of the last).
-            held = self.backend.count_active_leases(worker_id)
-            room = LEASES_PER_CORE * worker.cores - held
-            step.lease(min(want, room, self.config.max_leases_per_exchange))
+            # for the next chunk before it sends the result of the last, asking for none).
+            if want > 0:
+                held = self.backend.count_active_leases(worker_id)
+                room = LEASES_PER_CORE * worker.cores - held
+                step.lease(min(want, room, self.config.max_leases_per_exchange))
             step.flush()
             self.backend.put_worker(worker)
         step.hand_back()
