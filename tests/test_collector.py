@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import warnings
 import weakref
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,57 @@ def test_a_coordinator_given_a_schedule_turns_the_automatic_collector_off_while_
     assert gc.isenabled()
     with TestClient(create_app(Store(MemoryBackend(), sum_registry(), SchedulerConfig()))):
         assert gc.isenabled()
+
+
+def test_refused_exchanges_leave_nothing_for_the_collector() -> None:
+    """The coordinator collects garbage only now and then: a refused exchange (the
+    commonest error) must not leave its frames and body in a reference cycle."""
+
+    async def scenario() -> int:
+        store = Store(MemoryBackend(), sum_registry(), SchedulerConfig())
+        worker, secret = store.enrol_worker("w", 1, ["sum"], now=0.0)
+        app = create_app(store)
+        coordinator = app.state.coordinator
+        await coordinator.start()
+        body = json.dumps({"results": [{"lease_id": "ab" * 16, "output": {"total": 1}}]})
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": f"/api/v1/workers/{worker.worker_id}/exchange",
+            "raw_path": b"",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"authorization", f"Bearer {secret}".encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8765),
+            "state": {},
+        }
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body.encode(), "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(dict(scope), receive, send)  # the first request sets up caches
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(5):
+                await app(dict(scope), receive, send)
+            unreachable = gc.collect()
+        finally:
+            gc.enable()
+        await coordinator.stop()
+        assert statuses == [404] * 6
+        return unreachable
+
+    assert asyncio.run(scenario()) == 0

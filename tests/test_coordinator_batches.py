@@ -70,3 +70,4 @@ def test_a_batch_takes_at_most_its_bytes_of_bodies_but_always_one_exchange() -> 
     exchanges = [c for c in calls if c != "other"]
     assert exchanges == [3, 1, 1, 5]
     assert len(answers) == len(sizes)
+    assert all(isinstance(a, NotFound) for a in answers)  # each answered, on its own

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,11 @@ import pytest
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import ChunkState, JobState, LeaseState
-from hydracompute.errors import StoreError, Unauthorized
+from hydracompute.errors import NotFound, StoreError, Unauthorized
 from hydracompute.kinds import Answer, KindRegistry
 from hydracompute.store import ResultReport, SQLiteBackend, Store, open_backend
 from hydracompute.store.memory import MemoryBackend
+from hydracompute.store.records import ExchangeRequest
 from hydracompute.store.sqlite import MIGRATIONS
 from tests.sum_kind import SumKind, sum_registry
 
@@ -135,16 +137,19 @@ def test_remembered_rows_follow_commits_and_rollbacks(tmp_path: Path) -> None:
     with backend.transaction():
         backend.get_worker(worker.worker_id).speeds["sum"] = 9.0  # type: ignore[union-attr]
         assert backend.get_worker(worker.worker_id) == worker
-    # A write undone by a savepoint's rollback, then by the whole transaction's, is not seen.
-    for depth in (2, 1):
+    # A write undone by a savepoint's rollback (its transaction going on and committing, as
+    # a batch does after a refused exchange), then by the whole transaction's, is not seen.
+    with backend.transaction():
         with pytest.raises(RuntimeError), backend.transaction():
-            with backend.transaction():
-                backend.put_worker(dataclasses.replace(worker, chunks_done=5))
-                if depth == 2:
-                    raise RuntimeError("refused")
+            backend.put_worker(dataclasses.replace(worker, chunks_done=5))
             raise RuntimeError("refused")
-        with backend.transaction():
-            assert backend.get_worker(worker.worker_id) == worker
+        assert backend.get_worker(worker.worker_id) == worker
+    assert backend.get_worker(worker.worker_id) == worker
+    with pytest.raises(RuntimeError), backend.transaction():
+        backend.put_worker(dataclasses.replace(worker, chunks_done=5))
+        raise RuntimeError("refused")
+    with backend.transaction():
+        assert backend.get_worker(worker.worker_id) == worker
     # A change committed by another connection to the same file is seen.
     other = sqlite3.connect(tmp_path / "pool.db")
     other.execute("UPDATE workers SET revoked = 1")
@@ -235,3 +240,21 @@ def test_a_job_answered_from_its_live_summary_is_finished_without_its_outputs(
         ]
     done = store.get_job(job.job_id)
     assert done.state is JobState.DONE and done.answer == {"total": sum(range(5000))}
+
+
+def test_a_refused_exchange_leaves_nothing_for_the_garbage_collector(tmp_path: Path) -> None:
+    """The coordinator collects garbage only now and then: a refused exchange must not
+    keep its batch alive in a reference cycle (its error's traceback held the batch)."""
+    store = Store(SQLiteBackend(tmp_path / "pool.db"), sum_registry(), CONFIG)
+    store.submit_job("sum", {"n": 10}, now=0.0)
+    worker, _ = store.enrol_worker("w", 1, ["sum"], now=0.0)
+    forged = ResultReport("ab" * 16, {"total": 1}, 0.1)
+    gc.collect()
+    gc.disable()
+    try:
+        answers = store.exchange_many([ExchangeRequest(worker.worker_id, [forged], [], 1, 1.0)] * 3)
+        assert all(isinstance(a, NotFound) for a in answers)
+        del answers
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -29,7 +29,11 @@ from hydracompute.coordinator.limits import (
     read_body,
     refuse_too_large,
 )
-from hydracompute.coordinator.routes_workers import MAX_AUTHORIZATION_CHARS, answer_exchange
+from hydracompute.coordinator.routes_workers import (
+    MAX_AUTHORIZATION_CHARS,
+    answer_exchange,
+    client_host,
+)
 from hydracompute.coordinator.schemas import ExchangeIn
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -80,18 +84,21 @@ class ExchangeFastPath:
             if errors or parsed is None:
                 raise RequestValidationError(errors)
             state = scope["app"].state
-            client = scope.get("client")
             answer = await answer_exchange(
                 state.coordinator,
                 state.security,
                 match.group(1),
                 parsed,
                 authorization,
-                client[0] if client else "unknown",
+                client_host(scope),
                 len(body),
             )
         except Exception as exc:  # the same problem documents as FastAPI's handlers give
             response = await problems.response_for(Request(scope), exc)
+            # A refusal's traceback holds the frames it passed through, this one (and so
+            # the body) among them, in a reference cycle through the awaited future: it
+            # would live until the coordinator's next garbage collection.
+            exc.__traceback__ = None
             await response(scope, receive, send)
             return
         headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(answer))]

@@ -8,6 +8,7 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
+from starlette.types import Scope
 
 from hydracompute.coordinator.auth import CoordinatorDep, SecurityDep, SecuritySettings, Viewer
 from hydracompute.coordinator.schemas import (
@@ -35,8 +36,10 @@ MAX_AUTHORIZATION_CHARS = 200
 Authorization = Annotated[str | None, Header(max_length=MAX_AUTHORIZATION_CHARS)]
 
 
-def client_host(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_host(scope: Scope) -> str:
+    """The address a request came from (``"unknown"`` where the server gives none)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 async def authenticate(
@@ -111,7 +114,7 @@ async def exchange(
         worker_id,
         body,
         authorization,
-        client_host(request),
+        client_host(request.scope),
     )
     return Response(answer, media_type="application/json")
 
@@ -178,7 +181,7 @@ async def leave(
 
     Send the results it did finish in an exchange first.
     """
-    await authenticate(c, settings, worker_id, authorization, client_host(request))
+    await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
     return Left(returned=await c.call(c.store.leave, worker_id, c.clock()))
 
 
@@ -198,7 +201,7 @@ async def return_leases(
     are and not counted. If any lease is unknown (404) or held by another worker (403),
     nothing is returned.
     """
-    await authenticate(c, settings, worker_id, authorization, client_host(request))
+    await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
     return Returned(
         returned=await c.call(c.store.return_leases, worker_id, body.lease_ids, c.clock())
     )

@@ -244,7 +244,9 @@ class Coordinator:
             try:
                 answers = self.store.exchange_many([request for request, _, _ in batch])
             except Exception as exc:  # the commit failed: nothing in the batch was recorded
-                answers = [exc] * len(batch)
+                log.error("recording a batch of %d exchanges failed: %s", len(batch), exc)
+                # Without its traceback, which holds this frame and so the whole batch.
+                answers = [exc.with_traceback(None)] * len(batch)
             try:
                 batch[0][1].get_loop().call_soon_threadsafe(self._answer, batch, answers)
             except RuntimeError:  # the event loop is closed: nobody is waiting any more

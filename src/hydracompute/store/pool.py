@@ -7,6 +7,7 @@ Times are passed in (``now``), never read here.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from hydracompute.core.models import JSON, CredentialKind, Job, JobState, LeaseS
 from hydracompute.errors import (
     Conflict,
     Forbidden,
+    HydraError,
     InvalidParams,
     NotFound,
     TooManyRequests,
@@ -27,6 +29,7 @@ from hydracompute.store.credentials import Credentials, hash_secret, secrets_mat
 from hydracompute.store.exchange import BatchJobs, Exchange, chunk_outputs, release_chunk
 from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
 
+log = logging.getLogger("hydracompute.store")
 MAX_NAME_CHARS = 200
 #: Overdue leases expired per call; the coordinator calls again while there are more.
 EXPIRE_BATCH = 1000
@@ -309,8 +312,11 @@ class Store:
                             batch,
                         )
                     )
-                except Exception as exc:  # refused (or a bug): only this one is undone
-                    answers.append(exc)
+                except HydraError as exc:  # refused: only this one is undone
+                    answers.append(_without_traceback(exc))
+                except Exception as exc:  # a bug: only this one is undone, and it is logged
+                    log.exception("exchange of worker %s failed", request.worker_id)
+                    answers.append(_without_traceback(exc))
             batch.write(self.backend)
         return answers
 
@@ -393,3 +399,10 @@ class Store:
         if expired:
             self.work_version += 1
         return expired
+
+
+def _without_traceback(exc: Exception) -> Exception:
+    """``exc`` without its traceback, to be kept in a list of answers: its traceback holds
+    the frame that holds the list (a reference cycle keeping the whole batch alive until
+    the next garbage collection, which the coordinator runs only now and then)."""
+    return exc.with_traceback(None)

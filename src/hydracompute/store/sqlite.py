@@ -104,8 +104,9 @@ MIGRATIONS: list[str] = [
 ]
 
 
-#: Rows kept in memory per remembered table at most (then forgotten, least recently used
-#: first): about two leases per core of the pool are in play at once.
+#: Rows kept in memory per remembered table at most (then forgotten, the longest since
+#: written or read from the file first): about two leases per core of the pool are in play
+#: at once.
 MAX_REMEMBERED_ROWS = 20_000
 #: One encoder for every JSON column (``json.dumps`` with arguments builds one per call).
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -213,10 +214,10 @@ class SQLiteBackend(Backend):
         #: connection changes the file (``data_version``).
         self._running: dict[str, str] | None = None  # job id -> kind, oldest first
         self._running_version = -1
-        #: Rows of the remembered tables as last written or read, by table and key, most
-        #: recently used last; and the running jobs known to have no pending chunk (most
-        #: exchanges ask; a job leaves the set when it stops running). Both are forgotten
-        #: with the running jobs.
+        #: Rows of the remembered tables as last written or read from the file, by table and
+        #: key, in that order (the oldest are forgotten first); and the running jobs known
+        #: to have no pending chunk (most exchanges ask; a job leaves the set when it stops
+        #: running). Both are forgotten with the running jobs.
         self._rows: dict[str, dict[tuple[Any, ...], list[Any]]] = {
             table.name: {} for table in (_WORKERS, _CHUNKS, _LEASES)
         }
@@ -311,21 +312,21 @@ class SQLiteBackend(Backend):
         if not table.remembered:
             found = self._db.execute(table.select_key, key).fetchone()
             return None if found is None else table.record(found)
-        if not self._depth:  # outside a transaction: nobody looked at the file yet
-            self._follow_other_connections()
-        row = self._rows[table.name].get(key)
-        if row is None:
-            found = self._db.execute(table.select_key, key).fetchone()
-            if found is None:
-                return None
-            row = self._remember(table, key, list(found))
+        with self._lock:
+            self._look_at_file()
+            row = self._rows[table.name].get(key)
+            if row is None:
+                found = self._db.execute(table.select_key, key).fetchone()
+                if found is None:
+                    return None
+                row = self._remember(table, key, list(found))
         return table.record(row)
 
     def _remember(self, table: _Table, key: tuple[Any, ...], row: list[Any]) -> list[Any]:
         """Keep ``row`` as the current one of ``key`` (the row as written, or as read)."""
         rows = self._rows[table.name]
         rows.pop(key, None)
-        rows[key] = row  # last: dict order is recency
+        rows[key] = row  # last: dict order is the order of writes and reads from the file
         if len(rows) > MAX_REMEMBERED_ROWS:
             del rows[next(iter(rows))]
         return row
@@ -388,6 +389,12 @@ class SQLiteBackend(Backend):
         order = "ORDER BY created_s DESC, job_id DESC LIMIT ?"
         return self._many(_JOBS, f"{where} {order}", *args, limit)
 
+    def _look_at_file(self) -> None:
+        """Outside a transaction, :meth:`_follow_other_connections` (inside one, its start
+        did)."""
+        if not self._depth:
+            self._follow_other_connections()
+
     def _follow_other_connections(self) -> None:
         """Forget the running jobs if another connection changed the file since this one
         last looked (checked once per transaction: no other writer gets in during one)."""
@@ -397,14 +404,15 @@ class SQLiteBackend(Backend):
             self._running_version = version
 
     def running_jobs(self) -> Collection[tuple[str, str]]:
-        if not self._depth:  # outside a transaction: nobody looked at the file yet
-            self._follow_other_connections()
-        if self._running is None:
-            rows = self._db.execute(
-                "SELECT job_id, kind FROM jobs WHERE state = 'running' ORDER BY created_s, job_id"
-            ).fetchall()
-            self._running = {str(job_id): str(kind) for job_id, kind in rows}
-        return self._running.items()  # a view: the dict is replaced, never changed
+        with self._lock:
+            self._look_at_file()
+            if self._running is None:
+                rows = self._db.execute(
+                    "SELECT job_id, kind FROM jobs WHERE state = 'running' "
+                    "ORDER BY created_s, job_id"
+                ).fetchall()
+                self._running = {str(job_id): str(kind) for job_id, kind in rows}
+            return self._running.items()  # a view: the dict is replaced, never changed
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
         return self._one(_CHUNKS, job_id, index)  # type: ignore[no-any-return]
@@ -415,17 +423,17 @@ class SQLiteBackend(Backend):
             self._no_pending.discard(chunk.job_id)
 
     def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
-        if not self._depth:  # outside a transaction: nobody looked at the file yet
-            self._follow_other_connections()
-        if job_id in self._no_pending:
-            return []
-        # INDEXED BY: without statistics the planner prefers the primary key (it also gives
-        # the order), which means reading every chunk of the job.
-        where = "INDEXED BY pending_chunks WHERE job_id = ? AND state = 'pending' "
-        chunks = self._many(_CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit)
-        if not chunks:
-            self._no_pending.add(job_id)
-        return chunks
+        with self._lock:
+            self._look_at_file()
+            if job_id in self._no_pending:
+                return []
+            # INDEXED BY: without statistics the planner prefers the primary key (it also
+            # gives the order), which means reading every chunk of the job.
+            where = "INDEXED BY pending_chunks WHERE job_id = ? AND state = 'pending' "
+            chunks = self._many(_CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit)
+            if not chunks:
+                self._no_pending.add(job_id)
+            return chunks
 
     def leased_chunks(self, job_id: str) -> list[Chunk]:
         where = "INDEXED BY leased_chunks WHERE job_id = ? AND state = 'leased' "
