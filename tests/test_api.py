@@ -38,6 +38,7 @@ from hydracompute.kinds import KindRegistry
 from hydracompute.kinds.mandelbrot import MandelbrotKind
 from hydracompute.kinds.pi import PiKind
 from hydracompute.store import MemoryBackend, Store
+from tests.asgi_support import post_scope
 from tests.sum_kind import SumKind, sum_registry
 
 # Starlette warns at import that it would rather use the `httpx2` fork; the project depends on
@@ -826,24 +827,14 @@ def stream(data: bytes, piece: int = 256) -> Iterator[bytes]:
 
 def send_in_pieces(pool: Pool, path: str, pieces: list[bytes]) -> tuple[int, bytes]:
     """POST ``pieces`` as separate ASGI messages without a Content-Length, on the app's loop."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
+    scope = post_scope(
+        path,
+        [
             (b"content-type", b"application/json"),
             (b"transfer-encoding", b"chunked"),
             (b"authorization", pool.client.headers["Authorization"].encode()),
         ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    )
     incoming: list[Message] = [
         {"type": "http.request", "body": p, "more_body": True} for p in pieces
     ] + [{"type": "http.request", "body": b"", "more_body": False}]

@@ -15,6 +15,7 @@ from hydracompute.coordinator.app import create_app
 from hydracompute.coordinator.collector import CollectionSchedule, collect_on_schedule
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.store import MemoryBackend, Store
+from tests.asgi_support import post_scope
 from tests.sum_kind import sum_registry
 
 with warnings.catch_warnings():
@@ -84,24 +85,13 @@ def test_refused_exchanges_leave_nothing_for_the_collector() -> None:
         coordinator = app.state.coordinator
         await coordinator.start()
         body = json.dumps({"results": [{"lease_id": "ab" * 16, "output": {"total": 1}}]})
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": f"/api/v1/workers/{worker.worker_id}/exchange",
-            "raw_path": b"",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [
+        scope = post_scope(
+            f"/api/v1/workers/{worker.worker_id}/exchange",
+            [
                 (b"content-type", b"application/json"),
                 (b"authorization", f"Bearer {secret}".encode()),
             ],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8765),
-            "state": {},
-        }
+        )
         statuses: list[int] = []
 
         async def receive() -> dict[str, Any]:
