@@ -8,16 +8,11 @@ The schema evolves by numbered migrations recorded in ``PRAGMA user_version``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import operator
 import sqlite3
 import threading
-import types
-import typing
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +28,15 @@ from hydracompute.core.models import (
 )
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
+from hydracompute.store.sqlite_rows import (
+    CHUNKS,
+    CREDENTIALS,
+    JOBS,
+    LEASES,
+    WORKERS,
+    Table,
+    json_column,
+)
 
 #: Migration ``n`` (1-based) brings the schema from version n-1 to n. Append, never edit.
 MIGRATIONS: list[str] = [
@@ -108,96 +112,6 @@ MIGRATIONS: list[str] = [
 #: written or read from the file first): about two leases per core of the pool are in play
 #: at once.
 MAX_REMEMBERED_ROWS = 20_000
-#: One encoder for every JSON column (``json.dumps`` with arguments builds one per call).
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
-_decode_json = json.JSONDecoder().decode
-
-
-def _json_column(value: Any) -> str:
-    # Most dict columns are empty on most writes (a chunk's failures).
-    return "{}" if isinstance(value, dict) and not value else _encode_json(value)
-
-
-def _json_value(text: str) -> Any:
-    return {} if text == "{}" else _decode_json(text)
-
-
-def _enum_column(value: Enum) -> Any:
-    return value.value
-
-
-class _Table:
-    """Maps one dataclass to one table: every field is a column of the same name.
-
-    Enum fields are stored as their value, booleans as integers, dicts and lists as JSON.
-    The conversions are worked out once per table from the type hints: rows are read and
-    written on every exchange.
-    """
-
-    def __init__(
-        self, name: str, cls: type[Any], key: tuple[str, ...], remembered: bool = False
-    ) -> None:
-        self.name, self.cls, self.key = name, cls, key
-        #: Rows kept in memory by the backend once written or read (see ``_remember``).
-        self.remembered = remembered
-        self._key_getter = operator.attrgetter(*key)
-        hints = typing.get_type_hints(cls)
-        self.fields = [f.name for f in dataclasses.fields(cls) if f.init]
-        assert len(self.fields) == len(dataclasses.fields(cls)), "every field is a column"
-        self._getter = operator.attrgetter(*self.fields)
-        #: (column position, encoder, decoder) of the columns stored differently.
-        self._codecs: list[tuple[int, Any, Any]] = []
-        for position, field_name in enumerate(self.fields):
-            hint = hints[field_name]
-            if typing.get_origin(hint) is types.UnionType:  # X | None: decode as X
-                hint = next(a for a in typing.get_args(hint) if a is not type(None))
-            base = typing.get_origin(hint) or hint
-            if isinstance(base, type) and issubclass(base, Enum):
-                self._codecs.append((position, _enum_column, base))
-            elif base in (dict, list):
-                self._codecs.append((position, _json_column, _json_value))
-            elif base is bool:
-                self._codecs.append((position, int, bool))
-        columns = ", ".join(f'"{f}"' for f in self.fields)
-        marks = ", ".join("?" for _ in self.fields)
-        # An update in place when the row exists (INSERT OR REPLACE would delete it and
-        # insert it again, rewriting every index entry of the row).
-        keys = ", ".join(f'"{k}"' for k in key)
-        updates = ", ".join(f'"{f}" = excluded."{f}"' for f in self.fields if f not in key)
-        self.upsert = (
-            f"INSERT INTO {name} ({columns}) VALUES ({marks}) "
-            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
-        )
-        where = " AND ".join(f'"{k}" = ?' for k in key)
-        self.select = f"SELECT {columns} FROM {name}"
-        self.select_key = f"{self.select} WHERE {where}"
-
-    def key_of(self, obj: Any) -> tuple[Any, ...]:
-        key = self._key_getter(obj)
-        return key if len(self.key) > 1 else (key,)
-
-    def row(self, obj: Any) -> list[Any]:
-        values = list(self._getter(obj))
-        for position, encode, _ in self._codecs:
-            if values[position] is not None:
-                values[position] = encode(values[position])
-        return values
-
-    def record(self, row: Sequence[Any]) -> Any:
-        values = list(row)
-        for position, _, decode in self._codecs:
-            if values[position] is not None:
-                values[position] = decode(values[position])
-        return self.cls(*values)
-
-
-# Every exchange reads and writes its worker's row, and the lease and chunk of each result
-# (written when the lease was granted): those rows are remembered.
-_WORKERS = _Table("workers", Worker, ("worker_id",), remembered=True)
-_CREDENTIALS = _Table("credentials", Credential, ("cred_id",))
-_JOBS = _Table("jobs", Job, ("job_id",))
-_CHUNKS = _Table("chunks", Chunk, ("job_id", "index"), remembered=True)
-_LEASES = _Table("leases", Lease, ("lease_id",), remembered=True)
 
 
 class SQLiteBackend(Backend):
@@ -219,7 +133,7 @@ class SQLiteBackend(Backend):
         #: to have no pending chunk (most exchanges ask; a job leaves the set when it stops
         #: running). Both are forgotten with the running jobs.
         self._rows: dict[str, dict[tuple[Any, ...], list[Any]]] = {
-            table.name: {} for table in (_WORKERS, _CHUNKS, _LEASES)
+            table.name: {} for table in (WORKERS, CHUNKS, LEASES)
         }
         self._no_pending: set[str] = set()
         try:
@@ -302,13 +216,13 @@ class SQLiteBackend(Backend):
             rows.clear()
         self._no_pending.clear()
 
-    def _put(self, table: _Table, obj: Any) -> None:
+    def _put(self, table: Table, obj: Any) -> None:
         row = table.row(obj)
         self._db.execute(table.upsert, row)
         if table.remembered:
             self._remember(table, table.key_of(obj), row)
 
-    def _one(self, table: _Table, *key: Any) -> Any:
+    def _one(self, table: Table, *key: Any) -> Any:
         if not table.remembered:
             found = self._db.execute(table.select_key, key).fetchone()
             return None if found is None else table.record(found)
@@ -322,7 +236,7 @@ class SQLiteBackend(Backend):
                 row = self._remember(table, key, list(found))
         return table.record(row)
 
-    def _remember(self, table: _Table, key: tuple[Any, ...], row: list[Any]) -> list[Any]:
+    def _remember(self, table: Table, key: tuple[Any, ...], row: list[Any]) -> list[Any]:
         """Keep ``row`` as the current one of ``key`` (the row as written, or as read)."""
         rows = self._rows[table.name]
         rows.pop(key, None)
@@ -331,18 +245,18 @@ class SQLiteBackend(Backend):
             del rows[next(iter(rows))]
         return row
 
-    def _many(self, table: _Table, where: str, *args: Any) -> list[Any]:
+    def _many(self, table: Table, where: str, *args: Any) -> list[Any]:
         rows = self._db.execute(f"{table.select} {where}", args).fetchall()
         return [table.record(row) for row in rows]
 
     def get_worker(self, worker_id: str) -> Worker | None:
-        return self._one(_WORKERS, worker_id)  # type: ignore[no-any-return]
+        return self._one(WORKERS, worker_id)  # type: ignore[no-any-return]
 
     def put_worker(self, worker: Worker) -> None:
-        self._put(_WORKERS, worker)
+        self._put(WORKERS, worker)
 
     def list_workers(self) -> list[Worker]:
-        return self._many(_WORKERS, "ORDER BY enrolled_s")
+        return self._many(WORKERS, "ORDER BY enrolled_s")
 
     def pool_speed(self, kind: str, seen_since: float) -> float:
         # Summed by SQLite: decoding every worker's row in Python once a second took tens
@@ -355,19 +269,19 @@ class SQLiteBackend(Backend):
         return float(row[0])
 
     def get_credential(self, cred_id: str) -> Credential | None:
-        return self._one(_CREDENTIALS, cred_id)  # type: ignore[no-any-return]
+        return self._one(CREDENTIALS, cred_id)  # type: ignore[no-any-return]
 
     def put_credential(self, credential: Credential) -> None:
-        self._put(_CREDENTIALS, credential)
+        self._put(CREDENTIALS, credential)
 
     def list_credentials(self, kind: CredentialKind) -> list[Credential]:
-        return self._many(_CREDENTIALS, "WHERE kind = ? ORDER BY created_s, cred_id", kind.value)
+        return self._many(CREDENTIALS, "WHERE kind = ? ORDER BY created_s, cred_id", kind.value)
 
     def get_job(self, job_id: str) -> Job | None:
-        return self._one(_JOBS, job_id)  # type: ignore[no-any-return]
+        return self._one(JOBS, job_id)  # type: ignore[no-any-return]
 
     def put_job(self, job: Job) -> None:
-        self._put(_JOBS, job)
+        self._put(JOBS, job)
         if job.state is not JobState.RUNNING:
             self._no_pending.discard(job.job_id)
         running = self._running
@@ -387,7 +301,7 @@ class SQLiteBackend(Backend):
             args.append(owner)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         order = "ORDER BY created_s DESC, job_id DESC LIMIT ?"
-        return self._many(_JOBS, f"{where} {order}", *args, limit)
+        return self._many(JOBS, f"{where} {order}", *args, limit)
 
     def _look_at_file(self) -> None:
         """Outside a transaction, :meth:`_follow_other_connections` (inside one, its start
@@ -415,10 +329,10 @@ class SQLiteBackend(Backend):
             return self._running.items()  # a view: the dict is replaced, never changed
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
-        return self._one(_CHUNKS, job_id, index)  # type: ignore[no-any-return]
+        return self._one(CHUNKS, job_id, index)  # type: ignore[no-any-return]
 
     def put_chunk(self, chunk: Chunk) -> None:
-        self._put(_CHUNKS, chunk)
+        self._put(CHUNKS, chunk)
         if chunk.state is ChunkState.PENDING:
             self._no_pending.discard(chunk.job_id)
 
@@ -430,30 +344,30 @@ class SQLiteBackend(Backend):
             # INDEXED BY: without statistics the planner prefers the primary key (it also
             # gives the order), which means reading every chunk of the job.
             where = "INDEXED BY pending_chunks WHERE job_id = ? AND state = 'pending' "
-            chunks = self._many(_CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit)
+            chunks = self._many(CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit)
             if not chunks:
                 self._no_pending.add(job_id)
             return chunks
 
     def leased_chunks(self, job_id: str) -> list[Chunk]:
         where = "INDEXED BY leased_chunks WHERE job_id = ? AND state = 'leased' "
-        return self._many(_CHUNKS, where + 'ORDER BY "index"', job_id)
+        return self._many(CHUNKS, where + 'ORDER BY "index"', job_id)
 
     def get_lease(self, lease_id: str) -> Lease | None:
-        return self._one(_LEASES, lease_id)  # type: ignore[no-any-return]
+        return self._one(LEASES, lease_id)  # type: ignore[no-any-return]
 
     def put_lease(self, lease: Lease) -> None:
-        self._put(_LEASES, lease)
+        self._put(LEASES, lease)
 
     def active_leases_of_chunk(self, job_id: str, index: int) -> list[Lease]:
         where = (
             "WHERE job_id = ? AND chunk_index = ? AND state = 'active' ORDER BY issued_s, lease_id"
         )
-        return self._many(_LEASES, where, job_id, index)
+        return self._many(LEASES, where, job_id, index)
 
     def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
         where = "WHERE worker_id = ? AND state = 'active' ORDER BY issued_s, lease_id"
-        return self._many(_LEASES, where, worker_id)
+        return self._many(LEASES, where, worker_id)
 
     def count_active_leases(self, worker_id: str) -> int:
         row = self._db.execute(
@@ -469,7 +383,7 @@ class SQLiteBackend(Backend):
 
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         where = "WHERE state = 'active' AND deadline_s < ? ORDER BY issued_s, lease_id LIMIT ?"
-        return self._many(_LEASES, where, now, limit)
+        return self._many(LEASES, where, now, limit)
 
     def put_output(self, output: StoredOutput) -> None:
         self._db.execute(
@@ -479,7 +393,7 @@ class SQLiteBackend(Backend):
                 output.chunk_index,
                 output.start,
                 output.stop,
-                _json_column(output.output),
+                json_column(output.output),
             ),
         )
 
