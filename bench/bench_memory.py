@@ -21,10 +21,11 @@ The coordinator's RSS (psutil) is sampled after it starts, after the enrolment, 
 job is submitted, and each time the number of completed chunks passes a checkpoint (the
 load is paused and drained first). Prints RSS against completed chunks and the slope.
 
-``--concurrency`` is also the number of connections the coordinator holds open. Real workers
-each keep one, and over TLS each costs the coordinator tens of kilobytes of RSS, so
-``--tls --concurrency 5000`` is the closest to 5,000 connected workers (at the price of
-multi-second exchange latencies from this one generator process).
+Each simulated worker keeps a keep-alive connection of its own, opened to enrol, as a real
+worker's agent does: the coordinator holds all 5,000 open (each costs it RSS, tens of
+kilobytes over TLS), and the number is read off at each checkpoint. The generator speaks
+HTTP/1.1 itself over asyncio streams (``bench_support.Connection``): with an HTTP client
+library it, not the coordinator, would set the pace.
 
     .venv/bin/python bench/bench_memory.py [--workers 5000] [--cores 4] [--concurrency 200]
         [--checkpoints 10000,20000,40000,80000] [--heartbeat-s 30] [--tls] [--json]
@@ -37,6 +38,7 @@ import asyncio
 import json
 import math
 import os
+import ssl
 import statistics
 import sys
 import tempfile
@@ -45,11 +47,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 import psutil
 
+from bench_support import Connection
 from hydracompute.demo import LocalCoordinator, start_coordinator, stop
 from hydracompute.kinds.pi import BLOCK_SAMPLES
 from hydracompute.kinds.pi_kernel import count_hits
@@ -60,8 +63,6 @@ TABLE = Path(__file__).parent / ".build" / f"pi_block_hits_seed{SEED}.npy"
 #: Enrolments allowed per source address before the coordinator's limiter slows them (its
 #: burst is 200; leave some room).
 ENROLMENTS_PER_ADDRESS = 150
-#: Exchanges in flight per HTTP client of the load generator.
-CONNECTIONS_PER_CLIENT = 8
 
 
 def hit_table(blocks: int) -> np.ndarray:
@@ -87,19 +88,22 @@ def hit_table(blocks: int) -> np.ndarray:
 @dataclass
 class SimWorker:
     worker_id: str
-    headers: dict[str, str]
+    secret: str
+    #: The worker's own keep-alive connection, opened to enrol, as a real worker's agent.
+    connection: Connection
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Load:
     """Simulated workers exchanging until told to stop, pausable at checkpoints."""
 
-    def __init__(self, clients: list[httpx.AsyncClient], table: np.ndarray, cores: int) -> None:
-        self.clients, self.table, self.cores = clients, table, cores
-        # One client per few connections: httpx's pool is slow with many connections.
-        self.slots = [asyncio.Semaphore(CONNECTIONS_PER_CLIENT) for _ in clients]
+    def __init__(self, table: np.ndarray, cores: int, concurrency: int) -> None:
+        self.table, self.cores = table, cores
+        self.slots = asyncio.Semaphore(concurrency)
         self.running = asyncio.Event()
         self.running.set()
+        self.idle = asyncio.Event()
+        self.idle.set()
         self.stopping = False
         self.in_flight = 0
         self.accepted = 0
@@ -108,37 +112,42 @@ class Load:
         self.transport_errors: dict[str, int] = {}
         self.latencies: list[float] = []
 
-    async def worker(self, n: int, sim: SimWorker) -> None:
-        url = f"/api/v1/workers/{sim.worker_id}/exchange"
-        http, slots = self.clients[n % len(self.clients)], self.slots[n % len(self.clients)]
+    async def worker(self, sim: SimWorker) -> None:
+        path = f"/api/v1/workers/{sim.worker_id}/exchange"
         while not self.stopping:
             await self.running.wait()
-            async with slots:
+            async with self.slots:
                 if self.stopping or not self.running.is_set():
                     continue
                 self.in_flight += 1
-                response: httpx.Response | None = None
+                self.idle.clear()
+                answered: tuple[int, dict[str, str], bytes] | None = None
                 try:
                     began = time.perf_counter()
                     # Once stopping, only the results in hand are sent: no more leases.
                     want = 0 if self.stopping else self.cores
                     body = {"results": sim.results, "want": want, "wait_s": 0.0}
-                    response = await http.post(url, json=body, headers=sim.headers)
+                    answered = await sim.connection.request("POST", path, body, sim.secret)
                     self.latencies.append(time.perf_counter() - began)
-                except httpx.TransportError as exc:  # as a worker would: retry, same results
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    # As a worker would: a new connection, the same results again.
                     name = type(exc).__name__
                     self.transport_errors[name] = self.transport_errors.get(name, 0) + 1
+                    await sim.connection.close()
                 finally:
                     self.in_flight -= 1
-            if response is None:
+                    if not self.in_flight:
+                        self.idle.set()
+            if answered is None:
                 await asyncio.sleep(0.5)
                 continue
             self.exchanges += 1
-            if response.status_code != 200:
-                self.refused[response.status_code] = self.refused.get(response.status_code, 0) + 1
+            status, _, data = answered
+            if status != 200:
+                self.refused[status] = self.refused.get(status, 0) + 1
                 await asyncio.sleep(1.0)
                 continue
-            answer = response.json()
+            answer = json.loads(data)
             self.accepted += len(answer["accepted"])
             sim.results = [self._result(lease) for lease in answer["leases"]]
 
@@ -155,8 +164,7 @@ class Load:
     async def pause(self) -> None:
         """Stop starting exchanges and wait for those in flight to be answered."""
         self.running.clear()
-        while self.in_flight:
-            await asyncio.sleep(0.01)
+        await self.idle.wait()
 
 
 def rss_mb(process: psutil.Process) -> float:
@@ -164,47 +172,49 @@ def rss_mb(process: psutil.Process) -> float:
 
 
 async def enrol_all(
-    url: str, verify: Any, token: str, workers: int, cores: int
+    host: str, port: int, tls: ssl.SSLContext | None, token: str, workers: int, cores: int
 ) -> tuple[list[SimWorker], int]:
-    """Enrol ``workers`` over HTTP, from several loopback addresses; returns them and how
-    many times the coordinator asked to slow down."""
+    """Enrol ``workers``, each over a connection of its own from one of several loopback
+    addresses; returns them (their connections still open) and how many times the
+    coordinator asked to slow down."""
     addresses = [f"127.0.1.{k + 1}" for k in range(math.ceil(workers / ENROLMENTS_PER_ADDRESS))]
-    clients = [
-        httpx.AsyncClient(
-            base_url=url,
-            verify=verify,
-            timeout=60,
-            transport=httpx.AsyncHTTPTransport(local_address=address, verify=verify),
-        )
-        for address in addresses
-    ]
     slots = asyncio.Semaphore(32)
     slowed = 0
 
     async def enrol(n: int) -> SimWorker:
         nonlocal slowed
+        connection = Connection(host, port, tls, addresses[n % len(addresses)])
         body = {"join_token": token, "name": f"sim-{n}", "cores": cores, "kinds": ["pi"]}
         while True:
             async with slots:
-                response = await clients[n % len(clients)].post("/api/v1/workers", json=body)
-            if response.status_code != 429:
+                status, headers, data = await connection.request("POST", "/api/v1/workers", body)
+            if status != 429:
                 break
             slowed += 1
-            await asyncio.sleep(float(response.headers.get("Retry-After", 1)))
-        response.raise_for_status()
-        enrolled = response.json()
-        return SimWorker(enrolled["worker_id"], {"Authorization": f"Bearer {enrolled['secret']}"})
+            await asyncio.sleep(float(headers.get("retry-after", 1)))
+        if status != 201:
+            raise RuntimeError(f"enrolment refused: {status} {data[:300]!r}")
+        enrolled = json.loads(data)
+        return SimWorker(enrolled["worker_id"], enrolled["secret"], connection)
 
-    try:
-        sims = await asyncio.gather(*(enrol(n) for n in range(workers)))
-    finally:
-        for client in clients:
-            await client.aclose()
-    return list(sims), slowed
+    return list(await asyncio.gather(*(enrol(n) for n in range(workers)))), slowed
 
 
-async def run(coordinator: LocalCoordinator, args: argparse.Namespace, verify: Any) -> dict:
+def connections_held(process: psutil.Process, port: int) -> int:
+    """TCP connections the coordinator holds open on its port."""
+    return sum(
+        1
+        for c in process.net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+    )
+
+
+async def run(
+    coordinator: LocalCoordinator, args: argparse.Namespace, tls: ssl.SSLContext | None
+) -> dict:
     process = psutil.Process(coordinator.process.pid)
+    parts = urlsplit(coordinator.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 443
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     # Leases in hand at the last checkpoint reach beyond it by up to one per worker core.
     # The last checkpoint is noticed a round of exchanges late: up to two rounds of leases.
@@ -212,40 +222,35 @@ async def run(coordinator: LocalCoordinator, args: argparse.Namespace, verify: A
     figures: dict[str, Any] = {"rss_started_mb": rss_mb(process)}
     began = time.monotonic()
     sims, slowed = await enrol_all(
-        coordinator.url, verify, coordinator.join_token, args.workers, args.cores
+        host, port, tls, coordinator.join_token, args.workers, args.cores
     )
     figures["enrol_s"] = time.monotonic() - began
     figures["enrol_slowed_429"] = slowed
     await asyncio.sleep(1.0)
     figures["rss_enrolled_mb"] = rss_mb(process)
+    figures["connections_enrolled"] = connections_held(process, port)
 
-    admin = {"Authorization": f"Bearer {coordinator.admin_key}"}
-    limits = httpx.Limits(
-        max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT
-    )
-    clients = [
-        httpx.AsyncClient(base_url=coordinator.url, limits=limits, verify=verify, timeout=120)
-        for _ in range(math.ceil(args.concurrency / CONNECTIONS_PER_CLIENT))
-    ]
-    http = clients[0]
+    admin = Connection(host, port, tls)
     tasks: list[asyncio.Task[None]] = []
     try:
         job = {"kind": "pi", "params": {"samples": JOB_BLOCKS * BLOCK_SAMPLES, "seed": SEED}}
-        response = await http.post("/api/v1/jobs", json=job, headers=admin)
-        response.raise_for_status()
-        job_id = response.json()["job_id"]
-        assert response.json()["total_units"] == JOB_BLOCKS
+        status, _, data = await admin.request("POST", "/api/v1/jobs", job, coordinator.admin_key)
+        if status != 201:
+            raise RuntimeError(f"job refused: {status} {data[:300]!r}")
+        job_id = json.loads(data)["job_id"]
+        assert json.loads(data)["total_units"] == JOB_BLOCKS
         await asyncio.sleep(1.0)
         figures["rss_submitted_mb"] = rss_mb(process)
 
         async def units_done() -> int:
-            view = (await http.get(f"/api/v1/jobs/{job_id}", headers=admin)).json()
-            return int(view["units_done"])
+            path = f"/api/v1/jobs/{job_id}"
+            _, _, view = await admin.request("GET", path, token=coordinator.admin_key)
+            return int(json.loads(view)["units_done"])
 
-        load = Load(clients, table, args.cores)
-        tasks = [asyncio.create_task(load.worker(n, sim)) for n, sim in enumerate(sims)]
+        load = Load(table, args.cores, args.concurrency)
+        tasks = [asyncio.create_task(load.worker(sim)) for sim in sims]
         samples = [{"chunks_done": 0, "rss_mb": figures["rss_submitted_mb"]}]
-        samples[0].update(elapsed_s=0.0, coordinator_cpu_s=0.0)
+        samples[0].update(elapsed_s=0.0, coordinator_cpu_s=0.0, connections=0)
         cpu0, mine0 = process.cpu_times(), psutil.Process().cpu_times()
         began = time.monotonic()
         for checkpoint in checkpoints:
@@ -268,12 +273,13 @@ async def run(coordinator: LocalCoordinator, args: argparse.Namespace, verify: A
                     "rss_mb": rss_mb(process),
                     "elapsed_s": elapsed,
                     "coordinator_cpu_s": cpu.user + cpu.system - cpu0.user - cpu0.system,
+                    "connections": connections_held(process, port),
                 }
             )
             if not args.json:
                 print(
                     f"  {done:>7} chunks done: RSS {samples[-1]['rss_mb']:.1f} MB "
-                    f"({elapsed:.0f} s of load)",
+                    f"({elapsed:.0f} s of load, {samples[-1]['connections']} connections)",
                     file=sys.stderr,
                 )
             load.running.set()
@@ -285,13 +291,12 @@ async def run(coordinator: LocalCoordinator, args: argparse.Namespace, verify: A
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for client in clients:
-            await client.aclose()
+        await asyncio.gather(admin.close(), *(sim.connection.close() for sim in sims))
     latencies = sorted(load.latencies)
     figures.update(
         workers=args.workers,
         cores=args.cores,
-        concurrency=len(clients) * CONNECTIONS_PER_CLIENT,
+        concurrency=args.concurrency,
         tls=args.tls,
         job_chunks=JOB_BLOCKS,
         samples=samples,
@@ -338,12 +343,10 @@ def main() -> None:
             Path(tmp) / "pool", 0, extra + ([] if args.tls else ["--insecure"])
         )
         try:
-            verify: Any = True
+            tls = None
             if args.tls:
-                from hydracompute import tls
-
-                verify = tls.verification(coordinator.url, coordinator.ca_fingerprint)
-            figures = asyncio.run(run(coordinator, args, verify))
+                tls = ssl.create_default_context(cafile=str(coordinator.data_dir / "tls/ca.pem"))
+            figures = asyncio.run(run(coordinator, args, tls))
         finally:
             stop(coordinator.process)
     figures.update(slopes(figures["samples"]))
@@ -359,14 +362,15 @@ def main() -> None:
     print(f"RSS at start:                 {figures['rss_started_mb']:7.1f} MB")
     print(
         f"RSS after enrolling {args.workers:,}:    {figures['rss_enrolled_mb']:7.1f} MB "
-        f"({figures['enrol_s']:.1f} s; slowed down {figures['enrol_slowed_429']} times)"
+        f"({figures['enrol_s']:.1f} s; slowed down {figures['enrol_slowed_429']} times; "
+        f"{figures['connections_enrolled']} connections held)"
     )
     print(f"RSS after submitting the job: {figures['rss_submitted_mb']:7.1f} MB")
-    print(f"{'chunks done':>12} {'RSS MB':>8} {'load s':>7} {'coord. CPU s':>13}")
+    print(f"{'chunks done':>12} {'RSS MB':>8} {'load s':>7} {'coord. CPU s':>13} {'conns':>6}")
     for s in figures["samples"]:
         print(
             f"{s['chunks_done']:>12,} {s['rss_mb']:>8.1f} {s['elapsed_s']:>7.0f} "
-            f"{s['coordinator_cpu_s']:>13.1f}"
+            f"{s['coordinator_cpu_s']:>13.1f} {s['connections']:>6}"
         )
     print(
         f"slope: {figures['fit_mb_per_10k']:+.2f} MB per 10k chunks (least squares over the "

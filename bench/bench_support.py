@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
+import ssl
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -20,3 +24,63 @@ def stdout_to_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: a request at a time, JSON in and out."""
+
+    def __init__(
+        self, host: str, port: int, tls: ssl.SSLContext | None, local_address: str | None = None
+    ) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        #: The source address to connect from (a loopback address of its own plays another
+        #: machine: the coordinator limits enrolments per address).
+        self.local_address = local_address
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, body: Any = None, token: str = ""
+    ) -> tuple[int, dict[str, str], bytes]:
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        message = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n{auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+        reused = self.writer is not None
+        try:
+            return await self._send(message)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not reused:
+                raise
+            # The server closed the idle connection as this request went out: as an
+            # HTTP client does, open a new one and send it again.
+            await self.close()
+            return await self._send(message)
+
+    async def _send(self, message: bytes) -> tuple[int, dict[str, str], bytes]:
+        if self.writer is None:
+            local = None if self.local_address is None else (self.local_address, 0)
+            self.reader, self.writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.tls, limit=2**24, local_addr=local
+            )
+        assert self.reader is not None
+        self.writer.write(message)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        data = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, headers, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -24,6 +24,7 @@ from typing import Any
 
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.collector import CollectionSchedule
+from hydracompute.coordinator.protocol import HttpProtocol
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.errors import HydraError, Unauthorized
@@ -167,6 +168,8 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         uvicorn.Config(
             app,
             log_level="warning",
+            # Forgets each request once answered: every connected worker holds a connection.
+            http=HttpProtocol,
             timeout_graceful_shutdown=5,
             # Longer than a worker's longest pause between exchanges (its heartbeat), so
             # that workers keep their connection rather than open one (and, with TLS,
