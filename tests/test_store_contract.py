@@ -574,3 +574,33 @@ def test_the_winner_abandons_the_backup_while_other_chunks_run(store: Store) -> 
     assert store.get_job(grant.job_id).state is JobState.RUNNING
     outcome = store.exchange(fast.worker_id, [], [backup.lease_id], 0, now=1.8)
     assert outcome.abandon == [backup.lease_id]
+
+
+def test_tail_chunks_count_the_work_still_in_flight(store: Store) -> None:
+    """Two workers of 100 units/s (1 s chunks: 100 units) finish a 275-unit job together."""
+    store.submit_job("sum", {"n": 275}, now=0.0)
+    ids = []
+    for name in ("a", "b"):
+        worker, _ = store.enrol_worker(name, 1, ["sum"], now=0.0)
+        worker.speeds, worker.speed_evidence_s = {"sum": 100.0}, {"sum": 10.0}
+        with store.backend.transaction():
+            store.backend.put_worker(worker)
+        ids.append(worker.worker_id)
+    a, b = ids
+
+    def result(grant: LeaseGrant, now: float) -> ResultReport:
+        return ResultReport(grant.lease_id, result_for(grant.params, grant.start, grant.stop), 1)
+
+    (first,) = store.exchange(a, [], [], 1, now=0.0).leases
+    (second,) = store.exchange(b, [], [], 1, now=0.5).leases  # b starts half a second late
+    assert (first.stop - first.start, second.stop - second.start) == (100, 100)
+    # At 1 s, a is done and b still has 50 units to go: of the 75 not yet carved, a takes
+    # what it can do by the time both finish (75 + 50 = 125 units for 2 cores: 62.5 each).
+    (third,) = store.exchange(a, [result(first, 1.0)], [], 1, now=1.0).leases
+    assert third.stop - third.start == 63
+    (last,) = store.exchange(b, [result(second, 1.5)], [], 1, now=1.5).leases
+    assert (last.start, last.stop) == (third.stop, 275)  # the rest; both end near 1.63 s
+    assert len(store.in_flight) == 2
+    store.exchange(a, [result(third, 1.63)], [], 0, now=1.63)
+    store.leave(b, now=1.64)
+    assert len(store.in_flight) == 0

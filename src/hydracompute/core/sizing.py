@@ -38,6 +38,7 @@ def chunk_units(
     max_units: int,
     remaining: int,
     share: float,
+    in_flight: float = 0.0,
 ) -> int:
     """How many units the next chunk for one core of a worker should have.
 
@@ -51,6 +52,12 @@ def chunk_units(
         share: this core's fraction of the speed of every active core working on the
             kind, in (0, 1]; near the end of a job each core gets about its share of
             what is left, so that all finish together.
+        in_flight: units that the job's granted leases are still expected to compute
+            (see :mod:`hydracompute.core.inflight`). What is left is these and the
+            uncarved units: counting only the uncarved ones, a core asking just after
+            another took a chunk would get half as much as its share, the next a quarter,
+            and so on, each one more round trip, and the last cores would wait for the
+            first.
 
     Returns:
         A size between 1 and ``min(max_units, remaining)``.
@@ -59,6 +66,6 @@ def chunk_units(
         wanted = probe_units
     else:
         full = speed * target_s
-        tail = remaining * share
+        tail = (remaining + in_flight) * share
         wanted = math.ceil(max(min(full, tail), full * MIN_TAIL_FRACTION))
     return max(1, min(wanted, max_units, remaining))

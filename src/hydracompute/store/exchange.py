@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import wants_backup
 from hydracompute.core.models import (
     JSON,
@@ -90,9 +91,12 @@ class Exchange:
         now: float,
         pool_speed: Callable[[str], float],
         batch: BatchJobs | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
+        #: Work of the granted leases still to do, per job (kept by the caller).
+        self.in_flight = InFlight() if in_flight is None else in_flight
         #: Where changed jobs go (see :class:`BatchJobs`); ``None``: written by :meth:`flush`.
         self.batch = batch
         self.db, self.kinds, self.config, self.worker, self.now = (
@@ -153,6 +157,7 @@ class Exchange:
             self._check_resend(lease, report)
             return
         was_active = lease.state is LeaseState.ACTIVE
+        self.in_flight.returned(lease.job_id, lease.lease_id)
         job = self.job(lease.job_id)
         chunk = self.db.get_chunk(lease.job_id, lease.chunk_index)
         assert chunk is not None, "a lease always names a stored chunk"
@@ -317,11 +322,15 @@ class Exchange:
                 max_units=kind.max_chunk_units,
                 remaining=job.total_units - job.next_unit,
                 share=share,
+                in_flight=self.in_flight.units(job.job_id, self.now),
             )
             chunk = Chunk(job.job_id, job.chunks_carved, job.next_unit, job.next_unit + units)
             job.next_unit += units
             job.chunks_carved += 1
-            self._grant(job, chunk)
+            lease_id = self._grant(job, chunk)
+            speed = self.worker.speeds.get(job.kind)
+            if speed:
+                self.in_flight.granted(job.job_id, lease_id, units, speed, self.now)
         self.save_job(job)
 
     def _share(self, kind: str) -> float:
@@ -350,7 +359,8 @@ class Exchange:
             ):
                 self._grant(job, chunk, backup=True)
 
-    def _grant(self, job: Job, chunk: Chunk, backup: bool = False) -> None:
+    def _grant(self, job: Job, chunk: Chunk, backup: bool = False) -> str:
+        """Lease ``chunk`` to this worker; returns the lease id."""
         lease = Lease(
             lease_id=new_lease_id(self.now),
             job_id=job.job_id,
@@ -375,6 +385,7 @@ class Exchange:
                 lease.deadline_s,
             )
         )
+        return lease.lease_id
 
 
 def release_chunk(db: Backend, lease: Lease) -> bool:

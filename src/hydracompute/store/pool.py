@@ -12,8 +12,17 @@ import secrets
 from collections.abc import Sequence
 
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import LEASES_PER_CORE
-from hydracompute.core.models import JSON, CredentialKind, Job, JobState, LeaseState, Worker
+from hydracompute.core.models import (
+    JSON,
+    CredentialKind,
+    Job,
+    JobState,
+    Lease,
+    LeaseState,
+    Worker,
+)
 from hydracompute.errors import (
     Conflict,
     Forbidden,
@@ -48,6 +57,8 @@ class Store:
         self.config = config
         self.credentials = Credentials(backend)
         self._speed_cache: dict[str, tuple[float, float]] = {}
+        #: Work the granted leases still have to do, for the sizing of tail chunks.
+        self.in_flight = InFlight()
         #: Increases whenever chunks become available to lease (for long-polling waiters).
         self.work_version = 0
 
@@ -268,6 +279,7 @@ class Store:
                 now,
                 lambda kind: self._pool_speed(kind, now),
                 batch,
+                self.in_flight,
             )
             for report in results:
                 step.report(report)
@@ -343,9 +355,7 @@ class Store:
                 raise NotFound(f"no worker {worker_id!r}")
             leases = self.backend.active_leases_of_worker(worker_id)
             for lease in leases:
-                lease.state = LeaseState.RETURNED
-                self.backend.put_lease(lease)
-                release_chunk(self.backend, lease)
+                self._end_lease(lease, LeaseState.RETURNED)
             worker.left, worker.last_seen_s = True, now
             self.backend.put_worker(worker)
         if leases:
@@ -378,9 +388,7 @@ class Store:
                 leases.append(lease)
             active = [lease for lease in leases if lease.state is LeaseState.ACTIVE]
             for lease in active:
-                lease.state = LeaseState.RETURNED
-                self.backend.put_lease(lease)
-                released = release_chunk(self.backend, lease) or released
+                released = self._end_lease(lease, LeaseState.RETURNED) or released
             worker.last_seen_s = now
             self.backend.put_worker(worker)
         if released:
@@ -392,13 +400,18 @@ class Store:
         expired = 0
         with self.backend.transaction():
             for lease in self.backend.overdue_leases(now, EXPIRE_BATCH):
-                lease.state = LeaseState.EXPIRED
-                self.backend.put_lease(lease)
-                release_chunk(self.backend, lease)
+                self._end_lease(lease, LeaseState.EXPIRED)
                 expired += 1
         if expired:
             self.work_version += 1
         return expired
+
+    def _end_lease(self, lease: Lease, state: LeaseState) -> bool:
+        """End an active lease unfinished; returns whether its chunk became pending."""
+        lease.state = state
+        self.backend.put_lease(lease)
+        self.in_flight.returned(lease.job_id, lease.lease_id)
+        return release_chunk(self.backend, lease)
 
 
 def _without_traceback(exc: Exception) -> Exception:
