@@ -12,7 +12,7 @@ from hydracompute.core.sizing import chunk_units
 
 def test_a_lease_holds_its_work_until_its_expected_end() -> None:
     flight = InFlight()
-    flight.granted("j", "l1", units=100, speed=50.0, now=10.0)  # ends at 12
+    flight.granted("j", "l1", "w", speed=50.0, duration_s=2.0, now=10.0)  # 100 units
     assert flight.units("j", 10.0) == pytest.approx(100.0)
     assert flight.units("j", 11.5) == pytest.approx(25.0)
     assert flight.units("other", 11.5) == 0.0
@@ -22,8 +22,8 @@ def test_a_lease_holds_its_work_until_its_expected_end() -> None:
 
 def test_a_returned_lease_holds_nothing_and_the_rest_stay() -> None:
     flight = InFlight()
-    flight.granted("j", "l1", units=100, speed=100.0, now=0.0)
-    flight.granted("j", "l2", units=300, speed=100.0, now=0.0)
+    flight.granted("j", "l1", "w", speed=100.0, duration_s=1.0, now=0.0)
+    flight.granted("j", "l2", "w", speed=100.0, duration_s=3.0, now=0.0)
     flight.returned("j", "l1")
     flight.returned("j", "l1")  # twice, or unknown: no effect
     flight.returned("j", "nope")
@@ -35,16 +35,47 @@ def test_a_returned_lease_holds_nothing_and_the_rest_stay() -> None:
 
 def test_leases_without_a_known_speed_are_not_counted() -> None:
     flight = InFlight()
-    flight.granted("j", "probe", units=16, speed=0.0, now=0.0)
+    flight.granted("j", "probe", "w", speed=0.0, duration_s=2.0, now=0.0)
     assert len(flight) == 0
 
 
-def test_bookkeeping_stays_bounded_over_a_long_job() -> None:
+@pytest.mark.parametrize("returned", [False, True])
+def test_bookkeeping_stays_bounded_over_a_long_job(returned: bool) -> None:
     flight = InFlight()
-    for k in range(100_000):  # one lease every 10 ms, each 2 s long, never returned
-        flight.granted("j", f"l{k}", units=200, speed=100.0, now=k * 0.01)
+    for k in range(100_000):  # one lease every 10 ms, each expected to take 2 s
+        flight.granted("j", f"l{k}", f"w{k % 300}", speed=100.0, duration_s=2.0, now=k * 0.01)
+        if returned and k >= 10:  # results arriving early
+            flight.returned("j", f"l{k - 10}")
     assert len(flight) <= 201
-    assert len(flight._ends) <= 201
+    assert len(flight._ends) <= 201  # returned leases' heap entries leave on time too
+    assert len(flight._workers) <= 201
+
+
+def test_a_worker_no_longer_running_a_lease_settles_it() -> None:
+    flight = InFlight()
+    for lease in ("a1", "a2"):
+        flight.granted("j", lease, "a", speed=100.0, duration_s=1.0, now=0.0)
+    flight.granted("j", "b1", "b", speed=100.0, duration_s=1.0, now=0.0)
+    flight.settle("a", ["a2"])  # a1 finished, its result on the way
+    assert flight.units("j", 0.5) == pytest.approx(100.0)
+    flight.settle("a", [])
+    flight.settle("nobody", [])
+    assert flight.units("j", 0.5) == pytest.approx(50.0)  # b1 alone
+
+
+def test_changes_within_a_failed_block_are_undone() -> None:
+    flight = InFlight()
+    flight.granted("j", "kept", "w", speed=100.0, duration_s=1.0, now=0.0)
+    flight.granted("j", "old", "w", speed=100.0, duration_s=0.5, now=0.0)
+    with pytest.raises(RuntimeError), flight.undone_on_error():
+        flight.returned("j", "kept")
+        flight.granted("j", "new", "w", speed=100.0, duration_s=4.0, now=0.6)  # expires old
+        raise RuntimeError("the exchange was refused")
+    assert flight.units("j", 0.25) == pytest.approx(75.0 + 25.0)  # as before the block
+    assert flight.units("j", 0.75) == pytest.approx(25.0)  # old expires as it would have
+    with flight.undone_on_error():
+        flight.returned("j", "kept")
+    assert flight.units("j", 0.75) == 0.0
 
 
 @given(
@@ -72,7 +103,7 @@ def test_units_in_flight_are_the_sum_over_the_leases_still_running(
     for t, what, n in sorted(e for e in events if e[0] <= now):
         job, units, speed, _, _ = leases[n]
         if what == 0:
-            flight.granted(f"j{job}", f"l{n}", units, speed, t)
+            flight.granted(f"j{job}", f"l{n}", "w", speed, units / speed, t)
         else:
             flight.returned(f"j{job}", f"l{n}")
     for job in range(4):
@@ -101,7 +132,7 @@ def makespan(job_units: int, speeds: list[float], count_in_flight: bool) -> tupl
             share=speed / pool,
             in_flight=flight.units("j", now) if count_in_flight else 0.0,
         )
-        flight.granted("j", f"l{chunks}", units, speed, now)
+        flight.granted("j", f"l{chunks}", f"c{core}", speed, units / speed, now)
         carved, chunks = carved + units, chunks + 1
         free[core] = now + units / speed
     return max(free), chunks

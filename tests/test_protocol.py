@@ -184,3 +184,36 @@ def test_a_connection_lost_with_an_error_cancels_its_keep_alive_timer() -> None:
         assert protocol.timeout_keep_alive_task is None
 
     asyncio.run(test())
+
+
+class EarlyAnswerApp:
+    """Refuses every request at once, without reading its body (as a 401 might)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": b"no"})
+
+
+def test_a_request_answered_before_its_body_arrived_keeps_the_connection_usable() -> None:
+    async def test() -> None:
+        state = ServerState()
+        config = uvicorn.Config(
+            EarlyAnswerApp(), http=HttpProtocol, log_level="warning", lifespan="off"
+        )
+        protocol = HttpProtocol(config, state, {})
+        transport = Transport()
+        protocol.connection_made(transport)
+        first = request("/first", b"0123456789")
+        protocol.data_received(first[:-6])  # the head and part of the body
+        await asyncio.gather(*state.tasks)
+        assert transport.written.count(b"401") == 1
+        protocol.data_received(first[-6:])  # the rest of the body, after the answer
+        assert protocol.cycle is None  # forgotten now that it has all arrived
+        protocol.data_received(request("/second"))
+        await asyncio.gather(*state.tasks)
+        assert transport.written.count(b"HTTP/1.1 401") == 2
+        assert b"400" not in transport.written
+        assert not transport.closed
+
+    asyncio.run(test())

@@ -577,8 +577,8 @@ def test_the_winner_abandons_the_backup_while_other_chunks_run(store: Store) -> 
 
 
 def test_tail_chunks_count_the_work_still_in_flight(store: Store) -> None:
-    """Two workers of 100 units/s (1 s chunks: 100 units) finish a 275-unit job together."""
-    store.submit_job("sum", {"n": 275}, now=0.0)
+    """Two workers of 100 units/s (1 s chunks: 100 units) near the end of a 275-unit job."""
+    job = store.submit_job("sum", {"n": 275}, now=0.0)
     ids = []
     for name in ("a", "b"):
         worker, _ = store.enrol_worker(name, 1, ["sum"], now=0.0)
@@ -588,19 +588,33 @@ def test_tail_chunks_count_the_work_still_in_flight(store: Store) -> None:
         ids.append(worker.worker_id)
     a, b = ids
 
-    def result(grant: LeaseGrant, now: float) -> ResultReport:
-        return ResultReport(grant.lease_id, result_for(grant.params, grant.start, grant.stop), 1)
+    def result(grant: LeaseGrant, compute_s: float) -> ResultReport:
+        output = result_for(grant.params, grant.start, grant.stop)
+        return ResultReport(grant.lease_id, output, compute_s)
 
     (first,) = store.exchange(a, [], [], 1, now=0.0).leases
     (second,) = store.exchange(b, [], [], 1, now=0.5).leases  # b starts half a second late
     assert (first.stop - first.start, second.stop - second.start) == (100, 100)
-    # At 1 s, a is done and b still has 50 units to go: of the 75 not yet carved, a takes
-    # what it can do by the time both finish (75 + 50 = 125 units for 2 cores: 62.5 each).
-    (third,) = store.exchange(a, [result(first, 1.0)], [], 1, now=1.0).leases
-    assert third.stop - third.start == 63
-    (last,) = store.exchange(b, [result(second, 1.5)], [], 1, now=1.5).leases
-    assert (last.start, last.stop) == (third.stop, 275)  # the rest; both end near 1.63 s
+    # a finishes early, at 0.8 s, and asks for its next chunk before it sends the result
+    # (running nothing): its own lease no longer counts. Of b's, 70 units are still to do;
+    # half of them count (IN_FLIGHT_WEIGHT): a gets (75 + 35) / 2. Counting nothing in
+    # flight it would get 75 / 2, counting its own lease too (75 + 45) / 2.
+    (third,) = store.exchange(a, [], [], 1, now=0.8).leases
+    assert third.stop - third.start == 55
+    # A refused exchange leaves the estimate as it found it.
+    before = store.in_flight.units(job.job_id, 0.9)
+    forged = ResultReport(third.lease_id, {"total": -1}, 0.1)
+    with pytest.raises(InvalidResult):
+        store.exchange(a, [result(first, 0.8), forged], [third.lease_id], 0, now=0.9)
+    assert store.in_flight.units(job.job_id, 0.9) == pytest.approx(before)
+    store.exchange(a, [result(first, 0.8)], [third.lease_id], 0, now=0.9)
+    store.exchange(a, [result(third, 0.55)], [], 0, now=1.35)
+    # At 1.5 s nothing is in flight: b gets half of the last 20 units; then a half of what
+    # is left and half of b's 10 in flight.
+    (fourth,) = store.exchange(b, [result(second, 1.0)], [], 1, now=1.5).leases
+    (fifth,) = store.exchange(a, [], [], 1, now=1.5).leases
+    assert (fourth.stop - fourth.start, fifth.stop - fifth.start) == (10, 8)
     assert len(store.in_flight) == 2
-    store.exchange(a, [result(third, 1.63)], [], 0, now=1.63)
-    store.leave(b, now=1.64)
+    store.exchange(a, [result(fifth, 0.1)], [], 0, now=1.6)
+    store.leave(b, now=1.6)
     assert len(store.in_flight) == 0

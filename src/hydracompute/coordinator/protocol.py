@@ -26,15 +26,25 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # Called when any response is complete; the connection is idle once its latest
-        # request (self.cycle) is answered and no pipelined one waits.
+        if self.cycle is not None:
+            self._forget_if_idle(arrived=not self.cycle.more_body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # (uvicorn leaves more_body set on a request answered before its body arrived.)
+        self._forget_if_idle(arrived=True)
+
+    def _forget_if_idle(self, arrived: bool) -> None:
+        # Idle: the latest request (self.cycle) has arrived whole and is answered, and no
+        # pipelined one waits. uvicorn reads self.cycle while a body arrives.
         latest = self.cycle
-        if latest is not None and latest.response_complete and not self.pipeline:
+        if latest is not None and arrived and latest.response_complete and not self.pipeline:
             self.cycle = None  # type: ignore[assignment]  # uvicorn checks for None
             # Unless the next request has begun arriving, with a scope of its own.
             if self.scope is latest.scope:
                 self.scope = None  # type: ignore[assignment]  # made anew when one begins
                 self.headers = []
+                self.url = b""
 
     def connection_lost(self, exc: Any) -> None:
         super().connection_lost(exc)

@@ -2,40 +2,54 @@
 their workers' speeds. Chunk sizing counts it at the tail of a job (see
 :func:`hydracompute.core.sizing.chunk_units`).
 
-A lease granted to a worker of speed ``s`` for ``u`` units is expected to end at
-``issued + u/s``; until then it still holds ``s·(end − now)`` units of work. The sums of
-``s`` and ``s·end`` over a job's leases give that job's total in O(1); leases leave when
-their result arrives, or once their expected end has passed (a late lease holds nothing
-more that the sizing could share out). Everything here is an estimate kept in memory: it is
-not stored, and a lease it misses (granted before a restart, say) only makes the next tail
-chunks a little smaller.
+A lease expected to take ``d`` seconds (:func:`hydracompute.core.leases.expected_duration_s`)
+on a worker of speed ``s`` ends at ``issued + d``; until then it still holds
+``s·(end − now)`` units of work. The sums of ``s`` and ``s·end`` over a job's leases give
+that job's total in O(1). A lease leaves when its result arrives, when its worker says it
+no longer runs it (its result is on the way), when it is returned or expires, and once its
+expected end has passed (a late lease holds nothing more that the sizing could share out).
+
+Everything here is an estimate kept in memory, not stored: a lease it misses (granted
+before a restart, say) only makes the next tail chunks smaller. Changes made within
+:meth:`InFlight.undone_on_error` are undone if the block raises (an exchange refused and
+rolled back); a failed commit after it returned is not seen, and leaves an estimate too high
+for at most the expected duration of the leases of that batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class _Entry:
+    end_s: float
+    speed: float
+    worker_id: str
 
 
 @dataclass
 class _JobWork:
-    #: lease id -> (expected end, units per second)
-    leases: dict[str, tuple[float, float]] = field(default_factory=dict)
+    leases: dict[str, _Entry] = field(default_factory=dict)
     speed_sum: float = 0.0
     speed_end_sum: float = 0.0
 
-    def add(self, lease_id: str, end_s: float, speed: float) -> None:
-        self.leases[lease_id] = (end_s, speed)
-        self.speed_sum += speed
-        self.speed_end_sum += speed * end_s
+    def add(self, lease_id: str, entry: _Entry) -> None:
+        self.leases[lease_id] = entry
+        self.speed_sum += entry.speed
+        self.speed_end_sum += entry.speed * entry.end_s
 
-    def remove(self, lease_id: str) -> None:
-        end_s, speed = self.leases.pop(lease_id)
+    def remove(self, lease_id: str) -> _Entry:
+        entry = self.leases.pop(lease_id)
         if not self.leases:  # no drift left behind by the sums
             self.speed_sum = self.speed_end_sum = 0.0
         else:
-            self.speed_sum -= speed
-            self.speed_end_sum -= speed * end_s
+            self.speed_sum -= entry.speed
+            self.speed_end_sum -= entry.speed * entry.end_s
+        return entry
 
 
 class InFlight:
@@ -43,26 +57,54 @@ class InFlight:
 
     def __init__(self) -> None:
         self._jobs: dict[str, _JobWork] = {}
+        #: worker id -> its leases counted here, as (job id, lease id)
+        self._workers: dict[str, set[tuple[str, str]]] = {}
         #: (expected end, job id, lease id) of every lease, soonest first; an entry whose
         #: lease has already left is skipped when it comes up.
         self._ends: list[tuple[float, str, str]] = []
+        #: How to undo each change made within undone_on_error, or None outside it.
+        self._journal: list[Callable[[], None]] | None = None
 
-    def granted(self, job_id: str, lease_id: str, units: int, speed: float, now: float) -> None:
-        """A lease of ``units`` went to a worker computing ``speed`` units per second."""
+    def granted(
+        self,
+        job_id: str,
+        lease_id: str,
+        worker_id: str,
+        speed: float,
+        duration_s: float,
+        now: float,
+    ) -> None:
+        """A lease went to a worker computing ``speed`` units per second, expected to take
+        ``duration_s``."""
         self._expire(now)
-        if speed <= 0 or units <= 0:
-            return
-        end_s = now + units / speed
-        self._jobs.setdefault(job_id, _JobWork()).add(lease_id, end_s, speed)
-        heapq.heappush(self._ends, (end_s, job_id, lease_id))
+        if speed > 0 and duration_s > 0:
+            self._add(job_id, lease_id, _Entry(now + duration_s, speed, worker_id))
 
     def returned(self, job_id: str, lease_id: str) -> None:
         """The lease's result arrived (or it ended otherwise): it holds no more work."""
         work = self._jobs.get(job_id)
-        if work is not None and lease_id in work.leases:
-            work.remove(lease_id)
-            if not work.leases:
-                del self._jobs[job_id]
+        if work is None or lease_id not in work.leases:
+            return
+        entry = work.remove(lease_id)
+        if not work.leases:
+            del self._jobs[job_id]
+        leases = self._workers[entry.worker_id]
+        leases.discard((job_id, lease_id))
+        if not leases:
+            del self._workers[entry.worker_id]
+        if self._journal is not None:
+            self._journal.append(lambda: self._add(job_id, lease_id, entry))
+
+    def settle(self, worker_id: str, running: Collection[str]) -> None:
+        """``worker_id`` computes only ``running`` now: its other leases are finished (their
+        results on the way) or lost."""
+        leases = self._workers.get(worker_id)
+        if not leases:
+            return
+        still = set(running)
+        for job_id, lease_id in list(leases):
+            if lease_id not in still:
+                self.returned(job_id, lease_id)
 
     def units(self, job_id: str, now: float) -> float:
         """Units that ``job_id``'s leases are still expected to compute after ``now``."""
@@ -72,12 +114,39 @@ class InFlight:
             return 0.0
         return max(0.0, work.speed_end_sum - now * work.speed_sum)
 
+    @contextlib.contextmanager
+    def undone_on_error(self) -> Iterator[None]:
+        """Undo every change made within the block if it raises."""
+        outer, self._journal = self._journal, []
+        try:
+            yield
+        except BaseException:
+            journal, self._journal = self._journal, None
+            for undo in reversed(journal):
+                undo()
+            raise
+        finally:
+            if outer is not None and self._journal is not None:
+                outer.extend(self._journal)
+            self._journal = outer
+
     def __len__(self) -> int:
         """Leases counted (for tests and memory checks)."""
         return sum(len(work.leases) for work in self._jobs.values())
+
+    def _add(self, job_id: str, lease_id: str, entry: _Entry) -> None:
+        self._jobs.setdefault(job_id, _JobWork()).add(lease_id, entry)
+        self._workers.setdefault(entry.worker_id, set()).add((job_id, lease_id))
+        # Also when undoing a removal: its first entry may have left the heap already.
+        heapq.heappush(self._ends, (entry.end_s, job_id, lease_id))
+        if self._journal is not None:
+            self._journal.append(lambda: self.returned(job_id, lease_id))
 
     def _expire(self, now: float) -> None:
         ends = self._ends
         while ends and ends[0][0] <= now:
             _, job_id, lease_id = heapq.heappop(ends)
-            self.returned(job_id, lease_id)
+            work = self._jobs.get(job_id)
+            entry = work.leases.get(lease_id) if work is not None else None
+            if entry is not None and entry.end_s <= now:  # not one restored since
+                self.returned(job_id, lease_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.inflight import InFlight
-from hydracompute.core.leases import wants_backup
+from hydracompute.core.leases import expected_duration_s, wants_backup
 from hydracompute.core.models import (
     JSON,
     Chunk,
@@ -327,10 +327,7 @@ class Exchange:
             chunk = Chunk(job.job_id, job.chunks_carved, job.next_unit, job.next_unit + units)
             job.next_unit += units
             job.chunks_carved += 1
-            lease_id = self._grant(job, chunk)
-            speed = self.worker.speeds.get(job.kind)
-            if speed:
-                self.in_flight.granted(job.job_id, lease_id, units, speed, self.now)
+            self._grant(job, chunk)
         self.save_job(job)
 
     def _share(self, kind: str) -> float:
@@ -359,8 +356,7 @@ class Exchange:
             ):
                 self._grant(job, chunk, backup=True)
 
-    def _grant(self, job: Job, chunk: Chunk, backup: bool = False) -> str:
-        """Lease ``chunk`` to this worker; returns the lease id."""
+    def _grant(self, job: Job, chunk: Chunk, backup: bool = False) -> None:
         lease = Lease(
             lease_id=new_lease_id(self.now),
             job_id=job.job_id,
@@ -385,7 +381,12 @@ class Exchange:
                 lease.deadline_s,
             )
         )
-        return lease.lease_id
+        speed = self.worker.speeds.get(job.kind)
+        if speed and not backup:  # a backup's work is counted in the lease it doubles
+            duration_s = expected_duration_s(chunk.units, speed, job.target_chunk_s)
+            self.in_flight.granted(
+                job.job_id, lease.lease_id, self.worker.worker_id, speed, duration_s, self.now
+            )
 
 
 def release_chunk(db: Backend, lease: Lease) -> bool:

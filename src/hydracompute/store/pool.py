@@ -263,7 +263,7 @@ class Store:
             Conflict: a result differing from one already recorded for the lease.
             InvalidResult: an output fails its kind's check.
         """
-        with self.backend.transaction():
+        with self.backend.transaction(), self.in_flight.undone_on_error():
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
@@ -284,6 +284,9 @@ class Store:
             for report in results:
                 step.report(report)
             step.renew(list(running))
+            # The worker's other leases are done (their results on the way: a worker's agent
+            # asks for its next chunk before it sends the last one's result) or lost.
+            self.in_flight.settle(worker_id, running)
             # A worker holds at most two leases per core it declared, no more: one chunk
             # computing, one whose result is on its way (see the worker's agent, which asks
             # for the next chunk before it sends the result of the last, asking for none).
