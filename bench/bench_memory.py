@@ -53,6 +53,7 @@ import numpy as np
 import psutil
 
 from bench_support import Connection
+from hydracompute.coordinator.server import raise_open_files_limit
 from hydracompute.demo import LocalCoordinator, start_coordinator, stop
 from hydracompute.kinds.pi import BLOCK_SAMPLES
 from hydracompute.kinds.pi_kernel import count_hits
@@ -337,6 +338,12 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="TLS (default: plain HTTP)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    # One connection per simulated worker, and a few more: many systems start processes
+    # with a soft limit of 1,024 open files.
+    if (limit := raise_open_files_limit()) != -1 and limit < args.workers + 64:
+        sys.exit(
+            f"{args.workers} workers need {args.workers + 64} open files; the limit is {limit}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         extra = ["--target-chunk-s", "0.01", "--heartbeat-s", str(args.heartbeat_s)]
         coordinator = start_coordinator(

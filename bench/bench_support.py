@@ -36,6 +36,8 @@ class Connection:
         #: The source address to connect from (a loopback address of its own plays another
         #: machine: the coordinator limits enrolments per address).
         self.local_address = local_address
+        #: Longest wait for one answer, connecting included.
+        self.timeout_s = 120.0
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -56,10 +58,19 @@ class Connection:
                 raise
             # The server closed the idle connection as this request went out: as an
             # HTTP client does, open a new one and send it again.
-            await self.close()
             return await self._send(message)
 
     async def _send(self, message: bytes) -> tuple[int, dict[str, str], bytes]:
+        """One request and its answer; the connection is closed if anything goes wrong
+        (a half-read answer would be taken for the next one's)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._exchange(message)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _exchange(self, message: bytes) -> tuple[int, dict[str, str], bytes]:
         if self.writer is None:
             local = None if self.local_address is None else (self.local_address, 0)
             self.reader, self.writer = await asyncio.open_connection(
@@ -75,7 +86,9 @@ class Connection:
             if line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
-        data = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if "content-length" not in headers:  # the coordinator always sends one
+            raise ConnectionError(f"an answer without Content-Length: {head[:200]!r}")
+        data = await self.reader.readexactly(int(headers["content-length"]))
         if headers.get("connection", "").lower() == "close":
             await self.close()
         return status, headers, data
