@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import psutil
 
-from bench_support import Connection
+from bench_support import Connection, enrol
 from hydracompute.demo import start_coordinator, stop
 from hydracompute.kinds.pi import BLOCK_SAMPLES
 from hydracompute.kinds.pi_kernel import count_hits
@@ -86,17 +86,7 @@ class SimulatedWorker:
         self.results: list[dict[str, Any]] = []
 
     async def enrol(self, join_token: str) -> None:
-        body = {"join_token": join_token, "name": f"sim-{self.n}", "cores": 1, "kinds": ["pi"]}
-        while True:
-            status, headers, data = await self.connection.request("POST", "/api/v1/workers", body)
-            if status == 201:
-                break
-            if status != 429:
-                raise RuntimeError(f"enrolment refused: {status} {data[:300]!r}")
-            # The coordinator limits enrolments per address; a real pool's workers come
-            # from many addresses.
-            await asyncio.sleep(float(headers.get("retry-after", "1")))
-        enrolled = json.loads(data)
+        enrolled, _ = await enrol(self.connection, join_token, f"sim-{self.n}", 1)
         self.path = f"/api/v1/workers/{enrolled['worker_id']}/exchange"
         self.secret = enrolled["secret"]
 

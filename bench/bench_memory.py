@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import psutil
 
-from bench_support import Connection
+from bench_support import Connection, enrol
 from hydracompute.coordinator.server import raise_open_files_limit
 from hydracompute.demo import LocalCoordinator, start_coordinator, stop
 from hydracompute.kinds.pi import BLOCK_SAMPLES
@@ -182,23 +182,14 @@ async def enrol_all(
     slots = asyncio.Semaphore(32)
     slowed = 0
 
-    async def enrol(n: int) -> SimWorker:
+    async def enrol_one(n: int) -> SimWorker:
         nonlocal slowed
         connection = Connection(host, port, tls, addresses[n % len(addresses)])
-        body = {"join_token": token, "name": f"sim-{n}", "cores": cores, "kinds": ["pi"]}
-        while True:
-            async with slots:
-                status, headers, data = await connection.request("POST", "/api/v1/workers", body)
-            if status != 429:
-                break
-            slowed += 1
-            await asyncio.sleep(float(headers.get("retry-after", 1)))
-        if status != 201:
-            raise RuntimeError(f"enrolment refused: {status} {data[:300]!r}")
-        enrolled = json.loads(data)
+        enrolled, times = await enrol(connection, token, f"sim-{n}", cores, slots)
+        slowed += times
         return SimWorker(enrolled["worker_id"], enrolled["secret"], connection)
 
-    return list(await asyncio.gather(*(enrol(n) for n in range(workers)))), slowed
+    return list(await asyncio.gather(*(enrol_one(n) for n in range(workers)))), slowed
 
 
 def connections_held(process: psutil.Process, port: int) -> int:

@@ -97,3 +97,28 @@ class Connection:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+async def enrol(
+    connection: Connection,
+    join_token: str,
+    name: str,
+    cores: int,
+    slots: asyncio.Semaphore | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Enrol a simulated π worker over ``connection`` (each request under ``slots``, if
+    given), waiting as asked whenever the coordinator answers 429: it limits enrolments per
+    address, and a real pool's workers come from many. Returns the enrolment (its
+    ``worker_id`` and ``secret``) and how many times the coordinator asked to slow down."""
+    body = {"join_token": join_token, "name": name, "cores": cores, "kinds": ["pi"]}
+    slowed = 0
+    while True:
+        async with slots or contextlib.nullcontext():
+            status, headers, data = await connection.request("POST", "/api/v1/workers", body)
+        if status != 429:
+            break
+        slowed += 1
+        await asyncio.sleep(float(headers.get("retry-after", "1")))
+    if status != 201:
+        raise RuntimeError(f"enrolment refused: {status} {data[:300]!r}")
+    return json.loads(data), slowed
