@@ -70,7 +70,7 @@ class ExchangeFastPath:
                 scope, receive, self.max_exchange_bytes if bearer else self.max_bytes
             )
         except BodyTooLarge as exc:
-            await refuse_too_large(send, exc.limit)
+            await refuse_too_large(send, exc)
             return
         except ClientGone:
             return

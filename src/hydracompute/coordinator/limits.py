@@ -16,7 +16,6 @@ class BodyTooLarge(Exception):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"this request's body is limited to {limit} bytes")
-        self.limit = limit
 
 
 class ClientGone(Exception):
@@ -62,15 +61,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def refuse_too_large(send: Send, limit: int) -> None:
+async def refuse_too_large(send: Send, refusal: BodyTooLarge) -> None:
     """Answer a 413 problem document and close the connection."""
     body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Request too large",
-            "status": 413,
-            "detail": f"this request's body is limited to {limit} bytes",
-        }
+        {"type": "about:blank", "title": "Request too large", "status": 413, "detail": str(refusal)}
     ).encode()
     await send(
         {
@@ -106,7 +100,7 @@ class BodySizeLimit:
         try:
             body = await read_body(scope, receive, self.max_bytes)
         except BodyTooLarge as exc:
-            await refuse_too_large(send, exc.limit)
+            await refuse_too_large(send, exc)
             return
         except ClientGone:
             return

@@ -6,7 +6,9 @@ connection holds while idle is multiplied by the size of the pool. uvicorn's pro
 its last request until the next one arrives: the ASGI scope with every header and what the
 application stored in it, the request body, an event, the cycle object. Measured with
 ``bench/bench_memory.py``, that was 6 KB of each of 5,000 connections, about 30 MB. This
-protocol forgets a request once it is answered.
+protocol forgets a request once it is answered and has arrived whole. It depends on
+uvicorn's internals (``cycle``, ``scope``, ``pipeline`` and the order of its callbacks);
+``tests/test_protocol.py`` exercises them against the uvicorn installed.
 
 It also cancels the keep-alive timer of a connection lost with an error (a reset, a
 timeout); uvicorn cancels it only on a clean close, and until the timer fired (one keep-alive

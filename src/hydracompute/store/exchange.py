@@ -90,13 +90,13 @@ class Exchange:
         worker: Worker,
         now: float,
         pool_speed: Callable[[str], float],
+        in_flight: InFlight,
         batch: BatchJobs | None = None,
-        in_flight: InFlight | None = None,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
         #: Work of the granted leases still to do, per job (kept by the caller).
-        self.in_flight = InFlight() if in_flight is None else in_flight
+        self.in_flight = in_flight
         #: Where changed jobs go (see :class:`BatchJobs`); ``None``: written by :meth:`flush`.
         self.batch = batch
         self.db, self.kinds, self.config, self.worker, self.now = (

@@ -278,8 +278,8 @@ class Store:
                 worker,
                 now,
                 lambda kind: self._pool_speed(kind, now),
-                batch,
                 self.in_flight,
+                batch,
             )
             for report in results:
                 step.report(report)
