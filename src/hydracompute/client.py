@@ -119,12 +119,30 @@ class Client:
         return response
 
     def submit(
-        self, kind: str, *, name: str = "", target_chunk_s: float | None = None, **params: Any
+        self,
+        kind: str,
+        *,
+        name: str = "",
+        target_chunk_s: float | None = None,
+        replication: int | None = None,
+        quorum: int | None = None,
+        adaptive: bool | None = None,
+        **params: Any,
     ) -> Job:
-        """Submit a job; ``params`` are the kind's parameters (e.g. ``samples=10**9``)."""
+        """Submit a job; ``params`` are the kind's parameters (e.g. ``samples=10**9``).
+
+        ``replication`` copies of each chunk are computed by different workers and
+        ``quorum`` of them must agree; ``adaptive`` verification replicates only untrusted
+        workers' outputs (and trusted ones' now and then). ``None``: the pool's default.
+        """
         body: dict[str, Any] = {"kind": kind, "params": params, "name": name}
-        if target_chunk_s is not None:
-            body["target_chunk_s"] = target_chunk_s
+        options = {
+            "target_chunk_s": target_chunk_s,
+            "replication": replication,
+            "quorum": quorum,
+            "adaptive": adaptive,
+        }
+        body.update({key: value for key, value in options.items() if value is not None})
         info = JobInfo(self.request("POST", "/api/v1/jobs", json=body).json())
         return Job(self, info.job_id, info)
 

@@ -50,7 +50,8 @@ def _submit(
 ) -> None:
     if output and not wait:
         raise click.UsageError("-o/--output needs --wait (or use 'hydracompute result JOB -o')")
-    job = client.submit(kind, target_chunk_s=target_chunk_s, **params)
+    verification = click.get_current_context().meta.get(VERIFICATION_META, {})
+    job = client.submit(kind, target_chunk_s=target_chunk_s, **verification, **params)
     if not wait:
         if as_json:
             print_json(job.info().raw)
@@ -66,8 +67,45 @@ def _submit(
         _print_answer(info)
 
 
+#: Where the verification options leave what they were given (every submit command takes
+#: them, and only ``_submit`` reads them).
+VERIFICATION_META = "hydracompute.verification"
+
+
+def _verification_option(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def keep(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault(VERIFICATION_META, {})[name] = value
+
+    return keep
+
+
 submit_options = [
     click.option("--wait", is_flag=True, help="Wait for the answer, with a progress bar."),
+    click.option(
+        "--replicas",
+        type=click.IntRange(1, 5),
+        default=None,
+        expose_value=False,
+        callback=_verification_option("replication"),
+        help="Copies of each chunk, computed by different workers (volunteers), to verify it.",
+    ),
+    click.option(
+        "--quorum",
+        type=click.IntRange(1, 5),
+        default=None,
+        expose_value=False,
+        callback=_verification_option("quorum"),
+        help="Copies that must agree (default: both of two, a majority of more).",
+    ),
+    click.option(
+        "--adaptive/--no-adaptive",
+        default=None,
+        expose_value=False,
+        callback=_verification_option("adaptive"),
+        help="Adaptive verification: replicate untrusted workers' outputs always, trusted "
+        "ones' now and then (default: the coordinator's --verify).",
+    ),
     click.option("-o", "--output", default=None, help="With --wait: save the main artefact."),
     click.option(
         "--target-chunk-s",

@@ -15,6 +15,7 @@ from hydracompute.cli.base import (
     console,
     main,
 )
+from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,6 +64,36 @@ def default_data_dir() -> Path:
     is_flag=True,
     help="Let requests without an API key read jobs and workers (not change them).",
 )
+@click.option(
+    "--verify",
+    type=click.Choice(["none", "adaptive"]),
+    default="none",
+    envvar="HYDRACOMPUTE_VERIFY",
+    show_default=True,
+    help="Verification of jobs that ask for no replication: adaptive replicates untrusted "
+    "workers' outputs always and trusted ones' now and then (docs/security.md).",
+)
+@click.option(
+    "--error-bound",
+    default=VerificationPolicy.error_bound,
+    type=click.FloatRange(1e-9, 0.5),
+    show_default=True,
+    help="Adaptive: the largest chance that an output accepted alone is wrong.",
+)
+@click.option(
+    "--saboteur-share",
+    default=VerificationPolicy.saboteur_share,
+    type=click.FloatRange(0, 0.9),
+    show_default=True,
+    help="Adaptive: the share of workers assumed to lie.",
+)
+@click.option(
+    "--spot-check-rate",
+    default=VerificationPolicy.spot_check_rate,
+    type=click.FloatRange(0, 1),
+    show_default=True,
+    help="Adaptive: the share of an untrusted worker's leases that test it on a known answer.",
+)
 def coordinator(
     host: str,
     port: int,
@@ -74,6 +105,10 @@ def coordinator(
     key: Path | None,
     insecure: bool,
     anonymous_read: bool,
+    verify: str,
+    error_bound: float,
+    saboteur_share: float,
+    spot_check_rate: float,
 ) -> None:
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
@@ -97,6 +132,12 @@ def coordinator(
         certfile=cert,
         keyfile=key,
         anonymous_read=anonymous_read,
+        adaptive=verify == "adaptive",
+        verification=VerificationPolicy(
+            error_bound=error_bound,
+            saboteur_share=saboteur_share,
+            spot_check_rate=spot_check_rate,
+        ),
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)

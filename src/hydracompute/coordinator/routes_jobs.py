@@ -63,6 +63,9 @@ def job_view(c: Coordinator, job: Job) -> JobView:
         work_done=progress * work_total,
         throughput=throughput,
         eta_s=eta_s,
+        replication=job.replication,
+        quorum=job.quorum,
+        adaptive=job.adaptive,
     )
 
 
@@ -79,6 +82,9 @@ async def submit_job(
         body.name,
         body.target_chunk_s,
         principal.key_id,
+        body.replication,
+        body.quorum,
+        body.adaptive,
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     c.events.publish({job.job_id})

@@ -229,6 +229,8 @@ async def worker_views(c: Coordinator, workers: list[Worker]) -> list[WorkerView
             chunks_done=w.chunks_done,
             leases=leases.get(w.worker_id, 0),
             speeds=w.speeds,
+            barred=w.barred,
+            trust=w.trust,
         )
         for w in workers
     ]

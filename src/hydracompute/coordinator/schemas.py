@@ -55,6 +55,19 @@ class JobSubmit(Strict):
         le=3600,
         description="Seconds one chunk should take (default: pool's).",
     )
+    replication: int | None = Field(
+        default=None, ge=1, le=5, description="Copies of each chunk, by different workers."
+    )
+    quorum: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="Copies that must agree (default: all of two, a majority of more).",
+    )
+    adaptive: bool | None = Field(
+        default=None,
+        description="Adaptive verification (default: the pool's, unless replication is given).",
+    )
 
 
 class JobView(BaseModel):
@@ -79,6 +92,9 @@ class JobView(BaseModel):
     work_done: float
     throughput: float = Field(description="Average work per second since submission.")
     eta_s: float | None = Field(description="Seconds left at that rate, if running.")
+    replication: int = Field(1, description="Copies of each chunk, by different workers.")
+    quorum: int = Field(1, description="Copies that must agree before a chunk is accepted.")
+    adaptive: bool = Field(False, description="Adaptive verification.")
 
 
 class JobList(BaseModel):
@@ -174,6 +190,10 @@ class WorkerView(BaseModel):
     chunks_done: int
     leases: int
     speeds: dict[str, float] = Field(description="Work units per second per core, per kind.")
+    barred: str = Field("", description="Why it was barred for wrong outputs ('' if not).")
+    trust: dict[str, int] = Field(
+        default_factory=dict, description="Confirmed outputs in a row, per kind."
+    )
 
 
 class WorkerList(BaseModel):

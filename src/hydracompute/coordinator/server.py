@@ -27,6 +27,7 @@ from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.protocol import HttpProtocol
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
+from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError, Unauthorized
 from hydracompute.private_files import write_private
 from hydracompute.store import Store
@@ -54,6 +55,9 @@ class ServerOptions:
     certfile: Path | None = None
     keyfile: Path | None = None
     anonymous_read: bool = False
+    #: Adaptive verification for jobs that ask for no replication, and its tunables.
+    adaptive: bool = False
+    verification: VerificationPolicy = field(default_factory=VerificationPolicy)
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -108,7 +112,13 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     data_dir = options.data_dir
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store_url = options.store_url or f"sqlite:///{data_dir / 'coordinator.db'}"
-    store = open_store(store_url, default_registry(), options.config)
+    store = open_store(
+        store_url,
+        default_registry(),
+        options.config,
+        verification=options.verification,
+        adaptive=options.adaptive,
+    )
     raise_open_files_limit()
     try:
         sock = _listen(options.host, options.port)

@@ -71,12 +71,14 @@ class ChunkState(StrEnum):
 
 class LeaseState(StrEnum):
     ACTIVE = "active"
-    DONE = "done"  # its output won
+    REPORTED = "reported"  # its output waits for other copies to agree (verification)
+    DONE = "done"  # its output won (or agreed with the one that did)
     SUPERSEDED = "superseded"  # its output came after another copy won, or the job ended
     ABANDONED = "abandoned"  # the coordinator told the holder to stop
     EXPIRED = "expired"  # the holder stopped renewing it
     FAILED = "failed"  # the holder reported an error
     RETURNED = "returned"  # the holder gave it back unfinished (shutting down)
+    INVALID = "invalid"  # its output disagreed with the copies that won, or a known answer
 
 
 @dataclass
@@ -99,6 +101,13 @@ class Job:
     answer: JSON | None = None
     #: The kind's running summary of accepted outputs (see ``JobKind.fold_live``).
     live: JSON = field(default_factory=dict)
+    #: Copies of each chunk computed by different workers (1: no replication).
+    replication: int = 1
+    #: Copies that must agree before a chunk's output is accepted.
+    quorum: int = 1
+    #: Adaptive verification: a trusted worker's output is replicated only now and then
+    #: (see :mod:`hydracompute.core.verification`).
+    adaptive: bool = False
 
 
 @dataclass
@@ -112,6 +121,20 @@ class Chunk:
     last_error: str | None = None
     #: When each worker that failed this chunk did (they wait before retrying it).
     failed_by: dict[str, float] = field(default_factory=dict)
+    #: Copies that must agree before the chunk's output is accepted.
+    quorum: int = 1
+    #: Copies wanted in play (computing or reported); fewer, and the chunk is pending.
+    wanted: int = 1
+    #: The workers with a copy in play (an active lease or a reported output), each with
+    #: the join token it enrolled with: copies go to different workers and volunteers.
+    holders: dict[str, str] = field(default_factory=dict)
+    #: Outputs reported and waiting for agreement (kept by the backend as candidates).
+    reported: int = 0
+    #: Its output was accepted because copies from different workers agreed.
+    verified: bool = False
+    #: The worker whose output was accepted alone, unverified, under adaptive verification
+    #: ("" if none): re-done if that worker is found lying.
+    unverified_by: str = ""
 
     @property
     def units(self) -> int:
@@ -130,6 +153,9 @@ class Lease:
     backup: bool = False
     output_digest: str | None = None
     compute_s: float | None = None
+    #: A copy of a chunk whose output is already known, to test the holder (who cannot
+    #: tell it from ordinary work).
+    spot_check: bool = False
 
 
 @dataclass
@@ -155,6 +181,12 @@ class Worker:
     state: str = "running"
     #: Why, in the worker's words (e.g. "on battery").
     state_reason: str = ""
+    #: Consecutive outputs per kind confirmed by other workers or by a known answer (its
+    #: trust; reset by one wrong output).
+    trust: dict[str, int] = field(default_factory=dict)
+    #: Why it was barred for returning wrong outputs ("" if it is not): a barred worker
+    #: gets no more work and its unverified outputs are re-done by others.
+    barred: str = ""
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
         """Seen within one lease lifetime and neither signed off nor revoked."""

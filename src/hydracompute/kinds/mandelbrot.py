@@ -134,6 +134,18 @@ class MandelbrotKind(JobKind):
         if output["inside"] != int(np.count_nonzero(counts == params["max_iter"])):
             raise InvalidResult("inside does not equal the number of counts at max_iter")
 
+    def same_output(self, params: JSON, a: JSON, b: JSON) -> bool:
+        """Exact counts agree, however each worker's zstd compressed them (outputs passed
+        :meth:`check`, so each is one frame of the chunk's recorded size)."""
+        if a == b:
+            return True
+        if (a["iterations"], a["inside"]) != (b["iterations"], b["inside"]):
+            return False
+        inflate = zstandard.ZstdDecompressor().decompress
+        return bool(
+            inflate(base64.b64decode(a["counts"])) == inflate(base64.b64decode(b["counts"]))
+        )
+
     def merge(self, params: JSON, outputs: Iterable[ChunkOutput]) -> Answer:
         # Sums of figures every output carries (checked against its counts): no decoding.
         live: JSON = {}

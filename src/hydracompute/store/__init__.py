@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.verification import VerificationPolicy
 from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.memory import MemoryBackend
@@ -43,5 +44,11 @@ def open_backend(url: str) -> Backend:
     return SQLiteBackend(Path(url))
 
 
-def open_store(url: str, kinds: KindRegistry, config: SchedulerConfig) -> Store:
-    return Store(open_backend(url), kinds, config)
+def open_store(
+    url: str,
+    kinds: KindRegistry,
+    config: SchedulerConfig,
+    verification: VerificationPolicy | None = None,
+    adaptive: bool = False,
+) -> Store:
+    return Store(open_backend(url), kinds, config, verification, adaptive)

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     JSON,
     Chunk,
@@ -58,6 +59,11 @@ class Backend(abc.ABC):
     def list_workers(self) -> list[Worker]: ...
 
     @abc.abstractmethod
+    def pool_tokens(self, seen_since: float) -> int:
+        """How many different join tokens the workers seen since ``seen_since`` that have
+        neither left nor been revoked or barred enrolled with (volunteers online)."""
+
+    @abc.abstractmethod
     def pool_speed(self, kind: str, seen_since: float) -> float:
         """Units per second on ``kind`` of every core of the workers seen since
         ``seen_since`` that have neither left nor been revoked (each worker's learnt speed
@@ -101,8 +107,18 @@ class Backend(abc.ABC):
     def put_chunk(self, chunk: Chunk) -> None: ...
 
     @abc.abstractmethod
-    def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
-        """Pending chunks of a job, lowest index first."""
+    def pending_chunks(self, job_id: str, limit: int, not_held_by: str = "") -> list[Chunk]:
+        """Pending chunks of a job, lowest index first; with ``not_held_by``, only those
+        of which that worker holds no copy (see ``Chunk.holders``)."""
+
+    @abc.abstractmethod
+    def verified_chunk(self, job_id: str, max_units: int) -> Chunk | None:
+        """A done chunk of the job whose output is verified, of at most ``max_units``
+        units (the one of highest index), or ``None``."""
+
+    @abc.abstractmethod
+    def unverified_chunks(self, worker_id: str) -> list[Chunk]:
+        """Chunks whose output was accepted alone from ``worker_id`` (``unverified_by``)."""
 
     @abc.abstractmethod
     def leased_chunks(self, job_id: str) -> list[Chunk]:
@@ -134,9 +150,28 @@ class Backend(abc.ABC):
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         """Active leases whose deadline is before ``now``."""
 
+    # copies reported and waiting for agreement
+    @abc.abstractmethod
+    def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None: ...
+
+    @abc.abstractmethod
+    def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
+        """The chunk's candidate copies, by lease id (the order their leases were issued)."""
+
+    @abc.abstractmethod
+    def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
+        """``(job_id, chunk_index, copy)`` of every candidate the worker reported."""
+
+    @abc.abstractmethod
+    def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
+        """Forget the chunk's candidates (only the copy of ``lease_id``, if given)."""
+
     # outputs and artefacts
     @abc.abstractmethod
     def put_output(self, output: StoredOutput) -> None: ...
+
+    @abc.abstractmethod
+    def delete_output(self, job_id: str, chunk_index: int) -> None: ...
 
     @abc.abstractmethod
     def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None: ...

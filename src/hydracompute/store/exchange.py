@@ -7,13 +7,16 @@ pool.Store`; if any raises, nothing they wrote is kept.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
+import random
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from hydracompute.core import lifecycle
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import expected_duration_s, wants_backup
@@ -28,6 +31,7 @@ from hydracompute.core.models import (
     Worker,
 )
 from hydracompute.core.sizing import chunk_units, updated_speed
+from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import Conflict, Forbidden, InvalidResult, NotFound
 from hydracompute.kinds import ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend, StoredOutput
@@ -61,6 +65,23 @@ class BatchJobs:
         self.changed.clear()
 
 
+#: States of a lease whose holder has reported on it: a second report must be the same.
+REPORTED_STATES = frozenset(
+    {
+        LeaseState.REPORTED,
+        LeaseState.DONE,
+        LeaseState.FAILED,
+        LeaseState.SUPERSEDED,
+        LeaseState.INVALID,
+    }
+)
+DEFAULT_VERIFICATION = VerificationPolicy()
+
+
+def _add_trust(worker: Worker, kind: str) -> None:
+    worker.trust[kind] = worker.trust.get(kind, 0) + 1
+
+
 def new_lease_id(now: float) -> str:
     """A lease id: 32 hexadecimal characters, the issue time in microseconds then 76 random
     bits.
@@ -92,6 +113,9 @@ class Exchange:
         pool_speed: Callable[[str], float],
         in_flight: InFlight,
         batch: BatchJobs | None = None,
+        verification: VerificationPolicy = DEFAULT_VERIFICATION,
+        draw: Callable[[], float] = random.random,
+        pool_tokens: Callable[[], int] = lambda: 1,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
@@ -108,6 +132,13 @@ class Exchange:
         )
         self.outcome = ExchangeOutcome()
         self._jobs: dict[str, Job] = {}
+        #: Leases this exchange has in hand (changed, not yet written).
+        self._leases: dict[str, Lease] = {}
+        self.verification = verification
+        #: Uniform numbers in [0, 1) for adaptive acceptance and spot checks.
+        self.draw = draw
+        #: How many volunteers (join tokens) are online (cached by the caller).
+        self.pool_tokens = pool_tokens
 
     def job(self, job_id: str) -> Job:
         if job_id not in self._jobs:
@@ -153,7 +184,7 @@ class Exchange:
                 f"lease {report.lease_id!r} is held by another worker", lease_id=lease.lease_id
             )
         self.outcome.accepted.append(lease.lease_id)
-        if lease.state in (LeaseState.DONE, LeaseState.FAILED, LeaseState.SUPERSEDED):
+        if lease.state in REPORTED_STATES:
             self._check_resend(lease, report)
             return
         was_active = lease.state is LeaseState.ACTIVE
@@ -177,29 +208,91 @@ class Exchange:
         # or one claim of a week would make the scheduler wait a week before a backup.
         compute_s = min(report.compute_s, max(self.now - lease.issued_s, 1e-6))
         lease.compute_s = compute_s
-        if chunk.state is ChunkState.DONE or job.state is not JobState.RUNNING:
+        copy = lifecycle.Copy(lease.lease_id, self.worker.worker_id, report.output)
+        same = functools.partial(kind.same_output, job.params)
+        if self.worker.barred or job.state is not JobState.RUNNING:
             lease.state = LeaseState.SUPERSEDED
             self.db.put_lease(lease)
             return
-        lease.state = LeaseState.DONE
-        self.db.put_lease(lease)
-        self.db.put_output(
-            StoredOutput(job.job_id, chunk.index, chunk.start, chunk.stop, report.output)
+        self._learn_speed(job.kind, chunk.units, compute_s)
+        if chunk.state is ChunkState.DONE:
+            # A spot check, or a copy later than the ones that were accepted: if those were
+            # verified, this output is checked against them.
+            decisions = []
+            if chunk.verified or lease.spot_check:
+                known = self.db.get_output(job.job_id, chunk.index)
+                if known is not None:
+                    decisions = lifecycle.checked_against_known(known.output, copy, same, chunk)
+            wrong = any(isinstance(d, lifecycle.Bar) for d in decisions)
+            lease.state = LeaseState.INVALID if wrong else LeaseState.SUPERSEDED
+            self.db.put_lease(lease)
+            self._apply(job, chunk, decisions)
+            return
+        held = self.db.candidates(job.job_id, chunk.index) if chunk.reported else []
+        decisions = lifecycle.reported(
+            chunk,
+            held,
+            copy,
+            lifecycle.Terms(job.replication, job.quorum, job.adaptive),
+            self.verification,
+            self.worker.trust.get(job.kind, 0),
+            self.draw(),
+            same,
         )
-        chunk.state = ChunkState.DONE
+        self._leases[lease.lease_id] = lease
+        lease.state = LeaseState.REPORTED
+        self._apply(job, chunk, decisions, was_active)
         self.db.put_chunk(chunk)
+        self.db.put_lease(lease)
+
+    def _apply(
+        self, job: Job, chunk: Chunk, decisions: list[lifecycle.Decision], was_active: bool = True
+    ) -> None:
+        """Carry out the life cycle's decisions about ``chunk`` of ``job``."""
+        for decision in decisions:
+            if isinstance(decision, lifecycle.Accept):
+                self._accept(job, chunk, decision, was_active)
+            elif isinstance(decision, lifecycle.Hold):
+                self.db.put_candidate(job.job_id, chunk.index, decision.copy)
+            elif isinstance(decision, lifecycle.Confirm):
+                for worker_id in decision.worker_ids:
+                    self.other_worker(worker_id, lambda w: _add_trust(w, job.kind))
+            elif isinstance(decision, lifecycle.Bar):
+                self.bar(decision.worker_id, decision.reason)
+            elif isinstance(decision, lifecycle.FailJob):
+                self._fail_job(job, decision.reason)
+            elif isinstance(decision, lifecycle.Released):
+                self.outcome.released_work = True
+
+    def _accept(self, job: Job, chunk: Chunk, accept: lifecycle.Accept, was_active: bool) -> None:
+        for each in (*accept.agreeing, *accept.outvoted):
+            lease = self._leases.get(each.lease_id) or self.db.get_lease(each.lease_id)
+            if lease is not None:
+                agreed = each in accept.agreeing
+                lease.state = LeaseState.DONE if agreed else LeaseState.INVALID
+                self.db.put_lease(lease)
+        if len(accept.agreeing) + len(accept.outvoted) > 1:
+            self.db.delete_candidates(job.job_id, chunk.index)
+        output = accept.winner.output
+        self.db.put_output(StoredOutput(job.job_id, chunk.index, chunk.start, chunk.stop, output))
         self.outcome.finished.append(
             FinishedChunk(job.job_id, chunk.index, chunk.start, chunk.stop)
         )
-        # Another copy of the chunk can be active only if this lease lapsed (expired,
-        # returned) and the chunk went to someone else, or as a backup, which is given only
-        # once the whole job is carved: otherwise there is nothing to look for.
-        if not was_active or job.next_unit == job.total_units:
+        # Another copy of the chunk can be active only if it is replicated, if this lease
+        # lapsed (expired, returned) and the chunk went to someone else, or as a backup,
+        # which is given only once the whole job is carved: otherwise nothing to look for.
+        if (
+            job.replication > 1
+            or job.adaptive
+            or not was_active
+            or job.next_unit == job.total_units
+        ):
             for other in self.db.active_leases_of_chunk(job.job_id, chunk.index):
                 other.state = LeaseState.ABANDONED
                 self.db.put_lease(other)
-        self._credit(job.kind, chunk.units, compute_s)
-        job.live = kind.fold_live(job.params, job.live, report.output)
+                self.in_flight.returned(other.job_id, other.lease_id)
+        kind = self.kinds.get(job.kind)
+        job.live = kind.fold_live(job.params, job.live, output)
         job.units_done += chunk.units
         if job.units_done == job.total_units:
             finish_job(self.db, self.kinds, job, self.now)
@@ -219,25 +312,21 @@ class Exchange:
     def _fail(self, lease: Lease, chunk: Chunk, job: Job, error: str) -> None:
         lease.state = LeaseState.FAILED
         self.db.put_lease(lease)
-        if chunk.state is ChunkState.DONE or job.state is not JobState.RUNNING:
+        if lease.spot_check or chunk.state is ChunkState.DONE or job.state.finished:
             return
-        chunk.failures += 1
-        chunk.last_error = error
-        chunk.failed_by[self.worker.worker_id] = self.now
-        if chunk.failures >= self.config.max_failures:
-            job.state = JobState.FAILED
-            job.finished_s = self.now
-            job.error = (
-                f"chunk {chunk.index} (units {chunk.start}-{chunk.stop}) failed "
-                f"{chunk.failures} times; last error: {error}"
-            )
-            self.save_job(job)
-        elif not self.db.active_leases_of_chunk(job.job_id, chunk.index):
-            chunk.state = ChunkState.PENDING
-            self.outcome.released_work = True
+        decisions = lifecycle.errored(
+            chunk, self.worker.worker_id, error, self.now, self.config.max_failures
+        )
+        self._apply(job, chunk, decisions)
         self.db.put_chunk(chunk)
 
-    def _credit(self, kind: str, units: int, compute_s: float) -> None:
+    def _fail_job(self, job: Job, reason: str) -> None:
+        job.state = JobState.FAILED
+        job.finished_s = self.now
+        job.error = reason
+        self.save_job(job)
+
+    def _learn_speed(self, kind: str, units: int, compute_s: float) -> None:
         worker = self.worker
         worker.speeds[kind], worker.speed_evidence_s[kind] = updated_speed(
             worker.speeds.get(kind),
@@ -248,6 +337,76 @@ class Exchange:
         )
         worker.chunks_done += 1
         worker.units_done[kind] = worker.units_done.get(kind, 0) + units
+
+    def other_worker(self, worker_id: str, change: Callable[[Worker], None]) -> None:
+        """Change a worker's record: this exchange's own (written at its end), or another's."""
+        if worker_id == self.worker.worker_id:
+            change(self.worker)
+            return
+        worker = self.db.get_worker(worker_id)
+        if worker is not None:
+            change(worker)
+            self.db.put_worker(worker)
+
+    # barring
+
+    def bar(self, worker_id: str, reason: str) -> None:
+        """Bar a worker found returning a wrong output: it gets no more work, its leases
+        end, its outputs waiting for agreement no longer count, and the outputs it had
+        accepted alone in running jobs are computed again, verified."""
+        barred: list[Worker] = []
+
+        def mark(worker: Worker) -> None:
+            if not worker.barred:
+                worker.barred, worker.trust = reason, {}
+                barred.append(worker)
+
+        self.other_worker(worker_id, mark)
+        if not barred:
+            return
+        log.warning("worker %s (%s) barred: %s", worker_id, barred[0].name, reason)
+        for lease in self.db.active_leases_of_worker(worker_id):
+            lease.state = LeaseState.ABANDONED
+            self.db.put_lease(lease)
+            self.in_flight.returned(lease.job_id, lease.lease_id)
+            if not lease.spot_check:
+                self._change_chunk(lease.job_id, lease.chunk_index, worker_id, lifecycle.lapsed)
+        for job_id, index, held in self.db.candidates_of_worker(worker_id):
+            self.db.delete_candidates(job_id, index, held.lease_id)
+            self._change_chunk(job_id, index, worker_id, lifecycle.dropped_copy)
+        reopened: set[str] = set()
+        for chunk in self.db.unverified_chunks(worker_id):
+            job = self.job(chunk.job_id)
+            if job.state is not JobState.RUNNING:
+                continue
+            self.db.delete_output(job.job_id, chunk.index)
+            lifecycle.reopened(chunk, job.quorum)
+            self.db.put_chunk(chunk)
+            job.units_done -= chunk.units
+            reopened.add(job.job_id)
+            self.outcome.released_work = True
+        for job_id in reopened:
+            job = self.job(job_id)
+            kind = self.kinds.get(job.kind)
+            live: JSON = {}
+            for stored in self.db.iter_outputs(job_id):
+                live = kind.fold_live(job.params, live, stored.output)
+            job.live = live
+            self.save_job(job)
+
+    def _change_chunk(
+        self,
+        job_id: str,
+        index: int,
+        worker_id: str,
+        change: Callable[[Chunk, str], list[lifecycle.Decision]],
+    ) -> None:
+        chunk = self.db.get_chunk(job_id, index)
+        if chunk is None or chunk.state is ChunkState.DONE:
+            return
+        if change(chunk, worker_id):
+            self.outcome.released_work = True
+        self.db.put_chunk(chunk)
 
     # renewals
 
@@ -270,24 +429,32 @@ class Exchange:
 
     def lease(self, want: int) -> None:
         """Grant up to ``want`` chunks: re-issued ones first, then new ones, then backups."""
-        if want <= 0:
+        if want <= 0 or self.worker.barred:
             return
         shares: dict[str, float] = {}
+        worker_id = self.worker.worker_id
         for job_id in self._candidates():
             job = self.job(job_id)
             if job.state is not JobState.RUNNING:  # finished by a result of this exchange
                 continue
+            verified = job.replication > 1 or job.adaptive
+            if job.adaptive and self._wants_spot_check(job):
+                self._spot_check(job)
             # A worker of unknown speed is not given a chunk sized for another worker's
             # speed (one given back, say) while a probe can still be carved for it.
-            pending = self.db.pending_chunks(job.job_id, want - len(self.outcome.leases))
+            pending = self.db.pending_chunks(
+                job.job_id, want - len(self.outcome.leases), worker_id if verified else ""
+            )
             if job.kind not in self.worker.speeds and job.next_unit < job.total_units:
                 probe_units = self.kinds.get(job.kind).probe_units
                 pending = [c for c in pending if c.units <= probe_units]
             for chunk in pending:
                 # A worker that just failed a chunk waits before retrying it, so that a
                 # healthy worker gets it first; alone in the pool, it retries after a while.
-                failed_s = chunk.failed_by.get(self.worker.worker_id)
-                if failed_s is None or self.now - failed_s >= self.config.lease_ttl_s:
+                failed_s = chunk.failed_by.get(worker_id)
+                if failed_s is not None and self.now - failed_s < self.config.lease_ttl_s:
+                    continue
+                if self._may_hold(chunk):
                     self._grant(job, chunk)
             if job.next_unit < job.total_units and len(self.outcome.leases) < want:
                 if job.kind not in shares:
@@ -301,6 +468,29 @@ class Exchange:
                 self._backups(job, want)
             if len(self.outcome.leases) >= want:
                 return
+
+    def _may_hold(self, chunk: Chunk) -> bool:
+        replicated = chunk.wanted > 1
+        distinct = replicated and self.pool_tokens() > 1
+        return lifecycle.may_hold_copy(
+            chunk, self.worker.worker_id, self.worker.token_id, distinct, replicated
+        )
+
+    def _wants_spot_check(self, job: Job) -> bool:
+        trust = self.worker.trust.get(job.kind, 0)
+        if self.verification.is_trusted(trust):
+            return False
+        return self.draw() < self.verification.spot_check_rate
+
+    def _spot_check(self, job: Job) -> None:
+        """Lease a copy of a chunk whose verified output is known, of a size this worker
+        would be given: it cannot tell it from ordinary work."""
+        kind = self.kinds.get(job.kind)
+        speed = self.worker.speeds.get(job.kind)
+        max_units = max(kind.probe_units, int((speed or 0.0) * job.target_chunk_s))
+        chunk = self.db.verified_chunk(job.job_id, max_units)
+        if chunk is not None:
+            self._grant(job, chunk, spot_check=True)
 
     def _candidates(self) -> Iterator[str]:
         """The running jobs this worker can compute, oldest first, found as they are
@@ -324,7 +514,14 @@ class Exchange:
                 share=share,
                 in_flight=self.in_flight.units(job.job_id, self.now),
             )
-            chunk = Chunk(job.job_id, job.chunks_carved, job.next_unit, job.next_unit + units)
+            chunk = Chunk(
+                job.job_id,
+                job.chunks_carved,
+                job.next_unit,
+                job.next_unit + units,
+                quorum=job.quorum,
+                wanted=job.replication,
+            )
             job.next_unit += units
             job.chunks_carved += 1
             self._grant(job, chunk)
@@ -342,7 +539,7 @@ class Exchange:
             if len(self.outcome.leases) >= want:
                 return
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
-            if len(active) != 1 or active[0].worker_id == self.worker.worker_id:
+            if len(active) != 1 or not self._may_hold(chunk):
                 continue
             holder = self.db.get_worker(active[0].worker_id)
             speed = holder.speeds.get(job.kind) if holder else None
@@ -356,7 +553,9 @@ class Exchange:
             ):
                 self._grant(job, chunk, backup=True)
 
-    def _grant(self, job: Job, chunk: Chunk, backup: bool = False) -> None:
+    def _grant(
+        self, job: Job, chunk: Chunk, backup: bool = False, spot_check: bool = False
+    ) -> None:
         lease = Lease(
             lease_id=new_lease_id(self.now),
             job_id=job.job_id,
@@ -365,10 +564,12 @@ class Exchange:
             issued_s=self.now,
             deadline_s=self.now + self.config.lease_ttl_s,
             backup=backup,
+            spot_check=spot_check,
         )
         self.db.put_lease(lease)
-        chunk.state = ChunkState.LEASED
-        self.db.put_chunk(chunk)
+        if not spot_check:  # the chunk is done: its record does not change
+            lifecycle.granted(chunk, self.worker.worker_id, self.worker.token_id)
+            self.db.put_chunk(chunk)
         self.outcome.leases.append(
             LeaseGrant(
                 lease.lease_id,
@@ -382,7 +583,8 @@ class Exchange:
             )
         )
         speed = self.worker.speeds.get(job.kind)
-        if speed and not backup:  # a backup's work is counted in the lease it doubles
+        # A backup's work is counted in the lease it doubles; a spot check's is no job's.
+        if speed and not backup and not spot_check:
             duration_s = expected_duration_s(chunk.units, speed, job.target_chunk_s)
             self.in_flight.granted(
                 job.job_id, lease.lease_id, self.worker.worker_id, speed, duration_s, self.now
@@ -390,15 +592,16 @@ class Exchange:
 
 
 def release_chunk(db: Backend, lease: Lease) -> bool:
-    """Put a lease's chunk back to pending if no other lease is working on it."""
+    """A lease ended unfinished: its chunk wants another copy if no other is in play.
+    Returns whether work became available."""
+    if lease.spot_check:
+        return False
     chunk = db.get_chunk(lease.job_id, lease.chunk_index)
-    if chunk is None or chunk.state is not ChunkState.LEASED:
+    if chunk is None or chunk.state is ChunkState.DONE:
         return False
-    if db.active_leases_of_chunk(lease.job_id, lease.chunk_index):
-        return False
-    chunk.state = ChunkState.PENDING
+    released = bool(lifecycle.lapsed(chunk, lease.worker_id))
     db.put_chunk(chunk)
-    return True
+    return released
 
 
 def chunk_outputs(db: Backend, job_id: str) -> Iterator[ChunkOutput]:

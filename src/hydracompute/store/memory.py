@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
     ChunkState,
@@ -38,6 +39,7 @@ class MemoryBackend(Backend):
         self._chunks: dict[tuple[str, int], Chunk] = {}
         self._leases: dict[str, Lease] = {}
         self._outputs: dict[tuple[str, int], StoredOutput] = {}
+        self._candidates: dict[tuple[str, int, str], Copy] = {}
         self._artefacts: dict[tuple[str, str], tuple[str, bytes]] = {}
 
     @contextmanager
@@ -91,6 +93,15 @@ class MemoryBackend(Backend):
         workers = sorted(self._workers.values(), key=lambda w: w.enrolled_s)
         return copy.deepcopy(workers)
 
+    def pool_tokens(self, seen_since: float) -> int:
+        return len(
+            {
+                w.token_id
+                for w in self._workers.values()
+                if w.online(seen_since, lease_ttl_s=0.0) and not w.barred
+            }
+        )
+
     def pool_speed(self, kind: str, seen_since: float) -> float:
         return sum(
             w.speeds.get(kind, 0.0) * w.cores
@@ -140,8 +151,21 @@ class MemoryBackend(Backend):
         chunks = [c for c in self._chunks.values() if c.job_id == job_id and c.state is state]
         return copy.deepcopy(sorted(chunks, key=lambda c: c.index))
 
-    def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
-        return self._chunks_of(job_id, ChunkState.PENDING)[:limit]
+    def pending_chunks(self, job_id: str, limit: int, not_held_by: str = "") -> list[Chunk]:
+        chunks = self._chunks_of(job_id, ChunkState.PENDING)
+        return [c for c in chunks if not_held_by not in c.holders][:limit]
+
+    def verified_chunk(self, job_id: str, max_units: int) -> Chunk | None:
+        found = [
+            c
+            for c in self._chunks_of(job_id, ChunkState.DONE)
+            if c.verified and c.units <= max_units
+        ]
+        return found[-1] if found else None
+
+    def unverified_chunks(self, worker_id: str) -> list[Chunk]:
+        found = [c for c in self._chunks.values() if c.unverified_by == worker_id]
+        return copy.deepcopy(sorted(found, key=lambda c: (c.job_id, c.index)))
 
     def leased_chunks(self, job_id: str) -> list[Chunk]:
         return self._chunks_of(job_id, ChunkState.LEASED)
@@ -177,8 +201,32 @@ class MemoryBackend(Backend):
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         return self._active_leases(lambda x: x.deadline_s < now)[:limit]
 
+    def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
+        self._put(self._candidates, (job_id, chunk_index, copy.lease_id), copy)
+
+    def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
+        found = [c for k, c in self._candidates.items() if k[:2] == (job_id, chunk_index)]
+        return copy.deepcopy(sorted(found, key=lambda c: c.lease_id))
+
+    def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
+        found = [(k[0], k[1], c) for k, c in self._candidates.items() if c.worker_id == worker_id]
+        return copy.deepcopy(sorted(found, key=lambda f: (f[0], f[1], f[2].lease_id)))
+
+    def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
+        for key in [k for k in self._candidates if k[:2] == (job_id, chunk_index)]:
+            if not lease_id or key[2] == lease_id:
+                self._delete(self._candidates, key)
+
+    def _delete(self, table: dict[Any, Any], key: Any) -> None:
+        old = table.pop(key, _ABSENT)
+        if old is not _ABSENT and self._undo is not None:
+            self._undo.append(lambda: table.__setitem__(key, old))
+
     def put_output(self, output: StoredOutput) -> None:
         self._put(self._outputs, (output.job_id, output.chunk_index), output)
+
+    def delete_output(self, job_id: str, chunk_index: int) -> None:
+        self._delete(self._outputs, (job_id, chunk_index))
 
     def output_indices(self, job_id: str) -> list[int]:
         return sorted(index for job, index in self._outputs if job == job_id)

@@ -8,6 +8,7 @@ Times are passed in (``now``), never read here.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 from collections.abc import Sequence
 
@@ -22,6 +23,11 @@ from hydracompute.core.models import (
     Lease,
     LeaseState,
     Worker,
+)
+from hydracompute.core.verification import (
+    VerificationPolicy,
+    default_quorum,
+    replication_errors,
 )
 from hydracompute.errors import (
     Conflict,
@@ -49,14 +55,32 @@ MAX_RUNNING_JOBS_PER_OWNER = 100
 
 
 class Store:
-    """Jobs, workers and leases of one pool, kept by ``backend``."""
+    """Jobs, workers and leases of one pool, kept by ``backend``.
 
-    def __init__(self, backend: Backend, kinds: KindRegistry, config: SchedulerConfig) -> None:
+    Args:
+        verification: the pool's adaptive verification tunables.
+        adaptive: whether jobs that ask for no replication get adaptive verification.
+        rng: the source of the scheduler's random draws (seeded for replays).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        kinds: KindRegistry,
+        config: SchedulerConfig,
+        verification: VerificationPolicy | None = None,
+        adaptive: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
         self.backend = backend
         self.kinds = kinds
         self.config = config
+        self.verification = verification or VerificationPolicy()
+        self.adaptive = adaptive
+        self.rng = rng or random.Random()
         self.credentials = Credentials(backend)
         self._speed_cache: dict[str, tuple[float, float]] = {}
+        self._tokens_cache: tuple[float, int] | None = None
         #: Work the granted leases still have to do, for the sizing of tail chunks.
         self.in_flight = InFlight()
         #: Increases whenever chunks become available to lease (for long-polling waiters).
@@ -75,8 +99,17 @@ class Store:
         name: str = "",
         target_chunk_s: float | None = None,
         owner: str = "",
+        replication: int | None = None,
+        quorum: int | None = None,
+        adaptive: bool | None = None,
     ) -> Job:
         """Validate and record a new job for ``owner`` (an API key id, or "").
+
+        Args:
+            replication: copies of each chunk computed by different workers (default 1).
+            quorum: copies that must agree (default: all of two, a majority of more).
+            adaptive: adaptive verification (default: the pool's, unless ``replication``
+                is given); it decides the copies itself, so excludes ``replication`` > 1.
 
         Raises:
             UnknownKind: no such kind is installed on the coordinator.
@@ -90,6 +123,20 @@ class Store:
         target = self.config.target_chunk_s if target_chunk_s is None else target_chunk_s
         if not 0.01 <= target <= 3600:
             raise InvalidParams({"target_chunk_s": "must be between 0.01 and 3600"})
+        copies = 1 if replication is None else replication
+        agree = default_quorum(copies) if quorum is None else quorum
+        errors = replication_errors(copies, agree)
+        if errors:
+            raise InvalidParams(errors)
+        if adaptive is None:
+            adaptive = self.adaptive and replication is None
+        if adaptive and copies > 1:
+            raise InvalidParams(
+                {
+                    "adaptive": "adaptive verification chooses the copies itself: "
+                    "give replication or adaptive, not both"
+                }
+            )
         job = Job(
             job_id=secrets.token_hex(8),
             kind=kind,
@@ -99,6 +146,9 @@ class Store:
             target_chunk_s=target,
             name=name,
             owner=owner,
+            replication=copies,
+            quorum=agree,
+            adaptive=adaptive,
         )
         with self.backend.transaction():
             limit = MAX_RUNNING_JOBS_PER_OWNER
@@ -280,6 +330,9 @@ class Store:
                 lambda kind: self._pool_speed(kind, now),
                 self.in_flight,
                 batch,
+                self.verification,
+                self.rng.random,
+                lambda: self._pool_tokens(now),
             )
             for report in results:
                 step.report(report)
@@ -344,6 +397,15 @@ class Store:
         total = self.backend.pool_speed(kind, now - self.config.lease_ttl_s)
         self._speed_cache[kind] = (now, total)
         return total
+
+    def _pool_tokens(self, now: float) -> int:
+        """Join tokens (volunteers) of the online workers, recounted at most once a second."""
+        cached = self._tokens_cache
+        if cached is not None and 0 <= now - cached[0] < POOL_SPEED_CACHE_S:
+            return cached[1]
+        count = self.backend.pool_tokens(now - self.config.lease_ttl_s)
+        self._tokens_cache = (now, count)
+        return count
 
     def leave(self, worker_id: str, now: float) -> int:
         """A stopping worker leaves: every lease it still holds is given back at once,

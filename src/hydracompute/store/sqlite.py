@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
     ChunkState,
@@ -104,6 +105,29 @@ MIGRATIONS: list[str] = [
     DROP INDEX chunks_by_state;
     CREATE INDEX pending_chunks ON chunks (job_id, "index") WHERE state = 'pending';
     CREATE INDEX leased_chunks ON chunks (job_id, "index") WHERE state = 'leased'
+    """,
+    # Verification by replication (see core/verification.py).
+    """
+    ALTER TABLE jobs ADD COLUMN replication INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN quorum INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN adaptive INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE chunks ADD COLUMN quorum INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE chunks ADD COLUMN wanted INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE chunks ADD COLUMN holders TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE chunks ADD COLUMN reported INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE chunks ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE chunks ADD COLUMN unverified_by TEXT NOT NULL DEFAULT '';
+    CREATE INDEX verified_chunks ON chunks (job_id, "index") WHERE verified;
+    CREATE INDEX unverified_chunks ON chunks (unverified_by) WHERE unverified_by != '';
+    ALTER TABLE leases ADD COLUMN spot_check INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN trust TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE workers ADD COLUMN barred TEXT NOT NULL DEFAULT '';
+    CREATE TABLE candidates (
+        job_id TEXT NOT NULL, chunk_index INTEGER NOT NULL, lease_id TEXT NOT NULL,
+        worker_id TEXT NOT NULL, output TEXT NOT NULL,
+        PRIMARY KEY (job_id, chunk_index, lease_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX candidates_by_worker ON candidates (worker_id)
     """,
 ]
 
@@ -258,6 +282,14 @@ class SQLiteBackend(Backend):
     def list_workers(self) -> list[Worker]:
         return self._many(WORKERS, "ORDER BY enrolled_s")
 
+    def pool_tokens(self, seen_since: float) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(DISTINCT token_id) FROM workers "
+            "WHERE NOT \"left\" AND NOT revoked AND barred = '' AND last_seen_s >= ?",
+            (seen_since,),
+        ).fetchone()
+        return int(row[0])
+
     def pool_speed(self, kind: str, seen_since: float) -> float:
         # Summed by SQLite: decoding every worker's row in Python once a second took tens
         # of milliseconds of the store thread with thousands of workers.
@@ -336,7 +368,7 @@ class SQLiteBackend(Backend):
         if chunk.state is ChunkState.PENDING:
             self._no_pending.discard(chunk.job_id)
 
-    def pending_chunks(self, job_id: str, limit: int) -> list[Chunk]:
+    def pending_chunks(self, job_id: str, limit: int, not_held_by: str = "") -> list[Chunk]:
         with self._lock:
             self._look_at_file()
             if job_id in self._no_pending:
@@ -344,10 +376,27 @@ class SQLiteBackend(Backend):
             # INDEXED BY: without statistics the planner prefers the primary key (it also
             # gives the order), which means reading every chunk of the job.
             where = "INDEXED BY pending_chunks WHERE job_id = ? AND state = 'pending' "
-            chunks = self._many(CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit)
-            if not chunks:
+            if not_held_by:
+                where += "AND json_extract(holders, '$.\"' || ? || '\"') IS NULL "
+                args: tuple[Any, ...] = (job_id, not_held_by, limit)
+            else:
+                args = (job_id, limit)
+            chunks = self._many(CHUNKS, where + 'ORDER BY "index" LIMIT ?', *args)
+            if not chunks and not not_held_by:
                 self._no_pending.add(job_id)
             return chunks
+
+    def verified_chunk(self, job_id: str, max_units: int) -> Chunk | None:
+        where = (
+            "INDEXED BY verified_chunks WHERE job_id = ? AND verified AND stop - start <= ? "
+            'ORDER BY "index" DESC LIMIT 1'
+        )
+        found = self._many(CHUNKS, where, job_id, max_units)
+        return found[0] if found else None
+
+    def unverified_chunks(self, worker_id: str) -> list[Chunk]:
+        where = "WHERE unverified_by = ? AND unverified_by != '' ORDER BY job_id, \"index\""
+        return self._many(CHUNKS, where, worker_id)
 
     def leased_chunks(self, job_id: str) -> list[Chunk]:
         where = "INDEXED BY leased_chunks WHERE job_id = ? AND state = 'leased' "
@@ -384,6 +433,49 @@ class SQLiteBackend(Backend):
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         where = "WHERE state = 'active' AND deadline_s < ? ORDER BY issued_s, lease_id LIMIT ?"
         return self._many(LEASES, where, now, limit)
+
+    def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO candidates VALUES (?, ?, ?, ?, ?)",
+            (job_id, chunk_index, copy.lease_id, copy.worker_id, json_column(copy.output)),
+        )
+
+    def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
+        # Lease ids sort in issue order (see exchange.new_lease_id).
+        rows = self._db.execute(
+            "SELECT lease_id, worker_id, output FROM candidates "
+            "WHERE job_id = ? AND chunk_index = ? ORDER BY lease_id",
+            (job_id, chunk_index),
+        ).fetchall()
+        return [Copy(lease, worker, json.loads(output)) for lease, worker, output in rows]
+
+    def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
+        rows = self._db.execute(
+            "SELECT job_id, chunk_index, lease_id, output FROM candidates WHERE worker_id = ? "
+            "ORDER BY job_id, chunk_index, lease_id",
+            (worker_id,),
+        ).fetchall()
+        return [
+            (job, index, Copy(lease, worker_id, json.loads(output)))
+            for job, index, lease, output in rows
+        ]
+
+    def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
+        if lease_id:
+            self._db.execute(
+                "DELETE FROM candidates WHERE job_id = ? AND chunk_index = ? AND lease_id = ?",
+                (job_id, chunk_index, lease_id),
+            )
+        else:
+            self._db.execute(
+                "DELETE FROM candidates WHERE job_id = ? AND chunk_index = ?",
+                (job_id, chunk_index),
+            )
+
+    def delete_output(self, job_id: str, chunk_index: int) -> None:
+        self._db.execute(
+            "DELETE FROM outputs WHERE job_id = ? AND chunk_index = ?", (job_id, chunk_index)
+        )
 
     def put_output(self, output: StoredOutput) -> None:
         self._db.execute(

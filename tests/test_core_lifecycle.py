@@ -1,0 +1,192 @@
+"""The chunk life cycle and verification policy as pure functions: events in, decisions out."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hydracompute.core import lifecycle
+from hydracompute.core.lifecycle import Accept, Bar, Confirm, Copy, FailJob, Hold, Released, Terms
+from hydracompute.core.models import Chunk, ChunkState
+from hydracompute.core.verification import (
+    VerificationPolicy,
+    agreeing_groups,
+    default_quorum,
+    max_copies,
+    replication_errors,
+)
+
+POLICY = VerificationPolicy(error_bound=1e-2, saboteur_share=0.2, floor=0.1)
+
+
+def same(a: dict[str, int], b: dict[str, int]) -> bool:
+    return a == b
+
+
+def leased(wanted: int = 1, quorum: int = 1, holders: dict[str, str] | None = None) -> Chunk:
+    chunk = Chunk("j", 3, 30, 40, quorum=quorum, wanted=wanted)
+    for worker in holders or {"w1": "t1"}:
+        lifecycle.granted(chunk, worker, (holders or {"w1": "t1"})[worker])
+    return chunk
+
+
+def report(
+    chunk: Chunk,
+    held: list[Copy],
+    copy: Copy,
+    terms: Terms = Terms(),
+    trust: int = 0,
+    draw: float = 0.5,
+) -> list[lifecycle.Decision]:
+    return lifecycle.reported(chunk, held, copy, terms, POLICY, trust, draw, same)
+
+
+GOOD = {"v": 1}
+BAD = {"v": 2}
+
+
+def test_without_verification_the_first_output_is_accepted_alone() -> None:
+    chunk = leased()
+    copy = Copy("l1", "w1", GOOD)
+    assert report(chunk, [], copy) == [Accept(copy, (copy,))]
+    assert chunk.state is ChunkState.DONE and not chunk.verified and chunk.unverified_by == ""
+    assert chunk.holders == {}
+
+
+def test_quorum_of_two_holds_the_first_copy_and_accepts_when_the_second_agrees() -> None:
+    chunk = leased(wanted=2, quorum=2, holders={"w1": "t1", "w2": "t2"})
+    assert chunk.state is ChunkState.LEASED
+    first, second = Copy("l1", "w1", GOOD), Copy("l2", "w2", GOOD)
+    assert report(chunk, [], first, Terms(2, 2)) == [Hold(first)]
+    assert chunk.state is ChunkState.LEASED and chunk.reported == 1
+    decisions = report(chunk, [first], second, Terms(2, 2))
+    assert decisions == [Accept(first, (first, second)), Confirm(("w1", "w2"))]
+    assert chunk.state is ChunkState.DONE and chunk.verified
+
+
+def test_disagreement_asks_for_another_copy_and_the_quorum_bars_the_liar() -> None:
+    chunk = leased(wanted=2, quorum=2, holders={"w1": "t1", "w2": "t2"})
+    honest, liar, third = Copy("l1", "w1", GOOD), Copy("l2", "w2", BAD), Copy("l3", "w3", GOOD)
+    report(chunk, [], honest, Terms(2, 2))
+    decisions = report(chunk, [honest], liar, Terms(2, 2))
+    # Two copies in play, the largest group one short: a third copy is wanted.
+    assert decisions == [Hold(liar), Released()]
+    assert chunk.wanted == 3 and chunk.state is ChunkState.PENDING
+    lifecycle.granted(chunk, "w3", "t3")
+    assert chunk.state is ChunkState.LEASED
+    decisions = report(chunk, [honest, liar], third, Terms(2, 2))
+    assert decisions[0] == Accept(honest, (honest, third), (liar,))
+    assert decisions[1] == Confirm(("w1", "w3"))
+    assert isinstance(decisions[2], Bar) and decisions[2].worker_id == "w2"
+
+
+def test_copies_that_keep_disagreeing_fail_the_job_at_the_bound() -> None:
+    limit = max_copies(2, 2)
+    chunk = leased(wanted=2, quorum=2, holders={"w1": "t1", "w2": "t2"})
+    copies = [Copy(f"l{i}", f"w{i}", {"v": i}) for i in range(limit)]
+    for i, copy in enumerate(copies[:-1]):
+        decisions = report(chunk, copies[:i], copy, Terms(2, 2))
+        assert isinstance(decisions[0], Hold)
+        assert chunk.wanted <= limit
+    decisions = report(chunk, copies[:-1], copies[-1], Terms(2, 2))
+    assert len(decisions) == 1 and isinstance(decisions[0], FailJob)
+    assert "disagree" in decisions[0].reason
+
+
+def test_adaptive_replicates_an_untrusted_workers_output() -> None:
+    chunk = leased()
+    copy = Copy("l1", "w1", GOOD)
+    decisions = report(chunk, [], copy, Terms(adaptive=True), trust=0, draw=0.99)
+    assert decisions == [Hold(copy), Released()]
+    assert (chunk.quorum, chunk.wanted, chunk.state) == (2, 2, ChunkState.PENDING)
+
+
+def test_adaptive_accepts_a_trusted_workers_output_alone_unless_the_draw_says_verify() -> None:
+    trust = POLICY.trust_threshold * 4
+    p = POLICY.replicate_probability(trust)
+    assert p == pytest.approx(0.25)
+    chunk = leased()
+    copy = Copy("l1", "w1", GOOD)
+    assert report(chunk, [], copy, Terms(adaptive=True), trust, draw=p) == [
+        Accept(copy, (copy,), unverified_by="w1")
+    ]
+    assert chunk.unverified_by == "w1" and not chunk.verified
+    chunk = leased()
+    assert isinstance(report(chunk, [], copy, Terms(adaptive=True), trust, draw=p - 1e-9)[0], Hold)
+
+
+def test_trust_threshold_is_where_the_credibility_bound_meets_the_error_bound() -> None:
+    k = POLICY.trust_threshold
+    bound = POLICY.saboteur_share / ((1 - POLICY.saboteur_share) * math.e)
+    assert bound / k <= POLICY.error_bound < bound / (k - 1)
+    assert POLICY.replicate_probability(k - 1) == 1.0
+    assert POLICY.replicate_probability(k) == 1.0
+    assert POLICY.replicate_probability(10 * k) == POLICY.floor
+    assert VerificationPolicy().trust_threshold == 409  # ε 1e-4, f 0.1: stated in the docs
+
+
+def test_spot_check_confirms_a_right_answer_and_bars_a_wrong_one() -> None:
+    chunk = Chunk("j", 1, 0, 4, state=ChunkState.DONE, verified=True)
+    assert lifecycle.checked_against_known(GOOD, Copy("l", "w9", GOOD), same, chunk) == [
+        Confirm(("w9",))
+    ]
+    decisions = lifecycle.checked_against_known(GOOD, Copy("l", "w9", BAD), same, chunk)
+    assert len(decisions) == 1 and isinstance(decisions[0], Bar)
+    assert decisions[0].worker_id == "w9" and "verified" in decisions[0].reason
+
+
+def test_a_barred_workers_accepted_chunk_is_reopened_for_verified_copies() -> None:
+    chunk = leased()
+    report(chunk, [], Copy("l1", "w1", GOOD), Terms(adaptive=True), 10**6, draw=0.99)
+    assert chunk.unverified_by == "w1"
+    lifecycle.reopened(chunk, quorum=1)
+    assert chunk.state is ChunkState.PENDING
+    assert (chunk.quorum, chunk.wanted, chunk.unverified_by) == (2, 2, "")
+
+
+def test_a_barred_workers_held_copy_no_longer_counts() -> None:
+    chunk = leased(wanted=2, quorum=2, holders={"w1": "t1", "w2": "t2"})
+    report(chunk, [], Copy("l1", "w1", GOOD), Terms(2, 2))
+    assert lifecycle.dropped_copy(chunk, "w1") == [Released()]
+    assert chunk.holders == {"w2": "t2"} and chunk.reported == 0
+    assert chunk.state is ChunkState.PENDING
+
+
+def test_lapse_and_error_release_the_chunk_only_when_copies_are_missing() -> None:
+    chunk = leased(holders={"w1": "t1", "w2": "t2"})  # a backup copy
+    assert lifecycle.lapsed(chunk, "w1") == []
+    assert chunk.state is ChunkState.LEASED
+    assert lifecycle.lapsed(chunk, "w2") == [Released()]
+    assert chunk.state is ChunkState.PENDING
+    lifecycle.granted(chunk, "w3", "t3")
+    assert lifecycle.errored(chunk, "w3", "boom", now=7.0, max_failures=2) == [Released()]
+    assert chunk.failed_by == {"w3": 7.0}
+    lifecycle.granted(chunk, "w4", "t4")
+    decisions = lifecycle.errored(chunk, "w4", "boom again", now=8.0, max_failures=2)
+    assert len(decisions) == 1 and isinstance(decisions[0], FailJob)
+    assert "boom again" in decisions[0].reason
+
+
+def test_copies_go_to_different_workers_and_volunteers() -> None:
+    chunk = leased(wanted=2, quorum=2, holders={"w1": "alice"})
+    assert not lifecycle.may_hold_copy(chunk, "w1", "alice", True, True)
+    assert not lifecycle.may_hold_copy(chunk, "w2", "alice", True, True)
+    assert lifecycle.may_hold_copy(chunk, "w2", "bob", True, True)
+    # A pool whose workers all share one token (a home LAN): different workers suffice.
+    assert lifecycle.may_hold_copy(chunk, "w2", "alice", False, True)
+
+
+def test_agreeing_groups_largest_first_in_report_order() -> None:
+    copies = [{"v": 1}, {"v": 2}, {"v": 2}, {"v": 1}, {"v": 3}]
+    groups = agreeing_groups(copies, lambda c: c, same)
+    assert groups == [[{"v": 1}, {"v": 1}], [{"v": 2}, {"v": 2}], [{"v": 3}]]
+
+
+def test_replication_terms() -> None:
+    assert [default_quorum(r) for r in range(1, 6)] == [1, 2, 2, 3, 3]
+    assert replication_errors(2, 2) == {}
+    assert "replication" in replication_errors(6, 2)
+    assert "quorum" in replication_errors(2, 3)
+    with pytest.raises(ValueError, match="error_bound"):
+        VerificationPolicy(error_bound=0)
