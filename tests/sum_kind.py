@@ -42,3 +42,20 @@ def sum_registry() -> KindRegistry:
     registry = KindRegistry()
     registry.register(SumKind())
     return registry
+
+
+class PlausibleSumKind(SumKind):
+    """A sum whose check cannot tell a plausible lie (an output off by a little) from the
+    truth, as for real kinds: only replication can."""
+
+    name = "psum"
+
+    def check(self, params: dict[str, Any], start: int, stop: int, output: dict[str, Any]) -> None:
+        if set(output) != {"total"} or type(output["total"]) is not int:
+            raise InvalidResult("a psum output has exactly one integer field, total")
+
+
+def verification_registry() -> KindRegistry:
+    registry = KindRegistry()
+    registry.register(PlausibleSumKind())
+    return registry

@@ -18,6 +18,7 @@ from hydracompute.core.verification import (
 )
 
 POLICY = VerificationPolicy(error_bound=1e-2, saboteur_share=0.2, floor=0.1)
+PLAIN = Terms()
 
 
 def same(a: dict[str, int], b: dict[str, int]) -> bool:
@@ -35,7 +36,7 @@ def report(
     chunk: Chunk,
     held: list[Copy],
     copy: Copy,
-    terms: Terms = Terms(),
+    terms: Terms = PLAIN,
     trust: int = 0,
     draw: float = 0.5,
 ) -> list[lifecycle.Decision]:

@@ -364,7 +364,6 @@ class Exchange:
         self.other_worker(worker_id, mark)
         if not barred:
             return
-        log.warning("worker %s (%s) barred: %s", worker_id, barred[0].name, reason)
         for lease in self.db.active_leases_of_worker(worker_id):
             lease.state = LeaseState.ABANDONED
             self.db.put_lease(lease)
@@ -375,6 +374,7 @@ class Exchange:
             self.db.delete_candidates(job_id, index, held.lease_id)
             self._change_chunk(job_id, index, worker_id, lifecycle.dropped_copy)
         reopened: set[str] = set()
+        redone = 0
         for chunk in self.db.unverified_chunks(worker_id):
             job = self.job(chunk.job_id)
             if job.state is not JobState.RUNNING:
@@ -384,7 +384,15 @@ class Exchange:
             self.db.put_chunk(chunk)
             job.units_done -= chunk.units
             reopened.add(job.job_id)
+            redone += 1
             self.outcome.released_work = True
+        log.warning(
+            "worker %s (%s) barred: %s; %d of its outputs accepted alone are computed again",
+            worker_id,
+            barred[0].name,
+            reason,
+            redone,
+        )
         for job_id in reopened:
             job = self.job(job_id)
             kind = self.kinds.get(job.kind)

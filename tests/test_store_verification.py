@@ -1,0 +1,324 @@
+"""Verification by replication through the real Store, on every backend: quorum, liars
+barred, copies spread over volunteers, adaptive trust, spot checks, re-done outputs, and
+verdicts that survive a restart."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.lifecycle import Copy
+from hydracompute.core.models import ChunkState, CredentialKind, JobState
+from hydracompute.core.verification import VerificationPolicy
+from hydracompute.errors import InvalidParams
+from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
+from hydracompute.store.backend import Backend, StoredOutput
+from tests.sum_kind import verification_registry
+
+CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
+#: Trusted after 10 confirmed outputs (ε 1e-2 with a saboteur share of 0.2).
+POLICY = VerificationPolicy(error_bound=1e-2, saboteur_share=0.2, floor=0.1, spot_check_rate=0)
+N = 60
+
+
+def backend_for(kind: str, path: Path) -> Backend:
+    return MemoryBackend() if kind == "memory" else SQLiteBackend(path)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def open_store(kind: str, path: Path, policy: VerificationPolicy = POLICY) -> Store:
+    return Store(
+        backend_for(kind, path),
+        verification_registry(),
+        CONFIG,
+        verification=policy,
+        rng=random.Random(7),
+    )
+
+
+@pytest.fixture
+def store(backend_kind: str, tmp_path: Path) -> Iterator[Store]:
+    s = open_store(backend_kind, tmp_path / "s.db")
+    yield s
+    s.close()
+
+
+@dataclass
+class Volunteer:
+    """A virtual worker: honest, or lying on every output (``lies``)."""
+
+    worker_id: str
+    lies: bool = False
+    #: Lies only once it is trusted on the kind (a patient saboteur).
+    patient: bool = False
+    leases: list[tuple[str, int, int]] = field(default_factory=list)
+    lies_told: int = 0
+    #: Indices of the chunks it was given (ordinary work or spot checks).
+    computed: list[int] = field(default_factory=list)
+
+    def output(self, store: Store, start: int, stop: int) -> dict[str, int]:
+        total = sum(range(start, stop))
+        worker = next(w for w in store.list_workers() if w.worker_id == self.worker_id)
+        trusted = store.verification.is_trusted(worker.trust.get("psum", 0))
+        lying = self.lies and (trusted or not self.patient)
+        self.lies_told += lying
+        return {"total": total + 1 if lying else total}
+
+
+def enrol(store: Store, name: str, token: str | None = None, now: float = 0.0) -> str:
+    if token is None:
+        _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, name, now)
+    worker, _ = store.enrol_worker(name, 2, ["psum"], now, join_token=token)
+    return worker.worker_id
+
+
+def run(
+    store: Store, volunteers: list[Volunteer], job_id: str, now: float = 1.0, rounds: int = 400
+) -> float:
+    """Each volunteer in turn reports what it holds and asks for more, until the job ends."""
+    for _ in range(rounds):
+        if store.get_job(job_id).state.finished:
+            return now
+        store.expire_leases(now)  # as the coordinator does every second
+        for v in volunteers:
+            now = run_round(store, [v], now)
+    raise AssertionError(f"job {job_id} did not finish: {store.get_job(job_id)}")
+
+
+def honest_total(n: int) -> int:
+    return sum(range(n))
+
+
+def chunks_of(store: Store, job_id: str) -> list[object]:
+    with store.backend.transaction():
+        return [
+            store.backend.get_chunk(job_id, i) for i in range(store.get_job(job_id).chunks_carved)
+        ]
+
+
+def test_two_copies_from_two_workers_agree_before_a_chunk_is_accepted(store: Store) -> None:
+    volunteers = [Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))]
+    job = store.submit_job("psum", {"n": N}, now=0.5, replication=2)
+    assert (job.replication, job.quorum, job.adaptive) == (2, 2, False)
+    run(store, volunteers, job.job_id)
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE and done.answer == {"total": honest_total(N)}
+    chunks = chunks_of(store, job.job_id)
+    assert all(c.verified for c in chunks)  # type: ignore[attr-defined]
+    trust = {w.worker_id: w.trust.get("psum", 0) for w in store.list_workers()}
+    assert trust == {v.worker_id: len(chunks) for v in volunteers}
+
+
+def test_a_liar_is_outvoted_and_barred_and_the_answer_is_the_honest_one(store: Store) -> None:
+    liar = Volunteer(enrol(store, "liar"), lies=True)
+    volunteers = [liar, Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))]
+    job = store.submit_job("psum", {"n": N}, now=0.5, replication=2, quorum=2)
+    run(store, volunteers, job.job_id)
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE and done.answer == {"total": honest_total(N)}
+    barred = {w.worker_id: w.barred for w in store.list_workers()}
+    assert "disagreed" in barred[liar.worker_id]
+    assert [w for w, reason in barred.items() if reason] == [liar.worker_id]
+    # Once barred, it gets no work and its results are set aside.
+    outcome = store.exchange(liar.worker_id, [], [], 4, now=100.0)
+    assert outcome.leases == []
+
+
+def test_copies_of_a_chunk_go_to_different_volunteers(store: Store) -> None:
+    _, alice = store.credentials.issue(CredentialKind.JOIN_TOKEN, "alice", 0.0)
+    # Alice's two machines and Bob's one: no chunk may be verified by Alice alone.
+    alice_1, alice_2 = enrol(store, "alice-1", alice), enrol(store, "alice-2", alice)
+    bob = enrol(store, "bob")
+    job = store.submit_job("psum", {"n": N}, now=0.5, replication=2)
+    volunteers = [Volunteer(alice_1), Volunteer(alice_2), Volunteer(bob)]
+    run(store, volunteers, job.job_id)
+    computed_by: dict[int, set[str]] = {}
+    for v in volunteers:
+        for index in v.computed:
+            computed_by.setdefault(index, set()).add(v.worker_id)
+    assert len(computed_by) == store.get_job(job.job_id).chunks_carved
+    assert all(len(workers) == 2 and bob in workers for workers in computed_by.values())
+
+
+def test_adaptive_trust_rises_then_trusted_outputs_are_accepted_alone(store: Store) -> None:
+    volunteers = [Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))]
+    job = store.submit_job("psum", {"n": 6000}, now=0.5, adaptive=True)
+    assert job.adaptive and job.replication == 1
+    run(store, volunteers, job.job_id)
+    assert store.get_job(job.job_id).answer == {"total": honest_total(6000)}
+    chunks = chunks_of(store, job.job_id)
+    alone = [c for c in chunks if c.unverified_by]  # type: ignore[attr-defined]
+    verified = [c for c in chunks if c.verified]  # type: ignore[attr-defined]
+    threshold = POLICY.trust_threshold
+    # Both workers earned trust; before that every output was verified.
+    assert all(w.trust["psum"] >= threshold for w in store.list_workers())
+    assert len(verified) >= threshold and alone
+    assert len(alone) + len(verified) == len(chunks)
+
+
+def test_a_patient_liar_caught_later_has_its_unverified_outputs_redone(
+    backend_kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Replicate trusted outputs rarely, so the patient liar gets lies accepted alone
+    # before it is caught; once caught, they are computed again.
+    policy = VerificationPolicy(error_bound=1e-2, saboteur_share=0.2, floor=0.2)
+    store = open_store(backend_kind, tmp_path / "s.db", policy)
+    liar = Volunteer(enrol(store, "liar"), lies=True, patient=True)
+    volunteers = [liar, Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))]
+    job = store.submit_job("psum", {"n": 30000}, now=0.5, adaptive=True)
+    run(store, volunteers, job.job_id, rounds=3000)
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE
+    assert done.answer == {"total": honest_total(30000)}
+    # It lied once trusted, some lies were accepted alone and re-done once it was caught:
+    # none is left in the answer.
+    redone = re.search(r"barred: .*; (\d+) of its outputs accepted alone", caplog.text)
+    assert liar.lies_told > 0 and redone and int(redone.group(1)) > 0
+    barred = {w.worker_id: w.barred for w in store.list_workers()}
+    assert barred[liar.worker_id] and not any(
+        reason for worker, reason in barred.items() if worker != liar.worker_id
+    )
+    assert not [c for c in chunks_of(store, job.job_id) if c.unverified_by == liar.worker_id]  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_a_spot_check_catches_a_new_liar(backend_kind: str, tmp_path: Path) -> None:
+    policy = VerificationPolicy(error_bound=1e-2, saboteur_share=0.2, spot_check_rate=1.0)
+    store = open_store(backend_kind, tmp_path / "s.db", policy)
+    volunteers = [Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))]
+    job = store.submit_job("psum", {"n": 4000}, now=0.5, adaptive=True)
+    now = 1.0
+    for _ in range(5):  # some chunks verified, the job still running
+        now = run_round(store, volunteers, now)
+    assert any(c.verified for c in chunks_of(store, job.job_id))  # type: ignore[attr-defined]
+    assert store.get_job(job.job_id).state is JobState.RUNNING
+    liar = Volunteer(enrol(store, "liar", now=now), lies=True)
+    grants = store.exchange(liar.worker_id, [], [], 1, now=now).leases
+    assert len(grants) == 1
+    with store.backend.transaction():
+        lease = store.backend.get_lease(grants[0].lease_id)
+    assert lease is not None and lease.spot_check
+    g = grants[0]
+    report = ResultReport(g.lease_id, liar.output(store, g.start, g.stop))
+    store.exchange(liar.worker_id, [report], [], 0, now + 0.1)
+    worker = next(w for w in store.list_workers() if w.worker_id == liar.worker_id)
+    assert "differs from the verified one" in worker.barred
+    store.close()
+
+
+def run_round(store: Store, volunteers: list[Volunteer], now: float = 1.0) -> float:
+    """Each volunteer reports what it holds (at 100 units per second) and asks for more."""
+    for v in volunteers:
+        reports = [
+            ResultReport(lease_id, v.output(store, start, stop), compute_s=(stop - start) / 100)
+            for lease_id, start, stop in v.leases
+        ]
+        outcome = store.exchange(v.worker_id, reports, [], 4, now)
+        v.leases = [(g.lease_id, g.start, g.stop) for g in outcome.leases]
+        v.computed.extend(g.chunk_index for g in outcome.leases)
+        now += 0.5  # leases last 3 s: every volunteer is back well within that
+    return now
+
+
+def test_verdicts_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = open_store("sqlite", path)
+    a, b = Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))
+    job = store.submit_job("psum", {"n": N}, now=0.5, replication=2)
+    now = run_round(store, [a])  # a reports nothing yet: it holds first copies
+    now = run_round(store, [a], now)  # a's outputs are held, waiting for b's
+    held = [c for c in chunks_of(store, job.job_id) if c.reported]  # type: ignore[attr-defined]
+    assert held
+    store.close()  # as if the coordinator were killed: only the file remains
+    store = open_store("sqlite", path)
+    a.leases.clear()  # and a restarted: the leases it held will expire
+    run(store, [a, b], job.job_id, now)
+    assert store.get_job(job.job_id).answer == {"total": honest_total(N)}
+    assert all(c.verified for c in chunks_of(store, job.job_id))  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_replication_terms_are_validated(store: Store) -> None:
+    for bad in ({"replication": 6}, {"replication": 2, "quorum": 3}, {"quorum": 0}):
+        with pytest.raises(InvalidParams):
+            store.submit_job("psum", {"n": 5}, now=1.0, **bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidParams, match="adaptive"):
+        store.submit_job("psum", {"n": 5}, now=1.0, replication=2, adaptive=True)
+    assert store.list_jobs() == []
+
+
+# The new backend primitives, on every backend.
+
+
+def test_candidates_are_kept_listed_and_forgotten(store: Store) -> None:
+    db = store.backend
+    one, two = Copy("0001", "w-a", {"total": 1}), Copy("0002", "w-b", {"total": 2})
+    with db.transaction():
+        db.put_candidate("j", 3, two)
+        db.put_candidate("j", 3, one)
+        db.put_candidate("j", 4, Copy("0003", "w-a", {"total": 3}))
+    with db.transaction():
+        assert db.candidates("j", 3) == [one, two]
+        assert [(j, i, c.lease_id) for j, i, c in db.candidates_of_worker("w-a")] == [
+            ("j", 3, "0001"),
+            ("j", 4, "0003"),
+        ]
+        db.delete_candidates("j", 3, "0001")
+        assert db.candidates("j", 3) == [two]
+    with pytest.raises(RuntimeError), db.transaction():
+        db.delete_candidates("j", 3)
+        raise RuntimeError("rolled back")
+    with db.transaction():
+        assert db.candidates("j", 3) == [two]
+        db.delete_candidates("j", 3)
+        assert db.candidates("j", 3) == [] and len(db.candidates_of_worker("w-a")) == 1
+
+
+def test_verified_unverified_and_pending_chunk_queries(store: Store) -> None:
+    db = store.backend
+    job = store.submit_job("psum", {"n": 100}, now=0.5)
+    from hydracompute.core.models import Chunk
+
+    chunks = [
+        Chunk(job.job_id, 0, 0, 4, ChunkState.DONE, verified=True),
+        Chunk(job.job_id, 1, 4, 40, ChunkState.DONE, verified=True),
+        Chunk(job.job_id, 2, 40, 44, ChunkState.DONE, unverified_by="w-x"),
+        Chunk(job.job_id, 3, 44, 48, ChunkState.PENDING, wanted=2, holders={"w-x": "t"}),
+        Chunk(job.job_id, 4, 48, 52, ChunkState.PENDING),
+    ]
+    with db.transaction():
+        for chunk in chunks:
+            db.put_chunk(chunk)
+        db.put_output(StoredOutput(job.job_id, 2, 40, 44, {"total": 1}))
+    with db.transaction():
+        found = db.verified_chunk(job.job_id, 10)
+        assert found is not None and found.index == 0
+        assert db.verified_chunk(job.job_id, 3) is None
+        assert [c.index for c in db.unverified_chunks("w-x")] == [2]
+        assert [c.index for c in db.pending_chunks(job.job_id, 10)] == [3, 4]
+        assert [c.index for c in db.pending_chunks(job.job_id, 10, "w-x")] == [4]
+        assert [c.index for c in db.pending_chunks(job.job_id, 10)] == [3, 4]
+        db.delete_output(job.job_id, 2)
+        assert db.get_output(job.job_id, 2) is None
+
+
+def test_pool_tokens_counts_volunteers_online(store: Store) -> None:
+    _, shared = store.credentials.issue(CredentialKind.JOIN_TOKEN, "lan", 0.0)
+    enrol(store, "a", shared)
+    enrol(store, "b", shared)
+    with store.backend.transaction():
+        assert store.backend.pool_tokens(seen_since=0.0) == 1
+    enrol(store, "c")
+    with store.backend.transaction():
+        assert store.backend.pool_tokens(seen_since=0.0) == 2
+        assert store.backend.pool_tokens(seen_since=1.0) == 0
