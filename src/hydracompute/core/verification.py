@@ -4,8 +4,8 @@ Volunteers are untrusted. A job may ask for ``replication`` copies of every chun
 by different workers, and accept a chunk once ``quorum`` of them agree (by the kind's
 ``same_output``). Under *adaptive* verification a worker earns trust per kind from
 consecutive outputs that other workers (or a known answer) confirmed; an untrusted worker's
-outputs are always replicated, a trusted one's only with a probability that falls as its
-record grows, never below a floor. One wrong output bars the worker.
+outputs are always replicated, a trusted one's only with a small probability (the floor).
+One wrong output bars the worker.
 
 The bound this policy states (see ``docs/security.md``):
 
@@ -14,7 +14,7 @@ The bound this policy states (see ``docs/security.md``):
   fraction of their outputs, an output of a worker that has passed ``k`` checks is wrong
   with probability at most ``f / ((1 - f) · e · k)``. An output is accepted alone only from
   a worker with ``k >= trust_threshold``, the least ``k`` for which that is at most
-  ``error_bound``.
+  ``error_bound``; past it, outputs are replicated with probability ``floor``.
 - Whatever a saboteur's strategy (patient ones behave until trusted), every output it
   reports is replicated with probability at least ``floor``, so it gets at most
   ``(1 - floor) / floor`` wrong outputs accepted alone, on average, before one is caught;
@@ -97,13 +97,14 @@ class VerificationPolicy:
 
     def replicate_probability(self, trust: int) -> float:
         """Probability that an output of a worker with ``trust`` confirmed outputs in a
-        row is replicated: always below the threshold, then falling as ``threshold /
-        trust`` (BOINC's ``1/consecutive_valid``, started where the bound holds) to the
-        floor."""
-        threshold = self.trust_threshold
-        if trust < threshold:
-            return 1.0
-        return max(self.floor, threshold / trust)
+        row is replicated: always below the threshold, the floor from there on.
+
+        The credibility bound holds for every ``trust`` past the threshold, so nothing is
+        gained by replicating more there (BOINC's ``1/consecutive_valid`` decays slowly:
+        at twice the threshold it would still replicate half the outputs); the floor is
+        what catches a saboteur that behaves until it is trusted.
+        """
+        return 1.0 if trust < self.trust_threshold else self.floor
 
     def is_trusted(self, trust: int) -> bool:
         return trust >= self.trust_threshold

@@ -76,6 +76,8 @@ REPORTED_STATES = frozenset(
     }
 )
 DEFAULT_VERIFICATION = VerificationPolicy()
+#: A copy to verify is drawn from this many times as many pending chunks as are asked for.
+VERIFY_CHOICE = 8
 
 
 def _add_trust(worker: Worker, kind: str) -> None:
@@ -450,9 +452,16 @@ class Exchange:
                 self._spot_check(job)
             # A worker of unknown speed is not given a chunk sized for another worker's
             # speed (one given back, say) while a probe can still be carved for it.
-            pending = self.db.pending_chunks(
-                job.job_id, want - len(self.outcome.leases), worker_id if verified else ""
-            )
+            room = want - len(self.outcome.leases)
+            if verified:
+                # Copies to verify are taken at random among the first few, not in index
+                # order: workers that exchange one after the other (one owner's machines,
+                # say) would otherwise be given each other's chunks to verify.
+                pending = self.db.pending_chunks(job.job_id, VERIFY_CHOICE * room, worker_id)
+                pending.sort(key=lambda _: self.draw())
+                pending = pending[:room]
+            else:
+                pending = self.db.pending_chunks(job.job_id, room)
             if job.kind not in self.worker.speeds and job.next_unit < job.total_units:
                 probe_units = self.kinds.get(job.kind).probe_units
                 pending = [c for c in pending if c.units <= probe_units]
