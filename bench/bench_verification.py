@@ -82,7 +82,7 @@ class Tally:
     lies: int = 0
 
 
-def simulate(
+def simulate(  # noqa: PLR0913 - one run's settings, named at the call
     workers: int,
     saboteur_share: float,
     strategy: str,
@@ -155,7 +155,7 @@ def simulate(
     barred = {w.worker_id for w in store.list_workers() if w.barred}
     store.close()
     return {
-        "state": job.state.value == "done",
+        "error": job.error or "",
         "chunks": len(outputs),
         "overhead": tally.computed_units / job.total_units - 1,
         "lies": tally.lies - lies_before,
@@ -210,6 +210,7 @@ def main() -> None:
                 replication,
                 args.lie_rate,
                 args.seed,
+                args.collude,
             )
             mix = f"{share:.0%} {strategy}" if share else "none"
             print(
@@ -218,6 +219,8 @@ def main() -> None:
                 f"{r['honest_barred']:>14.0f}{r['seconds']:>7.1f}",
                 flush=True,
             )
+            if r["error"]:
+                print(f"  the job failed: {r['error']}", flush=True)
 
 
 if __name__ == "__main__":

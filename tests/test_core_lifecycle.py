@@ -82,17 +82,35 @@ def test_disagreement_asks_for_another_copy_and_the_quorum_bars_the_liar() -> No
     assert isinstance(decisions[2], Bar) and decisions[2].worker_id == "w2"
 
 
-def test_copies_that_keep_disagreeing_fail_the_job_at_the_bound() -> None:
+def test_copies_that_keep_disagreeing_are_disputed_then_fail_the_job() -> None:
     limit = max_copies(2, 2)
     chunk = leased(wanted=2, quorum=2, holders={"w1": "t1", "w2": "t2"})
-    copies = [Copy(f"l{i}", f"w{i}", {"v": i}) for i in range(limit)]
+    copies = [Copy(f"l{i}", f"w{i}", {"v": i}) for i in range(2 * limit)]
     for i, copy in enumerate(copies[:-1]):
         decisions = report(chunk, copies[:i], copy, Terms(2, 2))
         assert isinstance(decisions[0], Hold)
-        assert chunk.wanted <= limit
+        # Past the bound, only workers with a confirmed output may add a copy.
+        assert chunk.disputed == (i + 1 >= limit)
+        assert chunk.wanted <= 2 * limit
+    assert not lifecycle.may_hold_copy(chunk, "w99", "t99", True, True, confirmed=False)
+    assert lifecycle.may_hold_copy(chunk, "w99", "t99", True, True, confirmed=True)
     decisions = report(chunk, copies[:-1], copies[-1], Terms(2, 2))
     assert len(decisions) == 1 and isinstance(decisions[0], FailJob)
     assert "disagree" in decisions[0].reason
+
+
+def test_a_disputed_chunk_is_settled_by_a_confirmed_worker() -> None:
+    limit = max_copies(2, 2)
+    chunk = leased(wanted=2, quorum=2, holders={"w1": "t1", "w2": "t2"})
+    copies = [Copy(f"l{i}", f"w{i}", {"v": i}) for i in range(limit)]
+    for i, copy in enumerate(copies):
+        report(chunk, copies[:i], copy, Terms(2, 2))
+    assert chunk.disputed
+    honest = Copy("lh", "wh", {"v": 0})  # agrees with the first copy
+    decisions = report(chunk, copies, honest, Terms(2, 2))
+    assert decisions[0] == Accept(copies[0], (copies[0], honest), tuple(copies[1:]))
+    assert not chunk.disputed
+    assert [d.worker_id for d in decisions if isinstance(d, Bar)] == ["w1", "w2", "w3"]
 
 
 def test_adaptive_replicates_an_untrusted_workers_output() -> None:

@@ -27,6 +27,9 @@ from hydracompute.core.models import JSON, Chunk, ChunkState
 from hydracompute.core.verification import VerificationPolicy, agreeing_groups, max_copies
 
 Same = Callable[[JSON, JSON], bool]
+#: A chunk whose copies still disagree at ``max_copies`` is disputed; at this many times
+#: that, it fails its job.
+DISPUTE_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -112,12 +115,18 @@ def settle_state(chunk: Chunk) -> bool:
 
 
 def may_hold_copy(
-    chunk: Chunk, worker_id: str, token_id: str, distinct_tokens: bool, replicated: bool
+    chunk: Chunk,
+    worker_id: str,
+    token_id: str,
+    distinct_tokens: bool,
+    replicated: bool,
+    confirmed: bool = True,
 ) -> bool:
     """Whether a worker may be given a copy of ``chunk``: never two copies to one worker,
-    and copies of a replicated chunk to workers of different join tokens (volunteers)
-    while the pool has workers of more than one."""
-    if worker_id in chunk.holders:
+    copies of a replicated chunk to workers of different join tokens (volunteers) while the
+    pool has workers of more than one, and copies of a disputed chunk only to workers with
+    an output confirmed by others (``confirmed``)."""
+    if worker_id in chunk.holders or (chunk.disputed and not confirmed):
         return False
     return not (replicated and distinct_tokens and token_id in chunk.holders.values())
 
@@ -190,15 +199,19 @@ def reported(
         losers = tuple(c for group in groups[1:] for c in group)
         return _accept(chunk, Accept(winners[0], tuple(winners), losers))
     limit = max_copies(max(terms.replication, 2), chunk.quorum)
-    if len(copies) >= limit:
+    if len(copies) >= DISPUTE_FACTOR * limit:
         return [
             FailJob(
                 f"chunk {chunk.index} (units {chunk.start}-{chunk.stop}): {len(copies)} copies "
                 f"from different workers disagree, and no {chunk.quorum} of them agree"
             )
         ]
+    # Past the bound, the chunk is disputed: its next copies go only to workers whose
+    # outputs others have confirmed (a liar telling its own lie never is).
+    chunk.disputed = chunk.disputed or len(copies) >= limit
     # Enough copies in play for the largest group to reach the quorum if the rest agree.
-    chunk.wanted = min(limit, max(chunk.wanted, len(copies) + chunk.quorum - len(groups[0])))
+    needed = len(copies) + chunk.quorum - len(groups[0])
+    chunk.wanted = min(DISPUTE_FACTOR * limit, max(chunk.wanted, needed))
     chunk.reported = len(copies)
     decisions: list[Decision] = [Hold(copy)]
     if settle_state(chunk) or chunk.state is ChunkState.PENDING:
@@ -208,6 +221,7 @@ def reported(
 
 def _accept(chunk: Chunk, accept: Accept) -> list[Decision]:
     chunk.state = ChunkState.DONE
+    chunk.disputed = False
     chunk.reported = 0
     chunk.holders.clear()
     chunk.verified = len(accept.agreeing) >= 2
@@ -242,6 +256,7 @@ def reopened(chunk: Chunk, quorum: int) -> None:
     chunk.holders.clear()
     chunk.reported = 0
     chunk.verified = False
+    chunk.disputed = False
     chunk.unverified_by = ""
 
 

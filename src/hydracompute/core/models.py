@@ -132,6 +132,9 @@ class Chunk:
     reported: int = 0
     #: Its output was accepted because copies from different workers agreed.
     verified: bool = False
+    #: Its copies disagreed past the bound: further copies go only to workers whose
+    #: outputs others have confirmed.
+    disputed: bool = False
     #: The worker whose output was accepted alone, unverified, under adaptive verification
     #: ("" if none): re-done if that worker is found lying.
     unverified_by: str = ""

@@ -471,7 +471,7 @@ class Exchange:
                 failed_s = chunk.failed_by.get(worker_id)
                 if failed_s is not None and self.now - failed_s < self.config.lease_ttl_s:
                     continue
-                if self._may_hold(chunk):
+                if self._may_hold(job, chunk):
                     self._grant(job, chunk)
             if job.next_unit < job.total_units and len(self.outcome.leases) < want:
                 if job.kind not in shares:
@@ -486,11 +486,12 @@ class Exchange:
             if len(self.outcome.leases) >= want:
                 return
 
-    def _may_hold(self, chunk: Chunk) -> bool:
+    def _may_hold(self, job: Job, chunk: Chunk) -> bool:
         replicated = chunk.wanted > 1
         distinct = replicated and self.pool_tokens() > 1
+        confirmed = self.worker.trust.get(job.kind, 0) > 0
         return lifecycle.may_hold_copy(
-            chunk, self.worker.worker_id, self.worker.token_id, distinct, replicated
+            chunk, self.worker.worker_id, self.worker.token_id, distinct, replicated, confirmed
         )
 
     def _wants_spot_check(self, job: Job) -> bool:
@@ -556,7 +557,7 @@ class Exchange:
             if len(self.outcome.leases) >= want:
                 return
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
-            if len(active) != 1 or not self._may_hold(chunk):
+            if len(active) != 1 or not self._may_hold(job, chunk):
                 continue
             holder = self.db.get_worker(active[0].worker_id)
             speed = holder.speeds.get(job.kind) if holder else None

@@ -116,6 +116,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE chunks ADD COLUMN holders TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE chunks ADD COLUMN reported INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE chunks ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE chunks ADD COLUMN disputed INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE chunks ADD COLUMN unverified_by TEXT NOT NULL DEFAULT '';
     CREATE INDEX verified_chunks ON chunks (job_id, "index") WHERE verified;
     CREATE INDEX unverified_chunks ON chunks (unverified_by) WHERE unverified_by != '';
