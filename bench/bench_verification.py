@@ -82,7 +82,7 @@ class Tally:
     lies: int = 0
 
 
-def simulate(  # noqa: PLR0913 - one run's settings, named at the call
+def simulate(
     workers: int,
     saboteur_share: float,
     strategy: str,
