@@ -128,6 +128,20 @@ def test_a_job_submitted_from_the_form_runs_to_100_percent_live(
     assert view.inner_text("#digits").startswith("3.14")
 
 
+def test_the_form_asks_for_verification(page: tuple[Page, Console], client: Client) -> None:
+    view, _ = page
+    view.goto(view.url.split("#")[0] + "#/submit")
+    view.select_option("#kind", "pi")
+    view.fill("input[name=samples]", "1e6")
+    view.select_option("select[name=__verify]", "3")
+    view.click("#submit-form button[type=submit]")
+    view.wait_for_selector("#job-progress")
+    job = client.job(view.url.rsplit("/", 1)[1])
+    info = job.info().raw
+    job.cancel()  # the live pool has one worker: three copies from different ones never come
+    assert (info["replication"], info["quorum"], info["adaptive"]) == (3, 2, False)
+
+
 def test_mandelbrot_canvas_fills_in_to_exactly_the_png(
     page: tuple[Page, Console], client: Client
 ) -> None:

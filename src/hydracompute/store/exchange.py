@@ -268,11 +268,13 @@ class Exchange:
 
     def _accept(self, job: Job, chunk: Chunk, accept: lifecycle.Accept, was_active: bool) -> None:
         for each in (*accept.agreeing, *accept.outvoted):
-            lease = self._leases.get(each.lease_id) or self.db.get_lease(each.lease_id)
+            in_hand = self._leases.get(each.lease_id)  # written by the caller
+            lease = in_hand or self.db.get_lease(each.lease_id)
             if lease is not None:
                 agreed = each in accept.agreeing
                 lease.state = LeaseState.DONE if agreed else LeaseState.INVALID
-                self.db.put_lease(lease)
+                if in_hand is None:
+                    self.db.put_lease(lease)
         if len(accept.agreeing) + len(accept.outvoted) > 1:
             self.db.delete_candidates(job.job_id, chunk.index)
         output = accept.winner.output

@@ -222,9 +222,10 @@ function workerRow(worker) {
     const work = kind ? unitsPerSecond * kind.work_per_unit : unitsPerSecond;
     return `${escapeHtml(name)} ${si(work)} ${escapeHtml(kind ? kind.work_name : "units")}/s`;
   }).join(", ");
-  const status = worker.online ? (worker.state === "paused" ? `paused: ${worker.state_reason}` : "running")
+  const status = worker.barred ? `barred: ${worker.barred}`
+    : worker.online ? (worker.state === "paused" ? `paused: ${worker.state_reason}` : "running")
     : (worker.revoked ? "revoked" : "offline");
-  const css = worker.online ? `state-${worker.state}` : "muted";
+  const css = worker.barred ? "state-barred" : worker.online ? `state-${worker.state}` : "muted";
   return `<tr><td>${escapeHtml(worker.name)}</td><td class="num">${worker.cores}</td>
     <td class="${css}">${escapeHtml(status)}</td><td>${speeds || "–"}</td>
     <td class="num">${worker.leases}</td><td class="num">${worker.chunks_done}</td>
@@ -329,6 +330,12 @@ function submitPage() {
     <form id="submit-form" novalidate>
       <div class="grid" id="fields" style="display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:.8rem;margin-top:.8rem"></div>
       <label style="margin-top:.8rem">Name <input name="__name" placeholder="optional"></label>
+      <label style="margin-top:.8rem;max-width:20rem">Verification <select name="__verify">
+        <option value="">the pool's default</option><option value="none">none</option>
+        <option value="adaptive">adaptive (trusted workers checked now and then)</option>
+        <option value="2">2 copies, both agree</option><option value="3">3 copies, 2 agree</option>
+        <option value="5">5 copies, 3 agree</option></select>
+        <span class="muted">Copies of each chunk come from different volunteers.</span></label>
       <div class="error" id="form-error"></div>
       <div class="actions"><button type="submit">Submit</button></div>
     </form></section></div>`));
@@ -366,7 +373,11 @@ function submitPage() {
     const button = form.querySelector("button");
     button.disabled = true;
     try {
-      const job = await api("POST", "/api/v1/jobs", { kind: kind.name, params, name: form.elements.__name.value });
+      const body = { kind: kind.name, params, name: form.elements.__name.value };
+      const verify = form.elements.__verify.value;
+      if (verify === "none" || verify === "adaptive") body.adaptive = verify === "adaptive";
+      else if (verify) body.replication = Number(verify);
+      const job = await api("POST", "/api/v1/jobs", body);
       state.jobs.set(job.job_id, job);
       location.hash = `#/jobs/${job.job_id}`;
     } catch (error) {
