@@ -6,14 +6,17 @@ carving, leasing, verification, barring and re-doing) with virtual workers on a 
 clock. Each worker exchanges in turn, reporting the outputs of the chunks it holds; a
 *naive* saboteur lies on every output, a *patient* one behaves until it is trusted on the
 kind and then lies on ``--lie-rate`` of its outputs. Lies are plausible: the kind's check
-cannot tell them (only replication can). A first job brings the honest workers to trust
-(``--warm-up`` chunks); the figures are those of the second job:
+cannot tell them (only replication can); each saboteur tells its own, or with
+``--collude`` all tell the same one (then two saboteurs given both copies of a chunk
+agree). Under adaptive verification a first job (``--warm-up`` chunks) brings the workers
+to trust, then the measured job runs. Columns:
 
 - overhead: work computed beyond one copy of each chunk (replicas, spot checks, re-done
-  chunks), over the job's work;
-- accepted alone wrong: lies accepted without a replica, before their liar was caught
-  (those in running jobs are then re-done);
-- wrong in answer: chunks whose final output is a lie, per chunk of the job.
+  chunks), over the measured job's work: the cost once honest workers are trusted;
+- lies: outputs the saboteurs lied on, over both jobs;
+- redone: outputs accepted alone that were computed again when their worker was barred;
+- wrong, wrong/chunk: chunks whose final output is a lie, over both jobs' chunks;
+- barred: saboteurs barred, of all; honest barred: honest workers out-voted by colluders.
 
 Prints one line per verification mode and saboteur mix, side by side in one run:
 
@@ -82,6 +85,19 @@ class Tally:
     lies: int = 0
 
 
+class RedoneCounter(logging.Handler):
+    """Counts the outputs accepted alone that the store computes again when it bars their
+    worker (from its one log line per bar)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "barred" in record.msg and isinstance(record.args, tuple):
+            self.count += int(record.args[-1])  # type: ignore[call-overload]
+
+
 def simulate(
     workers: int,
     saboteur_share: float,
@@ -141,15 +157,16 @@ def simulate(
             now += TARGET_S
         return job.job_id
 
-    if adaptive and warm_up:
-        run_job(warm_up)
+    redone = RedoneCounter()
+    logging.getLogger("hydracompute.store").addHandler(redone)
+    jobs = [run_job(warm_up)] if adaptive and warm_up else []
     tally.computed_units = 0
-    lies_before = tally.lies
     began = time.perf_counter()
-    job_id = run_job(chunks)
+    jobs.append(run_job(chunks))
     elapsed = time.perf_counter() - began
-    job = store.get_job(job_id)
-    outputs = store.job_outputs(job_id)
+    logging.getLogger("hydracompute.store").removeHandler(redone)
+    job = store.get_job(jobs[-1])
+    outputs = [o for job_id in jobs for o in store.job_outputs(job_id)]
     wrong = sum(o.output != kind.compute({}, o.start, o.stop) for o in outputs)
     liars = {v.worker_id for v in volunteers if v.kind != "honest"}
     barred = {w.worker_id for w in store.list_workers() if w.barred}
@@ -158,7 +175,8 @@ def simulate(
         "error": job.error or "",
         "chunks": len(outputs),
         "overhead": tally.computed_units / job.total_units - 1,
-        "lies": tally.lies - lies_before,
+        "lies": tally.lies,
+        "redone": redone.count,
         "wrong": wrong,
         "barred": len(barred & liars),
         "honest_barred": len(barred - liars),
@@ -186,7 +204,7 @@ def main() -> None:
         f"outputs, floor {policy.floor:g}, spot checks {policy.spot_check_rate:g}"
     )
     print(
-        f"{'mode':<14}{'saboteurs':<18}{'overhead':>9}{'lies':>7}{'wrong':>7}"
+        f"{'mode':<14}{'saboteurs':<18}{'overhead':>9}{'lies':>7}{'redone':>7}{'wrong':>7}"
         f"{'wrong/chunk':>12}{'barred':>9}{'honest barred':>14}{'s':>7}"
     )
     modes = [("replicas 2/2", False, 2), ("adaptive", True, 1)]
@@ -214,7 +232,8 @@ def main() -> None:
             )
             mix = f"{share:.0%} {strategy}" if share else "none"
             print(
-                f"{label:<14}{mix:<18}{r['overhead']:>9.1%}{r['lies']:>7.0f}{r['wrong']:>7.0f}"
+                f"{label:<14}{mix:<18}{r['overhead']:>9.1%}{r['lies']:>7.0f}{r['redone']:>7.0f}"
+                f"{r['wrong']:>7.0f}"
                 f"{r['wrong'] / r['chunks']:>12.2e}{r['barred']:>5.0f}/{r['saboteurs']:<3.0f}"
                 f"{r['honest_barred']:>14.0f}{r['seconds']:>7.1f}",
                 flush=True,
