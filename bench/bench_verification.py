@@ -5,7 +5,9 @@ Drives :class:`hydracompute.store.Store` (SQLite in memory, the scheduler's real
 carving, leasing, verification, barring and re-doing) with virtual workers on a virtual
 clock. Each worker exchanges in turn, reporting the outputs of the chunks it holds; a
 *naive* saboteur lies on every output, a *patient* one behaves until it is trusted on the
-kind and then lies on ``--lie-rate`` of its outputs. Lies are plausible: the kind's check
+kind and then lies on ``--lie-rate`` of its outputs, a *careful* one likewise but only on
+chunks newly carved (a chunk of a lower index than it has seen is likely a copy sent to
+verify another worker, where a lie is sure to be caught). Lies are plausible: the kind's check
 cannot tell them (only replication can); each saboteur tells its own, or with
 ``--collude`` all tell the same one (then two saboteurs given both copies of a chunk
 agree). Under adaptive verification a first job (``--warm-up`` chunks) brings the workers
@@ -73,10 +75,13 @@ class Stand(JobKind):
 @dataclass
 class Volunteer:
     worker_id: str
-    kind: str  # "honest", "naive" or "patient"
+    kind: str  # "honest", "naive", "patient" or "careful"
     index: int
-    leases: list[tuple[str, int, int]]
+    leases: list[tuple[str, int, int, bool]]
     trusted: bool = False
+    #: The highest chunk index it was given: a chunk above it is newly carved (a careful
+    #: saboteur lies only on those, as copies sent to verify others are older chunks).
+    newest: int = -1
 
 
 @dataclass
@@ -130,9 +135,14 @@ def simulate(
     units = int(SPEED * TARGET_S)
     tally = Tally()
 
-    def output(v: Volunteer, start: int, stop: int) -> dict[str, Any]:
+    def output(v: Volunteer, start: int, stop: int, fresh: bool) -> dict[str, Any]:
         honest = kind.compute({}, start, stop)
-        lying = v.kind == "naive" or (v.kind == "patient" and v.trusted and rng.random() < lie_rate)
+        turned = v.trusted and rng.random() < lie_rate
+        lying = (
+            v.kind == "naive"
+            or (v.kind == "patient" and turned)
+            or (v.kind == "careful" and turned and fresh)
+        )
         tally.lies += lying
         # Colluders tell the same lie; others each their own.
         return {"sum": honest["sum"] + (1 if collude else 1 + v.index)} if lying else honest
@@ -148,12 +158,17 @@ def simulate(
             for v in volunteers:
                 v.trusted = policy.is_trusted(trust.get(v.worker_id, 0))
                 reports = [
-                    ResultReport(lease_id, output(v, start, stop), compute_s=(stop - start) / SPEED)
-                    for lease_id, start, stop in v.leases
+                    ResultReport(
+                        lease_id, output(v, start, stop, fresh), compute_s=(stop - start) / SPEED
+                    )
+                    for lease_id, start, stop, fresh in v.leases
                 ]
-                tally.computed_units += sum(stop - start for _, start, stop in v.leases)
+                tally.computed_units += sum(stop - start for _, start, stop, _ in v.leases)
                 outcome = store.exchange(v.worker_id, reports, [], 1, now)
-                v.leases = [(g.lease_id, g.start, g.stop) for g in outcome.leases]
+                v.leases = [
+                    (g.lease_id, g.start, g.stop, g.chunk_index > v.newest) for g in outcome.leases
+                ]
+                v.newest = max([v.newest, *(g.chunk_index for g in outcome.leases)])
             now += TARGET_S
         return job.job_id
 
@@ -215,8 +230,10 @@ def main() -> None:
             (0.4, "naive"),
             (0.2, "patient"),
             (0.4, "patient"),
+            (0.2, "careful"),
+            (0.4, "careful"),
         ]:
-            if share == 0 and strategy == "patient":
+            if share == 0 and strategy != "naive":
                 continue
             r = simulate(
                 args.workers,
