@@ -11,10 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hydracompute.cli.base import (
-    console,
-    main,
-)
+from hydracompute.cli.base import FiniteFloat, console, main
 from hydracompute.errors import HydraError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,8 +40,8 @@ def default_data_dir() -> Path:
     envvar="HYDRACOMPUTE_STORE",
     help="sqlite:///PATH or memory://. Default: coordinator.db in the data directory.",
 )
-@click.option("--target-chunk-s", default=2.0, type=click.FloatRange(0.01, 3600))
-@click.option("--heartbeat-s", default=5.0, type=click.FloatRange(0.05, 600))
+@click.option("--target-chunk-s", default=2.0, type=FiniteFloat(0.01, 3600))
+@click.option("--heartbeat-s", default=5.0, type=FiniteFloat(0.05, 600))
 @click.option(
     "--cert",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -110,7 +107,7 @@ def coordinator(
 
 @main.command()
 @click.option("--cores", default=os.cpu_count() or 1, type=click.IntRange(1, 1024))
-@click.option("--samples", default=1e10, type=float, help="Samples of the π job.")
+@click.option("--samples", default=1e10, type=FiniteFloat(1, 1e15), help="Samples of the π job.")
 @click.option(
     "--size",
     default=2048,
