@@ -22,6 +22,9 @@ from hydracompute.kinds.pi_kernel import count_hits
 from tests.e2e_support import Pool, pool, wait_until
 
 pytestmark = pytest.mark.e2e
+#: A pinned coordinator that does not answer: a command given it must refuse its input
+#: before contacting anything (fetching the pinned CA would fail with exit 3).
+NOWHERE = ["--url", "https://127.0.0.1:9", "--ca-fingerprint", "sha256:" + "ab" * 32]
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +158,8 @@ def test_unreachable_coordinator_exits_3() -> None:
 def test_nan_and_infinity_are_usage_errors_naming_the_parameter(
     args: list[str], named: str
 ) -> None:
+    if args[0] == "submit":  # refused before anything is contacted: NOWHERE does not answer
+        args = [*args, *NOWHERE]
     result = run(None, *args)
     assert result.exit_code == 2, result.output
     assert named in result.output and "not a finite number" in result.output
@@ -166,10 +171,15 @@ def test_a_quoted_nan_is_sent_as_a_string_and_refused_by_the_coordinator(live_po
     assert "samples" in result.output
 
 
-def test_region_and_center_exclude_each_other() -> None:
-    result = run(
-        None, "submit", "mandelbrot", "--region", "0", "1", "0", "1", "--center", "0", "0", "1"
-    )
+@pytest.mark.parametrize(
+    "views",
+    [
+        ["--region", "0", "1", "0", "1", "--center", "0", "0", "1"],
+        ["--center", "0", "0", "1", "--region", "0", "1", "0", "1"],
+    ],
+)
+def test_region_and_center_exclude_each_other(views: list[str]) -> None:
+    result = run(None, "submit", "mandelbrot", *views, *NOWHERE)  # refused before contacting
     assert result.exit_code == 2
     assert "--region and --center exclude each other" in result.output
 

@@ -118,6 +118,14 @@ def submit_pi(
     _submit(client, "pi", params, wait, as_json, output, target_chunk_s, name)
 
 
+def _exclusive(ctx: click.Context, value: Any, other: str) -> Any:
+    """Refuse ``--region`` with ``--center``, while options are parsed (before anything is
+    contacted), whichever comes first."""
+    if value and ctx.params.get(other):
+        raise click.UsageError("--region and --center exclude each other: give one of them")
+    return value
+
+
 @submit.command("mandelbrot")
 @click.option("--width", default=1024, type=int)
 @click.option("--height", default=1024, type=int)
@@ -129,6 +137,7 @@ def submit_pi(
     default=None,
     metavar="X_MIN X_MAX Y_MIN Y_MAX",
     help="Default: the whole set.",
+    callback=lambda ctx, param, value: _exclusive(ctx, value, "center"),
 )
 @click.option(
     "--center",
@@ -137,6 +146,7 @@ def submit_pi(
     default=None,
     metavar="RE IM SPAN",
     help="Alternative to --region: centre and x extent.",
+    callback=lambda ctx, param, value: _exclusive(ctx, value, "region"),
 )
 @click.option("--colour-map", default="classic", type=click.Choice(list(COLOUR_MAPS)))
 @with_submit_options
@@ -157,8 +167,6 @@ def submit_mandelbrot(
     as_json: bool,
 ) -> None:
     """Render a view of the Mandelbrot set (PNG and raw counts)."""
-    if region and center:
-        raise click.UsageError("--region and --center exclude each other: give one of them")
     params: dict[str, Any] = {
         "width": width,
         "height": height,
@@ -181,13 +189,14 @@ def submit_mandelbrot(
     multiple=True,
     metavar="NAME=JSON",
     help="A parameter; the value is JSON (numbers, strings in quotes...).",
+    callback=lambda ctx, param, value: _params(value),
 )
 @with_submit_options
 @handle_errors
 @with_client
 def submit_kind(
     kind: str,
-    raw_params: tuple[str, ...],
+    raw_params: dict[str, Any],
     name: str,
     wait: bool,
     output: str | None,
@@ -196,13 +205,19 @@ def submit_kind(
     as_json: bool,
 ) -> None:
     """Submit a job of any installed KIND, e.g. a third-party one."""
+    _submit(client, kind, raw_params, wait, as_json, output, target_chunk_s, name)
+
+
+def _params(items: tuple[str, ...]) -> dict[str, Any]:
+    """The ``-p NAME=VALUE`` options as parameters, read while options are parsed (so a
+    bad one is refused before anything is contacted)."""
     params: dict[str, Any] = {}
-    for item in raw_params:
+    for item in items:
         param, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
         params[param] = _param_value(param, value)
-    _submit(client, kind, params, wait, as_json, output, target_chunk_s, name)
+    return params
 
 
 class _NotFinite(Exception):
