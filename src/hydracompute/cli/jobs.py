@@ -71,7 +71,9 @@ def _submit(
 
 
 submit_options = [
-    click.option("--name", default="", help="A name shown by 'jobs' and the dashboard."),
+    click.option(
+        "--name", default="", show_default=False, help="A name shown by 'jobs' and the dashboard."
+    ),
     click.option("--wait", is_flag=True, help="Wait for the answer, with a progress bar."),
     click.option("-o", "--output", default=None, help="With --wait: save the main artefact."),
     click.option(
