@@ -373,6 +373,36 @@ def test_workers_view_counts_chunks_done_and_leases_in_hand(pool: Pool) -> None:
     assert not any(w["online"] for w in pool.workers().values())
 
 
+def test_workers_view_gives_each_workers_real_state_and_when_it_was_seen(pool: Pool) -> None:
+    names = ("running", "paused", "left", "revoked", "silent")
+    volunteers = {name: pool.enrol(name) for name in names}
+    pool.clock.advance(TTL + 1)  # "silent" is not heard from again
+    for name in ("running", "left", "revoked"):
+        pool.exchange(volunteers[name])
+    paused = {"want": 0, "wait_s": 0, "state": "paused", "state_reason": "on battery"}
+    url, auth = volunteers["paused"].exchange_url, volunteers["paused"].auth
+    assert pool.client.post(url, json=paused, headers=auth).status_code == 200
+    leave = f"/api/v1/workers/{volunteers['left'].worker_id}/leave"
+    assert pool.client.post(leave, headers=volunteers["left"].auth).status_code == 200
+    revoke = f"/api/v1/workers/{volunteers['revoked'].worker_id}/revoke"
+    assert pool.client.post(revoke).status_code == 204
+    pool.clock.advance(2.5)
+    workers = {w["name"]: w for w in pool.workers().values()}
+    # What a worker last reported ("running") is stale once it has left or been shut out.
+    assert {name: workers[name]["state"] for name in names} == {
+        "running": "running",
+        "paused": "paused",
+        "left": "left",
+        "revoked": "revoked",
+        "silent": "offline",
+    }
+    assert workers["paused"]["state_reason"] == "on battery"
+    assert workers["left"]["left"] and not workers["running"]["left"]
+    assert workers["running"]["last_seen_s"] == START_S + TTL + 1
+    assert workers["running"]["last_seen_ago_s"] == 2.5
+    assert workers["silent"]["last_seen_ago_s"] == TTL + 1 + 2.5
+
+
 def test_cancel_answers_200_then_409_and_holders_abandon(pool: Pool) -> None:
     job_id = pool.submit(100)["job_id"]
     worker = pool.enrol()

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
+from hydracompute import connection
 from hydracompute.cli import EXIT_REFUSED, EXIT_UNREACHABLE, main
 from hydracompute.kinds.pi_kernel import count_hits
 from tests.e2e_support import Pool, pool, wait_until
 
 pytestmark = pytest.mark.e2e
+#: A pinned coordinator that does not answer: a command given it must refuse its input
+#: before contacting anything (fetching the pinned CA would fail with exit 3).
+NOWHERE = ["--url", "https://127.0.0.1:9", "--ca-fingerprint", "sha256:" + "ab" * 32]
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +139,129 @@ def test_unreachable_coordinator_exits_3() -> None:
     result = run(None, "jobs", "--url", "http://127.0.0.1:9")
     assert result.exit_code == EXIT_UNREACHABLE
     assert "cannot reach" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["submit", "pi", "--samples", "inf"], "--samples"),
+        (["submit", "pi", "--samples", "1e6", "--target-chunk-s", "nan"], "--target-chunk-s"),
+        (["submit", "mandelbrot", "--center", "nan", "0", "1"], "--center"),
+        (["submit", "mandelbrot", "--region", "-2", "1", "-inf", "1"], "--region"),
+        (["submit", "kind", "pi", "-p", "samples=NaN"], "samples=NaN"),
+        (["submit", "kind", "pi", "-p", "samples=-Infinity"], "samples=-Infinity"),
+        (["submit", "kind", "pi", "-p", "samples=1e999"], "samples=1e999"),
+        (["coordinator", "--heartbeat-s", "nan"], "--heartbeat-s"),
+        (["demo", "--samples", "inf"], "--samples"),
+    ],
+)
+def test_nan_and_infinity_are_usage_errors_naming_the_parameter(
+    args: list[str], named: str
+) -> None:
+    if args[0] == "submit":  # refused before anything is contacted: NOWHERE does not answer
+        args = [*args, *NOWHERE]
+    result = run(None, *args)
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "not a finite number" in result.output
+
+
+def test_a_quoted_nan_is_sent_as_a_string_and_refused_by_the_coordinator(live_pool: Pool) -> None:
+    result = run(live_pool, "submit", "kind", "pi", "-p", 'samples="NaN"')
+    assert result.exit_code == EXIT_REFUSED
+    assert "samples" in result.output
+
+
+@pytest.mark.parametrize(
+    "views",
+    [
+        ["--region", "0", "1", "0", "1", "--center", "0", "0", "1"],
+        ["--center", "0", "0", "1", "--region", "0", "1", "0", "1"],
+    ],
+)
+def test_region_and_center_exclude_each_other(views: list[str]) -> None:
+    result = run(None, "submit", "mandelbrot", *views, *NOWHERE)  # refused before contacting
+    assert result.exit_code == 2
+    assert "--region and --center exclude each other" in result.output
+
+
+def test_submit_names_the_job(live_pool: Pool) -> None:
+    result = run(live_pool, "submit", "pi", "--samples", "1e6", "--name", "my π", "--json")
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.output)
+    assert job["name"] == "my π"
+    listed = run(live_pool, "jobs").output
+    assert any(job["job_id"] in line and "my π" in line for line in listed.splitlines())
+
+
+def test_workers_shows_whole_ids_speeds_in_the_kinds_units_and_the_real_state(
+    live_pool: Pool,
+) -> None:
+    def computed_pi() -> Any:
+        found = json.loads(run(live_pool, "workers", "--json").output)
+        return found if found and "pi" in found[0]["speeds"] else None
+
+    run(live_pool, "submit", "pi", "--samples", "1e7", "--wait")
+    (worker,) = wait_until(computed_pi, what="the worker learns its π speed")
+    assert worker["state"] == "running" and not worker["left"]
+    seen = datetime.fromisoformat(worker["last_seen"])
+    assert seen.tzinfo is not None and seen.timestamp() == int(worker["last_seen_s"])
+    assert 0 <= worker["last_seen_ago_s"] < 60
+    # Not on a terminal: as wide as the content, never squeezed into 80 columns.
+    row = next(line for line in run(live_pool, "workers").output.splitlines() if "running" in line)
+    assert worker["worker_id"] in row and worker["name"] in row
+    assert re.search(r"pi [0-9.]+[kMGT]? samples/s", row), row
+    assert re.search(r"\d+ s ago", row), row
+
+
+def test_key_list_has_no_uses_column_and_token_list_has(live_pool: Pool) -> None:
+    keys = run(live_pool, "key", "list").output.splitlines()
+    tokens = run(live_pool, "token", "list").output.splitlines()
+    key_header = next(line for line in keys if " id " in line)
+    token_header = next(line for line in tokens if " id " in line)
+    assert "uses" not in key_header and "role" in key_header
+    assert "uses" in token_header and "role" not in token_header
+
+
+def test_the_join_command_is_printed_on_one_line(live_pool: Pool) -> None:
+    log = (live_pool.data_dir / "coordinator.log").read_text()
+    join = re.compile(
+        r"^Join workers with:  HYDRACOMPUTE_JOIN_TOKEN=\S+ hydracompute worker https://\S+ "
+        r"--ca-fingerprint sha256:[0-9a-f]{64}$",
+        re.MULTILINE,
+    )
+    assert join.search(log), log
+
+
+def test_login_reads_a_piped_key_plainly(live_pool: Pool, tmp_path: Path) -> None:
+    fingerprint = credentials(live_pool)["ca-fingerprint"]
+    environment = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path))
+    logged_in = subprocess.run(
+        [sys.executable, "-m", "hydracompute", "login", live_pool.url],
+        input=live_pool.coordinator.admin_key + "\n",
+        env=environment | {"HYDRACOMPUTE_CA_FINGERPRINT": fingerprint},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,  # no controlling terminal, as in a pipeline or a cron job
+    )
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert "Warning" not in logged_in.stderr and "signed in" in logged_in.stderr
+    profile = json.loads((tmp_path / "hydracompute" / "profile.json").read_text())
+    assert profile["api_key"] == live_pool.coordinator.admin_key
+
+
+def test_errors_say_what_to_do(live_pool: Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = live_pool.coordinator.admin_key
+    unpinned = run(None, "login", live_pool.url, "--api-key", key)
+    assert unpinned.exit_code == EXIT_UNREACHABLE
+    assert "CERTIFICATE_VERIFY_FAILED" in unpinned.output
+    assert "pass it with --ca-fingerprint" in unpinned.output
+    plain = live_pool.url.replace("https://", "http://")
+    refused = run(None, "jobs", "--url", plain, "--api-key", key)
+    assert refused.exit_code == EXIT_UNREACHABLE
+    assert f"probably serves TLS; try {live_pool.url}" in refused.output
+    monkeypatch.setattr(connection, "DEFAULT_URL", "http://127.0.0.1:9")
+    nowhere = run(None, "jobs")
+    assert nowhere.exit_code == EXIT_UNREACHABLE
+    assert "no coordinator is configured" in nowhere.output
+    assert "hydracompute login URL" in nowhere.output

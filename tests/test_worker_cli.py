@@ -286,6 +286,19 @@ def test_print_shows_the_files_and_writes_nothing() -> None:
     assert not (config_home() / "hydracompute" / "worker.env").exists()
 
 
+@pytest.mark.parametrize("target", ["linux", "macos"])
+def test_print_needs_no_token_but_writing_does(target: str) -> None:
+    shown = run(
+        "worker", "install-service", "https://pool.example", "--platform", target, "--print"
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "<join token>" in shown.output
+    refused = run("worker", "install-service", "https://pool.example", "--platform", target)
+    assert refused.exit_code == 2 and "--token" in refused.output
+    assert not (config_home() / "systemd").exists()
+    assert not (config_home() / "hydracompute" / "worker.env").exists()
+
+
 def test_bad_rules_or_fingerprint_are_refused_before_anything_is_written() -> None:
     assert install("--platform", "linux", "--duty-percent", "0").exit_code == 2
     refused = run(

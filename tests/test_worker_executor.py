@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hydracompute.kinds.pi import BLOCK_SAMPLES
 from hydracompute.kinds.pi_kernel import count_hits
+from hydracompute.worker import executor
 from hydracompute.worker.executor import run_chunk
+from tests.sum_kind import SumKind, sum_registry
 
 PI = {"samples": 10 * BLOCK_SAMPLES, "seed": 7}
 
@@ -51,3 +55,26 @@ def test_a_hostile_or_broken_lease_is_refused_not_computed(
     run = run_chunk(kind, params, start, stop)
     assert run.output is None
     assert run.error is not None and message in run.error
+
+
+class NotANumberKind(SumKind):
+    """A third-party kind with a bug: its output holds a NaN."""
+
+    name = "nan"
+
+    def compute(self, params: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+        return {"total": sum(range(start, stop)), "mean": {"values": [1.0, float("nan")]}}
+
+
+def test_an_output_json_cannot_carry_is_this_chunks_failure_not_a_stuck_exchange(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = sum_registry()
+    registry.register(NotANumberKind())
+    monkeypatch.setattr(executor, "default_registry", lambda: registry)
+    run = run_chunk("nan", {"n": 10}, 0, 5)
+    assert run.output is None
+    assert (
+        run.error == "ValueError: output.mean.values[1] is NaN or infinite, which JSON cannot carry"
+    )
+    assert run_chunk("sum", {"n": 10}, 0, 5).output == {"total": 10}

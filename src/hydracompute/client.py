@@ -4,6 +4,10 @@
 >>> job = Client("http://127.0.0.1:8765").submit("pi", samples=10**9)
 >>> job.wait().answer["estimate"]   # doctest: +SKIP
 3.14159...
+
+``Client()`` without arguments connects as the command line does: to the URL, API key and
+CA fingerprint of the ``HYDRACOMPUTE_*`` variables, else of the saved login (see
+:mod:`hydracompute.connection`).
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ from typing import Any
 import httpx
 
 from hydracompute import tls
+from hydracompute.connection import DEFAULT_URL, resolve
 from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.errors import (
     CoordinatorUnavailable,
     HydraError,
+    InvalidParams,
+    InvalidRequest,
     TooManyRequests,
     error_from_problem,
 )
+from hydracompute.jsonvalues import nonfinite_path
 
-DEFAULT_URL = "http://127.0.0.1:8765"
+__all__ = ["DEFAULT_URL", "Client", "Job", "JobFailed", "JobInfo"]
 
 
 class JobFailed(HydraError):
@@ -60,24 +68,31 @@ class Client:
         ca_fingerprint: the SHA-256 fingerprint of the coordinator's own certificate
             authority, as its admin gave it; without one an ``https`` URL is checked against
             the default trusted authorities (certifi's bundle, or ``SSL_CERT_FILE``).
+
+        Each of these three that is not given is taken from its ``HYDRACOMPUTE_*``
+        variable, else from the login profile (:func:`hydracompute.connection.resolve`).
         timeout: seconds for one request.
         transport: an httpx transport (e.g. ``httpx.ASGITransport``) instead of the network.
 
     Raises:
         CertificateMismatch: the coordinator's authority does not have that fingerprint.
         CoordinatorUnavailable: it could not be reached to fetch its authority.
+        ValueError: a malformed fingerprint, or one given with an ``http://`` URL.
     """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | None = None,
         api_key: str | None = None,
         ca_fingerprint: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        connection = resolve(url, api_key, ca_fingerprint)
+        self.url = connection.url
         self.timeout = timeout
+        self._url_source = connection.url_source
+        api_key, ca_fingerprint = connection.api_key, connection.ca_fingerprint
         verify = tls.verification(self.url, ca_fingerprint) if transport is None else True
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
@@ -102,14 +117,17 @@ class Client:
 
         Raises:
             CoordinatorUnavailable: the coordinator cannot be reached.
+            InvalidRequest: the ``json`` body holds a NaN or an infinity (nothing is sent).
             HydraError: the coordinator refused the request.
         """
+        where = nonfinite_path(kwargs.get("json"))
+        if where is not None:
+            message = "must be a finite number (JSON has no NaN or infinity)"
+            raise InvalidRequest(f"{where}: {message}", errors={where: message})
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise CoordinatorUnavailable(
-                f"cannot reach the coordinator at {self.url}: {exc}"
-            ) from exc
+            raise CoordinatorUnavailable(self._unreachable(exc)) from exc
         if response.status_code >= 400:
             try:
                 problem = response.json()
@@ -117,6 +135,31 @@ class Client:
                 problem = {"detail": response.text[:500]}
             raise error_from_problem(response.status_code, problem)
         return response
+
+    def _unreachable(self, exc: httpx.TransportError) -> str:
+        """Why the coordinator could not be reached, with what to do about it."""
+        detail = f"cannot reach the coordinator at {self.url}: {str(exc).rstrip('.')}"
+        if tls.is_certificate_error(exc):
+            return (
+                f"{detail}. Its certificate is not signed by an authority this machine "
+                "trusts: a coordinator with its own authority prints its fingerprint "
+                "(sha256:…) in its join command; pass it with --ca-fingerprint "
+                "(HYDRACOMPUTE_CA_FINGERPRINT, or ca_fingerprint= in Python)"
+            )
+        if self.url.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+            https = "https://" + self.url.removeprefix("http://")
+            return (
+                f"{detail}. The coordinator closed the connection without answering: it "
+                f"probably serves TLS; try {https}"
+            )
+        if self._url_source == "default" and isinstance(exc, httpx.ConnectError):
+            return (
+                f"no coordinator is configured (no --url, no HYDRACOMPUTE_URL, no saved "
+                f"login), and none answers at the default {self.url}. Log in once with "
+                "'hydracompute login URL --api-key KEY --ca-fingerprint sha256:…' (the "
+                "coordinator prints its URL and fingerprint), or give --url"
+            )
+        return detail
 
     def submit(
         self,
@@ -134,7 +177,15 @@ class Client:
         ``replication`` copies of each chunk are computed by different workers and
         ``quorum`` of them must agree; ``adaptive`` verification replicates only untrusted
         workers' outputs (and trusted ones' now and then). ``None``: the pool's default.
+
+        Raises:
+            InvalidParams: a parameter is NaN or infinite (nothing is sent); the
+                coordinator refuses other bad parameters with the same error.
+            HydraError: the coordinator refused the job.
         """
+        where = nonfinite_path(params)
+        if where is not None:
+            raise InvalidParams({where: "must be a finite number (JSON has no NaN or infinity)"})
         body: dict[str, Any] = {"kind": kind, "params": params, "name": name}
         options = {
             "target_chunk_s": target_chunk_s,
@@ -158,6 +209,10 @@ class Client:
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/v1/workers").json()["workers"])
+
+    def kinds(self) -> list[dict[str, Any]]:
+        """The job kinds the coordinator accepts, with their unit and work names."""
+        return list(self.request("GET", "/api/v1/kinds").json()["kinds"])
 
     def health(self) -> dict[str, Any]:
         return dict(self.request("GET", "/api/v1/health").json())

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -63,7 +67,12 @@ def start_coordinator(
     with log_path.open("a") as log:
         process = _spawn_coordinator(data_dir, port, extra or [], log)
     assert process.stdout is not None
-    line = process.stdout.readline()
+    try:
+        line = process.stdout.readline()
+    except BaseException:  # e.g. Ctrl-C while it starts: it must not outlive the caller
+        process.kill()
+        process.wait()
+        raise
     if not line.startswith("URL "):
         process.kill()
         process.wait()
@@ -157,6 +166,58 @@ def _wait(console: Console, client: Client, job_id: str, label: str) -> JobInfo:
         )
 
 
+#: Signals that stop the demo as Ctrl-C does, cleaning up: SIGTERM (``kill``, service
+#: managers), SIGHUP (its terminal closed).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _signals(handler: Any) -> Iterator[None]:
+    """Handle every stop signal with ``handler`` inside the block (main thread only)."""
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def command_name() -> str:
+    """How the user can run ``hydracompute`` from a shell: the bare name when that finds
+    this installation, else this environment's script (``make demo`` does not put
+    ``.venv/bin`` on the PATH)."""
+    script = Path(sys.executable).parent / "hydracompute"
+    found = shutil.which("hydracompute")
+    if found and Path(found).resolve() == script.resolve():
+        return "hydracompute"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m hydracompute"
+    return shell_path(script)
+
+
+def shell_path(path: Path) -> str:
+    """``path`` for a shell: relative to the working directory when below it (e.g.
+    ``.venv/bin/hydracompute``), else absolute; quoted if need be."""
+    shown = path.absolute()
+    if shown.is_relative_to(Path.cwd()):
+        shown = shown.relative_to(Path.cwd())
+    text = str(shown)
+    # A bare name would be looked up on the PATH instead.
+    return shlex.quote(f"./{text}" if text == shown.name else text)
+
+
 def run_demo(
     console: Console,
     cores: int,
@@ -168,65 +229,113 @@ def run_demo(
 ) -> int:
     """Run the demo; returns the process exit code.
 
-    With ``keep``, the coordinator and worker stay up after the jobs until Ctrl-C.
+    With ``keep``, the coordinator and worker stay up after the jobs until Ctrl-C, SIGTERM
+    or SIGHUP (exit code 0). Before that, such a signal stops the demo with 128 + its
+    number. Either way the children are stopped and the temporary data directory (its
+    keys included) is deleted first. Must be called from the main thread.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="hydracompute-demo-") as tmp:
-        coordinator = start_coordinator(Path(tmp), port)
+    try:
+        with _signals(_interrupt):
+            return _run(console, cores, samples, size, output_dir, port, keep)
+    except Interrupted as exc:
+        console.print(f"Stopped by {signal.Signals(exc.signum).name}; the pool is gone.")
+        return 128 + exc.signum
+
+
+def _run(
+    console: Console,
+    cores: int,
+    samples: int,
+    size: int,
+    output_dir: Path,
+    port: int,
+    keep: bool,
+) -> int:
+    data_dir = Path(tempfile.mkdtemp(prefix="hydracompute-demo-"))
+    coordinator: LocalCoordinator | None = None
+    worker: subprocess.Popen[str] | None = None
+    try:
+        coordinator = start_coordinator(data_dir, port)
         url = coordinator.url
         worker = start_worker(coordinator, cores, f"demo-{os.getpid()}")
-        try:
+        console.print(
+            f"Coordinator at [bold]{url}[/bold] (TLS with its own authority "
+            f"{coordinator.ca_fingerprint}); a local worker on {cores} core(s)."
+        )
+        with coordinator.client() as client:
+            _deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while not any(w["online"] for w in client.workers()):
+                if time.monotonic() > _deadline or worker.poll() is not None:
+                    console.print("[red]the worker did not join[/red]")
+                    return 1
+                time.sleep(0.1)
+            pi = client.submit("pi", samples=samples, name="demo π")
+            info = _wait(console, client, pi.job_id, f"π, {samples:.2g} samples")
+            answer = info.answer or {}
+            error = answer["estimate"] - math.pi
             console.print(
-                f"Coordinator at [bold]{url}[/bold] (TLS with its own authority "
-                f"{coordinator.ca_fingerprint}); a local worker on {cores} core(s)."
+                f"π ≈ [bold]{answer['estimate']:.10f}[/bold] ± {answer['stderr']:.1e} "
+                f"(true error {error:+.1e} = {error / answer['stderr']:+.2f} σ), "
+                f"{samples / info.elapsed_s:.3g} samples/s end to end"
             )
-            with coordinator.client() as client:
-                _deadline = time.monotonic() + STARTUP_TIMEOUT_S
-                while not any(w["online"] for w in client.workers()):
-                    if time.monotonic() > _deadline or worker.poll() is not None:
-                        console.print("[red]the worker did not join[/red]")
-                        return 1
-                    time.sleep(0.1)
-                pi = client.submit("pi", samples=samples, name="demo π")
-                info = _wait(console, client, pi.job_id, f"π, {samples:.2g} samples")
-                answer = info.answer or {}
-                error = answer["estimate"] - math.pi
-                console.print(
-                    f"π ≈ [bold]{answer['estimate']:.10f}[/bold] ± {answer['stderr']:.1e} "
-                    f"(true error {error:+.1e} = {error / answer['stderr']:+.2f} σ), "
-                    f"{samples / info.elapsed_s:.3g} samples/s end to end"
-                )
-                mandel = client.submit(
-                    "mandelbrot", width=size, height=size, max_iter=1000, name="demo Mandelbrot"
-                )
-                info = _wait(console, client, mandel.job_id, f"Mandelbrot {size}×{size}")
-                png = output_dir / "mandelbrot.png"
-                png.write_bytes(mandel.artefact("image.png"))
-                iterations = (info.answer or {})["iterations"]
-                console.print(
-                    f"Mandelbrot: {iterations:.3g} iterations in {info.elapsed_s:.1f} s "
-                    f"({iterations / info.elapsed_s:.3g}/s); image written to [bold]{png}[/bold]"
-                )
-            if keep:
-                _keep_running(console, coordinator)
-        except HydraError as exc:
-            console.print(f"[red]{exc.title}: {exc.detail}[/red]")
-            return 1
-        finally:
-            stop(worker)
-            stop(coordinator.process)
+            mandel = client.submit(
+                "mandelbrot", width=size, height=size, max_iter=1000, name="demo Mandelbrot"
+            )
+            info = _wait(console, client, mandel.job_id, f"Mandelbrot {size}×{size}")
+            png = output_dir / "mandelbrot.png"
+            png.write_bytes(mandel.artefact("image.png"))
+            iterations = (info.answer or {})["iterations"]
+            console.print(
+                f"Mandelbrot: {iterations:.3g} iterations in {info.elapsed_s:.1f} s "
+                f"({iterations / info.elapsed_s:.3g}/s); image written to [bold]{png}[/bold]"
+            )
+        if keep:
+            _keep_running(console, coordinator)
+    except HydraError as exc:
+        console.print(f"[red]{exc.title}: {exc.detail}[/red]")
+        return 1
+    finally:
+        # A second signal must not cut the clean-up short: the children would outlive the
+        # demo, and the keys in their directory would stay on disk.
+        with _signals(signal.SIG_IGN):
+            if worker is not None:
+                stop(worker)
+            if coordinator is not None:
+                stop(coordinator.process)
+            shutil.rmtree(data_dir, ignore_errors=True)
+    hydracompute = command_name()
+    if hydracompute != "hydracompute":
+        activate = shell_path(Path(sys.executable).parent / "activate")
+        console.print(
+            f"'hydracompute' is not on your PATH: run it as {hydracompute}, or first "
+            f"'. {activate}' (then 'hydracompute' works in this shell)."
+        )
     console.print(
-        "Done. Start your own pool with 'hydracompute coordinator': it prints the command "
+        f"Done. Start your own pool with '{hydracompute} coordinator': it prints the command "
         "that joins workers, and its pages are at its URL (/ and /docs)."
     )
     return 0
 
 
 def _keep_running(console: Console, coordinator: LocalCoordinator) -> None:
-    console.print(
-        f"The pool stays up until Ctrl-C: {coordinator.url}/docs for the API; from another "
-        f"terminal, 'hydracompute login {coordinator.url} --api-key {coordinator.admin_key} "
-        f"--ca-fingerprint {coordinator.ca_fingerprint}' then 'hydracompute jobs'."
+    """Say how to use the pool, then wait until a stop signal (the way this phase ends),
+    or until the coordinator stops by itself."""
+    hydracompute = command_name()
+    login = (
+        f"{hydracompute} login {coordinator.url} --api-key {coordinator.admin_key} "
+        f"--ca-fingerprint {coordinator.ca_fingerprint}"
     )
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
+        console.print(
+            f"The pool stays up until Ctrl-C (or SIGTERM): {coordinator.url}/docs for the "
+            f"API. Its keys are in {coordinator.data_dir}, deleted when it stops. From "
+            "another terminal, log in to it (this replaces your saved login), then try the "
+            "other commands:"
+        )
+        # Printed plainly, one command per line, never wrapped: they are for copy-paste.
+        for command in (login, f"{hydracompute} jobs", f"{hydracompute} workers"):
+            console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
         coordinator.process.wait()
+    except Interrupted as exc:
+        console.print(f"{signal.Signals(exc.signum).name}: stopping the pool.")

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime
 from typing import Any
 
 import click
-from rich.table import Table
+from rich.table import Column, Table
 
 from hydracompute.cli.base import (
     api_key_option,
     ca_fingerprint_option,
-    console,
     handle_errors,
     json_option,
     main,
     notes,
     print_json,
-    save_profile,
+    print_table,
     with_client,
 )
 from hydracompute.client import Client
+from hydracompute.connection import save_profile
 from hydracompute.errors import Unauthorized
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -41,22 +42,28 @@ def parse_duration(text: str | None) -> float | None:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def _show(credentials: list[dict[str, Any]], as_json: bool) -> None:
+def _show(credentials: list[dict[str, Any]], as_json: bool, uses: bool) -> None:
+    """Credentials as JSON or a table; ``uses``: join tokens, shown with how many workers
+    enrolled with each, where API keys have a role (and their uses are not counted)."""
     if as_json:
         print_json(credentials)
         return
-    table = Table("id", "name", "role", "uses", "expires", "revoked")
+    third_column = "uses" if uses else "role"
+    table = Table(Column("id", no_wrap=True), "name", third_column, "expires", "revoked")
     for c in credentials:
-        uses = f"{c['uses']}/{c['max_uses']}" if c.get("max_uses") else str(c["uses"])
+        if not uses:
+            third = c["role"] or ""
+        elif c.get("max_uses"):
+            third = f"{c['uses']}/{c['max_uses']}"
+        else:
+            third = str(c["uses"])
         expires = (
             "never"
             if c["expires_s"] is None
             else datetime.fromtimestamp(c["expires_s"]).isoformat(sep=" ", timespec="minutes")
         )
-        table.add_row(
-            c["id"], c["name"], c["role"] or "", uses, expires, "yes" if c["revoked"] else ""
-        )
-    console.print(table)
+        table.add_row(c["id"], c["name"], third, expires, "yes" if c["revoked"] else "")
+    print_table(table)
 
 
 def _issued(answer: dict[str, Any], what: str, as_json: bool) -> None:
@@ -91,7 +98,7 @@ def key_create(role: str, name: str, expires_in: str | None, client: Client, as_
 @with_client
 def key_list(client: Client, as_json: bool) -> None:
     """List API keys (never their secrets)."""
-    _show(client.request("GET", "/api/v1/keys").json()["credentials"], as_json)
+    _show(client.request("GET", "/api/v1/keys").json()["credentials"], as_json, uses=False)
 
 
 @key.command("revoke")
@@ -136,7 +143,7 @@ def token_create(
 @with_client
 def token_list(client: Client, as_json: bool) -> None:
     """List join tokens (never their secrets)."""
-    _show(client.request("GET", "/api/v1/join-tokens").json()["credentials"], as_json)
+    _show(client.request("GET", "/api/v1/join-tokens").json()["credentials"], as_json, uses=True)
 
 
 @token.command("revoke")
@@ -168,7 +175,7 @@ def login(url: str, api_key: str | None, ca_fingerprint: str | None) -> None:
     """Check an API key against the coordinator at URL and save it as the default profile,
     so that other commands need no --url, --api-key or --ca-fingerprint."""
     if not api_key:
-        api_key = click.prompt("API key", hide_input=True)
+        api_key = _read_key()
     try:
         client = Client(url, api_key=api_key, ca_fingerprint=ca_fingerprint)
     except ValueError as exc:
@@ -177,8 +184,19 @@ def login(url: str, api_key: str | None, ca_fingerprint: str | None) -> None:
         me = client.request("GET", "/api/v1/session").json()
     if not me.get("signed_in", True) or not me.get("key_id"):
         raise Unauthorized(f"the coordinator at {url} does not accept that API key")
-    profile = {"url": url.rstrip("/"), "api_key": str(api_key)}
+    profile = {"url": url.rstrip("/"), "api_key": api_key}
     if ca_fingerprint:
         profile["ca_fingerprint"] = ca_fingerprint
     path = save_profile(profile)
     notes.print(f"signed in to {url} as {me['key_id']} ({me['role']}); saved in {path}")
+
+
+def _read_key() -> str:
+    """The API key typed without echo on a terminal, or the first line of what is piped in
+    (``getpass`` would warn that it cannot hide the input)."""
+    if sys.stdin.isatty():
+        return str(click.prompt("API key", hide_input=True)).strip()
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise click.UsageError("no API key: give --api-key, or pipe the key in")
+    return key

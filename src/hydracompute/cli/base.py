@@ -5,22 +5,26 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 from hydracompute import __version__
 from hydracompute.client import DEFAULT_URL, Client, JobFailed
 from hydracompute.errors import CoordinatorUnavailable, HydraError
-from hydracompute.private_files import write_private
 
 EXIT_JOB_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED = 1, 3, 4
-console = Console()  # data: tables and answers
-notes = Console(stderr=True)  # errors, progress and remarks: never mixed into --json output
+# soft_wrap: a line is never cut at the console's width (80 columns when not on a
+# terminal), so a command or an id printed for copy-paste stays whole.
+console = Console(soft_wrap=True)  # data: tables and answers
+notes = Console(stderr=True, soft_wrap=True)  # errors, progress and remarks: never in --json
 url_option = click.option(
     "--url",
     default=None,
@@ -39,8 +43,44 @@ ca_fingerprint_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+class FiniteFloat(click.FloatRange):
+    """A float within optional bounds that is neither NaN nor infinite: JSON cannot carry
+    those, and a bound is no defence against NaN (every comparison with it is false)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        return super()._describe_range() if (self.min, self.max) != (None, None) else "finite"
+
+
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+    """``data`` as JSON on stdout (NaN or an infinity, which JSON cannot carry, as null)."""
+    click.echo(json.dumps(_finite(data), indent=2, sort_keys=True))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v) for v in data]
+    return data
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` on stdout. Not on a terminal it is as wide as its content (rich
+    would squeeze it into 80 columns, cutting ids and wrapping states)."""
+    if not console.is_terminal:
+        wide = console.options.update_width(10_000)
+        table.width = Measurement.get(console, wide, table).maximum
+    console.print(table)
 
 
 def handle_errors(fn: Callable[..., None]) -> Callable[..., None]:
@@ -51,43 +91,23 @@ def handle_errors(fn: Callable[..., None]) -> Callable[..., None]:
         try:
             fn(*args, **kwargs)
         except JobFailed as exc:
-            notes.print(f"[red]{exc.detail}[/red]")
+            notes.print(f"[red]{escape(exc.detail)}[/red]")
             sys.exit(EXIT_JOB_FAILED)
         except CoordinatorUnavailable as exc:
-            notes.print(f"[red]{exc.detail}[/red]")
+            notes.print(f"[red]{escape(exc.detail)}[/red]")
             sys.exit(EXIT_UNREACHABLE)
         except HydraError as exc:
-            notes.print(f"[red]{exc.title}: {exc.detail}[/red]")
+            notes.print(f"[red]{escape(f'{exc.title}: {exc.detail}')}[/red]")
             sys.exit(EXIT_REFUSED)
 
     return wrapper
 
 
-def profile_path() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("hydracompute")) / "profile.json"
-
-
-def load_profile() -> dict[str, str]:
-    """What ``hydracompute login`` saved: url, api_key, ca_fingerprint (any may be absent)."""
-    try:
-        data = json.loads(profile_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: str(v) for k, v in data.items() if k in ("url", "api_key", "ca_fingerprint")}
-
-
-def save_profile(profile: dict[str, str]) -> Path:
-    path = profile_path()
-    write_private(path, json.dumps(profile, indent=2))
-    return path
-
-
 def with_client(fn: Callable[..., None]) -> Callable[..., None]:
     """Add ``--url``, ``--api-key`` and ``--ca-fingerprint`` and pass an open ``client``.
 
-    Each falls back on its environment variable, then on the saved login profile.
+    Each falls back on its environment variable, then on the saved login profile
+    (:func:`hydracompute.connection.resolve`, as the Python client does).
     """
 
     @functools.wraps(fn)
@@ -98,12 +118,6 @@ def with_client(fn: Callable[..., None]) -> Callable[..., None]:
         ca_fingerprint: str | None,
         **kwargs: Any,
     ) -> None:
-        profile = load_profile()
-        url = (url or profile.get("url") or DEFAULT_URL).rstrip("/")
-        # The profile's key and pin belong to its pool only.
-        same_pool = url == profile.get("url", "").rstrip("/")
-        api_key = api_key or (profile.get("api_key") if same_pool else None)
-        ca_fingerprint = ca_fingerprint or (profile.get("ca_fingerprint") if same_pool else None)
         try:
             client = Client(url, api_key=api_key, ca_fingerprint=ca_fingerprint)
         except ValueError as exc:  # a malformed fingerprint, or one with an http:// URL

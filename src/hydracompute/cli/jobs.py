@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from hydracompute.cli.base import (
+    FiniteFloat,
     console,
     handle_errors,
     json_option,
     main,
     notes,
     print_json,
+    print_table,
     with_client,
 )
 from hydracompute.client import Client, Job, JobInfo
@@ -47,11 +50,12 @@ def _submit(
     as_json: bool,
     output: str | None,
     target_chunk_s: float | None,
+    name: str,
 ) -> None:
     if output and not wait:
         raise click.UsageError("-o/--output needs --wait (or use 'hydracompute result JOB -o')")
     verification = click.get_current_context().meta.get(VERIFICATION_META, {})
-    job = client.submit(kind, target_chunk_s=target_chunk_s, **verification, **params)
+    job = client.submit(kind, name=name, target_chunk_s=target_chunk_s, **verification, **params)
     if not wait:
         if as_json:
             print_json(job.info().raw)
@@ -81,6 +85,9 @@ def _verification_option(name: str) -> Callable[[click.Context, click.Parameter,
 
 
 submit_options = [
+    click.option(
+        "--name", default="", show_default=False, help="A name shown by 'jobs' and the dashboard."
+    ),
     click.option("--wait", is_flag=True, help="Wait for the answer, with a progress bar."),
     click.option(
         "--replicas",
@@ -110,7 +117,7 @@ submit_options = [
     click.option(
         "--target-chunk-s",
         default=None,
-        type=click.FloatRange(0.01, 3600),
+        type=FiniteFloat(0.01, 3600),
         help="Seconds per chunk for this job (default: the coordinator's).",
     ),
     json_option,
@@ -129,7 +136,7 @@ def submit() -> None:
 
 
 @submit.command("pi")
-@click.option("--samples", required=True, type=float, help="Number of samples, e.g. 1e10.")
+@click.option("--samples", required=True, type=FiniteFloat(), help="Number of samples, e.g. 1e10.")
 @click.option("--seed", default=None, type=int, help="Random seed (chosen if omitted).")
 @with_submit_options
 @handle_errors
@@ -137,6 +144,7 @@ def submit() -> None:
 def submit_pi(
     samples: float,
     seed: int | None,
+    name: str,
     wait: bool,
     output: str | None,
     target_chunk_s: float | None,
@@ -147,7 +155,15 @@ def submit_pi(
     params: dict[str, Any] = {"samples": samples}
     if seed is not None:
         params["seed"] = seed
-    _submit(client, "pi", params, wait, as_json, output, target_chunk_s)
+    _submit(client, "pi", params, wait, as_json, output, target_chunk_s, name)
+
+
+def _exclusive(ctx: click.Context, value: Any, other: str) -> Any:
+    """Refuse ``--region`` with ``--center``, while options are parsed (before anything is
+    contacted), whichever comes first."""
+    if value and ctx.params.get(other):
+        raise click.UsageError("--region and --center exclude each other: give one of them")
+    return value
 
 
 @submit.command("mandelbrot")
@@ -157,18 +173,20 @@ def submit_pi(
 @click.option(
     "--region",
     nargs=4,
-    type=float,
+    type=FiniteFloat(),
     default=None,
     metavar="X_MIN X_MAX Y_MIN Y_MAX",
     help="Default: the whole set.",
+    callback=lambda ctx, param, value: _exclusive(ctx, value, "center"),
 )
 @click.option(
     "--center",
     nargs=3,
-    type=float,
+    type=FiniteFloat(),
     default=None,
     metavar="RE IM SPAN",
     help="Alternative to --region: centre and x extent.",
+    callback=lambda ctx, param, value: _exclusive(ctx, value, "region"),
 )
 @click.option("--colour-map", default="classic", type=click.Choice(list(COLOUR_MAPS)))
 @with_submit_options
@@ -181,6 +199,7 @@ def submit_mandelbrot(
     region: tuple[float, float, float, float] | None,
     center: tuple[float, float, float] | None,
     colour_map: str,
+    name: str,
     wait: bool,
     output: str | None,
     target_chunk_s: float | None,
@@ -198,7 +217,7 @@ def submit_mandelbrot(
         params.update(zip(("x_min", "x_max", "y_min", "y_max"), region, strict=True))
     if center:
         params.update(zip(("center_re", "center_im", "span"), center, strict=True))
-    _submit(client, "mandelbrot", params, wait, as_json, output, target_chunk_s)
+    _submit(client, "mandelbrot", params, wait, as_json, output, target_chunk_s, name)
 
 
 @submit.command("kind")
@@ -210,13 +229,15 @@ def submit_mandelbrot(
     multiple=True,
     metavar="NAME=JSON",
     help="A parameter; the value is JSON (numbers, strings in quotes...).",
+    callback=lambda ctx, param, value: _params(value),
 )
 @with_submit_options
 @handle_errors
 @with_client
 def submit_kind(
     kind: str,
-    raw_params: tuple[str, ...],
+    raw_params: dict[str, Any],
+    name: str,
     wait: bool,
     output: str | None,
     target_chunk_s: float | None,
@@ -224,16 +245,49 @@ def submit_kind(
     as_json: bool,
 ) -> None:
     """Submit a job of any installed KIND, e.g. a third-party one."""
+    _submit(client, kind, raw_params, wait, as_json, output, target_chunk_s, name)
+
+
+def _params(items: tuple[str, ...]) -> dict[str, Any]:
+    """The ``-p NAME=VALUE`` options as parameters, read while options are parsed (so a
+    bad one is refused before anything is contacted)."""
     params: dict[str, Any] = {}
-    for item in raw_params:
-        name, sep, value = item.partition("=")
+    for item in items:
+        param, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
-        try:
-            params[name] = json.loads(value)
-        except ValueError:
-            params[name] = value
-    _submit(client, kind, params, wait, as_json, output, target_chunk_s)
+        params[param] = _param_value(param, value)
+    return params
+
+
+class _NotFinite(Exception):
+    pass
+
+
+def _finite_number(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):  # e.g. 1e999
+        raise _NotFinite(text)
+    return number
+
+
+def _refuse_constant(text: str) -> Any:
+    raise _NotFinite(text)
+
+
+def _param_value(param: str, value: str) -> Any:
+    """A ``-p`` value read as JSON, else taken as a string; NaN and infinities (which
+    Python's JSON reader would take, and JSON cannot carry) are a usage error."""
+    try:
+        return json.loads(value, parse_float=_finite_number, parse_constant=_refuse_constant)
+    except _NotFinite as exc:
+        raise click.BadParameter(
+            f"{param}={value}: {exc} is not a finite number (to send it as a string, "
+            f"quote it: {param}='\"{value}\"')",
+            param_hint="--param",
+        ) from exc
+    except ValueError:
+        return value
 
 
 def _print_answer(info: JobInfo) -> None:
@@ -269,12 +323,12 @@ def jobs(state: str | None, limit: int, client: Client, as_json: bool) -> None:
     if as_json:
         print_json([j.raw for j in found])
         return
-    table = Table("job", "kind", "state", "progress", "elapsed", "name")
+    table = Table(Column("job", no_wrap=True), "kind", "state", "progress", "elapsed", "name")
     for j in found:
         table.add_row(
             j.job_id, j.kind, j.state, f"{j.progress:.1%}", f"{j.elapsed_s:.1f} s", j.name
         )
-    console.print(table)
+    print_table(table)
 
 
 @main.command()
@@ -322,30 +376,59 @@ def result(job_id: str, output: str | None, client: Client, as_json: bool) -> No
 @handle_errors
 @with_client
 def workers(client: Client, as_json: bool) -> None:
-    """List the pool's workers."""
+    """List the pool's workers: state, work done, speed per core of each kind."""
     found = client.workers()
     if as_json:
-        print_json(found)
+        print_json([{**w, "last_seen": _timestamp(w["last_seen_s"])} for w in found])
         return
-    table = Table("worker", "name", "cores", "state", "chunks", "leases", "speeds (units/s/core)")
+    kinds = {k["name"]: k for k in client.kinds()}
+    table = Table(
+        Column("worker", no_wrap=True),
+        "name",
+        "cores",
+        "state",
+        "chunks",
+        "leases",
+        "speed per core",
+        "last seen",
+    )
     for w in found:
-        speeds = ", ".join(f"{k} {v:.3g}" for k, v in w["speeds"].items())
-        if w["revoked"]:
-            shown = "revoked"
-        elif not w["online"]:
-            shown = "offline"
-        else:
-            shown = w["state"] + (f": {w['state_reason']}" if w["state_reason"] else "")
+        state = w["state"]
+        if state == "paused" and w["state_reason"]:
+            state += f": {w['state_reason']}"
         table.add_row(
             w["worker_id"],
             w["name"],
             str(w["cores"]),
-            shown,
+            state,
             str(w["chunks_done"]),
             str(w["leases"]),
-            speeds,
+            ", ".join(_speed(name, value, kinds.get(name)) for name, value in w["speeds"].items()),
+            f"{w['last_seen_ago_s']:.0f} s ago",
         )
-    console.print(table)
+    print_table(table)
+
+
+def _timestamp(epoch_s: float) -> str:
+    """ISO 8601, UTC, to the second."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
+
+
+def _si(value: float) -> str:
+    """``1.31M``: three significant digits and an SI prefix, as the dashboard shows."""
+    for prefix in ("", "k", "M", "G", "T"):
+        if abs(value) < 999.5 or prefix == "T":
+            return f"{value:.3g}{prefix}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _speed(name: str, units_per_s: float, kind: dict[str, Any] | None) -> str:
+    """One kind's speed in its own work (``pi 1.31M samples/s``), as the dashboard shows it;
+    in work units for a kind the coordinator no longer lists."""
+    if kind is None:
+        return f"{name} {_si(units_per_s)} units/s"
+    return f"{name} {_si(units_per_s * kind['work_per_unit'])} {kind['work_name']}/s"
 
 
 @main.command()

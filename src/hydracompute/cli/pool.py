@@ -11,10 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hydracompute.cli.base import (
-    console,
-    main,
-)
+from hydracompute.cli.base import FiniteFloat, console, main
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError
 
@@ -44,8 +41,8 @@ def default_data_dir() -> Path:
     envvar="HYDRACOMPUTE_STORE",
     help="sqlite:///PATH or memory://. Default: coordinator.db in the data directory.",
 )
-@click.option("--target-chunk-s", default=2.0, type=click.FloatRange(0.01, 3600))
-@click.option("--heartbeat-s", default=5.0, type=click.FloatRange(0.05, 600))
+@click.option("--target-chunk-s", default=2.0, type=FiniteFloat(0.01, 3600))
+@click.option("--heartbeat-s", default=5.0, type=FiniteFloat(0.05, 600))
 @click.option(
     "--cert",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -76,21 +73,21 @@ def default_data_dir() -> Path:
 @click.option(
     "--error-bound",
     default=VerificationPolicy.error_bound,
-    type=click.FloatRange(1e-9, 0.5),
+    type=FiniteFloat(1e-9, 0.5),
     show_default=True,
     help="Adaptive: the largest chance that an output accepted alone is wrong.",
 )
 @click.option(
     "--saboteur-share",
     default=VerificationPolicy.saboteur_share,
-    type=click.FloatRange(0, 0.9),
+    type=FiniteFloat(0, 0.9),
     show_default=True,
     help="Adaptive: the share of workers assumed to lie.",
 )
 @click.option(
     "--spot-check-rate",
     default=VerificationPolicy.spot_check_rate,
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     show_default=True,
     help="Adaptive: the share of an untrusted worker's leases that test it on a known answer.",
 )
@@ -151,7 +148,7 @@ def coordinator(
 
 @main.command()
 @click.option("--cores", default=os.cpu_count() or 1, type=click.IntRange(1, 1024))
-@click.option("--samples", default=1e10, type=float, help="Samples of the π job.")
+@click.option("--samples", default=1e10, type=FiniteFloat(1, 1e15), help="Samples of the π job.")
 @click.option(
     "--size",
     default=2048,

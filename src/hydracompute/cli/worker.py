@@ -31,6 +31,10 @@ from hydracompute.errors import CoordinatorUnavailable
 from hydracompute.worker.rules import PRIORITIES, SETTINGS, Rules, Setting
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: What ``install-service --print`` shows in place of the join token.
+SHOWN_TOKEN = "<join token>"
+#: The token of files only printed when none was given (an environment file's value).
+PLACEHOLDER_TOKEN = "JOIN-TOKEN"
 
 
 def default_identity_file(url: str, name: str | None) -> Path:
@@ -65,15 +69,16 @@ def _rule_option(setting: Setting) -> Callable[[F], F]:
     return click.option(flag, setting.key, type=int if setting.kind == "int" else float, help=text)
 
 
-def worker_options(fn: F) -> F:
+def worker_options(fn: F, token_required: bool = True) -> F:
     """The options of a worker: where it joins, as whom, and the owner's rules."""
     options = [
         click.argument("url", envvar="HYDRACOMPUTE_URL", default=DEFAULT_URL),
         click.option(
             "--token",
             envvar="HYDRACOMPUTE_JOIN_TOKEN",
-            required=True,
-            help="The pool's join token (the coordinator prints it in its join command).",
+            required=token_required,
+            help="The pool's join token (the coordinator prints it in its join command)."
+            + ("" if token_required else " Not needed with --print."),
         ),
         click.option(
             "--ca-fingerprint",
@@ -256,8 +261,12 @@ def worker_status(identity: Path | None, as_json: bool) -> None:
     sys.exit(0 if running and not all(s.stale for s in running) else 1)
 
 
+def _token_optional(fn: F) -> F:
+    return worker_options(fn, token_required=False)
+
+
 @worker.command("install-service", context_settings=_WORKER_ENV)
-@worker_options
+@_token_optional
 @click.option("--print", "print_only", is_flag=True, help="Show the files; write nothing.")
 @click.option(
     "--platform",
@@ -268,7 +277,7 @@ def worker_status(identity: Path | None, as_json: bool) -> None:
 )
 def worker_install_service(
     url: str,
-    token: str,
+    token: str | None,
     ca_fingerprint: str | None,
     cores: int | None,
     name: str | None,
@@ -282,12 +291,16 @@ def worker_install_service(
 
     Writes a systemd user unit (Linux) or a launchd agent (macOS) that runs 'hydracompute
     worker URL' with these options, and prints how to enable it. The join token goes in a
-    private file (mode 0600), never on the command line.
+    private file (mode 0600), never on the command line. With --print no token is needed:
+    the files show a placeholder where it goes.
     """
     from hydracompute import tls
     from hydracompute.private_files import write_atomic
     from hydracompute.worker import service
 
+    if token is None and not print_only:
+        raise click.UsageError("Missing option '--token' (or HYDRACOMPUTE_JOIN_TOKEN).")
+    token = token or PLACEHOLDER_TOKEN
     platform_name = target or ("macos" if sys.platform == "darwin" else "linux")
     if platform_name == "linux" and target is None and not sys.platform.startswith("linux"):
         raise click.UsageError("services are written for Linux (systemd) and macOS (launchd)")
@@ -324,7 +337,7 @@ def worker_install_service(
         raise click.BadParameter(str(exc), param_hint="--token") from exc
     for file in files:
         if print_only:
-            shown = file.content.replace(token, "<join token>")
+            shown = file.content.replace(token, SHOWN_TOKEN)
             click.echo(f"# {file.path} (mode {file.mode:o})\n{shown}")
             continue
         file.path.parent.mkdir(parents=True, exist_ok=True)

@@ -223,9 +223,11 @@ async def worker_views(c: Coordinator, workers: list[Worker]) -> list[WorkerView
             kinds=w.kinds,
             online=w.online(now, c.config.lease_ttl_s),
             revoked=w.revoked,
-            state=w.state,
+            left=w.left,
+            state=worker_state(w, now, c.config.lease_ttl_s),
             state_reason=w.state_reason,
             last_seen_s=w.last_seen_s,
+            last_seen_ago_s=max(0.0, now - w.last_seen_s),
             chunks_done=w.chunks_done,
             leases=leases.get(w.worker_id, 0),
             speeds=w.speeds,
@@ -234,3 +236,15 @@ async def worker_views(c: Coordinator, workers: list[Worker]) -> list[WorkerView
         )
         for w in workers
     ]
+
+
+def worker_state(worker: Worker, now: float, lease_ttl_s: float) -> str:
+    """``revoked``, ``left``, ``offline``, else the state the worker reported (``paused``
+    or ``running``): what it reported last is stale once it is gone."""
+    if worker.revoked:
+        return "revoked"
+    if worker.left:
+        return "left"
+    if not worker.online(now, lease_ttl_s):
+        return "offline"
+    return worker.state

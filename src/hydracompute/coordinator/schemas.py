@@ -184,9 +184,15 @@ class WorkerView(BaseModel):
     kinds: list[str]
     online: bool
     revoked: bool
-    state: str
-    state_reason: str
-    last_seen_s: float
+    left: bool = Field(description="Signed off (it stopped, or gave up while stopping).")
+    state: str = Field(
+        description="What the worker is: 'revoked', 'left' (signed off), 'offline' (not "
+        "seen for a lease's lifetime), else what it reports: 'paused' by its owner's "
+        "rules, or 'running'."
+    )
+    state_reason: str = Field(description="Why it is paused, in the worker's words.")
+    last_seen_s: float = Field(description="When it last made a request, seconds since the epoch.")
+    last_seen_ago_s: float = Field(description="How long ago that was, by the coordinator's clock.")
     chunks_done: int
     leases: int
     speeds: dict[str, float] = Field(description="Work units per second per core, per kind.")

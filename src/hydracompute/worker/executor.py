@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from hydracompute.jsonvalues import nonfinite_path
 from hydracompute.kinds import default_registry
 from hydracompute.kinds.base import JSON
 
@@ -102,7 +103,13 @@ def run_chunk(kind_name: str, params: JSON, start: int, stop: int) -> ChunkRun:
             raise ValueError(f"chunk of {stop - start} units exceeds {kind.max_chunk_units}")
         began = time.perf_counter()
         output = kind.compute(canonical, start, stop)
-        return ChunkRun(output, time.perf_counter() - began)
+        compute_s = time.perf_counter() - began
+        # Reported as this chunk's failure here; found only when the exchange is encoded,
+        # it would fail every exchange, retried forever.
+        where = nonfinite_path(output, "output")
+        if where is not None:
+            raise ValueError(f"{where} is NaN or infinite, which JSON cannot carry")
+        return ChunkRun(output, compute_s)
     except Exception as exc:  # reported to the coordinator as this chunk's failure
         return ChunkRun(None, 0.0, f"{type(exc).__name__}: {exc}")
 
