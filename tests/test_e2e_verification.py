@@ -16,6 +16,7 @@ import pytest
 from hydracompute.client import Client
 from hydracompute.kinds.pi_kernel import count_hits
 from tests.e2e_support import Pool, wait_until
+from tests.test_cli import run
 from tests.test_e2e import MANDELBROT, SEED, direct_mandelbrot, downloaded_counts
 
 pytestmark = pytest.mark.e2e
@@ -88,11 +89,14 @@ def test_a_liar_is_barred_and_the_answers_are_exact(
             assert mandel.wait(timeout=300).state == "done"
             counts = downloaded_counts(client, mandel.job_id)
             found = barred(client)
+            listed = run(p, "workers").output  # the CLI says so, with the reason
     finally:
         p.close()
     assert pi_answer["hits"] == count_hits(SEED, 0, samples)
     np.testing.assert_array_equal(counts, direct_mandelbrot())
     assert list(found) == ["liar"]
+    row = next(line for line in listed.splitlines() if "liar" in line)
+    assert "barred: its output for chunk" in row, listed
 
 
 def test_coordinator_killed_during_verification_keeps_its_verdicts(tmp_path: Path) -> None:

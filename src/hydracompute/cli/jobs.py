@@ -396,6 +396,8 @@ def workers(client: Client, as_json: bool) -> None:
         state = w["state"]
         if state == "paused" and w["state_reason"]:
             state += f": {w['state_reason']}"
+        if w.get("barred"):  # found returning a wrong output: no more work
+            state = f"barred: {w['barred']}"
         table.add_row(
             w["worker_id"],
             w["name"],
