@@ -1125,13 +1125,13 @@ def test_a_deferred_artefact_is_rendered_once_on_first_download(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     renders: list[str] = []
-    original = MandelbrotKind.render
+    original = MandelbrotKind.render_stream
 
-    def counted(self: MandelbrotKind, params: JSON, outputs: Any, name: str) -> Any:
+    def counted(self: MandelbrotKind, params: JSON, outputs: Any, name: str, scratch: Any) -> Any:
         renders.append(name)
-        return original(self, params, outputs, name)
+        return original(self, params, outputs, name, scratch)
 
-    monkeypatch.setattr(MandelbrotKind, "render", counted)
+    monkeypatch.setattr(MandelbrotKind, "render_stream", counted)
     kinds = registry_with_pi()
     kinds.register(MandelbrotKind())
     with open_pool(kinds=kinds) as pool:

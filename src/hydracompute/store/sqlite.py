@@ -8,13 +8,13 @@ The schema evolves by numbered migrations recorded in ``PRAGMA user_version``.
 
 from __future__ import annotations
 
-import json
+import io
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hydracompute.core.models import (
     Chunk,
@@ -28,6 +28,8 @@ from hydracompute.core.models import (
 )
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
+from hydracompute.store.blobs import BlobStore, FolderBlobStore, MemoryBlobStore
+from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
 from hydracompute.store.sqlite_rows import (
     CHUNKS,
     CREDENTIALS,
@@ -35,7 +37,6 @@ from hydracompute.store.sqlite_rows import (
     LEASES,
     WORKERS,
     Table,
-    json_column,
 )
 
 #: Migration ``n`` (1-based) brings the schema from version n-1 to n. Append, never edit.
@@ -105,6 +106,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX pending_chunks ON chunks (job_id, "index") WHERE state = 'pending';
     CREATE INDEX leased_chunks ON chunks (job_id, "index") WHERE state = 'leased'
     """,
+    # Large outputs and artefacts move to the blob store (hydracompute.store.payloads): a
+    # row then names its blob, and its output or data is empty. Rows written before keep
+    # their payload and are read as before.
+    """
+    ALTER TABLE outputs ADD COLUMN blob TEXT;
+    ALTER TABLE artefacts ADD COLUMN blob TEXT
+    """,
 ]
 
 
@@ -114,13 +122,25 @@ MIGRATIONS: list[str] = [
 MAX_REMEMBERED_ROWS = 20_000
 
 
-class SQLiteBackend(Backend):
-    """Backend on one SQLite file (``":memory:"`` for a throw-away database)."""
+def blob_folder_of(path: str | Path) -> Path:
+    """The blob folder beside a database file: ``NAME.db`` keeps its blobs in
+    ``NAME.db-blobs/`` (as SQLite keeps ``NAME.db-wal`` beside it)."""
+    return Path(f"{path}-blobs")
 
-    def __init__(self, path: str | Path) -> None:
+
+class SQLiteBackend(Backend):
+    """Backend on one SQLite file (``":memory:"`` for a throw-away database), with its
+    large payloads in ``blobs`` (by default the folder :func:`blob_folder_of` the file, or
+    memory for a throw-away database)."""
+
+    def __init__(self, path: str | Path, blobs: BlobStore | None = None) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if blobs is None:
+            in_memory = self.path == ":memory:"
+            blobs = MemoryBlobStore() if in_memory else FolderBlobStore(blob_folder_of(path))
+        self._blobs = blobs
         self._lock = threading.RLock()
         self._depth = 0
         #: The running jobs' (id, kind), read on every exchange that asks for work, kept
@@ -207,6 +227,11 @@ class SQLiteBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._blobs.close()
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
 
     def _forget(self) -> None:
         """Drop what is remembered of the file: a rollback undid writes it remembers, or
@@ -386,15 +411,10 @@ class SQLiteBackend(Backend):
         return self._many(LEASES, where, now, limit)
 
     def put_output(self, output: StoredOutput) -> None:
+        text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
         self._db.execute(
-            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
-            (
-                output.job_id,
-                output.chunk_index,
-                output.start,
-                output.stop,
-                json_column(output.output),
-            ),
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
+            (output.job_id, output.chunk_index, output.start, output.stop, text, blob),
         )
 
     def output_indices(self, job_id: str) -> list[int]:
@@ -405,31 +425,41 @@ class SQLiteBackend(Backend):
 
     def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
         row = self._db.execute(
-            "SELECT start, stop, output FROM outputs WHERE job_id = ? AND chunk_index = ?",
+            "SELECT start, stop, output, blob FROM outputs WHERE job_id = ? AND chunk_index = ?",
             (job_id, chunk_index),
         ).fetchone()
         if row is None:
             return None
-        return StoredOutput(job_id, chunk_index, row[0], row[1], json.loads(row[2]))
+        output = load_output(self._blobs, job_id, row[2], row[3])
+        return StoredOutput(job_id, chunk_index, row[0], row[1], output)
 
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
         rows = self._db.execute(
-            "SELECT chunk_index, start, stop, output FROM outputs WHERE job_id = ? "
+            "SELECT chunk_index, start, stop, output, blob FROM outputs WHERE job_id = ? "
             "ORDER BY chunk_index",
             (job_id,),
         ).fetchall()
-        for index, start, stop, output in rows:
-            yield StoredOutput(job_id, index, start, stop, json.loads(output))
+        for index, start, stop, text, blob in rows:
+            output = load_output(self._blobs, job_id, text, blob)
+            yield StoredOutput(job_id, index, start, stop, output)
 
-    def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None:
+    def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?, ?)",
-            (job_id, name, media_type, data),
+            "INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?, ?, ?)",
+            (job_id, name, media_type, b"", artefact_blob_name(name)),
         )
 
-    def get_artefact(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+    def open_artefact(self, job_id: str, name: str) -> tuple[str, BinaryIO] | None:
         row = self._db.execute(
-            "SELECT media_type, data FROM artefacts WHERE job_id = ? AND name = ?",
+            "SELECT media_type, blob, data FROM artefacts WHERE job_id = ? AND name = ?",
             (job_id, name),
         ).fetchone()
-        return None if row is None else (row[0], bytes(row[1]))
+        if row is None:
+            return None
+        media_type, blob, data = row
+        if blob is None:  # stored in the row before blobs existed
+            return media_type, io.BytesIO(data)
+        file = self._blobs.open(job_id, blob)
+        if file is None:
+            raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
+        return media_type, file
