@@ -15,6 +15,7 @@ import pytest
 
 from hydracompute.errors import StoreError
 from hydracompute.store.blobs import BlobStore, FolderBlobStore, MemoryBlobStore
+from hydracompute.store.blobs import folder as folder_module
 from hydracompute.store.blobs.base import READ_PIECE_BYTES
 from hydracompute.store.blobs.folder import STALE_TEMP_S
 
@@ -164,3 +165,35 @@ def test_folder_blobs_outlive_the_store_that_wrote_them(tmp_path: Path) -> None:
     FolderBlobStore(tmp_path / "b").put("job", "outputs/1-abc.json", b"{}")
     assert FolderBlobStore(tmp_path / "b").get("job", "outputs/1-abc.json") == b"{}"
     assert (tmp_path / "b" / "jobs" / "job" / "outputs" / "1-abc.json").read_bytes() == b"{}"
+
+
+def test_a_blob_written_for_a_later_sync_is_whole_at_once(blobs: BlobStore) -> None:
+    blobs.put("j", "outputs/1-a.json", b"deferred", durable=False)
+    assert blobs.get("j", "outputs/1-a.json") == b"deferred"
+    blobs.sync()
+    blobs.sync()  # nothing left to sync
+    assert blobs.get("j", "outputs/1-a.json") == b"deferred"
+
+
+def test_the_folder_syncs_deferred_blobs_and_their_folders_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(folder_module, "_sync_file", synced.append)
+    monkeypatch.setattr(folder_module, "_sync_folder", synced.append)
+    store = FolderBlobStore(tmp_path / "b")
+    store.put("j", "outputs/1.json", b"1", durable=False)
+    store.put("j", "outputs/2.json", b"2", durable=False)
+    assert synced == []  # not one by one
+    store.sync()
+    jobs = tmp_path / "b" / "jobs"
+    outputs = jobs / "j" / "outputs"
+    assert sorted(synced) == sorted(
+        [outputs / "1.json", outputs / "2.json", outputs, jobs / "j", jobs]
+    )
+    synced.clear()
+    store.sync()
+    assert synced == []
+    store.put("j", "a", b"now")  # durable at once: its folder synced before put returns
+    assert synced == [jobs / "j"]
+    store.close()

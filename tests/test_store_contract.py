@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from hydracompute.errors import (
 from hydracompute.kinds import ChunkOutput
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
 from hydracompute.store.backend import StoredOutput
+from hydracompute.store.blobs import MemoryBlobStore
 from hydracompute.store.payloads import INLINE_OUTPUT_MAX_BYTES, artefact_blob_name
 from hydracompute.store.records import ExchangeRequest, LeaseGrant
 from tests.sum_kind import SumKind, sum_registry
@@ -677,3 +678,32 @@ def test_artefacts_are_kept_in_the_blob_store_and_streamed_out(store: Store) -> 
     db.blobs.delete("job1", "artefacts/counts.npy")
     with pytest.raises(StoreError, match="missing"), db.transaction():
         db.open_artefact("job1", "counts.npy")
+
+
+class FailingSync(MemoryBlobStore):
+    """Blobs that cannot be put on the disk once some are waiting for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    def put_stream(
+        self, job_id: str, name: str, pieces: Iterable[bytes], durable: bool = True
+    ) -> int:
+        self.waiting += not durable
+        return super().put_stream(job_id, name, pieces, durable)
+
+    def sync(self) -> None:
+        if self.waiting:
+            self.waiting = 0
+            raise StoreError("the disk is full")
+
+
+def test_a_transaction_whose_blobs_cannot_be_synced_is_not_committed(tmp_path: Path) -> None:
+    big = {"counts": "x" * (INLINE_OUTPUT_MAX_BYTES + 1)}
+    for db in (MemoryBackend(FailingSync()), SQLiteBackend(tmp_path / "s.db", FailingSync())):
+        with pytest.raises(StoreError, match="disk is full"), db.transaction():
+            db.put_output(StoredOutput("job1", 0, 0, 1, big))
+        with db.transaction():
+            assert db.get_output("job1", 0) is None
+        db.close()

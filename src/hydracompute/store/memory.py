@@ -64,6 +64,7 @@ class MemoryBackend(Backend):
             self._undo = []
             try:
                 yield
+                self._blobs.sync()  # for a blob store that defers it
             except BaseException:
                 for undo in reversed(self._undo):
                     undo()

@@ -7,10 +7,11 @@ row. Artefacts always go to the blob store. This keeps large payloads out of the
 (SQLite refuses a value over 1 GB, and every byte in it is copied through its pages) and
 lets them be streamed.
 
-A blob is written (durably) before the row that names it, inside the row's transaction: a
-rolled-back transaction can leave a blob no row names, never a row naming a missing or half
-blob. Output blobs get a fresh name on every write, so such a leftover can never replace a
-committed output's blob.
+A blob is written before the row that names it, inside the row's transaction, and is on
+the disk before that transaction commits (output blobs are written with ``durable=False``
+and synced together just before the commit): a rolled-back transaction or a crash can leave
+a blob no row names, never a row naming a missing or half blob. Output blobs get a fresh
+name on every write, so such a leftover can never replace a committed output's blob.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def spill_output(
     if len(text) <= INLINE_OUTPUT_MAX_BYTES:
         return text, None
     name = f"outputs/{chunk_index}-{secrets.token_hex(8)}.json"
-    blobs.put(job_id, name, text.encode())
+    # Synced with the others of its transaction, just before the commit (Backend.transaction).
+    blobs.put(job_id, name, text.encode(), durable=False)
     return "", name
 
 

@@ -210,6 +210,7 @@ class SQLiteBackend(Backend):
                 self._follow_other_connections()
                 try:
                     yield
+                    self._blobs.sync()  # the blobs its rows name, on the disk first
                 except BaseException:
                     self._forget()
                     self._db.execute("ROLLBACK")

@@ -8,7 +8,11 @@ Contract shared by every implementation (tests/test_blob_contract.py):
 - Writing a name again replaces its blob as a whole; readers that opened the old one keep
   reading the old one.
 - A blob is durable once :meth:`BlobStore.put` or :meth:`BlobStore.put_stream` returns, so a
-  database row that refers to it may be committed after.
+  database row that refers to it may be committed after. One written with
+  ``durable=False`` is whole for every reader at once, but survives a crash of the machine
+  only after the next :meth:`BlobStore.sync`: a backend writes a transaction's blobs so and
+  syncs them all together just before its commit (one flush to the disk for all of them,
+  where one each cost milliseconds apiece on the store thread).
 - Names are relative paths of ``[A-Za-z0-9._-]`` segments separated by ``/``; job ids too
   are one such segment.
 """
@@ -44,14 +48,24 @@ class BlobStore(abc.ABC):
     """
 
     @abc.abstractmethod
-    def put_stream(self, job_id: str, name: str, pieces: Iterable[bytes]) -> int:
+    def put_stream(
+        self, job_id: str, name: str, pieces: Iterable[bytes], durable: bool = True
+    ) -> int:
         """Store the concatenation of ``pieces`` under ``(job_id, name)``, replacing any
         blob there, and return its size in bytes. Nothing is visible under the name until
-        every piece is written and durable; if ``pieces`` raises, the old blob (or none)
-        stays and the exception propagates.
+        every piece is written (and, if ``durable``, on the disk); if ``pieces`` raises,
+        the old blob (or none) stays and the exception propagates. With ``durable=False``
+        the blob is on the disk only after the next :meth:`sync`.
 
         Raises:
             StoreError: the name is invalid or the blob cannot be written.
+        """
+
+    def sync(self) -> None:  # noqa: B027 - nothing to do where nothing is deferred
+        """Put every blob written with ``durable=False`` since the last call on the disk.
+
+        Raises:
+            StoreError: one could not be.
         """
 
     @abc.abstractmethod
@@ -78,9 +92,9 @@ class BlobStore(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
 
-    def put(self, job_id: str, name: str, data: bytes) -> None:
+    def put(self, job_id: str, name: str, data: bytes, durable: bool = True) -> None:
         """Store ``data`` under ``(job_id, name)`` (see :meth:`put_stream`)."""
-        self.put_stream(job_id, name, (data,))
+        self.put_stream(job_id, name, (data,), durable)
 
     def get(self, job_id: str, name: str) -> bytes | None:
         """The whole blob, or ``None``: for small blobs; stream large ones with

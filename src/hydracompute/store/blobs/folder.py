@@ -13,8 +13,10 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +26,8 @@ from hydracompute.store.blobs.base import BlobStore, check_blob_name
 #: Temporary files older than this are a killed writer's leftovers (another coordinator
 #: sharing the folder may be writing younger ones).
 STALE_TEMP_S = 3600.0
+#: Threads that sync a transaction's blobs at once.
+SYNC_THREADS = 8
 
 
 class FolderBlobStore(BlobStore):
@@ -38,6 +42,11 @@ class FolderBlobStore(BlobStore):
             self._tmp.mkdir(exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the blob folder {self.root}: {exc}") from exc
+        self._lock = threading.Lock()
+        #: Written with durable=False and not yet synced.
+        self._unsynced_files: set[Path] = set()
+        self._unsynced_folders: set[Path] = set()
+        self._syncers: ThreadPoolExecutor | None = None
         self._remove_stale_temporaries(time.time())
 
     def _remove_stale_temporaries(self, now: float) -> None:
@@ -50,7 +59,9 @@ class FolderBlobStore(BlobStore):
         check_blob_name(job_id, name)
         return self._jobs / job_id / name
 
-    def put_stream(self, job_id: str, name: str, pieces: Iterable[bytes]) -> int:
+    def put_stream(
+        self, job_id: str, name: str, pieces: Iterable[bytes], durable: bool = True
+    ) -> int:
         path = self._path(job_id, name)
         size = 0
         try:
@@ -64,12 +75,21 @@ class FolderBlobStore(BlobStore):
                     out.write(piece)
                     size += len(piece)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             created = _make_folders(path.parent, self._jobs)
+            # Renamed whole, so a killed process leaves no half blob under the name. Not yet
+            # synced (durable=False), a machine crash may: the blob is not named by any
+            # committed row until sync() has run.
             os.replace(temp, path)
-            _sync_folder(path.parent)
-            for folder in created:  # their entries in their parents, outermost last
-                _sync_folder(folder.parent)
+            folders = [path.parent, *(folder.parent for folder in created)]
+            if durable:
+                for folder in folders:  # their entries in their parents, outermost last
+                    _sync_folder(folder)
+            else:
+                with self._lock:
+                    self._unsynced_files.add(path)
+                    self._unsynced_folders.update(folders)
         except OSError as exc:
             temp.unlink(missing_ok=True)
             raise StoreError(f"cannot write blob {job_id}/{name}: {exc}") from exc
@@ -77,6 +97,26 @@ class FolderBlobStore(BlobStore):
             temp.unlink(missing_ok=True)
             raise
         return size
+
+    def sync(self) -> None:
+        with self._lock:
+            files, self._unsynced_files = self._unsynced_files, set()
+            folders, self._unsynced_folders = self._unsynced_folders, set()
+        if not files:
+            return
+        if self._syncers is None:
+            self._syncers = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="hydra-blob-sync")
+        try:
+            # Together: the file system flushes concurrent fsyncs in one journal commit.
+            list(self._syncers.map(_sync_file, files))
+            list(self._syncers.map(_sync_folder, folders))
+        except OSError as exc:
+            raise StoreError(f"cannot put blobs on the disk: {exc}") from exc
+
+    def close(self) -> None:
+        if self._syncers is not None:
+            self._syncers.shutdown()
+            self._syncers = None
 
     def open(self, job_id: str, name: str) -> BinaryIO | None:
         path = self._path(job_id, name)
@@ -115,6 +155,17 @@ def _make_folders(folder: Path, top: Path) -> list[Path]:
     for created in reversed(missing):
         created.mkdir(exist_ok=True)
     return missing
+
+
+def _sync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # replaced or deleted since: nothing of it to keep
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -19,7 +19,9 @@ class MemoryBlobStore(BlobStore):
         self._lock = threading.Lock()
         self._blobs: dict[tuple[str, str], bytes] = {}
 
-    def put_stream(self, job_id: str, name: str, pieces: Iterable[bytes]) -> int:
+    def put_stream(
+        self, job_id: str, name: str, pieces: Iterable[bytes], durable: bool = True
+    ) -> int:
         check_blob_name(job_id, name)
         data = b"".join(pieces)  # all or nothing: an exception here stores nothing
         with self._lock:
