@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hydracompute.store.backend import StoredOutput
 from hydracompute.store.blobs import MemoryBlobStore
 from hydracompute.store.payloads import INLINE_OUTPUT_MAX_BYTES, artefact_blob_name
 from hydracompute.store.records import ExchangeRequest, LeaseGrant
+from hydracompute.store.views import job_history
 from tests.sum_kind import SumKind, sum_registry
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
@@ -707,3 +709,21 @@ def test_a_transaction_whose_blobs_cannot_be_synced_is_not_committed(tmp_path: P
         with db.transaction():
             assert db.get_output("job1", 0) is None
         db.close()
+
+
+def test_a_job_history_reads_its_outputs_one_at_a_time(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 40}, now=1.0)
+    padding = "x" * 2**20  # a large output (as a Mandelbrot chunk's counts are)
+    with store.backend.transaction():
+        for index in range(40):
+            output = {"total": index, "padding": padding}
+            store.backend.put_output(StoredOutput(job.job_id, index, index, index + 1, output))
+    tracemalloc.start()
+    try:
+        points = job_history(store, job.job_id, max_points=10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    totals = [sum(range(k)) for k in range(4, 41, 4)]
+    assert points == [{"total": total} for total in totals]
+    assert peak < 10 * 2**20  # all 40 outputs at once would be over 40 MB
