@@ -37,7 +37,7 @@ from hydracompute.core.models import CredentialKind, Role
 from hydracompute.kinds import KindRegistry
 from hydracompute.kinds.mandelbrot import MandelbrotKind
 from hydracompute.kinds.pi import PiKind
-from hydracompute.store import MemoryBackend, Store
+from hydracompute.store import Backend, MemoryBackend, Store
 from tests.asgi_support import post_scope
 from tests.sum_kind import SumKind, sum_registry
 
@@ -198,10 +198,12 @@ UNLIMITED = SecuritySettings(
 
 @contextmanager
 def open_pool(
-    config: SchedulerConfig = CONFIG, kinds: KindRegistry | None = None
+    config: SchedulerConfig = CONFIG,
+    kinds: KindRegistry | None = None,
+    backend: Backend | None = None,
 ) -> Iterator[Pool]:
     clock = FakeClock()
-    store = Store(MemoryBackend(), kinds or registry_with_pi(), config)
+    store = Store(backend or MemoryBackend(), kinds or registry_with_pi(), config)
     _, admin_key = store.credentials.issue(CredentialKind.API_KEY, "admin", clock(), Role.ADMIN)
     _, join_token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "test", clock())
     app = create_app(store, clock=clock, security=UNLIMITED)
@@ -1155,13 +1157,13 @@ def test_a_deferred_artefact_is_rendered_once_on_first_download(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     renders: list[str] = []
-    original = MandelbrotKind.render
+    original = MandelbrotKind.render_stream
 
-    def counted(self: MandelbrotKind, params: JSON, outputs: Any, name: str) -> Any:
+    def counted(self: MandelbrotKind, params: JSON, outputs: Any, name: str, scratch: Any) -> Any:
         renders.append(name)
-        return original(self, params, outputs, name)
+        return original(self, params, outputs, name, scratch)
 
-    monkeypatch.setattr(MandelbrotKind, "render", counted)
+    monkeypatch.setattr(MandelbrotKind, "render_stream", counted)
     kinds = registry_with_pi()
     kinds.register(MandelbrotKind())
     with open_pool(kinds=kinds) as pool:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,17 @@ from hydracompute.errors import (
     InvalidParams,
     InvalidResult,
     NotFound,
+    StoreError,
     Unauthorized,
     UnknownKind,
 )
+from hydracompute.kinds import ChunkOutput
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
+from hydracompute.store.backend import StoredOutput
+from hydracompute.store.blobs import MemoryBlobStore
+from hydracompute.store.payloads import INLINE_OUTPUT_MAX_BYTES, artefact_blob_name
 from hydracompute.store.records import ExchangeRequest, LeaseGrant
+from hydracompute.store.views import job_history
 from tests.sum_kind import SumKind, sum_registry
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
@@ -618,3 +625,105 @@ def test_tail_chunks_count_the_work_still_in_flight(store: Store) -> None:
     store.exchange(a, [result(fifth, 0.1)], [], 0, now=1.6)
     store.leave(b, now=1.6)
     assert len(store.in_flight) == 0
+
+
+# --- large payloads and the blob store --------------------------------------------------------
+
+
+def test_large_outputs_go_to_the_blob_store_and_small_ones_stay_in_rows(store: Store) -> None:
+    db = store.backend
+    small = {"total": 5}
+    big = {"counts": "x" * (INLINE_OUTPUT_MAX_BYTES + 1), "inside": 3}
+    with db.transaction():
+        db.put_output(StoredOutput("job1", 0, 0, 5, small))
+        db.put_output(StoredOutput("job1", 1, 5, 9, big))
+    (name,) = db.blobs.names("job1")
+    assert name.startswith("outputs/1-")
+    with db.transaction():
+        assert db.get_output("job1", 1) == StoredOutput("job1", 1, 5, 9, big)
+        assert db.get_output("job1", 0) == StoredOutput("job1", 0, 0, 5, small)
+        assert [o.output for o in db.iter_outputs("job1")] == [small, big]
+        assert db.output_indices("job1") == [0, 1]
+    assert store.outputs_at("job1", [1, 7, 0]) == [
+        ChunkOutput(5, 9, big),
+        ChunkOutput(0, 5, small),
+    ]
+    with pytest.raises(RuntimeError), db.transaction():
+        db.put_output(StoredOutput("job1", 2, 9, 12, big))
+        raise RuntimeError("the exchange failed")
+    with db.transaction():  # its blob may be left behind; its row is not
+        assert db.get_output("job1", 2) is None
+        assert db.output_indices("job1") == [0, 1]
+        assert db.get_output("job1", 1) == StoredOutput("job1", 1, 5, 9, big)
+
+
+def test_artefacts_are_kept_in_the_blob_store_and_streamed_out(store: Store) -> None:
+    db = store.backend
+    with db.transaction():
+        db.put_artefact("job1", "image.png", "image/png", b"\x89PNG...")
+        db.put_artefact("job1", "my picture?.png", "image/png", b"spaces")
+        assert db.get_artefact("job1", "image.png") == ("image/png", b"\x89PNG...")
+        assert db.get_artefact("job1", "my picture?.png") == ("image/png", b"spaces")
+        assert db.get_artefact("job1", "other") is None
+        assert db.open_artefact("job2", "image.png") is None
+    names = db.blobs.names("job1")
+    assert len(names) == 2 and "artefacts/image.png" in names
+    # A renderer writes the blob itself, then the store records it.
+    db.blobs.put_stream("job1", artefact_blob_name("counts.npy"), iter([b"ab", b"cd"]))
+    store.artefact_written("job1", "counts.npy", "application/octet-stream")
+    with db.transaction():
+        found = db.open_artefact("job1", "counts.npy")
+    assert found is not None
+    media_type, file = found
+    with file:
+        assert (media_type, file.read()) == ("application/octet-stream", b"abcd")
+    db.blobs.delete("job1", "artefacts/counts.npy")
+    with pytest.raises(StoreError, match="missing"), db.transaction():
+        db.open_artefact("job1", "counts.npy")
+
+
+class FailingSync(MemoryBlobStore):
+    """Blobs that cannot be put on the disk once some are waiting for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+
+    def put_stream(
+        self, job_id: str, name: str, pieces: Iterable[bytes], durable: bool = True
+    ) -> int:
+        self.waiting += not durable
+        return super().put_stream(job_id, name, pieces, durable)
+
+    def sync(self) -> None:
+        if self.waiting:
+            self.waiting = 0
+            raise StoreError("the disk is full")
+
+
+def test_a_transaction_whose_blobs_cannot_be_synced_is_not_committed(tmp_path: Path) -> None:
+    big = {"counts": "x" * (INLINE_OUTPUT_MAX_BYTES + 1)}
+    for db in (MemoryBackend(FailingSync()), SQLiteBackend(tmp_path / "s.db", FailingSync())):
+        with pytest.raises(StoreError, match="disk is full"), db.transaction():
+            db.put_output(StoredOutput("job1", 0, 0, 1, big))
+        with db.transaction():
+            assert db.get_output("job1", 0) is None
+        db.close()
+
+
+def test_a_job_history_reads_its_outputs_one_at_a_time(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 40}, now=1.0)
+    padding = "x" * 2**20  # a large output (as a Mandelbrot chunk's counts are)
+    with store.backend.transaction():
+        for index in range(40):
+            output = {"total": index, "padding": padding}
+            store.backend.put_output(StoredOutput(job.job_id, index, index, index + 1, output))
+    tracemalloc.start()
+    try:
+        points = job_history(store, job.job_id, max_points=10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    totals = [sum(range(k)) for k in range(4, 41, 4)]
+    assert points == [{"total": total} for total in totals]
+    assert peak < 10 * 2**20  # all 40 outputs at once would be over 40 MB

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from hydracompute.core.models import ChunkState, JobState, LeaseState
 from hydracompute.errors import NotFound, StoreError, Unauthorized
 from hydracompute.kinds import Answer, KindRegistry
 from hydracompute.store import ResultReport, SQLiteBackend, Store, open_backend
+from hydracompute.store.backend import StoredOutput
 from hydracompute.store.memory import MemoryBackend
 from hydracompute.store.records import ExchangeRequest
 from hydracompute.store.sqlite import MIGRATIONS
@@ -258,3 +260,49 @@ def test_a_refused_exchange_leaves_nothing_for_the_garbage_collector(tmp_path: P
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_payloads_written_before_the_blob_store_are_read_after_the_migration(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    blob_migration = 6  # outputs and artefacts gained their blob column
+    for migration in MIGRATIONS[: blob_migration - 1]:
+        db.executescript(migration)
+    db.execute(f"PRAGMA user_version = {blob_migration - 1}")
+    big = {"counts": "y" * 100_000}
+    db.execute("INSERT INTO outputs VALUES ('job1', 0, 0, 4, ?)", (json.dumps(big),))
+    db.execute("INSERT INTO artefacts VALUES ('job1', 'image.png', 'image/png', X'89504e47')")
+    db.close()
+    backend = SQLiteBackend(path)
+    assert backend.schema_version == len(MIGRATIONS) >= blob_migration
+    with backend.transaction():
+        output = backend.get_output("job1", 0)
+        assert output is not None and output.output == big
+        assert backend.get_artefact("job1", "image.png") == ("image/png", b"\x89PNG")
+        backend.put_artefact("job1", "image.png", "image/png", b"new")  # now as a blob
+        assert backend.get_artefact("job1", "image.png") == ("image/png", b"new")
+    backend.close()
+
+
+def test_the_blob_folder_is_beside_the_database_file(tmp_path: Path) -> None:
+    store = Store(SQLiteBackend(tmp_path / "pool.db"), sum_registry(), CONFIG)
+    big = {"counts": "z" * 20_000}
+    with store.backend.transaction():
+        store.backend.put_output(StoredOutput("job1", 3, 0, 1, big))
+        store.backend.put_artefact("job1", "counts.npy", "application/octet-stream", b"npy")
+    store.close()
+    folder = tmp_path / "pool.db-blobs" / "jobs" / "job1"
+    assert (folder / "artefacts" / "counts.npy").read_bytes() == b"npy"
+    (output_blob,) = (folder / "outputs").iterdir()
+    assert json.loads(output_blob.read_bytes()) == big
+    db = sqlite3.connect(tmp_path / "pool.db")
+    assert db.execute("SELECT output, blob FROM outputs").fetchall() == [
+        ("", f"outputs/{output_blob.name}")
+    ]
+    db.close()
+    reopened = SQLiteBackend(tmp_path / "pool.db")
+    with reopened.transaction():
+        assert reopened.get_output("job1", 3) == StoredOutput("job1", 3, 0, 1, big)
+    reopened.close()

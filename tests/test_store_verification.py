@@ -322,3 +322,16 @@ def test_pool_tokens_counts_volunteers_online(store: Store) -> None:
     with store.backend.transaction():
         assert store.backend.pool_tokens(seen_since=0.0) == 2
         assert store.backend.pool_tokens(seen_since=1.0) == 0
+
+
+def test_a_large_candidate_goes_to_the_blob_store_and_comes_back(store: Store) -> None:
+    db = store.backend
+    large = Copy("0009", "w-a", {"total": 1, "counts": "x" * 40_000})  # a Mandelbrot's size
+    with db.transaction():
+        db.put_candidate("j", 1, large)
+    with db.transaction():
+        assert db.candidates("j", 1) == [large]
+        assert db.candidates_of_worker("w-a") == [("j", 1, large)]
+    if isinstance(db, SQLiteBackend):  # the row names a blob instead of holding the output
+        row = db._db.execute("SELECT output, blob FROM candidates").fetchone()
+        assert row[0] == "" and row[1]

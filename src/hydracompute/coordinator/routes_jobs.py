@@ -7,6 +7,7 @@ import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from hydracompute.coordinator.auth import CoordinatorDep, Principal, Submitter, Viewer
 from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
@@ -161,8 +162,13 @@ async def job_result(job_id: str, c: CoordinatorDep, principal: Viewer) -> dict[
     responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}}},
 )
 async def job_artefact(job_id: str, name: str, c: CoordinatorDep, principal: Viewer) -> Response:
-    """A finished job's artefact, e.g. ``image.png`` or ``counts.npy`` of a Mandelbrot job."""
+    """A finished job's artefact, e.g. ``image.png`` or ``counts.npy`` of a Mandelbrot job,
+    streamed from the blob store (rendered there on the first download)."""
     await visible_job(c, principal, job_id)
     artefact = await c.artefact(job_id, name)
-    headers = {"Content-Disposition": f'attachment; filename="{job_id}-{name}"'}
-    return Response(artefact.data, media_type=artefact.media_type, headers=headers)
+    headers = {
+        "Content-Disposition": f'attachment; filename="{job_id}-{name}"',
+        "Content-Length": str(artefact.size_bytes),
+    }
+    # A plain iterator: Starlette reads it on a thread, a piece at a time.
+    return StreamingResponse(artefact.pieces(), media_type=artefact.media_type, headers=headers)

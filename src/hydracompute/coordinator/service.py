@@ -18,11 +18,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from hydracompute.coordinator.artefacts import OpenArtefact, outputs_in_batches, render_into_blobs
 from hydracompute.coordinator.collector import CollectionSchedule, collect_on_schedule
 from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.errors import HydraError, NotFound
-from hydracompute.kinds import Artefact
+from hydracompute.core.models import Job
+from hydracompute.errors import NotFound, StoreError
+from hydracompute.kinds import ChunkOutput
 from hydracompute.store import ExchangeOutcome, ResultReport, Store
 from hydracompute.store.pool import EXPIRE_BATCH
 from hydracompute.store.records import ExchangeRequest
@@ -89,39 +91,52 @@ class Coordinator:
         #: (job id, artefact name) -> (its lock, requests using it), while any does.
         self._render_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
-    async def artefact(self, job_id: str, name: str) -> Artefact:
-        """A finished job's artefact: stored, or rendered now by its kind and then stored.
+    async def artefact(self, job_id: str, name: str) -> OpenArtefact:
+        """A finished job's artefact, open for streaming: stored, or rendered now by its
+        kind into the blob store first.
 
         Rendering (seconds for a large image) runs on a thread of its own, not the store
-        thread, so exchanges go on meanwhile; concurrent downloads render it once.
+        thread, so exchanges go on meanwhile; it reads the job's outputs a few at a time
+        through the store thread. Concurrent downloads render it once.
 
         Raises:
             NotFound: no such job or artefact (or the job has not finished).
+            StoreError: the artefact could not be stored or read.
         """
         key = (job_id, name)
         lock, users = self._render_locks.get(key, (asyncio.Lock(), 0))
         self._render_locks[key] = (lock, users + 1)
         try:
             async with lock:
-                found = await self.call(self.store.artefact, job_id, name)
-                if isinstance(found, Artefact):
-                    return found
-                job = await self.call(self.store.get_job, job_id)
-                kind = self.store.kinds.get(job.kind)
-                rendered = await asyncio.to_thread(kind.render, job.params, found, name)
-                if rendered is None:
-                    raise NotFound(f"job {job_id!r} has no artefact {name!r}")
-                try:
-                    await self.call(self.store.store_artefact, job_id, name, rendered)
-                except HydraError:  # e.g. larger than the database takes: serve it anyway
-                    log.exception("storing artefact %s of job %s failed", name, job_id)
-                return rendered
+                found = await self.call(self.store.open_artefact, job_id, name)
+                if found is None:
+                    job = await self.call(self.store.get_job, job_id)
+                    media_type = await asyncio.to_thread(self._render, job, name)
+                    if media_type is None:
+                        raise NotFound(f"job {job_id!r} has no artefact {name!r}")
+                    await self.call(self.store.artefact_written, job_id, name, media_type)
+                    found = await self.call(self.store.open_artefact, job_id, name)
+                    if found is None:
+                        raise StoreError(f"artefact {name!r} of job {job_id!r} was not kept")
+                return OpenArtefact.of(*found)
         finally:
             lock, users = self._render_locks[key]
             if users == 1:
                 del self._render_locks[key]
             else:
                 self._render_locks[key] = (lock, users - 1)
+
+    def _render(self, job: Job, name: str) -> str | None:
+        """Render an artefact into the blob store (on a thread of its own); its media
+        type, or ``None`` if the kind makes no such artefact."""
+
+        def read(indices: Sequence[int]) -> list[ChunkOutput]:
+            return self._executor.submit(self.store.outputs_at, job.job_id, indices).result()
+
+        indices = self._executor.submit(self.store.output_indices, job.job_id).result()
+        kind = self.store.kinds.get(job.kind)
+        outputs = outputs_in_batches(indices, read)
+        return render_into_blobs(self.store.blobs, kind, job, name, outputs)
 
     def remember_verified_worker(self, worker_id: str, digest: str) -> None:
         self.verified_workers.pop(worker_id, None)

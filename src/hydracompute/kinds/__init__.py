@@ -12,11 +12,20 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 
 from hydracompute.errors import UnknownKind
-from hydracompute.kinds.base import Answer, Artefact, ChunkOutput, JobKind, ParamField, Preview
+from hydracompute.kinds.base import (
+    Answer,
+    Artefact,
+    ArtefactStream,
+    ChunkOutput,
+    JobKind,
+    ParamField,
+    Preview,
+)
 
 __all__ = [
     "Answer",
     "Artefact",
+    "ArtefactStream",
     "ChunkOutput",
     "JobKind",
     "KindRegistry",

@@ -23,9 +23,9 @@ exactly like a third-party kind would.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 JSON = dict[str, Any]
 
@@ -45,6 +45,15 @@ class Artefact:
 
     media_type: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class ArtefactStream:
+    """An artefact produced piece by piece (see :meth:`JobKind.render_stream`): its media
+    type and an iterator of its bytes, to be consumed once."""
+
+    media_type: str
+    pieces: Iterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,22 @@ class JobKind(abc.ABC):
         Artefacts that :meth:`merge` returns are stored at once and never rendered.
         """
         return None
+
+    def render_stream(
+        self, params: JSON, outputs: Iterable[ChunkOutput], name: str, scratch: BinaryIO
+    ) -> ArtefactStream | None:
+        """Like :meth:`render`, but the artefact comes out piece by piece, so that one
+        larger than memory should hold can be produced: this is what the coordinator calls.
+
+        ``outputs`` may be read (once) lazily, one output at a time; ``scratch`` is an empty
+        temporary file the kind may use as room (the only I/O a kind does, on a file it is
+        given). The pieces are produced as the iterator is consumed. The default renders
+        with :meth:`render`, all in memory.
+        """
+        artefact = self.render(params, outputs, name)
+        if artefact is None:
+            return None
+        return ArtefactStream(artefact.media_type, iter((artefact.data,)))
 
     def fold_live(self, params: JSON, live: JSON, output: JSON) -> JSON:
         """The job's live summary once ``output`` (already checked) is accepted.

@@ -11,6 +11,7 @@ import abc
 from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
@@ -23,6 +24,8 @@ from hydracompute.core.models import (
     Lease,
     Worker,
 )
+from hydracompute.store.blobs import BlobStore
+from hydracompute.store.payloads import artefact_blob_name
 
 
 @dataclass(frozen=True)
@@ -184,9 +187,39 @@ class Backend(abc.ABC):
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
         """Every stored output of a job, in chunk order."""
 
+    # Large payloads (outputs over a size, artefacts) live in the blob store: see
+    # hydracompute.store.payloads. Its blobs are written at once, not with the transaction.
+
+    @property
     @abc.abstractmethod
-    def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None: ...
+    def blobs(self) -> BlobStore:
+        """Where this backend keeps large payloads."""
 
     @abc.abstractmethod
+    def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
+        """Record that the blob :func:`~hydracompute.store.payloads.artefact_blob_name`
+        ``(name)`` of the job, already written whole, is its artefact ``name``."""
+
+    @abc.abstractmethod
+    def open_artefact(self, job_id: str, name: str) -> tuple[str, BinaryIO] | None:
+        """``(media_type, file open for reading)`` of a job's artefact, or ``None``; the
+        caller closes the file. Reading it needs no transaction.
+
+        Raises:
+            StoreError: the artefact's blob is missing.
+        """
+
+    def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None:
+        """Keep ``data`` as the job's artefact ``name`` (in the blob store)."""
+        self.blobs.put(job_id, artefact_blob_name(name), data)
+        self.artefact_written(job_id, name, media_type)
+
     def get_artefact(self, job_id: str, name: str) -> tuple[str, bytes] | None:
-        """``(media_type, data)`` of a job's artefact, or ``None``."""
+        """``(media_type, data)`` of a job's artefact, or ``None`` (all in memory: stream
+        large ones with :meth:`open_artefact`)."""
+        found = self.open_artefact(job_id, name)
+        if found is None:
+            return None
+        media_type, file = found
+        with file:
+            return media_type, file.read()

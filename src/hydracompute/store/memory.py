@@ -10,7 +10,7 @@ import copy
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
@@ -24,13 +24,19 @@ from hydracompute.core.models import (
     LeaseState,
     Worker,
 )
+from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
+from hydracompute.store.blobs import BlobStore, MemoryBlobStore
+from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
 
 _ABSENT = object()
 
 
 class MemoryBackend(Backend):
-    def __init__(self) -> None:
+    """Everything in memory, large payloads in ``blobs`` (by default in memory too)."""
+
+    def __init__(self, blobs: BlobStore | None = None) -> None:
+        self._blobs = MemoryBlobStore() if blobs is None else blobs
         self._lock = threading.RLock()
         self._undo: list[Callable[[], None]] | None = None
         self._workers: dict[str, Worker] = {}
@@ -38,9 +44,11 @@ class MemoryBackend(Backend):
         self._jobs: dict[str, Job] = {}
         self._chunks: dict[tuple[str, int], Chunk] = {}
         self._leases: dict[str, Lease] = {}
-        self._outputs: dict[tuple[str, int], StoredOutput] = {}
+        #: (job id, chunk index) -> (start, stop, JSON text or "", blob name or None)
+        self._outputs: dict[tuple[str, int], tuple[int, int, str, str | None]] = {}
+        #: (job id, name) -> (media type, blob name)
+        self._artefacts: dict[tuple[str, str], tuple[str, str]] = {}
         self._candidates: dict[tuple[str, int, str], Copy] = {}
-        self._artefacts: dict[tuple[str, str], tuple[str, bytes]] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -58,6 +66,7 @@ class MemoryBackend(Backend):
             self._undo = []
             try:
                 yield
+                self._blobs.sync()  # for a blob store that defers it
             except BaseException:
                 for undo in reversed(self._undo):
                     undo()
@@ -222,8 +231,14 @@ class MemoryBackend(Backend):
         if old is not _ABSENT and self._undo is not None:
             self._undo.append(lambda: table.__setitem__(key, old))
 
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
+
     def put_output(self, output: StoredOutput) -> None:
-        self._put(self._outputs, (output.job_id, output.chunk_index), output)
+        text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
+        row = (output.start, output.stop, text, blob)
+        self._put(self._outputs, (output.job_id, output.chunk_index), row)
 
     def delete_output(self, job_id: str, chunk_index: int) -> None:
         self._delete(self._outputs, (job_id, chunk_index))
@@ -231,16 +246,32 @@ class MemoryBackend(Backend):
     def output_indices(self, job_id: str) -> list[int]:
         return sorted(index for job, index in self._outputs if job == job_id)
 
+    def _output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
+        row = self._outputs.get((job_id, chunk_index))
+        if row is None:
+            return None
+        start, stop, text, blob = row
+        output = load_output(self._blobs, job_id, text, blob)
+        return StoredOutput(job_id, chunk_index, start, stop, output)
+
     def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
-        return self._get(self._outputs, (job_id, chunk_index))  # type: ignore[no-any-return]
+        return self._output(job_id, chunk_index)
 
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
-        keys = sorted(k for k in self._outputs if k[0] == job_id)
-        for key in keys:
-            yield copy.deepcopy(self._outputs[key])
+        for index in self.output_indices(job_id):
+            found = self._output(job_id, index)
+            if found is not None:
+                yield found
 
-    def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None:
-        self._put(self._artefacts, (job_id, name), (media_type, data))
+    def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
+        self._put(self._artefacts, (job_id, name), (media_type, artefact_blob_name(name)))
 
-    def get_artefact(self, job_id: str, name: str) -> tuple[str, bytes] | None:
-        return self._artefacts.get((job_id, name))
+    def open_artefact(self, job_id: str, name: str) -> tuple[str, BinaryIO] | None:
+        found = self._artefacts.get((job_id, name))
+        if found is None:
+            return None
+        media_type, blob = found
+        file = self._blobs.open(job_id, blob)
+        if file is None:
+            raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
+        return media_type, file

@@ -11,6 +11,7 @@ import logging
 import random
 import secrets
 from collections.abc import Sequence
+from typing import BinaryIO
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.inflight import InFlight
@@ -38,8 +39,9 @@ from hydracompute.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from hydracompute.kinds import Artefact, ChunkOutput, KindRegistry
+from hydracompute.kinds import ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
+from hydracompute.store.blobs import BlobStore
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
 from hydracompute.store.exchange import BatchJobs, Exchange, chunk_outputs, release_chunk
 from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
@@ -193,27 +195,48 @@ class Store:
         with self.backend.transaction():
             return list(chunk_outputs(self.backend, job_id))
 
-    def artefact(self, job_id: str, name: str) -> Artefact | list[ChunkOutput]:
-        """A finished job's artefact if it is stored, else the job's outputs to render it
-        from (see :meth:`JobKind.render`; then :meth:`store_artefact`).
+    def output_indices(self, job_id: str) -> list[int]:
+        """Indices of the job's chunks that have a stored output, ascending."""
+        with self.backend.transaction():
+            return self.backend.output_indices(job_id)
+
+    def outputs_at(self, job_id: str, indices: Sequence[int]) -> list[ChunkOutput]:
+        """The stored outputs of some of the job's chunks (for reading a large job's
+        outputs a few at a time), in the order asked; missing ones are left out."""
+        with self.backend.transaction():
+            found = (self.backend.get_output(job_id, index) for index in indices)
+            return [ChunkOutput(o.start, o.stop, o.output) for o in found if o is not None]
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Where large payloads are kept (rendered artefacts are written here directly)."""
+        return self.backend.blobs
+
+    def open_artefact(self, job_id: str, name: str) -> tuple[str, BinaryIO] | None:
+        """A finished job's stored artefact ``(media_type, file open for reading)``; the
+        caller closes the file. ``None`` if it is to be rendered first (see
+        :meth:`JobKind.render_stream`): write it to :attr:`blobs` under
+        :func:`~hydracompute.store.payloads.artefact_blob_name`, then
+        :meth:`artefact_written`.
 
         Raises:
             NotFound: no such job or artefact (or the job has not finished).
         """
         with self.backend.transaction():
-            found = self.backend.get_artefact(job_id, name)
+            found = self.backend.open_artefact(job_id, name)
             if found is not None:
-                return Artefact(*found)
+                return found
             job = self.backend.get_job(job_id)
             answer = job.answer if job is not None and job.state is JobState.DONE else None
             if answer is None or name not in answer.get("artefacts", []):
                 raise NotFound(f"job {job_id!r} has no artefact {name!r}")
-            return list(chunk_outputs(self.backend, job_id))
+            return None
 
-    def store_artefact(self, job_id: str, name: str, artefact: Artefact) -> None:
-        """Keep a rendered artefact, so that later downloads need not render it again."""
+    def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
+        """Record a rendered artefact written whole to :attr:`blobs`, so that later
+        downloads need not render it again."""
         with self.backend.transaction():
-            self.backend.put_artefact(job_id, name, artefact.media_type, artefact.data)
+            self.backend.artefact_written(job_id, name, media_type)
 
     # workers
 

@@ -8,13 +8,13 @@ The schema evolves by numbered migrations recorded in ``PRAGMA user_version``.
 
 from __future__ import annotations
 
-import json
+import io
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
@@ -29,6 +29,8 @@ from hydracompute.core.models import (
 )
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
+from hydracompute.store.blobs import BlobStore, FolderBlobStore, MemoryBlobStore
+from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
 from hydracompute.store.sqlite_rows import (
     CHUNKS,
     CREDENTIALS,
@@ -36,7 +38,6 @@ from hydracompute.store.sqlite_rows import (
     LEASES,
     WORKERS,
     Table,
-    json_column,
 )
 
 #: Migration ``n`` (1-based) brings the schema from version n-1 to n. Append, never edit.
@@ -106,6 +107,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX pending_chunks ON chunks (job_id, "index") WHERE state = 'pending';
     CREATE INDEX leased_chunks ON chunks (job_id, "index") WHERE state = 'leased'
     """,
+    # Large outputs and artefacts move to the blob store (hydracompute.store.payloads): a
+    # row then names its blob, and its output or data is empty. Rows written before keep
+    # their payload and are read as before.
+    """
+    ALTER TABLE outputs ADD COLUMN blob TEXT;
+    ALTER TABLE artefacts ADD COLUMN blob TEXT
+    """,
     # Verification by replication (see core/verification.py).
     """
     ALTER TABLE jobs ADD COLUMN replication INTEGER NOT NULL DEFAULT 1;
@@ -125,7 +133,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN barred TEXT NOT NULL DEFAULT '';
     CREATE TABLE candidates (
         job_id TEXT NOT NULL, chunk_index INTEGER NOT NULL, lease_id TEXT NOT NULL,
-        worker_id TEXT NOT NULL, output TEXT NOT NULL,
+        worker_id TEXT NOT NULL, output TEXT NOT NULL, blob TEXT,
         PRIMARY KEY (job_id, chunk_index, lease_id)
     ) WITHOUT ROWID;
     CREATE INDEX candidates_by_worker ON candidates (worker_id)
@@ -139,13 +147,25 @@ MIGRATIONS: list[str] = [
 MAX_REMEMBERED_ROWS = 20_000
 
 
-class SQLiteBackend(Backend):
-    """Backend on one SQLite file (``":memory:"`` for a throw-away database)."""
+def blob_folder_of(path: str | Path) -> Path:
+    """The blob folder beside a database file: ``NAME.db`` keeps its blobs in
+    ``NAME.db-blobs/`` (as SQLite keeps ``NAME.db-wal`` beside it)."""
+    return Path(f"{path}-blobs")
 
-    def __init__(self, path: str | Path) -> None:
+
+class SQLiteBackend(Backend):
+    """Backend on one SQLite file (``":memory:"`` for a throw-away database), with its
+    large payloads in ``blobs`` (by default the folder :func:`blob_folder_of` the file, or
+    memory for a throw-away database)."""
+
+    def __init__(self, path: str | Path, blobs: BlobStore | None = None) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if blobs is None:
+            in_memory = self.path == ":memory:"
+            blobs = MemoryBlobStore() if in_memory else FolderBlobStore(blob_folder_of(path))
+        self._blobs = blobs
         self._lock = threading.RLock()
         self._depth = 0
         #: The running jobs' (id, kind), read on every exchange that asks for work, kept
@@ -215,6 +235,7 @@ class SQLiteBackend(Backend):
                 self._follow_other_connections()
                 try:
                     yield
+                    self._blobs.sync()  # the blobs its rows name, on the disk first
                 except BaseException:
                     self._forget()
                     self._db.execute("ROLLBACK")
@@ -232,6 +253,11 @@ class SQLiteBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._blobs.close()
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
 
     def _forget(self) -> None:
         """Drop what is remembered of the file: a rollback undid writes it remembers, or
@@ -436,29 +462,34 @@ class SQLiteBackend(Backend):
         return self._many(LEASES, where, now, limit)
 
     def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
+        # A large output (a Mandelbrot chunk's) goes to the blob store, as for outputs.
+        text, blob = spill_output(self._blobs, job_id, chunk_index, copy.output)
         self._db.execute(
-            "INSERT OR REPLACE INTO candidates VALUES (?, ?, ?, ?, ?)",
-            (job_id, chunk_index, copy.lease_id, copy.worker_id, json_column(copy.output)),
+            "INSERT OR REPLACE INTO candidates VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, chunk_index, copy.lease_id, copy.worker_id, text, blob),
         )
 
     def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
         # Lease ids sort in issue order (see exchange.new_lease_id).
         rows = self._db.execute(
-            "SELECT lease_id, worker_id, output FROM candidates "
+            "SELECT lease_id, worker_id, output, blob FROM candidates "
             "WHERE job_id = ? AND chunk_index = ? ORDER BY lease_id",
             (job_id, chunk_index),
         ).fetchall()
-        return [Copy(lease, worker, json.loads(output)) for lease, worker, output in rows]
+        return [
+            Copy(lease, worker, load_output(self._blobs, job_id, text, blob))
+            for lease, worker, text, blob in rows
+        ]
 
     def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
         rows = self._db.execute(
-            "SELECT job_id, chunk_index, lease_id, output FROM candidates WHERE worker_id = ? "
-            "ORDER BY job_id, chunk_index, lease_id",
+            "SELECT job_id, chunk_index, lease_id, output, blob FROM candidates "
+            "WHERE worker_id = ? ORDER BY job_id, chunk_index, lease_id",
             (worker_id,),
         ).fetchall()
         return [
-            (job, index, Copy(lease, worker_id, json.loads(output)))
-            for job, index, lease, output in rows
+            (job, index, Copy(lease, worker_id, load_output(self._blobs, job, text, blob)))
+            for job, index, lease, text, blob in rows
         ]
 
     def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
@@ -479,15 +510,10 @@ class SQLiteBackend(Backend):
         )
 
     def put_output(self, output: StoredOutput) -> None:
+        text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
         self._db.execute(
-            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
-            (
-                output.job_id,
-                output.chunk_index,
-                output.start,
-                output.stop,
-                json_column(output.output),
-            ),
+            "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
+            (output.job_id, output.chunk_index, output.start, output.stop, text, blob),
         )
 
     def output_indices(self, job_id: str) -> list[int]:
@@ -498,31 +524,41 @@ class SQLiteBackend(Backend):
 
     def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
         row = self._db.execute(
-            "SELECT start, stop, output FROM outputs WHERE job_id = ? AND chunk_index = ?",
+            "SELECT start, stop, output, blob FROM outputs WHERE job_id = ? AND chunk_index = ?",
             (job_id, chunk_index),
         ).fetchone()
         if row is None:
             return None
-        return StoredOutput(job_id, chunk_index, row[0], row[1], json.loads(row[2]))
+        output = load_output(self._blobs, job_id, row[2], row[3])
+        return StoredOutput(job_id, chunk_index, row[0], row[1], output)
 
     def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
         rows = self._db.execute(
-            "SELECT chunk_index, start, stop, output FROM outputs WHERE job_id = ? "
+            "SELECT chunk_index, start, stop, output, blob FROM outputs WHERE job_id = ? "
             "ORDER BY chunk_index",
             (job_id,),
         ).fetchall()
-        for index, start, stop, output in rows:
-            yield StoredOutput(job_id, index, start, stop, json.loads(output))
+        for index, start, stop, text, blob in rows:
+            output = load_output(self._blobs, job_id, text, blob)
+            yield StoredOutput(job_id, index, start, stop, output)
 
-    def put_artefact(self, job_id: str, name: str, media_type: str, data: bytes) -> None:
+    def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?, ?)",
-            (job_id, name, media_type, data),
+            "INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?, ?, ?)",
+            (job_id, name, media_type, b"", artefact_blob_name(name)),
         )
 
-    def get_artefact(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+    def open_artefact(self, job_id: str, name: str) -> tuple[str, BinaryIO] | None:
         row = self._db.execute(
-            "SELECT media_type, data FROM artefacts WHERE job_id = ? AND name = ?",
+            "SELECT media_type, blob, data FROM artefacts WHERE job_id = ? AND name = ?",
             (job_id, name),
         ).fetchone()
-        return None if row is None else (row[0], bytes(row[1]))
+        if row is None:
+            return None
+        media_type, blob, data = row
+        if blob is None:  # stored in the row before blobs existed
+            return media_type, io.BytesIO(data)
+        file = self._blobs.open(job_id, blob)
+        if file is None:
+            raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
+        return media_type, file

@@ -23,15 +23,16 @@ def job_history(store: Store, job_id: str, max_points: int = MAX_HISTORY_POINTS)
     """
     job = store.get_job(job_id)
     kind = store.kinds.get(job.kind)
-    with store.backend.transaction():
-        outputs = list(store.backend.iter_outputs(job_id))
-    step = max(1, -(-len(outputs) // max_points))
     points: list[JSON] = []
     live: JSON = {}
-    for position, stored in enumerate(outputs, start=1):
-        live = kind.fold_live(job.params, live, stored.output)
-        if position % step == 0 or position == len(outputs):
-            points.append(live)
+    with store.backend.transaction():
+        # One output at a time: a large Mandelbrot job's outputs are gigabytes in all.
+        count = len(store.backend.output_indices(job_id))
+        step = max(1, -(-count // max_points))
+        for position, stored in enumerate(store.backend.iter_outputs(job_id), start=1):
+            live = kind.fold_live(job.params, live, stored.output)
+            if position % step == 0 or position == count:
+                points.append(live)
     return points
 
 
