@@ -11,7 +11,9 @@ verify another worker, where a lie is sure to be caught). Lies are plausible: th
 cannot tell them (only replication can); each saboteur tells its own, or with
 ``--collude`` all tell the same one (then two saboteurs given both copies of a chunk
 agree). Under adaptive verification a first job (``--warm-up`` chunks) brings the workers
-to trust, then the measured job runs. Columns:
+to trust, then the measured job runs; with ``--late`` the saboteurs join only then, into
+a pool of trusted workers, where a careful one's fresh chunks are mostly first copies.
+Columns:
 
 - overhead: work computed beyond one copy of each chunk (replicas, spot checks, re-done
   chunks), over the measured job's work: the cost once honest workers are trusted;
@@ -82,6 +84,8 @@ class Volunteer:
     #: The highest chunk index it was given: a chunk above it is newly carved (a careful
     #: saboteur lies only on those, as copies sent to verify others are older chunks).
     newest: int = -1
+    #: Takes part (saboteurs joining late sit out the warm-up job).
+    active: bool = True
 
 
 @dataclass
@@ -114,13 +118,19 @@ def simulate(
     lie_rate: float,
     seed: int,
     collude: bool,
+    late: bool,
+    floor: float,
 ) -> dict[str, float]:
     rng = random.Random(seed)
     registry = KindRegistry()
     registry.register(Stand())
     config = SchedulerConfig(target_chunk_s=TARGET_S, heartbeat_s=2.0)
     store = Store(
-        SQLiteBackend(":memory:"), registry, config, VerificationPolicy(), rng=random.Random(seed)
+        SQLiteBackend(":memory:"),
+        registry,
+        config,
+        VerificationPolicy(floor=floor),
+        rng=random.Random(seed),
     )
     kind = Stand()
     policy = store.verification
@@ -130,7 +140,9 @@ def simulate(
         _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, f"v{i}", 0.0)
         worker, _ = store.enrol_worker(f"v{i}", 1, ["stand"], 0.0, join_token=token)
         role = strategy if i < saboteurs else "honest"
-        volunteers.append(Volunteer(worker.worker_id, role, i, []))
+        volunteers.append(
+            Volunteer(worker.worker_id, role, i, [], active=not late or not i < saboteurs)
+        )
     now = 1.0
     units = int(SPEED * TARGET_S)
     tally = Tally()
@@ -156,6 +168,8 @@ def simulate(
             trust = {w.worker_id: w.trust.get("stand", 0) for w in store.list_workers()}
             rng.shuffle(volunteers)  # volunteers come back in no fixed order
             for v in volunteers:
+                if not v.active:
+                    continue
                 v.trusted = policy.is_trusted(trust.get(v.worker_id, 0))
                 reports = [
                     ResultReport(
@@ -175,6 +189,8 @@ def simulate(
     redone = RedoneCounter()
     logging.getLogger("hydracompute.store").addHandler(redone)
     jobs = [run_job(warm_up)] if adaptive and warm_up else []
+    for v in volunteers:
+        v.active = True
     tally.computed_units = 0
     began = time.perf_counter()
     jobs.append(run_job(chunks))
@@ -206,13 +222,22 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20000)
     parser.add_argument("--warm-up", type=int, default=12000)
     parser.add_argument("--lie-rate", type=float, default=0.2)
+    parser.add_argument(
+        "--floor", type=float, default=VerificationPolicy.floor, help="--replicate-trusted"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--collude", action="store_true", help="Saboteurs all tell the same lie (they agree)."
     )
+    parser.add_argument(
+        "--late",
+        action="store_true",
+        help="Saboteurs join after the warm-up, among trusted workers (then patient and "
+        "careful ones must earn trust during the measured job: give it more --chunks).",
+    )
     args = parser.parse_args()
     logging.getLogger("hydracompute.store").setLevel(logging.ERROR)  # one line per bar
-    policy = VerificationPolicy()
+    policy = VerificationPolicy(floor=args.floor)
     print(
         f"adaptive policy: error bound {policy.error_bound:g}, saboteur share "
         f"{policy.saboteur_share:g} -> trusted after {policy.trust_threshold} confirmed "
@@ -246,6 +271,8 @@ def main() -> None:
                 args.lie_rate,
                 args.seed,
                 args.collude,
+                args.late,
+                args.floor,
             )
             mix = f"{share:.0%} {strategy}" if share else "none"
             print(

@@ -85,6 +85,14 @@ def default_data_dir() -> Path:
     help="Adaptive: the share of workers assumed to lie.",
 )
 @click.option(
+    "--replicate-trusted",
+    default=VerificationPolicy.floor,
+    type=FiniteFloat(0.001, 1),
+    show_default=True,
+    help="Adaptive: the share of a trusted worker's outputs still verified (what catches a "
+    "saboteur that behaves until it is trusted).",
+)
+@click.option(
     "--spot-check-rate",
     default=VerificationPolicy.spot_check_rate,
     type=FiniteFloat(0, 1),
@@ -105,6 +113,7 @@ def coordinator(
     verify: str,
     error_bound: float,
     saboteur_share: float,
+    replicate_trusted: float,
     spot_check_rate: float,
 ) -> None:
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
@@ -133,6 +142,7 @@ def coordinator(
         verification=VerificationPolicy(
             error_bound=error_bound,
             saboteur_share=saboteur_share,
+            floor=replicate_trusted,
             spot_check_rate=spot_check_rate,
         ),
     )
