@@ -79,6 +79,11 @@ class JobView(BaseModel):
     work_done: float
     throughput: float = Field(description="Average work per second since submission.")
     eta_s: float | None = Field(description="Seconds left at that rate, if running.")
+    waiting_reason: str | None = Field(
+        default=None,
+        description="Why a running job cannot progress now, e.g. 'no online worker has "
+        "kind squares'; null when it can (and for finished jobs).",
+    )
 
 
 class JobList(BaseModel):
@@ -91,6 +96,21 @@ class WorkerEnrol(Strict):
     cores: int = Field(ge=1, le=1024)
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
+
+
+class WorkerProfile(Strict):
+    """What a worker that starts again has now (its owner may have changed them)."""
+
+    cores: int = Field(ge=1, le=1024)
+    kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
+    version: str = Field("", max_length=40)
+
+
+class Rejoined(BaseModel):
+    worker_id: str
+    heartbeat_s: float
+    lease_ttl_s: float
+    max_wait_s: float
 
 
 class Enrolled(BaseModel):

@@ -25,6 +25,7 @@ from typing import Any
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.protocol import HttpProtocol
+from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.errors import HydraError, Unauthorized
@@ -54,6 +55,8 @@ class ServerOptions:
     certfile: Path | None = None
     keyfile: Path | None = None
     anonymous_read: bool = False
+    #: Workers not heard from for this long are removed; ``None``: never.
+    forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -155,7 +158,12 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         session_secret=session_secret(data_dir),
     )
     app = create_app(
-        store, clock, security=security, ca_pem=ca_pem, collection=CollectionSchedule()
+        store,
+        clock,
+        security=security,
+        ca_pem=ca_pem,
+        collection=CollectionSchedule(),
+        forget_workers_after_s=options.forget_workers_after_s,
     )
 
     class Server(uvicorn.Server):

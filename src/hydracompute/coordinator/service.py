@@ -14,17 +14,19 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from hydracompute.coordinator.capacity import PoolCapacity
 from hydracompute.coordinator.collector import CollectionSchedule, collect_on_schedule
 from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.models import Job, JobState
 from hydracompute.errors import HydraError, NotFound
 from hydracompute.kinds import Artefact
 from hydracompute.store import ExchangeOutcome, ResultReport, Store
-from hydracompute.store.pool import EXPIRE_BATCH
+from hydracompute.store.pool import EXPIRE_BATCH, FORGET_BATCH
 from hydracompute.store.records import ExchangeRequest
 
 T = TypeVar("T")
@@ -45,7 +47,20 @@ DRAIN_BATCHES = 1
 MAX_VERIFIED_WORKERS = 100_000
 #: How often the pool's throughput is sampled for the dashboard.
 SAMPLE_PERIOD_S = 2.0
+#: Workers not heard from for this long are forgotten unless told otherwise (30 days).
+DEFAULT_FORGET_WORKERS_AFTER_S = 30 * 86400.0
+#: How often long-gone workers are looked for (at most; more often for short settings).
+FORGET_PERIOD_S = 60.0
+#: How long the pool's capacity (what its online workers can run) is reused for job views.
+CAPACITY_CACHE_S = 1.0
 log = logging.getLogger("hydracompute.coordinator")
+
+
+def log_job_end(job: Job) -> None:
+    """One line at info level: a job ended, how, after how long."""
+    took = (job.finished_s or job.created_s) - job.created_s
+    why = f": {job.error}" if job.error else ""
+    log.info("job %s (%s) %s after %.1f s%s", job.job_id, job.kind, job.state.value, took, why)
 
 
 class Coordinator:
@@ -57,6 +72,8 @@ class Coordinator:
         collection: while running, the process's garbage collection follows this schedule
             instead of Python's automatic one (see :mod:`.collector`); for a coordinator
             process, not one embedded in another program.
+        forget_workers_after_s: workers not heard from for this long are removed from the
+            pool (their leases released); ``None`` keeps them forever.
     """
 
     def __init__(
@@ -64,8 +81,15 @@ class Coordinator:
         store: Store,
         clock: Callable[[], float] = time.time,
         collection: CollectionSchedule | None = None,
+        forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S,
     ) -> None:
+        if forget_workers_after_s is not None and forget_workers_after_s <= 0:
+            raise ValueError("forget_workers_after_s must be positive (or None: never)")
         self.store = store
+        self.forget_workers_after_s = forget_workers_after_s
+        #: (monotonic time, capacity) of the last look at what the online workers can run.
+        self._capacity: tuple[float, PoolCapacity] | None = None
+        self._background: set[asyncio.Future[None]] = set()
         self.collection = collection
         self.config: SchedulerConfig = store.config
         self.clock = clock
@@ -123,6 +147,54 @@ class Coordinator:
             else:
                 self._render_locks[key] = (lock, users - 1)
 
+    def forget_verified_worker(self, worker_id: str) -> None:
+        """A removed worker's secret must be checked by the store again (which refuses it)."""
+        self.verified_workers.pop(worker_id, None)
+
+    async def capacity(self, max_age_s: float = CAPACITY_CACHE_S) -> PoolCapacity:
+        """What the online workers can run, looked at again if older than ``max_age_s``.
+
+        When it changes, every running job is published as changed, so that dashboards
+        show their waiting reasons appear and go.
+        """
+        now = time.monotonic()
+        cached = self._capacity
+        if cached is not None and now - cached[0] <= max_age_s:
+            return cached[1]
+        workers = await self.call(self.store.list_workers)
+        capacity = PoolCapacity.of(workers, self.clock(), self.config.lease_ttl_s)
+        self._capacity = (now, capacity)
+        if cached is not None and cached[1] != capacity and self.events.subscribers:
+            running = await self.call(self.store.list_jobs, JobState.RUNNING, 10_000)
+            self.events.publish({job.job_id for job in running})
+        return capacity
+
+    async def forget_gone_workers(self) -> int:
+        """Remove the workers not heard from for ``forget_workers_after_s``; how many."""
+        if self.forget_workers_after_s is None:
+            return 0
+        forgotten = 0
+        while True:
+            now = self.clock()
+            gone = await self.call(self.store.forget_workers, now, self.forget_workers_after_s)
+            for worker in gone:
+                self.forget_verified_worker(worker.worker_id)
+                log.info(
+                    "forgot worker %s (%s): not heard from for %.1f days",
+                    worker.worker_id,
+                    worker.name,
+                    (now - worker.last_seen_s) / 86400,
+                )
+            forgotten += len(gone)
+            if len(gone) < FORGET_BATCH:
+                return forgotten
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, kept referenced until it ends."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def remember_verified_worker(self, worker_id: str, digest: str) -> None:
         self.verified_workers.pop(worker_id, None)
         self.verified_workers[worker_id] = digest  # last: dict order is recency
@@ -147,6 +219,7 @@ class Coordinator:
         self._tasks = [
             asyncio.create_task(self._expire_forever()),
             asyncio.create_task(self._sample_forever()),
+            asyncio.create_task(self._forget_forever()),
         ]
         if self.collection is not None:
             gc.disable()  # now, not when the task first runs
@@ -185,8 +258,30 @@ class Coordinator:
             await asyncio.sleep(SAMPLE_PERIOD_S)
             try:
                 await self.call(self.sampler.sample, self.store, self.clock())
+                if self.events.subscribers:  # open dashboards show why jobs wait
+                    await self.capacity(max_age_s=0.0)
             except Exception:  # a failed sample only leaves a gap in a chart
                 log.exception("sampling the pool's throughput failed")
+
+    async def _forget_forever(self) -> None:
+        if self.forget_workers_after_s is None:
+            return
+        period = min(FORGET_PERIOD_S, max(0.05, self.forget_workers_after_s / 4))
+        while True:
+            try:
+                await self.forget_gone_workers()
+            except Exception:  # keep looking even if one pass fails
+                log.exception("forgetting long-gone workers failed")
+            await asyncio.sleep(period)
+
+    async def _log_ended(self, job_ids: set[str]) -> None:
+        """One line per job that ended in an exchange (done or failed)."""
+        for job_id in sorted(job_ids):
+            try:
+                job = await self.call(self.store.get_job, job_id)
+            except HydraError:
+                continue
+            log_job_end(job)
 
     async def _expire_forever(self) -> None:
         period = min(1.0, self.config.heartbeat_s / 2)
@@ -303,6 +398,8 @@ class Coordinator:
             body_bytes,
         )
         self.events.publish(outcome.changed_jobs, outcome.finished, outcome.ended_jobs)
+        if outcome.ended_jobs:
+            self._spawn(self._log_ended(set(outcome.ended_jobs)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait_s, self.config.max_wait_s, self.config.heartbeat_s)
         while want > 0 and not outcome.leases and not outcome.abandon and not self._closing:
@@ -321,4 +418,6 @@ class Coordinator:
             )
             outcome.leases.extend(later.leases)
             self.events.publish(later.changed_jobs, ended=later.ended_jobs)
+            if later.ended_jobs:
+                self._spawn(self._log_ended(set(later.ended_jobs)))
         return outcome

@@ -58,6 +58,16 @@ class Backend(abc.ABC):
     def list_workers(self) -> list[Worker]: ...
 
     @abc.abstractmethod
+    def delete_worker(self, worker_id: str) -> None:
+        """Forget a worker's record (nothing happens if there is none); its leases stay,
+        naming a worker that no longer exists."""
+
+    @abc.abstractmethod
+    def workers_seen_before(self, seen_before: float, limit: int) -> list[Worker]:
+        """Workers last seen before ``seen_before``, longest unseen first, at most
+        ``limit``."""
+
+    @abc.abstractmethod
     def pool_speed(self, kind: str, seen_since: float) -> float:
         """Units per second on ``kind`` of every core of the workers seen since
         ``seen_since`` that have neither left nor been revoked (each worker's learnt speed

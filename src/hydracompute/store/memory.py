@@ -76,6 +76,11 @@ class MemoryBackend(Backend):
             self._undo.append(undo)
         table[key] = copy.deepcopy(value)
 
+    def _delete(self, table: dict[Any, Any], key: Any) -> None:
+        old = table.pop(key, _ABSENT)
+        if old is not _ABSENT and self._undo is not None:
+            self._undo.append(lambda: table.__setitem__(key, old))
+
     @staticmethod
     def _get(table: dict[Any, Any], key: Any) -> Any:
         value = table.get(key)
@@ -90,6 +95,14 @@ class MemoryBackend(Backend):
     def list_workers(self) -> list[Worker]:
         workers = sorted(self._workers.values(), key=lambda w: w.enrolled_s)
         return copy.deepcopy(workers)
+
+    def delete_worker(self, worker_id: str) -> None:
+        self._delete(self._workers, worker_id)
+
+    def workers_seen_before(self, seen_before: float, limit: int) -> list[Worker]:
+        found = [w for w in self._workers.values() if w.last_seen_s < seen_before]
+        found.sort(key=lambda w: (w.last_seen_s, w.worker_id))
+        return copy.deepcopy(found[:limit])
 
     def pool_speed(self, kind: str, seen_since: float) -> float:
         return sum(

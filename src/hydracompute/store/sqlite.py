@@ -258,6 +258,14 @@ class SQLiteBackend(Backend):
     def list_workers(self) -> list[Worker]:
         return self._many(WORKERS, "ORDER BY enrolled_s")
 
+    def delete_worker(self, worker_id: str) -> None:
+        self._db.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+        self._rows[WORKERS.name].pop((worker_id,), None)
+
+    def workers_seen_before(self, seen_before: float, limit: int) -> list[Worker]:
+        where = "WHERE last_seen_s < ? ORDER BY last_seen_s, worker_id LIMIT ?"
+        return self._many(WORKERS, where, seen_before, limit)
+
     def pool_speed(self, kind: str, seen_since: float) -> float:
         # Summed by SQLite: decoding every worker's row in Python once a second took tens
         # of milliseconds of the store thread with thousands of workers.
