@@ -105,6 +105,7 @@ async def revoke_join_token(token_id: str, c: CoordinatorDep, _: Admin) -> Crede
 async def revoke_worker(worker_id: str, c: CoordinatorDep, principal: Admin) -> None:
     """Shut a worker out from its next request on; its chunks go to other workers."""
     worker = await c.call(c.store.revoke_worker, worker_id, c.clock())
+    c.workers_changed()
     log.info("worker %s (%s) revoked by %s", worker_id, worker.name, principal.key_id or "?")
 
 
@@ -114,6 +115,7 @@ async def remove_worker(worker_id: str, c: CoordinatorDep, principal: Admin) -> 
     and its secret stops working (started again, it needs a join token to enrol anew)."""
     worker = await c.call(c.store.remove_worker, worker_id, c.clock())
     c.forget_verified_worker(worker_id)
+    c.workers_changed()
     log.info("worker %s (%s) removed by %s", worker_id, worker.name, principal.key_id or "?")
 
 

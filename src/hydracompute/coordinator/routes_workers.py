@@ -88,6 +88,7 @@ async def enrol(
     worker, secret = await c.call(
         c.store.enrol_worker, body.name, body.cores, body.kinds, c.clock(), body.join_token
     )
+    c.workers_changed()
     log.info(
         "worker %s (%s) joined with %d core(s) for %s",
         worker.worker_id,
@@ -120,6 +121,7 @@ async def rejoin(
     worker = await c.call(
         c.store.update_worker_profile, worker_id, body.cores, body.kinds, c.clock()
     )
+    c.workers_changed()
     log.info(
         "worker %s (%s) rejoined with %d core(s) for %s",
         worker.worker_id,
@@ -225,6 +227,7 @@ async def leave(
     """
     await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
     returned = await c.call(c.store.leave, worker_id, c.clock())
+    c.workers_changed()
     log.info("worker %s left, giving back %d lease(s)", worker_id, returned)
     return Left(returned=returned)
 

@@ -151,6 +151,12 @@ class Coordinator:
         """A removed worker's secret must be checked by the store again (which refuses it)."""
         self.verified_workers.pop(worker_id, None)
 
+    def workers_changed(self) -> None:
+        """A worker joined, rejoined, left or was removed: look at the capacity again at
+        the next job view rather than reuse the last look."""
+        if self._capacity is not None:
+            self._capacity = (-float("inf"), self._capacity[1])
+
     async def capacity(self, max_age_s: float = CAPACITY_CACHE_S) -> PoolCapacity:
         """What the online workers can run, looked at again if older than ``max_age_s``.
 
@@ -177,6 +183,8 @@ class Coordinator:
         while True:
             now = self.clock()
             gone = await self.call(self.store.forget_workers, now, self.forget_workers_after_s)
+            if gone:
+                self.workers_changed()
             for worker in gone:
                 self.forget_verified_worker(worker.worker_id)
                 log.info(

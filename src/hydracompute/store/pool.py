@@ -29,6 +29,7 @@ from hydracompute.errors import (
     Forbidden,
     HydraError,
     InvalidParams,
+    InvalidRequest,
     NotFound,
     TooManyRequests,
     Unauthorized,
@@ -245,7 +246,8 @@ class Store:
 
         Raises:
             NotFound: no such worker.
-            InvalidParams: cores not in 1..1024, or kinds not 1 to 100 valid kind names.
+            InvalidRequest: cores not in 1..1024, or kinds not 1 to 100 valid kind names
+                (``errors`` names each).
         """
         problems = {}
         if isinstance(cores, bool) or not 1 <= cores <= MAX_WORKER_CORES:
@@ -255,7 +257,8 @@ class Store:
         ):
             problems["kinds"] = f"must be 1 to {MAX_WORKER_KINDS} kind names"
         if problems:
-            raise InvalidParams(problems)
+            detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
+            raise InvalidRequest(detail, errors=problems)
         with self.backend.transaction():
             worker = self.backend.get_worker(worker_id)
             if worker is None:
