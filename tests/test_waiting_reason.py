@@ -24,7 +24,9 @@ def test_the_reason_names_what_is_missing() -> None:
     assert others.waiting_reason("sum") == "no online worker has kind sum"
     assert others.waiting_reason("pi") is None
     paused = PoolCapacity.of([a_worker(["sum"], state="paused")], now, TTL)
-    assert paused.waiting_reason("sum") == "every online worker with kind sum is paused by its owner"
+    assert (
+        paused.waiting_reason("sum") == "every online worker with kind sum is paused by its owner"
+    )
     gone = [a_worker(["sum"], last_seen_s=now - TTL - 1), a_worker(["sum"], left=True)]
     assert PoolCapacity.of(gone, now, TTL).waiting_reason("sum") == (
         "no worker is online to run kind sum"

@@ -95,7 +95,9 @@ def test_rejoining_needs_the_workers_own_secret(pool: Pool) -> None:
     body = {"cores": 2, "kinds": ["sum"]}
     pool.refused(401, "POST", rejoin_url(worker), json=body, headers=other.auth)
     pool.refused(401, "POST", rejoin_url(worker), json=body)
-    pool.refused(401, "POST", "/api/v1/workers/w-000000000000/rejoin", json=body, headers=worker.auth)
+    pool.refused(
+        401, "POST", "/api/v1/workers/w-000000000000/rejoin", json=body, headers=worker.auth
+    )
 
 
 def test_an_admin_removes_a_worker_whose_secret_then_stops_working(pool: Pool) -> None:
