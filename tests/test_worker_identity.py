@@ -206,3 +206,22 @@ def test_workers_and_jobs_coming_and_going_are_logged_once_each(
 
 def test_a_refused_request_is_still_a_problem_document(pool: Pool) -> None:
     assert_problem(pool.client.delete("/api/v1/workers/w-nobody"), 404)
+
+
+def test_after_a_long_stop_workers_get_a_day_to_come_back_before_being_forgotten() -> None:
+    clock = FakeClock()
+    store = Store(MemoryBackend(), registry_with_pi(), CONFIG)
+    # Heard from last 40 days ago, when the coordinator stopped.
+    worker, _ = store.enrol_worker("laptop", 1, ["sum"], now=clock() - 40 * DAY_S)
+    app = create_app(store, clock=clock, security=UNLIMITED, forget_workers_after_s=30 * DAY_S)
+    with TestClient(app) as client:
+        portal = client.portal
+        assert portal is not None
+        coordinator = app.state.coordinator
+        assert portal.call(coordinator.forget_gone_workers) == 0
+        clock.advance(DAY_S - 1)
+        assert portal.call(coordinator.forget_gone_workers) == 0
+        assert [w.worker_id for w in store.list_workers()] == [worker.worker_id]
+        clock.advance(1)
+        assert portal.call(coordinator.forget_gone_workers) == 1
+        assert store.list_workers() == []

@@ -51,6 +51,9 @@ SAMPLE_PERIOD_S = 2.0
 DEFAULT_FORGET_WORKERS_AFTER_S = 30 * 86400.0
 #: How often long-gone workers are looked for (at most; more often for short settings).
 FORGET_PERIOD_S = 60.0
+#: After a start, workers get this long (or the setting, if shorter) to come back before
+#: any is forgotten: a coordinator stopped for weeks must not forget every worker at once.
+FORGET_GRACE_S = 86400.0
 #: How long the pool's capacity (what its online workers can run) is reused for job views.
 CAPACITY_CACHE_S = 1.0
 log = logging.getLogger("hydracompute.coordinator")
@@ -87,6 +90,8 @@ class Coordinator:
             raise ValueError("forget_workers_after_s must be positive (or None: never)")
         self.store = store
         self.forget_workers_after_s = forget_workers_after_s
+        #: When this coordinator started (its clock), for the grace before forgetting.
+        self.started_s = clock()
         #: (monotonic time, capacity) of the last look at what the online workers can run.
         self._capacity: tuple[float, PoolCapacity] | None = None
         self._background: set[asyncio.Future[None]] = set()
@@ -176,13 +181,18 @@ class Coordinator:
         return capacity
 
     async def forget_gone_workers(self) -> int:
-        """Remove the workers not heard from for ``forget_workers_after_s``; how many."""
-        if self.forget_workers_after_s is None:
+        """Remove the workers not heard from for ``forget_workers_after_s``; how many.
+
+        Nothing is forgotten until the coordinator has run for ``FORGET_GRACE_S`` (or the
+        setting, if shorter): workers could not be heard from while it was stopped.
+        """
+        after_s = self.forget_workers_after_s
+        if after_s is None or self.clock() - self.started_s < min(after_s, FORGET_GRACE_S):
             return 0
         forgotten = 0
         while True:
             now = self.clock()
-            gone = await self.call(self.store.forget_workers, now, self.forget_workers_after_s)
+            gone = await self.call(self.store.forget_workers, now, after_s)
             if gone:
                 self.workers_changed()
             for worker in gone:
@@ -224,6 +234,7 @@ class Coordinator:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.started_s = self.clock()
         self._tasks = [
             asyncio.create_task(self._expire_forever()),
             asyncio.create_task(self._sample_forever()),
