@@ -123,10 +123,10 @@ def test_a_worker_with_other_cores_and_kinds_rejoins_as_itself_without_its_spent
         app = create_app(store)
         transport = httpx.ASGITransport(app=app)
 
-        async def join(cores: int, kinds: list[str]) -> str:
+        async def join(cores: int, kinds: list[str], token: str = once) -> str:
             async with httpx.AsyncClient(base_url="http://pool", transport=transport) as http:
                 link = CoordinatorLink("http://pool", http, lambda: False)
-                await link.join(Enrolment(once, "laptop", cores, kinds, identity))
+                await link.join(Enrolment(token, "laptop", cores, kinds, identity))
                 return link.worker_id
 
         try:
@@ -149,6 +149,8 @@ def test_a_worker_with_other_cores_and_kinds_rejoins_as_itself_without_its_spent
             store.remove_worker(first, time.time())
             with pytest.raises(Unauthorized, match="used up"):
                 await join(4, ["pi"])
+            with pytest.raises(Unauthorized, match="no join token was given"):
+                await join(4, ["pi"], token="")
         finally:
             await app.state.coordinator.stop()
 

@@ -181,6 +181,11 @@ class CoordinatorLink:
         """
         if await self._resume(enrolment):
             return
+        if not enrolment.join_token:
+            raise Unauthorized(
+                "the pool no longer accepts this worker's saved identity (revoked, removed "
+                "or forgotten), and no join token was given to enrol again: pass --token"
+            )
         answer = await self.request(
             "/api/v1/workers",
             {
@@ -221,11 +226,12 @@ class CoordinatorLink:
         self.worker_id, self.secret = str(saved.get("worker_id")), str(saved["secret"])
         profile = {"cores": enrolment.cores, "kinds": enrolment.kinds, "version": __version__}
         try:
-            answer = await self.request(f"/api/v1/workers/{self.worker_id}/rejoin", profile)
-            self.heartbeat_s = float(answer["heartbeat_s"])
-        except NotFound:  # a coordinator older than the rejoin call: cores and kinds stay
-            answer = await self.request(f"/api/v1/workers/{self.worker_id}/exchange", {})
-            self.heartbeat_s = float(answer["next_exchange_s"])
+            try:
+                answer = await self.request(f"/api/v1/workers/{self.worker_id}/rejoin", profile)
+                self.heartbeat_s = float(answer["heartbeat_s"])
+            except NotFound:  # a coordinator older than the rejoin call: cores, kinds stay
+                answer = await self.request(f"/api/v1/workers/{self.worker_id}/exchange", {})
+                self.heartbeat_s = float(answer["next_exchange_s"])
         except Unauthorized:  # revoked, removed or forgotten by the pool: enrol again
             log.warning(
                 "the pool no longer accepts worker %s (revoked, removed or forgotten); "
