@@ -718,3 +718,19 @@ def test_a_spent_join_token_says_so_only_to_its_holder(store: Store) -> None:
         store.enrol_worker("third", 1, ["sum"], now=2.0, join_token=wrong)
     assert "used up" not in guessed.value.detail
     assert snapshot(store) == before
+
+
+def test_workers_gone_silent_are_those_last_heard_from_in_the_window(store: Store) -> None:
+    store.enrol_worker("early", 1, ["sum"], now=1.0)
+    store.enrol_worker("late", 1, ["sum"], now=5.0)
+    left, _ = store.enrol_worker("left", 1, ["sum"], now=3.0)
+    store.leave(left.worker_id, now=3.0)
+    revoked, _ = store.enrol_worker("revoked", 1, ["sum"], now=4.0)
+    store.revoke_worker(revoked.worker_id, now=4.0)
+    assert [w.name for w in store.workers_gone_silent(0.0, 5.0)] == ["early"]
+    assert [w.name for w in store.workers_gone_silent(2.0, 6.0)] == ["late"]
+    assert [w.name for w in store.backend.workers_seen_before(6.0, 10, 2.0)] == [
+        "left",
+        "revoked",
+        "late",
+    ]

@@ -225,3 +225,31 @@ def test_after_a_long_stop_workers_get_a_day_to_come_back_before_being_forgotten
         clock.advance(1)
         assert portal.call(coordinator.forget_gone_workers) == 1
         assert store.list_workers() == []
+
+
+def test_a_worker_that_goes_silent_and_comes_back_is_logged_once_each(
+    pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hydracompute.coordinator")
+    portal = pool.client.portal
+    assert portal is not None
+    coordinator = pool.coordinator
+    quiet = pool.enrol(name="quiet")
+    chatty = pool.enrol(name="chatty")
+    pool.clock.advance(CONFIG.lease_ttl_s / 2)
+    pool.exchange(chatty)
+    left = pool.enrol(name="left")
+    assert pool.client.post(f"/api/v1/workers/{left.worker_id}/leave", headers=left.auth)
+    assert portal.call(coordinator.log_silent_workers) == 0
+    pool.clock.advance(CONFIG.lease_ttl_s / 2 + 0.01)
+    assert portal.call(coordinator.log_silent_workers) == 1  # quiet only
+    pool.clock.advance(CONFIG.lease_ttl_s)
+    assert portal.call(coordinator.log_silent_workers) == 1  # chatty, later
+    assert portal.call(coordinator.log_silent_workers) == 0  # each once
+    pool.exchange(quiet)
+    pool.exchange(quiet)
+    silent = [m for m in caplog.messages if "went silent" in m]
+    assert [m.split()[1] for m in silent] == [quiet.worker_id, chatty.worker_id]
+    back = [m for m in caplog.messages if m.endswith(" is back")]
+    assert back == [f"worker {quiet.worker_id} is back"]
+    assert not any(left.worker_id in m for m in silent)

@@ -116,6 +116,7 @@ async def remove_worker(worker_id: str, c: CoordinatorDep, principal: Admin) -> 
     worker = await c.call(c.store.remove_worker, worker_id, c.clock())
     c.forget_verified_worker(worker_id)
     c.workers_changed()
+    c.silent_workers.discard(worker_id)
     log.info("worker %s (%s) removed by %s", worker_id, worker.name, principal.key_id or "?")
 
 

@@ -122,6 +122,7 @@ async def rejoin(
         c.store.update_worker_profile, worker_id, body.cores, body.kinds, c.clock()
     )
     c.workers_changed()
+    c.silent_workers.discard(worker.worker_id)  # the line below says it is back
     log.info(
         "worker %s (%s) rejoined with %d core(s) for %s",
         worker.worker_id,
@@ -228,6 +229,7 @@ async def leave(
     await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
     returned = await c.call(c.store.leave, worker_id, c.clock())
     c.workers_changed()
+    c.silent_workers.discard(worker_id)
     log.info("worker %s left, giving back %d lease(s)", worker_id, returned)
     return Left(returned=returned)
 

@@ -92,6 +92,10 @@ class Coordinator:
         self.forget_workers_after_s = forget_workers_after_s
         #: When this coordinator started (its clock), for the grace before forgetting.
         self.started_s = clock()
+        #: Workers that went silent (logged once) and have not been heard from since.
+        self.silent_workers: set[str] = set()
+        #: Workers last heard from before this (one lease lifetime ago) were looked at.
+        self._silence_checked_s = self.started_s - store.config.lease_ttl_s
         #: (monotonic time, capacity) of the last look at what the online workers can run.
         self._capacity: tuple[float, PoolCapacity] | None = None
         self._background: set[asyncio.Future[None]] = set()
@@ -197,6 +201,7 @@ class Coordinator:
                 self.workers_changed()
             for worker in gone:
                 self.forget_verified_worker(worker.worker_id)
+                self.silent_workers.discard(worker.worker_id)
                 log.info(
                     "forgot worker %s (%s): not heard from for %.1f days",
                     worker.worker_id,
@@ -235,10 +240,12 @@ class Coordinator:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.started_s = self.clock()
+        self._silence_checked_s = self.started_s - self.config.lease_ttl_s
         self._tasks = [
             asyncio.create_task(self._expire_forever()),
             asyncio.create_task(self._sample_forever()),
             asyncio.create_task(self._forget_forever()),
+            asyncio.create_task(self._watch_silence_forever()),
         ]
         if self.collection is not None:
             gc.disable()  # now, not when the task first runs
@@ -292,6 +299,45 @@ class Coordinator:
             except Exception:  # keep looking even if one pass fails
                 log.exception("forgetting long-gone workers failed")
             await asyncio.sleep(period)
+
+    async def log_silent_workers(self) -> int:
+        """Log, once each, the workers that went offline without leaving since the last
+        look (not heard from for a lease lifetime); returns how many."""
+        before = self.clock() - self.config.lease_ttl_s
+        if before <= self._silence_checked_s:
+            return 0
+        gone = await self.call(self.store.workers_gone_silent, self._silence_checked_s, before)
+        self._silence_checked_s = max(self._silence_checked_s, before)
+        for worker in gone:
+            if worker.worker_id in self.silent_workers:
+                continue
+            self.silent_workers.add(worker.worker_id)
+            log.info(
+                "worker %s (%s) went silent: not heard from for %.0f s; its chunks go to "
+                "other workers",
+                worker.worker_id,
+                worker.name,
+                self.config.lease_ttl_s,
+            )
+        if gone:
+            self.workers_changed()
+        return len(gone)
+
+    def heard_from(self, worker_id: str) -> None:
+        """A worker spoke: if it had gone silent, say once that it is back."""
+        if worker_id in self.silent_workers:
+            self.silent_workers.discard(worker_id)
+            self.workers_changed()
+            log.info("worker %s is back", worker_id)
+
+    async def _watch_silence_forever(self) -> None:
+        period = max(0.05, min(5.0, self.config.lease_ttl_s / 3))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.log_silent_workers()
+            except Exception:  # keep watching even if one pass fails
+                log.exception("looking for silent workers failed")
 
     async def _log_ended(self, job_ids: set[str]) -> None:
         """One line per job that ended in an exchange (done or failed)."""
@@ -417,6 +463,8 @@ class Coordinator:
             body_bytes,
         )
         self.events.publish(outcome.changed_jobs, outcome.finished, outcome.ended_jobs)
+        if self.silent_workers:
+            self.heard_from(worker_id)
         if outcome.ended_jobs:
             self._spawn(self._log_ended(set(outcome.ended_jobs)))
         loop = asyncio.get_running_loop()

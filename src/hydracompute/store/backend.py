@@ -63,9 +63,11 @@ class Backend(abc.ABC):
         naming a worker that no longer exists."""
 
     @abc.abstractmethod
-    def workers_seen_before(self, seen_before: float, limit: int) -> list[Worker]:
-        """Workers last seen before ``seen_before``, longest unseen first, at most
-        ``limit``."""
+    def workers_seen_before(
+        self, seen_before: float, limit: int, seen_since: float | None = None
+    ) -> list[Worker]:
+        """Workers last seen before ``seen_before`` (and, if given, at or after
+        ``seen_since``), longest unseen first, at most ``limit``."""
 
     @abc.abstractmethod
     def pool_speed(self, kind: str, seen_since: float) -> float:

@@ -99,8 +99,11 @@ class MemoryBackend(Backend):
     def delete_worker(self, worker_id: str) -> None:
         self._delete(self._workers, worker_id)
 
-    def workers_seen_before(self, seen_before: float, limit: int) -> list[Worker]:
-        found = [w for w in self._workers.values() if w.last_seen_s < seen_before]
+    def workers_seen_before(
+        self, seen_before: float, limit: int, seen_since: float | None = None
+    ) -> list[Worker]:
+        since = float("-inf") if seen_since is None else seen_since
+        found = [w for w in self._workers.values() if since <= w.last_seen_s < seen_before]
         found.sort(key=lambda w: (w.last_seen_s, w.worker_id))
         return copy.deepcopy(found[:limit])
 

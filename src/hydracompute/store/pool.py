@@ -283,6 +283,14 @@ class Store:
             self.backend.delete_worker(worker_id)
         return worker
 
+    def workers_gone_silent(self, since: float, before: float) -> list[Worker]:
+        """Workers last heard from in ``[since, before)`` that neither left nor were
+        revoked (with ``before`` one lease lifetime ago: those that just went offline
+        without saying so), at most ``FORGET_BATCH``."""
+        with self.backend.transaction():
+            found = self.backend.workers_seen_before(before, FORGET_BATCH, since)
+        return [w for w in found if not (w.left or w.revoked)]
+
     def forget_workers(self, now: float, older_than_s: float) -> list[Worker]:
         """Remove (as :meth:`remove_worker`) workers not heard from for ``older_than_s``,
         at most ``FORGET_BATCH`` of them; returns them."""
