@@ -206,3 +206,62 @@ def test_a_restarted_worker_rejoins_as_itself(tmp_path: Path) -> None:
         wait_until(lambda: p.online_workers() == 1, what="a fresh enrolment")
         ids = {w["worker_id"]: w["revoked"] for w in client.workers()}
         assert len(ids) == 2 and ids[before["worker_id"]] is True
+
+
+def test_a_newcomers_worker_keeps_its_identity_and_pinned_ca_across_changes(
+    tmp_path: Path,
+) -> None:
+    """The README's promise, as a newcomer follows it: the first run joins with a
+    single-use token and the CA's fingerprint; later runs with other cores rejoin as the
+    same worker with neither (the token spent, still in the environment, or gone)."""
+    with pool(tmp_path / "pool") as p, p.client() as client:
+        token = client.request("POST", "/api/v1/join-tokens", json={"max_uses": 1}).json()
+        home = tmp_path / "volunteer"  # the worker machine's own home directories
+        env = dict(
+            os.environ,
+            XDG_DATA_HOME=str(home / "data"),
+            XDG_CONFIG_HOME=str(home / "config"),
+            HYDRACOMPUTE_JOIN_TOKEN=token["secret"],
+        )
+        fingerprint = p.coordinator.ca_fingerprint
+        assert fingerprint is not None
+
+        def run_worker(cores: int, *extra: str, **changes: str | None) -> None:
+            environment = {k: v for k, v in {**env, **changes}.items() if v is not None}
+            command = [sys.executable, "-m", "hydracompute", "worker", p.url, *extra]
+            worker = subprocess.Popen(
+                [*command, "--cores", str(cores), "--name", "newcomer"], env=environment
+            )
+            try:
+                wait_until(
+                    lambda: [w["cores"] for w in client.workers() if w["online"]] == [cores],
+                    what=f"the worker to join with {cores} core(s)",
+                )
+            finally:
+                stop(worker)
+            assert worker.returncode == 0
+
+        run_worker(1, "--ca-fingerprint", fingerprint)
+        (first,) = client.workers()
+        run_worker(2)  # the spent token in the environment, no fingerprint
+        run_worker(3, HYDRACOMPUTE_JOIN_TOKEN=None)  # neither
+        (last,) = client.workers()
+        assert last["worker_id"] == first["worker_id"]
+        assert last["cores"] == 3
+        tokens = client.request("GET", "/api/v1/join-tokens").json()["credentials"]
+        assert {t["id"]: t["uses"] for t in tokens}[token["id"]] == 1
+        kept = list((home / "data" / "hydracompute" / "workers").glob("*.ca.pem"))
+        assert len(kept) == 1 and kept[0].stat().st_mode & 0o077 == 0
+
+
+def test_a_worker_that_never_joined_needs_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRACOMPUTE_JOIN_TOKEN"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "hydracompute", "worker", "https://127.0.0.1:9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "has not joined the pool" in refused.stderr and "--token" in refused.stderr

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.models import JobState, LeaseState
+from hydracompute.core.models import CredentialKind, JobState, LeaseState
 from hydracompute.errors import (
     Conflict,
     Forbidden,
     InvalidParams,
+    InvalidRequest,
     InvalidResult,
     NotFound,
     StoreError,
@@ -727,3 +728,118 @@ def test_a_job_history_reads_its_outputs_one_at_a_time(store: Store) -> None:
     totals = [sum(range(k)) for k in range(4, 41, 4)]
     assert points == [{"total": total} for total in totals]
     assert peak < 10 * 2**20  # all 40 outputs at once would be over 40 MB
+
+
+# --- a worker's identity: its profile changes, removal, forgetting ----------------------------
+
+
+def test_a_rejoining_worker_keeps_its_identity_with_new_cores_and_kinds(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 100}, now=0.0)
+    worker, secret = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    complete(store, worker.worker_id, now=1.0)
+    learnt = store.authenticate_worker(worker.worker_id, secret)
+    assert store.get_job(job.job_id).state is JobState.DONE and learnt.speeds
+
+    updated = store.update_worker_profile(worker.worker_id, 3, ["sum", "pi", "sum"], now=9.0)
+    assert (updated.cores, updated.kinds, updated.last_seen_s) == (3, ["pi", "sum"], 9.0)
+    (listed,) = store.list_workers()
+    assert listed.worker_id == worker.worker_id
+    assert (listed.cores, listed.kinds) == (3, ["pi", "sum"])
+    assert listed.speeds == learnt.speeds and listed.chunks_done == learnt.chunks_done
+    store.authenticate_worker(worker.worker_id, secret)  # the same secret still works
+
+
+@pytest.mark.parametrize(
+    ("cores", "kinds", "field"),
+    [
+        (0, ["sum"], "cores"),
+        (1025, ["sum"], "cores"),
+        (True, ["sum"], "cores"),
+        (2, [], "kinds"),
+        (2, ["Not A Kind"], "kinds"),
+        (2, ["k" + str(i) for i in range(101)], "kinds"),
+    ],
+)
+def test_a_bad_profile_is_refused_and_changes_nothing(
+    store: Store, cores: int, kinds: list[str], field: str
+) -> None:
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    before = snapshot(store)
+    with pytest.raises(InvalidRequest) as refused:
+        store.update_worker_profile(worker.worker_id, cores, kinds, now=1.0)
+    assert field in refused.value.extra["errors"]
+    assert snapshot(store) == before
+    with pytest.raises(NotFound):
+        store.update_worker_profile("w-nobody", 1, ["sum"], now=1.0)
+
+
+def test_a_removed_worker_is_gone_and_its_leases_go_back(store: Store) -> None:
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    gone, secret = store.enrol_worker("gone", 1, ["sum"], now=0.0)
+    other, _ = store.enrol_worker("other", 1, ["sum"], now=0.0)
+    (held,) = store.exchange(gone.worker_id, [], [], 1, now=0.0).leases
+    assert store.remove_worker(gone.worker_id, now=1.0).name == "gone"
+    assert [w.worker_id for w in store.list_workers()] == [other.worker_id]
+    assert gone.worker_id not in store.leases_in_hand()
+    with pytest.raises(Unauthorized):
+        store.authenticate_worker(gone.worker_id, secret)
+    (again,) = store.exchange(other.worker_id, [], [], 1, now=1.0).leases
+    assert (again.start, again.stop) == (held.start, held.stop)
+    with pytest.raises(NotFound):
+        store.remove_worker(gone.worker_id, now=2.0)
+
+
+def test_workers_unseen_for_long_are_forgotten_and_others_kept(store: Store) -> None:
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    old, _ = store.enrol_worker("old", 1, ["sum"], now=0.0)
+    recent, _ = store.enrol_worker("recent", 1, ["sum"], now=0.0)
+    (held,) = store.exchange(old.worker_id, [], [], 1, now=10.0).leases
+    store.exchange(recent.worker_id, [], [], 0, now=50.0)
+    assert store.forget_workers(now=100.0, older_than_s=100.0) == []
+    forgotten = store.forget_workers(now=100.0, older_than_s=60.0)
+    assert [w.worker_id for w in forgotten] == [old.worker_id]
+    assert [w.worker_id for w in store.list_workers()] == [recent.worker_id]
+    (again,) = store.exchange(recent.worker_id, [], [], 1, now=101.0).leases
+    assert (again.start, again.stop) == (held.start, held.stop)
+
+
+def test_deleting_a_worker_in_a_failed_transaction_keeps_it(store: Store) -> None:
+    worker, secret = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    with pytest.raises(RuntimeError), store.backend.transaction():
+        store.backend.delete_worker(worker.worker_id)
+        assert store.backend.get_worker(worker.worker_id) is None
+        raise RuntimeError("rolled back")
+    assert store.authenticate_worker(worker.worker_id, secret).name == "a"
+    store.backend.delete_worker("w-nobody")  # nothing to delete: no error
+    assert [w.name for w in store.backend.workers_seen_before(1.0, 10)] == ["a"]
+    assert store.backend.workers_seen_before(0.0, 10) == []
+
+
+def test_a_spent_join_token_says_so_only_to_its_holder(store: Store) -> None:
+    _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "once", 0.0, max_uses=1)
+    store.enrol_worker("first", 1, ["sum"], now=1.0, join_token=token)
+    before = snapshot(store)
+    with pytest.raises(Unauthorized) as spent:
+        store.enrol_worker("second", 1, ["sum"], now=2.0, join_token=token)
+    assert "used up" in spent.value.detail and "1 enrolment" in spent.value.detail
+    wrong = token[: token.rindex("_") + 1] + "not-the-secret"
+    with pytest.raises(Unauthorized) as guessed:
+        store.enrol_worker("third", 1, ["sum"], now=2.0, join_token=wrong)
+    assert "used up" not in guessed.value.detail
+    assert snapshot(store) == before
+
+
+def test_workers_gone_silent_are_those_last_heard_from_in_the_window(store: Store) -> None:
+    store.enrol_worker("early", 1, ["sum"], now=1.0)
+    store.enrol_worker("late", 1, ["sum"], now=5.0)
+    left, _ = store.enrol_worker("left", 1, ["sum"], now=3.0)
+    store.leave(left.worker_id, now=3.0)
+    revoked, _ = store.enrol_worker("revoked", 1, ["sum"], now=4.0)
+    store.revoke_worker(revoked.worker_id, now=4.0)
+    assert [w.name for w in store.workers_gone_silent(0.0, 5.0)] == ["early"]
+    assert [w.name for w in store.workers_gone_silent(2.0, 6.0)] == ["late"]
+    assert [w.name for w in store.backend.workers_seen_before(6.0, 10, 2.0)] == [
+        "left",
+        "revoked",
+        "late",
+    ]

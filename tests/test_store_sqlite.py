@@ -25,6 +25,24 @@ from tests.sum_kind import SumKind, sum_registry
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0)
 
 
+def test_a_removed_or_updated_worker_stays_so_after_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    store = Store(SQLiteBackend(path), sum_registry(), CONFIG)
+    kept, kept_secret = store.enrol_worker("kept", 1, ["sum"], now=0.0)
+    gone, gone_secret = store.enrol_worker("gone", 1, ["sum"], now=0.0)
+    store.update_worker_profile(kept.worker_id, 6, ["pi", "sum"], now=1.0)
+    store.authenticate_worker(gone.worker_id, gone_secret)  # its row is remembered now
+    store.remove_worker(gone.worker_id, now=2.0)
+    with pytest.raises(Unauthorized):  # not served from the remembered rows
+        store.authenticate_worker(gone.worker_id, gone_secret)
+    reopened = Store(SQLiteBackend(path), sum_registry(), CONFIG)
+    (worker,) = reopened.list_workers()
+    assert (worker.worker_id, worker.cores, worker.kinds) == (kept.worker_id, 6, ["pi", "sum"])
+    assert reopened.authenticate_worker(kept.worker_id, kept_secret).cores == 6
+    with pytest.raises(Unauthorized):
+        reopened.authenticate_worker(gone.worker_id, gone_secret)
+
+
 def test_acknowledged_state_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "pool.db"
     store = Store(SQLiteBackend(path), sum_registry(), CONFIG)

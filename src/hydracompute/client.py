@@ -226,6 +226,12 @@ class Job:
         self.job_id = job_id
         self._info = info
 
+    @property
+    def known(self) -> JobInfo | None:
+        """The job as last read, without a request (for a new job: the submission's
+        answer, whose ``waiting_reason`` says if no online worker can run it)."""
+        return self._info
+
     def info(self, wait_s: float = 0.0) -> JobInfo:
         """The job's current state (one request); with ``wait_s``, the coordinator holds
         the answer until the job finishes, at most that long (up to 20 s)."""

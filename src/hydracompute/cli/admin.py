@@ -21,6 +21,7 @@ from hydracompute.cli.base import (
     print_table,
     with_client,
 )
+from hydracompute.cli.jobs import workers_group
 from hydracompute.client import Client
 from hydracompute.connection import save_profile
 from hydracompute.errors import Unauthorized
@@ -164,6 +165,17 @@ def revoke_worker(worker_id: str, client: Client) -> None:
     """Shut a worker out of the pool; its chunks go to other workers."""
     client.request("POST", f"/api/v1/workers/{worker_id}/revoke")
     notes.print(f"revoked {worker_id}")
+
+
+@workers_group.command("remove")
+@click.argument("worker_id")
+@handle_errors
+@with_client
+def workers_remove(worker_id: str, client: Client) -> None:
+    """Remove a worker from the pool (admin): its chunks go to other workers and it leaves
+    the list. Started again, it needs a join token to enrol anew."""
+    client.request("DELETE", f"/api/v1/workers/{worker_id}")
+    notes.print(f"removed {worker_id}")
 
 
 @main.command()

@@ -56,6 +56,13 @@ def _submit(
         raise click.UsageError("-o/--output needs --wait (or use 'hydracompute result JOB -o')")
     verification = click.get_current_context().meta.get(VERIFICATION_META, {})
     job = client.submit(kind, name=name, target_chunk_s=target_chunk_s, **verification, **params)
+    submitted = job.known
+    # With --json the answer's waiting_reason says it, for scripts.
+    if not as_json and submitted is not None and submitted.raw.get("waiting_reason"):
+        notes.print(
+            f"[yellow]warning: {submitted.raw['waiting_reason']}; job {job.job_id} waits "
+            "until a worker that can run it joins[/yellow]"
+        )
     if not wait:
         if as_json:
             print_json(job.info().raw)
@@ -347,6 +354,8 @@ def status(job_id: str, client: Client, as_json: bool) -> None:
         f"({info.units_done}/{info.total_units} {info.unit_name}s, "
         f"{info.elapsed_s:.1f} s)"
     )
+    if info.raw.get("waiting_reason") and not info.finished:
+        console.print(f"[yellow]waiting: {info.raw['waiting_reason']}[/yellow]")
     if info.error:
         notes.print(f"[red]{info.error}[/red]")
     if info.live:
@@ -371,7 +380,27 @@ def result(job_id: str, output: str | None, client: Client, as_json: bool) -> No
         _print_answer(job.info())
 
 
-@main.command()
+class WorkersGroup(click.Group):
+    """``hydracompute workers [options]`` lists the workers, as it always has; ``workers
+    remove ID`` is a subcommand. Arguments that name no subcommand go to ``list``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] != "--help"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group("workers", cls=WorkersGroup)
+def workers_group() -> None:
+    """The pool's workers: list them (the default), or remove one (admin).
+
+    \b
+    hydracompute workers [--json]          list the pool's workers
+    hydracompute workers remove WORKER_ID  remove a worker (admin)
+    """
+
+
+@workers_group.command("list")
 @json_option
 @handle_errors
 @with_client

@@ -99,6 +99,12 @@ def default_data_dir() -> Path:
     show_default=True,
     help="Adaptive: the share of an untrusted worker's leases that test it on a known answer.",
 )
+@click.option(
+    "--forget-workers-after",
+    default="30d",
+    metavar="DURATION",
+    help="Remove workers not heard from for this long (e.g. 12h, 30d), or 'never'.",
+)
 def coordinator(
     host: str,
     port: int,
@@ -115,6 +121,7 @@ def coordinator(
     saboteur_share: float,
     replicate_trusted: float,
     spot_check_rate: float,
+    forget_workers_after: str,
 ) -> None:
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
@@ -124,6 +131,7 @@ def coordinator(
     from hydracompute.coordinator.server import ServerOptions, serve
     from hydracompute.core.config import SchedulerConfig
 
+    forget_after_s = _forget_after_s(forget_workers_after)
     if (cert is None) != (key is None):
         raise click.UsageError("--cert and --key go together")
     if insecure and cert:
@@ -145,6 +153,7 @@ def coordinator(
             floor=replicate_trusted,
             spot_check_rate=spot_check_rate,
         ),
+        forget_workers_after_s=forget_after_s,
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)
@@ -154,6 +163,28 @@ def coordinator(
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     except HydraError as exc:
         raise click.ClickException(exc.detail) from exc
+
+
+#: The shortest --forget-workers-after: a worker briefly away must not lose its identity.
+MIN_FORGET_AFTER_S = 3600.0
+
+
+def _forget_after_s(text: str) -> float | None:
+    """``--forget-workers-after`` in seconds (``None`` for never); a usage error if bad."""
+    from hydracompute.cli.admin import parse_duration
+
+    if text.strip().lower() == "never":
+        return None
+    try:
+        seconds = parse_duration(text)
+    except click.BadParameter as exc:
+        raise click.BadParameter(str(exc.message), param_hint="--forget-workers-after") from exc
+    assert seconds is not None
+    if seconds < MIN_FORGET_AFTER_S:
+        raise click.BadParameter(
+            "must be at least 1h (or 'never')", param_hint="--forget-workers-after"
+        )
+    return seconds
 
 
 @main.command()

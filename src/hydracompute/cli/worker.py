@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import random
 import signal
 import ssl
 import sys
@@ -76,8 +75,9 @@ def worker_options(fn: F, token_required: bool = True) -> F:
         click.option(
             "--token",
             envvar="HYDRACOMPUTE_JOIN_TOKEN",
-            required=token_required,
-            help="The pool's join token (the coordinator prints it in its join command)."
+            default=None,
+            help="The pool's join token (the coordinator prints it in its join command); "
+            "needed to enrol, not to rejoin."
             + ("" if token_required else " Not needed with --print."),
         ),
         click.option(
@@ -167,7 +167,7 @@ def worker() -> None:
 @handle_errors
 def worker_run(
     url: str,
-    token: str,
+    token: str | None,
     ca_fingerprint: str | None,
     cores: int | None,
     name: str | None,
@@ -177,11 +177,15 @@ def worker_run(
 ) -> None:
     """Join the pool at URL and compute chunks until Ctrl-C.
 
-    The first run enrols with the join token; later runs rejoin as the same worker. The
-    owner's rules decide when it computes; 'hydracompute worker status' shows what it does.
+    The first run enrols with the join token and pins the coordinator's CA (given by
+    --ca-fingerprint); later runs rejoin as the same worker, even with other --cores or
+    kinds, and need neither. The owner's rules decide when it computes; 'hydracompute
+    worker status' shows what it does.
     """
     from hydracompute.worker.agent import WorkerAgent
     from hydracompute.worker.governor import check_measurable
+    from hydracompute.worker.link import has_identity
+    from hydracompute.worker.pinning import pinned_ca_path
     from hydracompute.worker.rules import InvalidRules
     from hydracompute.worker.status import status_path
 
@@ -193,15 +197,20 @@ def worker_run(
         raise click.UsageError(exc.detail) from exc
     if url.startswith("http://"):
         notes.print("[yellow]plain HTTP: the join token and results cross the network in clear[/]")
+    identity = identity or default_identity_file(url, name)
+    if not token and not has_identity(identity, url):
+        raise click.UsageError(
+            f"this worker has not joined the pool at {url} yet (no identity in {identity}): "
+            "give the join token with --token or HYDRACOMPUTE_JOIN_TOKEN"
+        )
     try:
-        verify = _verification_with_retries(url, ca_fingerprint)
+        verify = _verification_with_retries(url, ca_fingerprint, pinned_ca_path(identity))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
-    identity = identity or default_identity_file(url, name)
     agent = WorkerAgent(
         url,
         rules.cores,
-        token,
+        token or "",
         verify=verify,
         name=name,
         identity_file=identity,
@@ -366,15 +375,20 @@ def _flags_of(rules: dict[str, Any]) -> list[str]:
     return flags
 
 
-def _verification_with_retries(url: str, ca_fingerprint: str | None) -> ssl.SSLContext | bool:
-    """The pinned CA, waiting (with backoff) while the coordinator is not up yet."""
-    from hydracompute import tls
+def _verification_with_retries(
+    url: str, ca_fingerprint: str | None, ca_file: Path
+) -> ssl.SSLContext | bool:
+    """The pinned CA (kept in ``ca_file`` from an earlier run, or fetched and checked
+    against ``ca_fingerprint``), waiting with backoff while the coordinator is not up yet."""
+    from hydracompute.worker import pinning
+    from hydracompute.worker.link import backoff_s
 
-    delay = 0.25
+    attempt = 0
     while True:
         try:
-            return tls.verification(url, ca_fingerprint)
+            return pinning.verification(url, ca_fingerprint, ca_file)
         except CoordinatorUnavailable as exc:
+            attempt += 1
+            delay = backoff_s(attempt)
             notes.print(f"{exc.detail}; retrying in {delay:.1f} s")
-            time.sleep(random.uniform(delay / 2, delay))
-            delay = min(30.0, delay * 2)
+            time.sleep(delay)

@@ -26,7 +26,7 @@ from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.fastpath import ExchangeFastPath
 from hydracompute.coordinator.openapi import install_openapi
 from hydracompute.coordinator.schemas import Health
-from hydracompute.coordinator.service import Coordinator
+from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S, Coordinator
 from hydracompute.core.models import JobState
 from hydracompute.errors import NotFound
 from hydracompute.store import Store
@@ -77,6 +77,7 @@ def create_app(
     security: SecuritySettings | None = None,
     ca_pem: bytes | None = None,
     collection: CollectionSchedule | None = None,
+    forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S,
 ) -> FastAPI:
     """The coordinator application over ``store`` (which it closes on shutdown).
 
@@ -88,8 +89,10 @@ def create_app(
             ``/api/v1/tls/ca.pem`` for workers and clients to pin by fingerprint.
         collection: the process's garbage collection schedule while the application runs
             (see :class:`Coordinator`); ``None`` leaves Python's automatic collector on.
+        forget_workers_after_s: workers not heard from for this long are removed from the
+            pool; ``None`` keeps them forever.
     """
-    coordinator = Coordinator(store, clock, collection)
+    coordinator = Coordinator(store, clock, collection, forget_workers_after_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

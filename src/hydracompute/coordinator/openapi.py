@@ -49,6 +49,7 @@ REFUSALS: dict[str, frozenset[int]] = {
     # workers: enrolling spends a join token; an exchange's results may be refused
     "enrol": frozenset({401, 429, 503}),
     "exchange": frozenset({403, 404, 409, 422}),
+    "rejoin": frozenset({404}),
     "leave": frozenset(),
     "return_leases": frozenset({403, 404}),
     "list_workers": frozenset(),
@@ -60,6 +61,7 @@ REFUSALS: dict[str, frozenset[int]] = {
     "list_join_tokens": frozenset({403}),
     "revoke_join_token": frozenset({403, 404}),
     "revoke_worker": frozenset({403, 404}),
+    "remove_worker": frozenset({403, 404}),
     # sessions: signing in checks an API key, rate-limited per address
     "sign_in": frozenset({401, 429, 503}),
     "whoami": frozenset({429, 503}),

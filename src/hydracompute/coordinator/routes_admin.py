@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, Response, status
 
 from hydracompute.coordinator.auth import (
@@ -27,6 +29,7 @@ from hydracompute.core.models import Credential, CredentialKind, Role
 from hydracompute.errors import Unauthorized
 
 router = APIRouter(prefix="/api/v1", tags=["administration"])
+log = logging.getLogger("hydracompute.coordinator")
 
 
 def credential_view(credential: Credential) -> CredentialView:
@@ -99,9 +102,22 @@ async def revoke_join_token(token_id: str, c: CoordinatorDep, _: Admin) -> Crede
 
 
 @router.post("/workers/{worker_id}/revoke", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_worker(worker_id: str, c: CoordinatorDep, _: Admin) -> None:
+async def revoke_worker(worker_id: str, c: CoordinatorDep, principal: Admin) -> None:
     """Shut a worker out from its next request on; its chunks go to other workers."""
-    await c.call(c.store.revoke_worker, worker_id, c.clock())
+    worker = await c.call(c.store.revoke_worker, worker_id, c.clock())
+    c.workers_changed()
+    log.info("worker %s (%s) revoked by %s", worker_id, worker.name, principal.key_id or "?")
+
+
+@router.delete("/workers/{worker_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_worker(worker_id: str, c: CoordinatorDep, principal: Admin) -> None:
+    """Remove a worker from the pool: its chunks go to other workers, it leaves the list,
+    and its secret stops working (started again, it needs a join token to enrol anew)."""
+    worker = await c.call(c.store.remove_worker, worker_id, c.clock())
+    c.forget_verified_worker(worker_id)
+    c.workers_changed()
+    c.silent_workers.discard(worker_id)
+    log.info("worker %s (%s) removed by %s", worker_id, worker.name, principal.key_id or "?")
 
 
 @router.post("/session", response_model=SessionView, tags=["session"])

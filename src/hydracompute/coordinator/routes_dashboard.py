@@ -175,10 +175,11 @@ async def _stream(
                 yield _event("pool", (await pool_view(c, 200)).model_dump())
             jobs, subscription.jobs = subscription.jobs, set()
             views = []
+            capacity = await c.capacity() if jobs else None
             for job_id in sorted(jobs):
                 job = await c.call(c.store.get_job, job_id)
-                if principal.may_see(job.owner):
-                    views.append(job_view(c, job).model_dump())
+                if capacity is not None and principal.may_see(job.owner):
+                    views.append(job_view(c, job, capacity).model_dump())
             if views:
                 yield _event("jobs", views)
             chunks, subscription.chunks = subscription.chunks, []

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from hydracompute.coordinator.auth import CoordinatorDep, Principal, Submitter, Viewer
+from hydracompute.coordinator.capacity import PoolCapacity
 from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
-from hydracompute.coordinator.service import Coordinator
+from hydracompute.coordinator.service import Coordinator, log_job_end
 from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.core.models import Job, JobState, Role
 from hydracompute.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
+log = logging.getLogger("hydracompute.coordinator")
 
 
 async def visible_job(c: Coordinator, principal: Principal, job_id: str) -> Job:
@@ -31,7 +34,9 @@ async def visible_job(c: Coordinator, principal: Principal, job_id: str) -> Job:
     return job
 
 
-def job_view(c: Coordinator, job: Job) -> JobView:
+def job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
+    """The job as the API shows it; ``capacity`` (see :meth:`Coordinator.capacity`) says
+    whether a running job is waiting for a worker that can run it."""
     kind = c.store.kinds.get(job.kind)
     end = job.finished_s if job.finished_s is not None else c.clock()
     elapsed_s = max(0.0, end - job.created_s)
@@ -67,6 +72,7 @@ def job_view(c: Coordinator, job: Job) -> JobView:
         replication=job.replication,
         quorum=job.quorum,
         adaptive=job.adaptive,
+        waiting_reason=None if job.state.finished else capacity.waiting_reason(job.kind),
     )
 
 
@@ -89,7 +95,17 @@ async def submit_job(
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     c.events.publish({job.job_id})
-    return job_view(c, job)
+    view = job_view(c, job, await c.capacity(max_age_s=0.0))
+    log.info(
+        "job %s (%s, %d %ss) submitted by %s%s",
+        job.job_id,
+        job.kind,
+        job.total_units,
+        view.unit_name,
+        principal.key_id or "anonymous",
+        f"; waiting: {view.waiting_reason}" if view.waiting_reason else "",
+    )
+    return view
 
 
 @router.get("/jobs", response_model=JobList)
@@ -102,7 +118,8 @@ async def list_jobs(
     """Jobs, newest first (for a submitter, its own)."""
     owner = None if principal.sees_all_jobs() else principal.key_id
     jobs = await c.call(c.store.list_jobs, state, limit, owner)
-    return JobList(jobs=[job_view(c, j) for j in jobs])
+    capacity = await c.capacity()
+    return JobList(jobs=[job_view(c, j, capacity) for j in jobs])
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
@@ -123,14 +140,15 @@ async def get_job(
     ``wait_s``, answered as soon as the job finishes, or after ``wait_s`` seconds (at most
     the coordinator's ``max_wait_s``)."""
     if wait_s <= 0:
-        return job_view(c, await visible_job(c, principal, job_id))
+        return job_view(c, await visible_job(c, principal, job_id), await c.capacity())
     with c.events.job_end(job_id) as ended:  # before the read: an end in between wakes it
         job = await visible_job(c, principal, job_id)
         if job.state.finished or c.is_closing:
-            return job_view(c, job)
+            return job_view(c, job, await c.capacity())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), min(wait_s, c.config.max_wait_s))
-    return job_view(c, await c.call(c.store.get_job, job_id))
+    job = await c.call(c.store.get_job, job_id)
+    return job_view(c, job, await c.capacity())
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
@@ -141,7 +159,8 @@ async def cancel_job(job_id: str, c: CoordinatorDep, principal: Submitter) -> Jo
         raise NotFound(f"no job {job_id!r}")
     job = await c.call(c.store.cancel_job, job_id, c.clock())
     c.events.publish({job.job_id}, ended={job.job_id})
-    return job_view(c, job)
+    log_job_end(job)
+    return job_view(c, job, await c.capacity())
 
 
 @router.get("/jobs/{job_id}/result")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
@@ -17,9 +18,11 @@ from hydracompute.coordinator.schemas import (
     ExchangeOut,
     LeaseReturn,
     Left,
+    Rejoined,
     Returned,
     WorkerEnrol,
     WorkerList,
+    WorkerProfile,
     WorkerView,
 )
 from hydracompute.coordinator.service import Coordinator
@@ -29,6 +32,7 @@ from hydracompute.store import ResultReport
 from hydracompute.store.credentials import hash_secret
 
 router = APIRouter(prefix="/api/v1", tags=["workers"])
+log = logging.getLogger("hydracompute.coordinator")
 #: The exchange's answer, compact (``json.dumps`` with arguments builds an encoder per call).
 _encode_answer = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -84,9 +88,50 @@ async def enrol(
     worker, secret = await c.call(
         c.store.enrol_worker, body.name, body.cores, body.kinds, c.clock(), body.join_token
     )
+    c.workers_changed()
+    log.info(
+        "worker %s (%s) joined with %d core(s) for %s",
+        worker.worker_id,
+        worker.name,
+        worker.cores,
+        ", ".join(worker.kinds),
+    )
     return Enrolled(
         worker_id=worker.worker_id,
         secret=secret,
+        heartbeat_s=c.config.heartbeat_s,
+        lease_ttl_s=c.config.lease_ttl_s,
+        max_wait_s=c.config.max_wait_s,
+    )
+
+
+@router.post("/workers/{worker_id}/rejoin", response_model=Rejoined)
+async def rejoin(
+    worker_id: str,
+    body: WorkerProfile,
+    c: CoordinatorDep,
+    settings: SecurityDep,
+    request: Request,
+    authorization: Authorization = None,
+) -> Rejoined:
+    """A worker that starts again takes up its identity: it says how many cores and which
+    kinds it has now (its owner may have changed them), and keeps its id, speeds and
+    credit. No join token is needed."""
+    await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
+    worker = await c.call(
+        c.store.update_worker_profile, worker_id, body.cores, body.kinds, c.clock()
+    )
+    c.workers_changed()
+    c.silent_workers.discard(worker.worker_id)  # the line below says it is back
+    log.info(
+        "worker %s (%s) rejoined with %d core(s) for %s",
+        worker.worker_id,
+        worker.name,
+        worker.cores,
+        ", ".join(worker.kinds),
+    )
+    return Rejoined(
+        worker_id=worker.worker_id,
         heartbeat_s=c.config.heartbeat_s,
         lease_ttl_s=c.config.lease_ttl_s,
         max_wait_s=c.config.max_wait_s,
@@ -182,7 +227,11 @@ async def leave(
     Send the results it did finish in an exchange first.
     """
     await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
-    return Left(returned=await c.call(c.store.leave, worker_id, c.clock()))
+    returned = await c.call(c.store.leave, worker_id, c.clock())
+    c.workers_changed()
+    c.silent_workers.discard(worker_id)
+    log.info("worker %s left, giving back %d lease(s)", worker_id, returned)
+    return Left(returned=returned)
 
 
 @router.post("/workers/{worker_id}/return", response_model=Returned)

@@ -95,6 +95,11 @@ class JobView(BaseModel):
     replication: int = Field(1, description="Copies of each chunk, by different workers.")
     quorum: int = Field(1, description="Copies that must agree before a chunk is accepted.")
     adaptive: bool = Field(False, description="Adaptive verification.")
+    waiting_reason: str | None = Field(
+        default=None,
+        description="Why a running job cannot progress now, e.g. 'no online worker has "
+        "kind squares'; null when it can (and for finished jobs).",
+    )
 
 
 class JobList(BaseModel):
@@ -107,6 +112,21 @@ class WorkerEnrol(Strict):
     cores: int = Field(ge=1, le=1024)
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
+
+
+class WorkerProfile(Strict):
+    """What a worker that starts again has now (its owner may have changed them)."""
+
+    cores: int = Field(ge=1, le=1024)
+    kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
+    version: str = Field("", max_length=40)
+
+
+class Rejoined(BaseModel):
+    worker_id: str
+    heartbeat_s: float
+    lease_ttl_s: float
+    max_wait_s: float
 
 
 class Enrolled(BaseModel):

@@ -25,6 +25,7 @@ from typing import Any
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.protocol import HttpProtocol
+from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.core.verification import VerificationPolicy
@@ -58,6 +59,8 @@ class ServerOptions:
     #: Adaptive verification for jobs that ask for no replication, and its tunables.
     adaptive: bool = False
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
+    #: Workers not heard from for this long are removed; ``None``: never.
+    forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -165,7 +168,12 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         session_secret=session_secret(data_dir),
     )
     app = create_app(
-        store, clock, security=security, ca_pem=ca_pem, collection=CollectionSchedule()
+        store,
+        clock,
+        security=security,
+        ca_pem=ca_pem,
+        collection=CollectionSchedule(),
+        forget_workers_after_s=options.forget_workers_after_s,
     )
 
     class Server(uvicorn.Server):

@@ -14,19 +14,20 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from hydracompute.coordinator.artefacts import OpenArtefact, outputs_in_batches, render_into_blobs
+from hydracompute.coordinator.capacity import PoolCapacity
 from hydracompute.coordinator.collector import CollectionSchedule, collect_on_schedule
 from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.models import Job
-from hydracompute.errors import NotFound, StoreError
+from hydracompute.core.models import Job, JobState
+from hydracompute.errors import HydraError, NotFound, StoreError
 from hydracompute.kinds import ChunkOutput
 from hydracompute.store import ExchangeOutcome, ResultReport, Store
-from hydracompute.store.pool import EXPIRE_BATCH
+from hydracompute.store.pool import EXPIRE_BATCH, FORGET_BATCH
 from hydracompute.store.records import ExchangeRequest
 
 T = TypeVar("T")
@@ -47,7 +48,23 @@ DRAIN_BATCHES = 1
 MAX_VERIFIED_WORKERS = 100_000
 #: How often the pool's throughput is sampled for the dashboard.
 SAMPLE_PERIOD_S = 2.0
+#: Workers not heard from for this long are forgotten unless told otherwise (30 days).
+DEFAULT_FORGET_WORKERS_AFTER_S = 30 * 86400.0
+#: How often long-gone workers are looked for (at most; more often for short settings).
+FORGET_PERIOD_S = 60.0
+#: After a start, workers get this long (or the setting, if shorter) to come back before
+#: any is forgotten: a coordinator stopped for weeks must not forget every worker at once.
+FORGET_GRACE_S = 86400.0
+#: How long the pool's capacity (what its online workers can run) is reused for job views.
+CAPACITY_CACHE_S = 1.0
 log = logging.getLogger("hydracompute.coordinator")
+
+
+def log_job_end(job: Job) -> None:
+    """One line at info level: a job ended, how, after how long."""
+    took = (job.finished_s or job.created_s) - job.created_s
+    why = f": {job.error}" if job.error else ""
+    log.info("job %s (%s) %s after %.1f s%s", job.job_id, job.kind, job.state.value, took, why)
 
 
 class Coordinator:
@@ -59,6 +76,8 @@ class Coordinator:
         collection: while running, the process's garbage collection follows this schedule
             instead of Python's automatic one (see :mod:`.collector`); for a coordinator
             process, not one embedded in another program.
+        forget_workers_after_s: workers not heard from for this long are removed from the
+            pool (their leases released); ``None`` keeps them forever.
     """
 
     def __init__(
@@ -66,8 +85,21 @@ class Coordinator:
         store: Store,
         clock: Callable[[], float] = time.time,
         collection: CollectionSchedule | None = None,
+        forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S,
     ) -> None:
+        if forget_workers_after_s is not None and forget_workers_after_s <= 0:
+            raise ValueError("forget_workers_after_s must be positive (or None: never)")
         self.store = store
+        self.forget_workers_after_s = forget_workers_after_s
+        #: When this coordinator started (its clock), for the grace before forgetting.
+        self.started_s = clock()
+        #: Workers that went silent (logged once) and have not been heard from since.
+        self.silent_workers: set[str] = set()
+        #: Workers last heard from before this (one lease lifetime ago) were looked at.
+        self._silence_checked_s = self.started_s - store.config.lease_ttl_s
+        #: (monotonic time, capacity) of the last look at what the online workers can run.
+        self._capacity: tuple[float, PoolCapacity] | None = None
+        self._background: set[asyncio.Future[None]] = set()
         self.collection = collection
         self.config: SchedulerConfig = store.config
         self.clock = clock
@@ -138,6 +170,68 @@ class Coordinator:
         outputs = outputs_in_batches(indices, read)
         return render_into_blobs(self.store.blobs, kind, job, name, outputs)
 
+    def forget_verified_worker(self, worker_id: str) -> None:
+        """A removed worker's secret must be checked by the store again (which refuses it)."""
+        self.verified_workers.pop(worker_id, None)
+
+    def workers_changed(self) -> None:
+        """A worker joined, rejoined, left or was removed: look at the capacity again at
+        the next job view rather than reuse the last look."""
+        if self._capacity is not None:
+            self._capacity = (-float("inf"), self._capacity[1])
+
+    async def capacity(self, max_age_s: float = CAPACITY_CACHE_S) -> PoolCapacity:
+        """What the online workers can run, looked at again if older than ``max_age_s``.
+
+        When it changes, every running job is published as changed, so that dashboards
+        show their waiting reasons appear and go.
+        """
+        now = time.monotonic()
+        cached = self._capacity
+        if cached is not None and now - cached[0] <= max_age_s:
+            return cached[1]
+        workers = await self.call(self.store.list_workers)
+        capacity = PoolCapacity.of(workers, self.clock(), self.config.lease_ttl_s)
+        self._capacity = (now, capacity)
+        if cached is not None and cached[1] != capacity and self.events.subscribers:
+            running = await self.call(self.store.list_jobs, JobState.RUNNING, 10_000)
+            self.events.publish({job.job_id for job in running})
+        return capacity
+
+    async def forget_gone_workers(self) -> int:
+        """Remove the workers not heard from for ``forget_workers_after_s``; how many.
+
+        Nothing is forgotten until the coordinator has run for ``FORGET_GRACE_S`` (or the
+        setting, if shorter): workers could not be heard from while it was stopped.
+        """
+        after_s = self.forget_workers_after_s
+        if after_s is None or self.clock() - self.started_s < min(after_s, FORGET_GRACE_S):
+            return 0
+        forgotten = 0
+        while True:
+            now = self.clock()
+            gone = await self.call(self.store.forget_workers, now, after_s)
+            if gone:
+                self.workers_changed()
+            for worker in gone:
+                self.forget_verified_worker(worker.worker_id)
+                self.silent_workers.discard(worker.worker_id)
+                log.info(
+                    "forgot worker %s (%s): not heard from for %.1f days",
+                    worker.worker_id,
+                    worker.name,
+                    (now - worker.last_seen_s) / 86400,
+                )
+            forgotten += len(gone)
+            if len(gone) < FORGET_BATCH:
+                return forgotten
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, kept referenced until it ends."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def remember_verified_worker(self, worker_id: str, digest: str) -> None:
         self.verified_workers.pop(worker_id, None)
         self.verified_workers[worker_id] = digest  # last: dict order is recency
@@ -159,9 +253,13 @@ class Coordinator:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.started_s = self.clock()
+        self._silence_checked_s = self.started_s - self.config.lease_ttl_s
         self._tasks = [
             asyncio.create_task(self._expire_forever()),
             asyncio.create_task(self._sample_forever()),
+            asyncio.create_task(self._forget_forever()),
+            asyncio.create_task(self._watch_silence_forever()),
         ]
         if self.collection is not None:
             gc.disable()  # now, not when the task first runs
@@ -200,8 +298,69 @@ class Coordinator:
             await asyncio.sleep(SAMPLE_PERIOD_S)
             try:
                 await self.call(self.sampler.sample, self.store, self.clock())
+                if self.events.subscribers:  # open dashboards show why jobs wait
+                    await self.capacity(max_age_s=0.0)
             except Exception:  # a failed sample only leaves a gap in a chart
                 log.exception("sampling the pool's throughput failed")
+
+    async def _forget_forever(self) -> None:
+        if self.forget_workers_after_s is None:
+            return
+        period = min(FORGET_PERIOD_S, max(0.05, self.forget_workers_after_s / 4))
+        while True:
+            try:
+                await self.forget_gone_workers()
+            except Exception:  # keep looking even if one pass fails
+                log.exception("forgetting long-gone workers failed")
+            await asyncio.sleep(period)
+
+    async def log_silent_workers(self) -> int:
+        """Log, once each, the workers that went offline without leaving since the last
+        look (not heard from for a lease lifetime); returns how many."""
+        before = self.clock() - self.config.lease_ttl_s
+        if before <= self._silence_checked_s:
+            return 0
+        gone = await self.call(self.store.workers_gone_silent, self._silence_checked_s, before)
+        self._silence_checked_s = max(self._silence_checked_s, before)
+        for worker in gone:
+            if worker.worker_id in self.silent_workers:
+                continue
+            self.silent_workers.add(worker.worker_id)
+            log.info(
+                "worker %s (%s) went silent: not heard from for %.0f s; its chunks go to "
+                "other workers",
+                worker.worker_id,
+                worker.name,
+                self.config.lease_ttl_s,
+            )
+        if gone:
+            self.workers_changed()
+        return len(gone)
+
+    def heard_from(self, worker_id: str) -> None:
+        """A worker spoke: if it had gone silent, say once that it is back."""
+        if worker_id in self.silent_workers:
+            self.silent_workers.discard(worker_id)
+            self.workers_changed()
+            log.info("worker %s is back", worker_id)
+
+    async def _watch_silence_forever(self) -> None:
+        period = max(0.05, min(5.0, self.config.lease_ttl_s / 3))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.log_silent_workers()
+            except Exception:  # keep watching even if one pass fails
+                log.exception("looking for silent workers failed")
+
+    async def _log_ended(self, job_ids: set[str]) -> None:
+        """One line per job that ended in an exchange (done or failed)."""
+        for job_id in sorted(job_ids):
+            try:
+                job = await self.call(self.store.get_job, job_id)
+            except HydraError:
+                continue
+            log_job_end(job)
 
     async def _expire_forever(self) -> None:
         period = min(1.0, self.config.heartbeat_s / 2)
@@ -318,6 +477,10 @@ class Coordinator:
             body_bytes,
         )
         self.events.publish(outcome.changed_jobs, outcome.finished, outcome.ended_jobs)
+        if self.silent_workers:
+            self.heard_from(worker_id)
+        if outcome.ended_jobs:
+            self._spawn(self._log_ended(set(outcome.ended_jobs)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait_s, self.config.max_wait_s, self.config.heartbeat_s)
         while want > 0 and not outcome.leases and not outcome.abandon and not self._closing:
@@ -336,4 +499,6 @@ class Coordinator:
             )
             outcome.leases.extend(later.leases)
             self.events.publish(later.changed_jobs, ended=later.ended_jobs)
+            if later.ended_jobs:
+                self._spawn(self._log_ended(set(later.ended_jobs)))
         return outcome

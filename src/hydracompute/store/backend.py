@@ -67,6 +67,18 @@ class Backend(abc.ABC):
         neither left nor been revoked or barred enrolled with (volunteers online)."""
 
     @abc.abstractmethod
+    def delete_worker(self, worker_id: str) -> None:
+        """Forget a worker's record (nothing happens if there is none); its leases stay,
+        naming a worker that no longer exists."""
+
+    @abc.abstractmethod
+    def workers_seen_before(
+        self, seen_before: float, limit: int, seen_since: float | None = None
+    ) -> list[Worker]:
+        """Workers last seen before ``seen_before`` (and, if given, at or after
+        ``seen_since``), longest unseen first, at most ``limit``."""
+
+    @abc.abstractmethod
     def pool_speed(self, kind: str, seen_since: float) -> float:
         """Units per second on ``kind`` of every core of the workers seen since
         ``seen_since`` that have neither left nor been revoked (each worker's learnt speed

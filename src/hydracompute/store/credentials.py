@@ -29,6 +29,18 @@ def secrets_match(stored_hash: str, secret: str) -> bool:
     return hmac.compare_digest(stored_hash, hash_secret(secret))
 
 
+def unusable_reason(credential: Credential, now: float) -> str:
+    """Why ``credential`` (not usable at ``now``) is refused, for the holder of its secret."""
+    if credential.revoked:
+        return "was revoked; ask the pool's admin for a new one"
+    if credential.expires_s is not None and now >= credential.expires_s:
+        return "has expired; ask the pool's admin for a new one"
+    return (
+        f"is used up: it allowed {credential.max_uses} enrolment(s), all made; ask the "
+        "pool's admin for a new one (a worker that already joined rejoins without it)"
+    )
+
+
 class Credentials:
     """Issue, list, revoke and check the credentials kept by ``backend``.
 
@@ -101,22 +113,24 @@ class Credentials:
         """The usable credential whose text this is.
 
         Raises:
-            Unauthorized: malformed, unknown, wrong, expired, used up or revoked — all
-                indistinguishable to the caller.
+            Unauthorized: malformed, unknown or wrong (indistinguishably), or expired,
+                used up or revoked (saying which: the caller proved it holds the secret).
         """
         prefix, _, rest = text.partition("_")
         cred_id, _, secret = rest.partition("_")
         with self.backend.transaction():
             credential = self.backend.get_credential(cred_id) if cred_id else None
+        what = "API key" if kind is CredentialKind.API_KEY else "join token"
         if (
             prefix != PREFIXES[kind]
             or credential is None
             or credential.kind is not kind
             or not secrets_match(credential.secret_hash, secret)
-            or not credential.usable(now)
         ):
-            what = "API key" if kind is CredentialKind.API_KEY else "join token"
             raise Unauthorized(f"unknown, wrong, expired or revoked {what}")
+        if not credential.usable(now):
+            # The caller holds the secret: it may know why its own credential is refused.
+            raise Unauthorized(f"this {what} {unusable_reason(credential, now)}")
         return credential
 
     def get_usable(self, cred_id: str, now: float) -> Credential:

@@ -87,6 +87,11 @@ class MemoryBackend(Backend):
             self._undo.append(undo)
         table[key] = copy.deepcopy(value)
 
+    def _delete(self, table: dict[Any, Any], key: Any) -> None:
+        old = table.pop(key, _ABSENT)
+        if old is not _ABSENT and self._undo is not None:
+            self._undo.append(lambda: table.__setitem__(key, old))
+
     @staticmethod
     def _get(table: dict[Any, Any], key: Any) -> Any:
         value = table.get(key)
@@ -110,6 +115,17 @@ class MemoryBackend(Backend):
                 if w.online(seen_since, lease_ttl_s=0.0) and not w.barred
             }
         )
+
+    def delete_worker(self, worker_id: str) -> None:
+        self._delete(self._workers, worker_id)
+
+    def workers_seen_before(
+        self, seen_before: float, limit: int, seen_since: float | None = None
+    ) -> list[Worker]:
+        since = float("-inf") if seen_since is None else seen_since
+        found = [w for w in self._workers.values() if since <= w.last_seen_s < seen_before]
+        found.sort(key=lambda w: (w.last_seen_s, w.worker_id))
+        return copy.deepcopy(found[:limit])
 
     def pool_speed(self, kind: str, seen_since: float) -> float:
         return sum(
@@ -225,11 +241,6 @@ class MemoryBackend(Backend):
         for key in [k for k in self._candidates if k[:2] == (job_id, chunk_index)]:
             if not lease_id or key[2] == lease_id:
                 self._delete(self._candidates, key)
-
-    def _delete(self, table: dict[Any, Any], key: Any) -> None:
-        old = table.pop(key, _ABSENT)
-        if old is not _ABSENT and self._undo is not None:
-            self._undo.append(lambda: table.__setitem__(key, old))
 
     @property
     def blobs(self) -> BlobStore:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import secrets
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -35,6 +36,7 @@ from hydracompute.errors import (
     Forbidden,
     HydraError,
     InvalidParams,
+    InvalidRequest,
     NotFound,
     TooManyRequests,
     Unauthorized,
@@ -48,6 +50,12 @@ from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultR
 
 log = logging.getLogger("hydracompute.store")
 MAX_NAME_CHARS = 200
+#: Limits of what a worker says about itself (the HTTP schema holds requests to the same).
+MAX_WORKER_CORES = 1024
+MAX_WORKER_KINDS = 100
+KIND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+#: Workers forgotten per call; the coordinator calls again while there are more.
+FORGET_BATCH = 1000
 #: Overdue leases expired per call; the coordinator calls again while there are more.
 EXPIRE_BATCH = 1000
 #: How long the pool's speed per kind (for tail chunk sizes) is reused.
@@ -255,7 +263,8 @@ class Store:
                 check (for embedding the store without a coordinator).
 
         Raises:
-            Unauthorized: the join token is unknown, wrong, expired, used up or revoked.
+            Unauthorized: the join token is unknown, wrong, expired, used up or revoked (the
+                message says which only to a caller who has the token's secret).
         """
         secret = secrets.token_urlsafe(32)
         worker = Worker(
@@ -300,6 +309,70 @@ class Store:
             worker.revoked = True
             self.backend.put_worker(worker)
         return worker
+
+    def update_worker_profile(
+        self, worker_id: str, cores: int, kinds: Sequence[str], now: float
+    ) -> Worker:
+        """A rejoining worker's cores and installed kinds, which may differ from what it
+        had when it enrolled (its owner changed ``--cores``, or installed a kind): it keeps
+        its identity, speeds and credit. Counts as hearing from it.
+
+        Raises:
+            NotFound: no such worker.
+            InvalidRequest: cores not in 1..1024, or kinds not 1 to 100 valid kind names
+                (``errors`` names each).
+        """
+        problems = {}
+        if isinstance(cores, bool) or not 1 <= cores <= MAX_WORKER_CORES:
+            problems["cores"] = f"must be between 1 and {MAX_WORKER_CORES}"
+        if not 1 <= len(kinds) <= MAX_WORKER_KINDS or not all(
+            isinstance(k, str) and KIND_NAME.match(k) for k in kinds
+        ):
+            problems["kinds"] = f"must be 1 to {MAX_WORKER_KINDS} kind names"
+        if problems:
+            detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
+            raise InvalidRequest(detail, errors=problems)
+        with self.backend.transaction():
+            worker = self.backend.get_worker(worker_id)
+            if worker is None:
+                raise NotFound(f"no worker {worker_id!r}")
+            worker.cores, worker.kinds = cores, sorted(set(kinds))
+            worker.last_seen_s = now
+            self.backend.put_worker(worker)
+        return worker
+
+    def remove_worker(self, worker_id: str, now: float) -> Worker:
+        """Forget a worker: its leases go back to the pool and it disappears from the list.
+        Its secret no longer works; started again, it enrols anew with a join token.
+
+        Raises:
+            NotFound: no such worker.
+        """
+        with self.backend.transaction():
+            worker = self.backend.get_worker(worker_id)
+            if worker is None:
+                raise NotFound(f"no worker {worker_id!r}")
+            self.leave(worker_id, now)
+            self.backend.delete_worker(worker_id)
+        return worker
+
+    def workers_gone_silent(self, since: float, before: float) -> list[Worker]:
+        """Workers last heard from in ``[since, before)`` that neither left nor were
+        revoked (with ``before`` one lease lifetime ago: those that just went offline
+        without saying so), at most ``FORGET_BATCH``."""
+        with self.backend.transaction():
+            found = self.backend.workers_seen_before(before, FORGET_BATCH, since)
+        return [w for w in found if not (w.left or w.revoked)]
+
+    def forget_workers(self, now: float, older_than_s: float) -> list[Worker]:
+        """Remove (as :meth:`remove_worker`) workers not heard from for ``older_than_s``,
+        at most ``FORGET_BATCH`` of them; returns them."""
+        with self.backend.transaction():
+            gone = self.backend.workers_seen_before(now - older_than_s, FORGET_BATCH)
+            for worker in gone:
+                self.leave(worker.worker_id, now)
+                self.backend.delete_worker(worker.worker_id)
+        return gone
 
     def list_workers(self) -> list[Worker]:
         with self.backend.transaction():

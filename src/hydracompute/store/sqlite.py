@@ -317,6 +317,17 @@ class SQLiteBackend(Backend):
         ).fetchone()
         return int(row[0])
 
+    def delete_worker(self, worker_id: str) -> None:
+        self._db.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+        self._rows[WORKERS.name].pop((worker_id,), None)
+
+    def workers_seen_before(
+        self, seen_before: float, limit: int, seen_since: float | None = None
+    ) -> list[Worker]:
+        since = float("-inf") if seen_since is None else seen_since
+        where = "WHERE last_seen_s < ? AND last_seen_s >= ? ORDER BY last_seen_s, worker_id LIMIT ?"
+        return self._many(WORKERS, where, seen_before, since, limit)
+
     def pool_speed(self, kind: str, seen_since: float) -> float:
         # Summed by SQLite: decoding every worker's row in Python once a second took tens
         # of milliseconds of the store thread with thousands of workers.

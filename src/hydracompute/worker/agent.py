@@ -6,7 +6,8 @@ are free cores. When chunks finish, the agent first asks for the next ones (with
 results) and starts them, then sends the results: a core never waits for its result to
 travel and be checked. When the worker is idle it long-polls: the coordinator answers as
 soon as work appears. While the coordinator is unreachable the agent keeps computing, keeps its
-results, and retries with exponential backoff and jitter.
+results, and retries with capped exponential backoff (see :mod:`.link`), and says when it
+has reconnected.
 
 The owner's rules (:mod:`hydracompute.worker.rules`) are applied by a governor task: when
 they say pause, the compute processes are suspended at once, the agent reports ``paused``
@@ -195,7 +196,7 @@ class WorkerAgent:
             enrolment = Enrolment(
                 self.join_token, self.name, self.cores, self.kinds, self.identity_file
             )
-            await self._link.join(enrolment, self._state())
+            await self._link.join(enrolment)
             self._phase = "working"
             stop_wait = asyncio.ensure_future(self._stop.wait())
             while not self._stop.is_set():

@@ -1,9 +1,10 @@
 """The worker's link to its coordinator: who it is there, and requests that survive outages.
 
-A request is retried, with exponential backoff and jitter, while the coordinator is
-unreachable or failing (5xx), and after the wait it asks for when it says to slow down
-(429). A refusal (other 4xx) is raised at once; so is a certificate that does not verify,
-which no retry can fix.
+A request is retried, with capped exponential backoff (:func:`backoff_s`), while the
+coordinator is unreachable or failing (5xx), and after the wait it asks for when it says to
+slow down (429); once a request gets through after an outage, the link logs that it
+reconnected, and after how long. A refusal (other 4xx) is raised at once; so is a
+certificate that does not verify, which no retry can fix.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,34 @@ from typing import Any
 import httpx
 
 from hydracompute import __version__, tls
-from hydracompute.errors import CoordinatorUnavailable, Unauthorized, error_from_problem
+from hydracompute.errors import (
+    CoordinatorUnavailable,
+    NotFound,
+    Unauthorized,
+    error_from_problem,
+)
 from hydracompute.private_files import write_private
 
 log = logging.getLogger("hydracompute.worker")
 
+#: The first retry's delay; each next one doubles, up to ``MAX_BACKOFF_S``.
+FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+#: Each delay is shortened by a random share of at most this (so that workers cut off
+#: together do not all come back at the same instant).
+BACKOFF_JITTER = 0.2
+
+
+def backoff_s(attempt: int, draw: Callable[[], float] = random.random) -> float:
+    """The delay before retry ``attempt`` (1, 2, ...): ``FIRST_BACKOFF_S`` doubled at each
+    attempt, capped at ``MAX_BACKOFF_S``, less a random ``BACKOFF_JITTER`` share at most.
+
+    Delays grow until the cap (each one at least 1.6 times the one before), and a delay is
+    never shorter than 80% of the one before: the jitter cannot make them jump around.
+    ``draw`` returns a number in [0, 1).
+    """
+    nominal = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** min(max(attempt, 1) - 1, 32))
+    return nominal * (1.0 - BACKOFF_JITTER * draw())
 
 
 def retry_after_s(header: str | None) -> float:
@@ -42,6 +66,12 @@ def load_identity(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def has_identity(path: Path, url: str) -> bool:
+    """Whether ``path`` holds a worker identity (id and secret) for the pool at ``url``."""
+    saved = load_identity(path)
+    return bool(saved and saved.get("url") == url.rstrip("/") and saved.get("secret"))
 
 
 def save_identity(path: Path, identity: dict[str, Any]) -> None:
@@ -79,6 +109,11 @@ class CoordinatorLink:
     #: Why the last request had to be retried ("" once one got through).
     error: str = ""
     reconnects: int = field(default=0)
+    #: Waits between retries, and the clock that times an outage (injectable for tests).
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
+    #: When the current outage began (``clock``), or ``None`` while the link is up.
+    outage_since: float | None = None
 
     async def request(self, path: str, body: Mapping[str, Any]) -> Any:
         """POST ``body`` to ``path``; the answer's JSON.
@@ -95,6 +130,7 @@ class CoordinatorLink:
                 response = await self.http.post(path, json=body, headers=headers)
                 if response.status_code < 500 and response.status_code != 429:
                     self.error = ""
+                    self._reconnected()
                     break
                 problem: Any = response.json() if response.content else {}
                 reason = str(error_from_problem(response.status_code, problem))
@@ -102,7 +138,7 @@ class CoordinatorLink:
                     wait = retry_after_s(response.headers.get("Retry-After"))
                     self.error = reason
                     log.warning("coordinator asks to slow down (%s); waiting %.1f s", reason, wait)
-                    await asyncio.sleep(wait * random.uniform(1.0, 1.5))
+                    await self.sleep(wait * random.uniform(1.0, 1.5))
                     continue
             except (httpx.TransportError, ValueError) as exc:
                 if tls.is_certificate_error(exc):  # not transient: never retried
@@ -117,17 +153,39 @@ class CoordinatorLink:
                 raise CoordinatorUnavailable(f"giving up while stopping: {reason}")
             attempt += 1
             self.reconnects += 1
-            delay = random.uniform(0, min(MAX_BACKOFF_S, 0.25 * 2**attempt))
+            if self.outage_since is None:
+                self.outage_since = self.clock()
+            delay = backoff_s(attempt)
             log.warning("coordinator unavailable (%s); retrying in %.1f s", reason, delay)
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
         if response.status_code >= 400:
             raise error_from_problem(response.status_code, response.json())
         return response.json() if response.content else None
 
-    async def join(self, enrolment: Enrolment, state: Mapping[str, str]) -> None:
-        """Take up the identity saved by an earlier run, or enrol with the join token."""
-        if await self._resume(enrolment, state):
+    def _reconnected(self) -> None:
+        """A request got through: say so once if it ends an outage."""
+        if self.outage_since is not None:
+            log.info(
+                "reconnected to the coordinator at %s after %.1f s",
+                self.url,
+                self.clock() - self.outage_since,
+            )
+            self.outage_since = None
+
+    async def join(self, enrolment: Enrolment) -> None:
+        """Take up the identity saved by an earlier run, or enrol with the join token.
+
+        Raises:
+            Unauthorized: no saved identity the pool still knows, and the join token is
+                refused (the message says why to its holder: used up, expired, revoked).
+        """
+        if await self._resume(enrolment):
             return
+        if not enrolment.join_token:
+            raise Unauthorized(
+                "the pool no longer accepts this worker's saved identity (revoked, removed "
+                "or forgotten), and no join token was given to enrol again: pass --token"
+            )
         answer = await self.request(
             "/api/v1/workers",
             {
@@ -158,21 +216,39 @@ class CoordinatorLink:
             "kinds": enrolment.kinds,
         }
 
-    async def _resume(self, enrolment: Enrolment, state: Mapping[str, str]) -> bool:
-        """Reuse the saved identity if it is for this pool and set-up and still accepted."""
+    async def _resume(self, enrolment: Enrolment) -> bool:
+        """Take up the saved identity if it is for this pool and the pool still knows it,
+        telling the pool the cores and kinds this run has (they may have changed)."""
         path = enrolment.identity_file
-        saved = load_identity(path) if path else None
-        wanted = {"url": self.url, "cores": enrolment.cores, "kinds": enrolment.kinds}
-        if not saved or {k: saved.get(k) for k in wanted} != wanted:
+        if path is None or not has_identity(path, self.url):
             return False
-        self.worker_id, self.secret = str(saved["worker_id"]), str(saved["secret"])
+        saved = load_identity(path) or {}
+        self.worker_id, self.secret = str(saved.get("worker_id")), str(saved["secret"])
+        profile = {"cores": enrolment.cores, "kinds": enrolment.kinds, "version": __version__}
         try:
-            answer = await self.request(
-                f"/api/v1/workers/{self.worker_id}/exchange", {"want": 0, **state}
+            try:
+                answer = await self.request(f"/api/v1/workers/{self.worker_id}/rejoin", profile)
+                self.heartbeat_s = float(answer["heartbeat_s"])
+            except NotFound:  # a coordinator older than the rejoin call: cores, kinds stay
+                answer = await self.request(f"/api/v1/workers/{self.worker_id}/exchange", {})
+                self.heartbeat_s = float(answer["next_exchange_s"])
+        except Unauthorized:  # revoked, removed or forgotten by the pool: enrol again
+            log.warning(
+                "the pool no longer accepts worker %s (revoked, removed or forgotten); "
+                "enrolling again with the join token",
+                self.worker_id,
             )
-        except Unauthorized:  # revoked, or the pool forgot it: enrol again
             self.worker_id = self.secret = ""
             return False
-        self.heartbeat_s = float(answer["next_exchange_s"])
-        log.info("rejoined as %s", self.worker_id)
+        before = (saved.get("cores"), saved.get("kinds"))
+        if before != (enrolment.cores, enrolment.kinds):
+            log.info(
+                "rejoined as %s, now with %d core(s) for %s",
+                self.worker_id,
+                enrolment.cores,
+                ", ".join(enrolment.kinds),
+            )
+        else:
+            log.info("rejoined as %s", self.worker_id)
+        save_identity(path, self._identity(enrolment))
         return True

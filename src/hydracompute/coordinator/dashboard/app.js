@@ -207,13 +207,19 @@ function jobRow(job) {
   return `<tr data-job="${escapeHtml(job.job_id)}">
     <td><a href="#/jobs/${encodeURIComponent(job.job_id)}">${escapeHtml(job.name || job.job_id)}</a></td>
     <td>${escapeHtml(job.kind)}</td>
-    <td class="state-${escapeHtml(job.state)}">${escapeHtml(job.state)}</td>
+    <td class="state-${escapeHtml(job.state)}">${escapeHtml(job.state)}${waitingNote(job, "div")}</td>
     <td><div class="bar" title="${(job.progress * 100).toFixed(1)}%"><span style="width:${(job.progress * 100).toFixed(2)}%"></span></div></td>
     <td class="num">${(job.progress * 100).toFixed(1)}%</td>
     <td class="num">${si(job.throughput)} ${escapeHtml(job.work_name)}/s</td>
     <td class="num">${duration(job.elapsed_s)}</td>
-    <td class="num">${running ? duration(job.eta_s) : "–"}</td>
+    <td class="num">${running ? (job.waiting_reason ? "waiting" : duration(job.eta_s)) : "–"}</td>
   </tr>`;
+}
+
+// Why a running job makes no progress (no online worker can run its kind), or nothing.
+function waitingNote(job, tag) {
+  if (job.state !== "running" || !job.waiting_reason) return "";
+  return `<${tag} class="warning" data-waiting>Waiting: ${escapeHtml(job.waiting_reason)}</${tag}>`;
 }
 
 function workerRow(worker) {
@@ -586,9 +592,10 @@ function jobPage(jobId) {
         <div class="card"><div class="value state-${escapeHtml(job.state)}" id="job-state">${escapeHtml(job.state)}</div><div class="label">${escapeHtml(job.kind)}</div></div>
         <div class="card"><div class="value" id="job-progress">${(job.progress * 100).toFixed(1)}%</div><div class="label">${job.units_done} of ${job.total_units} ${escapeHtml(job.unit_name)}s</div></div>
         <div class="card"><div class="value">${si(job.throughput)}</div><div class="label">${escapeHtml(job.work_name)}/s</div></div>
-        <div class="card"><div class="value">${duration(job.elapsed_s)}</div><div class="label">elapsed${running ? `, ETA ${duration(job.eta_s)}` : ""}</div></div>
+        <div class="card"><div class="value">${duration(job.elapsed_s)}</div><div class="label">elapsed${running && !job.waiting_reason ? `, ETA ${duration(job.eta_s)}` : ""}</div></div>
       </div>
       <div class="bar big" style="margin-top:.7rem"><span style="width:${(job.progress * 100).toFixed(2)}%"></span></div>
+      ${waitingNote(job, "p")}
       ${job.error ? `<p class="error">${escapeHtml(job.error)}</p>` : ""}
       ${job.state === "done" && job.answer ? `<p class="muted">Answer: <code>${escapeHtml(JSON.stringify(job.answer))}</code></p>` : ""}
       <div class="actions">${running && state.session.role !== "viewer" ? '<button class="secondary" id="cancel">Cancel</button>' : ""}
