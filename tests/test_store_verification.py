@@ -335,3 +335,46 @@ def test_a_large_candidate_goes_to_the_blob_store_and_comes_back(store: Store) -
     if isinstance(db, SQLiteBackend):  # the row names a blob instead of holding the output
         row = db._db.execute("SELECT output, blob FROM candidates").fetchone()
         assert row[0] == "" and row[1]
+
+
+def test_a_finished_job_with_a_caught_liars_outputs_runs_again_to_the_honest_answer(
+    backend_kind: str, tmp_path: Path
+) -> None:
+    # Trusted outputs are almost never replicated: a lie accepted alone stays unnoticed.
+    policy = VerificationPolicy(
+        error_bound=1e-2, saboteur_share=0.2, floor=0.001, spot_check_rate=0
+    )
+    store = open_store(backend_kind, tmp_path / "s.db", policy)
+    liar, a, b = (Volunteer(enrol(store, name)) for name in ("liar", "a", "b"))
+    warm_up = store.submit_job("psum", {"n": 6000}, now=0.5, adaptive=True)
+    now = run(store, [liar, a, b], warm_up.job_id)  # all honest: all earn trust
+    assert all(store.verification.is_trusted(w.trust["psum"]) for w in store.list_workers())
+    liar.lies = True
+    fooled = store.submit_job("psum", {"n": 500}, now=now, adaptive=True)
+    now = run(store, [liar], fooled.job_id, now)  # the liar alone: accepted, unverified
+    assert store.get_job(fooled.job_id).answer != {"total": honest_total(500)}
+    caught = store.submit_job("psum", {"n": 500}, now=now, replication=2)
+    now = run(store, [liar, a, b], caught.job_id, now)
+    assert next(w for w in store.list_workers() if w.worker_id == liar.worker_id).barred
+    again = store.get_job(fooled.job_id)
+    assert again.state is JobState.RUNNING and again.reopened == 1 and again.answer is None
+    run(store, [liar, a, b], fooled.job_id, now)
+    fixed = store.get_job(fooled.job_id)
+    assert fixed.state is JobState.DONE and fixed.answer == {"total": honest_total(500)}
+    store.close()
+
+
+def test_a_jobs_artefacts_are_forgotten_and_a_rollback_keeps_them(store: Store) -> None:
+    db = store.backend
+    with db.transaction():
+        db.put_artefact("j", "image.png", "image/png", b"old picture")
+        db.put_artefact("k", "image.png", "image/png", b"another job's")
+    with pytest.raises(RuntimeError), db.transaction():
+        db.delete_artefacts("j")
+        raise RuntimeError("rolled back")
+    with db.transaction():
+        assert db.get_artefact("j", "image.png") == ("image/png", b"old picture")
+        db.delete_artefacts("j")
+    with db.transaction():
+        assert db.get_artefact("j", "image.png") is None
+        assert db.get_artefact("k", "image.png") == ("image/png", b"another job's")

@@ -72,6 +72,7 @@ def job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
         replication=job.replication,
         quorum=job.quorum,
         adaptive=job.adaptive,
+        reopened=job.reopened,
         waiting_reason=None if job.state.finished else capacity.waiting_reason(job.kind),
     )
 

@@ -95,6 +95,11 @@ class JobView(BaseModel):
     replication: int = Field(1, description="Copies of each chunk, by different workers.")
     quorum: int = Field(1, description="Copies that must agree before a chunk is accepted.")
     adaptive: bool = Field(False, description="Adaptive verification.")
+    reopened: int = Field(
+        0,
+        description="Times it ran again after finishing: outputs it had accepted came from a "
+        "worker since found lying.",
+    )
     waiting_reason: str | None = Field(
         default=None,
         description="Why a running job cannot progress now, e.g. 'no online worker has "

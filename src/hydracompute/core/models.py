@@ -108,6 +108,9 @@ class Job:
     #: Adaptive verification: a trusted worker's output is replicated only now and then
     #: (see :mod:`hydracompute.core.verification`).
     adaptive: bool = False
+    #: Times it ran again after it had finished, because outputs it had accepted came from
+    #: a worker since found lying.
+    reopened: int = 0
 
 
 @dataclass

@@ -189,6 +189,10 @@ class Backend(abc.ABC):
     def delete_output(self, job_id: str, chunk_index: int) -> None: ...
 
     @abc.abstractmethod
+    def delete_artefacts(self, job_id: str) -> None:
+        """Forget a job's artefacts (its answer changed): they are rendered again."""
+
+    @abc.abstractmethod
     def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None: ...
 
     @abc.abstractmethod

@@ -381,6 +381,15 @@ class Exchange:
         redone = 0
         for chunk in self.db.unverified_chunks(worker_id):
             job = self.job(chunk.job_id)
+            if job.state is JobState.DONE:
+                # Its answer holds a lie, maybe: it runs again, and finishes again once
+                # the chunk is verified (cancelled and failed jobs are left as they are).
+                job.state, job.answer, job.finished_s = JobState.RUNNING, None, None
+                job.reopened += 1
+                self.db.delete_artefacts(job.job_id)
+                log.warning(
+                    "job %s runs again: it had accepted outputs of a barred worker", job.job_id
+                )
             if job.state is not JobState.RUNNING:
                 continue
             self.db.delete_output(job.job_id, chunk.index)

@@ -254,6 +254,10 @@ class MemoryBackend(Backend):
     def delete_output(self, job_id: str, chunk_index: int) -> None:
         self._delete(self._outputs, (job_id, chunk_index))
 
+    def delete_artefacts(self, job_id: str) -> None:
+        for key in [k for k in self._artefacts if k[0] == job_id]:
+            self._delete(self._artefacts, key)
+
     def output_indices(self, job_id: str) -> list[int]:
         return sorted(index for job, index in self._outputs if job == job_id)
 

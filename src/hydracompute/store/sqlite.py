@@ -119,6 +119,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE jobs ADD COLUMN replication INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE jobs ADD COLUMN quorum INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE jobs ADD COLUMN adaptive INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN reopened INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE chunks ADD COLUMN quorum INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE chunks ADD COLUMN wanted INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE chunks ADD COLUMN holders TEXT NOT NULL DEFAULT '{}';
@@ -514,6 +515,9 @@ class SQLiteBackend(Backend):
                 "DELETE FROM candidates WHERE job_id = ? AND chunk_index = ?",
                 (job_id, chunk_index),
             )
+
+    def delete_artefacts(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM artefacts WHERE job_id = ?", (job_id,))
 
     def delete_output(self, job_id: str, chunk_index: int) -> None:
         self._db.execute(
