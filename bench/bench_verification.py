@@ -18,7 +18,8 @@ Columns:
 - overhead: work computed beyond one copy of each chunk (replicas, spot checks, re-done
   chunks), over the measured job's work: the cost once honest workers are trusted;
 - lies: outputs the saboteurs lied on, over both jobs;
-- redone: outputs accepted alone that were computed again when their worker was barred;
+- redone: outputs accepted alone that were computed again when their worker was barred
+  (in a job still running, or in one that had finished and so ran again);
 - wrong, wrong/chunk: chunks whose final output is a lie, over both jobs' chunks;
 - barred: saboteurs barred, of all; honest barred: honest workers out-voted by colluders.
 
@@ -163,7 +164,9 @@ def simulate(
         nonlocal now
         options: dict[str, Any] = {"adaptive": True} if adaptive else {"replication": replication}
         job = store.submit_job("stand", {"n": n_chunks * units}, now, **options)
-        while not store.get_job(job.job_id).state.finished:
+        # Until every job has finished: one that had finished runs again when a worker
+        # whose outputs it accepted alone is caught lying.
+        while any(not j.state.finished for j in store.list_jobs()):
             store.expire_leases(now)
             trust = {w.worker_id: w.trust.get("stand", 0) for w in store.list_workers()}
             rng.shuffle(volunteers)  # volunteers come back in no fixed order
@@ -197,6 +200,7 @@ def simulate(
     elapsed = time.perf_counter() - began
     logging.getLogger("hydracompute.store").removeHandler(redone)
     job = store.get_job(jobs[-1])
+    reopened = sum(store.get_job(job_id).reopened for job_id in jobs)
     outputs = [o for job_id in jobs for o in store.job_outputs(job_id)]
     wrong = sum(o.output != kind.compute({}, o.start, o.stop) for o in outputs)
     liars = {v.worker_id for v in volunteers if v.kind != "honest"}
@@ -208,6 +212,7 @@ def simulate(
         "overhead": tally.computed_units / job.total_units - 1,
         "lies": tally.lies,
         "redone": redone.count,
+        "reopened": reopened,
         "wrong": wrong,
         "barred": len(barred & liars),
         "honest_barred": len(barred - liars),
