@@ -104,7 +104,7 @@ class RedoneCounter(logging.Handler):
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "barred" in record.msg and isinstance(record.args, tuple):
+        if str(record.msg).startswith("worker %s (%s) barred") and isinstance(record.args, tuple):
             self.count += int(record.args[-1])  # type: ignore[call-overload]
 
 
@@ -241,7 +241,8 @@ def main() -> None:
         "careful ones must earn trust during the measured job: give it more --chunks).",
     )
     args = parser.parse_args()
-    logging.getLogger("hydracompute.store").setLevel(logging.ERROR)  # one line per bar
+    # The store logs one line per bar: counted (RedoneCounter), not printed.
+    logging.getLogger("hydracompute.store").propagate = False
     policy = VerificationPolicy(floor=args.floor)
     print(
         f"adaptive policy: error bound {policy.error_bound:g}, saboteur share "
