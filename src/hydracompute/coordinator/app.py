@@ -25,6 +25,7 @@ from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings
 from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.fastpath import ExchangeFastPath
 from hydracompute.coordinator.openapi import install_openapi
+from hydracompute.coordinator.reference import install_reference
 from hydracompute.coordinator.schemas import Health
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import JobState
@@ -104,6 +105,9 @@ def create_app(
         version=__version__,
         summary="Pool idle machines into one compute service.",
         lifespan=lifespan,
+        # Served by install_reference, without a CDN.
+        docs_url=None,
+        redoc_url=None,
         **_NO_TELEMETRY,
     )
     app.state.coordinator = coordinator
@@ -113,6 +117,7 @@ def create_app(
     app.include_router(routes_workers.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_dashboard.router)
+    install_reference(app)
     app.mount("/static", StaticFiles(directory=routes_dashboard.ASSETS), name="static")
 
     @app.get(
