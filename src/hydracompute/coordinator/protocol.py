@@ -13,6 +13,12 @@ uvicorn's internals (``cycle``, ``scope``, ``pipeline`` and the order of its cal
 It also cancels the keep-alive timer of a connection lost with an error (a reset, a
 timeout); uvicorn cancels it only on a clean close, and until the timer fired (one keep-alive
 timeout later) it held the whole connection in memory.
+
+And it drops idle connections at once when the server shuts down. uvicorn closes them
+gracefully, which over TLS means waiting for the client's ``close_notify``: a client idle
+on a keep-alive connection reads nothing until its next request, so it never answers, and
+every shutdown with one connected waited out uvicorn's whole graceful timeout (5 s) and
+logged "ERROR: Cancel 0 running task(s), timeout graceful shutdown exceeded".
 """
 
 from __future__ import annotations
@@ -47,6 +53,16 @@ class HttpProtocol(HttpToolsProtocol):
                 self.scope = None  # type: ignore[assignment]  # made anew when one begins
                 self.headers = []
                 self.url = b""
+
+    def shutdown(self) -> None:
+        """Called by uvicorn's server as it shuts down: an idle connection with nothing left
+        to send is dropped (aborted) rather than closed gracefully; one whose request is
+        under way is closed once answered, as uvicorn does."""
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self.transport.is_closing() and not self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            super().shutdown()
 
     def connection_lost(self, exc: Any) -> None:
         super().connection_lost(exc)
