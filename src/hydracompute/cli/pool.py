@@ -63,6 +63,11 @@ def default_data_dir() -> Path:
     is_flag=True,
     help="Let requests without an API key read jobs and workers (not change them).",
 )
+@click.option(
+    "--metrics-public",
+    is_flag=True,
+    help="Serve /metrics (Prometheus) without an API key (by default it needs a viewer key).",
+)
 def coordinator(
     host: str,
     port: int,
@@ -74,6 +79,7 @@ def coordinator(
     key: Path | None,
     insecure: bool,
     anonymous_read: bool,
+    metrics_public: bool,
 ) -> None:
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
@@ -97,6 +103,7 @@ def coordinator(
         certfile=cert,
         keyfile=key,
         anonymous_read=anonymous_read,
+        metrics_public=metrics_public,
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)

@@ -54,6 +54,7 @@ class ServerOptions:
     certfile: Path | None = None
     keyfile: Path | None = None
     anonymous_read: bool = False
+    metrics_public: bool = False
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -151,6 +152,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     print(f"URL {base}", flush=True)
     security = SecuritySettings(
         anonymous_read=options.anonymous_read,
+        metrics_public=options.metrics_public,
         secure_cookies=options.tls,
         session_secret=session_secret(data_dir),
     )
