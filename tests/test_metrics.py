@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hydracompute.coordinator.app import create_app
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.core.models import CredentialKind, Role
+from hydracompute.demo import start_coordinator, stop
 from hydracompute.store import SQLiteBackend, Store
 from tests.sum_kind import sum_registry
 from tests.test_api import (
@@ -144,3 +148,25 @@ def test_the_pools_state_is_read_from_the_store_when_scraped(tmp_path: Path) -> 
         later = scrape(second.client)
         assert value(later, "hydracompute_workers_online") == 0
         assert value(later, "hydracompute_cores_online") == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("public", [False, True])
+def test_the_coordinators_metrics_public_option(tmp_path: Path, public: bool) -> None:
+    coordinator = start_coordinator(tmp_path / "pool", 0, ["--metrics-public"] if public else [])
+    try:
+        pinned = ssl.create_default_context(cafile=tmp_path / "pool" / "tls" / "ca.pem")
+        with httpx.Client(base_url=coordinator.url, verify=pinned) as http:
+            anonymous = http.get("/metrics")
+            keyed = http.get(
+                "/metrics", headers={"Authorization": f"Bearer {coordinator.admin_key}"}
+            )
+    finally:
+        stop(coordinator.process)
+    assert keyed.status_code == 200
+    assert "hydracompute_workers_online 0.0" in keyed.text
+    if public:
+        assert anonymous.status_code == 200
+        assert 'hydracompute_jobs{state="running"} 0.0' in anonymous.text
+    else:
+        assert_problem(anonymous, 401)
