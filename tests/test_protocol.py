@@ -5,9 +5,11 @@ matters."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
@@ -217,3 +219,38 @@ def test_a_request_answered_before_its_body_arrived_keeps_the_connection_usable(
         assert not transport.closed
 
     asyncio.run(test())
+
+
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 12x\r\n\r\n", "Content-Length"),
+        (b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
+        (
+            b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "Content-Length",
+        ),
+        (b"GET / HTTP/1.1\r\nHo st: test\r\n\r\n", "header"),
+    ],
+)
+def test_a_request_the_parser_refuses_gets_a_400_problem_document(head: bytes, reason: str) -> None:
+    async def test(server: uvicorn.Server, reader: Any, writer: Any) -> None:
+        writer.write(head)
+        answer = await reader.read()  # the coordinator closes the connection
+        status_line, rest = answer.split(b"\r\n", 1)
+        headers, body = rest.split(b"\r\n\r\n", 1)
+        assert status_line == b"HTTP/1.1 400 Bad Request"
+        fields = dict(line.lower().split(b": ", 1) for line in headers.split(b"\r\n"))
+        assert fields[b"content-type"] == b"application/problem+json"
+        assert fields[b"connection"] == b"close"
+        assert int(fields[b"content-length"]) == len(body)
+        problem = json.loads(body)
+        assert {k: problem[k] for k in ("type", "title", "status")} == {
+            "type": "about:blank",
+            "title": "Bad request",
+            "status": 400,
+        }
+        assert problem["detail"].startswith("the request is not valid HTTP/1.1: ")
+        assert reason.lower() in problem["detail"].lower()
+
+    asyncio.run(with_server(test))

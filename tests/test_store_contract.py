@@ -26,6 +26,7 @@ from hydracompute.kinds import ChunkOutput
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
 from hydracompute.store.backend import StoredOutput
 from hydracompute.store.blobs import MemoryBlobStore
+from hydracompute.store.figures import PoolFigures, pool_figures
 from hydracompute.store.payloads import INLINE_OUTPUT_MAX_BYTES, artefact_blob_name
 from hydracompute.store.records import ExchangeRequest, LeaseGrant
 from hydracompute.store.views import job_history
@@ -843,3 +844,40 @@ def test_workers_gone_silent_are_those_last_heard_from_in_the_window(store: Stor
         "revoked",
         "late",
     ]
+
+
+def test_jobs_are_counted_by_state_and_the_pool_figures_add_up(store: Store) -> None:
+    assert store.backend.count_jobs() == dict.fromkeys(JobState, 0)
+    store.submit_job("sum", {"n": 2}, now=0.0)
+    finisher, _ = store.enrol_worker("finisher", 2, ["sum"], now=0.0)
+    now = complete(store, finisher.worker_id, 0.0)
+    cancelled = store.submit_job("sum", {"n": 2}, now=now)
+    store.cancel_job(cancelled.job_id, now=now)
+    for _ in range(3):
+        store.submit_job("sum", {"n": 10**6}, now=now)
+    assert store.exchange(finisher.worker_id, [], [], 2, now).leases
+    assert store.backend.count_jobs() == {
+        JobState.RUNNING: 3,
+        JobState.DONE: 1,
+        JobState.FAILED: 0,
+        JobState.CANCELLED: 1,
+    }
+    paused, _ = store.enrol_worker("paused", 3, ["sum"], now=now)
+    store.exchange(paused.worker_id, [], [], 0, now, state="paused", state_reason="on battery")
+    gone, _ = store.enrol_worker("gone", 8, ["sum"], now=now)
+    store.leave(gone.worker_id, now)
+    store.revoke_worker(gone.worker_id, now)
+    figures = pool_figures(store, now)
+    in_hand = sum(store.leases_in_hand().values())
+    assert in_hand > 0
+    assert figures == PoolFigures(
+        workers_enrolled=2,
+        workers_online=2,
+        workers_paused=1,
+        cores_online=5,
+        leases_in_flight=in_hand,
+        jobs=store.backend.count_jobs(),
+    )
+    # A lease lifetime later nobody has been seen: nobody is online.
+    later = pool_figures(store, now + TTL + 1)
+    assert (later.workers_online, later.workers_paused, later.cores_online) == (0, 0, 0)

@@ -105,6 +105,11 @@ def default_data_dir() -> Path:
     metavar="DURATION",
     help="Remove workers not heard from for this long (e.g. 12h, 30d), or 'never'.",
 )
+@click.option(
+    "--metrics-public",
+    is_flag=True,
+    help="Serve /metrics (Prometheus) without an API key (by default it needs a viewer key).",
+)
 def coordinator(
     host: str,
     port: int,
@@ -122,6 +127,7 @@ def coordinator(
     replicate_trusted: float,
     spot_check_rate: float,
     forget_workers_after: str,
+    metrics_public: bool,
 ) -> None:
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
@@ -154,6 +160,7 @@ def coordinator(
             spot_check_rate=spot_check_rate,
         ),
         forget_workers_after_s=forget_after_s,
+        metrics_public=metrics_public,
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)

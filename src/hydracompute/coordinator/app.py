@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive, Scope, Send
 
 from hydracompute import __version__
@@ -21,10 +22,11 @@ from hydracompute.coordinator import (
     routes_jobs,
     routes_workers,
 )
-from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings
+from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings, authenticate
 from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.fastpath import ExchangeFastPath
 from hydracompute.coordinator.openapi import install_openapi
+from hydracompute.coordinator.reference import install_reference
 from hydracompute.coordinator.schemas import Health
 from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S, Coordinator
 from hydracompute.core.models import JobState
@@ -107,6 +109,9 @@ def create_app(
         version=__version__,
         summary="Pool idle machines into one compute service.",
         lifespan=lifespan,
+        # Served by install_reference, without a CDN.
+        docs_url=None,
+        redoc_url=None,
         **_NO_TELEMETRY,
     )
     app.state.coordinator = coordinator
@@ -116,6 +121,7 @@ def create_app(
     app.include_router(routes_workers.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_dashboard.router)
+    install_reference(app)
     app.mount("/static", StaticFiles(directory=routes_dashboard.ASSETS), name="static")
 
     @app.get(
@@ -143,6 +149,17 @@ def create_app(
             jobs_running=len(running),
             workers_online=sum(w.online(now, c.config.lease_ttl_s) for w in workers),
         )
+
+    @app.get("/metrics", response_class=Response, include_in_schema=False)
+    async def metrics(request: Request, c: CoordinatorDep) -> Response:
+        """Prometheus metrics (docs/metrics.md): for a viewer, or anyone with
+        ``--metrics-public``."""
+        settings: SecuritySettings = app.state.security
+        if not settings.metrics_public:
+            await authenticate(request, c, settings)  # any role may read: viewer and up
+        # On the store thread: the pool's figures are read from the store as it is scraped.
+        exposition = await c.call(c.metrics.exposition)
+        return Response(exposition, media_type=CONTENT_TYPE_LATEST)
 
     install_openapi(app)
     return app

@@ -36,6 +36,8 @@ class SecuritySettings:
 
     Attributes:
         anonymous_read: requests without a credential may read (as a viewer).
+        metrics_public: ``/metrics`` is served without a credential (else it needs the
+            viewer role, as everything a viewer may read).
         session_s: lifetime of a dashboard session.
         secure_cookies: mark cookies Secure (set when serving TLS).
         api_rate_per_s, api_burst: allowance per API key (and per address without one).
@@ -43,6 +45,7 @@ class SecuritySettings:
     """
 
     anonymous_read: bool = False
+    metrics_public: bool = False
     session_s: float = 12 * 3600
     secure_cookies: bool = True
     api_rate_per_s: float = 50.0

@@ -192,7 +192,8 @@ RESPONSES: dict[str, tuple[str, str, JSON]] = {
     ),
     "4XX": (
         "Refused",
-        "Any other refusal, e.g. 405 for a method the path does not allow.",
+        "Any other refusal, e.g. 405 for a method the path does not allow, or 400 for a "
+        "request that is not valid HTTP/1.1 (a malformed Content-Length, say).",
         {},
     ),
     "500": (

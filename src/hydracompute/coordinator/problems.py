@@ -16,10 +16,15 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("hydracompute.coordinator")
 
 
+def problem_document(status: int, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """An RFC 9457 problem document (to send as :data:`PROBLEM_MEDIA_TYPE`)."""
+    return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+
+
 def problem(
     status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    body = problem_document(status, title, detail, **extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 

@@ -61,6 +61,7 @@ class ServerOptions:
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
     #: Workers not heard from for this long are removed; ``None``: never.
     forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S
+    metrics_public: bool = False
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -164,6 +165,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     print(f"URL {base}", flush=True)
     security = SecuritySettings(
         anonymous_read=options.anonymous_read,
+        metrics_public=options.metrics_public,
         secure_cookies=options.tls,
         session_secret=session_secret(data_dir),
     )

@@ -22,6 +22,7 @@ from hydracompute.coordinator.artefacts import OpenArtefact, outputs_in_batches,
 from hydracompute.coordinator.capacity import PoolCapacity
 from hydracompute.coordinator.collector import CollectionSchedule, collect_on_schedule
 from hydracompute.coordinator.events import EventHub, PoolSampler
+from hydracompute.coordinator.metrics import CoordinatorMetrics
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import Job, JobState
 from hydracompute.errors import HydraError, NotFound, StoreError
@@ -122,6 +123,7 @@ class Coordinator:
         self.verified_workers: dict[str, str] = {}
         #: (job id, artefact name) -> (its lock, requests using it), while any does.
         self._render_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self.metrics = CoordinatorMetrics(store, clock)
 
     async def artefact(self, job_id: str, name: str) -> OpenArtefact:
         """A finished job's artefact, open for streaming: stored, or rendered now by its
@@ -416,7 +418,9 @@ class Coordinator:
                     return
             answers: list[ExchangeOutcome | Exception]
             try:
+                began = time.perf_counter()
                 answers = self.store.exchange_many([request for request, _, _ in batch])
+                self.metrics.exchange_batch(time.perf_counter() - began)
             except Exception as exc:  # the commit failed: nothing in the batch was recorded
                 log.error("recording a batch of %d exchanges failed: %s", len(batch), exc)
                 # Without its traceback, which holds this frame and so the whole batch.
@@ -470,12 +474,18 @@ class Coordinator:
         ``body_bytes`` is the size of the request's body, for batching.
         """
         event = self._work_event
-        outcome = await self._batched(
-            ExchangeRequest(
-                worker_id, list(results), list(running), want, self.clock(), state, state_reason
-            ),
-            body_bytes,
-        )
+        began = time.perf_counter()
+        try:
+            outcome = await self._batched(
+                ExchangeRequest(
+                    worker_id, list(results), list(running), want, self.clock(), state, state_reason
+                ),
+                body_bytes,
+            )
+        except HydraError as exc:
+            self.metrics.refused(exc)
+            raise
+        self.metrics.recorded(results, outcome, time.perf_counter() - began)
         self.events.publish(outcome.changed_jobs, outcome.finished, outcome.ended_jobs)
         if self.silent_workers:
             self.heard_from(worker_id)
@@ -498,6 +508,7 @@ class Coordinator:
                 ExchangeRequest(worker_id, [], [], want, self.clock(), state, state_reason)
             )
             outcome.leases.extend(later.leases)
+            self.metrics.granted(later.leases)
             self.events.publish(later.changed_jobs, ended=later.ended_jobs)
             if later.ended_jobs:
                 self._spawn(self._log_ended(set(later.ended_jobs)))

@@ -2,8 +2,8 @@
 
 Work units are square tiles of :data:`TILE` pixels a side (the right and bottom tiles may
 be narrower); a chunk is a run of consecutive units. Unit ``u`` is tile ``u·s mod n`` of the
-``n`` tiles numbered row-major, where the stride ``s`` is the integer nearest ``n/φ`` that is
-coprime with ``n`` (see :func:`tile_stride`): any run of units is spread over the whole
+``n`` tiles numbered row-major, where the stride ``s`` is the number coprime with ``n``
+nearest to ``round(n/φ)`` (see :func:`tile_stride`): any run of units is spread over the whole
 picture, so every chunk costs about the same per pixel. In row-major order a band through
 the set costs dozens of times a band above it, and a worker's speed measured on one chunk
 would misjudge the next. The pixel convention is fixed and documented in
@@ -333,9 +333,12 @@ def _pixels(params: JSON, start: int, stop: int) -> int:
 
 @functools.cache
 def tile_stride(total: int) -> int:
-    """The step between the tiles of consecutive units: the integer nearest ``total/φ``
-    that is coprime with ``total``, so the units visit every tile once and any run of them
-    is spread evenly over the picture (as the golden-ratio sequence is)."""
+    """The step between the tiles of consecutive units: the first of ``m, m−1, m+1, m−2,
+    m+2, …`` in ``[1, total]`` that is coprime with ``total``, where ``m = round(total/φ)``
+    (at least 1). So the units visit every tile once and any run of them is spread evenly
+    over the picture (as the golden-ratio sequence is). This is the rule docs/protocol.md
+    states (nearest to ``m``, not to ``total/φ``: for 256 tiles, 157 rather than 159); a
+    chunk's counts come in this order, so changing it changes the protocol."""
     nearest = max(1, round(total / GOLDEN_RATIO))
     for offset in range(total):
         for candidate in (nearest - offset, nearest + offset):

@@ -109,6 +109,11 @@ class Backend(abc.ABC):
         """Jobs in any of ``states`` (all if ``None``) submitted by ``owner`` (anyone if
         ``None``), newest first, at most ``limit``."""
 
+    def count_jobs(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state, 0 if none); backends count in the
+        database rather than reading the jobs, as this default does."""
+        return {state: len(self.list_jobs(frozenset({state}), 2**62)) for state in JobState}
+
     @abc.abstractmethod
     def running_jobs(self) -> Collection[tuple[str, str]]:
         """``(job_id, kind)`` of the running jobs, oldest first (the order in which they get

@@ -6,6 +6,7 @@ failed block restores it. Records are copied in and out, as a database would.
 
 from __future__ import annotations
 
+import collections
 import copy
 import threading
 from collections.abc import Callable, Iterator
@@ -160,6 +161,10 @@ class MemoryBackend(Backend):
         ]
         jobs.sort(key=lambda j: (j.created_s, j.job_id), reverse=True)
         return copy.deepcopy(jobs[:limit])
+
+    def count_jobs(self) -> dict[JobState, int]:
+        counts = collections.Counter(j.state for j in self._jobs.values())
+        return {state: counts[state] for state in JobState}
 
     def running_jobs(self) -> list[tuple[str, str]]:
         jobs = [j for j in self._jobs.values() if j.state is JobState.RUNNING]

@@ -388,6 +388,10 @@ class SQLiteBackend(Backend):
             self._forget()
             self._running_version = version
 
+    def count_jobs(self) -> dict[JobState, int]:
+        counts = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+        return {state: int(counts.get(state.value, 0)) for state in JobState}
+
     def running_jobs(self) -> Collection[tuple[str, str]]:
         with self._lock:
             self._look_at_file()
