@@ -135,6 +135,7 @@ def test_the_pools_state_is_read_from_the_store_when_scraped(tmp_path: Path) -> 
         assert value(samples, "hydracompute_workers_enrolled") == 2
         assert value(samples, "hydracompute_workers_online") == 2
         assert value(samples, "hydracompute_workers_paused") == 1
+        assert value(samples, "hydracompute_workers_barred") == 0
         assert value(samples, "hydracompute_cores_online") == 6
         assert value(samples, "hydracompute_leases_in_flight") >= 1
         assert value(samples, "hydracompute_jobs", state="running") == 1

@@ -19,6 +19,7 @@ from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import InvalidParams
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
 from hydracompute.store.backend import Backend, StoredOutput
+from hydracompute.store.figures import pool_figures
 from tests.sum_kind import verification_registry
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
@@ -128,6 +129,7 @@ def test_a_liar_is_outvoted_and_barred_and_the_answer_is_the_honest_one(store: S
     assert done.state is JobState.DONE and done.answer == {"total": honest_total(N)}
     barred = {w.worker_id: w.barred for w in store.list_workers()}
     assert "disagreed" in barred[liar.worker_id]
+    assert pool_figures(store, now=100.0).workers_barred == 1  # what /metrics reports
     assert [w for w, reason in barred.items() if reason] == [liar.worker_id]
     # Once barred, it gets no work and its results are set aside.
     outcome = store.exchange(liar.worker_id, [], [], 4, now=100.0)

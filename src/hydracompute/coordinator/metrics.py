@@ -234,6 +234,11 @@ class PoolCollector(Collector):
             value=figures.workers_paused,
         )
         yield GaugeMetricFamily(
+            "hydracompute_workers_barred",
+            "Workers barred for returning a wrong output (verification by replication).",
+            value=figures.workers_barred,
+        )
+        yield GaugeMetricFamily(
             "hydracompute_cores_online", "Cores of the online workers.", value=figures.cores_online
         )
         yield GaugeMetricFamily(

@@ -20,6 +20,8 @@ class PoolFigures:
     workers_enrolled: int
     workers_online: int
     workers_paused: int
+    #: Workers barred for a wrong output (revoked ones aside).
+    workers_barred: int
     cores_online: int
     leases_in_flight: int
     jobs: dict[JobState, int]
@@ -36,6 +38,7 @@ def pool_figures(store: Store, now: float) -> PoolFigures:
         workers_enrolled=sum(not w.revoked for w in workers),
         workers_online=len(online),
         workers_paused=sum(w.state == "paused" for w in online),
+        workers_barred=sum(bool(w.barred) and not w.revoked for w in workers),
         cores_online=sum(w.cores for w in online),
         leases_in_flight=leases,
         jobs=jobs,
