@@ -172,11 +172,12 @@ def test_a_barred_workers_held_copy_no_longer_counts() -> None:
     assert chunk.state is ChunkState.PENDING
 
 
-def test_lapse_and_error_release_the_chunk_only_when_copies_are_missing() -> None:
+def test_lapse_and_error_release_a_one_copy_chunk_only_when_no_copy_computes() -> None:
     chunk = leased(holders={"w1": "t1", "w2": "t2"})  # a backup copy
-    assert lifecycle.lapsed(chunk, "w1") == []
+    assert chunk.holders == {}  # one copy wanted: not kept, counted from the leases
+    assert lifecycle.lapsed(chunk, "w1", active_copies=1) == []
     assert chunk.state is ChunkState.LEASED
-    assert lifecycle.lapsed(chunk, "w2") == [Released()]
+    assert lifecycle.lapsed(chunk, "w2", active_copies=0) == [Released()]
     assert chunk.state is ChunkState.PENDING
     lifecycle.granted(chunk, "w3", "t3")
     assert lifecycle.errored(chunk, "w3", "boom", now=7.0, max_failures=2) == [Released()]
@@ -185,6 +186,27 @@ def test_lapse_and_error_release_the_chunk_only_when_copies_are_missing() -> Non
     decisions = lifecycle.errored(chunk, "w4", "boom again", now=8.0, max_failures=2)
     assert len(decisions) == 1 and isinstance(decisions[0], FailJob)
     assert "boom again" in decisions[0].reason
+
+
+def test_a_replicated_chunk_counts_its_holders() -> None:
+    chunk = leased(wanted=2, quorum=2, holders={"w1": "t1", "w2": "t2"})
+    assert lifecycle.lapsed(chunk, "w1", active_copies=99) == [Released()]  # not read
+    assert chunk.holders == {"w2": "t2"} and chunk.state is ChunkState.PENDING
+    lifecycle.granted(chunk, "w3", "t3")
+    assert chunk.state is ChunkState.LEASED
+    assert lifecycle.errored(chunk, "w3", "boom", now=1.0, max_failures=3) == [Released()]
+
+
+def test_adaptive_verification_starts_keeping_holders_with_the_reporter() -> None:
+    chunk = leased()
+    assert not lifecycle.tracked(chunk)
+    copy = Copy("l1", "w1", GOOD)
+    decisions = lifecycle.reported(
+        chunk, [], copy, Terms(adaptive=True), POLICY, 0, 0.5, same, reporter_token="t1"
+    )
+    assert decisions == [Hold(copy), Released()]
+    assert lifecycle.tracked(chunk) and chunk.holders == {"w1": "t1"}
+    assert not lifecycle.may_hold_copy(chunk, "w9", "t1", True, True)  # same volunteer
 
 
 def test_copies_go_to_different_workers_and_volunteers() -> None:

@@ -874,6 +874,7 @@ def test_jobs_are_counted_by_state_and_the_pool_figures_add_up(store: Store) -> 
         workers_enrolled=2,
         workers_online=2,
         workers_paused=1,
+        workers_barred=0,
         cores_online=5,
         leases_in_flight=in_hand,
         jobs=store.backend.count_jobs(),

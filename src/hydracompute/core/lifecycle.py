@@ -103,12 +103,21 @@ Decision = Accept | Hold | Confirm | Bar | FailJob | Released
 # Transitions ----------------------------------------------------------------------------
 
 
-def settle_state(chunk: Chunk) -> bool:
+def tracked(chunk: Chunk) -> bool:
+    """Whether the chunk keeps its holders: only a chunk that wants several copies does.
+    Most chunks want one, and keeping their holder would cost every exchange a write and a
+    read of it; their copies in play are counted from the active leases instead."""
+    return chunk.wanted > 1
+
+
+def settle_state(chunk: Chunk, active_copies: int = 0) -> bool:
     """Put an unfinished chunk in the state its copies call for; returns whether it became
-    pending (wanting another copy) from leased."""
+    pending (wanting another copy) from leased. ``active_copies``: the copies still
+    computing, for a chunk that does not keep its holders (see :func:`tracked`)."""
     if chunk.state is ChunkState.DONE:
         return False
-    wants_copy = len(chunk.holders) < chunk.wanted
+    in_play = len(chunk.holders) if tracked(chunk) else active_copies
+    wants_copy = in_play < chunk.wanted
     became_pending = wants_copy and chunk.state is ChunkState.LEASED
     chunk.state = ChunkState.PENDING if wants_copy else ChunkState.LEASED
     return became_pending
@@ -133,23 +142,35 @@ def may_hold_copy(
 
 def granted(chunk: Chunk, worker_id: str, token_id: str) -> None:
     """A copy of ``chunk`` was leased to a worker."""
-    chunk.holders[worker_id] = token_id
-    settle_state(chunk)
+    if tracked(chunk):
+        chunk.holders[worker_id] = token_id
+        settle_state(chunk)
+    else:
+        chunk.state = ChunkState.LEASED
 
 
-def lapsed(chunk: Chunk, worker_id: str) -> list[Decision]:
-    """A worker's copy ended without an output (expired, given back, abandoned)."""
+def lapsed(chunk: Chunk, worker_id: str, active_copies: int = 0) -> list[Decision]:
+    """A worker's copy ended without an output (expired, given back, abandoned).
+
+    ``active_copies``: the other copies still computing (read only for a chunk that does
+    not keep its holders).
+    """
     chunk.holders.pop(worker_id, None)
-    return [Released()] if settle_state(chunk) else []
+    return [Released()] if settle_state(chunk, active_copies) else []
 
 
 def errored(
-    chunk: Chunk, worker_id: str, error: str, now: float, max_failures: int
+    chunk: Chunk,
+    worker_id: str,
+    error: str,
+    now: float,
+    max_failures: int,
+    active_copies: int = 0,
 ) -> list[Decision]:
     """A worker reported that computing its copy failed with ``error``.
 
     The worker waits before retrying the chunk (``failed_by``); ``max_failures`` failures
-    of one chunk fail its job.
+    of one chunk fail its job. ``active_copies`` as for :func:`lapsed`.
     """
     chunk.holders.pop(worker_id, None)
     if chunk.state is ChunkState.DONE:
@@ -164,7 +185,7 @@ def errored(
                 f"{chunk.failures} times; last error: {error}"
             )
         ]
-    return [Released()] if settle_state(chunk) else []
+    return [Released()] if settle_state(chunk, active_copies) else []
 
 
 def reported(
@@ -176,12 +197,15 @@ def reported(
     reporter_trust: int,
     draw: float,
     same: Same,
+    reporter_token: str = "",
 ) -> list[Decision]:
     """A worker reported a (checked) output for its copy of an unfinished chunk.
 
     Args:
         held: the outputs already reported for the chunk and waiting for agreement.
         reporter_trust: the reporter's confirmed outputs in a row on the job's kind.
+        reporter_token: the join token the reporter enrolled with (a chunk that starts
+            keeping its holders here starts with the reporter).
         draw: a uniform number in [0, 1) drawn for this report (adaptive acceptance).
         same: the kind's comparison of two outputs of this chunk.
     """
@@ -192,6 +216,7 @@ def reported(
             return _accept(chunk, Accept(copy, (copy,), unverified_by=copy.worker_id))
         # Verify it: another copy, from another worker, must agree.
         chunk.quorum, chunk.wanted = 2, max(chunk.wanted, 2)
+        chunk.holders[copy.worker_id] = reporter_token
     copies = [*held, copy]
     groups = agreeing_groups(copies, lambda c: c.output, same)
     if len(groups[0]) >= chunk.quorum:

@@ -231,6 +231,7 @@ class Exchange:
             self._apply(job, chunk, decisions)
             return
         held = self.db.candidates(job.job_id, chunk.index) if chunk.reported else []
+        untracked = not lifecycle.tracked(chunk)
         decisions = lifecycle.reported(
             chunk,
             held,
@@ -238,9 +239,14 @@ class Exchange:
             lifecycle.Terms(job.replication, job.quorum, job.adaptive),
             self.verification,
             self.worker.trust.get(job.kind, 0),
-            self.draw(),
+            self.draw() if job.adaptive else 0.0,
             same,
+            self.worker.token_id,
         )
+        if untracked and lifecycle.tracked(chunk):
+            # The chunk now keeps its holders (it waits for a copy to verify this output):
+            # any other copy still computing (a backup) is one of them.
+            self._track_active_holders(chunk)
         self._leases[lease.lease_id] = lease
         lease.state = LeaseState.REPORTED
         self._apply(job, chunk, decisions, was_active)
@@ -266,16 +272,33 @@ class Exchange:
             elif isinstance(decision, lifecycle.Released):
                 self.outcome.released_work = True
 
+    def _track_active_holders(self, chunk: Chunk) -> None:
+        for other in self.db.active_leases_of_chunk(chunk.job_id, chunk.index):
+            if other.worker_id not in chunk.holders and not other.spot_check:
+                holder = self.db.get_worker(other.worker_id)
+                chunk.holders[other.worker_id] = holder.token_id if holder else ""
+        lifecycle.settle_state(chunk)
+
+    def _active_copies(self, chunk: Chunk) -> int:
+        """Copies of a chunk that does not keep its holders still computing (an indexed
+        count, read only when one of its leases ends unfinished)."""
+        if lifecycle.tracked(chunk):
+            return 0
+        return len(self.db.active_leases_of_chunk(chunk.job_id, chunk.index))
+
     def _accept(self, job: Job, chunk: Chunk, accept: lifecycle.Accept, was_active: bool) -> None:
-        for each in (*accept.agreeing, *accept.outvoted):
-            in_hand = self._leases.get(each.lease_id)  # written by the caller
-            lease = in_hand or self.db.get_lease(each.lease_id)
-            if lease is not None:
-                agreed = each in accept.agreeing
-                lease.state = LeaseState.DONE if agreed else LeaseState.INVALID
-                if in_hand is None:
-                    self.db.put_lease(lease)
-        if len(accept.agreeing) + len(accept.outvoted) > 1:
+        lone = accept.winner.lease_id in self._leases and len(accept.agreeing) == 1
+        if lone and not accept.outvoted:  # most chunks: this one copy, written by the caller
+            self._leases[accept.winner.lease_id].state = LeaseState.DONE
+        else:
+            for each in (*accept.agreeing, *accept.outvoted):
+                in_hand = self._leases.get(each.lease_id)  # written by the caller
+                lease = in_hand or self.db.get_lease(each.lease_id)
+                if lease is not None:
+                    agreed = each in accept.agreeing
+                    lease.state = LeaseState.DONE if agreed else LeaseState.INVALID
+                    if in_hand is None:
+                        self.db.put_lease(lease)
             self.db.delete_candidates(job.job_id, chunk.index)
         output = accept.winner.output
         self.db.put_output(StoredOutput(job.job_id, chunk.index, chunk.start, chunk.stop, output))
@@ -319,7 +342,12 @@ class Exchange:
         if lease.spot_check or chunk.state is ChunkState.DONE or job.state.finished:
             return
         decisions = lifecycle.errored(
-            chunk, self.worker.worker_id, error, self.now, self.config.max_failures
+            chunk,
+            self.worker.worker_id,
+            error,
+            self.now,
+            self.config.max_failures,
+            self._active_copies(chunk),
         )
         self._apply(job, chunk, decisions)
         self.db.put_chunk(chunk)
@@ -373,10 +401,16 @@ class Exchange:
             self.db.put_lease(lease)
             self.in_flight.returned(lease.job_id, lease.lease_id)
             if not lease.spot_check:
-                self._change_chunk(lease.job_id, lease.chunk_index, worker_id, lifecycle.lapsed)
+                self._change_chunk(
+                    lease.job_id,
+                    lease.chunk_index,
+                    lambda chunk: lifecycle.lapsed(chunk, worker_id, self._active_copies(chunk)),
+                )
         for job_id, index, held in self.db.candidates_of_worker(worker_id):
             self.db.delete_candidates(job_id, index, held.lease_id)
-            self._change_chunk(job_id, index, worker_id, lifecycle.dropped_copy)
+            self._change_chunk(
+                job_id, index, lambda chunk: lifecycle.dropped_copy(chunk, worker_id)
+            )
         reopened: set[str] = set()
         redone = 0
         for chunk in self.db.unverified_chunks(worker_id):
@@ -416,16 +450,12 @@ class Exchange:
             self.save_job(job)
 
     def _change_chunk(
-        self,
-        job_id: str,
-        index: int,
-        worker_id: str,
-        change: Callable[[Chunk, str], list[lifecycle.Decision]],
+        self, job_id: str, index: int, change: Callable[[Chunk], list[lifecycle.Decision]]
     ) -> None:
         chunk = self.db.get_chunk(job_id, index)
         if chunk is None or chunk.state is ChunkState.DONE:
             return
-        if change(chunk, worker_id):
+        if change(chunk):
             self.outcome.released_work = True
         self.db.put_chunk(chunk)
 
@@ -568,7 +598,9 @@ class Exchange:
             if len(self.outcome.leases) >= want:
                 return
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
-            if len(active) != 1 or not self._may_hold(job, chunk):
+            if len(active) != 1 or active[0].worker_id == self.worker.worker_id:
+                continue
+            if not self._may_hold(job, chunk):
                 continue
             holder = self.db.get_worker(active[0].worker_id)
             speed = holder.speeds.get(job.kind) if holder else None
@@ -628,7 +660,10 @@ def release_chunk(db: Backend, lease: Lease) -> bool:
     chunk = db.get_chunk(lease.job_id, lease.chunk_index)
     if chunk is None or chunk.state is ChunkState.DONE:
         return False
-    released = bool(lifecycle.lapsed(chunk, lease.worker_id))
+    active = (
+        0 if lifecycle.tracked(chunk) else len(db.active_leases_of_chunk(chunk.job_id, chunk.index))
+    )
+    released = bool(lifecycle.lapsed(chunk, lease.worker_id, active))
     db.put_chunk(chunk)
     return released
 
