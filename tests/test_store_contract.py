@@ -877,6 +877,7 @@ def test_jobs_are_counted_by_state_and_the_pool_figures_add_up(store: Store) -> 
         cores_online=5,
         leases_in_flight=in_hand,
         jobs=store.backend.count_jobs(),
+        workers_barred=0,
     )
     # A lease lifetime later nobody has been seen: nobody is online.
     later = pool_figures(store, now + TTL + 1)
