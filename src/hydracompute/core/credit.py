@@ -192,3 +192,34 @@ def totals(entries: Iterable[CreditEntry], by: Grouping) -> list[CreditTotal]:
 
 def sort_totals(found: Iterable[CreditTotal]) -> list[CreditTotal]:
     return sorted(found, key=lambda t: (-t.credit, t.key))
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """One payee of a payout statement: its totals and what its energy is paid."""
+
+    total: CreditTotal
+    payout_micros: int
+
+    @property
+    def energy_kwh(self) -> float:
+        return self.total.energy_j / JOULES_PER_KWH
+
+
+def statement(
+    found: Sequence[CreditTotal], rate_per_kwh: float
+) -> tuple[list[StatementLine], StatementLine]:
+    """A payout statement: a line per payee, and the total line, which is their sum
+    (payouts are rounded per payee, in millionths, so the lines add up to the total
+    exactly)."""
+    if not 0 <= rate_per_kwh <= 1000:
+        raise ValueError("rate_per_kwh must be between 0 and 1000")
+    lines = [StatementLine(t, t.payout_micros(rate_per_kwh)) for t in found]
+    total = CreditTotal(
+        "",
+        sum(t.chunks for t in found),
+        sum(t.work for t in found),
+        sum(t.credit for t in found),
+        sum(t.energy_j for t in found),
+    )
+    return lines, StatementLine(total, sum(line.payout_micros for line in lines))
