@@ -302,9 +302,11 @@ class Exchange:
                     )
         # Credit, in the verdict's transaction: durable exactly when the output is.
         work = kind.units_of_work(job.params, chunk.start, chunk.stop)
-        self.db.append_credit(
-            credit.grants(job.job_id, chunk.index, work, earners, self.now, self.credit_policy)
+        entries = credit.grants(
+            job.job_id, chunk.index, work, earners, self.now, self.credit_policy
         )
+        self.db.append_credit(entries)
+        self.outcome.credit_granted += sum(e.credit for e in entries)
         if len(accept.agreeing) + len(accept.outvoted) > 1:
             self.db.delete_candidates(job.job_id, chunk.index)
         output = accept.winner.output
@@ -424,6 +426,7 @@ class Exchange:
             correction = credit.withdrawal(earned, self.now)
             if correction is not None:
                 self.db.append_credit([correction])
+                self.outcome.credit_withdrawn -= correction.credit
             job = self.job(chunk.job_id)
             if job.state is JobState.DONE:
                 # Its answer holds a lie, maybe: it runs again, and finishes again once
