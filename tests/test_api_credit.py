@@ -27,6 +27,24 @@ def test_the_statement_credits_the_work_of_a_finished_job_and_pays_its_energy() 
         assert [v["name"] for v in by_volunteer["lines"]] == ["test"]  # the join token
         later = pool.client.get("/api/v1/credit", params={"since_s": pool.clock() + 1}).json()
         assert later["lines"] == [] and later["total"]["credit"] == 0
+        # The leaderboard, for anyone who may read the pool.
+        store = pool.coordinator.store
+        _, viewer = store.credentials.issue(CredentialKind.API_KEY, "v", pool.clock(), Role.VIEWER)
+        board = pool.client.get(
+            "/api/v1/leaderboard", headers={"Authorization": f"Bearer {viewer}"}
+        ).json()
+        assert board == {
+            "volunteers": [
+                {
+                    "name": "test",
+                    "chunks": line["chunks"],
+                    "credit": 500.0,
+                    "energy_kwh": line["energy_kwh"],
+                    "share": 1.0,
+                }
+            ],
+            "total_credit": 500.0,
+        }
 
 
 def test_bad_statement_requests_are_refused_and_only_admins_may_ask() -> None:

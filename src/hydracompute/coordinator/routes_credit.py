@@ -6,9 +6,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from hydracompute.coordinator.auth import Admin, CoordinatorDep
-from hydracompute.coordinator.schemas import CreditLine, CreditStatement
-from hydracompute.core.credit import MICROS, Grouping, StatementLine, statement
+from hydracompute.coordinator.auth import Admin, CoordinatorDep, Viewer
+from hydracompute.coordinator.schemas import (
+    CreditLine,
+    CreditStatement,
+    Leaderboard,
+    LeaderboardEntry,
+)
+from hydracompute.core.credit import JOULES_PER_KWH, MICROS, Grouping, StatementLine, statement
 from hydracompute.core.models import CredentialKind
 from hydracompute.errors import InvalidRequest
 from hydracompute.store import Store
@@ -36,6 +41,34 @@ def _line(line: StatementLine, name: str) -> CreditLine:
         energy_kwh=line.energy_kwh,
         payout=line.payout_micros / MICROS,
         payout_micros=line.payout_micros,
+    )
+
+
+#: Volunteers shown on the leaderboard at most.
+LEADERBOARD_SIZE = 100
+
+
+@router.get("/leaderboard", response_model=Leaderboard)
+async def leaderboard(c: CoordinatorDep, _: Viewer) -> Leaderboard:
+    """The volunteers (join tokens, by name) with the most credit for verified work, at
+    most 100, with their share of the pool's credit; for the dashboard. It sums the whole
+    ledger: read it now and then, not on every event."""
+    found = await c.call(c.store.credit_totals, Grouping.VOLUNTEER)
+    names = await c.call(_names, c.store, Grouping.VOLUNTEER)
+    total = sum(t.credit for t in found)
+    return Leaderboard(
+        volunteers=[
+            LeaderboardEntry(
+                name=names.get(t.key, "") or t.key or "(no join token)",
+                chunks=t.chunks,
+                credit=t.credit,
+                energy_kwh=t.energy_j / JOULES_PER_KWH,
+                share=t.credit / total if total > 0 else 0.0,
+            )
+            for t in found[:LEADERBOARD_SIZE]
+            if t.credit > 0 or t.chunks > 0
+        ],
+        total_credit=total,
     )
 
 

@@ -285,6 +285,24 @@ class CreditLine(BaseModel):
     payout_micros: int
 
 
+class LeaderboardEntry(BaseModel):
+    """One volunteer (join token) on the leaderboard."""
+
+    name: str
+    chunks: int
+    credit: float
+    energy_kwh: float
+    #: Its share of the pool's credit, 0–1.
+    share: float
+
+
+class Leaderboard(BaseModel):
+    """Volunteers by credit earned for verified work, largest first."""
+
+    volunteers: list[LeaderboardEntry]
+    total_credit: float
+
+
 class CreditStatement(BaseModel):
     """The credit ledger summed per worker or volunteer over ``[since_s, until_s)``."""
 
