@@ -27,6 +27,13 @@ def test_the_statement_credits_the_work_of_a_finished_job_and_pays_its_energy() 
         assert [v["name"] for v in by_volunteer["lines"]] == ["test"]  # the join token
         later = pool.client.get("/api/v1/credit", params={"since_s": pool.clock() + 1}).json()
         assert later["lines"] == [] and later["total"]["credit"] == 0
+        # The worker's own credit, with its secret (not an API key).
+        own_url = f"/api/v1/workers/{laptop.worker_id}/credit"
+        own = pool.client.get(own_url, headers=laptop.auth).json()
+        assert (own["credit"], own["chunks"]) == (500.0, line["chunks"])
+        assert_problem(pool.client.get(own_url), 401)
+        other = pool.enrol("other")
+        assert_problem(pool.client.get(own_url, headers=other.auth), 401)
         # The leaderboard, for anyone who may read the pool.
         store = pool.coordinator.store
         _, viewer = store.credentials.issue(CredentialKind.API_KEY, "v", pool.clock(), Role.VIEWER)

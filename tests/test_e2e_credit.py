@@ -48,6 +48,12 @@ def test_verified_work_is_credited_once_through_a_sigkill_and_the_liar_earns_not
             names = {w["worker_id"]: w["name"] for w in client.workers()}
         as_csv = run(p, "credit", "--by", "worker", "--csv", "--rate-per-kwh", "0.30")
         as_json = run(p, "credit", "--by", "worker", "--json")
+        # A volunteer sees its own credit in `worker status` (asked of the coordinator).
+        identity = str(p.coordinator.data_dir / "workers" / "test-0.json")
+        status = CliRunner().invoke(main, ["worker", "status", "--identity", identity])
+        status_json = CliRunner().invoke(
+            main, ["worker", "status", "--identity", identity, "--json"]
+        )
     finally:
         p.close()
     assert progress < 1, "the job must still have been running when the coordinator died"
@@ -63,6 +69,9 @@ def test_verified_work_is_credited_once_through_a_sigkill_and_the_liar_earns_not
     # The statement adds up, to the millionth.
     for column in ("chunks", "work", "credit", "energy_kwh", "payout"):
         assert sum(Decimal(line[column]) for line in lines) == Decimal(total[column]), column
+    (own,) = json.loads(status_json.stdout)
+    assert own["credit"]["credit"] == samples and own["credit"]["chunks"] > 0
+    assert f"Credit: {samples:,} for {own['credit']['chunks']} verified chunk(s)" in status.stdout
     statement = json.loads(as_json.stdout)
     assert statement["watts_per_core"] == 20.0
     assert statement["total"]["credit"] == 2 * samples

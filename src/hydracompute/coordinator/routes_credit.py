@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from hydracompute.coordinator.auth import Admin, CoordinatorDep, Viewer
+from hydracompute.coordinator.auth import Admin, CoordinatorDep, SecurityDep, Viewer
+from hydracompute.coordinator.routes_workers import Authorization, authenticate, client_host
 from hydracompute.coordinator.schemas import (
     CreditLine,
     CreditStatement,
     Leaderboard,
     LeaderboardEntry,
+    WorkerCredit,
 )
 from hydracompute.core.credit import JOULES_PER_KWH, MICROS, Grouping, StatementLine, statement
 from hydracompute.core.models import CredentialKind
@@ -41,6 +43,27 @@ def _line(line: StatementLine, name: str) -> CreditLine:
         energy_kwh=line.energy_kwh,
         payout=line.payout_micros / MICROS,
         payout_micros=line.payout_micros,
+    )
+
+
+@router.get("/workers/{worker_id}/credit", response_model=WorkerCredit, tags=["workers"])
+async def worker_credit(
+    worker_id: str,
+    c: CoordinatorDep,
+    settings: SecurityDep,
+    request: Request,
+    authorization: Authorization = None,
+) -> WorkerCredit:
+    """A worker's own credit (for ``hydracompute worker status``), with its secret."""
+    await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
+    found = await c.call(c.store.credit_totals, Grouping.WORKER, None, None, worker_id)
+    mine = found[0] if found else None
+    return WorkerCredit(
+        worker_id=worker_id,
+        chunks=mine.chunks if mine else 0,
+        work=mine.work if mine else 0.0,
+        credit=mine.credit if mine else 0.0,
+        energy_kwh=mine.energy_j / JOULES_PER_KWH if mine else 0.0,
     )
 
 

@@ -285,6 +285,16 @@ class CreditLine(BaseModel):
     payout_micros: int
 
 
+class WorkerCredit(BaseModel):
+    """A worker's own credit: what the ledger holds for it, net of corrections."""
+
+    worker_id: str
+    chunks: int
+    work: float
+    credit: float
+    energy_kwh: float
+
+
 class LeaderboardEntry(BaseModel):
     """One volunteer (join token) on the leaderboard."""
 
