@@ -241,3 +241,20 @@ def test_invalid_form_value_shows_the_error_and_submits_nothing(
     assert len(client.jobs(limit=1000)) == before
     # The refusal is the coordinator's 422: the browser logs the failed request; nothing else.
     console.problems = [p for p in console.problems if "422" not in p]
+
+
+def test_the_overview_ranks_volunteers_by_verified_work(
+    page: tuple[Page, Console], client: Client
+) -> None:
+    view, _ = page
+    job = client.submit("pi", samples=10**7, seed=3)
+    job.wait(timeout=120)
+    view.reload()  # the leaderboard is read when the overview opens, then every 10 s
+    view.wait_for_selector("#leaderboard tbody tr td.num")
+    row = view.locator("#leaderboard tbody tr").first
+    cells = [row.locator("td").nth(i).inner_text() for i in range(5)]
+    # One volunteer (the default join token) did all the pool's verified work.
+    board = client.request("GET", "/api/v1/leaderboard").json()
+    assert [v["name"] for v in board["volunteers"]] == ["default"]
+    assert board["volunteers"][0]["credit"] >= 10**7
+    assert cells[0] == "default" and cells[4] == "100.0%"

@@ -101,6 +101,10 @@ def test_results_refusals_and_times_are_counted(tmp_path: Path) -> None:
 
         samples = scrape(pool.client)
         assert value(samples, "hydracompute_results_accepted_total") == 3
+        # Credit for the two chunks accepted (the sum kind's work: their units), once.
+        credited = sum(x["chunk"]["stop"] - x["chunk"]["start"] for x in leases[:2])
+        assert value(samples, "hydracompute_credit_granted_total") == credited > 0
+        assert value(samples, "hydracompute_credit_withdrawn_total") == 0
         for reason in refusals:
             assert value(samples, "hydracompute_exchanges_refused_total", reason=reason) == 1
         assert value(samples, "hydracompute_chunk_compute_seconds_count", kind="sum") == 2

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from hydracompute.cli.base import FiniteFloat, console, main
+from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError
 
@@ -100,6 +101,14 @@ def default_data_dir() -> Path:
     help="Adaptive: the share of an untrusted worker's leases that test it on a known answer.",
 )
 @click.option(
+    "--watts-per-core",
+    default=CreditPolicy.watts_per_core,
+    type=FiniteFloat(0, 1000),
+    show_default=True,
+    help="The power of one busy core, for the energy estimate of each credit grant "
+    "(what `hydracompute credit --rate-per-kwh` pays).",
+)
+@click.option(
     "--forget-workers-after",
     default="30d",
     metavar="DURATION",
@@ -126,6 +135,7 @@ def coordinator(
     saboteur_share: float,
     replicate_trusted: float,
     spot_check_rate: float,
+    watts_per_core: float,
     forget_workers_after: str,
     metrics_public: bool,
 ) -> None:
@@ -161,6 +171,7 @@ def coordinator(
         ),
         forget_workers_after_s=forget_after_s,
         metrics_public=metrics_public,
+        credit=CreditPolicy(watts_per_core=watts_per_core),
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)

@@ -247,16 +247,31 @@ def worker_status(identity: Path | None, as_json: bool) -> None:
 
     Exits with 0 if a worker is running and reporting, 1 if none is.
     """
-    from hydracompute.worker.status import SUFFIX, describe, read_statuses, status_path
+    from hydracompute.worker.own_credit import credit_line, own_credit
+    from hydracompute.worker.status import (
+        SUFFIX,
+        describe,
+        identity_of,
+        read_statuses,
+        status_path,
+    )
 
     folder = default_data_dir() / "workers"
     paths = [status_path(identity)] if identity else sorted(folder.glob(f"*{SUFFIX}"))
     seen = read_statuses(paths)
     running = [s for s in seen if s.alive]
+    # Its credit is the coordinator's to say (asked of it, briefly, for running workers).
+    credit = {s.path: own_credit(identity_of(s.path)) for s in running}
     if as_json:
         print_json(
             [
-                {"status_file": str(s.path), "running": s.alive, "stale": s.stale, **s.status}
+                {
+                    "status_file": str(s.path),
+                    "running": s.alive,
+                    "stale": s.stale,
+                    **s.status,
+                    "credit": credit.get(s.path),
+                }
                 for s in (running or seen)
             ]
         )
@@ -264,7 +279,12 @@ def worker_status(identity: Path | None, as_json: bool) -> None:
         where = paths[0] if identity else folder
         click.echo(f"No worker is running: none has written its status in {where}.")
     else:
-        click.echo("\n\n".join(describe(s) for s in (running or seen[:1])))
+        click.echo(
+            "\n\n".join(
+                describe(s) + (f"\n{credit_line(credit[s.path])}" if s.path in credit else "")
+                for s in (running or seen[:1])
+            )
+        )
         if not running:
             click.echo("No worker is running.")
     sys.exit(0 if running and not all(s.stale for s in running) else 1)

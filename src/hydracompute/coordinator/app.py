@@ -18,6 +18,7 @@ from hydracompute import __version__
 from hydracompute.coordinator import (
     problems,
     routes_admin,
+    routes_credit,
     routes_dashboard,
     routes_jobs,
     routes_workers,
@@ -120,6 +121,7 @@ def create_app(
     app.include_router(routes_jobs.router)
     app.include_router(routes_workers.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_credit.router)
     app.include_router(routes_dashboard.router)
     install_reference(app)
     app.mount("/static", StaticFiles(directory=routes_dashboard.ASSETS), name="static")

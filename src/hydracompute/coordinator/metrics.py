@@ -112,6 +112,8 @@ class CoordinatorMetrics:
 
     def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self.results_accepted = 0
+        self.credit_granted = 0.0
+        self.credit_withdrawn = 0.0
         self.exchanges_refused: dict[str, int] = {}
         self.exchange_latency = EventHistogram(LATENCY_BUCKETS_S)
         self.chunk_compute: dict[str, EventHistogram] = {}
@@ -136,6 +138,8 @@ class CoordinatorMetrics:
     ) -> None:
         """An exchange with ``results`` was recorded in ``latency_s``, with ``outcome``."""
         self.exchange_latency.observe(latency_s)
+        self.credit_granted += outcome.credit_granted
+        self.credit_withdrawn += outcome.credit_withdrawn
         if outcome.accepted:
             self.results_accepted += len(outcome.accepted)
             # (An exchange is recorded or refused whole: its results are all accepted.)
@@ -176,6 +180,17 @@ class EventCollector(Collector):
             "Chunk results the store recorded or acknowledged (a result sent again is "
             "acknowledged again).",
             value=m.results_accepted,
+        )
+        yield CounterMetricFamily(
+            "hydracompute_credit_granted",
+            "Credit granted for accepted chunks (their work, once per agreeing copy).",
+            value=m.credit_granted,
+        )
+        yield CounterMetricFamily(
+            "hydracompute_credit_withdrawn",
+            "Credit withdrawn from workers barred for a wrong output (their outputs accepted "
+            "alone).",
+            value=m.credit_withdrawn,
         )
         refused = CounterMetricFamily(
             "hydracompute_exchanges_refused",

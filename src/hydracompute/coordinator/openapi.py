@@ -72,6 +72,11 @@ REFUSALS: dict[str, frozenset[int]] = {
     "kinds": frozenset(),
     "pool": frozenset(),
     "events": frozenset({404}),  # with job=ID, a job the caller cannot see
+    # credit: the statement is the admin's; the leaderboard anyone's who may read the pool;
+    # a worker's own credit, with its secret
+    "credit_statement": frozenset({403}),
+    "leaderboard": frozenset(),
+    "worker_credit": frozenset(),
 }
 
 #: Routes that authenticate by hand rather than by a role dependency, with their security

@@ -270,6 +270,61 @@ class CredentialList(BaseModel):
     credentials: list[CredentialView]
 
 
+class CreditLine(BaseModel):
+    """One payee of a credit statement (``key``: a worker id, or a join token id)."""
+
+    key: str
+    name: str
+    chunks: int
+    work: float
+    credit: float
+    energy_j: float
+    energy_kwh: float
+    payout: float
+    #: The payout in millionths of the currency: the lines' sum is the total's, exactly.
+    payout_micros: int
+
+
+class WorkerCredit(BaseModel):
+    """A worker's own credit: what the ledger holds for it, net of corrections."""
+
+    worker_id: str
+    chunks: int
+    work: float
+    credit: float
+    energy_kwh: float
+
+
+class LeaderboardEntry(BaseModel):
+    """One volunteer (join token) on the leaderboard."""
+
+    name: str
+    chunks: int
+    credit: float
+    energy_kwh: float
+    #: Its share of the pool's credit, 0–1.
+    share: float
+
+
+class Leaderboard(BaseModel):
+    """Volunteers by credit earned for verified work, largest first."""
+
+    volunteers: list[LeaderboardEntry]
+    total_credit: float
+
+
+class CreditStatement(BaseModel):
+    """The credit ledger summed per worker or volunteer over ``[since_s, until_s)``."""
+
+    by: Literal["worker", "volunteer"]
+    since_s: float | None
+    until_s: float | None
+    rate_per_kwh: float
+    watts_per_core: float
+    lines: list[CreditLine]
+    total: CreditLine
+
+
 class SessionStart(Strict):
     api_key: str = Field(min_length=1, max_length=200)
 

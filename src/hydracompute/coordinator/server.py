@@ -27,6 +27,7 @@ from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.protocol import HttpProtocol
 from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError, Unauthorized
@@ -62,6 +63,8 @@ class ServerOptions:
     #: Workers not heard from for this long are removed; ``None``: never.
     forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S
     metrics_public: bool = False
+    #: Credit settings (watts per core, for the energy estimate of each grant).
+    credit: CreditPolicy = field(default_factory=CreditPolicy)
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -122,6 +125,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         options.config,
         verification=options.verification,
         adaptive=options.adaptive,
+        credit=options.credit,
     )
     raise_open_files_limit()
     try:

@@ -198,7 +198,9 @@ class JobKind(abc.ABC):
         """Compile or load the kernels; called once in each compute process at start."""
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
-        """Elementary operations in a chunk (samples, pixels...), for throughput figures."""
+        """Elementary operations in a chunk (samples, pixels...), for throughput figures;
+        also what an accepted chunk earns each agreeing worker in credit (docs/credit.md):
+        count the kind's real work, deterministically and cheaply."""
         return float(stop - start)
 
     def total_work(self, params: JSON) -> float:

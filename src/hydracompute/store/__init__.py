@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
@@ -50,5 +51,6 @@ def open_store(
     config: SchedulerConfig,
     verification: VerificationPolicy | None = None,
     adaptive: bool = False,
+    credit: CreditPolicy | None = None,
 ) -> Store:
-    return Store(open_backend(url), kinds, config, verification, adaptive)
+    return Store(open_backend(url), kinds, config, verification, adaptive, credit=credit)

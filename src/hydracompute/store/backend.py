@@ -8,11 +8,12 @@ return copies: changing a record has no effect until it is put back.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from hydracompute.core.credit import CreditEntry, CreditTotal, Grouping, totals
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     JSON,
@@ -185,6 +186,36 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
         """Forget the chunk's candidates (only the copy of ``lease_id``, if given)."""
+
+    # the credit ledger (append-only: entries are never changed nor deleted)
+    @abc.abstractmethod
+    def append_credit(self, entries: Sequence[CreditEntry]) -> None:
+        """Add entries to the ledger, numbered after every entry already in it (their
+        ``entry_id`` is ignored)."""
+
+    @abc.abstractmethod
+    def credit_entries(
+        self,
+        worker_id: str | None = None,
+        job_id: str | None = None,
+        chunk_index: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[CreditEntry]:
+        """Entries matching every filter given (times: ``since <= time_s < until``), in
+        ledger order."""
+
+    def credit_totals(
+        self,
+        by: Grouping,
+        since: float | None = None,
+        until: float | None = None,
+        worker_id: str | None = None,
+    ) -> list[CreditTotal]:
+        """The matching entries summed per worker or volunteer, largest credit first;
+        backends sum in the database rather than reading every entry, as this default
+        does."""
+        return totals(self.credit_entries(worker_id, since=since, until=until), by)
 
     # outputs and artefacts
     @abc.abstractmethod

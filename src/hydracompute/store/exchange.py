@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from hydracompute.core import lifecycle
+from hydracompute.core import credit, lifecycle
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import expected_duration_s, wants_backup
@@ -76,6 +76,7 @@ REPORTED_STATES = frozenset(
     }
 )
 DEFAULT_VERIFICATION = VerificationPolicy()
+DEFAULT_CREDIT = credit.CreditPolicy()
 #: A copy to verify is drawn from this many times as many pending chunks as are asked for.
 VERIFY_CHOICE = 8
 
@@ -118,6 +119,7 @@ class Exchange:
         verification: VerificationPolicy = DEFAULT_VERIFICATION,
         draw: Callable[[], float] = random.random,
         pool_tokens: Callable[[], int] = lambda: 1,
+        credit_policy: credit.CreditPolicy = DEFAULT_CREDIT,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
@@ -141,6 +143,7 @@ class Exchange:
         self.draw = draw
         #: How many volunteers (join tokens) are online (cached by the caller).
         self.pool_tokens = pool_tokens
+        self.credit_policy = credit_policy
 
     def job(self, job_id: str) -> Job:
         if job_id not in self._jobs:
@@ -232,6 +235,8 @@ class Exchange:
             return
         held = self.db.candidates(job.job_id, chunk.index) if chunk.reported else []
         untracked = not lifecycle.tracked(chunk)
+        # The copies' volunteers, for credit (an accepted chunk forgets its holders).
+        volunteers = dict(chunk.holders)
         decisions = lifecycle.reported(
             chunk,
             held,
@@ -249,17 +254,23 @@ class Exchange:
             self._track_active_holders(chunk)
         self._leases[lease.lease_id] = lease
         lease.state = LeaseState.REPORTED
-        self._apply(job, chunk, decisions, was_active)
+        self._apply(job, chunk, decisions, was_active, volunteers)
         self.db.put_chunk(chunk)
         self.db.put_lease(lease)
 
     def _apply(
-        self, job: Job, chunk: Chunk, decisions: list[lifecycle.Decision], was_active: bool = True
+        self,
+        job: Job,
+        chunk: Chunk,
+        decisions: list[lifecycle.Decision],
+        was_active: bool = True,
+        volunteers: dict[str, str] | None = None,
     ) -> None:
-        """Carry out the life cycle's decisions about ``chunk`` of ``job``."""
+        """Carry out the life cycle's decisions about ``chunk`` of ``job`` (``volunteers``:
+        the join token of each worker that held a copy, before the decisions)."""
         for decision in decisions:
             if isinstance(decision, lifecycle.Accept):
-                self._accept(job, chunk, decision, was_active)
+                self._accept(job, chunk, decision, was_active, volunteers or {})
             elif isinstance(decision, lifecycle.Hold):
                 self.db.put_candidate(job.job_id, chunk.index, decision.copy)
             elif isinstance(decision, lifecycle.Confirm):
@@ -286,10 +297,24 @@ class Exchange:
             return 0
         return len(self.db.active_leases_of_chunk(chunk.job_id, chunk.index))
 
-    def _accept(self, job: Job, chunk: Chunk, accept: lifecycle.Accept, was_active: bool) -> None:
+    def _accept(
+        self,
+        job: Job,
+        chunk: Chunk,
+        accept: lifecycle.Accept,
+        was_active: bool,
+        volunteers: dict[str, str],
+    ) -> None:
+        kind = self.kinds.get(job.kind)
+        earners: list[credit.Contribution] = []
         lone = accept.winner.lease_id in self._leases and len(accept.agreeing) == 1
         if lone and not accept.outvoted:  # most chunks: this one copy, written by the caller
-            self._leases[accept.winner.lease_id].state = LeaseState.DONE
+            mine = self._leases[accept.winner.lease_id]
+            mine.state = LeaseState.DONE
+            volunteer = self._volunteer(accept.winner.worker_id, volunteers)
+            earners.append(
+                credit.Contribution(accept.winner.worker_id, volunteer, mine.compute_s or 0.0)
+            )
         else:
             for each in (*accept.agreeing, *accept.outvoted):
                 in_hand = self._leases.get(each.lease_id)  # written by the caller
@@ -299,7 +324,19 @@ class Exchange:
                     lease.state = LeaseState.DONE if agreed else LeaseState.INVALID
                     if in_hand is None:
                         self.db.put_lease(lease)
+                    if agreed:
+                        volunteer = self._volunteer(each.worker_id, volunteers)
+                        earners.append(
+                            credit.Contribution(each.worker_id, volunteer, lease.compute_s or 0.0)
+                        )
             self.db.delete_candidates(job.job_id, chunk.index)
+        # Credit, in the verdict's transaction: durable exactly when the output is.
+        work = kind.units_of_work(job.params, chunk.start, chunk.stop)
+        entries = credit.grants(
+            job.job_id, chunk.index, work, earners, self.now, self.credit_policy
+        )
+        self.db.append_credit(entries)
+        self.outcome.credit_granted += sum(e.credit for e in entries)
         output = accept.winner.output
         self.db.put_output(StoredOutput(job.job_id, chunk.index, chunk.start, chunk.stop, output))
         self.outcome.finished.append(
@@ -318,12 +355,20 @@ class Exchange:
                 other.state = LeaseState.ABANDONED
                 self.db.put_lease(other)
                 self.in_flight.returned(other.job_id, other.lease_id)
-        kind = self.kinds.get(job.kind)
         job.live = kind.fold_live(job.params, job.live, output)
         job.units_done += chunk.units
         if job.units_done == job.total_units:
             finish_job(self.db, self.kinds, job, self.now)
         self.save_job(job)
+
+    def _volunteer(self, worker_id: str, volunteers: dict[str, str]) -> str:
+        """The join token of a worker whose copy was accepted."""
+        if worker_id == self.worker.worker_id:
+            return self.worker.token_id
+        if worker_id in volunteers:
+            return volunteers[worker_id]
+        worker = self.db.get_worker(worker_id)  # rare: its copy outlived its holding
+        return worker.token_id if worker is not None else ""
 
     def _check_resend(self, lease: Lease, report: ResultReport) -> None:
         """A report for a lease already reported: harmless if identical, else a conflict."""
@@ -414,6 +459,13 @@ class Exchange:
         reopened: set[str] = set()
         redone = 0
         for chunk in self.db.unverified_chunks(worker_id):
+            # Its outputs accepted alone may be lies: their credit is withdrawn (kept for
+            # the outputs others verified), whatever becomes of the job.
+            earned = self.db.credit_entries(worker_id, chunk.job_id, chunk.index)
+            correction = credit.withdrawal(earned, self.now)
+            if correction is not None:
+                self.db.append_credit([correction])
+                self.outcome.credit_withdrawn -= correction.credit
             job = self.job(chunk.job_id)
             if job.state is JobState.DONE:
                 # Its answer holds a lie, maybe: it runs again, and finishes again once

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
+from hydracompute.core.credit import CreditEntry
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
@@ -50,6 +52,8 @@ class MemoryBackend(Backend):
         #: (job id, name) -> (media type, blob name)
         self._artefacts: dict[tuple[str, str], tuple[str, str]] = {}
         self._candidates: dict[tuple[str, int, str], Copy] = {}
+        #: entry id -> entry (ids 1, 2, ...: a rolled-back entry's id is given again)
+        self._credit: dict[int, CreditEntry] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -246,6 +250,29 @@ class MemoryBackend(Backend):
         for key in [k for k in self._candidates if k[:2] == (job_id, chunk_index)]:
             if not lease_id or key[2] == lease_id:
                 self._delete(self._candidates, key)
+
+    def append_credit(self, entries: Sequence[CreditEntry]) -> None:
+        for entry in entries:
+            entry_id = len(self._credit) + 1
+            self._put(self._credit, entry_id, dataclasses.replace(entry, entry_id=entry_id))
+
+    def credit_entries(
+        self,
+        worker_id: str | None = None,
+        job_id: str | None = None,
+        chunk_index: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[CreditEntry]:
+        return [
+            e
+            for e in self._credit.values()
+            if (worker_id is None or e.worker_id == worker_id)
+            and (job_id is None or e.job_id == job_id)
+            and (chunk_index is None or e.chunk_index == chunk_index)
+            and (since is None or e.time_s >= since)
+            and (until is None or e.time_s < until)
+        ]
 
     @property
     def blobs(self) -> BlobStore:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.credit import CreditEntry, CreditPolicy, CreditTotal, Grouping
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import LEASES_PER_CORE
 from hydracompute.core.models import (
@@ -71,6 +72,7 @@ class Store:
         verification: the pool's adaptive verification tunables.
         adaptive: whether jobs that ask for no replication get adaptive verification.
         rng: the source of the scheduler's random draws (seeded for replays).
+        credit: the pool's credit settings (watts per core, for energy estimates).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Store:
         verification: VerificationPolicy | None = None,
         adaptive: bool = False,
         rng: random.Random | None = None,
+        credit: CreditPolicy | None = None,
     ) -> None:
         self.backend = backend
         self.kinds = kinds
@@ -88,6 +91,7 @@ class Store:
         self.verification = verification or VerificationPolicy()
         self.adaptive = adaptive
         self.rng = rng or random.Random()
+        self.credit = credit or CreditPolicy()
         self.credentials = Credentials(backend)
         self._speed_cache: dict[str, tuple[float, float]] = {}
         self._tokens_cache: tuple[float, int] | None = None
@@ -384,6 +388,31 @@ class Store:
             counts = self.backend.active_lease_counts()
             return {w.worker_id: counts.get(w.worker_id, 0) for w in self.backend.list_workers()}
 
+    # credit
+
+    def credit_totals(
+        self,
+        by: Grouping,
+        since: float | None = None,
+        until: float | None = None,
+        worker_id: str | None = None,
+    ) -> list[CreditTotal]:
+        """The credit ledger summed per worker or volunteer over ``[since, until)``
+        (only ``worker_id``'s entries, if given), largest credit first."""
+        with self.backend.transaction():
+            return self.backend.credit_totals(by, since, until, worker_id)
+
+    def credit_entries(
+        self,
+        worker_id: str | None = None,
+        job_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[CreditEntry]:
+        """The ledger's entries matching every filter given, in ledger order."""
+        with self.backend.transaction():
+            return self.backend.credit_entries(worker_id, job_id, since=since, until=until)
+
     # the exchange
 
     def exchange(
@@ -429,6 +458,7 @@ class Store:
                 self.verification,
                 self.rng.random,
                 lambda: self._pool_tokens(now),
+                self.credit,
             )
             for report in results:
                 step.report(report)

@@ -64,3 +64,6 @@ class ExchangeOutcome:
     changed_jobs: set[str] = field(default_factory=set)
     #: Jobs this exchange finished (done or failed).
     ended_jobs: set[str] = field(default_factory=set)
+    #: Credit this exchange granted, and withdrew from workers it barred (for metrics).
+    credit_granted: float = 0.0
+    credit_withdrawn: float = 0.0

@@ -11,11 +11,12 @@ from __future__ import annotations
 import io
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from hydracompute.core.credit import CreditEntry, CreditTotal, EntryKind, Grouping, sort_totals
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
@@ -138,6 +139,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (job_id, chunk_index, lease_id)
     ) WITHOUT ROWID;
     CREATE INDEX candidates_by_worker ON candidates (worker_id)
+    """,
+    # The credit ledger (see core/credit.py): append-only, one row per grant or correction.
+    """
+    CREATE TABLE credit (
+        entry_id INTEGER PRIMARY KEY AUTOINCREMENT, time_s REAL NOT NULL,
+        worker_id TEXT NOT NULL, volunteer TEXT NOT NULL, job_id TEXT NOT NULL,
+        chunk_index INTEGER NOT NULL, work REAL NOT NULL, credit REAL NOT NULL,
+        energy_j REAL NOT NULL, kind TEXT NOT NULL
+    );
+    CREATE INDEX credit_by_chunk ON credit (job_id, chunk_index);
+    CREATE INDEX credit_by_worker ON credit (worker_id, time_s)
     """,
 ]
 
@@ -520,6 +532,83 @@ class SQLiteBackend(Backend):
                 (job_id, chunk_index),
             )
 
+    def append_credit(self, entries: Sequence[CreditEntry]) -> None:
+        self._db.executemany(
+            "INSERT INTO credit (time_s, worker_id, volunteer, job_id, chunk_index, work, "
+            "credit, energy_j, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.time_s,
+                    e.worker_id,
+                    e.volunteer,
+                    e.job_id,
+                    e.chunk_index,
+                    e.work,
+                    e.credit,
+                    e.energy_j,
+                    e.kind.value,
+                )
+                for e in entries
+            ],
+        )
+
+    @staticmethod
+    def _credit_filter(
+        worker_id: str | None = None,
+        job_id: str | None = None,
+        chunk_index: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> tuple[str, list[Any]]:
+        conditions: list[str] = []
+        args: list[Any] = []
+        for condition, value in (
+            ("worker_id = ?", worker_id),
+            ("job_id = ?", job_id),
+            ("chunk_index = ?", chunk_index),
+            ("time_s >= ?", since),
+            ("time_s < ?", until),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                args.append(value)
+        return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
+
+    def credit_entries(
+        self,
+        worker_id: str | None = None,
+        job_id: str | None = None,
+        chunk_index: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[CreditEntry]:
+        where, args = self._credit_filter(worker_id, job_id, chunk_index, since, until)
+        rows = self._db.execute(
+            "SELECT entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, "
+            f"energy_j, kind FROM credit {where} ORDER BY entry_id",
+            args,
+        ).fetchall()
+        return [CreditEntry(*_credit_row(row)) for row in rows]
+
+    def credit_totals(
+        self,
+        by: Grouping,
+        since: float | None = None,
+        until: float | None = None,
+        worker_id: str | None = None,
+    ) -> list[CreditTotal]:
+        where, args = self._credit_filter(worker_id, since=since, until=until)
+        column = "worker_id" if by is Grouping.WORKER else "volunteer"
+        rows = self._db.execute(
+            f"SELECT {column}, TOTAL(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), TOTAL(work), "
+            f"TOTAL(credit), TOTAL(energy_j) FROM credit {where} GROUP BY {column}",
+            args,
+        ).fetchall()
+        return sort_totals(
+            CreditTotal(str(key), int(chunks), work, credit, energy_j)
+            for key, chunks, work, credit, energy_j in rows
+        )
+
     def delete_artefacts(self, job_id: str) -> None:
         self._db.execute("DELETE FROM artefacts WHERE job_id = ?", (job_id,))
 
@@ -581,3 +670,8 @@ class SQLiteBackend(Backend):
         if file is None:
             raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
         return media_type, file
+
+
+def _credit_row(row: Any) -> tuple[Any, ...]:
+    """A ledger row as :class:`CreditEntry`'s arguments (its kind as the enum)."""
+    return (*row[:9], EntryKind(row[9]))

@@ -32,6 +32,11 @@ def status_path(identity_file: Path) -> Path:
     return identity_file.with_name(identity_file.stem + SUFFIX)
 
 
+def identity_of(status_file: Path) -> Path:
+    """The identity file of the agent writing ``status_file`` (see :func:`status_path`)."""
+    return status_file.with_name(status_file.name.removesuffix(SUFFIX) + ".json")
+
+
 def write_status(path: Path, status: dict[str, Any]) -> None:
     write_private(path, json.dumps(status, indent=1, sort_keys=True))
 

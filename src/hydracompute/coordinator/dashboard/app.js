@@ -104,6 +104,8 @@ function openStream(jobId) {
 // --- charts (SVG, drawn here: two small charts do not need a library) ----------------------
 
 const COLOURS = ["#1f6feb", "#e16f24", "#1a7f37", "#8250df", "#bf3989"];
+// How often the overview reads the volunteers' leaderboard again.
+const LEADERBOARD_EVERY_MS = 10000;
 
 function scale(domain, range) {
   const [d0, d1] = domain[0] === domain[1] ? [domain[0] - 1, domain[1] + 1] : domain;
@@ -253,7 +255,26 @@ function overviewPage() {
       <thead><tr><th>name</th><th class="num">cores</th><th>state</th><th>speed per core</th>
       <th class="num">chunks in hand</th><th class="num">chunks done</th><th>last seen</th></tr></thead>
       <tbody></tbody></table></div><p class="muted" id="more-workers"></p></section>
+    <section class="panel"><h2>Volunteers</h2><div class="scroll"><table id="leaderboard">
+      <thead><tr><th>volunteer</th><th class="num">verified chunks</th><th class="num">credit</th>
+      <th class="num">energy</th><th class="num">share</th></tr></thead>
+      <tbody></tbody></table></div>
+      <p class="muted">Credit is the work of accepted chunks, once per agreeing copy; energy is
+      estimated from compute time.</p></section>
   </div>`));
+  // The leaderboard sums the whole ledger: read it now and then, not on every pool event.
+  let leaderboardRead = 0;
+  const renderLeaderboard = async () => {
+    leaderboardRead = Date.now();
+    const board = await api("GET", "/api/v1/leaderboard");
+    const body = document.querySelector("#leaderboard tbody");
+    if (!body) return;
+    body.innerHTML = board.volunteers.map((v) => `<tr><td>${escapeHtml(v.name)}</td>
+      <td class="num">${v.chunks}</td><td class="num">${si(v.credit)}</td>
+      <td class="num">${si(v.energy_kwh * 1000)} Wh</td>
+      <td class="num">${(v.share * 100).toFixed(1)}%</td></tr>`).join("") ||
+      '<tr><td colspan="5" class="muted">No credit yet: it is granted as chunks are accepted.</td></tr>';
+  };
   const renderJobs = () => {
     if (!document.getElementById("jobs")) return; // replaced by another page meanwhile
     const jobs = [...state.jobs.values()].sort((a, b) => b.created_s - a.created_s);
@@ -284,6 +305,7 @@ function overviewPage() {
       '<tr><td colspan="7" class="muted">No workers yet: start one with "hydracompute worker".</td></tr>';
     const more = pool.workers_total - pool.workers.length;
     document.getElementById("more-workers").textContent = more > 0 ? `and ${more} more` : "";
+    if (Date.now() - leaderboardRead > LEADERBOARD_EVERY_MS) renderLeaderboard().catch(() => {});
   };
   let pending = false;
   const self = {

@@ -1,0 +1,73 @@
+"""The credit statement over the HTTP API, in process: what a finished job earned its
+worker, the payout at a rate, the period, and bad requests refused with a problem document."""
+
+from __future__ import annotations
+
+from hydracompute.core.models import CredentialKind, Role
+from tests.test_api import Pool, assert_problem, finish_job, open_pool
+
+
+def test_the_statement_credits_the_work_of_a_finished_job_and_pays_its_energy() -> None:
+    with open_pool() as pool:
+        laptop = pool.enrol("laptop")
+        job = pool.submit(n=500)
+        finish_job(pool, laptop, job["job_id"])
+        answer = pool.client.get(
+            "/api/v1/credit", params={"by": "worker", "rate_per_kwh": 360.0}
+        ).json()
+        (line,) = answer["lines"]
+        assert (line["key"], line["name"]) == (laptop.worker_id, "laptop")
+        assert line["credit"] == line["work"] == 500  # the sum kind's work: its units
+        assert line["energy_j"] > 0 and answer["watts_per_core"] == 10.0
+        # 360 per kWh is 0.1 per kJ: in millionths, 100 per joule.
+        assert line["payout_micros"] == round(line["energy_j"] * 100)
+        assert answer["total"]["payout_micros"] == line["payout_micros"]
+        assert answer["total"]["chunks"] == line["chunks"] > 0
+        by_volunteer = pool.client.get("/api/v1/credit").json()
+        assert [v["name"] for v in by_volunteer["lines"]] == ["test"]  # the join token
+        later = pool.client.get("/api/v1/credit", params={"since_s": pool.clock() + 1}).json()
+        assert later["lines"] == [] and later["total"]["credit"] == 0
+        # The worker's own credit, with its secret (not an API key).
+        own_url = f"/api/v1/workers/{laptop.worker_id}/credit"
+        own = pool.client.get(own_url, headers=laptop.auth).json()
+        assert (own["credit"], own["chunks"]) == (500.0, line["chunks"])
+        assert_problem(pool.client.get(own_url), 401)
+        other = pool.enrol("other")
+        assert_problem(pool.client.get(own_url, headers=other.auth), 401)
+        # The leaderboard, for anyone who may read the pool.
+        store = pool.coordinator.store
+        _, viewer = store.credentials.issue(CredentialKind.API_KEY, "v", pool.clock(), Role.VIEWER)
+        board = pool.client.get(
+            "/api/v1/leaderboard", headers={"Authorization": f"Bearer {viewer}"}
+        ).json()
+        assert board == {
+            "volunteers": [
+                {
+                    "name": "test",
+                    "chunks": line["chunks"],
+                    "credit": 500.0,
+                    "energy_kwh": line["energy_kwh"],
+                    "share": 1.0,
+                }
+            ],
+            "total_credit": 500.0,
+        }
+
+
+def test_bad_statement_requests_are_refused_and_only_admins_may_ask() -> None:
+    with open_pool() as pool:
+        _refused(pool)
+
+
+def _refused(pool: Pool) -> None:
+    for params in (
+        {"by": "planet"},
+        {"rate_per_kwh": -1},
+        {"since_s": 10, "until_s": 5},
+        {"since_s": "yesterday"},
+    ):
+        assert_problem(pool.client.get("/api/v1/credit", params=params), 422)
+    store = pool.coordinator.store
+    _, viewer = store.credentials.issue(CredentialKind.API_KEY, "v", pool.clock(), Role.VIEWER)
+    refused = pool.client.get("/api/v1/credit", headers={"Authorization": f"Bearer {viewer}"})
+    assert_problem(refused, 403)

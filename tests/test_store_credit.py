@@ -1,0 +1,205 @@
+"""The credit ledger through the real Store, on every backend: grants written with the
+verdict, each agreeing replica credited once, liars' lies worth nothing, corrections as new
+entries, rollbacks that write no credit, and a ledger that survives a restart."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hydracompute.core.credit import (
+    CreditEntry,
+    CreditPolicy,
+    EntryKind,
+    Grouping,
+    totals,
+)
+from hydracompute.core.models import JobState
+from hydracompute.core.verification import VerificationPolicy
+from hydracompute.errors import InvalidResult
+from hydracompute.store import ResultReport, Store
+from tests.sum_kind import verification_registry
+from tests.test_store_verification import (
+    CONFIG,
+    POLICY,
+    N,
+    Volunteer,
+    backend_for,
+    chunks_of,
+    enrol,
+    run,
+)
+
+WATTS = 12.5
+
+
+def open_store(kind: str, path: Path, policy: VerificationPolicy = POLICY) -> Store:
+    return Store(
+        backend_for(kind, path),
+        verification_registry(),
+        CONFIG,
+        verification=policy,
+        rng=random.Random(11),
+        credit=CreditPolicy(watts_per_core=WATTS),
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(backend_kind: str, tmp_path: Path) -> Iterator[Store]:
+    s = open_store(backend_kind, tmp_path / "s.db")
+    yield s
+    s.close()
+
+
+def token_of(store: Store, worker_id: str) -> str:
+    return next(w.token_id for w in store.list_workers() if w.worker_id == worker_id)
+
+
+def net_by_chunk(entries: list[CreditEntry]) -> dict[int, float]:
+    net: dict[int, float] = defaultdict(float)
+    for e in entries:
+        net[e.chunk_index] += e.credit
+    return dict(net)
+
+
+def test_each_agreeing_replica_earns_the_work_of_the_job_once(store: Store) -> None:
+    a, b = Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))
+    job = store.submit_job("psum", {"n": N}, now=0.5, replication=2)
+    run(store, [a, b], job.job_id)
+    entries = store.credit_entries(job_id=job.job_id)
+    chunks = chunks_of(store, job.job_id)
+    assert len(entries) == 2 * len(chunks)
+    assert all(e.kind is EntryKind.GRANT for e in entries)
+    by_volunteer = {t.key: t for t in store.credit_totals(Grouping.VOLUNTEER)}
+    assert set(by_volunteer) == {token_of(store, a.worker_id), token_of(store, b.worker_id)}
+    for total in by_volunteer.values():
+        assert total.work == total.credit == N  # the psum kind's work: one per unit
+        assert total.chunks == len(chunks)
+        # Energy from the compute time each reported (at most the lease's age).
+        assert 0 < total.energy_j <= N / 100 * WATTS + 1e-9
+    # Entry ids increase in ledger order, and the totals are the entries summed.
+    assert [e.entry_id for e in entries] == sorted({e.entry_id for e in entries})
+    assert store.credit_totals(Grouping.WORKER) == totals(entries, Grouping.WORKER)
+
+
+def test_a_disagreeing_liar_earns_nothing(store: Store) -> None:
+    liar = Volunteer(enrol(store, "liar"), lies=True)
+    honest = [Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))]
+    job = store.submit_job("psum", {"n": N}, now=0.5, replication=2)
+    run(store, [liar, *honest], job.job_id)
+    assert liar.lies_told > 0
+    assert store.credit_entries(worker_id=liar.worker_id) == []
+    by_worker = {t.key: t.credit for t in store.credit_totals(Grouping.WORKER)}
+    assert sum(by_worker.values()) == 2 * N
+    # Every chunk is credited exactly twice (its two agreeing copies).
+    chunks = chunks_of(store, job.job_id)
+    net = net_by_chunk(store.credit_entries(job_id=job.job_id))
+    assert net == {c.index: 2 * c.units for c in chunks}  # type: ignore[attr-defined]
+
+
+def test_a_patient_liar_caught_later_loses_the_credit_of_its_unverified_outputs(
+    backend_kind: str, tmp_path: Path
+) -> None:
+    policy = VerificationPolicy(error_bound=1e-2, saboteur_share=0.2, floor=0.2)
+    store = open_store(backend_kind, tmp_path / "s.db", policy)
+    liar = Volunteer(enrol(store, "liar"), lies=True, patient=True)
+    volunteers = [liar, Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))]
+    job = store.submit_job("psum", {"n": 30000}, now=0.5, adaptive=True)
+    run(store, volunteers, job.job_id, rounds=3000)
+    assert store.get_job(job.job_id).state is JobState.DONE
+    entries = store.credit_entries(job_id=job.job_id)
+    corrections = [e for e in entries if e.kind is EntryKind.CORRECTION]
+    assert corrections and {e.worker_id for e in corrections} == {liar.worker_id}
+    # Each correction cancels one grant of the liar for that chunk, written before it.
+    for fix in corrections:
+        (grant,) = [
+            e
+            for e in entries
+            if e.kind is EntryKind.GRANT
+            and (e.worker_id, e.chunk_index) == (liar.worker_id, fix.chunk_index)
+        ]
+        assert grant.entry_id < fix.entry_id and grant.credit == -fix.credit > 0
+        assert grant.energy_j == -fix.energy_j
+    # In the end each chunk is credited once per copy its accepted output stands on.
+    chunks = chunks_of(store, job.job_id)
+    net = net_by_chunk(entries)
+    want = {c.index: c.units * (2 if c.verified else 1) for c in chunks}  # type: ignore[attr-defined]
+    assert {i: v for i, v in net.items() if v} == want
+    # The liar keeps only credit for outputs that others verified.
+    liar_net = net_by_chunk(store.credit_entries(worker_id=liar.worker_id))
+    assert all(
+        chunks[i].verified  # type: ignore[attr-defined]
+        for i, v in liar_net.items()
+        if v
+    )
+    store.close()
+
+
+def test_a_refused_exchange_writes_no_credit(store: Store) -> None:
+    a = Volunteer(enrol(store, "a"))
+    job = store.submit_job("psum", {"n": N}, now=0.5)
+    grants = store.exchange(a.worker_id, [], [], 2, now=1.0).leases
+    assert len(grants) == 2
+    good = ResultReport(grants[0].lease_id, {"total": sum(range(grants[0].start, grants[0].stop))})
+    bad = ResultReport(grants[1].lease_id, {"total": "not a number"})
+    with pytest.raises(InvalidResult):
+        store.exchange(a.worker_id, [good, bad], [], 0, now=2.0)
+    assert store.credit_entries() == []
+    store.exchange(a.worker_id, [good], [], 0, now=3.0)
+    (entry,) = store.credit_entries()
+    assert (entry.job_id, entry.chunk_index, entry.time_s) == (job.job_id, 0, 3.0)
+    assert entry.volunteer == token_of(store, a.worker_id) != ""
+
+
+def test_the_ledger_primitives_filter_sum_and_roll_back(store: Store) -> None:
+    db = store.backend
+
+    def entry(worker: str, volunteer: str, t: float, credit: float) -> CreditEntry:
+        return CreditEntry(0, t, worker, volunteer, "j", int(t), credit, credit, 2 * credit)
+
+    written = [
+        entry("w1", "alice", 1.0, 10),
+        entry("w2", "alice", 2.0, 5),
+        entry("w3", "bob", 3.0, 7),
+    ]
+    with db.transaction():
+        db.append_credit(written)
+    with pytest.raises(RuntimeError), db.transaction():
+        db.append_credit([entry("w3", "bob", 4.0, 100)])
+        raise RuntimeError("rolled back")
+    with db.transaction():
+        stored = db.credit_entries()
+        assert [e.entry_id for e in stored] == [1, 2, 3]
+        assert [(e.worker_id, e.credit) for e in stored] == [("w1", 10), ("w2", 5), ("w3", 7)]
+        assert [e.worker_id for e in db.credit_entries(since=2.0, until=3.0)] == ["w2"]
+        by_volunteer = db.credit_totals(Grouping.VOLUNTEER)
+        assert [(t.key, t.chunks, t.credit, t.energy_j) for t in by_volunteer] == [
+            ("alice", 2, 15, 30),
+            ("bob", 1, 7, 14),
+        ]
+        assert [t.key for t in db.credit_totals(Grouping.WORKER, since=1.5)] == ["w3", "w2"]
+        assert [t.credit for t in db.credit_totals(Grouping.WORKER, worker_id="w2")] == [5]
+        db.append_credit([entry("w4", "carol", 5.0, 1)])
+        assert db.credit_entries(worker_id="w4")[0].entry_id == 4
+
+
+def test_the_ledger_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = open_store("sqlite", path)
+    a, b = Volunteer(enrol(store, "a")), Volunteer(enrol(store, "b"))
+    job = store.submit_job("psum", {"n": N}, now=0.5, replication=2)
+    run(store, [a, b], job.job_id)
+    before = store.credit_entries()
+    store.close()
+    store = open_store("sqlite", path)
+    assert store.credit_entries() == before and before
+    store.close()
