@@ -141,9 +141,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX candidates_by_worker ON candidates (worker_id)
     """,
     # The credit ledger (see core/credit.py): append-only, one row per grant or correction.
+    # Its ids are rowids: a table that is never deleted from never reuses one, so they need
+    # no AUTOINCREMENT (which costs every insert a write to sqlite_sequence).
     """
     CREATE TABLE credit (
-        entry_id INTEGER PRIMARY KEY AUTOINCREMENT, time_s REAL NOT NULL,
+        entry_id INTEGER PRIMARY KEY, time_s REAL NOT NULL,
         worker_id TEXT NOT NULL, volunteer TEXT NOT NULL, job_id TEXT NOT NULL,
         chunk_index INTEGER NOT NULL, work REAL NOT NULL, credit REAL NOT NULL,
         energy_j REAL NOT NULL, kind TEXT NOT NULL
