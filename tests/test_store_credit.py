@@ -188,6 +188,10 @@ def test_the_ledger_primitives_filter_sum_and_roll_back(store: Store) -> None:
         ]
         assert [t.key for t in db.credit_totals(Grouping.WORKER, since=1.5)] == ["w3", "w2"]
         assert [t.credit for t in db.credit_totals(Grouping.WORKER, worker_id="w2")] == [5]
+        # A volunteer's latest entries, newest first, as many as asked.
+        assert [e.entry_id for e in db.recent_credit("alice", 10)] == [2, 1]
+        assert [e.worker_id for e in db.recent_credit("alice", 1)] == ["w2"]
+        assert db.recent_credit("nobody", 10) == []
         db.append_credit([entry("w4", "carol", 5.0, 1)])
         assert db.credit_entries(worker_id="w4")[0].entry_id == 4
 

@@ -298,6 +298,8 @@ class WorkerCredit(BaseModel):
 class LeaderboardEntry(BaseModel):
     """One volunteer (join token) on the leaderboard."""
 
+    #: The join token's id ("" for workers enrolled without one): its page's address.
+    key: str
     name: str
     chunks: int
     credit: float
@@ -311,6 +313,51 @@ class Leaderboard(BaseModel):
 
     volunteers: list[LeaderboardEntry]
     total_credit: float
+
+
+class VolunteerWorker(BaseModel):
+    """One of a volunteer's workers, with the credit it holds (net of corrections)."""
+
+    worker_id: str
+    name: str
+    cores: int
+    online: bool
+    barred: str
+    chunks: int
+    credit: float
+    energy_kwh: float
+
+
+class VolunteerEntry(BaseModel):
+    """One ledger entry of a volunteer: a grant, or a correction withdrawing one."""
+
+    entry_id: int
+    time_s: float
+    kind: Literal["grant", "correction"]
+    worker_id: str
+    worker_name: str
+    job_id: str
+    chunk_index: int
+    work: float
+    credit: float
+    energy_j: float
+
+
+class VolunteerView(BaseModel):
+    """A volunteer (join token): its totals, share of the pool, workers and latest entries."""
+
+    key: str
+    name: str
+    chunks: int
+    work: float
+    credit: float
+    energy_kwh: float
+    #: Its share of the pool's credit, 0–1.
+    share: float
+    total_credit: float
+    workers: list[VolunteerWorker]
+    #: Its latest ledger entries, newest first (at most ``entries`` of the request).
+    entries: list[VolunteerEntry]
 
 
 class CreditStatement(BaseModel):

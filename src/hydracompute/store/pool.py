@@ -413,6 +413,11 @@ class Store:
         with self.backend.transaction():
             return self.backend.credit_entries(worker_id, job_id, since=since, until=until)
 
+    def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
+        """The volunteer's (join token id's) ``limit`` latest ledger entries, newest first."""
+        with self.backend.transaction():
+            return self.backend.recent_credit(volunteer, limit)
+
     # the exchange
 
     def exchange(
