@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from hydracompute.core.credit import MAX_OWN_WATTS_PER_CORE, MIN_OWN_WATTS_PER_CORE
+
 LeaseId = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
 KindName = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")
 #: Nesting allowed inside job parameters and chunk outputs: kinds take flat-ish JSON, and a
@@ -111,12 +113,22 @@ class JobList(BaseModel):
     jobs: list[JobView]
 
 
+#: A worker's own power per busy core, declared by its owner or measured (see credit.md).
+WattsPerCore = Field(
+    None,
+    ge=MIN_OWN_WATTS_PER_CORE,
+    le=MAX_OWN_WATTS_PER_CORE,
+    description="Watts drawn by one busy core, for energy estimates; null: the pool's figure.",
+)
+
+
 class WorkerEnrol(Strict):
     join_token: str = Field(max_length=200, description="A join token from the pool's admin.")
     name: str = Field(min_length=1, max_length=200)
     cores: int = Field(ge=1, le=1024)
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
+    watts_per_core: float | None = WattsPerCore
 
 
 class WorkerProfile(Strict):
@@ -125,6 +137,7 @@ class WorkerProfile(Strict):
     cores: int = Field(ge=1, le=1024)
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
+    watts_per_core: float | None = WattsPerCore
 
 
 class Rejoined(BaseModel):

@@ -151,6 +151,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX credit_by_chunk ON credit (job_id, chunk_index);
     CREATE INDEX credit_by_worker ON credit (worker_id, time_s)
     """,
+    # A worker's own power per busy core (declared or measured), for energy estimates.
+    """
+    ALTER TABLE workers ADD COLUMN watts_per_core REAL
+    """,
 ]
 
 
