@@ -112,3 +112,29 @@ def _refused(pool: Pool) -> None:
     _, viewer = store.credentials.issue(CredentialKind.API_KEY, "v", pool.clock(), Role.VIEWER)
     refused = pool.client.get("/api/v1/credit", headers={"Authorization": f"Bearer {viewer}"})
     assert_problem(refused, 403)
+
+
+def test_a_workers_own_power_is_taken_at_enrolment_and_rejoin_within_limits() -> None:
+    with open_pool() as pool:
+        body = {"name": "rig", "cores": 2, "kinds": ["sum"], "join_token": pool.join_token}
+        for watts in (0.05, 500.5, "hot", True):
+            refused = pool.client.post("/api/v1/workers", json={**body, "watts_per_core": watts})
+            assert_problem(refused, 422)
+        assert pool.coordinator.store.list_workers() == []
+        enrolled = pool.client.post("/api/v1/workers", json={**body, "watts_per_core": 45.0})
+        assert enrolled.status_code == 201, enrolled.text
+        worker_id, secret = enrolled.json()["worker_id"], enrolled.json()["secret"]
+        auth = {"Authorization": f"Bearer {secret}"}
+        rejoin = f"/api/v1/workers/{worker_id}/rejoin"
+        profile = {"cores": 2, "kinds": ["sum"]}
+        too_low = {**profile, "watts_per_core": 0}
+        assert_problem(pool.client.post(rejoin, json=too_low, headers=auth), 422)
+        (worker,) = pool.coordinator.store.list_workers()
+        assert worker.watts_per_core == 45.0
+        # The volunteer page shows the figure it gave.
+        token = worker.token_id
+        page = pool.client.get(f"/api/v1/volunteers/{token}").json()
+        assert page["workers"][0]["watts_per_core"] == 45.0
+        answer = pool.client.post(rejoin, json={**profile, "watts_per_core": 7.0}, headers=auth)
+        assert answer.status_code == 200, answer.text
+        assert pool.coordinator.store.list_workers()[0].watts_per_core == 7.0

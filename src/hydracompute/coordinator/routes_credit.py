@@ -147,6 +147,7 @@ async def volunteer(
                 cores=w.cores,
                 online=w.online(now, c.config.lease_ttl_s),
                 barred=w.barred,
+                watts_per_core=w.watts_per_core,
                 chunks=(t := by_worker.get(w.worker_id, empty)).chunks,
                 credit=t.credit,
                 energy_kwh=t.energy_j / JOULES_PER_KWH,

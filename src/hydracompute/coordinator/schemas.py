@@ -336,6 +336,9 @@ class VolunteerWorker(BaseModel):
     cores: int
     online: bool
     barred: str
+    #: The power per busy core it gave, declared or measured (null: none, the pool's is
+    #: used); the ledger believes it up to the pool's bound.
+    watts_per_core: float | None
     chunks: int
     credit: float
     energy_kwh: float

@@ -670,8 +670,9 @@ function volunteerPage(key) {
       <td class="num">${w.cores}</td>
       <td class="${w.barred ? "state-barred" : w.online ? "" : "muted"}">${escapeHtml(w.barred ? `barred: ${w.barred}` : w.online ? "online" : "offline")}</td>
       <td class="num">${w.chunks}</td><td class="num">${si(w.credit)}</td>
-      <td class="num">${si(w.energy_kwh * 1000)} Wh</td></tr>`).join("") ||
-      '<tr><td colspan="6" class="muted">No workers enrolled with this join token.</td></tr>';
+      <td class="num">${si(w.energy_kwh * 1000)} Wh</td>
+      <td class="num">${w.watts_per_core === null ? "pool's" : `${si(w.watts_per_core)} W`}</td></tr>`).join("") ||
+      '<tr><td colspan="7" class="muted">No workers enrolled with this join token.</td></tr>';
     const entries = v.entries.map((e) => `<tr class="entry-${escapeHtml(e.kind)}">
       <td>${new Date(e.time_s * 1000).toLocaleString()}</td><td>${escapeHtml(e.kind)}</td>
       <td>${escapeHtml(e.worker_name || e.worker_id)}</td>
@@ -690,7 +691,7 @@ function volunteerPage(key) {
       </div>
       <section class="panel"><h2>Workers</h2><div class="scroll"><table id="volunteer-workers">
         <thead><tr><th>name</th><th class="num">cores</th><th>state</th><th class="num">verified chunks</th>
-        <th class="num">credit</th><th class="num">energy</th></tr></thead>
+        <th class="num">credit</th><th class="num">energy</th><th class="num">power per core</th></tr></thead>
         <tbody>${workers}</tbody></table></div></section>
       <section class="panel"><h2>Latest ledger entries</h2><div class="scroll"><table id="volunteer-entries">
         <thead><tr><th>time</th><th>entry</th><th>worker</th><th>job</th><th class="num">chunk</th>
