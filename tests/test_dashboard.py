@@ -258,3 +258,30 @@ def test_the_overview_ranks_volunteers_by_verified_work(
     assert [v["name"] for v in board["volunteers"]] == ["default"]
     assert board["volunteers"][0]["credit"] >= 10**7
     assert cells[0] == "default" and cells[4] == "100.0%"
+
+
+def test_a_volunteers_page_opens_from_the_leaderboard_with_its_figures(
+    page: tuple[Page, Console], client: Client
+) -> None:
+    view, _ = page
+    job = client.submit("pi", samples=10**6, seed=5)
+    job.wait(timeout=120)
+    view.reload()
+    view.click("#leaderboard tbody tr a")
+    view.wait_for_selector("#volunteer-workers tbody tr")
+    board = client.request("GET", "/api/v1/leaderboard").json()
+    (volunteer,) = board["volunteers"]
+    assert view.evaluate("location.hash") == f"#/volunteers/{volunteer['key']}"
+    assert view.inner_text("#volunteer-name") == "default"
+    assert view.inner_text("#volunteer-share") == "100.0%"
+    shown = client.request("GET", f"/api/v1/volunteers/{volunteer['key']}").json()
+    assert view.inner_text("#volunteer-chunks") == str(shown["chunks"])
+    assert shown["chunks"] > 0 and shown["credit"] >= 10**6
+    # The pool's one worker, with all the credit, and the latest grants.
+    (worker,) = shown["workers"]
+    cells = view.locator("#volunteer-workers tbody tr td")
+    assert cells.nth(0).inner_text() == worker["name"]
+    assert cells.nth(3).inner_text() == str(worker["chunks"])
+    grants = view.locator("#volunteer-entries tbody tr.entry-grant")
+    assert grants.count() == len(shown["entries"]) > 0
+    assert grants.first.locator("td").nth(3).inner_text() == shown["entries"][0]["job_id"]

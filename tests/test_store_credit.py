@@ -18,9 +18,9 @@ from hydracompute.core.credit import (
     Grouping,
     totals,
 )
-from hydracompute.core.models import JobState
+from hydracompute.core.models import CredentialKind, JobState
 from hydracompute.core.verification import VerificationPolicy
-from hydracompute.errors import InvalidResult
+from hydracompute.errors import InvalidRequest, InvalidResult
 from hydracompute.store import ResultReport, Store
 from tests.sum_kind import verification_registry
 from tests.test_store_verification import (
@@ -188,6 +188,10 @@ def test_the_ledger_primitives_filter_sum_and_roll_back(store: Store) -> None:
         ]
         assert [t.key for t in db.credit_totals(Grouping.WORKER, since=1.5)] == ["w3", "w2"]
         assert [t.credit for t in db.credit_totals(Grouping.WORKER, worker_id="w2")] == [5]
+        # A volunteer's latest entries, newest first, as many as asked.
+        assert [e.entry_id for e in db.recent_credit("alice", 10)] == [2, 1]
+        assert [e.worker_id for e in db.recent_credit("alice", 1)] == ["w2"]
+        assert db.recent_credit("nobody", 10) == []
         db.append_credit([entry("w4", "carol", 5.0, 1)])
         assert db.credit_entries(worker_id="w4")[0].entry_id == 4
 
@@ -203,3 +207,72 @@ def test_the_ledger_survives_a_restart(tmp_path: Path) -> None:
     store = open_store("sqlite", path)
     assert store.credit_entries() == before and before
     store.close()
+
+
+def test_a_workers_own_power_sets_its_energy_up_to_the_pools_bound(
+    backend_kind: str, tmp_path: Path
+) -> None:
+    policy = CreditPolicy(watts_per_core=WATTS, max_watts_per_core=30.0)
+    store = Store(
+        backend_for(backend_kind, tmp_path / "s.db"),
+        verification_registry(),
+        CONFIG,
+        credit=policy,
+    )
+    owns = {"frugal": 4.0, "inflated": 400.0, "plain": None}
+    ids = {}
+    for name, watts in owns.items():
+        _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, name, 0.0)
+        worker, _ = store.enrol_worker(name, 1, ["psum"], 0.0, token, watts_per_core=watts)
+        ids[name] = worker.worker_id
+    # Each computes chunks of its own job, reporting 1.5 s of compute for every one.
+    for worker_id in ids.values():
+        job = store.submit_job("psum", {"n": 50}, now=0.5)
+        now = 1.0
+        outcome = store.exchange(worker_id, [], [], 1, now)
+        while outcome.leases:
+            reports = [
+                ResultReport(g.lease_id, {"total": sum(range(g.start, g.stop))}, compute_s=1.5)
+                for g in outcome.leases
+            ]
+            now += 2.0  # the lease's age (2 s) does not cap the 1.5 s reported
+            outcome = store.exchange(worker_id, reports, [], 1, now)
+        assert store.get_job(job.job_id).state is JobState.DONE
+    # Its own figure when it gave one, at most the pool's bound (30 W); else the pool's.
+    expected = {"frugal": 4.0, "inflated": 30.0, "plain": WATTS}
+    for name, worker_id in ids.items():
+        entries = store.credit_entries(worker_id=worker_id)
+        assert entries and all(e.energy_j == 1.5 * expected[name] for e in entries), name
+    # A rejoin changes the figure (or drops it: the pool's again); it survives a restart.
+    store.update_worker_profile(ids["plain"], 1, ["psum"], 9.0, watts_per_core=7.5)
+    store.update_worker_profile(ids["frugal"], 1, ["psum"], 9.0)
+    store.close()
+    again = Store(backend_for(backend_kind, tmp_path / "s.db"), verification_registry(), CONFIG)
+    if backend_kind == "sqlite":
+        figures = {w.name: w.watts_per_core for w in again.list_workers()}
+        assert figures == {"frugal": None, "inflated": 400.0, "plain": 7.5}
+    again.close()
+
+
+@pytest.mark.parametrize("watts", [0.0, 0.05, 500.5, float("nan"), float("inf"), True])
+def test_an_implausible_power_figure_is_refused_and_changes_nothing(
+    store: Store, watts: float
+) -> None:
+    _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "t", 0.0)
+    with pytest.raises(InvalidRequest) as refused:
+        store.enrol_worker("w", 1, ["psum"], 0.0, token, watts_per_core=watts)
+    assert "watts_per_core" in refused.value.extra["errors"]
+    assert store.list_workers() == []
+    worker, _ = store.enrol_worker("w", 1, ["psum"], 0.0, token, watts_per_core=12.0)
+    with pytest.raises(InvalidRequest):
+        store.update_worker_profile(worker.worker_id, 1, ["psum"], 1.0, watts_per_core=watts)
+    assert store.list_workers()[0].watts_per_core == 12.0
+
+
+def test_the_pools_bound_on_a_workers_own_power() -> None:
+    policy = CreditPolicy(watts_per_core=10.0, max_watts_per_core=25.0)
+    assert policy.watts(None) == 10.0
+    assert policy.watts(3.0) == 3.0 and policy.watts(99.0) == 25.0
+    assert policy.energy_j(2.0, 99.0) == 50.0 and policy.energy_j(-1.0, 3.0) == 0.0
+    with pytest.raises(ValueError):
+        CreditPolicy(max_watts_per_core=1001)

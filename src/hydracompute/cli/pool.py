@@ -106,7 +106,14 @@ def default_data_dir() -> Path:
     type=FiniteFloat(0, 1000),
     show_default=True,
     help="The power of one busy core, for the energy estimate of each credit grant "
-    "(what `hydracompute credit --rate-per-kwh` pays).",
+    "(what `hydracompute credit --rate-per-kwh` pays) of a worker that gave no figure.",
+)
+@click.option(
+    "--max-watts-per-core",
+    default=CreditPolicy.max_watts_per_core,
+    type=FiniteFloat(0, 1000),
+    show_default=True,
+    help="The most a worker's own power figure (declared or measured) counts for.",
 )
 @click.option(
     "--forget-workers-after",
@@ -136,6 +143,7 @@ def coordinator(
     replicate_trusted: float,
     spot_check_rate: float,
     watts_per_core: float,
+    max_watts_per_core: float,
     forget_workers_after: str,
     metrics_public: bool,
 ) -> None:
@@ -171,7 +179,7 @@ def coordinator(
         ),
         forget_workers_after_s=forget_after_s,
         metrics_public=metrics_public,
-        credit=CreditPolicy(watts_per_core=watts_per_core),
+        credit=CreditPolicy(watts_per_core=watts_per_core, max_watts_per_core=max_watts_per_core),
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)

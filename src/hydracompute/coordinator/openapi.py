@@ -72,10 +72,12 @@ REFUSALS: dict[str, frozenset[int]] = {
     "kinds": frozenset(),
     "pool": frozenset(),
     "events": frozenset({404}),  # with job=ID, a job the caller cannot see
-    # credit: the statement is the admin's; the leaderboard anyone's who may read the pool;
+    # credit: the statement is the admin's; the leaderboard and a volunteer's page anyone's
+    # who may read the pool;
     # a worker's own credit, with its secret
     "credit_statement": frozenset({403}),
     "leaderboard": frozenset(),
+    "volunteer": frozenset({404}),
     "worker_credit": frozenset(),
 }
 

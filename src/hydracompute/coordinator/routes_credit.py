@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from hydracompute.coordinator.auth import Admin, CoordinatorDep, SecurityDep, Viewer
 from hydracompute.coordinator.routes_workers import Authorization, authenticate, client_host
@@ -13,11 +13,21 @@ from hydracompute.coordinator.schemas import (
     CreditStatement,
     Leaderboard,
     LeaderboardEntry,
+    VolunteerEntry,
+    VolunteerView,
+    VolunteerWorker,
     WorkerCredit,
 )
-from hydracompute.core.credit import JOULES_PER_KWH, MICROS, Grouping, StatementLine, statement
+from hydracompute.core.credit import (
+    JOULES_PER_KWH,
+    MICROS,
+    CreditTotal,
+    Grouping,
+    StatementLine,
+    statement,
+)
 from hydracompute.core.models import CredentialKind
-from hydracompute.errors import InvalidRequest
+from hydracompute.errors import InvalidRequest, NotFound
 from hydracompute.store import Store
 
 router = APIRouter(prefix="/api/v1", tags=["credit"])
@@ -82,6 +92,7 @@ async def leaderboard(c: CoordinatorDep, _: Viewer) -> Leaderboard:
     return Leaderboard(
         volunteers=[
             LeaderboardEntry(
+                key=t.key,
                 name=names.get(t.key, "") or t.key or "(no join token)",
                 chunks=t.chunks,
                 credit=t.credit,
@@ -92,6 +103,74 @@ async def leaderboard(c: CoordinatorDep, _: Viewer) -> Leaderboard:
             if t.credit > 0 or t.chunks > 0
         ],
         total_credit=total,
+    )
+
+
+@router.get("/volunteers/{token_id}", response_model=VolunteerView)
+async def volunteer(
+    token_id: Annotated[str, Path(max_length=100)],
+    c: CoordinatorDep,
+    _: Viewer,
+    entries: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> VolunteerView:
+    """One volunteer (a join token, by id; "" is written ``-`` for workers enrolled
+    without one): its credit, energy and share of the pool's, its workers with theirs, and
+    its latest ``entries`` ledger entries (grants and corrections), for its dashboard page.
+    Like the leaderboard it sums the whole ledger: read it now and then."""
+    key = "" if token_id == "-" else token_id
+    names = await c.call(_names, c.store, Grouping.VOLUNTEER)
+    by_volunteer = await c.call(c.store.credit_totals, Grouping.VOLUNTEER)
+    mine = next((t for t in by_volunteer if t.key == key), None)
+    if key not in names and mine is None:
+        raise NotFound(f"no volunteer {token_id!r}")
+    workers = [w for w in await c.call(c.store.list_workers) if w.token_id == key]
+    by_worker = {t.key: t for t in await c.call(c.store.credit_totals, Grouping.WORKER)}
+    recent = await c.call(c.store.recent_credit, key, entries)
+    worker_names = {w.worker_id: w.name for w in workers}
+    total = sum(t.credit for t in by_volunteer)
+    now = c.clock()
+    empty = CreditTotal(key, 0, 0.0, 0.0, 0.0)
+    held = mine or empty
+    return VolunteerView(
+        key=key,
+        name=names.get(key, "") or key or "(no join token)",
+        chunks=held.chunks,
+        work=held.work,
+        credit=held.credit,
+        energy_kwh=held.energy_j / JOULES_PER_KWH,
+        share=held.credit / total if total > 0 else 0.0,
+        total_credit=total,
+        workers=[
+            VolunteerWorker(
+                worker_id=w.worker_id,
+                name=w.name,
+                cores=w.cores,
+                online=w.online(now, c.config.lease_ttl_s),
+                barred=w.barred,
+                watts_per_core=w.watts_per_core,
+                chunks=(t := by_worker.get(w.worker_id, empty)).chunks,
+                credit=t.credit,
+                energy_kwh=t.energy_j / JOULES_PER_KWH,
+            )
+            for w in sorted(
+                workers, key=lambda w: (-by_worker.get(w.worker_id, empty).credit, w.name)
+            )
+        ],
+        entries=[
+            VolunteerEntry(
+                entry_id=e.entry_id,
+                time_s=e.time_s,
+                kind=e.kind.value,
+                worker_id=e.worker_id,
+                worker_name=worker_names.get(e.worker_id, ""),
+                job_id=e.job_id,
+                chunk_index=e.chunk_index,
+                work=e.work,
+                credit=e.credit,
+                energy_j=e.energy_j,
+            )
+            for e in recent
+        ],
     )
 
 

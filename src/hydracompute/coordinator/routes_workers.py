@@ -86,7 +86,13 @@ async def enrol(
     only once; the worker sends it with every request from then on."""
     settings.api_limiter.take(f"enrol:{request.client.host if request.client else ''}")
     worker, secret = await c.call(
-        c.store.enrol_worker, body.name, body.cores, body.kinds, c.clock(), body.join_token
+        c.store.enrol_worker,
+        body.name,
+        body.cores,
+        body.kinds,
+        c.clock(),
+        body.join_token,
+        body.watts_per_core,
     )
     c.workers_changed()
     log.info(
@@ -119,7 +125,12 @@ async def rejoin(
     credit. No join token is needed."""
     await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
     worker = await c.call(
-        c.store.update_worker_profile, worker_id, body.cores, body.kinds, c.clock()
+        c.store.update_worker_profile,
+        worker_id,
+        body.cores,
+        body.kinds,
+        c.clock(),
+        body.watts_per_core,
     )
     c.workers_changed()
     c.silent_workers.discard(worker.worker_id)  # the line below says it is back

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from hydracompute.core.credit import MAX_OWN_WATTS_PER_CORE, MIN_OWN_WATTS_PER_CORE
+
 LeaseId = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
 KindName = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")
 #: Nesting allowed inside job parameters and chunk outputs: kinds take flat-ish JSON, and a
@@ -111,12 +113,22 @@ class JobList(BaseModel):
     jobs: list[JobView]
 
 
+#: A worker's own power per busy core, declared by its owner or measured (see credit.md).
+WattsPerCore = Field(
+    None,
+    ge=MIN_OWN_WATTS_PER_CORE,
+    le=MAX_OWN_WATTS_PER_CORE,
+    description="Watts drawn by one busy core, for energy estimates; null: the pool's figure.",
+)
+
+
 class WorkerEnrol(Strict):
     join_token: str = Field(max_length=200, description="A join token from the pool's admin.")
     name: str = Field(min_length=1, max_length=200)
     cores: int = Field(ge=1, le=1024)
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
+    watts_per_core: float | None = WattsPerCore
 
 
 class WorkerProfile(Strict):
@@ -125,6 +137,7 @@ class WorkerProfile(Strict):
     cores: int = Field(ge=1, le=1024)
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
+    watts_per_core: float | None = WattsPerCore
 
 
 class Rejoined(BaseModel):
@@ -298,6 +311,8 @@ class WorkerCredit(BaseModel):
 class LeaderboardEntry(BaseModel):
     """One volunteer (join token) on the leaderboard."""
 
+    #: The join token's id ("" for workers enrolled without one): its page's address.
+    key: str
     name: str
     chunks: int
     credit: float
@@ -311,6 +326,54 @@ class Leaderboard(BaseModel):
 
     volunteers: list[LeaderboardEntry]
     total_credit: float
+
+
+class VolunteerWorker(BaseModel):
+    """One of a volunteer's workers, with the credit it holds (net of corrections)."""
+
+    worker_id: str
+    name: str
+    cores: int
+    online: bool
+    barred: str
+    #: The power per busy core it gave, declared or measured (null: none, the pool's is
+    #: used); the ledger believes it up to the pool's bound.
+    watts_per_core: float | None
+    chunks: int
+    credit: float
+    energy_kwh: float
+
+
+class VolunteerEntry(BaseModel):
+    """One ledger entry of a volunteer: a grant, or a correction withdrawing one."""
+
+    entry_id: int
+    time_s: float
+    kind: Literal["grant", "correction"]
+    worker_id: str
+    worker_name: str
+    job_id: str
+    chunk_index: int
+    work: float
+    credit: float
+    energy_j: float
+
+
+class VolunteerView(BaseModel):
+    """A volunteer (join token): its totals, share of the pool, workers and latest entries."""
+
+    key: str
+    name: str
+    chunks: int
+    work: float
+    credit: float
+    energy_kwh: float
+    #: Its share of the pool's credit, 0–1.
+    share: float
+    total_credit: float
+    workers: list[VolunteerWorker]
+    #: Its latest ledger entries, newest first (at most ``entries`` of the request).
+    entries: list[VolunteerEntry]
 
 
 class CreditStatement(BaseModel):

@@ -13,8 +13,10 @@ a wrong output, what it earned for outputs accepted alone (unverified, perhaps l
 withdrawn by *corrections*: new entries of the opposite sign.
 
 Each grant also carries an energy estimate: the compute time the worker reported for the
-copy (capped by the lease's age, as for speeds) times the pool's watts per core. Energy is
-what a payout offsets (``rate per kWh``); it never changes the credit.
+copy (capped by the lease's age, as for speeds) times the watts per core of the worker's
+own figure (declared by its owner or measured), at most the pool's bound, or else of the
+pool's figure. Energy is what a payout offsets (``rate per kWh``); it never changes the
+credit.
 
 Pure: times are arguments, nothing here reads a clock or a database.
 """
@@ -27,6 +29,10 @@ from enum import StrEnum
 
 #: Joules in a kilowatt-hour.
 JOULES_PER_KWH = 3.6e6
+#: The watts per core a worker may declare or report for itself, at least and at most
+#: (a figure the pool believes only up to its ``max_watts_per_core``).
+MIN_OWN_WATTS_PER_CORE = 0.1
+MAX_OWN_WATTS_PER_CORE = 500.0
 #: Payouts are counted in millionths of the currency, so that a statement adds up exactly.
 MICROS = 1_000_000
 
@@ -73,27 +79,43 @@ class CreditPolicy:
     """The pool's credit settings.
 
     Attributes:
-        watts_per_core: the power drawn by one busy core, for energy estimates.
+        watts_per_core: the power drawn by one busy core, for energy estimates of workers
+            that gave no figure of their own.
+        max_watts_per_core: the most a worker's own figure counts for: a volunteer's
+            declared or measured power is believed up to this plausible bound, no further.
     """
 
     watts_per_core: float = 10.0
+    max_watts_per_core: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.watts_per_core <= 1000:
             raise ValueError("watts_per_core must be between 0 and 1000")
+        if not 0 <= self.max_watts_per_core <= 1000:
+            raise ValueError("max_watts_per_core must be between 0 and 1000")
 
-    def energy_j(self, compute_s: float) -> float:
-        """Energy of one copy computed in ``compute_s`` seconds on one core."""
-        return max(compute_s, 0.0) * self.watts_per_core
+    def watts(self, own: float | None = None) -> float:
+        """The watts per core a worker's energy is estimated with: its own figure (``own``)
+        capped at :attr:`max_watts_per_core`, or the pool's without one."""
+        if own is None:
+            return self.watts_per_core
+        return min(max(own, 0.0), self.max_watts_per_core)
+
+    def energy_j(self, compute_s: float, own_watts: float | None = None) -> float:
+        """Energy of one copy computed in ``compute_s`` seconds on one core of a worker
+        whose own figure is ``own_watts`` (``None``: none, the pool's is used)."""
+        return max(compute_s, 0.0) * self.watts(own_watts)
 
 
 @dataclass(frozen=True)
 class Contribution:
-    """One agreeing copy of an accepted chunk: who computed it and in how long."""
+    """One agreeing copy of an accepted chunk: who computed it and in how long
+    (``watts_per_core``: the worker's own figure, if it gave one)."""
 
     worker_id: str
     volunteer: str
     compute_s: float
+    watts_per_core: float | None = None
 
 
 def chunk_credit(work: float) -> float:
@@ -122,7 +144,7 @@ def grants(
             chunk_index,
             float(work),
             credit,
-            policy.energy_j(c.compute_s),
+            policy.energy_j(c.compute_s, c.watts_per_core),
             EntryKind.GRANT,
         )
         for c in agreeing

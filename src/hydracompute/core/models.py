@@ -193,6 +193,9 @@ class Worker:
     #: Why it was barred for returning wrong outputs ("" if it is not): a barred worker
     #: gets no more work and its unverified outputs are re-done by others.
     barred: str = ""
+    #: The power one of its busy cores draws, in watts, as its owner declared it or the
+    #: worker measured it (``None``: it gave none, the pool's figure is used).
+    watts_per_core: float | None = None
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
         """Seen within one lease lifetime and neither signed off nor revoked."""

@@ -217,6 +217,12 @@ class Backend(abc.ABC):
         does."""
         return totals(self.credit_entries(worker_id, since=since, until=until), by)
 
+    def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
+        """The volunteer's ``limit`` latest entries (grants and corrections), newest
+        first; backends read only those rather than every entry, as this default does."""
+        mine = [e for e in self.credit_entries() if e.volunteer == volunteer]
+        return mine[::-1][:limit]
+
     # outputs and artefacts
     @abc.abstractmethod
     def put_output(self, output: StoredOutput) -> None: ...

@@ -311,10 +311,7 @@ class Exchange:
         if lone and not accept.outvoted:  # most chunks: this one copy, written by the caller
             mine = self._leases[accept.winner.lease_id]
             mine.state = LeaseState.DONE
-            volunteer = self._volunteer(accept.winner.worker_id, volunteers)
-            earners.append(
-                credit.Contribution(accept.winner.worker_id, volunteer, mine.compute_s or 0.0)
-            )
+            earners.append(self._earner(accept.winner.worker_id, volunteers, mine.compute_s))
         else:
             for each in (*accept.agreeing, *accept.outvoted):
                 in_hand = self._leases.get(each.lease_id)  # written by the caller
@@ -325,10 +322,7 @@ class Exchange:
                     if in_hand is None:
                         self.db.put_lease(lease)
                     if agreed:
-                        volunteer = self._volunteer(each.worker_id, volunteers)
-                        earners.append(
-                            credit.Contribution(each.worker_id, volunteer, lease.compute_s or 0.0)
-                        )
+                        earners.append(self._earner(each.worker_id, volunteers, lease.compute_s))
             self.db.delete_candidates(job.job_id, chunk.index)
         # Credit, in the verdict's transaction: durable exactly when the output is.
         work = kind.units_of_work(job.params, chunk.start, chunk.stop)
@@ -361,14 +355,21 @@ class Exchange:
             finish_job(self.db, self.kinds, job, self.now)
         self.save_job(job)
 
-    def _volunteer(self, worker_id: str, volunteers: dict[str, str]) -> str:
-        """The join token of a worker whose copy was accepted."""
+    def _earner(
+        self, worker_id: str, volunteers: dict[str, str], compute_s: float | None
+    ) -> credit.Contribution:
+        """A worker whose copy was accepted: its join token and its own power figure. The
+        exchanging worker's are in hand (most chunks); another's (a replica that agreed)
+        are read from its record, which backends keep in memory."""
         if worker_id == self.worker.worker_id:
-            return self.worker.token_id
-        if worker_id in volunteers:
-            return volunteers[worker_id]
-        worker = self.db.get_worker(worker_id)  # rare: its copy outlived its holding
-        return worker.token_id if worker is not None else ""
+            worker: Worker | None = self.worker
+        else:
+            worker = self.db.get_worker(worker_id)
+        if worker is None:  # its record is gone (removed): the chunk remembers its token
+            return credit.Contribution(worker_id, volunteers.get(worker_id, ""), compute_s or 0.0)
+        return credit.Contribution(
+            worker_id, worker.token_id, compute_s or 0.0, worker.watts_per_core
+        )
 
     def _check_resend(self, lease: Lease, report: ResultReport) -> None:
         """A report for a lease already reported: harmless if identical, else a conflict."""

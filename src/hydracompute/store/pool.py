@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.credit import CreditEntry, CreditPolicy, CreditTotal, Grouping
+from hydracompute.core.credit import (
+    MAX_OWN_WATTS_PER_CORE,
+    MIN_OWN_WATTS_PER_CORE,
+    CreditEntry,
+    CreditPolicy,
+    CreditTotal,
+    Grouping,
+)
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import LEASES_PER_CORE
 from hydracompute.core.models import (
@@ -259,17 +266,21 @@ class Store:
         kinds: Sequence[str],
         now: float,
         join_token: str | None = None,
+        watts_per_core: float | None = None,
     ) -> tuple[Worker, str]:
         """Record a new worker; returns it and its secret (shown once, stored hashed).
 
         Args:
             join_token: the text of a join token, which this uses once; ``None`` skips the
                 check (for embedding the store without a coordinator).
+            watts_per_core: the power of one of its busy cores, as its owner declared it or
+                it measured it (0.1–500 W), for its energy estimates; ``None``: the pool's.
 
         Raises:
             Unauthorized: the join token is unknown, wrong, expired, used up or revoked (the
                 message says which only to a caller who has the token's secret).
         """
+        _check_watts(watts_per_core)
         secret = secrets.token_urlsafe(32)
         worker = Worker(
             worker_id="w-" + secrets.token_hex(8),
@@ -279,6 +290,7 @@ class Store:
             secret_hash=hash_secret(secret),
             enrolled_s=now,
             last_seen_s=now,
+            watts_per_core=watts_per_core,
         )
         with self.backend.transaction():
             if join_token is not None:
@@ -315,11 +327,17 @@ class Store:
         return worker
 
     def update_worker_profile(
-        self, worker_id: str, cores: int, kinds: Sequence[str], now: float
+        self,
+        worker_id: str,
+        cores: int,
+        kinds: Sequence[str],
+        now: float,
+        watts_per_core: float | None = None,
     ) -> Worker:
-        """A rejoining worker's cores and installed kinds, which may differ from what it
-        had when it enrolled (its owner changed ``--cores``, or installed a kind): it keeps
-        its identity, speeds and credit. Counts as hearing from it.
+        """A rejoining worker's cores, installed kinds and power per core (``None``: it
+        gives none now, the pool's figure is used), which may differ from what it had when
+        it enrolled (its owner changed ``--cores``, or installed a kind): it keeps its
+        identity, speeds and credit. Counts as hearing from it.
 
         Raises:
             NotFound: no such worker.
@@ -333,6 +351,8 @@ class Store:
             isinstance(k, str) and KIND_NAME.match(k) for k in kinds
         ):
             problems["kinds"] = f"must be 1 to {MAX_WORKER_KINDS} kind names"
+        if watts_per_core is not None and not _plausible_watts(watts_per_core):
+            problems["watts_per_core"] = WATTS_RANGE
         if problems:
             detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
             raise InvalidRequest(detail, errors=problems)
@@ -341,6 +361,7 @@ class Store:
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
             worker.cores, worker.kinds = cores, sorted(set(kinds))
+            worker.watts_per_core = watts_per_core
             worker.last_seen_s = now
             self.backend.put_worker(worker)
         return worker
@@ -412,6 +433,11 @@ class Store:
         """The ledger's entries matching every filter given, in ledger order."""
         with self.backend.transaction():
             return self.backend.credit_entries(worker_id, job_id, since=since, until=until)
+
+    def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
+        """The volunteer's (join token id's) ``limit`` latest ledger entries, newest first."""
+        with self.backend.transaction():
+            return self.backend.recent_credit(volunteer, limit)
 
     # the exchange
 
@@ -610,3 +636,21 @@ def _without_traceback(exc: Exception) -> Exception:
     the frame that holds the list (a reference cycle keeping the whole batch alive until
     the next garbage collection, which the coordinator runs only now and then)."""
     return exc.with_traceback(None)
+
+
+WATTS_RANGE = f"must be between {MIN_OWN_WATTS_PER_CORE} and {MAX_OWN_WATTS_PER_CORE} W"
+
+
+def _plausible_watts(watts: float) -> bool:
+    return (
+        isinstance(watts, int | float)
+        and not isinstance(watts, bool)
+        and MIN_OWN_WATTS_PER_CORE <= watts <= MAX_OWN_WATTS_PER_CORE
+    )
+
+
+def _check_watts(watts_per_core: float | None) -> None:
+    """Refuse a worker's own power figure out of range (InvalidRequest)."""
+    if watts_per_core is not None and not _plausible_watts(watts_per_core):
+        problems = {"watts_per_core": WATTS_RANGE}
+        raise InvalidRequest(f"watts_per_core: {WATTS_RANGE}", errors=problems)

@@ -153,6 +153,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX credit_by_chunk ON credit (job_id, chunk_index);
     CREATE INDEX credit_by_worker ON credit (worker_id, time_s)
     """,
+    # A worker's own power per busy core (declared or measured), for energy estimates.
+    """
+    ALTER TABLE workers ADD COLUMN watts_per_core REAL
+    """,
 ]
 
 
@@ -610,6 +614,16 @@ class SQLiteBackend(Backend):
             CreditTotal(str(key), int(chunks), work, credit, energy_j)
             for key, chunks, work, credit, energy_j in rows
         )
+
+    def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
+        # Newest first by entry number: an active volunteer's latest entries are found
+        # near the ledger's end, without reading the rest.
+        rows = self._db.execute(
+            "SELECT entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, "
+            "energy_j, kind FROM credit WHERE volunteer = ? ORDER BY entry_id DESC LIMIT ?",
+            (volunteer, limit),
+        ).fetchall()
+        return [CreditEntry(*_credit_row(row)) for row in rows]
 
     def delete_artefacts(self, job_id: str) -> None:
         self._db.execute("DELETE FROM artefacts WHERE job_id = ?", (job_id,))

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from hydracompute.core.credit import MAX_OWN_WATTS_PER_CORE, MIN_OWN_WATTS_PER_CORE
 from hydracompute.errors import (
     HydraError,
 )
@@ -39,6 +40,7 @@ from hydracompute.kinds import default_registry
 from hydracompute.worker.executor import ChunkExecutor, ChunkRun
 from hydracompute.worker.governor import POLL_S, Governor, ReadingsSource, machine_monitor
 from hydracompute.worker.link import CoordinatorLink, Enrolment
+from hydracompute.worker.power import POWERCAP, machine_meter, measure
 from hydracompute.worker.rules import Rules
 from hydracompute.worker.status import (
     STATUS_PERIOD_S,
@@ -91,6 +93,8 @@ class WorkerAgent:
         status_file: where to write the status every second (default: none).
         local_now: the local time for the allowed hours; injectable for tests.
         poll_s: how often the rules are applied.
+        powercap: where Linux shows RAPL energy counters; the worker measures its power
+            per core there when its owner declared none (``rules.watts_per_core``).
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class WorkerAgent:
         status_file: Path | None = None,
         local_now: Callable[[], datetime] = datetime.now,
         poll_s: float = POLL_S,
+        powercap: Path = POWERCAP,
     ) -> None:
         self.identity_file = identity_file
         self.url = url.rstrip("/")
@@ -127,6 +132,9 @@ class WorkerAgent:
         self._monitor = monitor
         self._local_now = local_now
         self._poll_s = poll_s
+        self._powercap = powercap
+        #: The power per core measured from RAPL this run (``None``: not, or not yet).
+        self.measured_watts_per_core: float | None = None
         self._governor: Governor | None = None
         self._link: CoordinatorLink | None = None
         self._started_s = time.time()
@@ -194,11 +202,17 @@ class WorkerAgent:
         ) as http:
             self._link = CoordinatorLink(self.url, http, self._stop.is_set)
             enrolment = Enrolment(
-                self.join_token, self.name, self.cores, self.kinds, self.identity_file
+                self.join_token,
+                self.name,
+                self.cores,
+                self.kinds,
+                self.identity_file,
+                self.rules.watts_per_core,
             )
             await self._link.join(enrolment)
             self._phase = "working"
             stop_wait = asyncio.ensure_future(self._stop.wait())
+            measuring = self._measure_power(enrolment)
             while not self._stop.is_set():
                 # Stopping interrupts even a long-poll; a result whose answer is lost
                 # that way is resent on leaving, harmlessly (results are idempotent).
@@ -209,9 +223,39 @@ class WorkerAgent:
                     await asyncio.gather(cycle, return_exceptions=True)
                 elif cycle.exception() is not None:
                     stop_wait.cancel()
+                    if measuring is not None:
+                        measuring.cancel()
                     raise cycle.exception()  # type: ignore[misc]
+            if measuring is not None:
+                measuring.cancel()
+                await asyncio.gather(measuring, return_exceptions=True)
             self._phase = "stopping"
             await self._leave()
+
+    def _measure_power(self, enrolment: Enrolment) -> asyncio.Future[float] | None:
+        """Measure the machine's power per core while it computes, where RAPL is readable
+        and the owner declared no figure, and tell the pool once measured."""
+        if enrolment.watts_per_core is not None:
+            return None
+        meter = machine_meter(os.cpu_count() or 1, self._powercap)
+        if meter is None:
+            return None
+
+        def computing() -> bool:
+            return bool(self._running) and self.governor.decision.run
+
+        async def tell(watts: float) -> None:
+            self.measured_watts_per_core = watts
+            # Within what the pool accepts (which believes it up to its own bound).
+            low, high = MIN_OWN_WATTS_PER_CORE, MAX_OWN_WATTS_PER_CORE
+            enrolment.watts_per_core = max(low, min(watts, high))
+            assert self._link is not None
+            try:
+                await self._link.tell_profile(enrolment)
+            except HydraError as exc:  # the pool's figure stays: no reason to stop
+                log.warning("could not tell the pool the measured power: %s", exc)
+
+        return asyncio.ensure_future(measure(meter, computing, tell, self._poll_s))
 
     async def _cycle(self, executor: ChunkExecutor) -> None:
         """One exchange, then wait for a chunk to finish, the rules to change their mind or

@@ -88,6 +88,13 @@ class Enrolment:
     cores: int
     kinds: list[str]
     identity_file: Path | None = None
+    #: Power per busy core, declared by the owner or measured (``None``: the pool's).
+    watts_per_core: float | None = None
+
+    def power(self) -> dict[str, float]:
+        """The power member of an enrolment or rejoin (none without a figure, so that a
+        coordinator that predates it is not sent a member it refuses)."""
+        return {} if self.watts_per_core is None else {"watts_per_core": self.watts_per_core}
 
 
 @dataclass
@@ -194,6 +201,7 @@ class CoordinatorLink:
                 "cores": enrolment.cores,
                 "kinds": enrolment.kinds,
                 "version": __version__,
+                **enrolment.power(),
             },
         )
         self.worker_id, self.secret = answer["worker_id"], answer["secret"]
@@ -216,6 +224,10 @@ class CoordinatorLink:
             "kinds": enrolment.kinds,
         }
 
+    async def tell_profile(self, enrolment: Enrolment) -> None:
+        """Tell the pool this worker's profile again, e.g. its newly measured power."""
+        await self.request(f"/api/v1/workers/{self.worker_id}/rejoin", _profile(enrolment))
+
     async def _resume(self, enrolment: Enrolment) -> bool:
         """Take up the saved identity if it is for this pool and the pool still knows it,
         telling the pool the cores and kinds this run has (they may have changed)."""
@@ -224,7 +236,7 @@ class CoordinatorLink:
             return False
         saved = load_identity(path) or {}
         self.worker_id, self.secret = str(saved.get("worker_id")), str(saved["secret"])
-        profile = {"cores": enrolment.cores, "kinds": enrolment.kinds, "version": __version__}
+        profile = _profile(enrolment)
         try:
             try:
                 answer = await self.request(f"/api/v1/workers/{self.worker_id}/rejoin", profile)
@@ -252,3 +264,13 @@ class CoordinatorLink:
             log.info("rejoined as %s", self.worker_id)
         save_identity(path, self._identity(enrolment))
         return True
+
+
+def _profile(enrolment: Enrolment) -> dict[str, Any]:
+    """What a rejoin tells the pool: the worker's cores, kinds, version and power."""
+    return {
+        "cores": enrolment.cores,
+        "kinds": enrolment.kinds,
+        "version": __version__,
+        **enrolment.power(),
+    }

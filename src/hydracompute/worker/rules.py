@@ -159,6 +159,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Scheduling priority of the compute processes: idle, low or normal.",
         default_text="idle",
     ),
+    Setting(
+        "watts_per_core",
+        "number",
+        "Power one busy core draws (W), for the pool's energy estimate of your credit.",
+        0.1,
+        500,
+        "measured (RAPL) where readable, else the pool's",
+    ),
 )
 SETTING_KEYS = tuple(s.key for s in SETTINGS)
 
@@ -183,6 +191,8 @@ class Rules:
     input_idle_minutes: float | None = None
     return_after_s: float = 60.0
     priority: Priority = "idle"
+    #: Not a rule of when to compute: what the worker tells the pool its power is.
+    watts_per_core: float | None = None
 
     @property
     def cpu_resume(self) -> float:

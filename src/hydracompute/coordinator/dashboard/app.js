@@ -269,7 +269,7 @@ function overviewPage() {
     const board = await api("GET", "/api/v1/leaderboard");
     const body = document.querySelector("#leaderboard tbody");
     if (!body) return;
-    body.innerHTML = board.volunteers.map((v) => `<tr><td>${escapeHtml(v.name)}</td>
+    body.innerHTML = board.volunteers.map((v) => `<tr><td><a href="#/volunteers/${encodeURIComponent(v.key || "-")}">${escapeHtml(v.name)}</a></td>
       <td class="num">${v.chunks}</td><td class="num">${si(v.credit)}</td>
       <td class="num">${si(v.energy_kwh * 1000)} Wh</td>
       <td class="num">${(v.share * 100).toFixed(1)}%</td></tr>`).join("") ||
@@ -655,13 +655,73 @@ function jobPage(jobId) {
   return self;
 }
 
+// --- a volunteer -----------------------------------------------------------------------------
+
+// One volunteer (join token): its credit, energy and share of the pool, its workers and its
+// latest ledger entries. The figures sum the whole ledger: read when the page opens, and
+// again at most every LEADERBOARD_EVERY_MS as the pool changes.
+function volunteerPage(key) {
+  let read = 0;
+  const render = async () => {
+    read = Date.now();
+    const v = await api("GET", `/api/v1/volunteers/${encodeURIComponent(key)}?entries=50`);
+    if (state.page !== self) return;
+    const workers = v.workers.map((w) => `<tr><td>${escapeHtml(w.name)}</td>
+      <td class="num">${w.cores}</td>
+      <td class="${w.barred ? "state-barred" : w.online ? "" : "muted"}">${escapeHtml(w.barred ? `barred: ${w.barred}` : w.online ? "online" : "offline")}</td>
+      <td class="num">${w.chunks}</td><td class="num">${si(w.credit)}</td>
+      <td class="num">${si(w.energy_kwh * 1000)} Wh</td>
+      <td class="num">${w.watts_per_core === null ? "pool's" : `${si(w.watts_per_core)} W`}</td></tr>`).join("") ||
+      '<tr><td colspan="7" class="muted">No workers enrolled with this join token.</td></tr>';
+    const entries = v.entries.map((e) => `<tr class="entry-${escapeHtml(e.kind)}">
+      <td>${new Date(e.time_s * 1000).toLocaleString()}</td><td>${escapeHtml(e.kind)}</td>
+      <td>${escapeHtml(e.worker_name || e.worker_id)}</td>
+      <td><a href="#/jobs/${encodeURIComponent(e.job_id)}">${escapeHtml(e.job_id)}</a></td>
+      <td class="num">${e.chunk_index}</td><td class="num">${si(e.credit)}</td>
+      <td class="num">${si(e.energy_j / 3600)} Wh</td></tr>`).join("") ||
+      '<tr><td colspan="7" class="muted">No credit yet: it is granted as chunks are accepted.</td></tr>';
+    document.getElementById("main").replaceChildren(el(`<div>
+      <p><a href="#/">← pool</a></p>
+      <h1 id="volunteer-name">${escapeHtml(v.name)}</h1>
+      <div class="cards" id="volunteer-totals">
+        <div class="card"><div class="value" id="volunteer-chunks">${v.chunks}</div><div class="label">verified chunks</div></div>
+        <div class="card"><div class="value" id="volunteer-credit">${si(v.credit)}</div><div class="label">credit</div></div>
+        <div class="card"><div class="value" id="volunteer-energy">${si(v.energy_kwh * 1000)} Wh</div><div class="label">energy (estimated)</div></div>
+        <div class="card"><div class="value" id="volunteer-share">${(v.share * 100).toFixed(1)}%</div><div class="label">share of the pool's credit</div></div>
+      </div>
+      <section class="panel"><h2>Workers</h2><div class="scroll"><table id="volunteer-workers">
+        <thead><tr><th>name</th><th class="num">cores</th><th>state</th><th class="num">verified chunks</th>
+        <th class="num">credit</th><th class="num">energy</th><th class="num">power per core</th></tr></thead>
+        <tbody>${workers}</tbody></table></div></section>
+      <section class="panel"><h2>Latest ledger entries</h2><div class="scroll"><table id="volunteer-entries">
+        <thead><tr><th>time</th><th>entry</th><th>worker</th><th>job</th><th class="num">chunk</th>
+        <th class="num">credit</th><th class="num">energy</th></tr></thead>
+        <tbody>${entries}</tbody></table></div>
+        <p class="muted">A correction withdraws the credit of outputs accepted unverified from a
+        worker later found lying; entries are never edited.</p></section>
+    </div>`));
+  };
+  const self = {
+    async load() {
+      await render();
+      openStream(null);
+    },
+    onPool() {
+      if (Date.now() - read > LEADERBOARD_EVERY_MS) render().catch(() => {});
+    },
+  };
+  return self;
+}
+
 // --- routing -------------------------------------------------------------------------------
 
 async function route() {
   if (!state.session) return;
   const hash = location.hash || "#/";
   const match = hash.match(/^#\/jobs\/([^/]+)$/);
+  const volunteer = hash.match(/^#\/volunteers\/([^/]+)$/);
   const page = match ? jobPage(decodeURIComponent(match[1]))
+    : volunteer ? volunteerPage(decodeURIComponent(volunteer[1]))
     : hash === "#/submit" ? submitPage() : overviewPage();
   state.page = page;
   try {
