@@ -53,8 +53,9 @@ from hydracompute.kinds import ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
-from hydracompute.store.exchange import BatchJobs, Exchange, chunk_outputs, release_chunk
+from hydracompute.store.exchange import BatchJobs, Exchange, release_chunk
 from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
+from hydracompute.store.verdicts import chunk_outputs
 
 log = logging.getLogger("hydracompute.store")
 MAX_NAME_CHARS = 200
