@@ -87,3 +87,27 @@ def read_job_events(lines: Iterator[str], job_id: str, count: int) -> list[dict[
             if len(found) >= count:
                 return found
     raise AssertionError("the stream ended")
+
+
+def test_a_verified_job_with_too_few_workers_says_so(pool: Pool) -> None:  # noqa: F811
+    pool.enrol(name="one", kinds=("sum",))
+    replicated = pool.submit(n=50, replication=2)
+    assert replicated["waiting_reason"] == (
+        "its chunks are verified by 2 different workers and 1 online worker with kind sum "
+        "can compute it"
+    )
+    adaptive = pool.submit(n=50, adaptive=True)
+    assert adaptive["waiting_reason"] is not None  # an untrusted output waits for another's
+    assert pool.submit(n=50)["waiting_reason"] is None  # one copy: one worker will do
+    pool.enrol(name="two", kinds=("sum",))
+    assert pool.job(replicated["job_id"])["waiting_reason"] is None
+    assert pool.job(adaptive["job_id"])["waiting_reason"] is None
+
+
+def test_barred_workers_do_not_count_for_verification() -> None:
+    now = 100.0
+    honest, barred = a_worker(["sum"]), a_worker(["sum"], barred="lied")
+    capacity = PoolCapacity.of([honest, barred], now, TTL)
+    assert capacity.waiting_reason("sum") is None
+    assert capacity.waiting_reason("sum", workers_needed=2) is not None
+    assert PoolCapacity.of([honest, a_worker(["sum"])], now, TTL).waiting_reason("sum", 2) is None

@@ -6,6 +6,7 @@ no explanation; its view carries a ``waiting_reason`` instead, computed from her
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,22 +20,40 @@ class PoolCapacity:
     online: int = 0
     kinds_online: frozenset[str] = frozenset()
     kinds_running: frozenset[str] = frozenset()
+    #: (kind, how many online workers not paused, and not barred, have it), sorted.
+    running_per_kind: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def of(cls, workers: Iterable[Worker], now: float, lease_ttl_s: float) -> PoolCapacity:
         online = [w for w in workers if w.online(now, lease_ttl_s)]
+        running = Counter(
+            k for w in online if w.state != "paused" and not w.barred for k in w.kinds
+        )
         return cls(
             online=len(online),
             kinds_online=frozenset(k for w in online for k in w.kinds),
             kinds_running=frozenset(k for w in online if w.state != "paused" for k in w.kinds),
+            running_per_kind=tuple(sorted(running.items())),
         )
 
-    def waiting_reason(self, kind: str) -> str | None:
-        """Why a running job of ``kind`` cannot progress now, or ``None`` if it can."""
+    def waiting_reason(self, kind: str, workers_needed: int = 1) -> str | None:
+        """Why a running job of ``kind`` cannot progress now, or ``None`` if it can.
+
+        ``workers_needed``: the different workers a chunk of the job needs (its copies
+        verified against each other; see :func:`~hydracompute.core.verification.
+        workers_needed`).
+        """
         if self.online == 0:
             return f"no worker is online to run kind {kind}"
         if kind not in self.kinds_online:
             return f"no online worker has kind {kind}"
         if kind not in self.kinds_running:
             return f"every online worker with kind {kind} is paused by its owner"
+        running = dict(self.running_per_kind).get(kind, 0)
+        if running < workers_needed:
+            return (
+                f"its chunks are verified by {workers_needed} different workers and "
+                f"{running} online worker{'s' if running != 1 else ''} with kind {kind} "
+                f"can compute {'them' if running != 1 else 'it'}"
+            )
         return None

@@ -16,6 +16,7 @@ from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
 from hydracompute.coordinator.service import Coordinator, log_job_end
 from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.core.models import Job, JobState, Role
+from hydracompute.core.verification import workers_needed
 from hydracompute.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
@@ -73,7 +74,9 @@ def job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
         quorum=job.quorum,
         adaptive=job.adaptive,
         reopened=job.reopened,
-        waiting_reason=None if job.state.finished else capacity.waiting_reason(job.kind),
+        waiting_reason=None
+        if job.state.finished
+        else capacity.waiting_reason(job.kind, workers_needed(job.quorum, job.adaptive)),
     )
 
 

@@ -55,6 +55,12 @@ def replication_errors(replication: int, quorum: int) -> dict[str, str]:
     return {}
 
 
+def workers_needed(quorum: int, adaptive: bool) -> int:
+    """Different workers a job's chunks need to be accepted: the quorum, and two under
+    adaptive verification (an untrusted worker's output waits for another's)."""
+    return max(quorum, 2 if adaptive else 1)
+
+
 def max_copies(replication: int, quorum: int) -> int:
     """Copies of one chunk computed at most before disagreeing copies fail it."""
     return max(replication, quorum, 2) + EXTRA_COPIES_ON_DISAGREEMENT
