@@ -380,3 +380,25 @@ def test_a_jobs_artefacts_are_forgotten_and_a_rollback_keeps_them(store: Store) 
     with db.transaction():
         assert db.get_artefact("j", "image.png") is None
         assert db.get_artefact("k", "image.png") == ("image/png", b"another job's")
+
+
+def test_a_cancelled_jobs_copies_waiting_for_agreement_are_forgotten(store: Store) -> None:
+    a = Volunteer(enrol(store, "a"))
+    job = store.submit_job("psum", {"n": N}, now=0.5, replication=2)
+    now = run_round(store, [a])
+    run_round(store, [a], now)  # a's outputs wait for another worker's
+    with store.backend.transaction():
+        assert store.backend.candidates_of_worker(a.worker_id)
+    store.cancel_job(job.job_id, now=9.0)
+    with store.backend.transaction():
+        assert store.backend.candidates_of_worker(a.worker_id) == []
+
+
+def test_a_failed_jobs_copies_are_forgotten_and_other_jobs_keep_theirs(store: Store) -> None:
+    db = store.backend
+    with db.transaction():
+        db.put_candidate("gone", 0, Copy("0001", "w-a", {"total": 1}))
+        db.put_candidate("gone", 3, Copy("0002", "w-a", {"total": 2}))
+        db.put_candidate("kept", 0, Copy("0003", "w-a", {"total": 3}))
+        db.delete_job_candidates("gone")
+        assert [(j, i) for j, i, _ in db.candidates_of_worker("w-a")] == [("kept", 0)]

@@ -187,6 +187,10 @@ class Backend(abc.ABC):
     def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
         """Forget the chunk's candidates (only the copy of ``lease_id``, if given)."""
 
+    @abc.abstractmethod
+    def delete_job_candidates(self, job_id: str) -> None:
+        """Forget every candidate of a job (it has ended without them)."""
+
     # the credit ledger (append-only: entries are never changed nor deleted)
     @abc.abstractmethod
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:

@@ -251,6 +251,10 @@ class MemoryBackend(Backend):
             if not lease_id or key[2] == lease_id:
                 self._delete(self._candidates, key)
 
+    def delete_job_candidates(self, job_id: str) -> None:
+        for key in [k for k in self._candidates if k[0] == job_id]:
+            self._delete(self._candidates, key)
+
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         for entry in entries:
             entry_id = len(self._credit) + 1

@@ -209,6 +209,7 @@ class Store:
                 raise Conflict(f"job {job_id!r} is already {job.state.value}")
             job.state, job.finished_s = JobState.CANCELLED, now
             self.backend.put_job(job)
+            self.backend.delete_job_candidates(job_id)  # copies waiting for agreement
         return job
 
     def job_outputs(self, job_id: str) -> list[ChunkOutput]:

@@ -538,6 +538,9 @@ class SQLiteBackend(Backend):
                 (job_id, chunk_index),
             )
 
+    def delete_job_candidates(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM candidates WHERE job_id = ?", (job_id,))
+
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         self._db.executemany(
             "INSERT INTO credit (time_s, worker_id, volunteer, job_id, chunk_index, work, "

@@ -168,6 +168,7 @@ class Verdicts:
         job.state = JobState.FAILED
         job.finished_s = self.now
         job.error = reason
+        self.db.delete_job_candidates(job.job_id)  # copies waiting for agreement, now moot
         self.save_job(job)
 
     def other_worker(self, worker_id: str, change: Callable[[Worker], None]) -> None:
