@@ -11,7 +11,7 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from hydracompute.core.config import SchedulerConfig
@@ -101,8 +101,9 @@ class Store:
         self.rng = rng or random.Random()
         self.credit = credit or CreditPolicy()
         self.credentials = Credentials(backend)
-        self._speed_cache: dict[str, tuple[float, float]] = {}
-        self._tokens_cache: tuple[float, int] | None = None
+        #: The pool's figures read for every exchange (speed per kind, volunteers online),
+        #: by name: (when read, value). A cache this process may lose, never the truth.
+        self._figures: dict[str, tuple[float, float]] = {}
         #: Work the granted leases still have to do, for the sizing of tail chunks.
         self.in_flight = InFlight()
         #: Increases whenever chunks become available to lease (for long-polling waiters).
@@ -542,24 +543,25 @@ class Store:
             batch.write(self.backend)
         return answers
 
-    def _pool_speed(self, kind: str, now: float) -> float:
-        """Units per second of every online core on ``kind``, recomputed at most once a
-        second: reading every worker on every exchange would not scale."""
-        cached = self._speed_cache.get(kind)
+    def _pool_figure(self, name: str, now: float, read: Callable[[float], float]) -> float:
+        """``read(seen_since)`` over the online workers, read again at most once a second:
+        reading every worker on every exchange would not scale."""
+        cached = self._figures.get(name)
         if cached is not None and 0 <= now - cached[0] < POOL_SPEED_CACHE_S:
             return cached[1]
-        total = self.backend.pool_speed(kind, now - self.config.lease_ttl_s)
-        self._speed_cache[kind] = (now, total)
-        return total
+        value = read(now - self.config.lease_ttl_s)
+        self._figures[name] = (now, value)
+        return value
+
+    def _pool_speed(self, kind: str, now: float) -> float:
+        """Units per second of every online core on ``kind``."""
+        return self._pool_figure(
+            f"speed {kind}", now, lambda since: self.backend.pool_speed(kind, since)
+        )
 
     def _pool_tokens(self, now: float) -> int:
-        """Join tokens (volunteers) of the online workers, recounted at most once a second."""
-        cached = self._tokens_cache
-        if cached is not None and 0 <= now - cached[0] < POOL_SPEED_CACHE_S:
-            return cached[1]
-        count = self.backend.pool_tokens(now - self.config.lease_ttl_s)
-        self._tokens_cache = (now, count)
-        return count
+        """Join tokens (volunteers) of the online workers."""
+        return int(self._pool_figure("tokens", now, self.backend.pool_tokens))
 
     def leave(self, worker_id: str, now: float) -> int:
         """A stopping worker leaves: every lease it still holds is given back at once,
