@@ -19,7 +19,7 @@ from hydracompute.kinds.pi_kernel import count_hits
 from tests.e2e_support import wait_until
 from tests.test_cli import run
 from tests.test_e2e import SEED
-from tests.test_e2e_verification import add_liar, barred, start_pool
+from tests.test_e2e_verification import barred, start_pool, two_honest_workers_and_a_liar
 
 pytestmark = pytest.mark.e2e
 
@@ -28,16 +28,10 @@ def test_verified_work_is_credited_once_through_a_sigkill_and_the_liar_earns_not
     tmp_path: Path,
 ) -> None:
     samples = 4 * 10**9
-    p = start_pool(tmp_path)
-    p.options += ["--watts-per-core", "20"]
+    p = start_pool(tmp_path, "--watts-per-core", "20")
     try:
-        p.kill_coordinator()  # started without the option: start it again with it
-        p.start_coordinator()
-        p.add_worker(cores=1)
-        p.add_worker(cores=1)
-        add_liar(p)
         with p.client() as client:
-            wait_until(lambda: sum(w["online"] for w in client.workers()) == 3, what="joins")
+            two_honest_workers_and_a_liar(p, client)
             job = client.submit("pi", samples=samples, seed=SEED, replication=2)
             wait_until(lambda: barred(client), what="the liar to be barred")
             progress = job.progress()

@@ -57,9 +57,17 @@ def barred(client: Client) -> dict[str, str]:
     return {w["name"]: w["barred"] for w in client.workers() if w["barred"]}
 
 
-def start_pool(tmp_path: Path, *verify: str) -> Pool:
+def two_honest_workers_and_a_liar(p: Pool, client: Client) -> None:
+    """Join two honest workers and a liar to ``p``, and wait until all three are online."""
+    p.add_worker(cores=1)
+    p.add_worker(cores=1)
+    add_liar(p)
+    wait_until(lambda: sum(w["online"] for w in client.workers()) == 3, what="joins")
+
+
+def start_pool(tmp_path: Path, *options: str) -> Pool:
     p = Pool(tmp_path / "pool", target_chunk_s=0.05, heartbeat_s=0.5)
-    p.options += list(verify)
+    p.options += list(options)
     p.start_coordinator()
     return p
 
@@ -78,11 +86,8 @@ def test_a_liar_is_barred_and_the_answers_are_exact(
     # Trust after 10 confirmed outputs, so that honest workers earn it within the test.
     p = start_pool(tmp_path, "--error-bound", "0.01", "--saboteur-share", "0.2")
     try:
-        p.add_worker(cores=1)
-        p.add_worker(cores=1)
-        add_liar(p)
         with p.client() as client:
-            wait_until(lambda: sum(w["online"] for w in client.workers()) == 3, what="joins")
+            two_honest_workers_and_a_liar(p, client)
             pi = client.submit("pi", samples=samples, seed=SEED, **verify)  # type: ignore[arg-type]
             mandel = client.submit("mandelbrot", **MANDELBROT, **verify)  # type: ignore[arg-type]
             pi_answer = pi.wait(timeout=300).answer
@@ -103,11 +108,8 @@ def test_coordinator_killed_during_verification_keeps_its_verdicts(tmp_path: Pat
     samples = 4 * 10**9
     p = start_pool(tmp_path)
     try:
-        p.add_worker(cores=1)
-        p.add_worker(cores=1)
-        add_liar(p)
         with p.client() as client:
-            wait_until(lambda: sum(w["online"] for w in client.workers()) == 3, what="joins")
+            two_honest_workers_and_a_liar(p, client)
             job = client.submit("pi", samples=samples, seed=SEED, replication=2)
             wait_until(lambda: barred(client), what="the liar to be barred")
             progress = job.progress()

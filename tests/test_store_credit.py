@@ -4,7 +4,6 @@ entries, rollbacks that write no credit, and a ledger that survives a restart.""
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,19 +32,13 @@ from tests.test_store_verification import (
     enrol,
     run,
 )
+from tests.test_store_verification import open_store as open_verifying_store
 
 WATTS = 12.5
 
 
 def open_store(kind: str, path: Path, policy: VerificationPolicy = POLICY) -> Store:
-    return Store(
-        backend_for(kind, path),
-        verification_registry(),
-        CONFIG,
-        verification=policy,
-        rng=random.Random(11),
-        credit=CreditPolicy(watts_per_core=WATTS),
-    )
+    return open_verifying_store(kind, path, policy, 11, CreditPolicy(watts_per_core=WATTS))
 
 
 @pytest.fixture(params=["memory", "sqlite"])

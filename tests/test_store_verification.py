@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import ChunkState, CredentialKind, JobState
 from hydracompute.core.verification import VerificationPolicy
@@ -37,13 +38,20 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def open_store(kind: str, path: Path, policy: VerificationPolicy = POLICY) -> Store:
+def open_store(
+    kind: str,
+    path: Path,
+    policy: VerificationPolicy = POLICY,
+    seed: int = 7,
+    credit: CreditPolicy | None = None,
+) -> Store:
     return Store(
         backend_for(kind, path),
         verification_registry(),
         CONFIG,
         verification=policy,
-        rng=random.Random(7),
+        rng=random.Random(seed),
+        credit=credit,
     )
 
 
