@@ -92,8 +92,8 @@ def test_copies_that_keep_disagreeing_are_disputed_then_fail_the_job() -> None:
         # Past the bound, only workers with a confirmed output may add a copy.
         assert chunk.disputed == (i + 1 >= limit)
         assert chunk.wanted <= 2 * limit
-    assert not lifecycle.may_hold_copy(chunk, "w99", "t99", True, True, confirmed=False)
-    assert lifecycle.may_hold_copy(chunk, "w99", "t99", True, True, confirmed=True)
+    assert not lifecycle.may_hold_copy(chunk, "w99", "t99", True, confirmed=False)
+    assert lifecycle.may_hold_copy(chunk, "w99", "t99", True, confirmed=True)
     decisions = report(chunk, copies[:-1], copies[-1], Terms(2, 2))
     assert len(decisions) == 1 and isinstance(decisions[0], FailJob)
     assert "disagree" in decisions[0].reason
@@ -206,16 +206,16 @@ def test_adaptive_verification_starts_keeping_holders_with_the_reporter() -> Non
     )
     assert decisions == [Hold(copy), Released()]
     assert lifecycle.tracked(chunk) and chunk.holders == {"w1": "t1"}
-    assert not lifecycle.may_hold_copy(chunk, "w9", "t1", True, True)  # same volunteer
+    assert not lifecycle.may_hold_copy(chunk, "w9", "t1", True)  # same volunteer
 
 
 def test_copies_go_to_different_workers_and_volunteers() -> None:
     chunk = leased(wanted=2, quorum=2, holders={"w1": "alice"})
-    assert not lifecycle.may_hold_copy(chunk, "w1", "alice", True, True)
-    assert not lifecycle.may_hold_copy(chunk, "w2", "alice", True, True)
-    assert lifecycle.may_hold_copy(chunk, "w2", "bob", True, True)
+    assert not lifecycle.may_hold_copy(chunk, "w1", "alice", True)
+    assert not lifecycle.may_hold_copy(chunk, "w2", "alice", True)
+    assert lifecycle.may_hold_copy(chunk, "w2", "bob", True)
     # A pool whose workers all share one token (a home LAN): different workers suffice.
-    assert lifecycle.may_hold_copy(chunk, "w2", "alice", False, True)
+    assert lifecycle.may_hold_copy(chunk, "w2", "alice", False)
 
 
 def test_agreeing_groups_largest_first_in_report_order() -> None:

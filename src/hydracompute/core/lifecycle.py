@@ -128,16 +128,16 @@ def may_hold_copy(
     worker_id: str,
     token_id: str,
     distinct_tokens: bool,
-    replicated: bool,
     confirmed: bool = True,
 ) -> bool:
     """Whether a worker may be given a copy of ``chunk``: never two copies to one worker,
-    copies of a replicated chunk to workers of different join tokens (volunteers) while the
-    pool has workers of more than one, and copies of a disputed chunk only to workers with
-    an output confirmed by others (``confirmed``)."""
+    copies of a chunk to workers of different join tokens (volunteers) while the pool has
+    workers of more than one (``distinct_tokens``), and copies of a disputed chunk only to
+    workers with an output confirmed by others (``confirmed``). Only a chunk that keeps its
+    holders (see :func:`tracked`) can refuse a worker for the first two."""
     if worker_id in chunk.holders or (chunk.disputed and not confirmed):
         return False
-    return not (replicated and distinct_tokens and token_id in chunk.holders.values())
+    return not (distinct_tokens and token_id in chunk.holders.values())
 
 
 def granted(chunk: Chunk, worker_id: str, token_id: str) -> None:
@@ -238,10 +238,8 @@ def reported(
     needed = len(copies) + chunk.quorum - len(groups[0])
     chunk.wanted = min(DISPUTE_FACTOR * limit, max(chunk.wanted, needed))
     chunk.reported = len(copies)
-    decisions: list[Decision] = [Hold(copy)]
-    if settle_state(chunk) or chunk.state is ChunkState.PENDING:
-        decisions.append(Released())
-    return decisions
+    settle_state(chunk)
+    return [Hold(copy), Released()] if chunk.state is ChunkState.PENDING else [Hold(copy)]
 
 
 def _accept(chunk: Chunk, accept: Accept) -> list[Decision]:
@@ -289,4 +287,5 @@ def dropped_copy(chunk: Chunk, worker_id: str) -> list[Decision]:
     """A held (reported, undecided) copy of a barred worker no longer counts."""
     chunk.holders.pop(worker_id, None)
     chunk.reported = max(0, chunk.reported - 1)
-    return [Released()] if settle_state(chunk) or chunk.state is ChunkState.PENDING else []
+    settle_state(chunk)
+    return [Released()] if chunk.state is ChunkState.PENDING else []

@@ -364,11 +364,11 @@ class Exchange(Verdicts):
                 return
 
     def _may_hold(self, job: Job, chunk: Chunk) -> bool:
-        replicated = chunk.wanted > 1
-        distinct = replicated and self.pool_tokens() > 1
+        # Volunteers online are counted only for a chunk that keeps its holders.
+        distinct = lifecycle.tracked(chunk) and self.pool_tokens() > 1
         confirmed = self.worker.trust.get(job.kind, 0) > 0
         return lifecycle.may_hold_copy(
-            chunk, self.worker.worker_id, self.worker.token_id, distinct, replicated, confirmed
+            chunk, self.worker.worker_id, self.worker.token_id, distinct, confirmed
         )
 
     def _wants_spot_check(self, job: Job) -> bool:
