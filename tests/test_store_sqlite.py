@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.fairshare import RunningJob
 from hydracompute.core.models import ChunkState, JobState, LeaseState
 from hydracompute.errors import NotFound, StoreError, Unauthorized
 from hydracompute.kinds import Answer, KindRegistry
@@ -125,7 +126,7 @@ def test_the_running_jobs_seen_by_exchanges_follow_commits_and_rollbacks(tmp_pat
     store = Store(backend, sum_registry(), CONFIG)
     first = store.submit_job("sum", {"n": 10}, now=0.0)
     with backend.transaction():
-        assert list(backend.running_jobs()) == [(first.job_id, "sum")]
+        assert list(backend.running_jobs()) == [RunningJob(first.job_id, "sum", "")]
     # A change undone (a refused exchange's savepoint, or the whole transaction) is not seen.
     with pytest.raises(RuntimeError), backend.transaction():
         with backend.transaction():
@@ -134,7 +135,7 @@ def test_the_running_jobs_seen_by_exchanges_follow_commits_and_rollbacks(tmp_pat
             assert list(backend.running_jobs()) == []
         raise RuntimeError("refused")
     with backend.transaction():
-        assert list(backend.running_jobs()) == [(first.job_id, "sum")]
+        assert list(backend.running_jobs()) == [RunningJob(first.job_id, "sum", "")]
     # A change committed by another connection to the same file is seen.
     other = sqlite3.connect(tmp_path / "pool.db")
     other.execute("UPDATE jobs SET state = 'cancelled'")
@@ -144,7 +145,7 @@ def test_the_running_jobs_seen_by_exchanges_follow_commits_and_rollbacks(tmp_pat
         assert list(backend.running_jobs()) == []
     second = store.submit_job("sum", {"n": 10}, now=1.0)
     with backend.transaction():
-        assert list(backend.running_jobs()) == [(second.job_id, "sum")]
+        assert list(backend.running_jobs()) == [RunningJob(second.job_id, "sum", "")]
 
 
 def test_remembered_rows_follow_commits_and_rollbacks(tmp_path: Path) -> None:

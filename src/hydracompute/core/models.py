@@ -45,6 +45,9 @@ class Credential:
     max_uses: int | None = None
     uses: int = 0
     revoked: bool = False
+    #: An API key's weight in the fair share between submitters (see
+    #: :mod:`hydracompute.core.fairshare`).
+    weight: float = 1.0
 
     def usable(self, now: float) -> bool:
         if self.revoked or (self.expires_s is not None and now >= self.expires_s):
@@ -111,6 +114,9 @@ class Job:
     #: Times it ran again after it had finished, because outputs it had accepted came from
     #: a worker since found lying.
     reopened: int = 0
+    #: Among its owner's running jobs, higher runs first (see
+    #: :mod:`hydracompute.core.fairshare`).
+    priority: int = 0
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import CreditPolicy
+from hydracompute.core.fairshare import FairSharePolicy
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
@@ -52,5 +53,14 @@ def open_store(
     verification: VerificationPolicy | None = None,
     adaptive: bool = False,
     credit: CreditPolicy | None = None,
+    fair_share: FairSharePolicy | None = None,
 ) -> Store:
-    return Store(open_backend(url), kinds, config, verification, adaptive, credit=credit)
+    return Store(
+        open_backend(url),
+        kinds,
+        config,
+        verification,
+        adaptive,
+        credit=credit,
+        fair_share=fair_share,
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from hydracompute.core.credit import CreditEntry, CreditTotal, Grouping, totals
+from hydracompute.core.fairshare import RunningJob, Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     JSON,
@@ -116,9 +117,24 @@ class Backend(abc.ABC):
         return {state: len(self.list_jobs(frozenset({state}), 2**62)) for state in JobState}
 
     @abc.abstractmethod
-    def running_jobs(self) -> Collection[tuple[str, str]]:
-        """``(job_id, kind)`` of the running jobs, oldest first (the order in which they get
-        workers); only the ids, as this is read on every exchange that asks for work."""
+    def running_jobs(self) -> Collection[RunningJob]:
+        """The running jobs (id, kind, owner and priority only, as this is read on every
+        exchange that asks for work), oldest first."""
+
+    # submitters' usage, for the fair share (see hydracompute.core.fairshare)
+    @abc.abstractmethod
+    def owner_usage(self) -> dict[str, Usage]:
+        """Every owner's usage as last written (read on every exchange that asks for work:
+        a backend may keep it in memory while no other connection writes)."""
+
+    @abc.abstractmethod
+    def put_owner_usage(self, usage: dict[str, Usage]) -> None:
+        """Write these owners' usage (the others' stays as it is)."""
+
+    def owner_weights(self) -> dict[str, float]:
+        """The weight of every API key whose weight is not 1."""
+        keys = self.list_credentials(CredentialKind.API_KEY)
+        return {k.cred_id: k.weight for k in keys if k.weight != 1.0}
 
     # chunks
     @abc.abstractmethod

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 
+from hydracompute.core.fairshare import MAX_WEIGHT, MIN_WEIGHT
 from hydracompute.core.models import Credential, CredentialKind, Role
 from hydracompute.errors import InvalidRequest, NotFound, Unauthorized
 from hydracompute.store.backend import Backend
@@ -58,15 +59,21 @@ class Credentials:
         role: Role | None = None,
         expires_s: float | None = None,
         max_uses: int | None = None,
+        weight: float = 1.0,
     ) -> tuple[Credential, str]:
         """A new credential and its text, which is shown once and never stored.
 
+        Args:
+            weight: an API key's weight in the fair share between submitters.
+
         Raises:
             InvalidRequest: a role on a join token, no role on an API key, a name too
-                long, an expiry in the past, or too many credentials already.
+                long, an expiry in the past, a weight out of range, or too many
+                credentials already.
         """
         if (kind is CredentialKind.API_KEY) != (role is not None):
             raise InvalidRequest("API keys have a role; join tokens have none")
+        _check_weight(weight)
         if len(name) > MAX_NAME_CHARS:
             raise InvalidRequest(f"names are at most {MAX_NAME_CHARS} characters")
         if expires_s is not None and expires_s <= now:
@@ -83,6 +90,7 @@ class Credentials:
             role=role,
             expires_s=expires_s,
             max_uses=max_uses,
+            weight=weight,
         )
         with self.backend.transaction():
             usable = [c for c in self.backend.list_credentials(kind) if c.usable(now)]
@@ -106,6 +114,23 @@ class Credentials:
             if credential is None or credential.kind is not kind:
                 raise NotFound(f"no {kind.value.replace('_', ' ')} {cred_id!r}")
             credential.revoked = True
+            self.backend.put_credential(credential)
+        return credential
+
+    def set_weight(self, cred_id: str, weight: float) -> Credential:
+        """Set an API key's weight in the fair share between submitters (its jobs' share
+        of the pool, against others' weight 1 by default).
+
+        Raises:
+            NotFound: no API key of that id.
+            InvalidRequest: a weight out of range.
+        """
+        _check_weight(weight)
+        with self.backend.transaction():
+            credential = self.backend.get_credential(cred_id)
+            if credential is None or credential.kind is not CredentialKind.API_KEY:
+                raise NotFound(f"no api key {cred_id!r}")
+            credential.weight = float(weight)
             self.backend.put_credential(credential)
         return credential
 
@@ -160,3 +185,9 @@ class Credentials:
     def has_admin(self, now: float) -> bool:
         keys = self.list(CredentialKind.API_KEY)
         return any(k.role is Role.ADMIN and k.usable(now) for k in keys)
+
+
+def _check_weight(weight: float) -> None:
+    if isinstance(weight, bool) or not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        problems = {"weight": f"must be between {MIN_WEIGHT} and {MAX_WEIGHT}"}
+        raise InvalidRequest(f"weight: {problems['weight']}", errors=problems)

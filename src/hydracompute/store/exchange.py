@@ -15,11 +15,12 @@ import json
 import logging
 import random
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hydracompute.core import credit, lifecycle
 from hydracompute.core.config import SchedulerConfig
+from hydracompute.core.fairshare import FairSharePolicy, Usage, grant_cost_s
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import expected_duration_s, wants_backup
 from hydracompute.core.models import (
@@ -60,11 +61,16 @@ class BatchJobs:
 
     jobs: dict[str, Job] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
+    #: Owners' usage as the batch's recorded exchanges charged it (written once too).
+    usage: dict[str, Usage] = field(default_factory=dict)
 
     def write(self, db: Backend) -> None:
         for job_id in sorted(self.changed):
             db.put_job(self.jobs[job_id])
         self.changed.clear()
+        if self.usage:
+            db.put_owner_usage(self.usage)
+            self.usage = {}
 
 
 #: States of a lease whose holder has reported on it: a second report must be the same.
@@ -79,6 +85,7 @@ REPORTED_STATES = frozenset(
 )
 DEFAULT_VERIFICATION = VerificationPolicy()
 DEFAULT_CREDIT = credit.CreditPolicy()
+DEFAULT_FAIR_SHARE = FairSharePolicy()
 #: A copy to verify is drawn from this many times as many pending chunks as are asked for.
 VERIFY_CHOICE = 8
 
@@ -118,6 +125,8 @@ class Exchange(Verdicts):
         draw: Callable[[], float] = random.random,
         pool_tokens: Callable[[], int] = lambda: 1,
         credit_policy: credit.CreditPolicy = DEFAULT_CREDIT,
+        fair_share: FairSharePolicy = DEFAULT_FAIR_SHARE,
+        owner_weights: Callable[[], dict[str, float]] = dict,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
@@ -142,6 +151,13 @@ class Exchange(Verdicts):
         #: How many volunteers (join tokens) are online (cached by the caller).
         self.pool_tokens = pool_tokens
         self.credit_policy = credit_policy
+        self.fair_share = fair_share
+        #: Weights of the API keys whose weight is not 1 (cached by the caller).
+        self.owner_weights = owner_weights
+        #: Owners' usage as the store, the batch and this exchange left it (read when
+        #: first needed), and the owners this exchange charged.
+        self._usage: dict[str, Usage] | None = None
+        self._charged: set[str] = set()
 
     def job(self, job_id: str) -> Job:
         if job_id not in self._jobs:
@@ -168,12 +184,39 @@ class Exchange(Verdicts):
                 self.db.put_job(job)
             if job.state.finished:
                 self.outcome.ended_jobs.add(job_id)
+        if self._charged and self.batch is None:
+            self.db.put_owner_usage(self._charged_usage())
 
     def hand_back(self) -> None:
-        """Give the batch the jobs as this exchange left them (once it is recorded)."""
+        """Give the batch the jobs and usage as this exchange left them (once it is
+        recorded)."""
         if self.batch is not None:
             self.batch.jobs.update(self._jobs)
             self.batch.changed |= self.outcome.changed_jobs
+            self.batch.usage.update(self._charged_usage())
+
+    # usage (the fair share between submitters)
+
+    def usage(self) -> dict[str, Usage]:
+        """Every owner's usage as the store, the batch's recorded exchanges and this one
+        left it."""
+        if self._usage is None:
+            self._usage = self.db.owner_usage()
+            if self.batch is not None:
+                self._usage.update(self.batch.usage)
+        return self._usage
+
+    def _charge(self, job: Job, chunk: Chunk) -> None:
+        """Charge the job's owner the compute time of a copy of ``chunk`` granted to this
+        worker (see :mod:`hydracompute.core.fairshare`)."""
+        cost_s = grant_cost_s(chunk.units, self.worker.speeds.get(job.kind), job.target_chunk_s)
+        usage = self.usage()
+        usage[job.owner] = self.fair_share.charged(usage.get(job.owner), cost_s, self.now)
+        self._charged.add(job.owner)
+
+    def _charged_usage(self) -> dict[str, Usage]:
+        usage = self.usage() if self._charged else {}
+        return {owner: usage[owner] for owner in self._charged}
 
     # results
 
@@ -320,7 +363,8 @@ class Exchange(Verdicts):
             return
         shares: dict[str, float] = {}
         worker_id = self.worker.worker_id
-        for job_id in self._candidates():
+        candidates = self._candidates()
+        for job_id in candidates:
             job = self.job(job_id)
             if job.state is not JobState.RUNNING:  # finished by a result of this exchange
                 continue
@@ -356,7 +400,7 @@ class Exchange(Verdicts):
                 self._carve(job, want, shares[job.kind])
             if len(self.outcome.leases) >= want:
                 return
-        for job_id in self._candidates():
+        for job_id in candidates:
             job = self.job(job_id)
             if job.state is JobState.RUNNING and job.next_unit == job.total_units:
                 self._backups(job, want)
@@ -387,15 +431,14 @@ class Exchange(Verdicts):
         if chunk is not None:
             self._grant(job, chunk, spot_check=True)
 
-    def _candidates(self) -> Iterator[str]:
-        """The running jobs this worker can compute, oldest first, found as they are
-        needed (usually the first one fills the request, however many are running)."""
+    def _candidates(self) -> list[str]:
+        """The running jobs this worker can compute, in the order of the fair share
+        between their owners (see :mod:`hydracompute.core.fairshare`)."""
         kinds = self.worker.kinds
-        return (
-            job_id
-            for job_id, kind in self.db.running_jobs()
-            if kind in kinds and kind in self.kinds
-        )
+        jobs = [j for j in self.db.running_jobs() if j.kind in kinds and j.kind in self.kinds]
+        if len(jobs) > 1:
+            jobs = self.fair_share.job_order(jobs, self.usage(), self.owner_weights(), self.now)
+        return [job.job_id for job in jobs]
 
     def _carve(self, job: Job, want: int, share: float) -> None:
         kind = self.kinds.get(job.kind)
@@ -467,6 +510,7 @@ class Exchange(Verdicts):
         if not spot_check:  # the chunk is done: its record does not change
             lifecycle.granted(chunk, self.worker.worker_id, self.worker.token_id)
             self.db.put_chunk(chunk)
+            self._charge(job, chunk)
         self.outcome.leases.append(
             LeaseGrant(
                 lease.lease_id,

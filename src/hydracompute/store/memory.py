@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from hydracompute.core.credit import CreditEntry
+from hydracompute.core.fairshare import RunningJob, Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
@@ -54,6 +55,7 @@ class MemoryBackend(Backend):
         self._candidates: dict[tuple[str, int, str], Copy] = {}
         #: entry id -> entry (ids 1, 2, ...: a rolled-back entry's id is given again)
         self._credit: dict[int, CreditEntry] = {}
+        self._usage: dict[str, Usage] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -170,10 +172,17 @@ class MemoryBackend(Backend):
         counts = collections.Counter(j.state for j in self._jobs.values())
         return {state: counts[state] for state in JobState}
 
-    def running_jobs(self) -> list[tuple[str, str]]:
+    def running_jobs(self) -> list[RunningJob]:
         jobs = [j for j in self._jobs.values() if j.state is JobState.RUNNING]
         jobs.sort(key=lambda j: (j.created_s, j.job_id))
-        return [(j.job_id, j.kind) for j in jobs]
+        return [RunningJob(j.job_id, j.kind, j.owner, j.priority) for j in jobs]
+
+    def owner_usage(self) -> dict[str, Usage]:
+        return dict(self._usage)  # its values are frozen
+
+    def put_owner_usage(self, usage: dict[str, Usage]) -> None:
+        for owner, value in usage.items():
+            self._put(self._usage, owner, value)
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
         return self._get(self._chunks, (job_id, index))  # type: ignore[no-any-return]

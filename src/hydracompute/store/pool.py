@@ -23,6 +23,12 @@ from hydracompute.core.credit import (
     CreditTotal,
     Grouping,
 )
+from hydracompute.core.fairshare import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    FairSharePolicy,
+    OwnerShare,
+)
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import LEASES_PER_CORE
 from hydracompute.core.models import (
@@ -81,6 +87,7 @@ class Store:
         adaptive: whether jobs that ask for no replication get adaptive verification.
         rng: the source of the scheduler's random draws (seeded for replays).
         credit: the pool's credit settings (watts per core, for energy estimates).
+        fair_share: the fair share between submitters (the half-life of their usage).
     """
 
     def __init__(
@@ -92,8 +99,10 @@ class Store:
         adaptive: bool = False,
         rng: random.Random | None = None,
         credit: CreditPolicy | None = None,
+        fair_share: FairSharePolicy | None = None,
     ) -> None:
         self.backend = backend
+        self.fair_share = fair_share or FairSharePolicy()
         self.kinds = kinds
         self.config = config
         self.verification = verification or VerificationPolicy()
@@ -104,6 +113,8 @@ class Store:
         #: The pool's figures read for every exchange (speed per kind, volunteers online),
         #: by name: (when read, value). A cache this process may lose, never the truth.
         self._figures: dict[str, tuple[float, float]] = {}
+        #: The API keys' weights for the fair share (when read, weights): a cache too.
+        self._weights: tuple[float, dict[str, float]] = (float("-inf"), {})
         #: Work the granted leases still have to do, for the sizing of tail chunks.
         self.in_flight = InFlight()
         #: Increases whenever chunks become available to lease (for long-polling waiters).
@@ -125,10 +136,12 @@ class Store:
         replication: int | None = None,
         quorum: int | None = None,
         adaptive: bool | None = None,
+        priority: int = 0,
     ) -> Job:
         """Validate and record a new job for ``owner`` (an API key id, or "").
 
         Args:
+            priority: among its owner's running jobs, higher runs first (-100 to 100).
             replication: copies of each chunk computed by different workers (default 1).
             quorum: copies that must agree (default: all of two, a majority of more).
             adaptive: adaptive verification (default: the pool's, unless ``replication``
@@ -149,6 +162,8 @@ class Store:
         copies = 1 if replication is None else replication
         agree = default_quorum(copies) if quorum is None else quorum
         errors = replication_errors(copies, agree)
+        if isinstance(priority, bool) or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            errors["priority"] = f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}"
         if errors:
             raise InvalidParams(errors)
         if adaptive is None:
@@ -172,6 +187,7 @@ class Store:
             replication=copies,
             quorum=agree,
             adaptive=adaptive,
+            priority=priority,
         )
         with self.backend.transaction():
             limit = MAX_RUNNING_JOBS_PER_OWNER
@@ -488,6 +504,8 @@ class Store:
                 self.rng.random,
                 lambda: self._pool_tokens(now),
                 self.credit,
+                self.fair_share,
+                lambda: self._owner_weights(now),
             )
             for report in results:
                 step.report(report)
@@ -558,6 +576,24 @@ class Store:
         return self._pool_figure(
             f"speed {kind}", now, lambda since: self.backend.pool_speed(kind, since)
         )
+
+    def _owner_weights(self, now: float) -> dict[str, float]:
+        """The API keys' weights, read again at most once a second (an admin's change
+        takes a second to count)."""
+        read_s, weights = self._weights
+        if not 0 <= now - read_s < POOL_SPEED_CACHE_S:
+            weights = self.backend.owner_weights()
+            self._weights = (now, weights)
+        return weights
+
+    def owner_shares(self, now: float) -> list[OwnerShare]:
+        """Every submitter's share of the pool and usage (see
+        :mod:`hydracompute.core.fairshare`): those with running jobs or recent usage."""
+        with self.backend.transaction():
+            jobs = list(self.backend.running_jobs())
+            usage = self.backend.owner_usage()
+            weights = self.backend.owner_weights()
+        return self.fair_share.shares(jobs, usage, weights, now)
 
     def _pool_tokens(self, now: float) -> int:
         """Join tokens (volunteers) of the online workers."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from hydracompute.core.credit import CreditEntry, CreditTotal, EntryKind, Grouping, sort_totals
+from hydracompute.core.fairshare import RunningJob, Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
@@ -157,6 +158,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workers ADD COLUMN watts_per_core REAL
     """,
+    # Fair share between submitters (see core/fairshare.py): a job's priority within its
+    # owner's, an API key's weight, and each owner's decayed usage.
+    """
+    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE credentials ADD COLUMN weight REAL NOT NULL DEFAULT 1;
+    CREATE TABLE owner_usage (
+        owner TEXT PRIMARY KEY, usage_s REAL NOT NULL, as_of_s REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
 ]
 
 
@@ -187,10 +197,11 @@ class SQLiteBackend(Backend):
         self._blobs = blobs
         self._lock = threading.RLock()
         self._depth = 0
-        #: The running jobs' (id, kind), read on every exchange that asks for work, kept
-        #: until a job starts or stops running, a transaction is rolled back, or another
-        #: connection changes the file (``data_version``).
-        self._running: dict[str, str] | None = None  # job id -> kind, oldest first
+        #: The running jobs, read on every exchange that asks for work, kept until a job
+        #: starts or stops running, a transaction is rolled back, or another connection
+        #: changes the file (``data_version``); the owners' usage likewise.
+        self._running: dict[str, RunningJob] | None = None  # by job id, oldest first
+        self._usage: dict[str, Usage] | None = None
         self._running_version = -1
         #: Rows of the remembered tables as last written or read from the file, by table and
         #: key, in that order (the oldest are forgotten first); and the running jobs known
@@ -282,6 +293,7 @@ class SQLiteBackend(Backend):
         """Drop what is remembered of the file: a rollback undid writes it remembers, or
         another connection changed the file."""
         self._running = None
+        self._usage = None
         for rows in self._rows.values():
             rows.clear()
         self._no_pending.clear()
@@ -410,16 +422,39 @@ class SQLiteBackend(Backend):
         counts = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
         return {state: int(counts.get(state.value, 0)) for state in JobState}
 
-    def running_jobs(self) -> Collection[tuple[str, str]]:
+    def running_jobs(self) -> Collection[RunningJob]:
         with self._lock:
             self._look_at_file()
             if self._running is None:
                 rows = self._db.execute(
-                    "SELECT job_id, kind FROM jobs WHERE state = 'running' "
+                    "SELECT job_id, kind, owner, priority FROM jobs WHERE state = 'running' "
                     "ORDER BY created_s, job_id"
                 ).fetchall()
-                self._running = {str(job_id): str(kind) for job_id, kind in rows}
-            return self._running.items()  # a view: the dict is replaced, never changed
+                self._running = {str(row[0]): RunningJob(*row) for row in rows}
+            return self._running.values()  # a view: the dict is replaced, never changed
+
+    def owner_usage(self) -> dict[str, Usage]:
+        with self._lock:
+            self._look_at_file()
+            if self._usage is None:
+                rows = self._db.execute("SELECT owner, usage_s, as_of_s FROM owner_usage")
+                self._usage = {str(owner): Usage(u, t) for owner, u, t in rows}
+            return dict(self._usage)
+
+    def put_owner_usage(self, usage: dict[str, Usage]) -> None:
+        self._db.executemany(
+            "INSERT INTO owner_usage VALUES (?, ?, ?) ON CONFLICT (owner) DO UPDATE SET "
+            "usage_s = excluded.usage_s, as_of_s = excluded.as_of_s",
+            [(owner, u.usage_s, u.as_of_s) for owner, u in usage.items()],
+        )
+        if self._usage is not None:
+            self._usage.update(usage)
+
+    def owner_weights(self) -> dict[str, float]:
+        rows = self._db.execute(
+            "SELECT cred_id, weight FROM credentials WHERE kind = 'api_key' AND weight != 1"
+        )
+        return {str(cred_id): float(weight) for cred_id, weight in rows}
 
     def get_chunk(self, job_id: str, index: int) -> Chunk | None:
         return self._one(CHUNKS, job_id, index)  # type: ignore[no-any-return]
