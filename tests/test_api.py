@@ -558,7 +558,9 @@ def test_an_unknown_kind_is_refused(pool: Pool) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"kind": "sum", "params": {"n": 5}, "priority": 1}, "priority"),
+        ({"kind": "sum", "params": {"n": 5}, "urgency": 1}, "urgency"),
+        ({"kind": "sum", "params": {"n": 5}, "priority": 101}, "priority"),
+        ({"kind": "sum", "params": {"n": 5}, "priority": 1.0}, "priority"),
         ({"kind": 5, "params": {"n": 5}}, "kind"),
         ({"kind": "Sum Kind!", "params": {"n": 5}}, "kind"),
         ({"params": {"n": 5}}, "kind"),

@@ -20,6 +20,7 @@ from hydracompute.coordinator.schemas import (
     CredentialList,
     CredentialView,
     KeyCreate,
+    KeyWeight,
     SessionStart,
     SessionView,
     TokenCreate,
@@ -37,6 +38,7 @@ def credential_view(credential: Credential) -> CredentialView:
         id=credential.cred_id,
         name=credential.name,
         role=credential.role.value if credential.role else None,
+        weight=credential.weight if credential.kind is CredentialKind.API_KEY else None,
         created_s=credential.created_s,
         expires_s=credential.expires_s,
         max_uses=credential.max_uses,
@@ -52,11 +54,12 @@ async def _issue(
     expires_in_s: float | None,
     role: Role | None = None,
     max_uses: int | None = None,
+    weight: float = 1.0,
 ) -> CredentialIssued:
     now = c.clock()
     expires_s = None if expires_in_s is None else now + expires_in_s
     credential, text = await c.call(
-        c.store.credentials.issue, kind, name, now, role, expires_s, max_uses
+        c.store.credentials.issue, kind, name, now, role, expires_s, max_uses, weight
     )
     return CredentialIssued(**credential_view(credential).model_dump(), secret=text)
 
@@ -64,7 +67,23 @@ async def _issue(
 @router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=CredentialIssued)
 async def create_key(body: KeyCreate, c: CoordinatorDep, _: Admin) -> CredentialIssued:
     """Issue an API key with a role; the key itself is in the answer, and only there."""
-    return await _issue(c, CredentialKind.API_KEY, body.name, body.expires_in_s, Role(body.role))
+    return await _issue(
+        c,
+        CredentialKind.API_KEY,
+        body.name,
+        body.expires_in_s,
+        Role(body.role),
+        weight=body.weight,
+    )
+
+
+@router.put("/keys/{key_id}/weight", response_model=CredentialView)
+async def set_key_weight(
+    key_id: str, body: KeyWeight, c: CoordinatorDep, _: Admin
+) -> CredentialView:
+    """Set an API key's weight in the fair share between submitters: its jobs' share of
+    the pool against the other submitters' weights (1 by default). Counts within a second."""
+    return credential_view(await c.call(c.store.credentials.set_weight, key_id, body.weight))
 
 
 @router.get("/keys", response_model=CredentialList)

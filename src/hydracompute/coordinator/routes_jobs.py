@@ -12,9 +12,16 @@ from fastapi.responses import StreamingResponse
 
 from hydracompute.coordinator.auth import CoordinatorDep, Principal, Submitter, Viewer
 from hydracompute.coordinator.capacity import PoolCapacity
-from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
+from hydracompute.coordinator.schemas import (
+    JobList,
+    JobSubmit,
+    JobView,
+    ShareList,
+    ShareView,
+)
 from hydracompute.coordinator.service import Coordinator, log_job_end
 from hydracompute.core.config import MAX_JOB_WAIT_S
+from hydracompute.core.fairshare import OwnerShare
 from hydracompute.core.models import Job, JobState, Role
 from hydracompute.core.verification import workers_needed
 from hydracompute.errors import Conflict, NotFound
@@ -35,9 +42,32 @@ async def visible_job(c: Coordinator, principal: Principal, job_id: str) -> Job:
     return job
 
 
-def job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
+async def owner_shares(c: Coordinator) -> dict[str, OwnerShare]:
+    """Every submitter's standing in the fair share, by owner."""
+    return {s.owner: s for s in await c.call(c.store.owner_shares, c.clock())}
+
+
+def share_view(share: OwnerShare) -> ShareView:
+    return ShareView(
+        owner=share.owner,
+        weight=share.weight,
+        share=share.share,
+        usage_s=share.usage_s,
+        usage_fraction=share.usage_fraction,
+        running_jobs=share.running_jobs,
+    )
+
+
+def job_view(
+    c: Coordinator,
+    job: Job,
+    capacity: PoolCapacity,
+    shares: dict[str, OwnerShare] | None = None,
+) -> JobView:
     """The job as the API shows it; ``capacity`` (see :meth:`Coordinator.capacity`) says
-    whether a running job is waiting for a worker that can run it."""
+    whether a running job is waiting for a worker that can run it, ``shares`` (see
+    :func:`owner_shares`) its owner's standing in the fair share."""
+    share = (shares or {}).get(job.owner) if not job.state.finished else None
     kind = c.store.kinds.get(job.kind)
     end = job.finished_s if job.finished_s is not None else c.clock()
     elapsed_s = max(0.0, end - job.created_s)
@@ -74,6 +104,8 @@ def job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
         quorum=job.quorum,
         adaptive=job.adaptive,
         reopened=job.reopened,
+        priority=job.priority,
+        owner_share=None if share is None else share_view(share),
         waiting_reason=None
         if job.state.finished
         else capacity.waiting_reason(job.kind, workers_needed(job.quorum, job.adaptive)),
@@ -96,10 +128,11 @@ async def submit_job(
         body.replication,
         body.quorum,
         body.adaptive,
+        body.priority,
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     c.events.publish({job.job_id})
-    view = job_view(c, job, await c.capacity(max_age_s=0.0))
+    view = job_view(c, job, await c.capacity(max_age_s=0.0), await owner_shares(c))
     log.info(
         "job %s (%s, %d %ss) submitted by %s%s",
         job.job_id,
@@ -122,8 +155,21 @@ async def list_jobs(
     """Jobs, newest first (for a submitter, its own)."""
     owner = None if principal.sees_all_jobs() else principal.key_id
     jobs = await c.call(c.store.list_jobs, state, limit, owner)
-    capacity = await c.capacity()
-    return JobList(jobs=[job_view(c, j, capacity) for j in jobs])
+    capacity, shares = await c.capacity(), await owner_shares(c)
+    return JobList(jobs=[job_view(c, j, capacity, shares) for j in jobs])
+
+
+@router.get("/shares", response_model=ShareList)
+async def list_shares(c: CoordinatorDep, principal: Viewer) -> ShareList:
+    """Every submitter's share of the pool and recent usage (for a submitter, its own):
+    the fair share gives each submitter with running jobs a part of the pool's compute in
+    proportion to its key's weight."""
+    shares = await c.call(c.store.owner_shares, c.clock())
+    if not principal.sees_all_jobs():
+        shares = [s for s in shares if s.owner == principal.key_id]
+    return ShareList(
+        owners=[share_view(s) for s in shares], half_life_s=c.store.fair_share.half_life_s
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
@@ -144,15 +190,15 @@ async def get_job(
     ``wait_s``, answered as soon as the job finishes, or after ``wait_s`` seconds (at most
     the coordinator's ``max_wait_s``)."""
     if wait_s <= 0:
-        return job_view(c, await visible_job(c, principal, job_id), await c.capacity())
+        job = await visible_job(c, principal, job_id)
+        return job_view(c, job, await c.capacity(), await owner_shares(c))
     with c.events.job_end(job_id) as ended:  # before the read: an end in between wakes it
         job = await visible_job(c, principal, job_id)
-        if job.state.finished or c.is_closing:
-            return job_view(c, job, await c.capacity())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ended.wait(), min(wait_s, c.config.max_wait_s))
-    job = await c.call(c.store.get_job, job_id)
-    return job_view(c, job, await c.capacity())
+        if not (job.state.finished or c.is_closing):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), min(wait_s, c.config.max_wait_s))
+            job = await c.call(c.store.get_job, job_id)
+    return job_view(c, job, await c.capacity(), await owner_shares(c))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from hydracompute.core.credit import MAX_OWN_WATTS_PER_CORE, MIN_OWN_WATTS_PER_CORE
+from hydracompute.core.fairshare import MAX_PRIORITY, MAX_WEIGHT, MIN_PRIORITY, MIN_WEIGHT
 
 LeaseId = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
 KindName = Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")
@@ -70,6 +71,34 @@ class JobSubmit(Strict):
         default=None,
         description="Adaptive verification (default: the pool's, unless replication is given).",
     )
+    priority: int = Field(
+        default=0,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="Among the submitter's own running jobs, higher runs first (default 0).",
+    )
+
+
+class ShareView(BaseModel):
+    """A submitter's standing in the fair share of the pool."""
+
+    owner: str = Field(description="The API key id of the submitter ('' without a key).")
+    weight: float = Field(description="Its weight (1 unless an admin set another).")
+    share: float = Field(
+        description="The fraction of the pool it is entitled to now: its weight over the "
+        "weights of every submitter with running jobs."
+    )
+    usage_s: float = Field(
+        description="Its recent usage: core-seconds granted to its jobs, decayed with the "
+        "pool's half-life."
+    )
+    usage_fraction: float = Field(description="Its part of every submitter's recent usage.")
+    running_jobs: int
+
+
+class ShareList(BaseModel):
+    owners: list[ShareView]
+    half_life_s: float = Field(description="The half-life of usage, in seconds.")
 
 
 class JobView(BaseModel):
@@ -106,6 +135,11 @@ class JobView(BaseModel):
         default=None,
         description="Why a running job cannot progress now, e.g. 'no online worker has "
         "kind squares'; null when it can (and for finished jobs).",
+    )
+    priority: int = Field(0, description="Among its submitter's running jobs, higher first.")
+    owner_share: ShareView | None = Field(
+        default=None,
+        description="Its submitter's share of the pool and recent usage (running jobs only).",
     )
 
 
@@ -252,10 +286,23 @@ class Health(BaseModel):
     workers_online: int
 
 
+ShareWeight = Field(
+    default=1.0,
+    ge=MIN_WEIGHT,
+    le=MAX_WEIGHT,
+    description="The key's weight in the fair share between submitters (default 1).",
+)
+
+
 class KeyCreate(Strict):
     name: str = Field("", max_length=200)
     role: str = Field(pattern="^(admin|submitter|viewer)$")
     expires_in_s: float | None = Field(default=None, ge=1, le=10 * 365 * 86400)
+    weight: float = ShareWeight
+
+
+class KeyWeight(Strict):
+    weight: float = ShareWeight
 
 
 class TokenCreate(Strict):
@@ -268,6 +315,9 @@ class CredentialView(BaseModel):
     id: str
     name: str
     role: str | None = Field(description="API keys only.")
+    weight: float | None = Field(
+        default=None, description="API keys only: weight in the fair share between submitters."
+    )
     created_s: float
     expires_s: float | None
     max_uses: int | None = Field(description="Join tokens only; null means unlimited.")
