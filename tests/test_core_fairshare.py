@@ -89,7 +89,7 @@ def test_priority_does_not_take_from_another_owner() -> None:
 def test_a_late_owner_starts_at_once_and_then_shares() -> None:
     huge = RunningJob("huge", "pi", "alice")
     small = RunningJob("small", "pi", "bob")
-    given, grants = run_pool({0.0: [huge], 100.0: [small]}, until_s=400)
+    _, grants = run_pool({0.0: [huge], 100.0: [small]}, until_s=400)
     first_small = min(t for t, job in grants if job == "small")
     assert first_small == 100.0  # the very next free core after it arrived
     assert {job for t, job in grants if t < 100.0} == {"huge"}

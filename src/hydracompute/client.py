@@ -170,6 +170,7 @@ class Client:
         replication: int | None = None,
         quorum: int | None = None,
         adaptive: bool | None = None,
+        priority: int | None = None,
         **params: Any,
     ) -> Job:
         """Submit a job; ``params`` are the kind's parameters (e.g. ``samples=10**9``).
@@ -177,6 +178,7 @@ class Client:
         ``replication`` copies of each chunk are computed by different workers and
         ``quorum`` of them must agree; ``adaptive`` verification replicates only untrusted
         workers' outputs (and trusted ones' now and then). ``None``: the pool's default.
+        ``priority`` orders the submitter's own running jobs (higher first, default 0).
 
         Raises:
             InvalidParams: a parameter is NaN or infinite (nothing is sent); the
@@ -192,6 +194,7 @@ class Client:
             "replication": replication,
             "quorum": quorum,
             "adaptive": adaptive,
+            "priority": priority,
         }
         body.update({key: value for key, value in options.items() if value is not None})
         info = JobInfo(self.request("POST", "/api/v1/jobs", json=body).json())
@@ -206,6 +209,10 @@ class Client:
             params["state"] = state
         found = self.request("GET", "/api/v1/jobs", params=params).json()["jobs"]
         return [JobInfo(j) for j in found]
+
+    def shares(self) -> list[dict[str, Any]]:
+        """Every submitter's share of the pool and recent usage (a submitter sees its own)."""
+        return list(self.request("GET", "/api/v1/shares").json()["owners"])
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/v1/workers").json()["workers"])

@@ -11,6 +11,7 @@ import click
 from rich.table import Column, Table
 
 from hydracompute.cli.base import (
+    FiniteFloat,
     api_key_option,
     ca_fingerprint_option,
     handle_errors,
@@ -24,6 +25,7 @@ from hydracompute.cli.base import (
 from hydracompute.cli.jobs import workers_group
 from hydracompute.client import Client
 from hydracompute.connection import save_profile
+from hydracompute.core.fairshare import MAX_WEIGHT, MIN_WEIGHT
 from hydracompute.errors import Unauthorized
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -49,11 +51,12 @@ def _show(credentials: list[dict[str, Any]], as_json: bool, uses: bool) -> None:
     if as_json:
         print_json(credentials)
         return
-    third_column = "uses" if uses else "role"
+    third_column = "uses" if uses else "role (weight)"
     table = Table(Column("id", no_wrap=True), "name", third_column, "expires", "revoked")
     for c in credentials:
         if not uses:
-            third = c["role"] or ""
+            weight = c.get("weight") or 1.0
+            third = (c["role"] or "") + (f" ({weight:g})" if weight != 1.0 else "")
         elif c.get("max_uses"):
             third = f"{c['uses']}/{c['max_uses']}"
         else:
@@ -75,6 +78,9 @@ def _issued(answer: dict[str, Any], what: str, as_json: bool) -> None:
     click.echo(answer["secret"])
 
 
+WEIGHT = FiniteFloat(MIN_WEIGHT, MAX_WEIGHT)
+
+
 @main.group()
 def key() -> None:
     """Create, list and revoke API keys (admin)."""
@@ -84,13 +90,34 @@ def key() -> None:
 @click.option("--role", required=True, type=click.Choice(["admin", "submitter", "viewer"]))
 @click.option("--name", default="", help="A note saying who or what the key is for.")
 @click.option("--expires-in", default=None, help="e.g. 12h or 30d (default: never).")
+@click.option("--weight", default=1.0, type=WEIGHT, help="Share of the pool against others' 1.")
 @json_option
 @handle_errors
 @with_client
-def key_create(role: str, name: str, expires_in: str | None, client: Client, as_json: bool) -> None:
-    """Issue an API key with a role."""
+def key_create(
+    role: str, name: str, expires_in: str | None, weight: float, client: Client, as_json: bool
+) -> None:
+    """Issue an API key with a role (and, for a submitter, a weight in the fair share)."""
     body = {"role": role, "name": name, "expires_in_s": parse_duration(expires_in)}
+    if weight != 1.0:
+        body["weight"] = weight
     _issued(client.request("POST", "/api/v1/keys", json=body).json(), "API key", as_json)
+
+
+@key.command("weight")
+@click.argument("key_id")
+@click.argument("weight", type=WEIGHT)
+@json_option
+@handle_errors
+@with_client
+def key_weight(key_id: str, weight: float, client: Client, as_json: bool) -> None:
+    """Set a key's weight in the fair share between submitters: its jobs get WEIGHT parts
+    of the pool where each other submitter gets its own weight (1 by default)."""
+    answer = client.request("PUT", f"/api/v1/keys/{key_id}/weight", json={"weight": weight})
+    if as_json:
+        print_json(answer.json())
+    else:
+        notes.print(f"{key_id} now has weight {weight:g}")
 
 
 @key.command("list")

@@ -78,8 +78,8 @@ def _submit(
         _print_answer(info)
 
 
-#: Where the verification options leave what they were given (every submit command takes
-#: them, and only ``_submit`` reads them).
+#: Where the verification options (and --priority) leave what they were given (every
+#: submit command takes them, and only ``_submit`` reads them).
 VERIFICATION_META = "hydracompute.verification"
 
 
@@ -119,6 +119,15 @@ submit_options = [
         callback=_verification_option("adaptive"),
         help="Adaptive verification: replicate untrusted workers' outputs always, trusted "
         "ones' now and then (default: the coordinator's --verify).",
+    ),
+    click.option(
+        "--priority",
+        type=click.IntRange(-100, 100),
+        default=None,
+        expose_value=False,
+        callback=_verification_option("priority"),
+        help="Among your own running jobs, higher runs first (default 0); other "
+        "submitters' share of the pool is not affected.",
     ),
     click.option("-o", "--output", default=None, help="With --wait: save the main artefact."),
     click.option(
@@ -330,10 +339,38 @@ def jobs(state: str | None, limit: int, client: Client, as_json: bool) -> None:
     if as_json:
         print_json([j.raw for j in found])
         return
-    table = Table(Column("job", no_wrap=True), "kind", "state", "progress", "elapsed", "name")
+    table = Table(
+        Column("job", no_wrap=True), "kind", "state", "progress", "elapsed", "priority", "name"
+    )
     for j in found:
         table.add_row(
-            j.job_id, j.kind, j.state, f"{j.progress:.1%}", f"{j.elapsed_s:.1f} s", j.name
+            j.job_id,
+            j.kind,
+            j.state,
+            f"{j.progress:.1%}",
+            f"{j.elapsed_s:.1f} s",
+            str(j.raw.get("priority", 0)),
+            j.name,
+        )
+    print_table(table)
+    _print_shares(client.shares())
+
+
+def _print_shares(shares: list[dict[str, Any]]) -> None:
+    """The fair share between submitters: each one's entitlement and recent usage."""
+    if not shares:
+        return
+    table = Table(
+        Column("submitter", no_wrap=True), "weight", "share", "usage", "of usage", "running"
+    )
+    for s in shares:
+        table.add_row(
+            s["owner"] or "(no key)",
+            f"{s['weight']:g}",
+            f"{s['share']:.0%}",
+            f"{s['usage_s']:.1f} core-s",
+            f"{s['usage_fraction']:.0%}",
+            str(s["running_jobs"]),
         )
     print_table(table)
 
