@@ -251,6 +251,13 @@ function overviewPage() {
       <thead><tr><th>job</th><th>kind</th><th>state</th><th>progress</th><th class="num"></th>
       <th class="num">throughput</th><th class="num">elapsed</th><th class="num">ETA</th></tr></thead>
       <tbody></tbody></table></div></section>
+    <section class="panel"><h2>Submitters</h2><div class="scroll"><table id="shares">
+      <thead><tr><th>submitter</th><th class="num">weight</th><th class="num">share</th>
+      <th class="num">recent usage</th><th class="num">of usage</th><th class="num">running jobs</th></tr></thead>
+      <tbody></tbody></table></div>
+      <p class="muted">Each submitter with running jobs is entitled to a share of the pool in
+      proportion to its weight; usage is core-seconds granted to its jobs, decaying with a
+      half-life of <span id="half-life"></span>.</p></section>
     <section class="panel"><h2>Workers</h2><div class="scroll"><table id="workers">
       <thead><tr><th>name</th><th class="num">cores</th><th>state</th><th>speed per core</th>
       <th class="num">chunks in hand</th><th class="num">chunks done</th><th>last seen</th></tr></thead>
@@ -274,6 +281,18 @@ function overviewPage() {
       <td class="num">${si(v.energy_kwh * 1000)} Wh</td>
       <td class="num">${(v.share * 100).toFixed(1)}%</td></tr>`).join("") ||
       '<tr><td colspan="5" class="muted">No credit yet: it is granted as chunks are accepted.</td></tr>';
+  };
+  const renderShares = async () => {
+    const shares = await api("GET", "/api/v1/shares");
+    const body = document.querySelector("#shares tbody");
+    if (!body) return;
+    document.getElementById("half-life").textContent = duration(shares.half_life_s);
+    body.innerHTML = shares.owners.map((s) => `<tr><td>${escapeHtml(s.owner || "(no key)")}</td>
+      <td class="num">${s.weight}</td><td class="num">${(s.share * 100).toFixed(1)}%</td>
+      <td class="num">${si(s.usage_s)} core-s</td>
+      <td class="num">${(s.usage_fraction * 100).toFixed(1)}%</td>
+      <td class="num">${s.running_jobs}</td></tr>`).join("") ||
+      '<tr><td colspan="6" class="muted">No submitter has running jobs.</td></tr>';
   };
   const renderJobs = () => {
     if (!document.getElementById("jobs")) return; // replaced by another page meanwhile
@@ -305,7 +324,10 @@ function overviewPage() {
       '<tr><td colspan="7" class="muted">No workers yet: start one with "hydracompute worker".</td></tr>';
     const more = pool.workers_total - pool.workers.length;
     document.getElementById("more-workers").textContent = more > 0 ? `and ${more} more` : "";
-    if (Date.now() - leaderboardRead > LEADERBOARD_EVERY_MS) renderLeaderboard().catch(() => {});
+    if (Date.now() - leaderboardRead > LEADERBOARD_EVERY_MS) {
+      renderLeaderboard().catch(() => {});
+      renderShares().catch(() => {});
+    }
   };
   let pending = false;
   const self = {
@@ -364,6 +386,9 @@ function submitPage() {
         <option value="2">2 copies, both agree</option><option value="3">3 copies, 2 agree</option>
         <option value="5">5 copies, 3 agree</option></select>
         <span class="muted">Copies of each chunk come from different volunteers.</span></label>
+      <label style="margin-top:.8rem;max-width:20rem">Priority <input name="__priority" type="number" min="-100" max="100" step="1" placeholder="0">
+        <span class="muted">Among your own running jobs, higher runs first.</span>
+        <span class="error" data-error-for="priority"></span></label>
       <div class="error" id="form-error"></div>
       <div class="actions"><button type="submit">Submit</button></div>
     </form></section></div>`));
@@ -405,6 +430,8 @@ function submitPage() {
       const verify = form.elements.__verify.value;
       if (verify === "none" || verify === "adaptive") body.adaptive = verify === "adaptive";
       else if (verify) body.replication = Number(verify);
+      const priority = form.elements.__priority.value.trim();
+      if (priority !== "") body.priority = Number(priority);
       const job = await api("POST", "/api/v1/jobs", body);
       state.jobs.set(job.job_id, job);
       location.hash = `#/jobs/${job.job_id}`;
@@ -412,7 +439,7 @@ function submitPage() {
       const errors = (error.problem && error.problem.errors) || {};
       let placed = false;
       for (const [name, message] of Object.entries(errors)) {
-        const key = name.replace(/^body\.params\./, "");
+        const key = name.replace(/^body\.params\./, "").replace(/^body\./, "");
         const span = form.querySelector(`[data-error-for="${CSS.escape(key)}"]`);
         if (span) { span.textContent = message; placed = true; }
       }
