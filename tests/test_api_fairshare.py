@@ -3,7 +3,17 @@ and usage, in job views and ``GET /shares``."""
 
 from __future__ import annotations
 
-from tests.test_api import JSON, Pool, assert_problem, pool  # noqa: F401 - the fixture
+from collections.abc import Iterator
+
+import pytest
+
+from tests.test_api import JSON, Pool, assert_problem, open_pool
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    with open_pool() as opened:
+        yield opened
 
 
 def submitter(pool: Pool, name: str, weight: float | None = None) -> tuple[str, dict[str, str]]:
