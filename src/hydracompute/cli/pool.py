@@ -126,6 +126,27 @@ def default_data_dir() -> Path:
     is_flag=True,
     help="Serve /metrics (Prometheus) without an API key (by default it needs a viewer key).",
 )
+@click.option(
+    "--fair-share-half-life",
+    "fair_share_half_life_s",
+    default=60.0,
+    type=FiniteFloat(1, 7 * 86400),
+    show_default=True,
+    help="Seconds: the half-life of each submitter's usage in the fair share of the pool.",
+)
+@click.option(
+    "--max-connections-per-address",
+    default=None,
+    type=click.IntRange(1, 10**6),
+    help="Connections one client address may hold at once (default 1024; a pool behind one "
+    "NAT address counts as one address).",
+)
+@click.option(
+    "--head-timeout-s",
+    default=None,
+    type=FiniteFloat(0.05, 600),
+    help="Seconds a request's line and headers may take to arrive (default 5).",
+)
 def coordinator(
     host: str,
     port: int,
@@ -146,14 +167,19 @@ def coordinator(
     max_watts_per_core: float,
     forget_workers_after: str,
     metrics_public: bool,
+    fair_share_half_life_s: float,
+    max_connections_per_address: int | None,
+    head_timeout_s: float | None,
 ) -> None:
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
     On first start it creates its certificate authority, an admin API key and a join
     token in the data directory, and prints the command that joins a worker.
     """
+    from hydracompute.coordinator.protocol import ConnectionLimits
     from hydracompute.coordinator.server import ServerOptions, serve
     from hydracompute.core.config import SchedulerConfig
+    from hydracompute.core.fairshare import FairSharePolicy
 
     forget_after_s = _forget_after_s(forget_workers_after)
     if (cert is None) != (key is None):
@@ -180,6 +206,17 @@ def coordinator(
         forget_workers_after_s=forget_after_s,
         metrics_public=metrics_public,
         credit=CreditPolicy(watts_per_core=watts_per_core, max_watts_per_core=max_watts_per_core),
+        fair_share=FairSharePolicy(half_life_s=fair_share_half_life_s),
+        connection_limits=ConnectionLimits(
+            **{
+                name: value
+                for name, value in (
+                    ("max_connections_per_address", max_connections_per_address),
+                    ("head_timeout_s", head_timeout_s),
+                )
+                if value is not None
+            }
+        ),
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)

@@ -24,10 +24,11 @@ from typing import Any
 
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.collector import CollectionSchedule
-from hydracompute.coordinator.protocol import HttpProtocol
+from hydracompute.coordinator.protocol import ConnectionLimits, HttpProtocol
 from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import CreditPolicy
+from hydracompute.core.fairshare import FairSharePolicy
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError, Unauthorized
@@ -65,6 +66,10 @@ class ServerOptions:
     metrics_public: bool = False
     #: Credit settings (watts per core, for the energy estimate of each grant).
     credit: CreditPolicy = field(default_factory=CreditPolicy)
+    #: The fair share between submitters (the half-life of their usage).
+    fair_share: FairSharePolicy = field(default_factory=FairSharePolicy)
+    #: What one connection may send or hold before a request reaches the application.
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -126,6 +131,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         verification=options.verification,
         adaptive=options.adaptive,
         credit=options.credit,
+        fair_share=options.fair_share,
     )
     raise_open_files_limit()
     try:
@@ -193,7 +199,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
             app,
             log_level="warning",
             # Forgets each request once answered: every connected worker holds a connection.
-            http=HttpProtocol,
+            http=HttpProtocol.with_limits(options.connection_limits),
             timeout_graceful_shutdown=5,
             # Longer than a worker's longest pause between exchanges (its heartbeat), so
             # that workers keep their connection rather than open one (and, with TLS,
