@@ -28,6 +28,9 @@ from hydracompute.errors import Forbidden, Unauthorized
 SESSION_COOKIE = "hydracompute_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Where :class:`~hydracompute.coordinator.authfirst.AuthenticateFirst` leaves the
+#: principal of a request it authenticated before the body was read.
+PRINCIPAL_SCOPE_KEY = "hydracompute.principal"
 
 
 @dataclass
@@ -164,7 +167,9 @@ def require(role: Role) -> object:
     """A dependency giving the :class:`Principal`, refused unless its role allows ``role``."""
 
     async def dependency(request: Request, c: CoordinatorDep, settings: SecurityDep) -> Principal:
-        principal = await authenticate(request, c, settings)
+        principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
+        if not isinstance(principal, Principal):  # not authenticated before the body
+            principal = await authenticate(request, c, settings)
         if not principal.role.allows(role):
             raise Forbidden(f"this needs the {role.value} role; the key is a {principal.role}")
         return principal

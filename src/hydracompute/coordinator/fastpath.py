@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hydracompute.coordinator import problems
+from hydracompute.coordinator.authfirst import AuthenticateFirst
 from hydracompute.coordinator.limits import (
     EXCHANGE_PATH,
     BodySizeLimit,
@@ -32,6 +33,7 @@ from hydracompute.coordinator.limits import (
 from hydracompute.coordinator.routes_workers import (
     MAX_AUTHORIZATION_CHARS,
     answer_exchange,
+    authenticate_worker_scope,
     client_host,
 )
 from hydracompute.coordinator.schemas import ExchangeIn
@@ -48,7 +50,7 @@ class ExchangeFastPath:
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, max_exchange_bytes: int) -> None:
-        self.app = BodySizeLimit(app, max_bytes)
+        self.app = AuthenticateFirst(BodySizeLimit(app, max_bytes))
         self.max_bytes, self.max_exchange_bytes = max_bytes, max_exchange_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,10 +66,19 @@ class ExchangeFastPath:
                 authorization = value.decode("latin-1")
             elif name == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
-        bearer = authorization is not None and authorization[:7].lower() == "bearer "
+        errors = _header_errors(content_type, authorization)
+        worker_id = match.group(1)
+        if not errors:
+            # The worker's credentials before its body: nobody else makes the coordinator
+            # read and parse up to 64 MiB.
+            try:
+                await authenticate_worker_scope(scope, worker_id, in_store=True)
+            except Exception as exc:
+                await _refuse(scope, receive, send, exc)
+                return
         try:
             body = await read_body(
-                scope, receive, self.max_exchange_bytes if bearer else self.max_bytes
+                scope, receive, self.max_bytes if errors else self.max_exchange_bytes
             )
         except BodyTooLarge as exc:
             await refuse_too_large(send, exc)
@@ -75,7 +86,6 @@ class ExchangeFastPath:
         except ClientGone:
             return
         try:
-            errors = _header_errors(content_type, authorization)
             try:
                 parsed = ExchangeIn.model_validate_json(body)
             except ValidationError as exc:
@@ -87,23 +97,29 @@ class ExchangeFastPath:
             answer = await answer_exchange(
                 state.coordinator,
                 state.security,
-                match.group(1),
+                worker_id,
                 parsed,
                 authorization,
                 client_host(scope),
                 len(body),
+                authenticated=True,
             )
-        except Exception as exc:  # the same problem documents as FastAPI's handlers give
-            response = await problems.response_for(Request(scope), exc)
-            # A refusal's traceback holds the frames it passed through, this one (and so
-            # the body) among them, in a reference cycle through the awaited future: it
-            # would live until the coordinator's next garbage collection.
-            exc.__traceback__ = None
-            await response(scope, receive, send)
+        except Exception as exc:
+            await _refuse(scope, receive, send, exc)
             return
         headers = [*_JSON_HEADERS, (b"content-length", b"%d" % len(answer))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """The same problem documents as FastAPI's handlers give."""
+    response = await problems.response_for(Request(scope), exc)
+    # A refusal's traceback holds the frames it passed through, this one (and so the body)
+    # among them, in a reference cycle through the awaited future: it would live until the
+    # coordinator's next garbage collection.
+    exc.__traceback__ = None
+    await response(scope, receive, send)
 
 
 def _header_errors(content_type: str | None, authorization: str | None) -> list[dict[str, object]]:

@@ -46,6 +46,23 @@ def client_host(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+#: Where a worker whose secret was checked before its request's body was read is named
+#: (see :mod:`hydracompute.coordinator.authfirst`).
+WORKER_SCOPE_KEY = "hydracompute.worker"
+
+
+async def authenticate_worker_scope(scope: Scope, worker_id: str, in_store: bool = False) -> None:
+    """:func:`authenticate` the worker of a request from its ASGI scope (its first
+    ``Authorization`` header, as Starlette reads it)."""
+    authorization = next(
+        (v.decode("latin-1") for n, v in scope["headers"] if n == b"authorization"), None
+    )
+    state = scope["app"].state
+    await authenticate(
+        state.coordinator, state.security, worker_id, authorization, client_host(scope), in_store
+    )
+
+
 async def authenticate(
     c: Coordinator,
     settings: SecuritySettings,
@@ -183,9 +200,11 @@ async def answer_exchange(
     authorization: str | None,
     client: str,
     body_bytes: int = 0,
+    authenticated: bool = False,
 ) -> bytes:
     """The exchange's answer, as JSON (see :func:`exchange`); ``body_bytes`` is the size of
-    the request's body.
+    the request's body; ``authenticated``: the worker's credentials were checked before it
+    was read.
 
     The answer is serialised here rather than validated again against ExchangeOut (its
     schema, which the protocol tests hold it to): this is the busiest request.
@@ -193,7 +212,8 @@ async def answer_exchange(
     Raises:
         HydraError: refused (credentials, rate limit, or a result; nothing is recorded).
     """
-    await authenticate(c, settings, worker_id, authorization, client, True)
+    if not authenticated:
+        await authenticate(c, settings, worker_id, authorization, client, True)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
     outcome = await c.exchange(
         worker_id,
@@ -261,7 +281,8 @@ async def return_leases(
     are and not counted. If any lease is unknown (404) or held by another worker (403),
     nothing is returned.
     """
-    await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
+    if request.scope.get(WORKER_SCOPE_KEY) != worker_id:  # not checked before the body
+        await authenticate(c, settings, worker_id, authorization, client_host(request.scope))
     return Returned(
         returned=await c.call(c.store.return_leases, worker_id, body.lease_ids, c.clock())
     )
