@@ -39,6 +39,7 @@ REFUSALS: dict[str, frozenset[int]] = {
     # jobs: a submitter's quota of running jobs; a job another submitter owns is not found
     "submit_job": frozenset({429}),
     "list_jobs": frozenset(),
+    "list_shares": frozenset(),
     "get_job": frozenset({404}),
     "cancel_job": frozenset({404, 409}),
     "job_result": frozenset({404, 409}),
@@ -57,6 +58,7 @@ REFUSALS: dict[str, frozenset[int]] = {
     "create_key": frozenset({403}),
     "list_keys": frozenset({403}),
     "revoke_key": frozenset({403, 404}),
+    "set_key_weight": frozenset({403, 404}),
     "create_join_token": frozenset({403}),
     "list_join_tokens": frozenset({403}),
     "revoke_join_token": frozenset({403, 404}),
