@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from hydracompute.errors import HydraError, InvalidParams, TooManyRequests, Unauthorized
 
@@ -60,7 +61,29 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     title = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}.get(
         exc.status_code, "HTTP error"
     )
-    return problem(exc.status_code, title, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route whose path matched; RFC 9110
+        # wants every method of the resource, which several routes may share.
+        headers["Allow"] = ", ".join(sorted(allowed_methods(request)))
+    return problem(exc.status_code, title, str(exc.detail), headers)
+
+
+#: The methods a 405's ``Allow`` may name.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """Every method the application's routes accept at the request's path (each method
+    tried against the routes, as the router would match it)."""
+    routes = request.app.router.routes
+    return {
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    }
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -190,6 +190,25 @@ class Enrolled(BaseModel):
 
 
 class ResultIn(Strict):
+    """One chunk's result: exactly one of ``output`` (computed) and ``error`` (failed)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "title": "a computed chunk",
+                    "required": ["output"],
+                    "properties": {"output": {"type": "object"}, "error": {"type": "null"}},
+                },
+                {
+                    "title": "a failed chunk",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "output": {"type": "null"}},
+                },
+            ]
+        }
+    )
+
     lease_id: str = LeaseId
     compute_s: float = Field(0.0, ge=0, le=10**6)
     output: ShallowObject | None = Field(default=None, max_length=64)
