@@ -208,14 +208,9 @@ def coordinator(
         credit=CreditPolicy(watts_per_core=watts_per_core, max_watts_per_core=max_watts_per_core),
         fair_share=FairSharePolicy(half_life_s=fair_share_half_life_s),
         connection_limits=ConnectionLimits(
-            **{
-                name: value
-                for name, value in (
-                    ("max_connections_per_address", max_connections_per_address),
-                    ("head_timeout_s", head_timeout_s),
-                )
-                if value is not None
-            }
+            max_connections_per_address=max_connections_per_address
+            or ConnectionLimits.max_connections_per_address,
+            head_timeout_s=head_timeout_s or ConnectionLimits.head_timeout_s,
         ),
     )
     try:
