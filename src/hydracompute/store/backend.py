@@ -42,12 +42,26 @@ class Backend(abc.ABC):
     """Storage primitives over jobs, chunks, leases, workers, outputs and artefacts."""
 
     @abc.abstractmethod
-    def transaction(self) -> AbstractContextManager[None]:
+    def transaction(self, read_only: bool = False) -> AbstractContextManager[None]:
         """A block whose writes are all committed (durably) at its end, or all rolled back.
 
         Nested in another, it is a savepoint: a failure inside rolls back only what the inner
         block wrote, and nothing is durable before the outermost block ends.
+
+        A block that writes reads each record it will write back with a lock where the
+        database is shared (PostgreSQL: ``FOR UPDATE``), so that two coordinators never
+        lose each other's updates; ``read_only`` (for the outermost block; a nested one
+        is what its outer one is) says it writes nothing, and so locks nothing.
+
+        Raises:
+            StoreConflict: another transaction on a shared database got in the way
+                (a deadlock): nothing was written, and the whole may be tried again.
         """
+
+    @abc.abstractmethod
+    def in_transaction(self) -> bool:
+        """Whether the calling thread is inside :meth:`transaction` (where an error must
+        reach the outermost block before the whole can be tried again)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections."""
@@ -195,7 +209,8 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         """Add entries to the ledger, numbered after every entry already in it (their
-        ``entry_id`` is ignored)."""
+        ``entry_id`` is ignored; numbers may be skipped, as a rolled-back entry's is by a
+        database sequence shared by several coordinators)."""
 
     @abc.abstractmethod
     def credit_entries(
