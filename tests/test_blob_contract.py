@@ -20,8 +20,13 @@ from hydracompute.store.blobs.base import READ_PIECE_BYTES
 from hydracompute.store.blobs.folder import STALE_TEMP_S
 
 
-@pytest.fixture(params=["memory", "folder"])
+@pytest.fixture(params=["memory", "folder", "postgresql"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "postgresql":  # in the database of a PostgreSQL backend
+        backend = request.getfixturevalue("postgres").backend()
+        yield backend.blobs
+        backend.close()
+        return
     store: BlobStore
     store = MemoryBlobStore() if request.param == "memory" else FolderBlobStore(tmp_path / "b")
     yield store

@@ -43,8 +43,6 @@ def open_store(kind: str, path: Path, policy: VerificationPolicy = POLICY) -> St
     return open_verifying_store(kind, path, policy, 11, CreditPolicy(watts_per_core=WATTS))
 
 
-
-
 @pytest.fixture(params=BACKEND_KINDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
     return backend_kind_of(request)

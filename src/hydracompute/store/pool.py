@@ -479,6 +479,10 @@ class Store:
             InvalidResult: an output fails its kind's check.
         """
         with self.backend.transaction(), self.in_flight.undone_on_error():
+            if batch is None:  # a batch locks the jobs of all its exchanges at once
+                self._lock_jobs_of(
+                    [ExchangeRequest(worker_id, list(results), list(running), want, now)]
+                )
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
@@ -533,6 +537,7 @@ class Store:
         answers: list[ExchangeOutcome | Exception] = []
         batch = BatchJobs()
         with self.backend.transaction():
+            self._lock_jobs_of(requests)
             for request in requests:
                 try:
                     answers.append(
@@ -556,6 +561,25 @@ class Store:
                     answers.append(_without_traceback(exc))
             batch.write(self.backend)
         return answers
+
+    def _lock_jobs_of(self, requests: Sequence[ExchangeRequest]) -> None:
+        """Lock, before anything else, the jobs these exchanges may change: those of the
+        leases they report on or renew, and the running ones if they ask for work (see
+        :meth:`Backend.lock_jobs`)."""
+        if not self.backend.shared:
+            return
+        lease_ids = [r.lease_id for request in requests for r in request.results]
+        lease_ids += [lease_id for request in requests for lease_id in request.running]
+        jobs = self.backend.jobs_of_leases(lease_ids) if lease_ids else set()
+        if any(request.want > 0 for request in requests):
+            jobs.update(job_id for job_id, _ in self.backend.running_jobs())
+        self.backend.lock_jobs(jobs)
+
+    def _lock_running_jobs(self) -> None:
+        """Lock the running jobs first, before leases and chunks (see
+        :meth:`Backend.lock_jobs`)."""
+        if self.backend.shared:
+            self.backend.lock_jobs([job_id for job_id, _ in self.backend.running_jobs()])
 
     def _pool_figure(self, name: str, now: float, read: Callable[[float], float]) -> float:
         """``read(seen_since)`` over the online workers, read again at most once a second:
@@ -586,6 +610,7 @@ class Store:
             NotFound: no such worker.
         """
         with self.backend.transaction():
+            self._lock_running_jobs()
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
@@ -610,6 +635,7 @@ class Store:
         """
         released = False
         with self.backend.transaction():
+            self._lock_running_jobs()
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
@@ -637,6 +663,7 @@ class Store:
         """Expire leases not renewed in time and make their chunks available again."""
         expired = 0
         with self.backend.transaction():
+            self._lock_running_jobs()
             for lease in self.backend.overdue_leases(now, EXPIRE_BATCH):
                 self._end_lease(lease, LeaseState.EXPIRED)
                 expired += 1

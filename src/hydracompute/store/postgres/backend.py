@@ -69,6 +69,8 @@ class PostgresBackend(Backend):
         StoreError: the server cannot be reached, or its schema is newer than this code.
     """
 
+    shared = True
+
     def __init__(
         self,
         conninfo: str,
@@ -136,7 +138,7 @@ class PostgresBackend(Backend):
     def pool_tokens(self, seen_since: float) -> int:
         return int(
             self._scalar(
-                "SELECT COUNT(DISTINCT token_id) FROM workers WHERE \"left\" = 0 "
+                'SELECT COUNT(DISTINCT token_id) FROM workers WHERE "left" = 0 '
                 "AND revoked = 0 AND barred = '' AND last_seen_s >= %s",
                 seen_since,
             )
@@ -150,8 +152,7 @@ class PostgresBackend(Backend):
     ) -> list[Worker]:
         since = float("-inf") if seen_since is None else seen_since
         where = (
-            "WHERE last_seen_s < %s AND last_seen_s >= %s "
-            "ORDER BY last_seen_s, worker_id LIMIT %s"
+            "WHERE last_seen_s < %s AND last_seen_s >= %s ORDER BY last_seen_s, worker_id LIMIT %s"
         )
         return self._many(WORKERS, where, seen_before, since, limit, lock=self._lock())
 
@@ -195,12 +196,29 @@ class PostgresBackend(Backend):
             conditions.append("owner = %s")
             args.append(owner)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        return self._many(JOBS, f"{where} ORDER BY created_s DESC, job_id DESC LIMIT %s", *args, limit)
+        return self._many(
+            JOBS, f"{where} ORDER BY created_s DESC, job_id DESC LIMIT %s", *args, limit
+        )
 
     def count_jobs(self) -> dict[JobState, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         counts = {str(state): int(count) for state, count in rows}
         return {state: counts.get(state.value, 0) for state in JobState}
+
+    def lock_jobs(self, job_ids: Collection[str]) -> None:
+        if job_ids and self._db.locking:
+            self._db.execute(
+                "SELECT 1 FROM jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE",
+                (sorted(job_ids),),
+            )
+
+    def jobs_of_leases(self, lease_ids: Collection[str]) -> set[str]:
+        if not lease_ids:
+            return set()
+        rows = self._db.execute(
+            "SELECT DISTINCT job_id FROM leases WHERE lease_id = ANY(%s)", (list(lease_ids),)
+        ).fetchall()
+        return {str(row[0]) for row in rows}
 
     def running_jobs(self) -> Collection[tuple[str, str]]:
         rows = self._db.execute(

@@ -61,8 +61,7 @@ class PostgresBlobStore(BlobStore):
                             seq += 1
                             size += len(piece)
                         old = cursor.execute(
-                            "SELECT blob_id FROM blobs WHERE job_id = %s AND name = %s "
-                            "FOR UPDATE",
+                            "SELECT blob_id FROM blobs WHERE job_id = %s AND name = %s FOR UPDATE",
                             (job_id, name),
                         ).fetchone()
                         cursor.execute(

@@ -56,6 +56,12 @@ class Connections:
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.execute(search_path)
 
+        try:  # at once, for the server's own words (the pool would retry for long)
+            psycopg.connect(conninfo, connect_timeout=int(CONNECT_TIMEOUT_S)).close()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {_where(conninfo)}: {str(exc).strip()}"
+            ) from exc
         self._pool = psycopg_pool.ConnectionPool(
             conninfo,
             min_size=min_size,
