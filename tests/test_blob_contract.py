@@ -68,6 +68,17 @@ def test_a_reader_keeps_reading_the_blob_it_opened(blobs: BlobStore) -> None:
     assert blobs.get("j", "x") == b"new"
 
 
+def test_a_blobs_size_is_found_by_seeking_to_its_end_and_back(blobs: BlobStore) -> None:
+    data = bytes(range(256)) * (READ_PIECE_BYTES // 100)  # a few pieces
+    blobs.put("j", "sized", data)
+    reader = blobs.open("j", "sized")
+    assert reader is not None
+    with reader:
+        assert reader.seek(0, 2) == len(data)  # as an artefact's download finds its size
+        assert reader.seek(0) == 0
+        assert reader.read() == data
+
+
 def test_a_failed_writer_leaves_the_old_blob_or_none(blobs: BlobStore) -> None:
     def failing(first: bytes) -> Iterator[bytes]:
         yield first

@@ -23,11 +23,11 @@ from hydracompute.errors import InvalidRequest, InvalidResult
 from hydracompute.store import ResultReport, Store
 from tests.sum_kind import verification_registry
 from tests.test_store_verification import (
+    BACKEND_KINDS,
     CONFIG,
     POLICY,
     N,
     Volunteer,
-    BACKEND_KINDS,
     backend_for,
     backend_kind_of,
     chunks_of,

@@ -4,6 +4,7 @@ once, and blobs are shared, streamed and whole."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -102,7 +103,7 @@ def test_two_coordinators_exchanging_at_once_count_every_result_once(postgres: S
     # The chunks tile the job exactly; each output stored and credited once.
     spans = sorted((g.start, g.stop) for g in firsts)
     assert spans[0][0] == 0 and spans[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert stores[0].output_indices(job.job_id) == list(range(done.chunks_carved))
     ledger = stores[0].credit_entries(job_id=job.job_id)
     assert sorted(e.chunk_index for e in ledger) == list(range(done.chunks_carved))
@@ -174,7 +175,7 @@ def test_a_store_url_opens_a_postgresql_backend_and_names_a_bad_one(postgres: Sc
     backend = open_backend(postgres.url())
     assert isinstance(backend, PostgresBackend)
     backend.close()
-    with pytest.raises(StoreError, match="cannot connect to PostgreSQL at 127.0.0.1:1/test"):
+    with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:1/test"):
         open_backend("postgresql://postgres@127.0.0.1:1/test?connect_timeout=1")
 
 
@@ -338,7 +339,7 @@ def test_two_coordinators_keep_the_invariants_whatever_the_interleaving(
         outputs = {o.start: o for o in stores[1].job_outputs(job.job_id)}
         # No unit counted twice: the stored outputs are disjoint and add up to the count.
         spans = sorted((o.start, o.stop) for o in outputs.values())
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
         assert done.units_done == sum(stop - start for start, stop in spans)
         if done.state is JobState.DONE:
             n = done.params["n"]

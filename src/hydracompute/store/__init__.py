@@ -6,8 +6,8 @@ from __future__ import annotations
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.verification import VerificationPolicy
-from hydracompute.kinds import KindRegistry
 from hydracompute.errors import StoreError
+from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.location import StoreLocation, StoreScheme
 from hydracompute.store.memory import MemoryBackend

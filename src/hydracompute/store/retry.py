@@ -45,8 +45,7 @@ def retried_on_conflict(method: Callable[Concatenate[S, P], T]) -> Callable[Conc
     :class:`StoreConflict` outside any transaction, up to :data:`CONFLICT_ATTEMPTS` times
     in all, after a short random pause (so the two sides do not meet again at once)."""
 
-    @functools.wraps(method)
-    def retrying(self: S, *args: P.args, **kwargs: P.kwargs) -> T:
+    def retrying(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self.backend.in_transaction():
             return method(self, *args, **kwargs)
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
@@ -59,4 +58,5 @@ def retried_on_conflict(method: Callable[Concatenate[S, P], T]) -> Callable[Conc
                 time.sleep(random.uniform(0, FIRST_PAUSE_S * 2 ** (attempt - 1)))
         raise AssertionError("unreachable")
 
+    functools.update_wrapper(retrying, method)
     return retrying

@@ -493,4 +493,5 @@ class PostgresBackend(Backend):
 
 
 def _credit_entry(row: Any) -> CreditEntry:
-    return CreditEntry(*row[:9], EntryKind(row[9]))
+    fields = (*row[:9], EntryKind(row[9]))
+    return CreditEntry(*fields)

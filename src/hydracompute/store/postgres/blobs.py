@@ -84,7 +84,7 @@ class PostgresBlobStore(BlobStore):
             cursor = conn.cursor(name="blob_reader")
             cursor.itersize = 1
             cursor.execute(
-                "SELECT p.data FROM blobs b JOIN blob_pieces p ON p.blob_id = b.blob_id "
+                "SELECT p.data, b.size FROM blobs b JOIN blob_pieces p ON p.blob_id = b.blob_id "
                 "WHERE b.job_id = %s AND b.name = %s ORDER BY p.seq",
                 (job_id, name),
             )
@@ -98,8 +98,9 @@ class PostgresBlobStore(BlobStore):
             cursor.close()
             self._db.give_back(conn)
             return None
-        reader = _BlobReader(bytes(first[0]), cursor, lambda: self._db.give_back(conn))
-        return io.BufferedReader(reader, PIECE_BYTES)  # type: ignore[return-value]
+        release = lambda: self._db.give_back(conn)  # noqa: E731
+        reader = _BlobReader(bytes(first[0]), int(first[1]), cursor, release)
+        return io.BufferedReader(reader, PIECE_BYTES)
 
     def delete(self, job_id: str, name: str) -> None:
         check_blob_name(job_id, name)
@@ -143,21 +144,49 @@ def _pieces_of_at_most(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
 
 class _BlobReader(io.RawIOBase):
     """A blob read piece by piece from a server-side cursor, on a connection it holds
-    until closed (then ``release`` gives it back)."""
+    until closed (then ``release`` gives it back).
+
+    It reads forwards only, but its size can be found as with a file (``seek(0, 2)``,
+    then ``seek(0)`` back, before reading past the first piece).
+    """
 
     def __init__(
-        self, first: bytes, cursor: psycopg.ServerCursor[Any], release: Callable[[], None]
+        self,
+        first: bytes,
+        size: int,
+        cursor: psycopg.ServerCursor[Any],
+        release: Callable[[], None],
     ) -> None:
+        self._size = size
+        #: The first piece, kept while it is the only one fetched (to seek back into it).
+        self._first: bytes | None = first
         self._buffer = first
+        self._pos = 0
         self._cursor = cursor
         self._release_connection: Callable[[], None] | None = release
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        target = base + offset
+        if target == self._pos:
+            return target
+        if target == self._size:  # nothing left to read
+            self._buffer, self._pos = b"", target
+        elif self._first is not None and 0 <= target <= len(self._first):
+            self._buffer, self._pos = self._first[target:], target
+        else:
+            raise io.UnsupportedOperation("a blob in PostgreSQL is read forwards only")
+        return target
+
     def readinto(self, into: Any) -> int:
         while not self._buffer:
-            if self._release_connection is None:
+            if self._release_connection is None or self._pos >= self._size:
                 return 0
             try:
                 row = self._cursor.fetchone()
@@ -167,10 +196,11 @@ class _BlobReader(io.RawIOBase):
             if row is None:
                 self._release()
                 return 0
-            self._buffer = bytes(row[0])
+            self._buffer, self._first = bytes(row[0]), None
         count = min(len(into), len(self._buffer))
         into[:count] = self._buffer[:count]
         self._buffer = self._buffer[count:]
+        self._pos += count
         return count
 
     def _release(self) -> None:

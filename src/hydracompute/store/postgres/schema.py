@@ -12,6 +12,7 @@ coordinators starting together wait for the first, then find the schema current.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -123,7 +124,7 @@ def advisory_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> int:
+def migrate(conn: psycopg.Connection[Any], schema: str) -> int:
     """Bring ``schema`` (created if missing) to the latest version; returns that version.
 
     ``conn`` is in autocommit mode. The advisory lock is held for the whole check-and-apply,
@@ -147,7 +148,7 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> int:
                     f"({len(MIGRATIONS)}); upgrade hydracompute"
                 )
             for version in range(current + 1, len(MIGRATIONS) + 1):
-                conn.execute(MIGRATIONS[version - 1])  # type: ignore[arg-type]
+                conn.execute(MIGRATIONS[version - 1].encode())
                 conn.execute("INSERT INTO schema_version VALUES (%s)", (version,))
         return len(MIGRATIONS)
     finally:
