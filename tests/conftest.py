@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.postgres_support import Schemas
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +32,21 @@ def private_user_dirs(
         "HYDRACOMPUTE_DATA_DIR",
     ):
         monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> None:
+    """This machine's PostgreSQL, started if it is down (the tests fail if it cannot be)."""
+    from tests.postgres_support import ensure_server
+
+    ensure_server()
+
+
+@pytest.fixture
+def postgres(postgres_server: None) -> Iterator[Schemas]:
+    """Backends on schemas of this test's own, dropped when it ends."""
+    from tests.postgres_support import Schemas, drop_schemas
+
+    schemas = Schemas()
+    yield schemas
+    drop_schemas(schemas.names)

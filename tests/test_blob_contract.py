@@ -20,8 +20,13 @@ from hydracompute.store.blobs.base import READ_PIECE_BYTES
 from hydracompute.store.blobs.folder import STALE_TEMP_S
 
 
-@pytest.fixture(params=["memory", "folder"])
+@pytest.fixture(params=["memory", "folder", "postgresql"])
 def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "postgresql":  # in the database of a PostgreSQL backend
+        backend = request.getfixturevalue("postgres").backend()
+        yield backend.blobs
+        backend.close()
+        return
     store: BlobStore
     store = MemoryBlobStore() if request.param == "memory" else FolderBlobStore(tmp_path / "b")
     yield store
@@ -61,6 +66,17 @@ def test_a_reader_keeps_reading_the_blob_it_opened(blobs: BlobStore) -> None:
         blobs.put("j", "x", b"new")
         assert reader.read() == b"old" * 999
     assert blobs.get("j", "x") == b"new"
+
+
+def test_a_blobs_size_is_found_by_seeking_to_its_end_and_back(blobs: BlobStore) -> None:
+    data = bytes(range(256)) * (READ_PIECE_BYTES // 100)  # a few pieces
+    blobs.put("j", "sized", data)
+    reader = blobs.open("j", "sized")
+    assert reader is not None
+    with reader:
+        assert reader.seek(0, 2) == len(data)  # as an artefact's download finds its size
+        assert reader.seek(0) == 0
+        assert reader.read() == data
 
 
 def test_a_failed_writer_leaves_the_old_blob_or_none(blobs: BlobStore) -> None:

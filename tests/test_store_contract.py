@@ -24,7 +24,7 @@ from hydracompute.errors import (
 )
 from hydracompute.kinds import ChunkOutput
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
-from hydracompute.store.backend import StoredOutput
+from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import MemoryBlobStore
 from hydracompute.store.figures import PoolFigures, pool_figures
 from hydracompute.store.payloads import INLINE_OUTPUT_MAX_BYTES, artefact_blob_name
@@ -36,9 +36,15 @@ CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
 TTL = CONFIG.lease_ttl_s
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    backend = MemoryBackend() if request.param == "memory" else SQLiteBackend(tmp_path / "s.db")
+    backend: Backend
+    if request.param == "memory":
+        backend = MemoryBackend()
+    elif request.param == "sqlite":
+        backend = SQLiteBackend(tmp_path / "s.db")
+    else:
+        backend = request.getfixturevalue("postgres").backend()
     s = Store(backend, sum_registry(), CONFIG)
     yield s
     s.close()

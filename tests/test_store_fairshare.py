@@ -13,18 +13,18 @@ from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.fairshare import Usage
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.errors import InvalidParams, InvalidRequest
-from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
+from hydracompute.store import ResultReport, SQLiteBackend, Store
 from hydracompute.store.records import ExchangeRequest
 from hydracompute.store.sqlite import MIGRATIONS
 from tests.sum_kind import SumKind, sum_registry
+from tests.test_store_verification import BACKEND_KINDS, backend_for, backend_kind_of
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BACKEND_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    backend = MemoryBackend() if request.param == "memory" else SQLiteBackend(tmp_path / "s.db")
-    s = Store(backend, sum_registry(), CONFIG)
+    s = Store(backend_for(backend_kind_of(request), tmp_path / "s.db"), sum_registry(), CONFIG)
     yield s
     s.close()
 

@@ -21,6 +21,8 @@ from hydracompute.errors import InvalidParams
 from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.figures import pool_figures
+from hydracompute.store.postgres import PostgresBackend
+from tests.postgres_support import POSTGRES_URL, schema_for
 from tests.sum_kind import verification_registry
 
 CONFIG = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0, max_failures=3)
@@ -30,11 +32,31 @@ N = 60
 
 
 def backend_for(kind: str, path: Path) -> Backend:
-    return MemoryBackend() if kind == "memory" else SQLiteBackend(path)
+    """A backend of ``kind``; ``path`` names its file, or its schema (opened again by the
+    same path, as after a restart)."""
+    if kind == "memory":
+        return MemoryBackend()
+    if kind == "sqlite":
+        return SQLiteBackend(path)
+    return PostgresBackend(POSTGRES_URL, schema_for(path), pool_size=4)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+BACKEND_KINDS = ["memory", "sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKEND_KINDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
+    return backend_kind_of(request)
+
+
+def backend_kind_of(request: pytest.FixtureRequest) -> str:
+    """The backend kind a test is parametrised with (a PostgreSQL one's schemas are
+    dropped when it ends)."""
+    if request.param == "postgresql":
+        # Drops the schemas the test's paths name when it ends.
+        schemas = request.getfixturevalue("postgres")
+        tmp_path = request.getfixturevalue("tmp_path")
+        schemas.names.append(schema_for(tmp_path / "s.db"))
     return str(request.param)
 
 

@@ -14,6 +14,8 @@
     ├── InvalidRequest       a malformed request: bad JSON, a field out of range (422)
     ├── TooManyRequests      over a rate limit or quota (429, with Retry-After)
     ├── StoreError           the state of record could not be read or written
+    │   └── StoreConflict    a transaction lost a race with another coordinator's
+    │                        (a deadlock or serialization failure): the store retries it
     └── CoordinatorUnavailable  the client or worker cannot reach the coordinator
 
 The coordinator converts each of these into a JSON problem document with the status
@@ -89,6 +91,11 @@ class TooManyRequests(HydraError):
 class StoreError(HydraError):
     status = 503
     title = "Store unavailable"
+
+
+class StoreConflict(StoreError):
+    """Another coordinator sharing the database got in the way (PostgreSQL found a deadlock
+    or a serialization failure): the whole transaction is rolled back and may be retried."""
 
 
 class CoordinatorUnavailable(HydraError):

@@ -25,6 +25,18 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("hydracompute"))
 
 
+def _check_store_url(ctx: click.Context, param: click.Parameter, url: str | None) -> str | None:
+    """Refuse a malformed ``--store`` before anything starts (a usage error)."""
+    from hydracompute.store.location import StoreLocation
+
+    if url is not None:
+        try:
+            StoreLocation.parse(url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return url
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", help="Interface to listen on (0.0.0.0: all).")
 @click.option("--port", default=8765, type=click.IntRange(0, 65535), help="0 picks a free port.")
@@ -40,7 +52,10 @@ def default_data_dir() -> Path:
     "store_url",
     default=None,
     envvar="HYDRACOMPUTE_STORE",
-    help="sqlite:///PATH or memory://. Default: coordinator.db in the data directory.",
+    callback=_check_store_url,
+    help="sqlite:///PATH, postgresql://USER@HOST:PORT/DATABASE[?schema=NAME] (several "
+    "coordinators may share one; needs hydracompute[postgresql]) or memory://. "
+    "Default: coordinator.db in the data directory.",
 )
 @click.option("--target-chunk-s", default=2.0, type=FiniteFloat(0.01, 3600))
 @click.option("--heartbeat-s", default=5.0, type=FiniteFloat(0.05, 600))

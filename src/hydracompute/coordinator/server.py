@@ -119,13 +119,13 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     from hydracompute import tls
     from hydracompute.coordinator.app import create_app
     from hydracompute.kinds import default_registry
-    from hydracompute.store import open_store
+    from hydracompute.store import StoreLocation, open_store
 
     data_dir = options.data_dir
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store_url = options.store_url or f"sqlite:///{data_dir / 'coordinator.db'}"
+    location = StoreLocation.parse(options.store_url or f"sqlite:///{data_dir / 'coordinator.db'}")
     store = open_store(
-        store_url,
+        location,
         default_registry(),
         options.config,
         verification=options.verification,
@@ -160,7 +160,9 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     shown = f"[{options.host}]" if ":" in options.host else options.host
     base = f"{scheme}://{'127.0.0.1' if wildcard else shown}:{bound}"
     public = f"{scheme}://{socket.gethostname()}:{bound}" if wildcard else base
-    say(f"Hydra Compute coordinator listening on {options.host}:{bound} (store: {store_url})")
+    say(
+        f"Hydra Compute coordinator listening on {options.host}:{bound} (store: {location.shown()})"
+    )
     if not options.tls:
         say(
             "WARNING: plain HTTP (--insecure): credentials and results cross the network in "

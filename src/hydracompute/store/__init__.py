@@ -1,15 +1,16 @@
-"""Persistence behind one interface: :class:`Store` over a memory or SQLite backend."""
+"""Persistence behind one interface: :class:`Store` over a memory, SQLite or PostgreSQL
+backend (the last imported only when a ``postgresql://`` store is opened)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.fairshare import FairSharePolicy
 from hydracompute.core.verification import VerificationPolicy
+from hydracompute.errors import StoreError
 from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
+from hydracompute.store.location import StoreLocation, StoreScheme
 from hydracompute.store.memory import MemoryBackend
 from hydracompute.store.pool import Store
 from hydracompute.store.records import ExchangeOutcome, LeaseGrant, ResultReport
@@ -23,31 +24,35 @@ __all__ = [
     "ResultReport",
     "SQLiteBackend",
     "Store",
+    "StoreLocation",
     "open_backend",
     "open_store",
 ]
 
 
-def open_backend(url: str) -> Backend:
-    """A backend from a URL: ``memory://``, ``sqlite:///relative/or/absolute/path.db``
-    (``sqlite:////abs/path.db`` also works) or a plain file path.
+def open_backend(url: str | StoreLocation) -> Backend:
+    """A backend from a store URL or location (see :mod:`hydracompute.store.location`).
 
     Raises:
-        ValueError: an unsupported scheme.
+        ValueError: an unsupported or malformed URL.
+        StoreError: the store cannot be opened (a PostgreSQL server out of reach, say).
     """
-    if url == "memory://":
+    location = url if isinstance(url, StoreLocation) else StoreLocation.parse(url)
+    if location.scheme is StoreScheme.MEMORY:
         return MemoryBackend()
-    if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://")
-        path = path.removeprefix("/") if not path.startswith("//") else path[1:]
-        return SQLiteBackend(path or ":memory:")
-    if "://" in url:
-        raise ValueError(f"unsupported store URL {url!r}: use memory:// or sqlite:///PATH")
-    return SQLiteBackend(Path(url))
+    if location.scheme is StoreScheme.SQLITE:
+        return SQLiteBackend(location.path)
+    try:
+        from hydracompute.store.postgres import PostgresBackend
+    except ImportError as exc:  # the optional dependencies are missing
+        raise StoreError(
+            "a postgresql:// store needs psycopg: pip install 'hydracompute[postgresql]'"
+        ) from exc
+    return PostgresBackend(location.conninfo, location.schema)
 
 
 def open_store(
-    url: str,
+    url: str | StoreLocation,
     kinds: KindRegistry,
     config: SchedulerConfig,
     verification: VerificationPolicy | None = None,

@@ -42,13 +42,31 @@ class StoredOutput:
 class Backend(abc.ABC):
     """Storage primitives over jobs, chunks, leases, workers, outputs and artefacts."""
 
+    #: Whether several writers share the database, so that writes lock rows (see
+    #: :meth:`lock_jobs`); a backend with one writer at a time skips that work.
+    shared = False
+
     @abc.abstractmethod
-    def transaction(self) -> AbstractContextManager[None]:
+    def transaction(self, read_only: bool = False) -> AbstractContextManager[None]:
         """A block whose writes are all committed (durably) at its end, or all rolled back.
 
         Nested in another, it is a savepoint: a failure inside rolls back only what the inner
         block wrote, and nothing is durable before the outermost block ends.
+
+        A block that writes reads each record it will write back with a lock where the
+        database is shared (PostgreSQL: ``FOR UPDATE``), so that two coordinators never
+        lose each other's updates; ``read_only`` (for the outermost block; a nested one
+        is what its outer one is) says it writes nothing, and so locks nothing.
+
+        Raises:
+            StoreConflict: another transaction on a shared database got in the way
+                (a deadlock): nothing was written, and the whole may be tried again.
         """
+
+    @abc.abstractmethod
+    def in_transaction(self) -> bool:
+        """Whether the calling thread is inside :meth:`transaction` (where an error must
+        reach the outermost block before the whole can be tried again)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections."""
@@ -115,6 +133,19 @@ class Backend(abc.ABC):
         """How many jobs are in each state (every state, 0 if none); backends count in the
         database rather than reading the jobs, as this default does."""
         return {state: len(self.list_jobs(frozenset({state}), 2**62)) for state in JobState}
+
+    def lock_jobs(self, job_ids: Collection[str]) -> None:  # noqa: B027 - see below
+        """Where the database is shared, lock these jobs' rows (in one fixed order) until
+        the transaction ends: a write that will touch a job takes its lock before any
+        other, so that two coordinators wait for each other instead of deadlocking (a
+        worker's row, then a job's, against that job's, then the worker's). A backend with
+        one writer at a time has nothing to do."""
+
+    def jobs_of_leases(self, lease_ids: Collection[str]) -> set[str]:
+        """The jobs of the leases that exist among ``lease_ids``, read without a lock
+        (a lease never changes job); backends read them in one query."""
+        leases = (self.get_lease(lease_id) for lease_id in lease_ids)
+        return {lease.job_id for lease in leases if lease is not None}
 
     @abc.abstractmethod
     def running_jobs(self) -> Collection[RunningJob]:
@@ -211,7 +242,8 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         """Add entries to the ledger, numbered after every entry already in it (their
-        ``entry_id`` is ignored)."""
+        ``entry_id`` is ignored; numbers may be skipped, as a rolled-back entry's is by a
+        database sequence shared by several coordinators)."""
 
     @abc.abstractmethod
     def credit_entries(

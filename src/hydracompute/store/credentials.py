@@ -15,6 +15,7 @@ from hydracompute.core.fairshare import MAX_WEIGHT, MIN_WEIGHT
 from hydracompute.core.models import Credential, CredentialKind, Role
 from hydracompute.errors import InvalidRequest, NotFound, Unauthorized
 from hydracompute.store.backend import Backend
+from hydracompute.store.retry import retried_on_conflict
 
 PREFIXES = {CredentialKind.API_KEY: "hck", CredentialKind.JOIN_TOKEN: "hcj"}
 ID_PREFIXES = {CredentialKind.API_KEY: "k-", CredentialKind.JOIN_TOKEN: "t-"}
@@ -51,6 +52,7 @@ class Credentials:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
+    @retried_on_conflict
     def issue(
         self,
         kind: CredentialKind,
@@ -100,9 +102,10 @@ class Credentials:
         return credential, f"{PREFIXES[kind]}_{credential.cred_id}_{secret}"
 
     def list(self, kind: CredentialKind) -> list[Credential]:
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             return self.backend.list_credentials(kind)
 
+    @retried_on_conflict
     def revoke(self, kind: CredentialKind, cred_id: str) -> Credential:
         """Revoke a credential; it is refused from its next use on.
 
@@ -143,7 +146,7 @@ class Credentials:
         """
         prefix, _, rest = text.partition("_")
         cred_id, _, secret = rest.partition("_")
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             credential = self.backend.get_credential(cred_id) if cred_id else None
         what = "API key" if kind is CredentialKind.API_KEY else "join token"
         if (
@@ -164,7 +167,7 @@ class Credentials:
         Raises:
             Unauthorized: unknown, expired or revoked.
         """
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             credential = self.backend.get_credential(cred_id)
         if (
             credential is None
@@ -174,6 +177,7 @@ class Credentials:
             raise Unauthorized("the session's API key is expired or revoked; sign in again")
         return credential
 
+    @retried_on_conflict
     def use(self, kind: CredentialKind, text: str, now: float) -> Credential:
         """:meth:`check` and count one use (join tokens may be limited in uses)."""
         with self.backend.transaction():

@@ -29,7 +29,7 @@ class PoolFigures:
 
 def pool_figures(store: Store, now: float) -> PoolFigures:
     """The figures at ``now``, read in one transaction (one consistent view)."""
-    with store.backend.transaction():
+    with store.backend.transaction(read_only=True):
         workers = store.backend.list_workers()
         leases = sum(store.backend.active_lease_counts().values())
         jobs = store.backend.count_jobs()

@@ -43,6 +43,8 @@ class MemoryBackend(Backend):
         self._blobs = MemoryBlobStore() if blobs is None else blobs
         self._lock = threading.RLock()
         self._undo: list[Callable[[], None]] | None = None
+        #: The thread whose transaction is open (with ``_undo``).
+        self._owner = 0
         self._workers: dict[str, Worker] = {}
         self._credentials: dict[str, Credential] = {}
         self._jobs: dict[str, Job] = {}
@@ -57,8 +59,11 @@ class MemoryBackend(Backend):
         self._credit: dict[int, CreditEntry] = {}
         self._usage: dict[str, Usage] = {}
 
+    def in_transaction(self) -> bool:
+        return self._undo is not None and self._owner == threading.get_ident()
+
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, read_only: bool = False) -> Iterator[None]:
         with self._lock:
             if self._undo is not None:  # nested: a savepoint of the outer transaction
                 mark = len(self._undo)
@@ -71,6 +76,7 @@ class MemoryBackend(Backend):
                     raise
                 return
             self._undo = []
+            self._owner = threading.get_ident()
             try:
                 yield
                 self._blobs.sync()  # for a blob store that defers it

@@ -52,6 +52,7 @@ from hydracompute.errors import (
     InvalidParams,
     InvalidRequest,
     NotFound,
+    StoreConflict,
     TooManyRequests,
     Unauthorized,
 )
@@ -61,6 +62,7 @@ from hydracompute.store.blobs import BlobStore
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
 from hydracompute.store.exchange import BatchJobs, Exchange, release_chunk
 from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
+from hydracompute.store.retry import retried_on_conflict
 from hydracompute.store.verdicts import chunk_outputs
 
 log = logging.getLogger("hydracompute.store")
@@ -125,6 +127,7 @@ class Store:
 
     # jobs
 
+    @retried_on_conflict
     def submit_job(
         self,
         kind: str,
@@ -198,7 +201,7 @@ class Store:
         return job
 
     def get_job(self, job_id: str) -> Job:
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             job = self.backend.get_job(job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r}")
@@ -208,9 +211,10 @@ class Store:
         self, state: JobState | None = None, limit: int = 100, owner: str | None = None
     ) -> list[Job]:
         states = None if state is None else frozenset({state})
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             return self.backend.list_jobs(states, limit, owner)
 
+    @retried_on_conflict
     def cancel_job(self, job_id: str, now: float) -> Job:
         """Stop a running job; its workers are told to abandon its chunks.
 
@@ -230,18 +234,18 @@ class Store:
         return job
 
     def job_outputs(self, job_id: str) -> list[ChunkOutput]:
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             return list(chunk_outputs(self.backend, job_id))
 
     def output_indices(self, job_id: str) -> list[int]:
         """Indices of the job's chunks that have a stored output, ascending."""
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             return self.backend.output_indices(job_id)
 
     def outputs_at(self, job_id: str, indices: Sequence[int]) -> list[ChunkOutput]:
         """The stored outputs of some of the job's chunks (for reading a large job's
         outputs a few at a time), in the order asked; missing ones are left out."""
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             found = (self.backend.get_output(job_id, index) for index in indices)
             return [ChunkOutput(o.start, o.stop, o.output) for o in found if o is not None]
 
@@ -260,7 +264,7 @@ class Store:
         Raises:
             NotFound: no such job or artefact (or the job has not finished).
         """
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             found = self.backend.open_artefact(job_id, name)
             if found is not None:
                 return found
@@ -270,6 +274,7 @@ class Store:
                 raise NotFound(f"job {job_id!r} has no artefact {name!r}")
             return None
 
+    @retried_on_conflict
     def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
         """Record a rendered artefact written whole to :attr:`blobs`, so that later
         downloads need not render it again."""
@@ -278,6 +283,7 @@ class Store:
 
     # workers
 
+    @retried_on_conflict
     def enrol_worker(
         self,
         name: str,
@@ -325,12 +331,13 @@ class Store:
             Unauthorized: no such worker, a wrong secret, or a revoked worker
                 (indistinguishably).
         """
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             worker = self.backend.get_worker(worker_id)
         if worker is None or worker.revoked or not secrets_match(worker.secret_hash, secret):
             raise Unauthorized("unknown, revoked or wrong worker credentials")
         return worker
 
+    @retried_on_conflict
     def revoke_worker(self, worker_id: str, now: float) -> Worker:
         """Shut a worker out from its next request on; its leases go back to the pool.
 
@@ -345,6 +352,7 @@ class Store:
             self.backend.put_worker(worker)
         return worker
 
+    @retried_on_conflict
     def update_worker_profile(
         self,
         worker_id: str,
@@ -385,6 +393,7 @@ class Store:
             self.backend.put_worker(worker)
         return worker
 
+    @retried_on_conflict
     def remove_worker(self, worker_id: str, now: float) -> Worker:
         """Forget a worker: its leases go back to the pool and it disappears from the list.
         Its secret no longer works; started again, it enrols anew with a join token.
@@ -404,10 +413,11 @@ class Store:
         """Workers last heard from in ``[since, before)`` that neither left nor were
         revoked (with ``before`` one lease lifetime ago: those that just went offline
         without saying so), at most ``FORGET_BATCH``."""
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             found = self.backend.workers_seen_before(before, FORGET_BATCH, since)
         return [w for w in found if not (w.left or w.revoked)]
 
+    @retried_on_conflict
     def forget_workers(self, now: float, older_than_s: float) -> list[Worker]:
         """Remove (as :meth:`remove_worker`) workers not heard from for ``older_than_s``,
         at most ``FORGET_BATCH`` of them; returns them."""
@@ -419,12 +429,12 @@ class Store:
         return gone
 
     def list_workers(self) -> list[Worker]:
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             return self.backend.list_workers()
 
     def leases_in_hand(self) -> dict[str, int]:
         """Number of active leases per worker id (every worker, 0 if it holds none)."""
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             counts = self.backend.active_lease_counts()
             return {w.worker_id: counts.get(w.worker_id, 0) for w in self.backend.list_workers()}
 
@@ -439,7 +449,7 @@ class Store:
     ) -> list[CreditTotal]:
         """The credit ledger summed per worker or volunteer over ``[since, until)``
         (only ``worker_id``'s entries, if given), largest credit first."""
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             return self.backend.credit_totals(by, since, until, worker_id)
 
     def credit_entries(
@@ -450,16 +460,17 @@ class Store:
         until: float | None = None,
     ) -> list[CreditEntry]:
         """The ledger's entries matching every filter given, in ledger order."""
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             return self.backend.credit_entries(worker_id, job_id, since=since, until=until)
 
     def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
         """The volunteer's (join token id's) ``limit`` latest ledger entries, newest first."""
-        with self.backend.transaction():
+        with self.backend.transaction(read_only=True):
             return self.backend.recent_credit(volunteer, limit)
 
     # the exchange
 
+    @retried_on_conflict
     def exchange(
         self,
         worker_id: str,
@@ -484,6 +495,10 @@ class Store:
             InvalidResult: an output fails its kind's check.
         """
         with self.backend.transaction(), self.in_flight.undone_on_error():
+            if batch is None:  # a batch locks the jobs of all its exchanges at once
+                self._lock_jobs_of(
+                    [ExchangeRequest(worker_id, list(results), list(running), want, now)]
+                )
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
@@ -527,6 +542,7 @@ class Store:
             self.work_version += 1
         return step.outcome
 
+    @retried_on_conflict
     def exchange_many(
         self, requests: Sequence[ExchangeRequest]
     ) -> list[ExchangeOutcome | Exception]:
@@ -539,6 +555,7 @@ class Store:
         answers: list[ExchangeOutcome | Exception] = []
         batch = BatchJobs()
         with self.backend.transaction():
+            self._lock_jobs_of(requests)
             for request in requests:
                 try:
                     answers.append(
@@ -553,6 +570,8 @@ class Store:
                             batch,
                         )
                     )
+                except StoreConflict:  # lost a race: the whole batch is tried again
+                    raise
                 except HydraError as exc:  # refused: only this one is undone
                     answers.append(_without_traceback(exc))
                 except Exception as exc:  # a bug: only this one is undone, and it is logged
@@ -560,6 +579,25 @@ class Store:
                     answers.append(_without_traceback(exc))
             batch.write(self.backend)
         return answers
+
+    def _lock_jobs_of(self, requests: Sequence[ExchangeRequest]) -> None:
+        """Lock, before anything else, the jobs these exchanges may change: those of the
+        leases they report on or renew, and the running ones if they ask for work (see
+        :meth:`Backend.lock_jobs`)."""
+        if not self.backend.shared:
+            return
+        lease_ids = [r.lease_id for request in requests for r in request.results]
+        lease_ids += [lease_id for request in requests for lease_id in request.running]
+        jobs = self.backend.jobs_of_leases(lease_ids) if lease_ids else set()
+        if any(request.want > 0 for request in requests):
+            jobs.update(job.job_id for job in self.backend.running_jobs())
+        self.backend.lock_jobs(jobs)
+
+    def _lock_running_jobs(self) -> None:
+        """Lock the running jobs first, before leases and chunks (see
+        :meth:`Backend.lock_jobs`)."""
+        if self.backend.shared:
+            self.backend.lock_jobs([job.job_id for job in self.backend.running_jobs()])
 
     def _pool_figure(self, name: str, now: float, read: Callable[[float], float]) -> float:
         """``read(seen_since)`` over the online workers, read again at most once a second:
@@ -599,6 +637,7 @@ class Store:
         """Join tokens (volunteers) of the online workers."""
         return int(self._pool_figure("tokens", now, self.backend.pool_tokens))
 
+    @retried_on_conflict
     def leave(self, worker_id: str, now: float) -> int:
         """A stopping worker leaves: every lease it still holds is given back at once,
         including any granted in an answer it never read. Returns how many.
@@ -607,6 +646,7 @@ class Store:
             NotFound: no such worker.
         """
         with self.backend.transaction():
+            self._lock_running_jobs()
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
@@ -619,6 +659,7 @@ class Store:
             self.work_version += 1
         return len(leases)
 
+    @retried_on_conflict
     def return_leases(self, worker_id: str, lease_ids: Sequence[str], now: float) -> int:
         """A worker gives back leases it will not finish soon (its owner paused it for long):
         their chunks are available to others at once. Returns how many were still active;
@@ -630,6 +671,7 @@ class Store:
         """
         released = False
         with self.backend.transaction():
+            self._lock_running_jobs()
             worker = self.backend.get_worker(worker_id)
             if worker is None:
                 raise NotFound(f"no worker {worker_id!r}")
@@ -652,10 +694,12 @@ class Store:
             self.work_version += 1
         return len(active)
 
+    @retried_on_conflict
     def expire_leases(self, now: float) -> int:
         """Expire leases not renewed in time and make their chunks available again."""
         expired = 0
         with self.backend.transaction():
+            self._lock_running_jobs()
             for lease in self.backend.overdue_leases(now, EXPIRE_BATCH):
                 self._end_lease(lease, LeaseState.EXPIRED)
                 expired += 1

@@ -197,6 +197,8 @@ class SQLiteBackend(Backend):
         self._blobs = blobs
         self._lock = threading.RLock()
         self._depth = 0
+        #: The thread whose transaction is open (while ``_depth`` > 0).
+        self._owner = 0
         #: The running jobs, read on every exchange that asks for work, kept until a job
         #: starts or stops running, a transaction is rolled back, or another connection
         #: changes the file (``data_version``); the owners' usage likewise.
@@ -238,8 +240,12 @@ class SQLiteBackend(Backend):
                         self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version}")
 
+    def in_transaction(self) -> bool:
+        return self._depth > 0 and self._owner == threading.get_ident()
+
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, read_only: bool = False) -> Iterator[None]:
+        # One writer at a time holds the file (BEGIN IMMEDIATE): nothing to lock row by row.
         with self._lock:
             if self._depth:  # nested: a savepoint, so that a failure undoes only its part
                 savepoint = f"nested_{self._depth}"
@@ -260,6 +266,7 @@ class SQLiteBackend(Backend):
                     self._depth -= 1
                 return
             self._depth = 1
+            self._owner = threading.get_ident()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._follow_other_connections()

@@ -38,11 +38,17 @@ class Table:
 
     Enum fields are stored as their value, booleans as integers, dicts and lists as JSON.
     The conversions are worked out once per table from the type hints: rows are read and
-    written on every exchange.
+    written on every exchange. ``mark`` is the driver's parameter placeholder (``?`` for
+    sqlite3, ``%s`` for psycopg): the PostgreSQL backend maps the same records the same way.
     """
 
     def __init__(
-        self, name: str, cls: type[Any], key: tuple[str, ...], remembered: bool = False
+        self,
+        name: str,
+        cls: type[Any],
+        key: tuple[str, ...],
+        remembered: bool = False,
+        mark: str = "?",
     ) -> None:
         self.name, self.cls, self.key = name, cls, key
         #: Rows kept in memory by the backend once written or read (see ``_remember``).
@@ -66,7 +72,7 @@ class Table:
             elif base is bool:
                 self._codecs.append((position, int, bool))
         columns = ", ".join(f'"{f}"' for f in self.fields)
-        marks = ", ".join("?" for _ in self.fields)
+        marks = ", ".join(mark for _ in self.fields)
         # An update in place when the row exists (INSERT OR REPLACE would delete it and
         # insert it again, rewriting every index entry of the row).
         keys = ", ".join(f'"{k}"' for k in key)
@@ -75,7 +81,7 @@ class Table:
             f"INSERT INTO {name} ({columns}) VALUES ({marks}) "
             f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
         )
-        where = " AND ".join(f'"{k}" = ?' for k in key)
+        where = " AND ".join(f'"{k}" = {mark}' for k in key)
         self.select = f"SELECT {columns} FROM {name}"
         self.select_key = f"{self.select} WHERE {where}"
 

@@ -25,7 +25,7 @@ def job_history(store: Store, job_id: str, max_points: int = MAX_HISTORY_POINTS)
     kind = store.kinds.get(job.kind)
     points: list[JSON] = []
     live: JSON = {}
-    with store.backend.transaction():
+    with store.backend.transaction(read_only=True):
         # One output at a time: a large Mandelbrot job's outputs are gigabytes in all.
         count = len(store.backend.output_indices(job_id))
         step = max(1, -(-count // max_points))
@@ -39,7 +39,7 @@ def job_history(store: Store, job_id: str, max_points: int = MAX_HISTORY_POINTS)
 def finished_chunks(store: Store, job_id: str) -> list[int]:
     """Indices of the job's finished chunks (for a page that starts drawing mid-job)."""
     store.get_job(job_id)
-    with store.backend.transaction():
+    with store.backend.transaction(read_only=True):
         return store.backend.output_indices(job_id)
 
 
@@ -74,7 +74,7 @@ def preview_source(store: Store, job_id: str, chunk_index: int) -> PreviewSource
     """
     job = store.get_job(job_id)
     kind = store.kinds.get(job.kind)
-    with store.backend.transaction():
+    with store.backend.transaction(read_only=True):
         stored = store.backend.get_output(job_id, chunk_index)
     if stored is None:
         raise NotFound(f"job {job_id!r} has no finished chunk {chunk_index}")

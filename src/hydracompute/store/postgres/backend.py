@@ -1,0 +1,518 @@
+"""PostgreSQL backend: several coordinators sharing one database.
+
+Correct under concurrency by row locks, not by anything kept in a coordinator's memory
+(this backend keeps no cache):
+
+- In a write transaction (any not opened ``read_only``) a record read to be written back —
+  a worker, job, chunk, lease or credential read by key, a worker's or chunk's active
+  leases, the chunks of a barred worker — is read ``FOR UPDATE``: a second coordinator
+  reading it waits until the first commits, then reads what the first wrote. No update is
+  lost, a job's chunks are carved once (its row is locked while ``next_unit`` moves), a
+  result is counted once (its lease is locked while its state changes).
+- Work to hand out is claimed with ``FOR UPDATE SKIP LOCKED`` (pending chunks, leased ones
+  for backups, overdue leases to expire): a row another coordinator is changing is left to
+  it rather than waited for.
+- Locks are not taken in one global order (a batch of exchanges touches workers, jobs,
+  leases and chunks as its results come): PostgreSQL detects the rare deadlock, and the
+  :class:`~hydracompute.store.pool.Store` retries the whole transaction
+  (:class:`~hydracompute.errors.StoreConflict`).
+
+Every write is durable at its transaction's commit (``synchronous_commit`` as the server
+has it, on by default). Large payloads go to :class:`PostgresBlobStore`, in the same
+database, so every coordinator reaches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, BinaryIO
+
+from hydracompute.core.credit import CreditEntry, CreditTotal, EntryKind, Grouping, sort_totals
+from hydracompute.core.fairshare import RunningJob, Usage
+from hydracompute.core.lifecycle import Copy
+from hydracompute.core.models import (
+    Chunk,
+    Credential,
+    CredentialKind,
+    Job,
+    JobState,
+    Lease,
+    Worker,
+)
+from hydracompute.errors import StoreError
+from hydracompute.store.backend import Backend, StoredOutput
+from hydracompute.store.blobs import BlobStore
+from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
+from hydracompute.store.postgres.blobs import PostgresBlobStore
+from hydracompute.store.postgres.connection import Connections
+from hydracompute.store.postgres.schema import migrate
+from hydracompute.store.sqlite_rows import Table
+
+WORKERS = Table("workers", Worker, ("worker_id",), mark="%s")
+CREDENTIALS = Table("credentials", Credential, ("cred_id",), mark="%s")
+JOBS = Table("jobs", Job, ("job_id",), mark="%s")
+CHUNKS = Table("chunks", Chunk, ("job_id", "index"), mark="%s")
+LEASES = Table("leases", Lease, ("lease_id",), mark="%s")
+CREDIT_COLUMNS = (
+    "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, kind"
+)
+#: Connections each backend keeps at most: the store thread's, and blob readers'.
+POOL_SIZE = 8
+
+
+class PostgresBackend(Backend):
+    """Backend on a PostgreSQL database (``conninfo``: a ``postgresql://`` URL or libpq
+    key=value string), in ``schema`` (created if missing, migrated on open), with its large
+    payloads in the same database unless ``blobs`` is given.
+
+    Raises:
+        StoreError: the server cannot be reached, or its schema is newer than this code.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        conninfo: str,
+        schema: str = "public",
+        blobs: BlobStore | None = None,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        self.schema = schema
+        self._db = Connections(conninfo, schema, max_size=pool_size)
+        try:
+            with self._db.connection() as conn:
+                self.schema_version = migrate(conn, schema)
+        except BaseException:
+            self._db.close()
+            raise
+        self._blobs = PostgresBlobStore(self._db) if blobs is None else blobs
+
+    def transaction(self, read_only: bool = False) -> AbstractContextManager[None]:
+        return self._db.transaction(read_only)
+
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def close(self) -> None:
+        self._blobs.close()
+        self._db.close()
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self._blobs
+
+    # helpers: one record by key, many by a condition, locked when read to be written back
+
+    def _lock(self, skip_locked: bool = False) -> str:
+        if not self._db.locking:
+            return ""
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+    def _one(self, table: Table, *key: Any) -> Any:
+        found = self._db.execute(table.select_key + self._lock(), key).fetchone()
+        return None if found is None else table.record(found)
+
+    def _many(self, table: Table, where: str, *args: Any, lock: str = "") -> list[Any]:
+        rows = self._db.execute(f"{table.select} {where}{lock}", args).fetchall()
+        return [table.record(row) for row in rows]
+
+    def _put(self, table: Table, obj: Any) -> None:
+        self._db.execute(table.upsert, table.row(obj))
+
+    def _scalar(self, query: str, *args: Any) -> Any:
+        row = self._db.execute(query, args).fetchone()
+        return None if row is None else row[0]
+
+    # workers
+
+    def get_worker(self, worker_id: str) -> Worker | None:
+        return self._one(WORKERS, worker_id)  # type: ignore[no-any-return]
+
+    def put_worker(self, worker: Worker) -> None:
+        self._put(WORKERS, worker)
+
+    def list_workers(self) -> list[Worker]:
+        return self._many(WORKERS, "ORDER BY enrolled_s, worker_id")
+
+    def pool_tokens(self, seen_since: float) -> int:
+        return int(
+            self._scalar(
+                'SELECT COUNT(DISTINCT token_id) FROM workers WHERE "left" = 0 '
+                "AND revoked = 0 AND barred = '' AND last_seen_s >= %s",
+                seen_since,
+            )
+        )
+
+    def delete_worker(self, worker_id: str) -> None:
+        self._db.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
+
+    def workers_seen_before(
+        self, seen_before: float, limit: int, seen_since: float | None = None
+    ) -> list[Worker]:
+        since = float("-inf") if seen_since is None else seen_since
+        where = (
+            "WHERE last_seen_s < %s AND last_seen_s >= %s ORDER BY last_seen_s, worker_id LIMIT %s"
+        )
+        return self._many(WORKERS, where, seen_before, since, limit, lock=self._lock())
+
+    def pool_speed(self, kind: str, seen_since: float) -> float:
+        total = self._scalar(
+            "SELECT SUM((speeds::jsonb ->> %s)::float8 * cores) FROM workers "
+            'WHERE "left" = 0 AND revoked = 0 AND last_seen_s >= %s',
+            kind,
+            seen_since,
+        )
+        return float(total or 0.0)
+
+    # credentials
+
+    def get_credential(self, cred_id: str) -> Credential | None:
+        return self._one(CREDENTIALS, cred_id)  # type: ignore[no-any-return]
+
+    def put_credential(self, credential: Credential) -> None:
+        self._put(CREDENTIALS, credential)
+
+    def list_credentials(self, kind: CredentialKind) -> list[Credential]:
+        return self._many(CREDENTIALS, "WHERE kind = %s ORDER BY created_s, cred_id", kind.value)
+
+    # jobs
+
+    def get_job(self, job_id: str) -> Job | None:
+        return self._one(JOBS, job_id)  # type: ignore[no-any-return]
+
+    def put_job(self, job: Job) -> None:
+        self._put(JOBS, job)
+
+    def list_jobs(
+        self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
+    ) -> list[Job]:
+        conditions: list[str] = []
+        args: list[Any] = []
+        if states is not None:
+            conditions.append("state = ANY(%s)")
+            args.append([s.value for s in states])
+        if owner is not None:
+            conditions.append("owner = %s")
+            args.append(owner)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        return self._many(
+            JOBS, f"{where} ORDER BY created_s DESC, job_id DESC LIMIT %s", *args, limit
+        )
+
+    def count_jobs(self) -> dict[JobState, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        counts = {str(state): int(count) for state, count in rows}
+        return {state: counts.get(state.value, 0) for state in JobState}
+
+    def lock_jobs(self, job_ids: Collection[str]) -> None:
+        if job_ids and self._db.locking:
+            self._db.execute(
+                "SELECT 1 FROM jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE",
+                (sorted(job_ids),),
+            )
+
+    def jobs_of_leases(self, lease_ids: Collection[str]) -> set[str]:
+        if not lease_ids:
+            return set()
+        rows = self._db.execute(
+            "SELECT DISTINCT job_id FROM leases WHERE lease_id = ANY(%s)", (list(lease_ids),)
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def running_jobs(self) -> Collection[RunningJob]:
+        rows = self._db.execute(
+            "SELECT job_id, kind, owner, priority FROM jobs WHERE state = 'running' "
+            "ORDER BY created_s, job_id"
+        ).fetchall()
+        return [RunningJob(str(j), str(k), str(o), int(p)) for j, k, o, p in rows]
+
+    def owner_usage(self) -> dict[str, Usage]:
+        # Read to be charged and written back: locked, so two coordinators charge in turn.
+        query = "SELECT owner, usage_s, as_of_s FROM owner_usage" + self._lock()
+        rows = self._db.execute(query).fetchall()
+        return {str(owner): Usage(float(u), float(t)) for owner, u, t in rows}
+
+    def put_owner_usage(self, usage: dict[str, Usage]) -> None:
+        self._db.executemany(
+            "INSERT INTO owner_usage VALUES (%s, %s, %s) ON CONFLICT (owner) DO UPDATE SET "
+            "usage_s = excluded.usage_s, as_of_s = excluded.as_of_s",
+            [(owner, u.usage_s, u.as_of_s) for owner, u in usage.items()],
+        )
+
+    def owner_weights(self) -> dict[str, float]:
+        rows = self._db.execute(
+            "SELECT cred_id, weight FROM credentials WHERE kind = 'api_key' AND weight <> 1"
+        ).fetchall()
+        return {str(cred_id): float(weight) for cred_id, weight in rows}
+
+    # chunks
+
+    def get_chunk(self, job_id: str, index: int) -> Chunk | None:
+        return self._one(CHUNKS, job_id, index)  # type: ignore[no-any-return]
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        self._put(CHUNKS, chunk)
+
+    def pending_chunks(self, job_id: str, limit: int, not_held_by: str = "") -> list[Chunk]:
+        where = "WHERE job_id = %s AND state = 'pending' "
+        args: list[Any] = [job_id]
+        if not_held_by:
+            where += "AND NOT (holders::jsonb ? %s) "
+            args.append(not_held_by)
+        lock = self._lock(skip_locked=True)
+        return self._many(CHUNKS, where + 'ORDER BY "index" LIMIT %s', *args, limit, lock=lock)
+
+    def verified_chunk(self, job_id: str, max_units: int) -> Chunk | None:
+        where = (
+            "WHERE job_id = %s AND verified <> 0 AND stop - start <= %s "
+            'ORDER BY "index" DESC LIMIT 1'
+        )
+        found = self._many(CHUNKS, where, job_id, max_units)
+        return found[0] if found else None
+
+    def unverified_chunks(self, worker_id: str) -> list[Chunk]:
+        where = "WHERE unverified_by = %s AND unverified_by <> '' ORDER BY job_id, \"index\""
+        return self._many(CHUNKS, where, worker_id, lock=self._lock())
+
+    def leased_chunks(self, job_id: str) -> list[Chunk]:
+        where = "WHERE job_id = %s AND state = 'leased' ORDER BY \"index\""
+        return self._many(CHUNKS, where, job_id, lock=self._lock(skip_locked=True))
+
+    # leases
+
+    def get_lease(self, lease_id: str) -> Lease | None:
+        return self._one(LEASES, lease_id)  # type: ignore[no-any-return]
+
+    def put_lease(self, lease: Lease) -> None:
+        self._put(LEASES, lease)
+
+    def active_leases_of_chunk(self, job_id: str, index: int) -> list[Lease]:
+        where = (
+            "WHERE job_id = %s AND chunk_index = %s AND state = 'active' "
+            "ORDER BY issued_s, lease_id"
+        )
+        return self._many(LEASES, where, job_id, index, lock=self._lock())
+
+    def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
+        where = "WHERE worker_id = %s AND state = 'active' ORDER BY issued_s, lease_id"
+        return self._many(LEASES, where, worker_id, lock=self._lock())
+
+    def count_active_leases(self, worker_id: str) -> int:
+        return int(
+            self._scalar(
+                "SELECT COUNT(*) FROM leases WHERE worker_id = %s AND state = 'active'", worker_id
+            )
+        )
+
+    def active_lease_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT worker_id, COUNT(*) FROM leases WHERE state = 'active' GROUP BY worker_id"
+        ).fetchall()
+        return {str(worker_id): int(count) for worker_id, count in rows}
+
+    def overdue_leases(self, now: float, limit: int) -> list[Lease]:
+        where = "WHERE state = 'active' AND deadline_s < %s ORDER BY issued_s, lease_id LIMIT %s"
+        return self._many(LEASES, where, now, limit, lock=self._lock(skip_locked=True))
+
+    # candidates
+
+    def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
+        text, blob = spill_output(self._blobs, job_id, chunk_index, copy.output)
+        self._db.execute(
+            "INSERT INTO candidates VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (job_id, chunk_index, lease_id) DO UPDATE SET "
+            "worker_id = excluded.worker_id, output = excluded.output, blob = excluded.blob",
+            (job_id, chunk_index, copy.lease_id, copy.worker_id, text, blob),
+        )
+
+    def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
+        rows = self._db.execute(
+            "SELECT lease_id, worker_id, output, blob FROM candidates "
+            "WHERE job_id = %s AND chunk_index = %s ORDER BY lease_id",
+            (job_id, chunk_index),
+        ).fetchall()
+        return [
+            Copy(lease, worker, load_output(self._blobs, job_id, text, blob))
+            for lease, worker, text, blob in rows
+        ]
+
+    def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
+        rows = self._db.execute(
+            "SELECT job_id, chunk_index, lease_id, output, blob FROM candidates "
+            "WHERE worker_id = %s ORDER BY job_id, chunk_index, lease_id",
+            (worker_id,),
+        ).fetchall()
+        return [
+            (job, index, Copy(lease, worker_id, load_output(self._blobs, job, text, blob)))
+            for job, index, lease, text, blob in rows
+        ]
+
+    def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
+        query = "DELETE FROM candidates WHERE job_id = %s AND chunk_index = %s"
+        if lease_id:
+            self._db.execute(query + " AND lease_id = %s", (job_id, chunk_index, lease_id))
+        else:
+            self._db.execute(query, (job_id, chunk_index))
+
+    def delete_job_candidates(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM candidates WHERE job_id = %s", (job_id,))
+
+    # the credit ledger
+
+    def append_credit(self, entries: Sequence[CreditEntry]) -> None:
+        if not entries:
+            return
+        self._db.executemany(
+            "INSERT INTO credit (time_s, worker_id, volunteer, job_id, chunk_index, work, "
+            "credit, energy_j, kind) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    e.time_s,
+                    e.worker_id,
+                    e.volunteer,
+                    e.job_id,
+                    e.chunk_index,
+                    e.work,
+                    e.credit,
+                    e.energy_j,
+                    e.kind.value,
+                )
+                for e in entries
+            ],
+        )
+
+    @staticmethod
+    def _credit_filter(
+        worker_id: str | None = None,
+        job_id: str | None = None,
+        chunk_index: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> tuple[str, list[Any]]:
+        conditions: list[str] = []
+        args: list[Any] = []
+        for condition, value in (
+            ("worker_id = %s", worker_id),
+            ("job_id = %s", job_id),
+            ("chunk_index = %s", chunk_index),
+            ("time_s >= %s", since),
+            ("time_s < %s", until),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                args.append(value)
+        return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
+
+    def credit_entries(
+        self,
+        worker_id: str | None = None,
+        job_id: str | None = None,
+        chunk_index: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[CreditEntry]:
+        where, args = self._credit_filter(worker_id, job_id, chunk_index, since, until)
+        rows = self._db.execute(
+            f"SELECT {CREDIT_COLUMNS} FROM credit {where} ORDER BY entry_id", args
+        ).fetchall()
+        return [_credit_entry(row) for row in rows]
+
+    def credit_totals(
+        self,
+        by: Grouping,
+        since: float | None = None,
+        until: float | None = None,
+        worker_id: str | None = None,
+    ) -> list[CreditTotal]:
+        where, args = self._credit_filter(worker_id, since=since, until=until)
+        column = "worker_id" if by is Grouping.WORKER else "volunteer"
+        rows = self._db.execute(
+            f"SELECT {column}, SUM(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), SUM(work), "
+            f"SUM(credit), SUM(energy_j) FROM credit {where} GROUP BY {column}",
+            args,
+        ).fetchall()
+        return sort_totals(
+            CreditTotal(str(key), int(chunks), float(work), float(credit), float(energy_j))
+            for key, chunks, work, credit, energy_j in rows
+        )
+
+    def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
+        rows = self._db.execute(
+            f"SELECT {CREDIT_COLUMNS} FROM credit WHERE volunteer = %s "
+            "ORDER BY entry_id DESC LIMIT %s",
+            (volunteer, limit),
+        ).fetchall()
+        return [_credit_entry(row) for row in rows]
+
+    # outputs and artefacts
+
+    def put_output(self, output: StoredOutput) -> None:
+        text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
+        self._db.execute(
+            "INSERT INTO outputs VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (job_id, chunk_index) DO UPDATE SET start = excluded.start, "
+            "stop = excluded.stop, output = excluded.output, blob = excluded.blob",
+            (output.job_id, output.chunk_index, output.start, output.stop, text, blob),
+        )
+
+    def delete_output(self, job_id: str, chunk_index: int) -> None:
+        self._db.execute(
+            "DELETE FROM outputs WHERE job_id = %s AND chunk_index = %s", (job_id, chunk_index)
+        )
+
+    def delete_artefacts(self, job_id: str) -> None:
+        self._db.execute("DELETE FROM artefacts WHERE job_id = %s", (job_id,))
+
+    def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
+        row = self._db.execute(
+            "SELECT start, stop, output, blob FROM outputs WHERE job_id = %s AND chunk_index = %s",
+            (job_id, chunk_index),
+        ).fetchone()
+        if row is None:
+            return None
+        output = load_output(self._blobs, job_id, row[2], row[3])
+        return StoredOutput(job_id, chunk_index, row[0], row[1], output)
+
+    def output_indices(self, job_id: str) -> list[int]:
+        rows = self._db.execute(
+            "SELECT chunk_index FROM outputs WHERE job_id = %s ORDER BY chunk_index", (job_id,)
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
+        # Rows hold small outputs only (large ones name a blob, read when reached).
+        rows = self._db.execute(
+            "SELECT chunk_index, start, stop, output, blob FROM outputs WHERE job_id = %s "
+            "ORDER BY chunk_index",
+            (job_id,),
+        ).fetchall()
+        for index, start, stop, text, blob in rows:
+            output = load_output(self._blobs, job_id, text, blob)
+            yield StoredOutput(job_id, index, start, stop, output)
+
+    def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
+        self._db.execute(
+            "INSERT INTO artefacts VALUES (%s, %s, %s, %s) ON CONFLICT (job_id, name) "
+            "DO UPDATE SET media_type = excluded.media_type, blob = excluded.blob",
+            (job_id, name, media_type, artefact_blob_name(name)),
+        )
+
+    def open_artefact(self, job_id: str, name: str) -> tuple[str, BinaryIO] | None:
+        row = self._db.execute(
+            "SELECT media_type, blob FROM artefacts WHERE job_id = %s AND name = %s",
+            (job_id, name),
+        ).fetchone()
+        if row is None:
+            return None
+        media_type, blob = row
+        file = self._blobs.open(job_id, blob)
+        if file is None:
+            raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
+        return media_type, file
+
+
+def _credit_entry(row: Any) -> CreditEntry:
+    fields = (*row[:9], EntryKind(row[9]))
+    return CreditEntry(*fields)

@@ -1,0 +1,191 @@
+"""Connections to PostgreSQL: a pool, one transaction per thread, savepoints when nested.
+
+A thread's outermost :meth:`Connections.transaction` takes a connection from the pool and
+keeps it until the block ends (``BEGIN … COMMIT``); nested blocks are savepoints on it, as
+the :class:`~hydracompute.store.backend.Backend` contract asks. A statement outside any
+transaction runs on a connection of its own, committed at once.
+
+Errors of the driver become :class:`~hydracompute.errors.StoreError` (503 to clients, who
+try again); a deadlock or serialization failure becomes :class:`StoreConflict`, which
+:class:`~hydracompute.store.pool.Store` retries whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+
+from hydracompute.errors import StoreConflict, StoreError
+
+#: How long a caller waits for a free connection before the store answers 503.
+CONNECT_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Open:
+    """The transaction a thread has open."""
+
+    conn: psycopg.Connection[Any]
+    #: Whether rows read to be written back are locked (not in a read-only transaction).
+    locking: bool
+    depth: int = 1
+
+
+def store_error(exc: psycopg.Error) -> StoreError:
+    """The store's error for a driver error (a conflict the caller may retry, or not)."""
+    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        return StoreConflict(f"PostgreSQL: {exc}".strip())
+    return StoreError(f"PostgreSQL error: {exc}".strip())
+
+
+class Connections:
+    """A pool of connections to ``conninfo`` whose statements see ``schema`` first."""
+
+    def __init__(self, conninfo: str, schema: str, min_size: int = 1, max_size: int = 8) -> None:
+        self.schema = schema
+        search_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(search_path)
+
+        try:  # at once, for the server's own words (the pool would retry for long)
+            psycopg.connect(conninfo, connect_timeout=int(CONNECT_TIMEOUT_S)).close()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {_where(conninfo)}: {str(exc).strip()}"
+            ) from exc
+        self._pool = psycopg_pool.ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            configure=configure,
+            timeout=CONNECT_TIMEOUT_S,
+            open=False,
+            name=f"hydracompute-{schema}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL at {_where(conninfo)}") from exc
+        self._local = threading.local()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool of its own (not the thread's transaction's)."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg_pool.PoolTimeout as exc:
+            raise StoreError(f"no connection to PostgreSQL: {exc}") from exc
+        except psycopg.Error as exc:
+            raise store_error(exc) from exc
+
+    def borrow(self) -> psycopg.Connection[Any]:
+        """A connection of the pool held until :meth:`give_back` (a blob reader's)."""
+        try:
+            return self._pool.getconn()
+        except psycopg_pool.PoolTimeout as exc:
+            raise StoreError(f"no connection to PostgreSQL: {exc}") from exc
+
+    def give_back(self, conn: psycopg.Connection[Any]) -> None:
+        """Return a borrowed connection, ending whatever transaction it had open."""
+        with contextlib.suppress(psycopg.Error):  # a broken one is dropped by the pool
+            conn.rollback()
+        self._pool.putconn(conn)
+
+    def _open(self) -> _Open | None:
+        return getattr(self._local, "open", None)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._open() is not None
+
+    @property
+    def locking(self) -> bool:
+        """Whether the thread's transaction locks what it reads to write back."""
+        found = self._open()
+        return found is not None and found.locking
+
+    @contextmanager
+    def transaction(self, read_only: bool = False) -> Iterator[None]:
+        found = self._open()
+        if found is not None:
+            found.depth += 1
+            try:
+                with found.conn.transaction():  # a savepoint
+                    yield
+            except psycopg.Error as exc:
+                raise store_error(exc) from exc
+            finally:
+                found.depth -= 1
+            return
+        with self.connection() as conn:
+            self._local.open = _Open(conn, locking=not read_only)
+            try:
+                with conn.transaction():
+                    if read_only:
+                        conn.execute("SET TRANSACTION READ ONLY")
+                    yield
+            except psycopg.Error as exc:
+                raise store_error(exc) from exc
+            finally:
+                self._local.open = None
+
+    def execute(self, query: Any, args: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
+        """Run one statement in the thread's transaction (or alone, committed at once)."""
+        found = self._open()
+        if found is not None:
+            return found.conn.execute(query, args)
+        with self.connection() as conn:
+            cursor = conn.execute(query, args)
+            # Fetched before the connection goes back to the pool.
+            rows = cursor.fetchall() if cursor.description is not None else []
+            return _Fetched(cursor, rows)  # type: ignore[return-value]
+
+    def executemany(self, query: Any, rows: Sequence[Sequence[Any]]) -> None:
+        found = self._open()
+        if found is not None:
+            found.conn.cursor().executemany(query, rows)
+            return
+        with self.connection() as conn:
+            conn.cursor().executemany(query, rows)
+
+
+class _Fetched:
+    """The rows of a statement run on a connection already given back to the pool."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], rows: list[Any]) -> None:
+        self.description = cursor.description
+        self._rows = iter(rows)
+
+    def fetchone(self) -> Any:
+        return next(self._rows, None)
+
+    def fetchall(self) -> list[Any]:
+        return list(self._rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._rows
+
+
+def _where(conninfo: str) -> str:
+    """The server a conninfo names, without its password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "(an unreadable address)"
+    host, port, db = info.get("host", "localhost"), info.get("port", 5432), info.get("dbname")
+    return f"{host}:{port}/{db or ''}"
