@@ -51,6 +51,7 @@ def job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
         elapsed_s=elapsed_s,
         finished=job.state.finished,
         succeeded=job.state is JobState.DONE,
+        report_lag_s=job.target_chunk_s / 2,
     )
     return JobView(
         job_id=job.job_id,

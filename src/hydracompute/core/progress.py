@@ -37,6 +37,7 @@ def job_progress(
     elapsed_s: float,
     finished: bool,
     succeeded: bool,
+    report_lag_s: float = 0.0,
 ) -> Progress:
     """The progress of a job.
 
@@ -48,6 +49,12 @@ def job_progress(
         elapsed_s: seconds since submission (to its end, if finished).
         finished: whether the job has ended; ``succeeded``: whether it ended done (its
             work done is then its total: the estimate gives way to the count).
+        report_lag_s: how long ago, on average, the work counted as done was computed
+            (half the target chunk time: a worker reports a chunk's work only at its end,
+            so at any moment about half a chunk of each worker's work is done but not
+            counted). The ETA's rate is the work done over the time it took; counted over
+            the whole elapsed time, the rate is too low and the ETA too long by about
+            that lag over the elapsed time (+30% at a quarter of a 12 s job).
     """
     by_units = units_done / total_units
     if work_done is None:
@@ -61,6 +68,6 @@ def job_progress(
         done = work_done
     throughput = done / elapsed_s if elapsed_s > 0 else 0.0
     eta_s = None
-    if not finished and throughput > 0:
-        eta_s = max(0.0, work_total - done) / throughput
+    if not finished and done > 0 and elapsed_s > report_lag_s:
+        eta_s = max(0.0, work_total - done) / (done / (elapsed_s - report_lag_s))
     return Progress(fraction, done, work_total, throughput, eta_s)
