@@ -123,11 +123,13 @@ class PoolSampler:
         for job_id in set(self._seen) - set(jobs):
             jobs[job_id] = store.get_job(job_id)
         work: dict[str, float] = {}
-        done = {job_id: _work_done(store, job) for job_id, job in jobs.items()}
+        work_by_job = {job_id: _work_done(store, job) for job_id, job in jobs.items()}
         for job_id, job in jobs.items():
-            before = self._seen.get(job_id, done[job_id])
-            work[job.kind] = work.get(job.kind, 0.0) + done[job_id] - before
-        self._seen = {job_id: done[job_id] for job_id, j in jobs.items() if not j.state.finished}
+            earlier = self._seen.get(job_id, work_by_job[job_id])
+            work[job.kind] = work.get(job.kind, 0.0) + work_by_job[job_id] - earlier
+        self._seen = {
+            job_id: work_by_job[job_id] for job_id, j in jobs.items() if not j.state.finished
+        }
         totals = dict(self._totals[-1][1]) if self._totals else {}
         for name, done in work.items():
             totals[name] = totals.get(name, 0.0) + done

@@ -27,8 +27,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from hydracompute.kinds.costs import UnitCosts
 from hydracompute.kinds.base import JSON
+from hydracompute.kinds.costs import UnitCosts
 
 #: Iterations a pixel of the classic view (−2…0.5, −1.25…1.25) costs on average at
 #: max_iter 1000 (247.6): a tile of that cost is the *typical unit* of cost 1.0.
@@ -80,7 +80,8 @@ def sample_counts(
                 cr, ci = cr[kept], ci[kept]
             b = 2.0 * a * b + ci
             a = a2 - b2 + cr
-    return np.maximum(counts, 1.0).reshape(rows, columns)
+    estimate: npt.NDArray[np.float64] = np.maximum(counts, 1.0).reshape(rows, columns)
+    return estimate
 
 
 def tile_iterations(params: JSON, tile: int) -> npt.NDArray[np.float64]:
@@ -113,12 +114,11 @@ def tile_iterations(params: JSON, tile: int) -> npt.NDArray[np.float64]:
     i1 = np.maximum(i0 + 1, (np.minimum(x0 + tile, width) * grid_x + width - 1) // width)
     j0 = y0 * grid_y // height
     j1 = np.maximum(j0 + 1, (np.minimum(y0 + tile, height) * grid_y + height - 1) // height)
-    sums = (
-        table[j1][:, i1] - table[j0][:, i1] - table[j1][:, i0] + table[j0][:, i0]
-    )  # rows × cols
+    sums = table[j1][:, i1] - table[j0][:, i1] - table[j1][:, i0] + table[j0][:, i0]  # rows × cols
     mean = sums / np.outer(j1 - j0, i1 - i0)
     pixels = np.outer(np.minimum(tile, height - y0), np.minimum(tile, width - x0))
-    return (mean * pixels).ravel()
+    iterations: npt.NDArray[np.float64] = (mean * pixels).ravel()
+    return iterations
 
 
 def unit_costs(params: JSON, tile: int, stride: int) -> UnitCosts:
