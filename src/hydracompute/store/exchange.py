@@ -403,7 +403,9 @@ class Exchange(Verdicts):
 
     def _carve(self, job: Job, want: int, share: float) -> None:
         kind = self.kinds.get(job.kind)
-        costs = kind.unit_costs(job.params)
+        # A worker of unknown speed gets a probe, whatever its cost: the estimate (tens of
+        # milliseconds for a large Mandelbrot view) waits for a chunk that needs it.
+        costs = kind.unit_costs(job.params) if job.kind in self.worker.speeds else None
         while job.next_unit < job.total_units and len(self.outcome.leases) < want:
             units = chunk_units(
                 speed=self.worker.speeds.get(job.kind),
