@@ -12,8 +12,13 @@ For each coordinated side it also prints the distribution of the chunks' compute
 (median, p90, max) against the target, and the ETA honesty: the ETA the job's status showed
 when it first reached 25% and 50% against the time it actually had left.
 
+With ``--estimates`` it first compares cost models against the view's true iterations
+(exact counts, so no timing noise): for runs of 4 and 16 consecutive units (chunks), the
+true cost over the estimated cost, scaled so that they agree over the whole view; the
+closer to 1, the better chunks sized by it match their target.
+
     .venv/bin/python bench/bench_tiling.py [--workers 2] [--size 2048] [--repeat 3]
-        [--before-src /path/to/other/checkout/src] [--json]
+        [--before-src /path/to/other/checkout/src] [--estimates] [--json]
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hydracompute.demo import start_coordinator, start_worker, stop
-from hydracompute.kinds.mandelbrot import MandelbrotKind
+from hydracompute.kinds import mandelbrot_cost
+from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind, tile_stride
 
 VIEW = {"center_re": -0.7436, "center_im": 0.1318, "span": 0.01, "max_iter": 100_000}
 TARGET_S = 2.0
@@ -133,6 +141,61 @@ def _one_job(coordinator: Any, workers: int, params: dict[str, Any], db: Path) -
     }
 
 
+def _true_unit_iterations(params: dict[str, Any]) -> np.ndarray:
+    from hydracompute.kinds.mandelbrot_kernel import render_tile
+
+    width, height = params["width"], params["height"]
+    bounds = [params[k] for k in ("x_min", "x_max", "y_min", "y_max")]
+    total = MandelbrotKind().total_units(params)
+    order = np.arange(total) * tile_stride(total) % total
+    cols = -(-width // TILE)
+    per_tile = np.zeros(total)
+    for tile in range(total):
+        row0, col0 = tile // cols * TILE, tile % cols * TILE
+        w, h = min(TILE, width - col0), min(TILE, height - row0)
+        counts = render_tile(*bounds, width, height, params["max_iter"], col0, row0, w, h)
+        per_tile[tile] = counts.sum(dtype=np.uint64)
+    return per_tile[order]
+
+
+def compare_estimates(params: dict[str, Any]) -> None:
+    """Print how well each cost model predicts runs of consecutive units."""
+    began = time.perf_counter()
+    true = _true_unit_iterations(params)
+    print(f"cost models against the true iterations ({time.perf_counter() - began:.1f}s to count)")
+    total = true.size
+    cols = rows = -(-params["width"] // TILE)
+    order = np.arange(total) * tile_stride(total) % total
+    models: dict[str, tuple[np.ndarray, float]] = {"tiles (no model)": (np.ones(total), 0.0)}
+    for side in (1, 2, 4):
+        began = time.perf_counter()
+        counts = mandelbrot_cost.sample_counts(
+            params["x_min"],
+            params["x_max"],
+            params["y_min"],
+            params["y_max"],
+            cols * side,
+            rows * side,
+            params["max_iter"],
+        )
+        spent = time.perf_counter() - began
+        per_tile = counts.reshape(rows, side, cols, side).mean(axis=(1, 3)).ravel()
+        models[f"{side}×{side} points a tile"] = (per_tile[order], spent)
+    head = "runs of 4: p10   p90   max    runs of 16: p10   p90   max"
+    print(f"  {'model':<22} {'estimate':>9}   {head}")
+    for name, (estimate, spent) in models.items():
+        cells = []
+        for run in (4, 16):
+            starts = np.arange(0, total, run)
+            ratio = np.add.reduceat(true, starts) / np.add.reduceat(estimate, starts)
+            ratio /= true.sum() / estimate.sum()
+            cells.append(
+                f"{np.percentile(ratio, 10):>5.2f} {np.percentile(ratio, 90):>5.2f} "
+                f"{ratio.max():>5.2f}"
+            )
+        print(f"  {name:<22} {spent * 1000:>7.0f}ms   {cells[0]}        {cells[1]}")
+
+
 def _distribution(chunk_s: list[float]) -> str:
     if not chunk_s:
         return "no chunks"
@@ -155,9 +218,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each side's best kept")
     parser.add_argument("--before-src", default=None, help="src/ of the code to compare with")
+    parser.add_argument("--estimates", action="store_true", help="compare cost models first")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     params = MandelbrotKind().validate({"width": args.size, "height": args.size, **VIEW})
+    if args.estimates and not args.json:
+        compare_estimates(params)
     sides: dict[str, str | None] = {"this code": None}
     if args.before_src:
         sides["before"] = str(Path(args.before_src).resolve())
