@@ -1207,3 +1207,43 @@ def test_a_deferred_artefact_is_rendered_once_on_first_download(
                 covered[at_y : at_y + h, at_x : at_x + w] += 1
         assert (covered == 1).all()
         pool.refused(404, "GET", f"/api/v1/jobs/{job_id}/chunks/{len(finished)}/preview")
+
+
+def test_a_mandelbrot_job_shows_its_progress_in_iterations() -> None:
+    """Progress counts the accepted tiles' iterations against the view's estimate, not
+    tiles; once done, the count replaces the estimate."""
+    kinds = registry_with_pi()
+    kinds.register(MandelbrotKind())
+    with open_pool(kinds=kinds) as pool:
+        params = {
+            "width": 512,
+            "height": 512,
+            "max_iter": 3000,
+            "center_re": -0.7436,
+            "center_im": 0.1318,
+            "span": 0.01,
+        }
+        job_id = pool.client.post(
+            "/api/v1/jobs", json={"kind": "mandelbrot", "params": params}
+        ).json()["job_id"]
+        worker = pool.enrol(kinds=("mandelbrot",), cores=1)
+        leases = pool.exchange(worker, want=1)["leases"]
+        seen = []
+        while leases:
+            (lease,) = leases
+            chunk = lease["chunk"]
+            output = MandelbrotKind().compute(lease["params"], chunk["start"], chunk["stop"])
+            pool.clock.advance(2.0)
+            result = {"lease_id": lease["lease_id"], "output": output, "compute_s": 2.0}
+            leases = pool.exchange(worker, [result], want=1)["leases"]
+            seen.append(pool.job(job_id))
+        running = seen[0]
+        assert running["work_name"] == "iterations" and running["state"] == "running"
+        assert running["work_done"] == running["live"]["iterations"]
+        assert running["progress"] == pytest.approx(
+            running["live"]["iterations"] / running["work_total"]
+        )
+        assert running["eta_s"] > 0
+        done = seen[-1]
+        assert done["state"] == "done" and done["progress"] == 1.0 and done["eta_s"] is None
+        assert done["work_done"] == done["work_total"] == done["answer"]["iterations"]

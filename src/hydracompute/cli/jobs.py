@@ -391,6 +391,10 @@ def status(job_id: str, client: Client, as_json: bool) -> None:
         f"({info.units_done}/{info.total_units} {info.unit_name}s, "
         f"{info.elapsed_s:.1f} s)"
     )
+    # Progress counts work (Mandelbrot: iterations), so the ETA holds when dear units come last.
+    rate = f"{_si(info.raw['throughput'])} {info.raw['work_name']}/s"
+    eta_s = info.raw.get("eta_s")
+    console.print(rate if eta_s is None or info.finished else f"{rate}, ETA {eta_s:.1f} s")
     if info.raw.get("waiting_reason") and not info.finished:
         console.print(f"[yellow]waiting: {info.raw['waiting_reason']}[/yellow]")
     if info.error:

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from hydracompute.core.models import JSON, JobState
+from hydracompute.core.models import JSON, Job, JobState
 from hydracompute.store import Store
 from hydracompute.store.records import FinishedChunk
 
@@ -110,7 +110,8 @@ class PoolSampler:
     history: collections.deque[JSON] = field(
         default_factory=lambda: collections.deque(maxlen=HISTORY_POINTS)
     )
-    _seen: dict[str, int] = field(default_factory=dict)
+    #: Work done by each running job at the previous sample.
+    _seen: dict[str, float] = field(default_factory=dict)
     #: (time, work done so far per kind), over the last window.
     _totals: collections.deque[tuple[float, dict[str, float]]] = field(
         default_factory=collections.deque
@@ -122,12 +123,13 @@ class PoolSampler:
         for job_id in set(self._seen) - set(jobs):
             jobs[job_id] = store.get_job(job_id)
         work: dict[str, float] = {}
-        for job in jobs.values():
-            job_kind = store.kinds.get(job.kind)
-            units_before = self._seen.get(job.job_id, job.units_done)
-            per_unit = job_kind.total_work(job.params) / job.total_units
-            work[job.kind] = work.get(job.kind, 0.0) + (job.units_done - units_before) * per_unit
-        self._seen = {j.job_id: j.units_done for j in jobs.values() if not j.state.finished}
+        work_by_job = {job_id: _work_done(store, job) for job_id, job in jobs.items()}
+        for job_id, job in jobs.items():
+            earlier = self._seen.get(job_id, work_by_job[job_id])
+            work[job.kind] = work.get(job.kind, 0.0) + work_by_job[job_id] - earlier
+        self._seen = {
+            job_id: work_by_job[job_id] for job_id, j in jobs.items() if not j.state.finished
+        }
         totals = dict(self._totals[-1][1]) if self._totals else {}
         for name, done in work.items():
             totals[name] = totals.get(name, 0.0) + done
@@ -145,3 +147,12 @@ class PoolSampler:
         }
         self.history.append(point)
         return point
+
+
+def _work_done(store: Store, job: Job) -> float:
+    """The job's work done, as its progress counts it (see :mod:`hydracompute.core.progress`)."""
+    kind = store.kinds.get(job.kind)
+    counted = kind.work_done(job.params, job.live)
+    if counted is not None:
+        return counted
+    return job.units_done * kind.total_work(job.params) / job.total_units

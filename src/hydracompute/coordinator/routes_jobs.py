@@ -23,6 +23,7 @@ from hydracompute.coordinator.service import Coordinator, log_job_end
 from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.core.fairshare import OwnerShare
 from hydracompute.core.models import Job, JobState, Role
+from hydracompute.core.progress import job_progress
 from hydracompute.core.verification import workers_needed
 from hydracompute.errors import Conflict, NotFound
 
@@ -72,19 +73,23 @@ def job_view(
     end = job.finished_s if job.finished_s is not None else c.clock()
     elapsed_s = max(0.0, end - job.created_s)
     artefacts = list(job.answer.get("artefacts", [])) if job.answer else []
-    progress = job.units_done / job.total_units
-    work_total = kind.total_work(job.params)
-    throughput = progress * work_total / elapsed_s if elapsed_s > 0 else 0.0
-    eta_s = None
-    if not job.state.finished and throughput > 0:
-        eta_s = (1 - progress) * work_total / throughput
+    progress = job_progress(
+        units_done=job.units_done,
+        total_units=job.total_units,
+        work_total=kind.total_work(job.params),
+        work_done=kind.work_done(job.params, job.live),
+        elapsed_s=elapsed_s,
+        finished=job.state.finished,
+        succeeded=job.state is JobState.DONE,
+        report_lag_s=job.target_chunk_s / 2,
+    )
     return JobView(
         job_id=job.job_id,
         kind=job.kind,
         name=job.name,
         state=job.state.value,
         params=job.params,
-        progress=progress,
+        progress=progress.fraction,
         units_done=job.units_done,
         total_units=job.total_units,
         unit_name=kind.unit_name,
@@ -96,10 +101,10 @@ def job_view(
         live=job.live,
         artefacts=[f"/api/v1/jobs/{job.job_id}/artefacts/{name}" for name in artefacts],
         work_name=kind.work_name(),
-        work_total=work_total,
-        work_done=progress * work_total,
-        throughput=throughput,
-        eta_s=eta_s,
+        work_total=progress.work_total,
+        work_done=progress.work_done,
+        throughput=progress.throughput,
+        eta_s=progress.eta_s,
         replication=job.replication,
         quorum=job.quorum,
         adaptive=job.adaptive,

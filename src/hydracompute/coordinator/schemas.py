@@ -107,7 +107,10 @@ class JobView(BaseModel):
     name: str
     state: str
     params: dict[str, Any]
-    progress: float = Field(description="Fraction of work units done, 0 to 1.")
+    progress: float = Field(
+        description="Fraction done, 0 to 1: of the work where the kind counts it (Mandelbrot: "
+        "iterations), else of the units."
+    )
     units_done: int
     total_units: int
     unit_name: str

@@ -19,8 +19,9 @@ LEASES_PER_CORE = 2
 MAX_EXPECTED_TARGETS = 10.0
 
 
-def expected_duration_s(units: int, holder_speed: float | None, target_s: float) -> float:
-    """How long the holder should take for a chunk of ``units``; the target if unknown."""
+def expected_duration_s(units: float, holder_speed: float | None, target_s: float) -> float:
+    """How long the holder should take for a chunk of ``units`` (its cost, in the units its
+    speed counts: see :mod:`hydracompute.kinds.costs`); the target if unknown."""
     if not holder_speed:
         return target_s
     return min(units / holder_speed, MAX_EXPECTED_TARGETS * target_s)
@@ -28,7 +29,7 @@ def expected_duration_s(units: int, holder_speed: float | None, target_s: float)
 
 def wants_backup(
     lease: Lease,
-    units: int,
+    units: float,
     holder_speed: float | None,
     target_s: float,
     factor: float,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from hydracompute.kinds.costs import UnitCosts
+
 #: At the tail, chunks never shrink below this fraction of a full-size chunk (0.05 s of work
 #: with the default 2 s target). The smallest tail chunk bounds how long one core may wait
 #: for another's last chunk at the very end of a job; 10% (0.2 s) cost a short Mandelbrot
@@ -20,7 +22,7 @@ IN_FLIGHT_WEIGHT = 0.5
 
 
 def updated_speed(
-    old: float | None, old_evidence_s: float, units: int, compute_s: float, alpha: float
+    old: float | None, old_evidence_s: float, units: float, compute_s: float, alpha: float
 ) -> tuple[float, float]:
     """Fold one measurement into a speed estimate; returns ``(speed, evidence_s)``.
 
@@ -47,6 +49,8 @@ def chunk_units(
     remaining: int,
     share: float,
     in_flight: float = 0.0,
+    costs: UnitCosts | None = None,
+    start: int = 0,
 ) -> int:
     """How many units the next chunk for one core of a worker should have.
 
@@ -66,14 +70,27 @@ def chunk_units(
             another took a chunk would get half as much as its share, the next a quarter,
             and so on, each one more round trip, and the last cores would wait for the
             first.
+        costs: the job's unit costs (see :mod:`hydracompute.kinds.costs`), when its units
+            differ in cost: ``speed`` and ``in_flight`` are then in cost, not units, and the
+            chunk starting at unit ``start`` gets the units that fit the cost it should
+            have. ``None``: every unit costs one.
+        start: the first unit of the chunk (only read with ``costs``).
 
     Returns:
         A size between 1 and ``min(max_units, remaining)``.
     """
     if speed is None:
         wanted = probe_units
+    elif costs is None or costs.uniform:
+        wanted = math.ceil(_budget(speed * target_s, remaining, in_flight, share))
     else:
-        full = speed * target_s
-        tail = (remaining + IN_FLIGHT_WEIGHT * in_flight) * share
-        wanted = math.ceil(max(min(full, tail), full * MIN_TAIL_FRACTION))
+        left = costs.cost(start, start + remaining)
+        wanted = costs.units_within(start, _budget(speed * target_s, left, in_flight, share))
     return max(1, min(wanted, max_units, remaining))
+
+
+def _budget(full: float, remaining: float, in_flight: float, share: float) -> float:
+    """The work the next chunk should have: a full chunk, or this core's share of what is
+    left at the tail, never less than the smallest tail chunk."""
+    tail = (remaining + IN_FLIGHT_WEIGHT * in_flight) * share
+    return max(min(full, tail), full * MIN_TAIL_FRACTION)

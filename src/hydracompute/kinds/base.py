@@ -14,7 +14,10 @@ databases. The coordinator and the workers only ever call the methods below:
 - ``same_output(a, b)`` compares two outputs of the same chunk (verification by replication);
 - ``merge(params, outputs)`` builds the job's answer and artefacts from all chunk outputs;
 - ``fold_live(params, live, output)`` optionally folds each accepted output into a small
-  live summary (π's running estimate, say), kept with the job for progress displays.
+  live summary (π's running estimate, say), kept with the job for progress displays;
+- ``unit_costs(params)`` optionally estimates what each unit costs, when units differ
+  (Mandelbrot tiles): chunks are then sized in estimated cost, not in units, and
+  ``work_done(params, live)`` may count progress in work rather than in units.
 
 Kinds register through the ``hydracompute.kinds`` entry-point group, the built-in ones
 exactly like a third-party kind would.
@@ -26,6 +29,8 @@ import abc
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
+
+from hydracompute.kinds.costs import UnitCosts
 
 JSON = dict[str, Any]
 
@@ -110,6 +115,8 @@ class JobKind(abc.ABC):
     #: Upper bound on one chunk, whatever the worker's speed (bounds memory and payloads).
     max_chunk_units: ClassVar[int] = 1 << 20
     #: Work (see :meth:`units_of_work`) in a typical unit, to show speeds in work per second.
+    #: Speeds are learnt in typical units per second: with :meth:`unit_costs`, a unit of
+    #: cost 1.0 is a typical one.
     work_per_unit: ClassVar[float] = 1.0
 
     @abc.abstractmethod
@@ -197,15 +204,41 @@ class JobKind(abc.ABC):
     def warm_up(self) -> None:  # noqa: B027 - optional hook
         """Compile or load the kernels; called once in each compute process at start."""
 
+    def unit_costs(self, params: JSON) -> UnitCosts | None:
+        """What each unit of a job is expected to cost, in typical units (a unit of cost 1.0
+        holds ``work_per_unit`` work), when units differ in cost; ``None`` (the default)
+        when they cost about the same.
+
+        The coordinator then sizes chunks in estimated cost: each chunk about the target
+        time for its worker, the last ones of a job finishing together. It must be a pure
+        function of the parameters (several coordinators sharing one database must agree
+        without storing it), computed in well under a second, and cached by the kind: it is
+        asked for on every chunk carved and every progress display. Only the *relative*
+        costs matter for balance (a uniform error is learnt into the workers' speeds).
+        """
+        return None
+
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
-        """Elementary operations in a chunk (samples, pixels...), for throughput figures;
+        """Elementary operations in a chunk (samples, iterations...), for throughput figures;
         also what an accepted chunk earns each agreeing worker in credit (docs/credit.md):
-        count the kind's real work, deterministically and cheaply."""
+        count the kind's real work, deterministically and cheaply. A kind with
+        :meth:`unit_costs` counts ``work_per_unit`` per unit of cost by default."""
+        costs = self.unit_costs(params)
+        if costs is not None:
+            return costs.cost(start, stop) * self.work_per_unit
         return float(stop - start)
 
     def total_work(self, params: JSON) -> float:
         """Elementary operations in the whole job (cheap: asked for every progress display)."""
         return self.units_of_work(params, 0, self.total_units(params))
+
+    def work_done(self, params: JSON, live: JSON) -> float | None:
+        """Work of the accepted outputs as the live summary (:meth:`fold_live`) counts it,
+        for progress, throughput and the ETA; ``None`` (the default): the share of
+        :meth:`total_work` that the accepted units hold is shown. A kind whose units differ
+        in cost counts its real work here, so that the ETA stays right when the dear units
+        come last."""
+        return None
 
     def work_name(self) -> str:
         """Name of the elementary operation counted by :meth:`units_of_work`."""

@@ -40,7 +40,9 @@ from hydracompute.kinds.base import (
     Preview,
     PreviewPiece,
 )
+from hydracompute.kinds.costs import UnitCosts
 from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise, encode_png
+from hydracompute.kinds.mandelbrot_cost import TYPICAL_PIXEL_ITERATIONS, unit_costs
 from hydracompute.kinds.params import ParamReader
 
 TILE = 64
@@ -67,7 +69,9 @@ class MandelbrotKind(JobKind):
     # whose speed holds for the next chunk; one tile (a corner, say) misjudged it tenfold.
     probe_units = 16
     max_chunk_units = 1024  # 4 Mpixel, 16 MiB of raw counts at most per chunk
-    work_per_unit = float(TILE * TILE)
+    # Work is counted in iterations; a unit of cost 1.0 is a tile of the classic view's
+    # average cost (see unit_costs).
+    work_per_unit = TILE * TILE * TYPICAL_PIXEL_ITERATIONS
 
     def validate(self, params: Mapping[str, Any]) -> JSON:
         reader = ParamReader(params)
@@ -243,14 +247,18 @@ class MandelbrotKind(JobKind):
 
         render_tile(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, 0, 0, 8, 8)
 
-    def units_of_work(self, params: JSON, start: int, stop: int) -> float:
-        return float(_pixels(params, start, stop))
+    def unit_costs(self, params: JSON) -> UnitCosts:
+        """Each tile's iterations estimated from a low-resolution render of the view (see
+        :mod:`hydracompute.kinds.mandelbrot_cost`), in typical units."""
+        total = self.total_units(params)
+        return unit_costs(params, TILE, tile_stride(total))
 
-    def total_work(self, params: JSON) -> float:
-        return float(int(params["width"]) * int(params["height"]))
+    def work_done(self, params: JSON, live: JSON) -> float:
+        """Iterations of the accepted tiles, as their outputs count them."""
+        return float(live.get("iterations", 0))
 
     def work_name(self) -> str:
-        return "pixels"
+        return "iterations"
 
 
 def _read_region(reader: ParamReader, width: int, height: int) -> dict[str, float]:

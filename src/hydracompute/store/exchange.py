@@ -260,7 +260,7 @@ class Exchange(Verdicts):
             lease.state = LeaseState.SUPERSEDED
             self.db.put_lease(lease)
             return
-        self._learn_speed(job.kind, chunk.units, compute_s)
+        self._learn_speed(job.kind, chunk.units, self._cost(job, chunk), compute_s)
         if chunk.state is ChunkState.DONE:
             # A spot check, or a copy later than the ones that were accepted: if those were
             # verified, this output is checked against them.
@@ -326,12 +326,14 @@ class Exchange(Verdicts):
         self._apply(job, chunk, decisions)
         self.db.put_chunk(chunk)
 
-    def _learn_speed(self, kind: str, units: int, compute_s: float) -> None:
+    def _learn_speed(self, kind: str, units: int, cost: float, compute_s: float) -> None:
+        """Speeds are learnt in cost (typical units) per second: for a kind whose units
+        differ, ``cost`` is not ``units`` (see :mod:`hydracompute.kinds.costs`)."""
         worker = self.worker
         worker.speeds[kind], worker.speed_evidence_s[kind] = updated_speed(
             worker.speeds.get(kind),
             worker.speed_evidence_s.get(kind, 0.0),
-            units,
+            cost,
             compute_s,
             self.config.speed_alpha,
         )
@@ -426,7 +428,9 @@ class Exchange(Verdicts):
         would be given: it cannot tell it from ordinary work."""
         kind = self.kinds.get(job.kind)
         speed = self.worker.speeds.get(job.kind)
-        max_units = max(kind.probe_units, int((speed or 0.0) * job.target_chunk_s))
+        costs = kind.unit_costs(job.params)
+        per_unit = 1.0 if costs is None else costs.total() / job.total_units
+        max_units = max(kind.probe_units, int((speed or 0.0) * job.target_chunk_s / per_unit))
         chunk = self.db.verified_chunk(job.job_id, max_units)
         if chunk is not None:
             self._grant(job, chunk, spot_check=True)
@@ -442,6 +446,9 @@ class Exchange(Verdicts):
 
     def _carve(self, job: Job, want: int, share: float) -> None:
         kind = self.kinds.get(job.kind)
+        # A worker of unknown speed gets a probe, whatever its cost: the estimate (tens of
+        # milliseconds for a large Mandelbrot view) waits for a chunk that needs it.
+        costs = kind.unit_costs(job.params) if job.kind in self.worker.speeds else None
         while job.next_unit < job.total_units and len(self.outcome.leases) < want:
             units = chunk_units(
                 speed=self.worker.speeds.get(job.kind),
@@ -451,6 +458,8 @@ class Exchange(Verdicts):
                 remaining=job.total_units - job.next_unit,
                 share=share,
                 in_flight=self.in_flight.units(job.job_id, self.now),
+                costs=costs,
+                start=job.next_unit,
             )
             chunk = Chunk(
                 job.job_id,
@@ -485,13 +494,18 @@ class Exchange(Verdicts):
             speed = holder.speeds.get(job.kind) if holder else None
             if wants_backup(
                 active[0],
-                chunk.units,
+                self._cost(job, chunk),
                 speed,
                 job.target_chunk_s,
                 self.config.backup_factor,
                 self.now,
             ):
                 self._grant(job, chunk, backup=True)
+
+    def _cost(self, job: Job, chunk: Chunk) -> float:
+        """The chunk's estimated cost, in its kind's typical units: what speeds count."""
+        costs = self.kinds.get(job.kind).unit_costs(job.params)
+        return float(chunk.units) if costs is None else costs.cost(chunk.start, chunk.stop)
 
     def _grant(
         self, job: Job, chunk: Chunk, backup: bool = False, spot_check: bool = False
@@ -526,7 +540,7 @@ class Exchange(Verdicts):
         speed = self.worker.speeds.get(job.kind)
         # A backup's work is counted in the lease it doubles; a spot check's is no job's.
         if speed and not backup and not spot_check:
-            duration_s = expected_duration_s(chunk.units, speed, job.target_chunk_s)
+            duration_s = expected_duration_s(self._cost(job, chunk), speed, job.target_chunk_s)
             self.in_flight.granted(
                 job.job_id, lease.lease_id, self.worker.worker_id, speed, duration_s, self.now
             )

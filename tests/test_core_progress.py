@@ -1,0 +1,101 @@
+"""A job's progress and ETA, in work where the kind counts it (core/progress.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hydracompute.core.progress import MAX_RUNNING_PROGRESS, job_progress
+
+
+def test_counted_in_units_when_the_kind_counts_no_work() -> None:
+    p = job_progress(
+        units_done=25,
+        total_units=100,
+        work_total=1000.0,
+        work_done=None,
+        elapsed_s=10.0,
+        finished=False,
+        succeeded=False,
+    )
+    assert (p.fraction, p.work_done, p.work_total) == (0.25, 250.0, 1000.0)
+    assert p.throughput == 25.0
+    assert p.eta_s == pytest.approx(30.0)
+
+
+def test_counted_in_work_the_eta_holds_when_the_dear_units_come_last() -> None:
+    # Half the units are in, but they were the cheap tenth of the work: a tenth is done.
+    p = job_progress(
+        units_done=50,
+        total_units=100,
+        work_total=1000.0,
+        work_done=100.0,
+        elapsed_s=10.0,
+        finished=False,
+        succeeded=False,
+    )
+    assert p.fraction == pytest.approx(0.1)
+    assert p.eta_s == pytest.approx(90.0)  # in units it would say 10 s
+
+
+def test_the_eta_counts_the_work_done_but_not_yet_reported() -> None:
+    p = job_progress(
+        units_done=50,
+        total_units=100,
+        work_total=1000.0,
+        work_done=500.0,
+        elapsed_s=11.0,
+        finished=False,
+        succeeded=False,
+        report_lag_s=1.0,
+    )
+    assert p.eta_s == pytest.approx(10.0)  # 500 done in the 10 s before the lag
+    early = job_progress(
+        units_done=1,
+        total_units=100,
+        work_total=1000.0,
+        work_done=5.0,
+        elapsed_s=0.5,
+        finished=False,
+        succeeded=False,
+        report_lag_s=1.0,
+    )
+    assert early.eta_s is None  # not measurable yet
+
+
+def test_a_running_job_never_shows_done_and_a_done_job_shows_its_count() -> None:
+    running = job_progress(
+        units_done=99,
+        total_units=100,
+        work_total=1000.0,
+        work_done=1020.0,
+        elapsed_s=10.0,
+        finished=False,
+        succeeded=False,
+    )
+    assert running.fraction == MAX_RUNNING_PROGRESS
+    assert running.eta_s == 0.0
+    done = job_progress(
+        units_done=100,
+        total_units=100,
+        work_total=1000.0,
+        work_done=1020.0,
+        elapsed_s=10.0,
+        finished=True,
+        succeeded=True,
+    )
+    assert (done.fraction, done.work_done, done.work_total, done.eta_s) == (
+        1.0,
+        1020.0,
+        1020.0,
+        None,
+    )
+    cancelled = job_progress(
+        units_done=30,
+        total_units=100,
+        work_total=1000.0,
+        work_done=200.0,
+        elapsed_s=10.0,
+        finished=True,
+        succeeded=False,
+    )
+    assert cancelled.fraction == pytest.approx(0.2) and cancelled.eta_s is None

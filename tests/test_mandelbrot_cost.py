@@ -1,0 +1,132 @@
+"""The Mandelbrot cost estimate (kinds/mandelbrot_cost.py) and chunks carved by it."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hydracompute.core.sizing import chunk_units
+from hydracompute.kinds import ChunkOutput
+from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind, assemble, tile_stride
+from hydracompute.kinds.mandelbrot_cost import TYPICAL_PIXEL_ITERATIONS, _unit_costs
+from hydracompute.kinds.mandelbrot_kernel import render_tile
+
+MANDEL = MandelbrotKind()
+SEAHORSE = {"center_re": -0.7436, "center_im": 0.1318, "span": 0.01}
+
+
+def direct(params: dict[str, Any]) -> np.ndarray:
+    bounds = [params[k] for k in ("x_min", "x_max", "y_min", "y_max")]
+    w, h = params["width"], params["height"]
+    return render_tile(*bounds, w, h, params["max_iter"], 0, 0, w, h)
+
+
+def true_unit_iterations(params: dict[str, Any]) -> np.ndarray:
+    counts = direct(params).astype(np.float64)
+    cols, rows = -(-params["width"] // TILE), -(-params["height"] // TILE)
+    per_tile = np.array(
+        [
+            counts[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE].sum()
+            for r in range(rows)
+            for c in range(cols)
+        ]
+    )
+    total = cols * rows
+    return per_tile[np.arange(total) * tile_stride(total) % total]
+
+
+def test_the_estimate_is_a_pure_function_of_the_parameters() -> None:
+    params = MANDEL.validate({"width": 700, "height": 300, "max_iter": 3000, **SEAHORSE})
+    first = MANDEL.unit_costs(params)
+    _unit_costs.cache_clear()
+    again = MANDEL.unit_costs(params)
+    assert first is not again
+    units = MANDEL.total_units(params)
+    assert [first.cost(u, u + 1) for u in range(units)] == [
+        again.cost(u, u + 1) for u in range(units)
+    ]
+    # The colours do not change the cost: same estimate, from the cache.
+    assert MANDEL.unit_costs({**params, "colour_map": "fire"}) is again
+
+
+def test_the_estimate_follows_the_tiles_true_cost() -> None:
+    """On a view whose tiles differ in cost by hundreds of times, each tile's estimate is
+    near its true iterations where counting tiles is off by up to the whole spread."""
+    params = MANDEL.validate(
+        {
+            "width": 768,
+            "height": 768,
+            "max_iter": 5000,
+            "center_re": -0.75,
+            "center_im": 0.1,
+            "span": 0.05,
+        }
+    )
+    true = true_unit_iterations(params)
+    assert true.max() > 150 * true.min()
+    costs = MANDEL.unit_costs(params)
+    estimate = np.array([costs.cost(u, u + 1) for u in range(true.size)]) * MANDEL.work_per_unit
+    assert estimate.sum() == pytest.approx(true.sum(), rel=0.05)
+    ratio = true / estimate
+    assert np.percentile(ratio, 10) > 0.8 and np.percentile(ratio, 90) < 1.5
+    assert ratio.min() > 0.2 and ratio.max() < 10
+    # Total work is the estimate; the summary counts the true iterations.
+    assert MANDEL.total_work(params) == pytest.approx(estimate.sum())
+
+
+def test_a_view_all_inside_the_set_is_estimated_within_its_budget() -> None:
+    params = MANDEL.validate(
+        {
+            "width": 1024,
+            "height": 1024,
+            "max_iter": 10**6,
+            "center_re": -0.1,
+            "center_im": 0.0,
+            "span": 0.01,
+        }
+    )
+    costs = MANDEL.unit_costs(params)
+    per_pixel = costs.total() * MANDEL.work_per_unit / (1024 * 1024)
+    assert per_pixel == pytest.approx(10**6)  # not escaped within the budget: inside
+    assert MANDEL.work_per_unit == TILE * TILE * TYPICAL_PIXEL_ITERATIONS
+
+
+@pytest.mark.parametrize("speeds", [(3.0, 0.5), (40.0, 7.0, 0.2)])
+def test_chunks_carved_by_cost_merge_into_the_direct_render(speeds: tuple[float, ...]) -> None:
+    """However the cost model carves a view, the answer is the direct render's, bit for
+    bit."""
+    params = MANDEL.validate(
+        {"width": 5 * TILE + 17, "height": 3 * TILE + 9, "max_iter": 3000, **SEAHORSE}
+    )
+    units = MANDEL.total_units(params)
+    costs = MANDEL.unit_costs(params)
+    edges = [0]
+    while edges[-1] < units:
+        start = edges[-1]
+        size = chunk_units(
+            speed=speeds[len(edges) % len(speeds)],
+            target_s=1.0,
+            probe_units=2,
+            max_units=MANDEL.max_chunk_units,
+            remaining=units - start,
+            share=0.5,
+            costs=costs,
+            start=start,
+        )
+        edges.append(start + size)
+    sizes = {b - a for a, b in itertools.pairwise(edges)}
+    assert len(sizes) > 2  # uneven chunks, not one size
+    outputs = []
+    for start, stop in itertools.pairwise(edges):
+        output = MANDEL.compute(params, start, stop)
+        MANDEL.check(params, start, stop, output)
+        outputs.append(ChunkOutput(start, stop, output))
+    expected = direct(params)
+    np.testing.assert_array_equal(assemble(params, outputs), expected)
+    live: dict[str, Any] = {}
+    for chunk in outputs:
+        live = MANDEL.fold_live(params, live, chunk.output)
+    assert MANDEL.work_done(params, live) == float(expected.sum())
