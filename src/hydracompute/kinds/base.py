@@ -8,7 +8,10 @@ databases. The coordinator and the workers only ever call the methods below:
 - ``total_units(params)`` says how many *work units* the job has; a chunk is a half-open
   range ``[start, stop)`` of units, so the scheduler can carve chunks of any size;
 - ``compute(params, start, stop)`` runs the kernel on one chunk and returns its *output*,
-  a JSON-serialisable dict (this is what travels back to the coordinator);
+  a JSON-serialisable dict (this is what travels back to the coordinator); a kind whose
+  chunks need files from the coordinator (a WebAssembly module, an input) names them by
+  SHA-256 in ``blobs(params)``, and the worker, having fetched and checked them, calls
+  ``compute_files(params, start, stop, files, cache_dir)`` instead;
 - ``check(params, start, stop, output)`` rejects outputs that cannot be right
   (a volunteer is untrusted);
 - ``same_output(a, b)`` compares two outputs of the same chunk (verification by replication);
@@ -25,6 +28,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 JSON = dict[str, Any]
@@ -128,6 +132,28 @@ class JobKind(abc.ABC):
     @abc.abstractmethod
     def compute(self, params: JSON, start: int, stop: int) -> JSON:
         """Run the kernel on units ``[start, stop)`` and return the chunk's output."""
+
+    def blobs(self, params: JSON) -> dict[str, str]:
+        """The content-addressed files a chunk of this job needs, by role (``"module"``,
+        ``"input"``...): their SHA-256 in lower-case hex. None by default.
+
+        The coordinator refuses a job whose blobs it does not hold; a worker fetches each
+        once, checks its hash, and passes the local files to :meth:`compute_files`.
+        """
+        return {}
+
+    def compute_files(
+        self,
+        params: JSON,
+        start: int,
+        stop: int,
+        files: Mapping[str, Path],
+        cache_dir: Path | None,
+    ) -> JSON:
+        """:meth:`compute` with the files :meth:`blobs` names, by role, already fetched and
+        checked by the worker, and a folder the kind may keep its own cache in (``None``:
+        none). By default the files are not needed: :meth:`compute` runs."""
+        return self.compute(params, start, stop)
 
     @abc.abstractmethod
     def check(self, params: JSON, start: int, stop: int, output: JSON) -> None:
