@@ -13,6 +13,7 @@ import click
 
 from hydracompute.cli.base import FiniteFloat, console, main
 from hydracompute.core.credit import CreditPolicy
+from hydracompute.core.models import Role
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError
 
@@ -126,6 +127,20 @@ def default_data_dir() -> Path:
     is_flag=True,
     help="Serve /metrics (Prometheus) without an API key (by default it needs a viewer key).",
 )
+@click.option(
+    "--code-role",
+    type=click.Choice(["admin", "submitter"]),
+    default="admin",
+    show_default=True,
+    help="The least role that may submit code: wasm jobs and their modules (docs/wasm.md).",
+)
+@click.option(
+    "--max-blob-mb",
+    default=256,
+    type=click.IntRange(1, 1 << 20),
+    show_default=True,
+    help="The largest module or input a submitter may upload, in MiB.",
+)
 def coordinator(
     host: str,
     port: int,
@@ -146,6 +161,8 @@ def coordinator(
     max_watts_per_core: float,
     forget_workers_after: str,
     metrics_public: bool,
+    code_role: str,
+    max_blob_mb: int,
 ) -> None:
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
@@ -179,6 +196,8 @@ def coordinator(
         ),
         forget_workers_after_s=forget_after_s,
         metrics_public=metrics_public,
+        code_role=Role(code_role),
+        max_blob_bytes=max_blob_mb << 20,
         credit=CreditPolicy(watts_per_core=watts_per_core, max_watts_per_core=max_watts_per_core),
     )
     try:

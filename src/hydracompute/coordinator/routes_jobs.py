@@ -7,10 +7,16 @@ import contextlib
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from hydracompute.coordinator.auth import CoordinatorDep, Principal, Submitter, Viewer
+from hydracompute.coordinator.auth import (
+    CoordinatorDep,
+    Principal,
+    Submitter,
+    Viewer,
+    require_code_role,
+)
 from hydracompute.coordinator.capacity import PoolCapacity
 from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
 from hydracompute.coordinator.service import Coordinator, log_job_end
@@ -76,15 +82,22 @@ def job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
         reopened=job.reopened,
         waiting_reason=None
         if job.state.finished
-        else capacity.waiting_reason(job.kind, workers_needed(job.quorum, job.adaptive)),
+        else capacity.waiting_reason(
+            job.kind, workers_needed(job.quorum, job.adaptive), job.required_labels
+        ),
+        required_labels=job.required_labels,
     )
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobView)
 async def submit_job(
-    body: JobSubmit, c: CoordinatorDep, response: Response, principal: Submitter
+    body: JobSubmit, c: CoordinatorDep, request: Request, response: Response, principal: Submitter
 ) -> JobView:
-    """Submit a job of an installed kind; parameters are validated by the kind."""
+    """Submit a job of an installed kind; parameters are validated by the kind. A kind that
+    runs submitted code (``wasm``) needs the role the pool's admin chose for it, and its
+    module and input uploaded first (``PUT /api/v1/blobs/{sha256}``)."""
+    if body.kind in c.store.kinds and c.store.kinds.get(body.kind).runs_submitted_code:
+        require_code_role(principal, request.app.state.security)
     job = await c.call(
         c.store.submit_job,
         body.kind,
@@ -96,6 +109,7 @@ async def submit_job(
         body.replication,
         body.quorum,
         body.adaptive,
+        body.required_labels,
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     c.events.publish({job.job_id})

@@ -111,6 +111,8 @@ class Job:
     #: Times it ran again after it had finished, because outputs it had accepted came from
     #: a worker since found lying.
     reopened: int = 0
+    #: Labels a worker must carry to be given its chunks (see core/placement.py).
+    required_labels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -196,6 +198,8 @@ class Worker:
     #: The power one of its busy cores draws, in watts, as its owner declared it or the
     #: worker measured it (``None``: it gave none, the pool's figure is used).
     watts_per_core: float | None = None
+    #: Labels the pool's admin gave it (``trusted``...): jobs may require them.
+    labels: list[str] = field(default_factory=list)
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
         """Seen within one lease lifetime and neither signed off nor revoked."""

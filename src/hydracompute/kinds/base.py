@@ -115,6 +115,9 @@ class JobKind(abc.ABC):
     max_chunk_units: ClassVar[int] = 1 << 20
     #: Work (see :meth:`units_of_work`) in a typical unit, to show speeds in work per second.
     work_per_unit: ClassVar[float] = 1.0
+    #: Its chunks run code the submitter sent (a WebAssembly module): workers offer such
+    #: kinds only with their owner's consent, and a pool's admin says who may submit them.
+    runs_submitted_code: ClassVar[bool] = False
 
     @abc.abstractmethod
     def validate(self, params: Mapping[str, Any]) -> JSON:

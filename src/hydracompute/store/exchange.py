@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from hydracompute.core import credit, lifecycle
+from hydracompute.core import credit, lifecycle, placement
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import expected_duration_s, wants_backup
@@ -394,8 +394,12 @@ class Exchange(Verdicts):
         return (
             job_id
             for job_id, kind in self.db.running_jobs()
-            if kind in kinds and kind in self.kinds
+            if kind in kinds and kind in self.kinds and self._may_place(job_id)
         )
+
+    def _may_place(self, job_id: str) -> bool:
+        required = self.job(job_id).required_labels
+        return not required or placement.may_place(required, self.worker.labels)
 
     def _carve(self, job: Job, want: int, share: float) -> None:
         kind = self.kinds.get(job.kind)

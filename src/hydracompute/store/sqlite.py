@@ -157,6 +157,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workers ADD COLUMN watts_per_core REAL
     """,
+    # Placement: labels the admin gives workers, and the labels a job requires.
+    """
+    ALTER TABLE workers ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN required_labels TEXT NOT NULL DEFAULT '[]'
+    """,
 ]
 
 

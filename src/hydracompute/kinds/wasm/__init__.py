@@ -63,6 +63,7 @@ class WasmKind(JobKind):
     unit_name = "unit"
     probe_units = 1
     max_chunk_units = 1 << 20
+    runs_submitted_code = True
 
     def validate(self, params: Mapping[str, Any]) -> JSON:
         reader = ParamReader(params)
@@ -92,7 +93,9 @@ class WasmKind(JobKind):
         value = reader.raw(name) if required else reader.raw(name, "")
         if value is None:
             return ""
-        if not isinstance(value, str) or not (SHA256.match(value) or (value == "" and not required)):
+        if not isinstance(value, str) or not (
+            SHA256.match(value) or (value == "" and not required)
+        ):
             reader.fail(name, "must be a SHA-256 in 64 lower-case hex digits")
             return ""
         return value
@@ -107,11 +110,11 @@ class WasmKind(JobKind):
         for key, value in sorted(raw.items()):
             if not isinstance(key, str) or not ARG_NAME.match(key):
                 reader.fail("args", f"parameter names match {ARG_NAME.pattern}: {key!r}")
-            elif type(value) is int and _I64[0] <= value <= _I64[1]:
-                args[key] = value
-            elif type(value) is float and math.isfinite(value):
-                args[key] = value
-            elif isinstance(value, str) and len(value) <= MAX_ARG_CHARS:
+            elif (
+                (type(value) is int and _I64[0] <= value <= _I64[1])
+                or (type(value) is float and math.isfinite(value))
+                or (isinstance(value, str) and len(value) <= MAX_ARG_CHARS)
+            ):
                 args[key] = value
             else:
                 reader.fail(
@@ -153,7 +156,13 @@ class WasmKind(JobKind):
         input_file = sandbox.InputFile(files.get("input"))
         try:
             data = sandbox.run_chunk(
-                module, params["args"], input_file, start, stop, limits, random_key(params, start, stop)
+                module,
+                params["args"],
+                input_file,
+                start,
+                stop,
+                limits,
+                random_key(params, start, stop),
             )
         finally:
             input_file.close()
@@ -196,20 +205,50 @@ class WasmKind(JobKind):
 
     def param_fields(self) -> list[ParamField]:
         return [
-            ParamField("module", "string", "Module SHA-256", required=True,
-                       help="Upload the module first (the dashboard's form does)."),
+            ParamField(
+                "module",
+                "string",
+                "Module SHA-256",
+                required=True,
+                help="Upload the module first (the dashboard's form does).",
+            ),
             ParamField("input", "string", "Input SHA-256", help="Optional input file."),
-            ParamField("units", "integer", "Units", required=True, default=1,
-                       minimum=1, maximum=MAX_UNITS, help="Work units of the job."),
+            ParamField(
+                "units",
+                "integer",
+                "Units",
+                required=True,
+                default=1,
+                minimum=1,
+                maximum=MAX_UNITS,
+                help="Work units of the job.",
+            ),
             ParamField("merge", "choice", "Merge", default="sum", choices=merge.STRATEGIES),
-            ParamField("fuel_per_unit", "integer", "Fuel per unit",
-                       default=DEFAULT_FUEL_PER_UNIT, minimum=1, maximum=MAX_FUEL_PER_UNIT),
-            ParamField("memory_mib", "integer", "Memory (MiB)", default=DEFAULT_MEMORY_MIB,
-                       minimum=1, maximum=MAX_MEMORY_MIB),
-            ParamField("output_bytes", "integer", "Output bytes per chunk",
-                       default=DEFAULT_OUTPUT_BYTES, minimum=1, maximum=MAX_OUTPUT_BYTES),
+            ParamField(
+                "fuel_per_unit",
+                "integer",
+                "Fuel per unit",
+                default=DEFAULT_FUEL_PER_UNIT,
+                minimum=1,
+                maximum=MAX_FUEL_PER_UNIT,
+            ),
+            ParamField(
+                "memory_mib",
+                "integer",
+                "Memory (MiB)",
+                default=DEFAULT_MEMORY_MIB,
+                minimum=1,
+                maximum=MAX_MEMORY_MIB,
+            ),
+            ParamField(
+                "output_bytes",
+                "integer",
+                "Output bytes per chunk",
+                default=DEFAULT_OUTPUT_BYTES,
+                minimum=1,
+                maximum=MAX_OUTPUT_BYTES,
+            ),
         ]
-
 
 
 def random_key(params: JSON, start: int, stop: int) -> bytes:

@@ -286,9 +286,7 @@ class _Host:
     def write_output(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
         data = wasi.GuestMemory(caller).read(ptr, length & 0xFFFFFFFF)
         if len(self.output) + len(data) > self.output_cap:
-            raise OutputTooLarge(
-                f"the chunk's output exceeds its limit of {self.output_cap} bytes"
-            )
+            raise OutputTooLarge(f"the chunk's output exceeds its limit of {self.output_cap} bytes")
         self.output += data
 
 
@@ -336,8 +334,7 @@ def run_chunk(
     except wasmtime.Trap as trap:
         if trap.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
             raise SandboxError(
-                f"out of fuel: the chunk needed more than its {limits.fuel} "
-                "(fuel_per_unit × units)"
+                f"out of fuel: the chunk needed more than its {limits.fuel} (fuel_per_unit × units)"
             ) from None
         raise SandboxError(f"the module trapped: {_first_line(trap)}{_tail(state)}") from None
     except wasi.ModuleExit as exit_:
