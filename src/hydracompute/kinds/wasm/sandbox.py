@@ -37,6 +37,7 @@ from hydracompute.kinds.wasm import wasi
 HYDRA = "hydra"
 #: Fuel for instantiation and ``_initialize`` (a C runtime's start-up), on top of a chunk's.
 START_FUEL = 50_000_000
+_PAGE = 65536
 #: Compiled modules kept in memory per process.
 MODULES_IN_MEMORY = 8
 _I64 = (-(1 << 63), (1 << 63) - 1)
@@ -312,6 +313,7 @@ def run_chunk(
     )
     host = _Host(args, input_file, limits.output_bytes)
     state = wasi.Wasi(random_key)
+    memory: wasmtime.Memory | None = None
     linker = wasmtime.Linker(engine())
     hydra_functions, wasi_functions = host.functions(), state.functions()
     for imported in module.imports:
@@ -325,6 +327,8 @@ def run_chunk(
     try:
         instance = linker.instantiate(store, module)
         exports = instance.exports(store)
+        exported = exports.get("memory")
+        memory = exported if isinstance(exported, wasmtime.Memory) else None
         initialize = exports.get("_initialize")
         if isinstance(initialize, wasmtime.Func):
             initialize(store)
@@ -336,7 +340,14 @@ def run_chunk(
             raise SandboxError(
                 f"out of fuel: the chunk needed more than its {limits.fuel} (fuel_per_unit × units)"
             ) from None
-        raise SandboxError(f"the module trapped: {_first_line(trap)}{_tail(state)}") from None
+        reason = _cause(trap)
+        if memory is not None and memory.data_len(store) + _PAGE > limits.memory_bytes:
+            # memory.grow failed at the cap, and the module gave up: say why.
+            raise SandboxError(
+                f"the module reached its memory limit of {limits.memory_bytes} bytes "
+                f"and then trapped: {reason}"
+            ) from None
+        raise SandboxError(f"the module trapped: {reason}{_tail(state)}") from None
     except wasi.ModuleExit as exit_:
         raise SandboxError(f"{exit_}{_tail(state)}") from None
     except wasmtime.WasmtimeError as exc:
@@ -364,6 +375,12 @@ def _refuse(name: str, ty: wasmtime.FuncType) -> Callable[..., Any]:
         return code
 
     return refused
+
+
+def _cause(trap: wasmtime.Trap) -> str:
+    """A trap's reason without its backtrace (the last line wasmtime gives)."""
+    lines = [line.strip() for line in str(trap).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "trap").removeprefix("wasm trap: ")[:300]
 
 
 def _first_line(exc: BaseException) -> str:
