@@ -76,8 +76,10 @@ PROBE_THE_WORLD = """(module
     (call $keep (i32.const 5) (call $clock (i32.const 0) (i64.const 1) (i32.const 8)))
     (i64.store (i32.const 1072) (i64.load (i32.const 8)))
     (call $keep (i32.const 7) (call $random (i32.const 1088) (i32.const 16)))
-    (call $keep (i32.const 10) (call $write (i32.const 1) (i32.const 600) (i32.const 1) (i32.const 16)))
-    (call $keep (i32.const 11) (call $write (i32.const 7) (i32.const 600) (i32.const 1) (i32.const 16)))
+    (call $keep (i32.const 10)
+      (call $write (i32.const 1) (i32.const 600) (i32.const 1) (i32.const 16)))
+    (call $keep (i32.const 11)
+      (call $write (i32.const 7) (i32.const 600) (i32.const 1) (i32.const 16)))
     (call $output (i32.const 1024) (i32.const 96))
     (i32.const 0)))"""
 
