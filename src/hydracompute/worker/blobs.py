@@ -43,8 +43,10 @@ class BlobCache:
         self.folder = folder
         self.max_bytes = max_bytes
         self._locks: dict[str, asyncio.Lock] = {}
-        #: Files fetched (not found in the cache) this run, for the status and the tests.
+        #: Files fetched (not found in the cache) this run, and downloads that resumed a
+        #: partial file rather than start over.
         self.fetched = 0
+        self.resumed = 0
         folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
@@ -97,6 +99,7 @@ class BlobCache:
                         await response.aread()
                         raise BlobError(str(_problem(response)))
                     resumed = response.status_code == 206
+                    self.resumed += resumed
                     total = _total_size(response, have if resumed else 0)
                     if total > self.max_bytes:
                         raise BlobError(
@@ -104,7 +107,13 @@ class BlobCache:
                             f"{self.max_bytes}"
                         )
                     with part.open("ab" if resumed else "wb") as out:
+                        size = have if resumed else 0
                         async for piece in response.aiter_bytes(PIECE_BYTES):
+                            size += len(piece)
+                            if size > self.max_bytes:
+                                out.close()
+                                part.unlink()
+                                raise BlobError(f"{digest} is over {self.max_bytes} bytes")
                             out.write(piece)
                     return part
             except httpx.TransportError as exc:

@@ -19,6 +19,7 @@ Parameters (canonical form):
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import math
@@ -265,6 +266,10 @@ def compiled_modules(cache_dir: Path | None) -> Any:
     """This process's cache of compiled modules, serialized under ``cache_dir``."""
     from hydracompute.kinds.wasm import sandbox
 
+    if not _compiled:
+        # Compiled modules hold the engine's code: let them go before the interpreter
+        # tears down the library that frees them.
+        atexit.register(_compiled.clear)
     if cache_dir not in _compiled:
         _compiled[cache_dir] = sandbox.CompiledModules(cache_dir)
     return _compiled[cache_dir]
