@@ -29,7 +29,6 @@ from hydracompute.errors import (
     HydraError,
     InvalidParams,
     InvalidRequest,
-    NotFound,
     TooManyRequests,
     error_from_problem,
 )
@@ -211,12 +210,13 @@ class Client:
             HydraError: the coordinator refused it (role, size).
         """
         path = data if isinstance(data, Path) else None
-        digest = _sha256_of(path) if path is not None else hashlib.sha256(data).hexdigest()  # type: ignore[arg-type]
-        try:
-            self.request("HEAD", f"/api/v1/blobs/{digest}")
+        digest = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else _sha256_of(data)
+        try:  # a HEAD answer has no body: its status says it all
+            held = self._http.head(f"/api/v1/blobs/{digest}").status_code == 200
+        except httpx.TransportError as exc:
+            raise CoordinatorUnavailable(self._unreachable(exc)) from exc
+        if held:
             return digest
-        except NotFound:
-            pass
         if path is None:
             self.request("PUT", f"/api/v1/blobs/{digest}", content=data)
         else:
