@@ -18,7 +18,7 @@ from hydracompute.kinds.wasm import WasmKind
 from hydracompute.store import MemoryBackend, Store
 from tests.sum_kind import sum_registry
 from tests.test_api import CONFIG, FakeClock, Pool, TestClient, Volunteer, assert_problem
-from tests.wasm_support import example, sha256
+from tests.wasm_support import UNKNOWN_IMPORT, example, sha256, wasm
 
 JSON = dict[str, Any]
 PI = example("pi")
@@ -125,6 +125,26 @@ def test_a_job_naming_a_blob_the_pool_lacks_is_refused() -> None:
         problem = pool.refused(422, "POST", "/api/v1/jobs", json=body)
         assert set(problem["errors"]) == {"module", "input"}
         assert "upload it first" in problem["errors"]["module"]
+
+
+def test_a_module_that_breaks_the_abi_is_refused_at_submission() -> None:
+    with wasm_pool() as (pool, _):
+        for text, reason in (
+            (UNKNOWN_IMPORT, "imports env.system"),
+            ('(module (memory (export "memory") 1))', "must export hydra_run"),
+        ):
+            module = wasm(text)
+            assert upload(pool, module).status_code == 201
+            body = {"kind": "wasm", "params": {"module": sha256(module), "units": 1}}
+            problem = pool.refused(422, "POST", "/api/v1/jobs", json=body)
+            assert reason in problem["errors"]["module"]
+        garbage = b"\0asm\1\0\0\0 not a module"
+        assert upload(pool, garbage).status_code == 201
+        body = {"kind": "wasm", "params": {"module": sha256(garbage), "units": 1}}
+        assert (
+            "not a valid WebAssembly module"
+            in pool.refused(422, "POST", "/api/v1/jobs", json=body)["detail"]
+        )
 
 
 def test_workers_without_consent_never_get_wasm_chunks(tmp_path: Path) -> None:

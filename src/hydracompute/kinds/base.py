@@ -118,6 +118,8 @@ class JobKind(abc.ABC):
     #: Its chunks run code the submitter sent (a WebAssembly module): workers offer such
     #: kinds only with their owner's consent, and a pool's admin says who may submit them.
     runs_submitted_code: ClassVar[bool] = False
+    #: Roles of :meth:`blobs` the coordinator shows :meth:`check_blob` at submission.
+    checked_blobs: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def validate(self, params: Mapping[str, Any]) -> JSON:
@@ -144,6 +146,15 @@ class JobKind(abc.ABC):
         once, checks its hash, and passes the local files to :meth:`compute_files`.
         """
         return {}
+
+    def check_blob(self, params: JSON, role: str, data: bytes) -> None:  # noqa: B027 - optional
+        """Refuse the blob of ``role`` (one of :attr:`checked_blobs`) if it cannot serve
+        this job — a module that breaks the ABI, say. The coordinator calls it, off its
+        store thread, when the job is submitted; it must only read ``data``.
+
+        Raises:
+            InvalidParams: the blob is unusable; the error names the role.
+        """
 
     def compute_files(
         self,

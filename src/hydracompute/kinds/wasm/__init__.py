@@ -53,6 +53,8 @@ MAX_CHUNK_FUEL = 1 << 62
 MAX_MEMORY_MIB = 4096
 DEFAULT_MEMORY_MIB = 64
 MAX_OUTPUT_BYTES = 1 << 20
+#: The largest module (inputs may be larger, up to the pool's blob limit).
+MAX_MODULE_BYTES = 64 << 20
 DEFAULT_OUTPUT_BYTES = 4096
 _I64 = (-(1 << 63), (1 << 63) - 1)
 
@@ -65,6 +67,7 @@ class WasmKind(JobKind):
     probe_units = 1
     max_chunk_units = 1 << 20
     runs_submitted_code = True
+    checked_blobs = ("module",)
 
     def validate(self, params: Mapping[str, Any]) -> JSON:
         reader = ParamReader(params)
@@ -133,6 +136,17 @@ class WasmKind(JobKind):
         if params["input"]:
             files["input"] = str(params["input"])
         return files
+
+    def check_blob(self, params: JSON, role: str, data: bytes) -> None:
+        # Compiling reads the module and runs none of it (docs/wasm.md).
+        from hydracompute.kinds.wasm import sandbox
+
+        if len(data) > MAX_MODULE_BYTES:
+            raise InvalidParams({role: f"a module is limited to {MAX_MODULE_BYTES} bytes"})
+        try:
+            sandbox.compile_module(data)
+        except sandbox.SandboxError as exc:
+            raise InvalidParams({role: str(exc)}) from None
 
     def compute(self, params: JSON, start: int, stop: int) -> JSON:
         raise ValueError("a wasm chunk runs with its module file (compute_files)")
@@ -275,4 +289,4 @@ def compiled_modules(cache_dir: Path | None) -> Any:
     return _compiled[cache_dir]
 
 
-__all__ = ["InvalidParams", "WasmKind"]
+__all__ = ["WasmKind"]
