@@ -73,7 +73,9 @@ class ParamField:
     """One parameter as a form shows it; validation stays in :meth:`JobKind.validate`."""
 
     name: str
-    type: str  # "integer", "number", "string" or "choice"
+    #: "integer", "number", "string", "choice", "json" (an object), or "blob": a file the
+    #: form uploads (``PUT /api/v1/blobs/{sha256}``), sending its SHA-256 as the value.
+    type: str
     label: str = ""
     required: bool = False
     default: Any = None

@@ -222,12 +222,12 @@ class WasmKind(JobKind):
         return [
             ParamField(
                 "module",
-                "string",
-                "Module SHA-256",
+                "blob",
+                "Module (.wasm)",
                 required=True,
-                help="Upload the module first (the dashboard's form does).",
+                help="A WASI module following the ABI of docs/wasm.md.",
             ),
-            ParamField("input", "string", "Input SHA-256", help="Optional input file."),
+            ParamField("input", "blob", "Input", help="Optional file the module may read."),
             ParamField(
                 "units",
                 "integer",
@@ -239,6 +239,13 @@ class WasmKind(JobKind):
                 help="Work units of the job.",
             ),
             ParamField("merge", "choice", "Merge", default="sum", choices=merge.STRATEGIES),
+            ParamField(
+                "args",
+                "json",
+                "Module parameters",
+                default={},
+                help='An object, e.g. {"seed": 7}.',
+            ),
             ParamField(
                 "fuel_per_unit",
                 "integer",
