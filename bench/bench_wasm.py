@@ -22,7 +22,6 @@ import argparse
 import functools
 import hashlib
 import json
-import os
 import shlex
 import sys
 import tempfile
@@ -33,7 +32,14 @@ from typing import Any
 
 import wasmtime
 
-from bench_kernels import _c_count_hits, _shown_path, best_seconds, build, machine
+from bench_kernels import (
+    _c_count_hits,
+    _shown_path,
+    best_seconds,
+    build,
+    machine,
+    pin_to_one_cpu,
+)
 from hydracompute.kinds.pi import BLOCK_SAMPLES
 from hydracompute.kinds.pi_kernel import count_hits
 from hydracompute.kinds.wasm import sandbox
@@ -109,9 +115,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     options = parser.parse_args()
-    cpu = options.cpu if options.cpu is not None else max(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
-    count_hits(0, 0, 1000)  # compile, or load numba's cache, before any timing
+    cpu = pin_to_one_cpu(options.cpu)
     rows = kernels(options.samples, options.reps)
     latency = first_chunk(options.reps)
     info = {
