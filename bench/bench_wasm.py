@@ -14,6 +14,15 @@ each rate as a share of gcc's. Then a worker's start-up cost for a module: compi
 from its bytes (a module the worker has not seen), loading it compiled from the worker's
 disk cache (another process, or a later run), and finding it in memory, each followed by one
 chunk of one block (2**20 samples).
+
+With ``--e2e-samples S``, instead: a wasm job of S samples through a real coordinator with
+``--workers`` worker processes (one core each, ``--accept-wasm``, at normal priority like
+the plain processes: at the default idle priority a shared machine's other load would
+starve them, and this measures coordination, not priority), from submission to the
+answer in the client's hands, against the same module run by as many plain processes that
+split the units evenly and talk to no one; alternating, ``--repeat`` rounds, best kept.
+
+    .venv/bin/python bench/bench_wasm.py --e2e-samples 2e9 [--workers 2] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import argparse
 import functools
 import hashlib
 import json
+import math
+import multiprocessing
 import shlex
 import sys
 import tempfile
@@ -40,6 +51,7 @@ from bench_kernels import (
     machine,
     pin_to_one_cpu,
 )
+from hydracompute.demo import start_coordinator, start_worker, stop
 from hydracompute.kinds.pi import BLOCK_SAMPLES
 from hydracompute.kinds.pi_kernel import count_hits
 from hydracompute.kinds.wasm import sandbox
@@ -108,13 +120,94 @@ def first_chunk(reps: int) -> list[dict[str, Any]]:
     return [{"case": c, "load_ms": load[c] * 1000, "chunk_ms": chunk[c] * 1000} for c in load]
 
 
+def _plain_part(args: tuple[int, int, int]) -> int:
+    samples, start, stop = args
+    module = sandbox.compile_module(bytes(wasmtime.wat2wasm(EXAMPLE.read_text())))
+    limits = sandbox.Limits(fuel=1 << 62, memory_bytes=1 << 20, output_bytes=16)
+    args_ = {"seed": SEED, "samples": samples}
+    out = sandbox.run_chunk(module, args_, sandbox.InputFile(None), start, stop, limits, b"")
+    return int.from_bytes(out[:8], "little", signed=True)
+
+
+def plain_processes(workers: int, samples: int) -> tuple[float, int]:
+    """Seconds for the job's units split evenly over ``workers`` processes; its hits."""
+    units = -(-samples // BLOCK_SAMPLES)
+    edges = [units * k // workers for k in range(workers + 1)]
+    with multiprocessing.get_context("spawn").Pool(workers) as procs:
+        procs.map(_plain_part, [(samples, 0, 0)] * workers)  # start-up, compiled once
+        began = time.perf_counter()
+        hits = procs.map(_plain_part, [(samples, edges[k], edges[k + 1]) for k in range(workers)])
+        return time.perf_counter() - began, sum(hits)
+
+
+def through_coordinator(workers: int, samples: int) -> tuple[float, int]:
+    """Seconds from submission to answer of the wasm job through a real pool; its hits."""
+    units = -(-samples // BLOCK_SAMPLES)
+    wasm = bytes(wasmtime.wat2wasm(EXAMPLE.read_text()))
+    with tempfile.TemporaryDirectory() as tmp:
+        coordinator = start_coordinator(Path(tmp), 0)
+        procs = [
+            start_worker(coordinator, 1, f"bench-{k}", ["--accept-wasm", "--priority", "normal"])
+            for k in range(workers)
+        ]
+        try:
+            with coordinator.client() as client:
+                deadline = time.monotonic() + 120
+                while sum(w["online"] for w in client.workers()) < workers:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("workers did not join")
+                    time.sleep(0.05)
+                client.upload(wasm)  # uploaded before the clock starts, as a submitter would
+                began = time.perf_counter()
+                args = {"seed": SEED, "samples": samples}
+                info = client.submit_wasm(wasm, units, merge="sum", args=args).wait()
+                seconds = time.perf_counter() - began
+                if info.state != "done":
+                    raise RuntimeError(f"the wasm job ended {info.state}: {info.error}")
+                return seconds, int(info.answer["values"][0])
+        finally:
+            for proc in procs:
+                stop(proc)
+            stop(coordinator.process)
+
+
+def end_to_end(workers: int, samples: int, repeat: int) -> dict[str, Any]:
+    plain = pooled = math.inf
+    answers = set()
+    for _ in range(repeat):  # alternating: the machine is shared
+        seconds, hits = plain_processes(workers, samples)
+        plain, answers = min(plain, seconds), answers | {hits}
+        seconds, hits = through_coordinator(workers, samples)
+        pooled, answers = min(pooled, seconds), answers | {hits}
+    if answers != {count_hits(SEED, 0, samples)}:
+        raise SystemExit(f"the answers disagree: {answers}")
+    return {"plain_s": plain, "coordinated_s": pooled, "ratio": plain / pooled}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="timings per kernel")
     parser.add_argument("--samples", type=int, default=1 << 28)
     parser.add_argument("--cpu", type=int, help="CPU to pin to (default: the last allowed)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--e2e-samples", type=float, default=0, help="run the pool comparison")
+    parser.add_argument("--workers", type=int, default=2, help="with --e2e-samples")
+    parser.add_argument("--repeat", type=int, default=2, help="with --e2e-samples: rounds")
     options = parser.parse_args()
+    if options.e2e_samples:
+        samples = int(options.e2e_samples)
+        row = end_to_end(options.workers, samples, options.repeat)
+        if options.json:
+            print(json.dumps({"workers": options.workers, "samples": samples, **row}))
+        else:
+            print(f"{shlex.join([_shown_path(sys.executable), *sys.argv])}")
+            print(
+                f"wasm π, {samples:.3g} samples, {options.workers} worker processes vs "
+                f"{options.workers} plain processes, best of {options.repeat} alternating: "
+                f"plain {row['plain_s']:.2f} s, through the pool {row['coordinated_s']:.2f} s, "
+                f"throughput ratio {row['ratio']:.1%}"
+            )
+        return
     cpu = pin_to_one_cpu(options.cpu)
     rows = kernels(options.samples, options.reps)
     latency = first_chunk(options.reps)
