@@ -21,6 +21,7 @@ from tests.wasm_support import (
     COUNT_PAGES_GRANTED,
     LARGE_MEMORY_AT_START,
     LOOP_FOREVER,
+    LOOP_ON_HOST_WORK,
     OUTPUT_WITHOUT_BOUND,
     PROBE_THE_WORLD,
     UNKNOWN_IMPORT,
@@ -83,6 +84,12 @@ def test_a_module_that_loops_forever_runs_out_of_fuel(tmp_path: Path) -> None:
         sandbox.SandboxError, match="out of fuel: the chunk needed more than its 3000"
     ):
         run(tmp_path, canonical, files, 2, 5)
+
+
+def test_work_a_module_makes_the_host_do_is_paid_in_fuel(tmp_path: Path) -> None:
+    canonical, files = job(tmp_path, wasm(LOOP_ON_HOST_WORK), units=1, fuel_per_unit=10**7)
+    with pytest.raises(sandbox.SandboxError, match="out of fuel: the chunk needed more than"):
+        run(tmp_path, canonical, files, 0, 1)
 
 
 def test_a_module_that_allocates_without_bound_stops_at_its_memory_cap(tmp_path: Path) -> None:

@@ -83,6 +83,17 @@ PROBE_THE_WORLD = """(module
     (call $output (i32.const 1024) (i32.const 96))
     (i32.const 0)))"""
 
+#: Loops on a WASI call that makes the host walk 8,000 (empty) buffers each time: host work
+#: the module's own instructions would not pay for.
+LOOP_ON_HOST_WORK = f"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  {_RUN}
+    (loop $again
+      (drop (call $write (i32.const 2) (i32.const 0) (i32.const 8000) (i32.const 65532)))
+      (br $again))
+    (i32.const 0)))"""
+
 #: Imports a function of the ABI's module that does not exist.
 UNKNOWN_IMPORT = f"""(module
   (import "env" "system" (func $system (param i32) (result i32)))

@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hydracompute.errors import InvalidParams
 from hydracompute.kinds.base import (
@@ -40,6 +40,9 @@ from hydracompute.kinds.base import (
 )
 from hydracompute.kinds.params import ParamReader
 from hydracompute.kinds.wasm import merge
+
+if TYPE_CHECKING:  # the sandbox (and wasmtime) load only where chunks run or are checked
+    from hydracompute.kinds.wasm.sandbox import CompiledModules
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
@@ -207,8 +210,11 @@ class WasmKind(JobKind):
         return ArtefactStream("application/octet-stream", merge.concat_pieces(pieces))
 
     def render(self, params: JSON, outputs: Iterable[ChunkOutput], name: str) -> Artefact | None:
-        stream = self.render_stream(params, outputs, name, None)  # type: ignore[arg-type]
-        return None if stream is None else Artefact(stream.media_type, b"".join(stream.pieces))
+        if name != merge.ARTEFACT or params["merge"] != "concat":
+            return None
+        limit = int(params["output_bytes"])
+        data = b"".join(merge.decode(chunk.output, limit) for chunk in outputs)
+        return Artefact("application/octet-stream", data)
 
     def fold_live(self, params: JSON, live: JSON, output: JSON) -> JSON:
         data = merge.decode(output, int(params["output_bytes"]))
@@ -280,10 +286,10 @@ def random_key(params: JSON, start: int, stop: int) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-_compiled: dict[Path | None, Any] = {}
+_compiled: dict[Path | None, CompiledModules] = {}
 
 
-def compiled_modules(cache_dir: Path | None) -> Any:
+def compiled_modules(cache_dir: Path | None) -> CompiledModules:
     """This process's cache of compiled modules, serialized under ``cache_dir``."""
     from hydracompute.kinds.wasm import sandbox
 

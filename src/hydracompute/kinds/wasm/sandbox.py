@@ -323,7 +323,9 @@ def run_chunk(
             function = hydra_functions[name]
         else:
             function = wasi_functions.get(name) or _refuse(name, imported.type)
-        linker.define_func(imported.module, name, imported.type, function, access_caller=True)
+        linker.define_func(
+            imported.module, name, imported.type, _metered(function), access_caller=True
+        )
     try:
         instance = linker.instantiate(store, module)
         exports = instance.exports(store)
@@ -335,11 +337,11 @@ def run_chunk(
         run = exports[RUN_EXPORT]
         assert isinstance(run, wasmtime.Func)
         status = run(store, start, stop)
+    except wasi.HostOutOfFuel:
+        raise SandboxError(_out_of_fuel(limits)) from None
     except wasmtime.Trap as trap:
         if trap.trap_code is wasmtime.TrapCode.OUT_OF_FUEL:
-            raise SandboxError(
-                f"out of fuel: the chunk needed more than its {limits.fuel} (fuel_per_unit × units)"
-            ) from None
+            raise SandboxError(_out_of_fuel(limits)) from None
         reason = _cause(trap)
         if memory is not None and memory.data_len(store) + _PAGE > limits.memory_bytes:
             # memory.grow failed at the cap, and the module gave up: say why.
@@ -361,6 +363,20 @@ def run_chunk(
     if status != 0:
         raise SandboxError(f"{RUN_EXPORT} returned error status {status}{_tail(state)}")
     return bytes(host.output)
+
+
+def _out_of_fuel(limits: Limits) -> str:
+    return f"out of fuel: the chunk needed more than its {limits.fuel} (fuel_per_unit × units)"
+
+
+def _metered(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, charging the calling store the fuel of one host call first."""
+
+    def metered(caller: wasmtime.Caller, *args: Any) -> Any:
+        wasi.charge(caller, wasi.HOST_CALL_FUEL)
+        return function(caller, *args)
+
+    return metered
 
 
 def _refuse(name: str, ty: wasmtime.FuncType) -> Callable[..., Any]:

@@ -62,8 +62,36 @@ class DeterministicBytes:
         return out
 
 
+#: Fuel a host function costs per call, per access to guest memory, and per 8 bytes it
+#: moves: work done in Python for the module is paid for like its own instructions (about
+#: what the same time would run), so that no host call loops the CPU free of charge.
+HOST_CALL_FUEL = 2000
+MEMORY_ACCESS_FUEL = 1000
+BYTES_PER_FUEL = 8
+
+
+class HostOutOfFuel(Exception):
+    """A host function's work would take more fuel than the chunk has left."""
+
+
+def charge(caller: wasmtime.Caller, fuel: int) -> None:
+    """Take ``fuel`` from the calling store.
+
+    Raises:
+        HostOutOfFuel: less is left.
+    """
+    # Store's fuel methods only need a context, which a Caller gives.
+    store: Any = caller
+    left = int(wasmtime.Store.get_fuel(store))
+    if fuel > left:
+        wasmtime.Store.set_fuel(store, 0)
+        raise HostOutOfFuel
+    wasmtime.Store.set_fuel(store, left - fuel)
+
+
 class GuestMemory:
-    """Bounds-checked access to the calling instance's exported ``memory``."""
+    """Bounds-checked access to the calling instance's exported ``memory``, each access
+    paid for in fuel."""
 
     def __init__(self, caller: wasmtime.Caller) -> None:
         memory = caller.get("memory")
@@ -72,6 +100,7 @@ class GuestMemory:
         self.memory, self.caller = memory, caller
 
     def span(self, ptr: int, length: int) -> tuple[int, int]:
+        charge(self.caller, MEMORY_ACCESS_FUEL + max(length, 0) // BYTES_PER_FUEL)
         # i32 arguments arrive signed: a pointer past 2 GiB is negative here.
         ptr &= 0xFFFFFFFF
         if length < 0 or ptr + length > self.memory.data_len(self.caller):
