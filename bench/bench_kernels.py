@@ -217,6 +217,15 @@ def _shown_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
+def pin_to_one_cpu(cpu: int | None) -> int:
+    """Pin this process to ``cpu`` (default: the last allowed) and load the π kernel (numba
+    compiles it, or loads its cache) before any timing; the CPU pinned to."""
+    chosen = cpu if cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {chosen})
+    count_hits(0, 0, 1000)
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="timings per implementation")
@@ -224,9 +233,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     options = parser.parse_args()
 
-    cpu = options.cpu if options.cpu is not None else max(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
-    count_hits(0, 0, 1000)  # compile, or load numba's cache, before any timing
+    cpu = pin_to_one_cpu(options.cpu)
     render_tile(*VIEW, 16, 16, 10, 0, 0, 16, 16)
 
     pi_rows = bench_pi(options.reps)

@@ -86,8 +86,8 @@ class Pool:
         if process.stdout is not None:
             process.stdout.close()
 
-    def add_worker(self, cores: int = 1) -> subprocess.Popen[str]:
-        process = start_worker(self.coordinator, cores, f"test-{len(self.workers)}")
+    def add_worker(self, cores: int = 1, *options: str) -> subprocess.Popen[str]:
+        process = start_worker(self.coordinator, cores, f"test-{len(self.workers)}", options)
         self.workers.append(process)
         return process
 

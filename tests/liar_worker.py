@@ -1,5 +1,5 @@
 """A worker that lies: ``python tests/liar_worker.py worker URL …`` runs the real worker
-agent with π and Mandelbrot kinds that return plausible wrong outputs — outputs that pass
+agent with π, Mandelbrot and wasm kinds that return plausible wrong outputs — outputs that pass
 every check a kind can make alone, so only verification by replication can catch them.
 
 The lying registry is installed at import, so the worker's compute processes (started
@@ -9,6 +9,9 @@ with ``spawn``, which imports this module again) lie too.
 from __future__ import annotations
 
 import base64
+import struct
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +20,7 @@ from hydracompute.kinds import KindRegistry
 from hydracompute.kinds.base import JSON
 from hydracompute.kinds.mandelbrot import MandelbrotKind, count_dtype, decode_counts
 from hydracompute.kinds.pi import PiKind
+from hydracompute.kinds.wasm import WasmKind
 
 #: Extra hits in a lying π output: within the kind's plausibility check for any chunk.
 EXTRA_HITS = 1000
@@ -46,10 +50,24 @@ class LyingMandelbrot(MandelbrotKind):
         }
 
 
+class LyingWasm(WasmKind):
+    """Runs the module, then adds ``EXTRA_HITS`` to the first summed value (a π module's
+    hits): well-formed bytes no check of the kind can tell from honest ones."""
+
+    def compute_files(
+        self, params: JSON, start: int, stop: int, files: Mapping[str, Path], cache: Path | None
+    ) -> JSON:
+        honest = base64.b64decode(super().compute_files(params, start, stop, files, cache)["data"])
+        (first,) = struct.unpack_from("<q", honest)
+        lie = struct.pack("<q", first + EXTRA_HITS) + honest[8:]
+        return {"data": base64.b64encode(lie).decode("ascii")}
+
+
 def lying_registry() -> KindRegistry:
     registry = KindRegistry()
     registry.register(LyingPi())
     registry.register(LyingMandelbrot())
+    registry.register(LyingWasm())
     return registry
 
 

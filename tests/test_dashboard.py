@@ -11,6 +11,7 @@ import io
 import math
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from hydracompute.client import Client
 from tests.e2e_support import Pool, pool, wait_until
+from tests.wasm_support import example, sha256
 
 pytestmark = pytest.mark.e2e
 
@@ -126,6 +128,30 @@ def test_a_job_submitted_from_the_form_runs_to_100_percent_live(
     assert view.locator("#pi-chart polygon.band").count() == 1
     assert view.locator("#pi-chart line.truth").count() == 1
     assert view.inner_text("#digits").startswith("3.14")
+
+
+def test_the_form_uploads_a_wasm_module_and_asks_for_labels(
+    page: tuple[Page, Console], client: Client, tmp_path: Path
+) -> None:
+    view, console = page
+    module = tmp_path / "pi.wasm"
+    module.write_bytes(example("pi"))
+    view.goto(view.url.split("#")[0] + "#/submit")
+    view.select_option("#kind", "wasm")
+    view.set_input_files("input[name=module]", str(module))
+    view.fill("input[name=units]", "3")
+    view.fill("textarea[name=args]", '{"seed": 5, "samples": 3000000}')
+    view.fill("input[name=__labels]", "trusted, site-a")
+    view.click("#submit-form button[type=submit]")
+    view.wait_for_selector("#job-progress")
+    job = client.job(view.url.rsplit("/", 1)[1])
+    info = job.info().raw
+    job.cancel()  # the live pool's worker did not opt in to wasm jobs: it would wait
+    assert info["params"]["module"] == sha256(example("pi"))
+    assert info["params"]["args"] == {"samples": 3000000, "seed": 5}
+    assert info["required_labels"] == ["site-a", "trusted"]
+    assert info["waiting_reason"] == "no online worker has kind wasm"
+    assert console.problems == []
 
 
 def test_the_form_asks_for_verification(page: tuple[Page, Console], client: Client) -> None:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 LIAR = Path(__file__).with_name("liar_worker.py")
 
 
-def add_liar(p: Pool) -> subprocess.Popen[str]:
+def add_liar(p: Pool, *options: str) -> subprocess.Popen[str]:
     """A worker process joined like ``Pool.add_worker``'s, running the lying kinds."""
     c = p.coordinator
     pin = ["--ca-fingerprint", fp] if (fp := c.ca_fingerprint) else []
@@ -45,6 +45,7 @@ def add_liar(p: Pool) -> subprocess.Popen[str]:
             "liar",
             "--identity",
             str(c.data_dir / "workers" / "liar.json"),
+            *options,
         ],
         env=env,
         text=True,
@@ -57,11 +58,12 @@ def barred(client: Client) -> dict[str, str]:
     return {w["name"]: w["barred"] for w in client.workers() if w["barred"]}
 
 
-def two_honest_workers_and_a_liar(p: Pool, client: Client) -> None:
-    """Join two honest workers and a liar to ``p``, and wait until all three are online."""
-    p.add_worker(cores=1)
-    p.add_worker(cores=1)
-    add_liar(p)
+def two_honest_workers_and_a_liar(p: Pool, client: Client, *options: str) -> None:
+    """Join two honest workers and a liar to ``p`` (all with ``options``), and wait until
+    all three are online."""
+    p.add_worker(1, *options)
+    p.add_worker(1, *options)
+    add_liar(p, *options)
     wait_until(lambda: sum(w["online"] for w in client.workers()) == 3, what="joins")
 
 

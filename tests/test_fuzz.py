@@ -284,7 +284,7 @@ def test_every_refusal_is_a_problem_document(path: str, method: str, operation: 
 
 #: Operations without credentials, and those a worker makes with its own secret.
 PUBLIC = {"enrol", "sign_in", "sign_out", "certificate_authority", "health", "kinds"}
-WORKERS_OWN = {"rejoin", "exchange", "leave", "return_leases", "worker_credit"}
+WORKERS_OWN = {"rejoin", "exchange", "leave", "return_leases", "worker_credit", "fetch_blob"}
 
 
 @pytest.mark.parametrize(("path", "method", "operation"), OPERATIONS)

@@ -888,3 +888,29 @@ def test_jobs_are_counted_by_state_and_the_pool_figures_add_up(store: Store) -> 
     # A lease lifetime later nobody has been seen: nobody is online.
     later = pool_figures(store, now + TTL + 1)
     assert (later.workers_online, later.workers_paused, later.cores_online) == (0, 0, 0)
+
+
+def test_labels_and_required_labels_are_kept_and_place_chunks(store: Store) -> None:
+    now = 1000.0
+    plain, _ = store.enrol_worker("plain", 2, ["sum"], now)
+    lab, _ = store.enrol_worker("lab", 2, ["sum"], now)
+    job = store.submit_job("sum", {"n": 50}, now, required_labels=["trusted", "trusted"])
+    assert store.get_job(job.job_id).required_labels == ["trusted"]
+    labelled = store.label_worker(lab.worker_id, add=["trusted", "site-a"])
+    assert labelled.labels == ["site-a", "trusted"]
+    assert store.label_worker(lab.worker_id, remove=["site-a"]).labels == ["trusted"]
+    # A rejoin (cores, kinds) keeps the admin's labels.
+    store.update_worker_profile(lab.worker_id, 4, ["sum"], now)
+    assert {w.name: w.labels for w in store.list_workers()} == {"plain": [], "lab": ["trusted"]}
+    refused = store.exchange(plain.worker_id, [], [], 4, now)
+    assert refused.leases == []
+    granted = store.exchange(lab.worker_id, [], [], 4, now)
+    assert granted.leases and {g.job_id for g in granted.leases} == {job.job_id}
+    before = snapshot(store)
+    with pytest.raises(InvalidRequest):
+        store.label_worker(lab.worker_id, add=["Bad Label"])
+    with pytest.raises(NotFound):
+        store.label_worker("w-nobody", add=["trusted"])
+    with pytest.raises(InvalidParams):
+        store.submit_job("sum", {"n": 5}, now, required_labels=["x" * 41])
+    assert snapshot(store) == before

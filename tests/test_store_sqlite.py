@@ -305,6 +305,29 @@ def test_payloads_written_before_the_blob_store_are_read_after_the_migration(
     backend.close()
 
 
+def test_workers_and_jobs_written_before_labels_have_none_after_the_migration(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store = Store(SQLiteBackend(path), sum_registry(), CONFIG)
+    worker, _ = store.enrol_worker("old", 2, ["sum"], 1.0)
+    job = store.submit_job("sum", {"n": 10}, 1.0)
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    labels_migration = next(i for i, m in enumerate(MIGRATIONS, 1) if "labels" in m)
+    db.execute("ALTER TABLE workers DROP COLUMN labels")
+    db.execute("ALTER TABLE jobs DROP COLUMN required_labels")
+    db.execute(f"PRAGMA user_version = {labels_migration - 1}")
+    db.close()
+    store = Store(SQLiteBackend(path), sum_registry(), CONFIG)
+    assert store.get_job(job.job_id).required_labels == []
+    assert store.label_worker(worker.worker_id, add=["trusted"]).labels == ["trusted"]
+    store.close()
+    reopened = Store(SQLiteBackend(path), sum_registry(), CONFIG)
+    assert [w.labels for w in reopened.list_workers()] == [["trusted"]]
+    reopened.close()
+
+
 def test_the_blob_folder_is_beside_the_database_file(tmp_path: Path) -> None:
     store = Store(SQLiteBackend(tmp_path / "pool.db"), sum_registry(), CONFIG)
     big = {"counts": "z" * 20_000}

@@ -12,10 +12,12 @@ CA fingerprint of the ``HYDRACOMPUTE_*`` variables, else of the saved login (see
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -171,6 +173,7 @@ class Client:
         quorum: int | None = None,
         adaptive: bool | None = None,
         priority: int | None = None,
+        required_labels: Sequence[str] = (),
         **params: Any,
     ) -> Job:
         """Submit a job; ``params`` are the kind's parameters (e.g. ``samples=10**9``).
@@ -179,6 +182,7 @@ class Client:
         ``quorum`` of them must agree; ``adaptive`` verification replicates only untrusted
         workers' outputs (and trusted ones' now and then). ``None``: the pool's default.
         ``priority`` orders the submitter's own running jobs (higher first, default 0).
+        ``required_labels``: only workers the admin gave all these labels get its chunks.
 
         Raises:
             InvalidParams: a parameter is NaN or infinite (nothing is sent); the
@@ -195,10 +199,71 @@ class Client:
             "quorum": quorum,
             "adaptive": adaptive,
             "priority": priority,
+            "required_labels": list(required_labels) or None,
         }
         body.update({key: value for key, value in options.items() if value is not None})
         info = JobInfo(self.request("POST", "/api/v1/jobs", json=body).json())
         return Job(self, info.job_id, info)
+
+    def upload(self, data: bytes | Path) -> str:
+        """Upload a module or an input to the pool's blob store; its SHA-256, by which a
+        job names it. Bytes the pool already holds are not sent again.
+
+        Raises:
+            HydraError: the coordinator refused it (role, size).
+        """
+        path = data if isinstance(data, Path) else None
+        digest = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else _sha256_of(data)
+        try:  # a HEAD answer has no body: its status says it all
+            held = self._http.head(f"/api/v1/blobs/{digest}").status_code == 200
+        except httpx.TransportError as exc:
+            raise CoordinatorUnavailable(self._unreachable(exc)) from exc
+        if held:
+            return digest
+        if path is None:
+            self.request("PUT", f"/api/v1/blobs/{digest}", content=data)
+        else:
+            with path.open("rb") as file:
+                self.request(
+                    "PUT",
+                    f"/api/v1/blobs/{digest}",
+                    content=_read_pieces(file),
+                    headers={"Content-Length": str(path.stat().st_size)},
+                )
+        return digest
+
+    def submit_wasm(
+        self,
+        module: bytes | Path,
+        units: int,
+        *,
+        input: bytes | Path | None = None,
+        merge: str = "sum",
+        args: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Job:
+        """Upload a WebAssembly module (and an input) and submit a ``wasm`` job of
+        ``units`` units over it; ``options`` are :meth:`submit`'s and the kind's limits
+        (``fuel_per_unit``, ``memory_mib``, ``output_bytes``). See docs/wasm.md."""
+        params: dict[str, Any] = {
+            "module": self.upload(module),
+            "units": units,
+            "merge": merge,
+            "args": args or {},
+        }
+        if input is not None:
+            params["input"] = self.upload(input)
+        return self.submit("wasm", **params, **options)
+
+    def label_worker(
+        self, worker_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Give a worker labels and take others away (admin); the worker as listed."""
+        body = {"add": list(add), "remove": list(remove)}
+        answer: dict[str, Any] = self.request(
+            "POST", f"/api/v1/workers/{worker_id}/labels", json=body
+        ).json()
+        return answer
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id)
@@ -306,3 +371,16 @@ class Job:
     def artefact(self, name: str) -> bytes:
         """A finished job's artefact, e.g. ``image.png`` or ``counts.npy``."""
         return self.client.request("GET", f"/api/v1/jobs/{self.job_id}/artefacts/{name}").content
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for piece in _read_pieces(file):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _read_pieces(file: BinaryIO) -> Iterator[bytes]:
+    while piece := file.read(1 << 20):
+        yield piece

@@ -205,6 +205,26 @@ def workers_remove(worker_id: str, client: Client) -> None:
     notes.print(f"removed {worker_id}")
 
 
+@workers_group.command("label")
+@click.argument("worker_id")
+@click.argument("labels", nargs=-1, metavar="LABEL...")
+@click.option("--remove", is_flag=True, help="Take the labels away instead.")
+@handle_errors
+@with_client
+def workers_label(worker_id: str, labels: tuple[str, ...], remove: bool, client: Client) -> None:
+    """Give a worker labels (admin), e.g. 'trusted': jobs submitted with --require-label
+    go only to workers carrying theirs. Labels are your word on a machine, not a check of
+    it (docs/security.md)."""
+    if not labels:
+        raise click.UsageError("name at least one label")
+    worker = (
+        client.label_worker(worker_id, remove=labels)
+        if remove
+        else client.label_worker(worker_id, add=labels)
+    )
+    notes.print(f"{worker_id}: {', '.join(worker['labels']) or 'no labels'}")
+
+
 @main.command()
 @click.argument("url")
 @api_key_option

@@ -129,6 +129,18 @@ submit_options = [
         help="Among your own running jobs, higher runs first (default 0); other "
         "submitters' share of the pool is not affected.",
     ),
+    click.option(
+        "--require-label",
+        "required_labels",
+        multiple=True,
+        metavar="LABEL",
+        expose_value=False,
+        callback=lambda ctx, param, value: _verification_option("required_labels")(
+            ctx, param, list(value) or None
+        ),
+        help="Only workers the pool's admin gave this label (e.g. trusted) get its chunks; "
+        "repeat for several (docs/security.md).",
+    ),
     click.option("-o", "--output", default=None, help="With --wait: save the main artefact."),
     click.option(
         "--target-chunk-s",
@@ -234,6 +246,85 @@ def submit_mandelbrot(
     if center:
         params.update(zip(("center_re", "center_im", "span"), center, strict=True))
     _submit(client, "mandelbrot", params, wait, as_json, output, target_chunk_s, name)
+
+
+@submit.command("wasm")
+@click.argument("module", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--units", required=True, type=click.IntRange(1, 10**12), help="Work units.")
+@click.option(
+    "--input",
+    "input_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A file the module may read (read-only), uploaded with it.",
+)
+@click.option(
+    "--merge",
+    type=click.Choice(["sum", "sum-f64", "concat"]),
+    default="sum",
+    show_default=True,
+    help="How chunk outputs become the answer (docs/wasm.md).",
+)
+@click.option(
+    "-p",
+    "--param",
+    "args",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A parameter of the module (an integer, a number or a string).",
+    callback=lambda ctx, param, value: _params(value),
+)
+@click.option("--fuel-per-unit", type=click.IntRange(1, 10**12), default=None)
+@click.option("--memory-mib", type=click.IntRange(1, 4096), default=None)
+@click.option("--output-bytes", type=click.IntRange(1, 1 << 20), default=None)
+@with_submit_options
+@handle_errors
+@with_client
+def submit_wasm(
+    module: Path,
+    units: int,
+    input_file: Path | None,
+    merge: str,
+    args: dict[str, Any],
+    fuel_per_unit: int | None,
+    memory_mib: int | None,
+    output_bytes: int | None,
+    name: str,
+    wait: bool,
+    output: str | None,
+    target_chunk_s: float | None,
+    client: Client,
+    as_json: bool,
+) -> None:
+    """Run a WebAssembly MODULE (a .wasm file, or .wat text compiled here) over UNITS work
+    units, in the sandbox of workers that opted in (docs/wasm.md)."""
+    params: dict[str, Any] = {
+        "module": client.upload(_module_bytes(module)),
+        "units": units,
+        "merge": merge,
+        "args": args,
+    }
+    if input_file is not None:
+        params["input"] = client.upload(input_file)
+    limits = {
+        "fuel_per_unit": fuel_per_unit,
+        "memory_mib": memory_mib,
+        "output_bytes": output_bytes,
+    }
+    params.update({key: value for key, value in limits.items() if value is not None})
+    _submit(client, "wasm", params, wait, as_json, output, target_chunk_s, name)
+
+
+def _module_bytes(path: Path) -> bytes:
+    """A module's bytes; WebAssembly text (``.wat``) is compiled to binary first."""
+    if path.suffix != ".wat":
+        return path.read_bytes()
+    import wasmtime
+
+    try:
+        return bytes(wasmtime.wat2wasm(path.read_text()))
+    except wasmtime.WasmtimeError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="MODULE") from exc
 
 
 @submit.command("kind")
@@ -438,6 +529,7 @@ def workers_group() -> None:
     \b
     hydracompute workers [--json]          list the pool's workers
     hydracompute workers remove WORKER_ID  remove a worker (admin)
+    hydracompute workers label WORKER_ID LABEL...  label a worker (admin)
     """
 
 
@@ -457,6 +549,8 @@ def workers(client: Client, as_json: bool) -> None:
         "name",
         "cores",
         "state",
+        "labels",
+        "wasm",
         "chunks",
         "leases",
         "speed per core",
@@ -473,6 +567,8 @@ def workers(client: Client, as_json: bool) -> None:
             w["name"],
             str(w["cores"]),
             state,
+            ", ".join(w.get("labels", [])),
+            "yes" if w.get("accepts_wasm") else "no",
             str(w["chunks_done"]),
             str(w["leases"]),
             ", ".join(_speed(name, value, kinds.get(name)) for name, value in w["speeds"].items()),

@@ -13,6 +13,7 @@ import click
 
 from hydracompute.cli.base import FiniteFloat, console, main
 from hydracompute.core.credit import CreditPolicy
+from hydracompute.core.models import Role
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError
 
@@ -162,6 +163,20 @@ def _check_store_url(ctx: click.Context, param: click.Parameter, url: str | None
     type=FiniteFloat(0.05, 600),
     help="Seconds a request's line and headers may take to arrive (default 5).",
 )
+@click.option(
+    "--code-role",
+    type=click.Choice(["admin", "submitter"]),
+    default="admin",
+    show_default=True,
+    help="The least role that may submit code: wasm jobs and their modules (docs/wasm.md).",
+)
+@click.option(
+    "--max-blob-mb",
+    default=256,
+    type=click.IntRange(1, 1 << 20),
+    show_default=True,
+    help="The largest module or input a submitter may upload, in MiB.",
+)
 def coordinator(
     host: str,
     port: int,
@@ -185,6 +200,8 @@ def coordinator(
     fair_share_half_life_s: float,
     max_connections_per_address: int | None,
     head_timeout_s: float | None,
+    code_role: str,
+    max_blob_mb: int,
 ) -> None:
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
@@ -220,6 +237,8 @@ def coordinator(
         ),
         forget_workers_after_s=forget_after_s,
         metrics_public=metrics_public,
+        code_role=Role(code_role),
+        max_blob_bytes=max_blob_mb << 20,
         credit=CreditPolicy(watts_per_core=watts_per_core, max_watts_per_core=max_watts_per_core),
         fair_share=FairSharePolicy(half_life_s=fair_share_half_life_s),
         connection_limits=ConnectionLimits(

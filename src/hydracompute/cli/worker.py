@@ -216,6 +216,7 @@ def worker_run(
         identity_file=identity,
         rules=rules,
         status_file=status_path(identity),
+        cache_dir=identity.parent / f"{identity.stem}.cache",
     )
     logging.getLogger("hydracompute.worker").info(
         "rules%s: %s", f" from {config}" if config else "", rules.summary()

@@ -18,6 +18,7 @@ from hydracompute import __version__
 from hydracompute.coordinator import (
     problems,
     routes_admin,
+    routes_blobs,
     routes_credit,
     routes_dashboard,
     routes_jobs,
@@ -33,6 +34,7 @@ from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S, Coo
 from hydracompute.core.models import JobState
 from hydracompute.errors import NotFound
 from hydracompute.store import Store
+from hydracompute.store.content import DEFAULT_MAX_BLOB_BYTES
 
 #: Any request but a worker's exchange: job parameters, credentials, sign-in.
 MAX_BODY_BYTES = 256 * 1024
@@ -81,6 +83,7 @@ def create_app(
     ca_pem: bytes | None = None,
     collection: CollectionSchedule | None = None,
     forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S,
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
 ) -> FastAPI:
     """The coordinator application over ``store`` (which it closes on shutdown).
 
@@ -94,6 +97,7 @@ def create_app(
             (see :class:`Coordinator`); ``None`` leaves Python's automatic collector on.
         forget_workers_after_s: workers not heard from for this long are removed from the
             pool; ``None`` keeps them forever.
+        max_blob_bytes: the largest module or input a submitter may upload.
     """
     coordinator = Coordinator(store, clock, collection, forget_workers_after_s)
 
@@ -117,12 +121,14 @@ def create_app(
     )
     app.state.coordinator = coordinator
     app.state.security = security or SecuritySettings()
+    app.state.max_blob_bytes = max_blob_bytes
     problems.install(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_workers.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_credit.router)
     app.include_router(routes_dashboard.router)
+    app.include_router(routes_blobs.router)
     install_reference(app)
     app.mount("/static", StaticFiles(directory=routes_dashboard.ASSETS), name="static")
 

@@ -45,6 +45,8 @@ class SecuritySettings:
         secure_cookies: mark cookies Secure (set when serving TLS).
         api_rate_per_s, api_burst: allowance per API key (and per address without one).
         worker_rate_per_s, worker_burst: allowance per worker (exchanges and leaving).
+        code_role: the least role that may submit code (wasm jobs and their modules and
+            inputs); the pool's admin chooses, admins only by default.
     """
 
     anonymous_read: bool = False
@@ -56,6 +58,7 @@ class SecuritySettings:
     worker_rate_per_s: float = 50.0
     worker_burst: float = 200.0
     session_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    code_role: Role = Role.ADMIN
 
     def __post_init__(self) -> None:
         self.api_limiter = RateLimiter(self.api_rate_per_s, self.api_burst)
@@ -161,6 +164,19 @@ async def _authenticate(request: Request, c: Coordinator, settings: SecuritySett
     settings.api_limiter.take(f"key:{key.cred_id}")
     assert key.role is not None
     return Principal(key.cred_id, key.role)
+
+
+def require_code_role(principal: Principal, settings: SecuritySettings) -> None:
+    """Refuse a caller whose role may not submit code to the pool.
+
+    Raises:
+        Forbidden: its role is below the pool's ``code_role``.
+    """
+    if not principal.role.allows(settings.code_role):
+        raise Forbidden(
+            f"this pool lets only {settings.code_role.value}s submit code (wasm jobs); "
+            f"the key is a {principal.role.value}"
+        )
 
 
 def require(role: Role) -> object:

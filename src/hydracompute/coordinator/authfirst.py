@@ -27,7 +27,8 @@ from hydracompute.coordinator.routes_workers import (
 
 #: Changes made with an API key: their bodies are read only once the key is known.
 API_KEY_PATHS = re.compile(
-    r"^/api/v1/(?:jobs|keys|join-tokens)(?:/.*)?$|^/api/v1/workers/[^/]+(?:/revoke)?$"
+    r"^/api/v1/(?:jobs|keys|join-tokens|blobs)(?:/.*)?$"
+    r"|^/api/v1/workers/[^/]+(?:/revoke|/labels)?$"
 )
 #: A worker's requests with a body (besides the exchange, which has its own fast path).
 WORKER_PATHS = re.compile(r"^/api/v1/workers/([^/]+)/return$")

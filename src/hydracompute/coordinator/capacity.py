@@ -7,10 +7,11 @@ no explanation; its view carries a ``waiting_reason`` instead, computed from her
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from hydracompute.core.models import Worker
+from hydracompute.core.placement import may_place
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class PoolCapacity:
     kinds_running: frozenset[str] = frozenset()
     #: (kind, how many online workers not paused, and not barred, have it), sorted.
     running_per_kind: tuple[tuple[str, int], ...] = ()
+    #: The labels of each online worker, with its kinds (for jobs that require labels).
+    labelled: tuple[tuple[frozenset[str], frozenset[str]], ...] = ()
 
     @classmethod
     def of(cls, workers: Iterable[Worker], now: float, lease_ttl_s: float) -> PoolCapacity:
@@ -34,14 +37,17 @@ class PoolCapacity:
             kinds_online=frozenset(k for w in online for k in w.kinds),
             kinds_running=frozenset(k for w in online if w.state != "paused" for k in w.kinds),
             running_per_kind=tuple(sorted(running.items())),
+            labelled=tuple((frozenset(w.kinds), frozenset(w.labels)) for w in online if w.labels),
         )
 
-    def waiting_reason(self, kind: str, workers_needed: int = 1) -> str | None:
+    def waiting_reason(
+        self, kind: str, workers_needed: int = 1, required_labels: Collection[str] = ()
+    ) -> str | None:
         """Why a running job of ``kind`` cannot progress now, or ``None`` if it can.
 
         ``workers_needed``: the different workers a chunk of the job needs (its copies
         verified against each other; see :func:`~hydracompute.core.verification.
-        workers_needed`).
+        workers_needed`); ``required_labels``: the labels its workers must carry.
         """
         if self.online == 0:
             return f"no worker is online to run kind {kind}"
@@ -49,6 +55,13 @@ class PoolCapacity:
             return f"no online worker has kind {kind}"
         if kind not in self.kinds_running:
             return f"every online worker with kind {kind} is paused by its owner"
+        if required_labels and not any(
+            kind in kinds and may_place(required_labels, labels) for kinds, labels in self.labelled
+        ):
+            return (
+                f"no online worker with kind {kind} carries the labels "
+                f"{', '.join(sorted(required_labels))} this job requires"
+            )
         running = dict(self.running_per_kind).get(kind, 0)
         if running < workers_needed:
             return (

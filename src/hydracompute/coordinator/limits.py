@@ -9,6 +9,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The one request that carries bulk data: a worker's results.
 EXCHANGE_PATH = re.compile(r"^/api/v1/workers/([^/]+)/exchange$")
+#: Bodies read by their route as they arrive, under its own limit (blob uploads).
+STREAMED_PATH = re.compile(r"^/api/v1/blobs/[0-9a-f]{64}$")
 
 
 class BodyTooLarge(Exception):
@@ -94,7 +96,10 @@ class BodySizeLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # A blob upload streams its body to the blob store under a limit of its own
+        # (routes_blobs): it is passed on unread.
+        streamed = scope["type"] == "http" and scope["method"] == "PUT"
+        if scope["type"] != "http" or (streamed and STREAMED_PATH.match(scope["path"])):
             await self.app(scope, receive, send)
             return
         try:

@@ -64,6 +64,12 @@ REFUSALS: dict[str, frozenset[int]] = {
     "revoke_join_token": frozenset({403, 404}),
     "revoke_worker": frozenset({403, 404}),
     "remove_worker": frozenset({403, 404}),
+    "label_worker": frozenset({403, 404}),
+    # blobs: uploading needs the pool's code role and stays under its size limit; a worker
+    # fetches only what its leases name, from where a cut-off download stopped
+    "blob_exists": frozenset({404}),
+    "upload_blob": frozenset({403, 413}),
+    "fetch_blob": frozenset({403, 404, 416}),
     # sessions: signing in checks an API key, rate-limited per address
     "sign_in": frozenset({401, 429, 503}),
     "whoami": frozenset({429, 503}),
@@ -178,6 +184,11 @@ RESPONSES: dict[str, tuple[str, str, JSON]] = {
     "413": (
         "RequestTooLarge",
         "The request body is larger than the coordinator accepts.",
+        {},
+    ),
+    "416": (
+        "RangeNotSatisfiable",
+        "A Range that starts past the end of the blob; content_range gives its size.",
         {},
     ),
     "422": (

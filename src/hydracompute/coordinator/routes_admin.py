@@ -15,6 +15,7 @@ from hydracompute.coordinator.auth import (
     csrf_token,
     session_cookie,
 )
+from hydracompute.coordinator.routes_workers import worker_views
 from hydracompute.coordinator.schemas import (
     CredentialIssued,
     CredentialList,
@@ -24,6 +25,8 @@ from hydracompute.coordinator.schemas import (
     SessionStart,
     SessionView,
     TokenCreate,
+    WorkerLabels,
+    WorkerView,
 )
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import Credential, CredentialKind, Role
@@ -126,6 +129,24 @@ async def revoke_worker(worker_id: str, c: CoordinatorDep, principal: Admin) -> 
     worker = await c.call(c.store.revoke_worker, worker_id, c.clock())
     c.workers_changed()
     log.info("worker %s (%s) revoked by %s", worker_id, worker.name, principal.key_id or "?")
+
+
+@router.post("/workers/{worker_id}/labels", response_model=WorkerView)
+async def label_worker(
+    worker_id: str, body: WorkerLabels, c: CoordinatorDep, principal: Admin
+) -> WorkerView:
+    """Give a worker labels and take others away: jobs that require labels
+    (``required_labels``) go only to workers carrying them all (docs/security.md)."""
+    worker = await c.call(c.store.label_worker, worker_id, body.add, body.remove)
+    c.workers_changed()
+    log.info(
+        "worker %s (%s) labelled %s by %s",
+        worker_id,
+        worker.name,
+        ", ".join(worker.labels) or "(none)",
+        principal.key_id or "?",
+    )
+    return (await worker_views(c, [worker]))[0]
 
 
 @router.delete("/workers/{worker_id}", status_code=status.HTTP_204_NO_CONTENT)

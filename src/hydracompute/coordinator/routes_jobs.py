@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from hydracompute.coordinator.auth import CoordinatorDep, Principal, Submitter, Viewer
+from hydracompute.coordinator.auth import (
+    CoordinatorDep,
+    Principal,
+    Submitter,
+    Viewer,
+    require_code_role,
+)
 from hydracompute.coordinator.capacity import PoolCapacity
 from hydracompute.coordinator.schemas import (
     JobList,
@@ -26,6 +32,9 @@ from hydracompute.core.models import Job, JobState, Role
 from hydracompute.core.progress import job_progress
 from hydracompute.core.verification import workers_needed
 from hydracompute.errors import Conflict, NotFound
+from hydracompute.kinds import JobKind
+from hydracompute.store.blobs import BlobStore
+from hydracompute.store.content import open_content
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 log = logging.getLogger("hydracompute.coordinator")
@@ -113,15 +122,26 @@ def job_view(
         owner_share=None if share is None else share_view(share),
         waiting_reason=None
         if job.state.finished
-        else capacity.waiting_reason(job.kind, workers_needed(job.quorum, job.adaptive)),
+        else capacity.waiting_reason(
+            job.kind, workers_needed(job.quorum, job.adaptive), job.required_labels
+        ),
+        required_labels=job.required_labels,
     )
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobView)
 async def submit_job(
-    body: JobSubmit, c: CoordinatorDep, response: Response, principal: Submitter
+    body: JobSubmit, c: CoordinatorDep, request: Request, response: Response, principal: Submitter
 ) -> JobView:
-    """Submit a job of an installed kind; parameters are validated by the kind."""
+    """Submit a job of an installed kind; parameters are validated by the kind. A kind that
+    runs submitted code (``wasm``) needs the role the pool's admin chose for it, and its
+    module and input uploaded first (``PUT /api/v1/blobs/{sha256}``)."""
+    if body.kind in c.store.kinds:
+        kind = c.store.kinds.get(body.kind)
+        if kind.runs_submitted_code:
+            require_code_role(principal, request.app.state.security)
+        if kind.checked_blobs:  # e.g. compiling a module: off the store thread
+            await asyncio.to_thread(check_blobs, c.store.blobs, kind, body.params)
     job = await c.call(
         c.store.submit_job,
         body.kind,
@@ -134,6 +154,7 @@ async def submit_job(
         body.quorum,
         body.adaptive,
         body.priority,
+        body.required_labels,
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     c.events.publish({job.job_id})
@@ -148,6 +169,22 @@ async def submit_job(
         f"; waiting: {view.waiting_reason}" if view.waiting_reason else "",
     )
     return view
+
+
+def check_blobs(blobs: BlobStore, kind: JobKind, params: dict[str, Any]) -> None:
+    """Show the kind the blobs it checks at submission (missing ones are the store's to
+    refuse).
+
+    Raises:
+        InvalidParams: the parameters are invalid, or a blob is unusable.
+    """
+    canonical = kind.validate(params)
+    named = kind.blobs(canonical)
+    for role in kind.checked_blobs:
+        file = open_content(blobs, named[role]) if role in named else None
+        if file is not None:
+            with file:
+                kind.check_blob(canonical, role, file.read())
 
 
 @router.get("/jobs", response_model=JobList)

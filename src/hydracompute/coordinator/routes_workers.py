@@ -314,6 +314,10 @@ async def worker_views(c: Coordinator, workers: list[Worker]) -> list[WorkerView
             speeds=w.speeds,
             barred=w.barred,
             trust=w.trust,
+            labels=w.labels,
+            accepts_wasm=any(
+                c.store.kinds.get(k).runs_submitted_code for k in w.kinds if k in c.store.kinds
+            ),
         )
         for w in workers
     ]

@@ -39,6 +39,7 @@ def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 ShallowObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 LeaseIdItem = Annotated[str, LeaseId]
+LabelItem = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 KindNameItem = Annotated[str, KindName]
 
 
@@ -76,6 +77,11 @@ class JobSubmit(Strict):
         ge=MIN_PRIORITY,
         le=MAX_PRIORITY,
         description="Among the submitter's own running jobs, higher runs first (default 0).",
+    )
+    required_labels: list[LabelItem] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Only workers the pool's admin gave all of these labels get its chunks.",
     )
 
 
@@ -143,6 +149,9 @@ class JobView(BaseModel):
     owner_share: ShareView | None = Field(
         default=None,
         description="Its submitter's share of the pool and recent usage (running jobs only).",
+    )
+    required_labels: list[str] = Field(
+        default_factory=list, description="Labels a worker must carry to get its chunks."
     )
 
 
@@ -294,6 +303,22 @@ class WorkerView(BaseModel):
     trust: dict[str, int] = Field(
         default_factory=dict, description="Confirmed outputs in a row, per kind."
     )
+    labels: list[str] = Field(
+        default_factory=list, description="Labels the pool's admin gave it ('trusted'...)."
+    )
+    accepts_wasm: bool = Field(
+        False, description="Its owner consented to run submitted code (wasm jobs)."
+    )
+
+
+class WorkerLabels(Strict):
+    add: list[LabelItem] = Field(default_factory=list, max_length=16)
+    remove: list[LabelItem] = Field(default_factory=list, max_length=16)
+
+
+class BlobStored(BaseModel):
+    sha256: str
+    size: int = Field(description="Bytes.")
 
 
 class WorkerList(BaseModel):

@@ -34,6 +34,7 @@ from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError, Unauthorized
 from hydracompute.private_files import write_private
 from hydracompute.store import Store
+from hydracompute.store.content import DEFAULT_MAX_BLOB_BYTES
 
 
 class StartupError(HydraError):
@@ -70,6 +71,9 @@ class ServerOptions:
     fair_share: FairSharePolicy = field(default_factory=FairSharePolicy)
     #: What one connection may send or hold before a request reaches the application.
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: The least role that may submit code (wasm jobs), and the largest blob uploaded.
+    code_role: Role = Role.ADMIN
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -180,6 +184,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         metrics_public=options.metrics_public,
         secure_cookies=options.tls,
         session_secret=session_secret(data_dir),
+        code_role=options.code_role,
     )
     app = create_app(
         store,
@@ -188,6 +193,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         ca_pem=ca_pem,
         collection=CollectionSchedule(),
         forget_workers_after_s=options.forget_workers_after_s,
+        max_blob_bytes=options.max_blob_bytes,
     )
 
     class Server(uvicorn.Server):

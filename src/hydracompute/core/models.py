@@ -117,6 +117,8 @@ class Job:
     #: Among its owner's running jobs, higher runs first (see
     #: :mod:`hydracompute.core.fairshare`).
     priority: int = 0
+    #: Labels a worker must carry to be given its chunks (see core/placement.py).
+    required_labels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -202,6 +204,8 @@ class Worker:
     #: The power one of its busy cores draws, in watts, as its owner declared it or the
     #: worker measured it (``None``: it gave none, the pool's figure is used).
     watts_per_core: float | None = None
+    #: Labels the pool's admin gave it (``trusted``...): jobs may require them.
+    labels: list[str] = field(default_factory=list)
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
         """Seen within one lease lifetime and neither signed off nor revoked."""

@@ -8,7 +8,10 @@ databases. The coordinator and the workers only ever call the methods below:
 - ``total_units(params)`` says how many *work units* the job has; a chunk is a half-open
   range ``[start, stop)`` of units, so the scheduler can carve chunks of any size;
 - ``compute(params, start, stop)`` runs the kernel on one chunk and returns its *output*,
-  a JSON-serialisable dict (this is what travels back to the coordinator);
+  a JSON-serialisable dict (this is what travels back to the coordinator); a kind whose
+  chunks need files from the coordinator (a WebAssembly module, an input) names them by
+  SHA-256 in ``blobs(params)``, and the worker, having fetched and checked them, calls
+  ``compute_files(params, start, stop, files, cache_dir)`` instead;
 - ``check(params, start, stop, output)`` rejects outputs that cannot be right
   (a volunteer is untrusted);
 - ``same_output(a, b)`` compares two outputs of the same chunk (verification by replication);
@@ -28,6 +31,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 from hydracompute.kinds.costs import UnitCosts
@@ -74,7 +78,9 @@ class ParamField:
     """One parameter as a form shows it; validation stays in :meth:`JobKind.validate`."""
 
     name: str
-    type: str  # "integer", "number", "string" or "choice"
+    #: "integer", "number", "string", "choice", "json" (an object), or "blob": a file the
+    #: form uploads (``PUT /api/v1/blobs/{sha256}``), sending its SHA-256 as the value.
+    type: str
     label: str = ""
     required: bool = False
     default: Any = None
@@ -118,6 +124,11 @@ class JobKind(abc.ABC):
     #: Speeds are learnt in typical units per second: with :meth:`unit_costs`, a unit of
     #: cost 1.0 is a typical one.
     work_per_unit: ClassVar[float] = 1.0
+    #: Its chunks run code the submitter sent (a WebAssembly module): workers offer such
+    #: kinds only with their owner's consent, and a pool's admin says who may submit them.
+    runs_submitted_code: ClassVar[bool] = False
+    #: Roles of :meth:`blobs` the coordinator shows :meth:`check_blob` at submission.
+    checked_blobs: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def validate(self, params: Mapping[str, Any]) -> JSON:
@@ -135,6 +146,37 @@ class JobKind(abc.ABC):
     @abc.abstractmethod
     def compute(self, params: JSON, start: int, stop: int) -> JSON:
         """Run the kernel on units ``[start, stop)`` and return the chunk's output."""
+
+    def blobs(self, params: JSON) -> dict[str, str]:
+        """The content-addressed files a chunk of this job needs, by role (``"module"``,
+        ``"input"``...): their SHA-256 in lower-case hex. None by default.
+
+        The coordinator refuses a job whose blobs it does not hold; a worker fetches each
+        once, checks its hash, and passes the local files to :meth:`compute_files`.
+        """
+        return {}
+
+    def check_blob(self, params: JSON, role: str, data: bytes) -> None:  # noqa: B027 - optional
+        """Refuse the blob of ``role`` (one of :attr:`checked_blobs`) if it cannot serve
+        this job — a module that breaks the ABI, say. The coordinator calls it, off its
+        store thread, when the job is submitted; it must only read ``data``.
+
+        Raises:
+            InvalidParams: the blob is unusable; the error names the role.
+        """
+
+    def compute_files(
+        self,
+        params: JSON,
+        start: int,
+        stop: int,
+        files: Mapping[str, Path],
+        cache_dir: Path | None,
+    ) -> JSON:
+        """:meth:`compute` with the files :meth:`blobs` names, by role, already fetched and
+        checked by the worker, and a folder the kind may keep its own cache in (``None``:
+        none). By default the files are not needed: :meth:`compute` runs."""
+        return self.compute(params, start, stop)
 
     @abc.abstractmethod
     def check(self, params: JSON, start: int, stop: int, output: JSON) -> None:

@@ -71,6 +71,12 @@ class ParamReader:
             return options[0]
         return str(value)
 
+    def raw(self, name: str, default: Any = _MISSING) -> Any:
+        """The value as given, for fields the typed readers do not cover; ``default`` if it
+        is absent (without a default it is required, and ``None`` stands in for it)."""
+        value = self._get(name, default)
+        return None if value is _MISSING else value
+
     def fail(self, name: str, message: str) -> None:
         self.errors.setdefault(name, message)
 

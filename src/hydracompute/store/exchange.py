@@ -15,10 +15,10 @@ import json
 import logging
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from hydracompute.core import credit, lifecycle
+from hydracompute.core import credit, lifecycle, placement
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.fairshare import FairSharePolicy, Usage, grant_cost_s
 from hydracompute.core.inflight import InFlight
@@ -365,8 +365,7 @@ class Exchange(Verdicts):
             return
         shares: dict[str, float] = {}
         worker_id = self.worker.worker_id
-        candidates = self._candidates()
-        for job_id in candidates:
+        for job_id in self._candidates():
             job = self.job(job_id)
             if job.state is not JobState.RUNNING:  # finished by a result of this exchange
                 continue
@@ -402,7 +401,7 @@ class Exchange(Verdicts):
                 self._carve(job, want, shares[job.kind])
             if len(self.outcome.leases) >= want:
                 return
-        for job_id in candidates:
+        for job_id in self._candidates():
             job = self.job(job_id)
             if job.state is JobState.RUNNING and job.next_unit == job.total_units:
                 self._backups(job, want)
@@ -435,14 +434,20 @@ class Exchange(Verdicts):
         if chunk is not None:
             self._grant(job, chunk, spot_check=True)
 
-    def _candidates(self) -> list[str]:
+    def _candidates(self) -> Iterator[str]:
         """The running jobs this worker can compute, in the order of the fair share
-        between their owners (see :mod:`hydracompute.core.fairshare`)."""
+        between their owners (see :mod:`hydracompute.core.fairshare`); whether the worker
+        carries the labels a job requires is checked as they are needed (usually the first
+        one fills the request, however many are running)."""
         kinds = self.worker.kinds
         jobs = [j for j in self.db.running_jobs() if j.kind in kinds and j.kind in self.kinds]
         if len(jobs) > 1:
             jobs = self.fair_share.job_order(jobs, self.usage(), self.owner_weights(), self.now)
-        return [job.job_id for job in jobs]
+        return (job.job_id for job in jobs if self._may_place(job.job_id))
+
+    def _may_place(self, job_id: str) -> bool:
+        required = self.job(job_id).required_labels
+        return not required or placement.may_place(required, self.worker.labels)
 
     def _carve(self, job: Job, want: int, share: float) -> None:
         kind = self.kinds.get(job.kind)

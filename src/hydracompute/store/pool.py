@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+from hydracompute.core import placement
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import (
     MAX_OWN_WATTS_PER_CORE,
@@ -59,6 +60,7 @@ from hydracompute.errors import (
 from hydracompute.kinds import ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
 from hydracompute.store.blobs import BlobStore
+from hydracompute.store.content import content_exists
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
 from hydracompute.store.exchange import BatchJobs, Exchange, release_chunk
 from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
@@ -140,6 +142,7 @@ class Store:
         quorum: int | None = None,
         adaptive: bool | None = None,
         priority: int = 0,
+        required_labels: Sequence[str] = (),
     ) -> Job:
         """Validate and record a new job for ``owner`` (an API key id, or "").
 
@@ -149,14 +152,26 @@ class Store:
             quorum: copies that must agree (default: all of two, a majority of more).
             adaptive: adaptive verification (default: the pool's, unless ``replication``
                 is given); it decides the copies itself, so excludes ``replication`` > 1.
+            required_labels: only workers carrying all of these get its chunks.
 
         Raises:
             UnknownKind: no such kind is installed on the coordinator.
-            InvalidParams: the parameters, name or chunk time are not acceptable.
+            InvalidParams: the parameters, name, chunk time or labels are not acceptable,
+                or a blob the job names (its module, its input) was not uploaded.
             TooManyRequests: the owner already has the most running jobs allowed.
         """
         job_kind = self.kinds.get(kind)
         canonical = job_kind.validate(params)
+        labels_problem = placement.label_errors(required_labels)
+        if labels_problem:
+            raise InvalidParams({"required_labels": labels_problem})
+        missing = {
+            role: f"no blob {digest} in the pool: upload it first"
+            for role, digest in job_kind.blobs(canonical).items()
+            if not content_exists(self.blobs, digest)
+        }
+        if missing:
+            raise InvalidParams(missing)
         if len(name) > MAX_NAME_CHARS:
             raise InvalidParams({"name": f"must be at most {MAX_NAME_CHARS} characters"})
         target = self.config.target_chunk_s if target_chunk_s is None else target_chunk_s
@@ -191,6 +206,7 @@ class Store:
             quorum=agree,
             adaptive=adaptive,
             priority=priority,
+            required_labels=sorted(set(required_labels)),
         )
         with self.backend.transaction():
             limit = MAX_RUNNING_JOBS_PER_OWNER
@@ -392,6 +408,42 @@ class Store:
             worker.last_seen_s = now
             self.backend.put_worker(worker)
         return worker
+
+    @retried_on_conflict
+    def label_worker(
+        self, worker_id: str, add: Sequence[str] = (), remove: Sequence[str] = ()
+    ) -> Worker:
+        """Give a worker labels and take others away (the admin's word on the machine).
+
+        Raises:
+            NotFound: no such worker.
+            InvalidRequest: a label is malformed, or it would carry too many.
+        """
+        problem = placement.label_errors([*add, *remove])
+        with self.backend.transaction():
+            worker = self.backend.get_worker(worker_id)
+            if worker is None:
+                raise NotFound(f"no worker {worker_id!r}")
+            labels = placement.relabel(worker.labels, add, remove)
+            problem = problem or placement.label_errors(labels)
+            if problem:
+                raise InvalidRequest(problem, errors={"labels": problem})
+            worker.labels = labels
+            self.backend.put_worker(worker)
+        return worker
+
+    def may_fetch(self, worker_id: str, digest: str) -> bool:
+        """Whether a worker holds a lease of a job that names the blob ``digest`` (a
+        worker fetches only what its chunks need: an input is not every worker's to read)."""
+        with self.backend.transaction():
+            for job_id in {
+                lease.job_id for lease in self.backend.active_leases_of_worker(worker_id)
+            }:
+                job = self.backend.get_job(job_id)
+                kind = self.kinds.get(job.kind) if job and job.kind in self.kinds else None
+                if job and kind and digest in kind.blobs(job.params).values():
+                    return True
+        return False
 
     @retried_on_conflict
     def remove_worker(self, worker_id: str, now: float) -> Worker:

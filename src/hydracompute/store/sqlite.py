@@ -167,6 +167,11 @@ MIGRATIONS: list[str] = [
         owner TEXT PRIMARY KEY, usage_s REAL NOT NULL, as_of_s REAL NOT NULL
     ) WITHOUT ROWID
     """,
+    # Placement: labels the admin gives workers, and the labels a job requires.
+    """
+    ALTER TABLE workers ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN required_labels TEXT NOT NULL DEFAULT '[]'
+    """,
 ]
 
 

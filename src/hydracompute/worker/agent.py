@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import ssl
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from hydracompute.errors import (
     HydraError,
 )
 from hydracompute.kinds import default_registry
+from hydracompute.worker.blobs import BlobCache
 from hydracompute.worker.executor import ChunkExecutor, ChunkRun
 from hydracompute.worker.governor import POLL_S, Governor, ReadingsSource, machine_monitor
 from hydracompute.worker.link import CoordinatorLink, Enrolment
@@ -95,6 +97,12 @@ class WorkerAgent:
         poll_s: how often the rules are applied.
         powercap: where Linux shows RAPL energy counters; the worker measures its power
             per core there when its owner declared none (``rules.watts_per_core``).
+        cache_dir: where fetched files (modules, inputs) and compiled modules are kept
+            between runs (default: a temporary folder removed when the agent stops).
+
+    Kinds that run code submitted to the pool (``wasm``) are offered to the pool only if
+    the owner consented (``rules.accept_wasm``); a lease of any kind not offered is
+    refused as a failed chunk, never run.
     """
 
     def __init__(
@@ -113,6 +121,7 @@ class WorkerAgent:
         local_now: Callable[[], datetime] = datetime.now,
         poll_s: float = POLL_S,
         powercap: Path = POWERCAP,
+        cache_dir: Path | None = None,
     ) -> None:
         self.identity_file = identity_file
         self.url = url.rstrip("/")
@@ -120,7 +129,6 @@ class WorkerAgent:
         self.verify = verify
         self.cores = cores
         self.name = name or platform.node() or "worker"
-        self.kinds = default_registry().names()
         self.wait_s = wait_s
         self.stats = WorkerStats()
         self._transport = transport
@@ -128,6 +136,13 @@ class WorkerAgent:
         self._running: dict[str, Running] = {}
         self._unsent: list[dict[str, Any]] = []
         self.rules = rules if rules is not None else Rules(cores=cores)
+        self.kinds = [
+            kind.name
+            for kind in default_registry()
+            if self.rules.accept_wasm or not kind.runs_submitted_code
+        ]
+        self.cache_dir = cache_dir
+        self.blobs: BlobCache | None = None
         self.status_file = status_file
         self._monitor = monitor
         self._local_now = local_now
@@ -167,9 +182,17 @@ class WorkerAgent:
             InvalidRules: a rule needs a measure this machine cannot give.
             HydraError: the coordinator refused the worker.
         """
+        with tempfile.TemporaryDirectory(prefix="hydracompute-worker-") as temporary:
+            cache = self.cache_dir or Path(temporary)
+            self.blobs = BlobCache(cache / "blobs")
+            await self._run(executor, cache / "compiled")
+
+    async def _run(self, executor: ChunkExecutor | None, compiled: Path) -> None:
         own_executor = executor is None
         if executor is None:
-            executor = ChunkExecutor(self.cores, priority=self.rules.priority)
+            executor = ChunkExecutor(self.cores, priority=self.rules.priority, cache_dir=compiled)
+        elif executor.cache_dir is None:
+            executor.cache_dir = compiled
         try:
             monitor = self._monitor or machine_monitor(self.rules, executor.pids)
             if own_executor:
@@ -296,9 +319,42 @@ class WorkerAgent:
             await self._return([lease["lease_id"] for lease in fresh[want:]])
             fresh = fresh[:want]
         for lease in fresh:
-            chunk = lease["chunk"]
-            future = executor.submit(lease["kind"], lease["params"], chunk["start"], chunk["stop"])
-            self._running[lease["lease_id"]] = Running(lease, asyncio.wrap_future(future))
+            self._running[lease["lease_id"]] = Running(lease, self._compute(executor, lease))
+
+    def _compute(
+        self, executor: ChunkExecutor, lease: Mapping[str, Any]
+    ) -> asyncio.Future[ChunkRun]:
+        """Start a lease's chunk: at once, or once the files its kind needs are here."""
+        kind, params, chunk = lease["kind"], lease["params"], lease["chunk"]
+        if kind not in self.kinds:  # not offered: a coordinator must not send it
+            refused: asyncio.Future[ChunkRun] = asyncio.get_running_loop().create_future()
+            refused.set_result(ChunkRun(None, 0.0, f"this worker does not run {kind} jobs"))
+            return refused
+        try:
+            needed = default_registry().get(kind).blobs(params)
+        except Exception as exc:  # bad parameters: the compute process says so
+            log.debug("cannot name the files of lease %s: %s", lease["lease_id"], exc)
+            needed = {}
+        if not needed:
+            future = executor.submit(kind, params, chunk["start"], chunk["stop"])
+            return asyncio.wrap_future(future)
+        return asyncio.ensure_future(self._fetch_and_compute(executor, lease, needed))
+
+    async def _fetch_and_compute(
+        self, executor: ChunkExecutor, lease: Mapping[str, Any], needed: Mapping[str, str]
+    ) -> ChunkRun:
+        assert self.blobs is not None
+        files: dict[str, str] = {}
+        for role, digest in needed.items():
+            try:
+                files[role] = str(await self.blobs.ensure(self.link, digest))
+            except HydraError as exc:
+                return ChunkRun(None, 0.0, f"could not fetch the job's {role}: {exc}")
+        chunk = lease["chunk"]
+        future = executor.submit(
+            lease["kind"], lease["params"], chunk["start"], chunk["stop"], files
+        )
+        return await asyncio.wrap_future(future)
 
     async def _wait_for_change(self) -> None:
         wake = self.governor.wake

@@ -24,6 +24,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -90,8 +91,19 @@ def _init_process(warm_up: bool, priority: str = "normal", parent: int = 0) -> N
             kind.warm_up()
 
 
-def run_chunk(kind_name: str, params: JSON, start: int, stop: int) -> ChunkRun:
-    """Validate and compute one chunk in this process; never raises for kind errors."""
+def run_chunk(
+    kind_name: str,
+    params: JSON,
+    start: int,
+    stop: int,
+    files: dict[str, str] | None = None,
+    cache_dir: str | None = None,
+) -> ChunkRun:
+    """Validate and compute one chunk in this process; never raises for kind errors.
+
+    ``files`` are the local paths of the blobs the kind names (:meth:`JobKind.blobs`), by
+    role, already fetched and checked; ``cache_dir`` a folder the kind may cache in.
+    """
     try:
         kind = default_registry().get(kind_name)
         canonical = kind.validate(params)
@@ -101,8 +113,18 @@ def run_chunk(kind_name: str, params: JSON, start: int, stop: int) -> ChunkRun:
             raise ValueError(f"chunk [{start}, {stop}) is outside the job")
         if stop - start > kind.max_chunk_units:
             raise ValueError(f"chunk of {stop - start} units exceeds {kind.max_chunk_units}")
+        needed = kind.blobs(canonical)
+        if set(files or {}) != set(needed):
+            raise ValueError(
+                f"the chunk needs the files {sorted(needed)}, not {sorted(files or {})}"
+            )
         began = time.perf_counter()
-        output = kind.compute(canonical, start, stop)
+        if needed:
+            paths = {role: Path(path) for role, path in (files or {}).items()}
+            cache = Path(cache_dir) if cache_dir else None
+            output = kind.compute_files(canonical, start, stop, paths, cache)
+        else:
+            output = kind.compute(canonical, start, stop)
         compute_s = time.perf_counter() - began
         # Reported as this chunk's failure here; found only when the exchange is encoded,
         # it would fail every exchange, retried forever.
@@ -121,8 +143,16 @@ def _ping() -> int:
 class ChunkExecutor:
     """A pool of ``cores`` compute processes at ``priority`` (``idle``, ``low``, ``normal``)."""
 
-    def __init__(self, cores: int, warm_up: bool = True, priority: str = "normal") -> None:
+    def __init__(
+        self,
+        cores: int,
+        warm_up: bool = True,
+        priority: str = "normal",
+        cache_dir: Path | None = None,
+    ) -> None:
         self.cores = cores
+        #: Where kinds keep caches (compiled modules), passed to every chunk.
+        self.cache_dir = cache_dir
         self._warm_up = warm_up
         self._priority = priority
         self._pool = self._new_pool()
@@ -151,14 +181,24 @@ class ChunkExecutor:
                 continue
         return []
 
-    def submit(self, kind: str, params: JSON, start: int, stop: int) -> Future[ChunkRun]:
-        """Run a chunk on a free process; a pool broken by a dead process is rebuilt."""
+    def submit(
+        self,
+        kind: str,
+        params: JSON,
+        start: int,
+        stop: int,
+        files: dict[str, str] | None = None,
+    ) -> Future[ChunkRun]:
+        """Run a chunk on a free process (with the local ``files`` its kind needs); a pool
+        broken by a dead process is rebuilt."""
+        cache = str(self.cache_dir) if self.cache_dir else None
+        arguments = (kind, params, start, stop, files, cache)
         try:
-            return self._pool.submit(run_chunk, kind, params, start, stop)
+            return self._pool.submit(run_chunk, *arguments)
         except BrokenProcessPool:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            return self._pool.submit(run_chunk, kind, params, start, stop)
+            return self._pool.submit(run_chunk, *arguments)
 
     def _kill_all(self) -> None:
         processes: dict[Any, Any] = getattr(self._pool, "_processes", None) or {}

@@ -167,6 +167,13 @@ SETTINGS: tuple[Setting, ...] = (
         500,
         "measured (RAPL) where readable, else the pool's",
     ),
+    Setting(
+        "accept_wasm",
+        "bool",
+        "Run wasm jobs: WebAssembly modules submitted to the pool, in a sandbox with no "
+        "files, network or clock (docs/wasm.md).",
+        default_text="false",
+    ),
 )
 SETTING_KEYS = tuple(s.key for s in SETTINGS)
 
@@ -193,6 +200,8 @@ class Rules:
     priority: Priority = "idle"
     #: Not a rule of when to compute: what the worker tells the pool its power is.
     watts_per_core: float | None = None
+    #: Nor is this: whether the owner consents to run code submitted to the pool.
+    accept_wasm: bool = False
 
     @property
     def cpu_resume(self) -> float:

@@ -357,7 +357,11 @@ function fieldInput(field) {
   if (field.required) attrs.push("required");
   if (field.default !== null && field.default !== undefined) attrs.push(`value="${escapeHtml(field.default)}"`);
   let input;
-  if (field.type === "choice") {
+  if (field.type === "blob") { // a file uploaded by its SHA-256 as the form is sent
+    input = `<input type="file" name="${escapeHtml(field.name)}" ${field.required ? "required" : ""}>`;
+  } else if (field.type === "json") {
+    input = `<textarea name="${escapeHtml(field.name)}" rows="3">${escapeHtml(JSON.stringify(field.default ?? {}))}</textarea>`;
+  } else if (field.type === "choice") {
     input = `<select ${attrs.join(" ")}>${field.choices.map((c) =>
       `<option ${c === field.default ? "selected" : ""}>${escapeHtml(c)}</option>`).join("")}</select>`;
   } else {
@@ -372,6 +376,24 @@ function fieldInput(field) {
     <span class="error" data-error-for="${escapeHtml(field.name)}"></span></label>`;
 }
 
+async function uploadBlob(file) {
+  // Content-addressed: the pool stores it under its SHA-256, and only if the bytes match.
+  if (!crypto.subtle) throw new Error("uploading needs the dashboard over HTTPS (or localhost)");
+  const bytes = await file.arrayBuffer();
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  const headers = { "Content-Type": "application/octet-stream" };
+  if (state.csrf) headers["X-CSRF-Token"] = state.csrf;
+  const response = await fetch(`/api/v1/blobs/${hex}`, {
+    method: "PUT", headers, credentials: "same-origin", body: bytes,
+  });
+  if (!response.ok) {
+    const problem = await response.json().catch(() => ({}));
+    throw new Error(`${file.name}: ${problem.detail || response.statusText}`);
+  }
+  return hex;
+}
+
 function submitPage() {
   const main = document.getElementById("main");
   const options = state.kinds.map((k) => `<option>${escapeHtml(k.name)}</option>`).join("");
@@ -380,6 +402,9 @@ function submitPage() {
     <form id="submit-form" novalidate>
       <div class="grid" id="fields" style="display:grid;grid-template-columns:repeat(auto-fit,minmax(220px,1fr));gap:.8rem;margin-top:.8rem"></div>
       <label style="margin-top:.8rem">Name <input name="__name" placeholder="optional"></label>
+      <label style="margin-top:.8rem;max-width:20rem">Required labels <input name="__labels" placeholder="e.g. trusted">
+        <span class="muted">Only workers the admin gave all these labels (comma-separated) get its chunks.</span>
+        <span class="error" data-error-for="required_labels"></span></label>
       <label style="margin-top:.8rem;max-width:20rem">Verification <select name="__verify">
         <option value="">the pool's default</option><option value="none">none</option>
         <option value="adaptive">adaptive (trusted workers checked now and then)</option>
@@ -412,9 +437,11 @@ function submitPage() {
     try {
       if (kind.fields.length) {
         for (const field of kind.fields) {
+          if (field.type === "blob") continue; // uploaded below
           const raw = form.elements[field.name].value.trim();
           if (raw === "") continue;
-          params[field.name] = field.type === "integer" || field.type === "number" ? Number(raw) : raw;
+          if (field.type === "json") params[field.name] = JSON.parse(raw);
+          else params[field.name] = field.type === "integer" || field.type === "number" ? Number(raw) : raw;
         }
       } else {
         params = JSON.parse(form.elements.__json.value || "{}");
@@ -426,7 +453,13 @@ function submitPage() {
     const button = form.querySelector("button");
     button.disabled = true;
     try {
+      for (const field of kind.fields.filter((f) => f.type === "blob")) {
+        const file = form.elements[field.name].files[0];
+        if (file) params[field.name] = await uploadBlob(file);
+      }
       const body = { kind: kind.name, params, name: form.elements.__name.value };
+      const labels = form.elements.__labels.value.split(",").map((l) => l.trim()).filter(Boolean);
+      if (labels.length) body.required_labels = labels;
       const verify = form.elements.__verify.value;
       if (verify === "none" || verify === "adaptive") body.adaptive = verify === "adaptive";
       else if (verify) body.replication = Number(verify);

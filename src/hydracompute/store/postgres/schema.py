@@ -30,7 +30,8 @@ MIGRATIONS: list[str] = [
         "left" INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
         token_id TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT 'running',
         state_reason TEXT NOT NULL DEFAULT '', trust TEXT NOT NULL DEFAULT '{}',
-        barred TEXT NOT NULL DEFAULT '', watts_per_core DOUBLE PRECISION
+        barred TEXT NOT NULL DEFAULT '', watts_per_core DOUBLE PRECISION,
+        labels TEXT NOT NULL DEFAULT '[]'
     );
     CREATE INDEX workers_by_last_seen ON workers (last_seen_s, worker_id);
     CREATE TABLE credentials (
@@ -49,7 +50,7 @@ MIGRATIONS: list[str] = [
         finished_s DOUBLE PRECISION, error TEXT, answer TEXT, live TEXT NOT NULL,
         replication INTEGER NOT NULL DEFAULT 1, quorum INTEGER NOT NULL DEFAULT 1,
         adaptive INTEGER NOT NULL DEFAULT 0, reopened INTEGER NOT NULL DEFAULT 0,
-        priority INTEGER NOT NULL DEFAULT 0
+        priority INTEGER NOT NULL DEFAULT 0, required_labels TEXT NOT NULL DEFAULT '[]'
     );
     CREATE INDEX jobs_by_state ON jobs (state, created_s);
     CREATE INDEX jobs_by_owner ON jobs (owner, created_s);

@@ -1,0 +1,38 @@
+"""Placement: which workers a job's chunks may go to, by the labels the pool's admin gave.
+
+An admin labels workers (``trusted``, ``gpu``, ``site-a``...); a job may require labels,
+and its chunks go only to workers that carry every one of them. Labels are the admin's word
+about machines they vouch for; nothing here checks a machine (docs/security.md says what
+that does and does not protect).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+
+LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
+#: The most labels one worker carries, or one job requires.
+MAX_LABELS = 16
+
+
+def label_errors(labels: Iterable[object]) -> str | None:
+    """Why ``labels`` is not an acceptable set of labels, or ``None``."""
+    items = list(labels)
+    if len(items) > MAX_LABELS:
+        return f"at most {MAX_LABELS} labels"
+    for label in items:
+        if not isinstance(label, str) or not LABEL.match(label):
+            return f"a label matches {LABEL.pattern}, not {label!r}"
+    return None
+
+
+def may_place(required: Collection[str], labels: Collection[str]) -> bool:
+    """Whether a worker carrying ``labels`` may compute a job that requires ``required``."""
+    return all(label in labels for label in required)
+
+
+def relabel(labels: Iterable[str], add: Iterable[str], remove: Iterable[str]) -> list[str]:
+    """``labels`` with ``add`` added and ``remove`` removed, sorted, without repeats."""
+    removed = set(remove)
+    return sorted((set(labels) | set(add)) - removed)
