@@ -13,7 +13,9 @@
     │                        different result for one lease, or cancelling a finished job (409)
     ├── InvalidRequest       a malformed request: bad JSON, a field out of range (422)
     ├── TooManyRequests      over a rate limit or quota (429, with Retry-After)
-    ├── StoreError           the state of record could not be read or written
+    ├── StoreError           the state of record could not be read or written (503)
+    │   └── StoreUnavailable the database is unreachable or stays locked: retry later
+    │                        (503 with Retry-After; nothing was changed)
     └── CoordinatorUnavailable  the client or worker cannot reach the coordinator
 
 The coordinator converts each of these into a JSON problem document with the status
@@ -89,6 +91,17 @@ class TooManyRequests(HydraError):
 class StoreError(HydraError):
     status = 503
     title = "Store unavailable"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, or another writer held it longer than the wait
+    allowed; the request changed nothing and may be retried after ``retry_after_s``.
+    Backends raise it (``from`` the driver's error) for exactly these transient failures."""
+
+    title = "Store unavailable"
+
+    def __init__(self, detail: str, retry_after_s: int = 1, **extra: object) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, **extra)
 
 
 class CoordinatorUnavailable(HydraError):

@@ -40,7 +40,15 @@ def default_data_dir() -> Path:
     "store_url",
     default=None,
     envvar="HYDRACOMPUTE_STORE",
-    help="sqlite:///PATH or memory://. Default: coordinator.db in the data directory.",
+    help="sqlite:///PATH or memory://. Default: coordinator.db in the data directory. "
+    "Coordinators started on the same store form one pool (same CA, keys and jobs).",
+)
+@click.option(
+    "--public-url",
+    default=None,
+    envvar="HYDRACOMPUTE_PUBLIC_URL",
+    help="The URL workers reach this coordinator at, listed in the pool's join command "
+    "(default: the address it listens on, with the host name for 0.0.0.0).",
 )
 @click.option("--target-chunk-s", default=2.0, type=FiniteFloat(0.01, 3600))
 @click.option("--heartbeat-s", default=5.0, type=FiniteFloat(0.05, 600))
@@ -131,6 +139,7 @@ def coordinator(
     port: int,
     data_dir: Path | None,
     store_url: str | None,
+    public_url: str | None,
     target_chunk_s: float,
     heartbeat_s: float,
     cert: Path | None,
@@ -150,7 +159,9 @@ def coordinator(
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
     On first start it creates its certificate authority, an admin API key and a join
-    token in the data directory, and prints the command that joins a worker.
+    token, keeps them in its store (and the data directory), and prints the command that
+    joins a worker. Another coordinator started on the same store (a shared database)
+    joins the same pool: it reuses them, and the join command lists both.
     """
     from hydracompute.coordinator.server import ServerOptions, serve
     from hydracompute.core.config import SchedulerConfig
@@ -165,6 +176,7 @@ def coordinator(
         host=host,
         port=port,
         store_url=store_url,
+        public_url=public_url.rstrip("/") if public_url else None,
         config=SchedulerConfig(target_chunk_s=target_chunk_s, heartbeat_s=heartbeat_s),
         tls=not insecure,
         certfile=cert,

@@ -62,7 +62,8 @@ async def authenticate(
             accepted without a store call of its own.
     """
     failures = f"failed-worker:{client}"
-    settings.api_limiter.check(failures)
+    now = c.clock()
+    settings.failures.check_here(failures, now)
     scheme, _, secret = (authorization or "").partition(" ")
     try:
         if scheme.lower() != "bearer" or not secret:
@@ -70,10 +71,18 @@ async def authenticate(
         digest = hash_secret(secret)
         known = c.verified_workers.get(worker_id, "")
         if not (revocation_checked_by_store and hmac.compare_digest(known, digest)):
-            await c.call(c.store.authenticate_worker, worker_id, secret)
+            await c.call(
+                settings.failures.guarded,
+                c.store,
+                failures,
+                now,
+                c.store.authenticate_worker,
+                worker_id,
+                secret,
+            )
             c.remember_verified_worker(worker_id, digest)
     except Unauthorized:
-        settings.api_limiter.take(failures)
+        await c.call(settings.failures.spend, c.store, failures, c.clock())
         raise
     settings.worker_limiter.take(worker_id)
 

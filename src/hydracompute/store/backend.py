@@ -27,6 +27,7 @@ from hydracompute.core.models import (
 )
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.payloads import artefact_blob_name
+from hydracompute.store.shared import SharedPrimitives
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class StoredOutput:
     output: JSON
 
 
-class Backend(abc.ABC):
-    """Storage primitives over jobs, chunks, leases, workers, outputs and artefacts."""
+class Backend(SharedPrimitives):
+    """Storage primitives over jobs, chunks, leases, workers, outputs and artefacts, and what
+    the coordinators of one pool share (:class:`SharedPrimitives`)."""
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[None]:

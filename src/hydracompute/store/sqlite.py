@@ -28,10 +28,12 @@ from hydracompute.core.models import (
     Lease,
     Worker,
 )
-from hydracompute.errors import StoreError
+from hydracompute.errors import StoreError, StoreUnavailable
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore, FolderBlobStore, MemoryBlobStore
 from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
+from hydracompute.store.sqlite_shared import MIGRATION as SHARED_MIGRATION
+from hydracompute.store.sqlite_shared import SQLiteShared
 from hydracompute.store.sqlite_rows import (
     CHUNKS,
     CREDENTIALS,
@@ -157,6 +159,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workers ADD COLUMN watts_per_core REAL
     """,
+    # What several coordinators on one file share (see store/shared.py).
+    SHARED_MIGRATION,
 ]
 
 
@@ -166,18 +170,39 @@ MIGRATIONS: list[str] = [
 MAX_REMEMBERED_ROWS = 20_000
 
 
+#: How long a transaction waits for another connection's write lock before giving up (the
+#: coordinator then answers 503 with Retry-After: the request changed nothing).
+BUSY_TIMEOUT_S = 10.0
+
+
+def store_error(exc: sqlite3.Error) -> StoreError:
+    """The store error for an SQLite error: :class:`StoreUnavailable` if the file stayed
+    locked by another connection (or could not be opened) and a retry may succeed."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in text or "busy" in text or "unable to open" in text
+    ):
+        return StoreUnavailable(f"the SQLite database is unavailable: {text}")
+    return StoreError(f"SQLite error: {text}")
+
+
 def blob_folder_of(path: str | Path) -> Path:
     """The blob folder beside a database file: ``NAME.db`` keeps its blobs in
     ``NAME.db-blobs/`` (as SQLite keeps ``NAME.db-wal`` beside it)."""
     return Path(f"{path}-blobs")
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(SQLiteShared, Backend):
     """Backend on one SQLite file (``":memory:"`` for a throw-away database), with its
     large payloads in ``blobs`` (by default the folder :func:`blob_folder_of` the file, or
     memory for a throw-away database)."""
 
-    def __init__(self, path: str | Path, blobs: BlobStore | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        blobs: BlobStore | None = None,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +229,7 @@ class SQLiteBackend(Backend):
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -244,7 +269,7 @@ class SQLiteBackend(Backend):
                         raise
                     self._db.execute(f"RELEASE {savepoint}")
                 except sqlite3.Error as exc:
-                    raise StoreError(f"SQLite error: {exc}") from exc
+                    raise store_error(exc) from exc
                 finally:
                     self._depth -= 1
                 return
@@ -265,7 +290,7 @@ class SQLiteBackend(Backend):
                 self._forget()
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise StoreError(f"SQLite error: {exc}") from exc
+                raise store_error(exc) from exc
             finally:
                 self._depth = 0
 
