@@ -76,9 +76,7 @@ def test_a_second_coordinator_on_the_same_store_reuses_the_pools_secrets(
     assert not (second_dir / ADMIN_KEY_FILE).exists()  # shown once, by the first only
     assert session_secret(second, second_dir) == session_secret(first, first_dir)
     shared_ca(second, second_dir / "tls")
-    paths = [
-        tls.ensure_certificates(d / "tls", ["127.0.0.1"]) for d in (first_dir, second_dir)
-    ]
+    paths = [tls.ensure_certificates(d / "tls", ["127.0.0.1"]) for d in (first_dir, second_dir)]
     assert paths[0].ca_fingerprint == paths[1].ca_fingerprint
     # Each serves a certificate of its own, issued by the pool's CA.
     assert paths[0].server_cert.read_bytes() != paths[1].server_cert.read_bytes()

@@ -27,8 +27,8 @@ from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings, View
 from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.fastpath import ExchangeFastPath
 from hydracompute.coordinator.openapi import install_openapi
-from hydracompute.coordinator.reference import install_reference
 from hydracompute.coordinator.peers import ALIVE_S
+from hydracompute.coordinator.reference import install_reference
 from hydracompute.coordinator.schemas import CoordinatorList, CoordinatorView, Health
 from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S, Coordinator
 from hydracompute.core.models import JobState

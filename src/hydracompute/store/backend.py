@@ -51,7 +51,7 @@ class Backend(SharedPrimitives):
         block wrote, and nothing is durable before the outermost block ends.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release files and connections."""
 
     # workers

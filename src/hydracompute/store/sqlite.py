@@ -32,8 +32,6 @@ from hydracompute.errors import StoreError, StoreUnavailable
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore, FolderBlobStore, MemoryBlobStore
 from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
-from hydracompute.store.sqlite_shared import MIGRATION as SHARED_MIGRATION
-from hydracompute.store.sqlite_shared import SQLiteShared
 from hydracompute.store.sqlite_rows import (
     CHUNKS,
     CREDENTIALS,
@@ -42,6 +40,8 @@ from hydracompute.store.sqlite_rows import (
     WORKERS,
     Table,
 )
+from hydracompute.store.sqlite_shared import MIGRATION as SHARED_MIGRATION
+from hydracompute.store.sqlite_shared import SQLiteShared
 
 #: Migration ``n`` (1-based) brings the schema from version n-1 to n. Append, never edit.
 MIGRATIONS: list[str] = [
