@@ -171,9 +171,10 @@ def test_a_database_locked_beyond_the_wait_is_answered_503_and_nothing_is_lost(
 
     async def scenario() -> None:
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=transport, base_url="http://pool", headers=headers
-        ) as http:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://pool", headers=headers) as http,
+        ):
             other = sqlite3.connect(path, isolation_level=None)
             other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
             try:
