@@ -57,7 +57,6 @@ from hydracompute.store.exchange import BatchJobs, Exchange, release_chunk
 from hydracompute.store.records import (
     ExchangeOutcome,
     ExchangeRequest,
-    FinishedChunk,
     ResultReport,
 )
 from hydracompute.store.shared import ChangeCollector
@@ -521,7 +520,7 @@ class Store:
             step.flush()
             self.backend.put_worker(worker)
             if batch is None:
-                self._note_outcomes(now, [step.outcome])
+                self._note(now, [step.outcome])
         step.hand_back()
         if step.outcome.released_work:
             self.work_version += 1
@@ -561,28 +560,24 @@ class Store:
             batch.write(self.backend)
             if requests:
                 outcomes = [a for a in answers if isinstance(a, ExchangeOutcome)]
-                self._note_outcomes(requests[-1].now, outcomes)
+                self._note(requests[-1].now, outcomes)
         return answers
 
     def _note(
         self,
         now: float,
+        outcomes: Sequence[ExchangeOutcome] = (),
         work: bool = False,
         jobs: Sequence[str] = (),
         ended: Sequence[str] = (),
-        chunks: Sequence[FinishedChunk] = (),
     ) -> None:
-        """Append what the current transaction changed to the shared change log, if other
-        coordinators share the database (:attr:`record_changes`)."""
-        if self.record_changes and (work or jobs or ended or chunks):
-            collected = ChangeCollector()
-            collected.add(work, jobs, ended, chunks)
-            self.backend.append_change(collected.change(self.origin, now))
-
-    def _note_outcomes(self, now: float, outcomes: Sequence[ExchangeOutcome]) -> None:
+        """Append what the current transaction changed (``outcomes``' changes and the
+        others) to the shared change log, while other coordinators share the database
+        (:attr:`record_changes`); alone, a coordinator learns of its changes in memory."""
         if not self.record_changes:
             return
         collected = ChangeCollector()
+        collected.add(work, jobs, ended)
         for o in outcomes:
             collected.add(o.released_work, o.changed_jobs, o.ended_jobs, o.finished)
         if collected:
