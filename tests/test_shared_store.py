@@ -205,3 +205,14 @@ def test_the_sqlite_backend_reports_a_lock_as_unavailable(tmp_path: Path) -> Non
         other.execute("ROLLBACK")
     with backend.transaction():  # free again
         assert backend.get_setting("x") is None
+
+
+def test_the_database_holding_the_pools_secrets_is_private(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.db"
+    SQLiteBackend(fresh).close()
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)  # made before the database held secrets
+    SQLiteBackend(old).close()
+    for path in (fresh, old):
+        assert path.stat().st_mode & 0o777 == 0o600

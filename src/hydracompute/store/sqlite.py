@@ -8,8 +8,11 @@ The schema evolves by numbered migrations recorded in ``PRAGMA user_version``.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -186,6 +189,19 @@ def store_error(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"SQLite error: {text}")
 
 
+def keep_private(path: Path) -> None:
+    """Make the database file (created if missing) and its ``-wal`` and ``-shm`` files
+    readable by their owner only: the database holds the pool's CA key, join token and
+    session secret (see :mod:`hydracompute.coordinator.pool_secrets`). SQLite gives the
+    files it creates the database file's mode."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+
+
 def blob_folder_of(path: str | Path) -> Path:
     """The blob folder beside a database file: ``NAME.db`` keeps its blobs in
     ``NAME.db-blobs/`` (as SQLite keeps ``NAME.db-wal`` beside it)."""
@@ -206,6 +222,7 @@ class SQLiteBackend(SQLiteShared, Backend):
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            keep_private(Path(self.path))
         if blobs is None:
             in_memory = self.path == ":memory:"
             blobs = MemoryBlobStore() if in_memory else FolderBlobStore(blob_folder_of(path))
