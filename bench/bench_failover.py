@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' pool helper
 
-from tests.shared_pool_support import SharedPool, worker_status  # noqa: E402
+from tests.shared_pool_support import SharedPool, worker_status
 
 
 def wait_until(condition: object, timeout_s: float, what: str) -> None:
@@ -60,12 +60,12 @@ def main() -> None:
                         "every worker on the first coordinator",
                     )
                     before = job.info().units_done
-                    wait_until(lambda: job.info().units_done > before, 60, "results")
+                    wait_until(lambda done=before: job.info().units_done > done, 60, "results")
                     time.sleep(args.target_chunk_s * 1.5)  # mid-chunk, wherever the chunks are
                     pool.kill(0)
                     killed = time.monotonic()
                     at_kill = job.info().units_done
-                    wait_until(lambda: job.info().units_done > at_kill, 60, "a result on B")
+                    wait_until(lambda done=at_kill: job.info().units_done > done, 60, "on B")
                     took = time.monotonic() - killed
                     times.append(took)
                     print(
