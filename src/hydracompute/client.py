@@ -242,6 +242,10 @@ class Client:
     def workers(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/v1/workers").json()["workers"])
 
+    def coordinators(self) -> list[dict[str, Any]]:
+        """The pool's live coordinators (``url``, ``started_s``, ``seen_s``, ``this``)."""
+        return list(self.request("GET", "/api/v1/coordinators").json()["coordinators"])
+
     def kinds(self) -> list[dict[str, Any]]:
         """The job kinds the coordinator accepts, with their unit and work names."""
         return list(self.request("GET", "/api/v1/kinds").json()["kinds"])

@@ -11,7 +11,16 @@ from typing import Any, TypeVar
 
 import click
 
-from hydracompute.cli.base import FiniteFloat, console, main
+from hydracompute.cli.base import (
+    FiniteFloat,
+    console,
+    handle_errors,
+    json_option,
+    main,
+    print_json,
+    with_client,
+)
+from hydracompute.client import Client
 from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import HydraError
@@ -242,3 +251,21 @@ def demo(cores: int, samples: float, size: int, output_dir: str, port: int, keep
     from hydracompute.demo import run_demo
 
     sys.exit(run_demo(console, cores, int(samples), size, Path(output_dir), port, keep))
+
+
+@main.command("coordinators")
+@json_option
+@handle_errors
+@with_client
+def coordinators(client: Client, as_json: bool) -> None:
+    """The pool's live coordinators (they share one store), and the URLs to give workers."""
+    found = client.coordinators()
+    if as_json:
+        print_json(found)
+        return
+    for entry in found:
+        this = "  (this one)" if entry["this"] else ""
+        click.echo(f"{entry['url']}{this}")
+    if found:
+        urls = " ".join(e["url"] for e in found)
+        click.echo(f"Workers:  hydracompute worker {urls} [--ca-fingerprint …]", err=True)

@@ -73,12 +73,15 @@ class PollingFeed(ChangeFeed):
 
     async def run(self, deliver: Callable[[Change], None]) -> None:
         # From the position at start: changes made before are already in the store's state.
-        seq = await self.call(self.sharing.last_change_seq)
+        seq: int | None = None
         while True:
             await self.wait(self.period_s)
-            if not self.active():
+            if seq is not None and not self.active():
                 continue
             try:
+                if seq is None:
+                    seq = int(await self.call(self.sharing.last_change_seq))
+                    continue
                 seq, changes = await self.call(self.sharing.changes_after, seq)
             except Exception:  # the store is unavailable: try again at the next period
                 log.warning("reading the pool's change log failed", exc_info=True)
