@@ -216,3 +216,28 @@ def test_the_database_holding_the_pools_secrets_is_private(tmp_path: Path) -> No
     SQLiteBackend(old).close()
     for path in (fresh, old):
         assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_worker_removed_through_one_is_refused_by_the_other_that_knew_its_secret(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pool.db"
+    stores = [open_store(path), open_store(path)]
+    worker, secret = stores[0].enrol_worker("w", 1, ["sum"], time.time())
+    apps = [create_app(s) for s in stores]
+    headers = {"Authorization": f"Bearer {secret}"}
+    exchange = f"/api/v1/workers/{worker.worker_id}/exchange"
+
+    async def scenario() -> None:
+        async with (
+            apps[0].router.lifespan_context(apps[0]),
+            apps[1].router.lifespan_context(apps[1]),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[1]), base_url="http://b") as b,
+        ):
+            assert (await b.post(exchange, json={}, headers=headers)).status_code == 200
+            await asyncio.to_thread(stores[0].remove_worker, worker.worker_id, time.time())
+            refused = await b.post(exchange, json={}, headers=headers)
+            assert refused.status_code == 401  # not 404: the worker enrols again
+            assert worker.worker_id not in apps[1].state.coordinator.verified_workers
+
+    asyncio.run(scenario())

@@ -27,7 +27,7 @@ from hydracompute.coordinator.schemas import (
 )
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import Worker
-from hydracompute.errors import Unauthorized
+from hydracompute.errors import NotFound, Unauthorized
 from hydracompute.store import ResultReport
 from hydracompute.store.credentials import hash_secret
 
@@ -204,16 +204,24 @@ async def answer_exchange(
     """
     await authenticate(c, settings, worker_id, authorization, client, True)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
-    outcome = await c.exchange(
-        worker_id,
-        reports,
-        body.running,
-        body.want,
-        body.wait_s,
-        body.state,
-        body.state_reason,
-        body_bytes,
-    )
+    try:
+        outcome = await c.exchange(
+            worker_id,
+            reports,
+            body.running,
+            body.want,
+            body.wait_s,
+            body.state,
+            body.state_reason,
+            body_bytes,
+        )
+    except (NotFound, Unauthorized) as exc:
+        if isinstance(exc, NotFound) and exc.extra.get("worker_id") != worker_id:
+            raise  # an unknown lease: refused as such
+        # Its secret was verified here, but the worker was removed or revoked since,
+        # perhaps through another coordinator of the pool: refused as at its next sign-in.
+        c.forget_verified_worker(worker_id)
+        raise Unauthorized("unknown, revoked or wrong worker credentials") from None
     now = c.clock()
     answer = {
         "accepted": outcome.accepted,

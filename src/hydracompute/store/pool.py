@@ -485,7 +485,7 @@ class Store:
         with self.backend.transaction(), self.in_flight.undone_on_error():
             worker = self.backend.get_worker(worker_id)
             if worker is None:
-                raise NotFound(f"no worker {worker_id!r}")
+                raise NotFound(f"no worker {worker_id!r}", worker_id=worker_id)
             if worker.revoked:  # also between a long-poll's checks
                 raise Unauthorized("unknown, revoked or wrong worker credentials")
             worker.last_seen_s, worker.left = now, False
