@@ -11,12 +11,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from hydracompute.coordinator.app import create_app
 from hydracompute.coordinator.auth import SecuritySettings
+from hydracompute.coordinator.changes import PollingFeed
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
@@ -239,5 +241,36 @@ def test_a_worker_removed_through_one_is_refused_by_the_other_that_knew_its_secr
             refused = await b.post(exchange, json={}, headers=headers)
             assert refused.status_code == 401  # not 404: the worker enrols again
             assert worker.worker_id not in apps[1].state.coordinator.verified_workers
+
+    asyncio.run(scenario())
+
+
+def test_the_feed_passes_on_the_others_changes_only_and_waits_through_the_hook(
+    tmp_path: Path,
+) -> None:
+    store = open_store(tmp_path / "pool.db")
+    store.record_changes = True
+    delivered: list[Change] = []
+    waits: list[float] = []
+
+    async def call(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    async def wait(timeout_s: float) -> None:  # as a LISTEN/NOTIFY waiter would be given
+        waits.append(timeout_s)
+        await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        feed = PollingFeed(call, store.sharing, "c-a", lambda: True, period_s=0.25, wait=wait)
+        task = asyncio.ensure_future(feed.run(delivered.append))
+        await wait_for(lambda: len(waits) > 1, "the start position is read")
+        store.origin = "c-a"
+        store.submit_job("sum", {"n": 4}, now=1.0)  # this coordinator's own
+        store.origin = "c-b"
+        theirs = store.submit_job("sum", {"n": 4}, now=2.0)
+        await wait_for(lambda: delivered, "the other's change")
+        task.cancel()
+        assert [(c.origin, c.jobs) for c in delivered] == [("c-b", {theirs.job_id})]
+        assert set(waits) == {0.25}
 
     asyncio.run(scenario())

@@ -7,10 +7,12 @@ transactions changed to the store's change log (``Store.record_changes``) and fo
 others' entries with a :class:`PollingFeed`, which reads the log a few times a second and
 passes each change on as if it had been made here.
 
-The PostgreSQL hook: a backend that can push notifications (``LISTEN``/``NOTIFY``) gives
-the feed a ``wait`` that returns as soon as a change is committed (its ``append_change``
-issues ``NOTIFY hydracompute_changes`` in the same transaction, delivered on commit; a
-listening connection sets an event) and at the latest after the period. Polling stays
+The PostgreSQL hook: a backend that can push notifications (``LISTEN``/``NOTIFY``) returns,
+from its ``change_waiter()`` (see :class:`~hydracompute.store.shared.SharedPrimitives`), a
+``wait`` that returns as soon as a change is committed (its ``append_change`` issues
+``NOTIFY hydracompute_changes`` in the same transaction, delivered on commit; a listening
+connection sets an event) and at the latest after the period; the coordinator gives it
+to its feed. Polling stays
 the fallback and the source of truth: a notification only ends the wait early, the log
 is read as before, so a lost notification costs at most one period.
 """

@@ -137,7 +137,13 @@ class Coordinator:
         self.feed: ChangeFeed = (
             LocalFeed()  # nothing outside this process can share it
             if isinstance(store.backend, MemoryBackend)
-            else PollingFeed(self.call, store.sharing, self.peers.coordinator_id, self._shared)
+            else PollingFeed(
+                self.call,
+                store.sharing,
+                self.peers.coordinator_id,
+                self._shared,
+                wait=store.backend.change_waiter() or asyncio.sleep,
+            )
         )
 
     def _shared(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from hydracompute.store.records import FinishedChunk
@@ -140,6 +140,15 @@ class SharedPrimitives(abc.ABC):
         a reader that has seen ``seq`` n never later finds a new change below n (a
         backend whose writers commit concurrently serialises appends, e.g. under a
         transaction-scoped lock)."""
+
+    def change_waiter(self) -> Callable[[float], Awaitable[None]] | None:
+        """For a backend that can push notifications (PostgreSQL's ``LISTEN``/``NOTIFY``):
+        a coroutine function that returns once another connection committed a change, or
+        after its argument in seconds at the latest; it runs on the coordinator's event
+        loop. ``None`` (the default): the change log is only polled. Either way the log is
+        what is read; a notification only ends the wait early (see
+        :mod:`hydracompute.coordinator.changes`)."""
+        return None
 
     @abc.abstractmethod
     def changes_after(self, seq: int, limit: int) -> list[Change]:
