@@ -9,6 +9,7 @@ share (``shared_store_url``).
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from hydracompute.cli import main
+from hydracompute.errors import StoreError
 from hydracompute.kinds.pi_kernel import count_hits
 from tests.e2e_support import wait_until
 from tests.shared_pool_support import SharedPool, worker_status
@@ -123,3 +125,31 @@ def test_a_killed_coordinators_workers_move_to_the_other_and_come_back(
                 second = again.wait(timeout=120).answer
     assert answer["hits"] == count_hits(SEED, 0, samples)
     assert second["hits"] == count_hits(SEED, 0, 10**8 + 7)
+
+
+def test_a_locked_database_is_answered_503_and_the_job_resumes_exact(tmp_path: Path) -> None:
+    # SQLite's version of a database that stops answering for a few seconds: another
+    # process holds its write lock for longer than the coordinators wait for it.
+    path = tmp_path / "shared.db"
+    samples = 4 * 10**8
+    with shared_pool(tmp_path / "pool", f"sqlite:///{path}?busy_timeout_s=0.3") as p:
+        p.add_worker([0, 1], extra=["--duty-percent", "20"])
+        with p.client(1) as b:
+            wait_until(lambda: sum(w["online"] for w in b.workers()) == 1, what="the worker")
+            job = b.submit("pi", samples=samples, seed=SEED)
+            wait_until(lambda: job.progress() > 0.05, what="the first results")
+            lock = sqlite3.connect(path, isolation_level=None)
+            lock.execute("BEGIN EXCLUSIVE")
+            try:
+                with pytest.raises(StoreError) as refused:
+                    b.workers()
+                time.sleep(2.0)  # the worker's exchanges are refused meanwhile
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            answer = job.wait(timeout=300).answer
+    assert refused.value.status == 503
+    assert answer["hits"] == count_hits(SEED, 0, samples)
+    for i in (0, 1):
+        log = (tmp_path / "pool" / f"c{i}" / "coordinator.log").read_text()
+        assert "unhandled error" not in log  # every refusal was a 503, none a 500

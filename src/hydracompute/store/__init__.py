@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import CreditPolicy
@@ -29,20 +30,38 @@ __all__ = [
 
 def open_backend(url: str) -> Backend:
     """A backend from a URL: ``memory://``, ``sqlite:///relative/or/absolute/path.db``
-    (``sqlite:////abs/path.db`` also works) or a plain file path.
+    (``sqlite:////abs/path.db`` also works) or a plain file path. A SQLite URL may end in
+    ``?busy_timeout_s=S``: how long a transaction waits for another process's write lock
+    before the coordinator answers 503 (0.01 to 600; 10 by default).
 
     Raises:
-        ValueError: an unsupported scheme.
+        ValueError: an unsupported scheme or option.
     """
     if url == "memory://":
         return MemoryBackend()
     if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://")
+        path, _, query = url.removeprefix("sqlite://").partition("?")
         path = path.removeprefix("/") if not path.startswith("//") else path[1:]
-        return SQLiteBackend(path or ":memory:")
+        return SQLiteBackend(path or ":memory:", **_sqlite_options(query))
     if "://" in url:
         raise ValueError(f"unsupported store URL {url!r}: use memory:// or sqlite:///PATH")
     return SQLiteBackend(Path(url))
+
+
+def _sqlite_options(query: str) -> dict[str, float]:
+    options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    unknown = set(options) - {"busy_timeout_s"}
+    if unknown:
+        raise ValueError(f"unknown SQLite store option(s): {', '.join(sorted(unknown))}")
+    if "busy_timeout_s" not in options:
+        return {}
+    try:
+        timeout = float(options["busy_timeout_s"])
+    except ValueError:
+        timeout = -1.0
+    if not 0.01 <= timeout <= 600:
+        raise ValueError("busy_timeout_s must be a number of seconds between 0.01 and 600")
+    return {"busy_timeout_s": timeout}
 
 
 def open_store(
