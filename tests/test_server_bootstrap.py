@@ -1,4 +1,5 @@
-"""A coordinator's first start: admin key, join token and session secret in its data dir."""
+"""A coordinator's first start: admin key, join token, session secret and CA, kept in its
+store (shared by every coordinator of the pool) and its data directory."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hydracompute import tls
+from hydracompute.coordinator.pool_secrets import StartupError, shared_ca
 from hydracompute.coordinator.server import (
     ADMIN_KEY_FILE,
     JOIN_TOKEN_FILE,
@@ -54,9 +57,49 @@ def test_later_starts_keep_them_and_replace_a_revoked_token(tmp_path: Path) -> N
 
 
 def test_session_secret_survives_restarts(tmp_path: Path) -> None:
-    first = session_secret(tmp_path)
+    store = open_store(tmp_path)
+    first = session_secret(store, tmp_path)
     assert len(first) == 32
-    assert session_secret(tmp_path) == first
+    store.close()
+    assert session_secret(open_store(tmp_path), tmp_path) == first
+
+
+def test_a_second_coordinator_on_the_same_store_reuses_the_pools_secrets(
+    tmp_path: Path,
+) -> None:
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first, second = open_store(tmp_path), open_store(tmp_path)  # one file, two connections
+    admin, token = ensure_credentials(first, first_dir, now=0.0)
+    shared_ca(first, first_dir / "tls")
+    assert ensure_credentials(second, second_dir, now=1.0) == (None, token)
+    assert (second_dir / JOIN_TOKEN_FILE).read_text().strip() == token
+    assert not (second_dir / ADMIN_KEY_FILE).exists()  # shown once, by the first only
+    assert session_secret(second, second_dir) == session_secret(first, first_dir)
+    shared_ca(second, second_dir / "tls")
+    paths = [tls.ensure_certificates(d / "tls", ["127.0.0.1"]) for d in (first_dir, second_dir)]
+    assert paths[0].ca_fingerprint == paths[1].ca_fingerprint
+    # Each serves a certificate of its own, issued by the pool's CA.
+    assert paths[0].server_cert.read_bytes() != paths[1].server_cert.read_bytes()
+    # The admin key the first made works through the second.
+    assert second.credentials.check(CredentialKind.API_KEY, admin, 2.0).role is Role.ADMIN
+
+
+def test_an_upgraded_coordinator_moves_its_own_ca_into_the_store(tmp_path: Path) -> None:
+    before = tls.ensure_certificates(tmp_path / "tls", ["127.0.0.1"])  # as before pools
+    store = open_store(tmp_path)
+    shared_ca(store, tmp_path / "tls")
+    elsewhere = tmp_path / "other"
+    shared_ca(store, elsewhere / "tls")
+    after = tls.ensure_certificates(elsewhere / "tls", ["127.0.0.1"])
+    assert after.ca_fingerprint == before.ca_fingerprint
+
+
+def test_a_coordinator_with_another_ca_is_refused_on_a_pools_store(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    shared_ca(store, tmp_path / "a" / "tls")
+    tls.ensure_certificates(tmp_path / "b" / "tls", ["127.0.0.1"])  # a CA of its own
+    with pytest.raises(StartupError, match="another certificate authority"):
+        shared_ca(store, tmp_path / "b" / "tls")
 
 
 def test_the_coordinator_does_not_load_the_compute_kernels() -> None:

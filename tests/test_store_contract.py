@@ -19,6 +19,7 @@ from hydracompute.errors import (
     InvalidResult,
     NotFound,
     StoreError,
+    TooManyRequests,
     Unauthorized,
     UnknownKind,
 )
@@ -28,7 +29,8 @@ from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import MemoryBlobStore
 from hydracompute.store.figures import PoolFigures, pool_figures
 from hydracompute.store.payloads import INLINE_OUTPUT_MAX_BYTES, artefact_blob_name
-from hydracompute.store.records import ExchangeRequest, LeaseGrant
+from hydracompute.store.records import ExchangeRequest, FinishedChunk, LeaseGrant
+from hydracompute.store.shared import CoordinatorEntry
 from hydracompute.store.views import job_history
 from tests.sum_kind import SumKind, sum_registry
 
@@ -914,3 +916,73 @@ def test_labels_and_required_labels_are_kept_and_place_chunks(store: Store) -> N
     with pytest.raises(InvalidParams):
         store.submit_job("sum", {"n": 5}, now, required_labels=["x" * 41])
     assert snapshot(store) == before
+
+
+# --- what the coordinators of one pool share (store/shared.py) ------------------------------
+
+
+def test_a_setting_is_made_once_and_the_first_value_wins(store: Store) -> None:
+    assert store.sharing.setting("tls.ca") is None
+    assert store.sharing.setting_once("tls.ca", "first") == "first"
+    assert store.sharing.setting_once("tls.ca", "second") == "first"
+    store.sharing.replace_setting("tls.ca", "third")
+    assert store.sharing.setting("tls.ca") == "third"
+
+
+def test_coordinators_are_listed_while_they_beat_and_not_once_they_leave(store: Store) -> None:
+    a = CoordinatorEntry("c-a", "https://a", started_s=1.0, seen_s=10.0)
+    b = CoordinatorEntry("c-b", "https://b", started_s=2.0, seen_s=10.0)
+    assert [e.coordinator_id for e in store.sharing.heartbeat(a, alive_s=5.0)] == ["c-a"]
+    assert store.sharing.heartbeat(b, alive_s=5.0) == [a, b]  # the longest running first
+    assert store.sharing.coordinators(now=14.0, alive_s=5.0) == [a, b]
+    assert store.sharing.coordinators(now=16.0, alive_s=5.0) == []  # both silent
+    store.sharing.leave("c-a")
+    assert store.sharing.coordinators(now=10.0, alive_s=5.0) == [b]
+
+
+def test_changes_are_read_in_order_once_each_and_pruned(store: Store) -> None:
+    start = store.sharing.last_change_seq()
+    job = store.submit_job("sum", {"n": 4}, now=1.0)  # not shared: nothing is written
+    assert store.sharing.changes_after(start) == (start, [])
+    store.record_changes, store.origin = True, "c-a"
+    store.cancel_job(job.job_id, now=2.0)
+    other = store.submit_job("sum", {"n": 4}, now=3.0)
+    worker, _ = store.enrol_worker("w", 1, ["sum"], now=3.0)
+    grant = store.exchange(worker.worker_id, [], [], 1, now=3.0).leases[0]
+    output = result_for(grant.params, grant.start, grant.stop)
+    store.exchange_many(
+        [ExchangeRequest(worker.worker_id, [ResultReport(grant.lease_id, output, 0.1)], [], 0, 4.0)]
+    )
+    seq, changes = store.sharing.changes_after(start)
+    assert [(c.jobs, c.ended, c.work) for c in changes[:2]] == [
+        ({job.job_id}, {job.job_id}, False),
+        ({other.job_id}, frozenset(), True),
+    ]
+    assert changes[-1].chunks == (FinishedChunk(other.job_id, 0, 0, grant.stop),)
+    assert all(c.origin == "c-a" for c in changes)
+    assert [c.seq for c in changes] == sorted(c.seq for c in changes) and seq == changes[-1].seq
+    assert store.sharing.changes_after(seq) == (seq, [])
+    store.sharing.prune(now=1000.0)
+    assert store.sharing.changes_after(start) == (seq, [])  # gone, the position stays
+
+
+def test_a_refused_exchange_writes_no_change(store: Store) -> None:
+    store.record_changes, store.origin = True, "c-a"
+    start = store.sharing.last_change_seq()
+    with pytest.raises(NotFound):
+        store.exchange("w-nobody", [], [], 1, now=1.0)
+    assert store.sharing.changes_after(start) == (start, [])
+
+
+def test_shared_buckets_refill_and_run_out(store: Store) -> None:
+    key = "failed:10.0.0.1"
+    store.sharing.check_bucket(key, now=0.0, rate_per_s=1.0, burst=2)  # none yet
+    assert store.sharing.spend(key, now=0.0, rate_per_s=1.0, burst=2) == 1.0
+    assert store.sharing.spend(key, now=0.0, rate_per_s=1.0, burst=2) == 0.0
+    with pytest.raises(TooManyRequests) as refused:
+        store.sharing.check_bucket(key, now=0.5, rate_per_s=1.0, burst=2)
+    assert refused.value.extra["retry_after_s"] == 1
+    store.sharing.check_bucket(key, now=1.0, rate_per_s=1.0, burst=2)  # refilled one
+    store.sharing.prune(now=10_000.0)
+    with store.backend.transaction():
+        assert store.backend.get_counter(key) is None

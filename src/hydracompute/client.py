@@ -13,6 +13,8 @@ CA fingerprint of the ``HYDRACOMPUTE_*`` variables, else of the saved login (see
 from __future__ import annotations
 
 import hashlib
+import re
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,12 @@ from hydracompute.errors import (
 from hydracompute.jsonvalues import nonfinite_path
 
 __all__ = ["DEFAULT_URL", "Client", "Job", "JobFailed", "JobInfo"]
+
+
+def split_urls(text: str) -> list[str]:
+    """The URLs in ``text``, separated by spaces or commas, without trailing slashes."""
+    urls = [u.rstrip("/") for u in re.split(r"[\s,]+", text.strip()) if u]
+    return list(dict.fromkeys(urls)) or [text.rstrip("/")]
 
 
 class JobFailed(HydraError):
@@ -62,10 +70,13 @@ class JobInfo:
 
 
 class Client:
-    """A connection to one coordinator.
+    """A connection to a pool through one of its coordinators.
 
     Args:
-        url: the coordinator's base URL.
+        url: the coordinator's base URL; for a pool of several coordinators, their URLs
+            (a list, or one string separated by spaces or commas). Requests go to the
+            first; one that cannot connect is sent to the next (nothing was sent, so
+            nothing is done twice), which is used from then on.
         api_key: an API key of the pool (its role decides what this client may do).
         ca_fingerprint: the SHA-256 fingerprint of the coordinator's own certificate
             authority, as its admin gave it; without one an ``https`` URL is checked against
@@ -84,18 +95,20 @@ class Client:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         api_key: str | None = None,
         ca_fingerprint: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        connection = resolve(url, api_key, ca_fingerprint)
-        self.url = connection.url
+        given = url if url is None or isinstance(url, str) else " ".join(url)
+        connection = resolve(given, api_key, ca_fingerprint)
+        self.urls = split_urls(connection.url)
+        self.url = self.urls[0]
         self.timeout = timeout
         self._url_source = connection.url_source
         api_key, ca_fingerprint = connection.api_key, connection.ca_fingerprint
-        verify = tls.verification(self.url, ca_fingerprint) if transport is None else True
+        verify = self._verification(ca_fingerprint) if transport is None else True
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
             base_url=self.url,
@@ -104,6 +117,15 @@ class Client:
             verify=verify,
             headers=headers,
         )
+
+    def _verification(self, ca_fingerprint: str | None) -> ssl.SSLContext | bool:
+        """The pool's CA (its coordinators share one), from the first that answers."""
+        for url in self.urls[:-1]:
+            try:
+                return tls.verification(url, ca_fingerprint)
+            except CoordinatorUnavailable:
+                continue
+        return tls.verification(self.urls[-1], ca_fingerprint)
 
     def close(self) -> None:
         self._http.close()
@@ -126,10 +148,20 @@ class Client:
         if where is not None:
             message = "must be a finite number (JSON has no NaN or infinity)"
             raise InvalidRequest(f"{where}: {message}", errors={where: message})
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CoordinatorUnavailable(self._unreachable(exc)) from exc
+        for _ in range(len(self.urls) - 1):
+            try:
+                response = self._http.request(method, self.url + path, **kwargs)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout):  # not sent: try the next
+                at = self.urls.index(self.url)
+                self.url = self.urls[(at + 1) % len(self.urls)]
+            except httpx.TransportError as exc:
+                raise CoordinatorUnavailable(self._unreachable(exc)) from exc
+        else:
+            try:
+                response = self._http.request(method, self.url + path, **kwargs)
+            except httpx.TransportError as exc:
+                raise CoordinatorUnavailable(self._unreachable(exc)) from exc
         if response.status_code >= 400:
             try:
                 problem = response.json()
@@ -281,6 +313,10 @@ class Client:
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/v1/workers").json()["workers"])
+
+    def coordinators(self) -> list[dict[str, Any]]:
+        """The pool's live coordinators (``url``, ``started_s``, ``seen_s``, ``this``)."""
+        return list(self.request("GET", "/api/v1/coordinators").json()["coordinators"])
 
     def kinds(self) -> list[dict[str, Any]]:
         """The job kinds the coordinator accepts, with their unit and work names."""

@@ -16,6 +16,9 @@
     ├── StoreError           the state of record could not be read or written
     │   └── StoreConflict    a transaction lost a race with another coordinator's
     │                        (a deadlock or serialization failure): the store retries it
+    ├── StoreError           the state of record could not be read or written (503)
+    │   └── StoreUnavailable the database is unreachable or stays locked: retry later
+    │                        (503 with Retry-After; nothing was changed)
     └── CoordinatorUnavailable  the client or worker cannot reach the coordinator
 
 The coordinator converts each of these into a JSON problem document with the status
@@ -96,6 +99,17 @@ class StoreError(HydraError):
 class StoreConflict(StoreError):
     """Another coordinator sharing the database got in the way (PostgreSQL found a deadlock
     or a serialization failure): the whole transaction is rolled back and may be retried."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, or another writer held it longer than the wait
+    allowed; the request changed nothing and may be retried after ``retry_after_s``.
+    Backends raise it (``from`` the driver's error) for exactly these transient failures."""
+
+    title = "Store unavailable"
+
+    def __init__(self, detail: str, retry_after_s: int = 1, **extra: object) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, **extra)
 
 
 class CoordinatorUnavailable(HydraError):

@@ -113,6 +113,13 @@ def ensure_certificates(
     )
 
 
+def new_ca_pems(now: dt.datetime | None = None) -> tuple[bytes, bytes]:
+    """A new certificate authority as ``(certificate PEM, private key PEM)``, for a pool
+    whose coordinators keep their CA in their shared store."""
+    key, cert = _new_ca(now or dt.datetime.now(dt.UTC))
+    return _cert_pem(cert), _key_pem(key)
+
+
 def default_names(host: str) -> list[str]:
     """Names for the server certificate: loopback, this machine's names, and ``host``.
 

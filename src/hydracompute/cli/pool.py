@@ -11,7 +11,16 @@ from typing import Any, TypeVar
 
 import click
 
-from hydracompute.cli.base import FiniteFloat, console, main
+from hydracompute.cli.base import (
+    FiniteFloat,
+    console,
+    handle_errors,
+    json_option,
+    main,
+    print_json,
+    with_client,
+)
+from hydracompute.client import Client
 from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.models import Role
 from hydracompute.core.verification import VerificationPolicy
@@ -56,7 +65,15 @@ def _check_store_url(ctx: click.Context, param: click.Parameter, url: str | None
     callback=_check_store_url,
     help="sqlite:///PATH, postgresql://USER@HOST:PORT/DATABASE[?schema=NAME] (several "
     "coordinators may share one; needs hydracompute[postgresql]) or memory://. "
-    "Default: coordinator.db in the data directory.",
+    "Default: coordinator.db in the data directory. Coordinators started on the same "
+    "store form one pool (same CA, keys and jobs).",
+)
+@click.option(
+    "--public-url",
+    default=None,
+    envvar="HYDRACOMPUTE_PUBLIC_URL",
+    help="The URL workers reach this coordinator at, listed in the pool's join command "
+    "(default: the address it listens on, with the host name for 0.0.0.0).",
 )
 @click.option("--target-chunk-s", default=2.0, type=FiniteFloat(0.01, 3600))
 @click.option("--heartbeat-s", default=5.0, type=FiniteFloat(0.05, 600))
@@ -182,6 +199,7 @@ def coordinator(
     port: int,
     data_dir: Path | None,
     store_url: str | None,
+    public_url: str | None,
     target_chunk_s: float,
     heartbeat_s: float,
     cert: Path | None,
@@ -206,7 +224,9 @@ def coordinator(
     """Run a coordinator: the HTTPS service that keeps jobs and hands out chunks.
 
     On first start it creates its certificate authority, an admin API key and a join
-    token in the data directory, and prints the command that joins a worker.
+    token, keeps them in its store (and the data directory), and prints the command that
+    joins a worker. Another coordinator started on the same store (a shared database)
+    joins the same pool: it reuses them, and the join command lists both.
     """
     from hydracompute.coordinator.protocol import ConnectionLimits
     from hydracompute.coordinator.server import ServerOptions, serve
@@ -223,6 +243,7 @@ def coordinator(
         host=host,
         port=port,
         store_url=store_url,
+        public_url=public_url.rstrip("/") if public_url else None,
         config=SchedulerConfig(target_chunk_s=target_chunk_s, heartbeat_s=heartbeat_s),
         tls=not insecure,
         certfile=cert,
@@ -296,3 +317,21 @@ def demo(cores: int, samples: float, size: int, output_dir: str, port: int, keep
     from hydracompute.demo import run_demo
 
     sys.exit(run_demo(console, cores, int(samples), size, Path(output_dir), port, keep))
+
+
+@main.command("coordinators")
+@json_option
+@handle_errors
+@with_client
+def coordinators(client: Client, as_json: bool) -> None:
+    """The pool's live coordinators (they share one store), and the URLs to give workers."""
+    found = client.coordinators()
+    if as_json:
+        print_json(found)
+        return
+    for entry in found:
+        this = "  (this one)" if entry["this"] else ""
+        click.echo(f"{entry['url']}{this}")
+    if found:
+        urls = " ".join(e["url"] for e in found)
+        click.echo(f"Workers:  hydracompute worker {urls} [--ca-fingerprint …]", err=True)

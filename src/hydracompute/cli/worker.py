@@ -11,7 +11,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,7 +71,7 @@ def _rule_option(setting: Setting) -> Callable[[F], F]:
 def worker_options(fn: F, token_required: bool = True) -> F:
     """The options of a worker: where it joins, as whom, and the owner's rules."""
     options = [
-        click.argument("url", envvar="HYDRACOMPUTE_URL", default=DEFAULT_URL),
+        click.argument("urls", nargs=-1, envvar="HYDRACOMPUTE_URL"),
         click.option(
             "--token",
             envvar="HYDRACOMPUTE_JOIN_TOKEN",
@@ -130,10 +130,18 @@ def _given_rules(flags: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
+#: Coordinators a worker may be given at most.
+MAX_COORDINATORS = 16
+#: The config file's setting that lists the pool's coordinators (used when no URL is given).
+COORDINATORS_SETTING = "coordinators"
+
+
 def load_rules(
-    config: Path | None, cores: int | None, flags: dict[str, Any]
-) -> tuple[Rules, Path | None]:
-    """The owner's rules from the config file and the flags; usage errors if they are bad."""
+    config: Path | None, cores: int | None, flags: dict[str, Any], urls: Sequence[str] = ()
+) -> tuple[Rules, Path | None, list[str]]:
+    """The owner's rules from the config file and the flags, and the coordinators' URLs:
+    ``urls`` if any, else the file's ``coordinators`` list, else the default URL; usage
+    errors if any is bad."""
     from hydracompute.worker.rules import InvalidRules, read_rules_file, rules_from_values
 
     if config is None and default_rules_file().is_file():
@@ -142,10 +150,23 @@ def load_rules(
     try:
         values = read_rules_file(config) if config is not None else {}
         source = str(config) if config is not None else ""
+        listed = values.pop(COORDINATORS_SETTING, None)
         rules = rules_from_values(values | given, os.cpu_count() or 1, source)
     except InvalidRules as exc:
         raise click.UsageError(exc.detail) from exc
-    return rules, config
+    if listed is not None and (
+        not isinstance(listed, list)
+        or not 1 <= len(listed) <= MAX_COORDINATORS
+        or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in listed)
+    ):
+        raise click.UsageError(
+            f"{config}: {COORDINATORS_SETTING} must be a list of 1 to {MAX_COORDINATORS} "
+            "http:// or https:// URLs"
+        )
+    chosen = list(urls) or listed or [DEFAULT_URL]
+    if len(chosen) > MAX_COORDINATORS:
+        raise click.UsageError(f"at most {MAX_COORDINATORS} coordinator URLs")
+    return rules, config, [u.rstrip("/") for u in chosen]
 
 
 @main.group(cls=WorkerGroup, invoke_without_command=False)
@@ -166,7 +187,7 @@ def worker() -> None:
 @worker_options
 @handle_errors
 def worker_run(
-    url: str,
+    urls: tuple[str, ...],
     token: str | None,
     ca_fingerprint: str | None,
     cores: int | None,
@@ -177,7 +198,9 @@ def worker_run(
 ) -> None:
     """Join the pool at URL and compute chunks until Ctrl-C.
 
-    The first run enrols with the join token and pins the coordinator's CA (given by
+    Give the URLs of every coordinator of a pool that has several (as its join command
+    does): the worker uses the first, and moves to another within seconds when it stops
+    answering. The first run enrols with the join token and pins the coordinator's CA (given by
     --ca-fingerprint); later runs rejoin as the same worker, even with other --cores or
     kinds, and need neither. The owner's rules decide when it computes; 'hydracompute
     worker status' shows what it does.
@@ -189,26 +212,27 @@ def worker_run(
     from hydracompute.worker.rules import InvalidRules
     from hydracompute.worker.status import status_path
 
-    rules, config = load_rules(config, cores, rule_flags)
+    rules, config, pool = load_rules(config, cores, rule_flags, urls)
+    url = pool[0]
     try:
         for warning in check_measurable(rules):
             notes.print(f"[yellow]{warning}[/yellow]")
     except InvalidRules as exc:
         raise click.UsageError(exc.detail) from exc
-    if url.startswith("http://"):
+    if any(u.startswith("http://") for u in pool):
         notes.print("[yellow]plain HTTP: the join token and results cross the network in clear[/]")
     identity = identity or default_identity_file(url, name)
-    if not token and not has_identity(identity, url):
+    if not token and not has_identity(identity, pool):
         raise click.UsageError(
             f"this worker has not joined the pool at {url} yet (no identity in {identity}): "
             "give the join token with --token or HYDRACOMPUTE_JOIN_TOKEN"
         )
     try:
-        verify = _verification_with_retries(url, ca_fingerprint, pinned_ca_path(identity))
+        verify = _verification_with_retries(pool, ca_fingerprint, pinned_ca_path(identity))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
     agent = WorkerAgent(
-        url,
+        pool,
         rules.cores,
         token or "",
         verify=verify,
@@ -306,7 +330,7 @@ def _token_optional(fn: F) -> F:
     help="The kind of service to write [default: this machine's].",
 )
 def worker_install_service(
-    url: str,
+    urls: tuple[str, ...],
     token: str | None,
     ca_fingerprint: str | None,
     cores: int | None,
@@ -334,13 +358,14 @@ def worker_install_service(
     platform_name = target or ("macos" if sys.platform == "darwin" else "linux")
     if platform_name == "linux" and target is None and not sys.platform.startswith("linux"):
         raise click.UsageError("services are written for Linux (systemd) and macOS (launchd)")
-    rules, config = load_rules(config, cores, rule_flags)
+    rules, config, pool = load_rules(config, cores, rule_flags, urls)
+    url = pool[0]
     if ca_fingerprint:
         try:
             ca_fingerprint = tls.parse_fingerprint(ca_fingerprint)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--ca-fingerprint") from exc
-    command = [sys.executable, "-m", "hydracompute", "worker", url]
+    command = [sys.executable, "-m", "hydracompute", "worker", *(urls if urls else ())]
     for option, value in (
         ("--ca-fingerprint", ca_fingerprint),
         ("--cores", cores),
@@ -397,19 +422,22 @@ def _flags_of(rules: dict[str, Any]) -> list[str]:
 
 
 def _verification_with_retries(
-    url: str, ca_fingerprint: str | None, ca_file: Path
+    urls: Sequence[str], ca_fingerprint: str | None, ca_file: Path
 ) -> ssl.SSLContext | bool:
-    """The pinned CA (kept in ``ca_file`` from an earlier run, or fetched and checked
-    against ``ca_fingerprint``), waiting with backoff while the coordinator is not up yet."""
+    """The pinned CA (kept in ``ca_file`` from an earlier run, or fetched from the first
+    coordinator that answers and checked against ``ca_fingerprint``: the coordinators of a
+    pool share one), waiting with backoff while none is up yet."""
     from hydracompute.worker import pinning
     from hydracompute.worker.link import backoff_s
 
     attempt = 0
     while True:
-        try:
-            return pinning.verification(url, ca_fingerprint, ca_file)
-        except CoordinatorUnavailable as exc:
-            attempt += 1
-            delay = backoff_s(attempt)
-            notes.print(f"{exc.detail}; retrying in {delay:.1f} s")
-            time.sleep(delay)
+        for url in urls:
+            try:
+                return pinning.verification(url, ca_fingerprint, ca_file)
+            except CoordinatorUnavailable as exc:
+                notes.print(exc.detail)
+        attempt += 1
+        delay = backoff_s(attempt)
+        notes.print(f"no coordinator answered; retrying in {delay:.1f} s")
+        time.sleep(delay)

@@ -24,12 +24,13 @@ from hydracompute.coordinator import (
     routes_jobs,
     routes_workers,
 )
-from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings, authenticate
+from hydracompute.coordinator.auth import CoordinatorDep, SecuritySettings, Viewer, authenticate
 from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.fastpath import ExchangeFastPath
 from hydracompute.coordinator.openapi import install_openapi
+from hydracompute.coordinator.peers import ALIVE_S
 from hydracompute.coordinator.reference import install_reference
-from hydracompute.coordinator.schemas import Health
+from hydracompute.coordinator.schemas import CoordinatorList, CoordinatorView, Health
 from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S, Coordinator
 from hydracompute.core.models import JobState
 from hydracompute.errors import NotFound
@@ -84,6 +85,8 @@ def create_app(
     collection: CollectionSchedule | None = None,
     forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S,
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+    url: str = "",
+    coordinator_id: str | None = None,
 ) -> FastAPI:
     """The coordinator application over ``store`` (which it closes on shutdown).
 
@@ -98,8 +101,10 @@ def create_app(
         forget_workers_after_s: workers not heard from for this long are removed from the
             pool; ``None`` keeps them forever.
         max_blob_bytes: the largest module or input a submitter may upload.
+        url: the base URL workers reach this coordinator at, listed for the pool.
+        coordinator_id: its id in the pool's list of coordinators (new by default).
     """
-    coordinator = Coordinator(store, clock, collection, forget_workers_after_s)
+    coordinator = Coordinator(store, clock, collection, forget_workers_after_s, url, coordinator_id)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -156,6 +161,24 @@ def create_app(
             kinds=c.store.kinds.names(),
             jobs_running=len(running),
             workers_online=sum(w.online(now, c.config.lease_ttl_s) for w in workers),
+        )
+
+    @app.get("/api/v1/coordinators", response_model=CoordinatorList, tags=["pool"])
+    async def coordinators(c: CoordinatorDep, principal: Viewer) -> CoordinatorList:
+        """The pool's live coordinators (sharing one database): a worker or client may use
+        any of them, and moves to another when one stops answering."""
+        live = await c.call(c.store.sharing.coordinators, c.clock(), ALIVE_S)
+        return CoordinatorList(
+            coordinators=[
+                CoordinatorView(
+                    url=e.url,
+                    started_s=e.started_s,
+                    seen_s=e.seen_s,
+                    this=e.coordinator_id == c.peers.coordinator_id,
+                )
+                for e in live
+                if e.url
+            ]
         )
 
     @app.get("/metrics", response_class=Response, include_in_schema=False)

@@ -20,7 +20,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hydracompute.coordinator.ratelimit import RateLimiter
+from hydracompute.coordinator.ratelimit import FailureLimit, RateLimiter
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.errors import Forbidden, Unauthorized
@@ -43,7 +43,9 @@ class SecuritySettings:
             viewer role, as everything a viewer may read).
         session_s: lifetime of a dashboard session.
         secure_cookies: mark cookies Secure (set when serving TLS).
-        api_rate_per_s, api_burst: allowance per API key (and per address without one).
+        api_rate_per_s, api_burst: allowance per API key (and per address without one),
+            per coordinator; also the allowance of failed sign-ins per address, for the
+            whole pool.
         worker_rate_per_s, worker_burst: allowance per worker (exchanges and leaving).
         code_role: the least role that may submit code (wasm jobs and their modules and
             inputs); the pool's admin chooses, admins only by default.
@@ -63,6 +65,7 @@ class SecuritySettings:
     def __post_init__(self) -> None:
         self.api_limiter = RateLimiter(self.api_rate_per_s, self.api_burst)
         self.worker_limiter = RateLimiter(self.worker_rate_per_s, self.worker_burst)
+        self.failures = FailureLimit(self.api_rate_per_s, self.api_burst)
 
 
 @dataclass(frozen=True)
@@ -123,15 +126,17 @@ def _session_key_id(settings: SecuritySettings, cookie: str, now: float) -> str:
 
 async def authenticate(request: Request, c: Coordinator, settings: SecuritySettings) -> Principal:
     failures = f"failed:{request.client.host if request.client else 'unknown'}"
-    settings.api_limiter.check(failures)  # refused before any lookup once over the limit
+    settings.failures.check_here(failures, c.clock())  # refused before any lookup
     try:
-        return await _authenticate(request, c, settings)
+        return await _authenticate(request, c, settings, failures)
     except Unauthorized:
-        settings.api_limiter.take(failures)
+        await c.call(settings.failures.spend, c.store, failures, c.clock())
         raise
 
 
-async def _authenticate(request: Request, c: Coordinator, settings: SecuritySettings) -> Principal:
+async def _authenticate(
+    request: Request, c: Coordinator, settings: SecuritySettings, failures: str
+) -> Principal:
     """The caller of ``request``, within its rate limit; failed attempts count against the
     caller's address, so guessing keys is throttled too.
 
@@ -147,14 +152,31 @@ async def _authenticate(request: Request, c: Coordinator, settings: SecuritySett
         scheme, _, text = header.partition(" ")
         if scheme.lower() != "bearer" or not text:
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-        key = await c.call(c.store.credentials.check, CredentialKind.API_KEY, text.strip(), now)
+        key = await c.call(
+            settings.failures.guarded,
+            c.store,
+            failures,
+            now,
+            c.store.credentials.check,
+            CredentialKind.API_KEY,
+            text.strip(),
+            now,
+        )
     elif cookie:
         key_id = _session_key_id(settings, cookie, now)
         if request.method not in SAFE_METHODS and not hmac.compare_digest(
             request.headers.get(CSRF_HEADER, ""), csrf_token(settings, cookie)
         ):
             raise Forbidden(f"a change made with a session cookie needs the {CSRF_HEADER} header")
-        key = await c.call(c.store.credentials.get_usable, key_id, now)
+        key = await c.call(
+            settings.failures.guarded,
+            c.store,
+            failures,
+            now,
+            c.store.credentials.get_usable,
+            key_id,
+            now,
+        )
     elif settings.anonymous_read and request.method in SAFE_METHODS:
         client = request.client.host if request.client else "unknown"
         settings.api_limiter.take(f"address:{client}")

@@ -77,6 +77,7 @@ REFUSALS: dict[str, frozenset[int]] = {
     # the pool
     "certificate_authority": frozenset({404}),
     "health": frozenset({503}),
+    "coordinators": frozenset(),
     "kinds": frozenset(),
     "pool": frozenset(),
     "events": frozenset({404}),  # with job=ID, a job the caller cannot see

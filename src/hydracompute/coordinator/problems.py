@@ -11,7 +11,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from hydracompute.errors import HydraError, InvalidParams, TooManyRequests, Unauthorized
+from hydracompute.errors import (
+    HydraError,
+    InvalidParams,
+    StoreUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("hydracompute.coordinator")
@@ -37,7 +43,7 @@ async def _hydra_error(request: Request, exc: Exception) -> JSONResponse:
     headers = None
     if isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
-    elif isinstance(exc, TooManyRequests):
+    elif isinstance(exc, TooManyRequests | StoreUnavailable):
         headers = {"Retry-After": str(extra.get("retry_after_s", 1))}
     return problem(exc.status, exc.title, exc.detail, headers, **extra)
 

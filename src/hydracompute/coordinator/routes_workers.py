@@ -27,7 +27,7 @@ from hydracompute.coordinator.schemas import (
 )
 from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.models import Worker
-from hydracompute.errors import Unauthorized
+from hydracompute.errors import NotFound, Unauthorized
 from hydracompute.store import ResultReport
 from hydracompute.store.credentials import hash_secret
 
@@ -79,7 +79,8 @@ async def authenticate(
             accepted without a store call of its own.
     """
     failures = f"failed-worker:{client}"
-    settings.api_limiter.check(failures)
+    now = c.clock()
+    settings.failures.check_here(failures, now)
     scheme, _, secret = (authorization or "").partition(" ")
     try:
         if scheme.lower() != "bearer" or not secret:
@@ -87,10 +88,18 @@ async def authenticate(
         digest = hash_secret(secret)
         known = c.verified_workers.get(worker_id, "")
         if not (revocation_checked_by_store and hmac.compare_digest(known, digest)):
-            await c.call(c.store.authenticate_worker, worker_id, secret)
+            await c.call(
+                settings.failures.guarded,
+                c.store,
+                failures,
+                now,
+                c.store.authenticate_worker,
+                worker_id,
+                secret,
+            )
             c.remember_verified_worker(worker_id, digest)
     except Unauthorized:
-        settings.api_limiter.take(failures)
+        await c.call(settings.failures.spend, c.store, failures, c.clock())
         raise
     settings.worker_limiter.take(worker_id)
 
@@ -215,16 +224,24 @@ async def answer_exchange(
     if not authenticated:
         await authenticate(c, settings, worker_id, authorization, client, True)
     reports = [ResultReport(r.lease_id, r.output, r.compute_s, r.error) for r in body.results]
-    outcome = await c.exchange(
-        worker_id,
-        reports,
-        body.running,
-        body.want,
-        body.wait_s,
-        body.state,
-        body.state_reason,
-        body_bytes,
-    )
+    try:
+        outcome = await c.exchange(
+            worker_id,
+            reports,
+            body.running,
+            body.want,
+            body.wait_s,
+            body.state,
+            body.state_reason,
+            body_bytes,
+        )
+    except (NotFound, Unauthorized) as exc:
+        if isinstance(exc, NotFound) and exc.extra.get("worker_id") != worker_id:
+            raise  # an unknown lease: refused as such
+        # Its secret was verified here, but the worker was removed or revoked since,
+        # perhaps through another coordinator of the pool: refused as at its next sign-in.
+        c.forget_verified_worker(worker_id)
+        raise Unauthorized("unknown, revoked or wrong worker credentials") from None
     now = c.clock()
     answer = {
         "accepted": outcome.accepted,

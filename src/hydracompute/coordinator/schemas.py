@@ -341,6 +341,20 @@ ShareWeight = Field(
 )
 
 
+class CoordinatorView(BaseModel):
+    """One live coordinator of the pool (they share one database)."""
+
+    url: str
+    started_s: float
+    seen_s: float
+    #: Whether it is the coordinator that answered.
+    this: bool
+
+
+class CoordinatorList(BaseModel):
+    coordinators: list[CoordinatorView]
+
+
 class KeyCreate(Strict):
     name: str = Field("", max_length=200)
     role: str = Field(pattern="^(admin|submitter|viewer)$")

@@ -1,20 +1,20 @@
 """Starting a coordinator process: data directory, first credentials, TLS, listening socket.
 
-On its first start a coordinator creates, in its data directory:
+The first coordinator to start on a store creates the pool's secrets and keeps them in the
+store (see :mod:`.pool_secrets`); every coordinator also writes them to its data directory:
 
-- ``admin.key``: an admin API key (mode 0600), printed once;
-- ``join.token``: a join token for workers (mode 0600), in the join command it prints at
-  every start (a new one is made if that one was revoked or expired);
+- ``admin.key``: an admin API key (mode 0600), printed once, by the first coordinator only;
+- ``join.token``: the pool's join token (mode 0600), in the join command printed at every
+  start (a new one is made if that one was revoked or expired);
 - ``session.key``: the secret that signs browsers' session cookies (mode 0600);
-- ``tls/``: its own certificate authority and server certificate (unless it was given a
-  certificate, or told to run without TLS).
+- ``tls/``: the pool's certificate authority and this coordinator's server certificate
+  (unless it was given a certificate, or told to run without TLS).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import secrets
 import socket
 import sys
 from collections.abc import Callable
@@ -24,28 +24,33 @@ from typing import Any
 
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.collector import CollectionSchedule
+from hydracompute.coordinator.peers import Peers
+from hydracompute.coordinator.pool_secrets import (
+    ADMIN_KEY_FILE,
+    JOIN_TOKEN_FILE,
+    StartupError,
+    ensure_credentials,
+    session_secret,
+    shared_ca,
+)
 from hydracompute.coordinator.protocol import ConnectionLimits, HttpProtocol
 from hydracompute.coordinator.service import DEFAULT_FORGET_WORKERS_AFTER_S
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.fairshare import FairSharePolicy
-from hydracompute.core.models import CredentialKind, Role
+from hydracompute.core.models import Role
 from hydracompute.core.verification import VerificationPolicy
-from hydracompute.errors import HydraError, Unauthorized
-from hydracompute.private_files import write_private
-from hydracompute.store import Store
 from hydracompute.store.content import DEFAULT_MAX_BLOB_BYTES
 
-
-class StartupError(HydraError):
-    status = 500
-    title = "Cannot start the coordinator"
-
-
-ADMIN_KEY_FILE = "admin.key"
-JOIN_TOKEN_FILE = "join.token"
-#: Signs session cookies; kept so that signed-in browsers survive a restart.
-SESSION_KEY_FILE = "session.key"
+__all__ = [
+    "ADMIN_KEY_FILE",
+    "JOIN_TOKEN_FILE",
+    "ServerOptions",
+    "StartupError",
+    "ensure_credentials",
+    "serve",
+    "session_secret",
+]
 
 
 @dataclass
@@ -74,37 +79,9 @@ class ServerOptions:
     #: The least role that may submit code (wasm jobs), and the largest blob uploaded.
     code_role: Role = Role.ADMIN
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
-
-
-def session_secret(data_dir: Path) -> bytes:
-    """The data directory's session-signing secret, created on first use."""
-    path = data_dir / SESSION_KEY_FILE
-    if not path.exists():
-        write_private(path, secrets.token_hex(32) + "\n")
-    return bytes.fromhex(path.read_text().strip())
-
-
-def ensure_credentials(store: Store, data_dir: Path, now: float) -> tuple[str | None, str]:
-    """Make sure an admin key and a usable join token exist.
-
-    Returns:
-        The admin key's text if it was just created (else ``None``: it is in ``admin.key``
-        or was replaced by the admin), and the join token's text.
-    """
-    created_admin = None
-    if not store.credentials.has_admin(now):
-        _, created_admin = store.credentials.issue(
-            CredentialKind.API_KEY, "first admin", now, Role.ADMIN
-        )
-        write_private(data_dir / ADMIN_KEY_FILE, created_admin + "\n")
-    token_file = data_dir / JOIN_TOKEN_FILE
-    token = token_file.read_text().strip() if token_file.exists() else ""
-    try:
-        store.credentials.check(CredentialKind.JOIN_TOKEN, token, now)
-    except Unauthorized:
-        _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "default", now)
-        write_private(token_file, token + "\n")
-    return created_admin, token
+    #: The URL workers reach this coordinator at, listed for the pool (default: the one
+    #: it listens on, with the host name for a wildcard address).
+    public_url: str | None = None
 
 
 def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[], float]) -> None:
@@ -143,7 +120,15 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     except OSError:
         store.close()
         raise
-    admin_key, join_token = ensure_credentials(store, data_dir, clock())
+    try:
+        admin_key, join_token = ensure_credentials(store, data_dir, clock())
+        secret = session_secret(store, data_dir)
+        if options.tls and not (options.certfile and options.keyfile):
+            shared_ca(store, data_dir / "tls")
+    except BaseException:
+        sock.close()
+        store.close()
+        raise
     ssl_options: dict[str, Any] = {}
     ca_pem = None
     fingerprint = ""
@@ -164,6 +149,9 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     shown = f"[{options.host}]" if ":" in options.host else options.host
     base = f"{scheme}://{'127.0.0.1' if wildcard else shown}:{bound}"
     public = f"{scheme}://{socket.gethostname()}:{bound}" if wildcard else base
+    # Registered before the join command is printed, which lists every live coordinator.
+    peers = Peers(store, options.public_url or public, clock)
+    peers.beat()
     say(
         f"Hydra Compute coordinator listening on {options.host}:{bound} (store: {location.shown()})"
     )
@@ -176,14 +164,15 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         say(f"Admin API key (shown once; saved in {data_dir / ADMIN_KEY_FILE}): {admin_key}")
     pin = f" --ca-fingerprint {fingerprint}" if fingerprint else ""
     # The token goes in the environment: a command line is visible to everyone in `ps`.
-    join = f"HYDRACOMPUTE_JOIN_TOKEN={join_token} hydracompute worker {public}{pin}"
+    urls = " ".join(peers.urls())
+    join = f"HYDRACOMPUTE_JOIN_TOKEN={join_token} hydracompute worker {urls}{pin}"
     say(f"Join workers with:  {join}")
     print(f"URL {base}", flush=True)
     security = SecuritySettings(
         anonymous_read=options.anonymous_read,
         metrics_public=options.metrics_public,
         secure_cookies=options.tls,
-        session_secret=session_secret(data_dir),
+        session_secret=secret,
         code_role=options.code_role,
     )
     app = create_app(
@@ -194,6 +183,8 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         collection=CollectionSchedule(),
         forget_workers_after_s=options.forget_workers_after_s,
         max_blob_bytes=options.max_blob_bytes,
+        url=peers.url,
+        coordinator_id=peers.coordinator_id,
     )
 
     class Server(uvicorn.Server):

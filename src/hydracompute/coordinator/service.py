@@ -2,7 +2,8 @@
 
 Store calls are blocking (SQLite commits with fsync), so they run on one dedicated thread,
 one at a time, off the event loop; this also serialises every transaction. Workers waiting
-for work sleep on an event that is replaced each time the store reports new work.
+for work sleep on an event that is replaced each time the store reports new work, here or
+(through the change feed, see :mod:`.changes`) on another coordinator of the pool.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from typing import Any, TypeVar
 
 from hydracompute.coordinator.artefacts import OpenArtefact, outputs_in_batches, render_into_blobs
 from hydracompute.coordinator.capacity import PoolCapacity
+from hydracompute.coordinator.changes import ChangeFeed, LocalFeed, PollingFeed
 from hydracompute.coordinator.collector import CollectionSchedule, collect_on_schedule
 from hydracompute.coordinator.events import EventHub, PoolSampler
 from hydracompute.coordinator.metrics import CoordinatorMetrics
+from hydracompute.coordinator.peers import Peers
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import Job, JobState
 from hydracompute.errors import HydraError, NotFound, StoreError
 from hydracompute.kinds import ChunkOutput
-from hydracompute.store import ExchangeOutcome, ResultReport, Store
+from hydracompute.store import ExchangeOutcome, MemoryBackend, ResultReport, Store
 from hydracompute.store.pool import EXPIRE_BATCH, FORGET_BATCH
 from hydracompute.store.records import ExchangeRequest
+from hydracompute.store.shared import Change
 
 T = TypeVar("T")
 #: An exchange waiting for the store thread: its request, its answer, its body's size.
@@ -79,6 +83,9 @@ class Coordinator:
             process, not one embedded in another program.
         forget_workers_after_s: workers not heard from for this long are removed from the
             pool (their leases released); ``None`` keeps them forever.
+        url: the base URL workers reach this coordinator at, registered for the pool's
+            listing of coordinators ("" if unknown).
+        coordinator_id: this coordinator's id in that listing (a new one by default).
     """
 
     def __init__(
@@ -87,6 +94,8 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
         collection: CollectionSchedule | None = None,
         forget_workers_after_s: float | None = DEFAULT_FORGET_WORKERS_AFTER_S,
+        url: str = "",
+        coordinator_id: str | None = None,
     ) -> None:
         if forget_workers_after_s is not None and forget_workers_after_s <= 0:
             raise ValueError("forget_workers_after_s must be positive (or None: never)")
@@ -124,6 +133,27 @@ class Coordinator:
         #: (job id, artefact name) -> (its lock, requests using it), while any does.
         self._render_locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         self.metrics = CoordinatorMetrics(store, clock)
+        self.peers = Peers(store, url, clock, coordinator_id)
+        self.feed: ChangeFeed = (
+            LocalFeed()  # nothing outside this process can share it
+            if isinstance(store.backend, MemoryBackend)
+            else PollingFeed(
+                self.call,
+                store.sharing,
+                self.peers.coordinator_id,
+                self._shared,
+                wait=store.backend.change_waiter() or asyncio.sleep,
+            )
+        )
+
+    def _shared(self) -> bool:
+        return self.peers.shared
+
+    def _deliver(self, change: Change) -> None:
+        """A change another coordinator made: wake whoever waits for it here."""
+        self.events.publish(set(change.jobs), change.chunks, change.ended)
+        if change.work:
+            self._wake_waiters()
 
     async def artefact(self, job_id: str, name: str) -> OpenArtefact:
         """A finished job's artefact, open for streaming: stored, or rendered now by its
@@ -250,8 +280,12 @@ class Coordinator:
     def _check_new_work(self) -> None:
         if self.store.work_version != self._seen_version:
             self._seen_version = self.store.work_version
-            self._work_event.set()
-            self._work_event = asyncio.Event()
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Held exchanges look for work again."""
+        self._work_event.set()
+        self._work_event = asyncio.Event()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -262,6 +296,8 @@ class Coordinator:
             asyncio.create_task(self._sample_forever()),
             asyncio.create_task(self._forget_forever()),
             asyncio.create_task(self._watch_silence_forever()),
+            asyncio.create_task(self.peers.run(self.call)),
+            asyncio.create_task(self.feed.run(self._deliver)),
         ]
         if self.collection is not None:
             gc.disable()  # now, not when the task first runs
@@ -292,7 +328,12 @@ class Coordinator:
         if self.collection is not None:
             gc.enable()  # also if the collecting task was cancelled before it ever ran
         self.release_waiters()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self.peers.leave)
+        except Exception:  # e.g. the store is unavailable: the entry expires by itself
+            log.warning("could not remove this coordinator from the pool's list", exc_info=True)
+        await loop.run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=True)
 
     async def _sample_forever(self) -> None:

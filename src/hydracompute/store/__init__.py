@@ -41,7 +41,9 @@ def open_backend(url: str | StoreLocation) -> Backend:
     if location.scheme is StoreScheme.MEMORY:
         return MemoryBackend()
     if location.scheme is StoreScheme.SQLITE:
-        return SQLiteBackend(location.path)
+        if location.busy_timeout_s is None:
+            return SQLiteBackend(location.path)
+        return SQLiteBackend(location.path, busy_timeout_s=location.busy_timeout_s)
     try:
         from hydracompute.store.postgres import PostgresBackend
     except ImportError as exc:  # the optional dependencies are missing

@@ -28,6 +28,7 @@ from hydracompute.core.models import (
 )
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.payloads import artefact_blob_name
+from hydracompute.store.shared import SharedPrimitives
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,9 @@ class StoredOutput:
     output: JSON
 
 
-class Backend(abc.ABC):
-    """Storage primitives over jobs, chunks, leases, workers, outputs and artefacts."""
+class Backend(SharedPrimitives):
+    """Storage primitives over jobs, chunks, leases, workers, outputs and artefacts, and what
+    the coordinators of one pool share (:class:`SharedPrimitives`)."""
 
     #: Whether several writers share the database, so that writes lock rows (see
     #: :meth:`lock_jobs`); a backend with one writer at a time skips that work.
@@ -68,7 +70,7 @@ class Backend(abc.ABC):
         """Whether the calling thread is inside :meth:`transaction` (where an error must
         reach the outermost block before the whole can be tried again)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release files and connections."""
 
     # workers
@@ -134,7 +136,7 @@ class Backend(abc.ABC):
         database rather than reading the jobs, as this default does."""
         return {state: len(self.list_jobs(frozenset({state}), 2**62)) for state in JobState}
 
-    def lock_jobs(self, job_ids: Collection[str]) -> None:  # noqa: B027 - see below
+    def lock_jobs(self, job_ids: Collection[str]) -> None:
         """Where the database is shared, lock these jobs' rows (in one fixed order) until
         the transaction ends: a write that will touch a job takes its lock before any
         other, so that two coordinators wait for each other instead of deadlocking (a

@@ -2,7 +2,9 @@
 
 - ``memory://``: in memory, lost at exit (tests, trials);
 - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or a plain file path:
-  one SQLite file, the embedded default;
+  one SQLite file, the embedded default; ``?busy_timeout_s=S`` (0.01–600, 10 by default) is
+  how long a transaction waits for another process's write lock on a shared file before the
+  coordinator answers 503;
 - ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME&…]`` (or
   ``postgres://``): a PostgreSQL database that several coordinators may share. ``schema``
   (default ``public``) is this pool's; every other query parameter goes to libpq as it is
@@ -35,6 +37,9 @@ class StoreLocation:
     #: The PostgreSQL connection URL as libpq takes it (without ``schema``).
     conninfo: str = ""
     schema: str = "public"
+    #: How long a SQLite transaction waits for another process's write lock (None: the
+    #: backend's default).
+    busy_timeout_s: float | None = None
 
     @classmethod
     def parse(cls, url: str) -> StoreLocation:
@@ -46,9 +51,11 @@ class StoreLocation:
         if url == "memory://":
             return cls(StoreScheme.MEMORY)
         if url.startswith("sqlite://"):
-            path = url.removeprefix("sqlite://")
+            path, _, query = url.removeprefix("sqlite://").partition("?")
             path = path.removeprefix("/") if not path.startswith("//") else path[1:]
-            return cls(StoreScheme.SQLITE, path=path or ":memory:")
+            return cls(
+                StoreScheme.SQLITE, path=path or ":memory:", busy_timeout_s=_busy_timeout_s(query)
+            )
         if url.startswith(("postgresql://", "postgres://")):
             return cls._postgresql(url)
         if "://" in url:
@@ -87,6 +94,25 @@ class StoreLocation:
             return f"sqlite:///{self.path}"
         schema = "" if self.schema == "public" else f" (schema {self.schema})"
         return redacted(self.conninfo) + schema
+
+
+def _busy_timeout_s(query: str) -> float | None:
+    """The ``busy_timeout_s`` option of a SQLite URL's query (the only one it takes)."""
+    options = dict(
+        urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    )
+    unknown = set(options) - {"busy_timeout_s"}
+    if unknown:
+        raise ValueError(f"unknown SQLite store option(s): {', '.join(sorted(unknown))}")
+    if "busy_timeout_s" not in options:
+        return None
+    try:
+        timeout = float(options["busy_timeout_s"])
+    except ValueError:
+        timeout = -1.0
+    if not 0.01 <= timeout <= 600:
+        raise ValueError("busy_timeout_s must be a number of seconds between 0.01 and 600")
+    return timeout
 
 
 def redacted(url: str) -> str:

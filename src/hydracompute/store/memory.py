@@ -31,12 +31,13 @@ from hydracompute.core.models import (
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore, MemoryBlobStore
+from hydracompute.store.memory_shared import MemoryShared
 from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
 
 _ABSENT = object()
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryShared, Backend):
     """Everything in memory, large payloads in ``blobs`` (by default in memory too)."""
 
     def __init__(self, blobs: BlobStore | None = None) -> None:
@@ -58,6 +59,7 @@ class MemoryBackend(Backend):
         #: entry id -> entry (ids 1, 2, ...: a rolled-back entry's id is given again)
         self._credit: dict[int, CreditEntry] = {}
         self._usage: dict[str, Usage] = {}
+        self._init_shared()
 
     def in_transaction(self) -> bool:
         return self._undo is not None and self._owner == threading.get_ident()

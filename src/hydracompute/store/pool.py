@@ -65,6 +65,8 @@ from hydracompute.store.credentials import Credentials, hash_secret, secrets_mat
 from hydracompute.store.exchange import BatchJobs, Exchange, release_chunk
 from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
 from hydracompute.store.retry import retried_on_conflict
+from hydracompute.store.shared import ChangeCollector
+from hydracompute.store.sharing import PoolSharing
 from hydracompute.store.verdicts import chunk_outputs
 
 log = logging.getLogger("hydracompute.store")
@@ -123,6 +125,13 @@ class Store:
         self.in_flight = InFlight()
         #: Increases whenever chunks become available to lease (for long-polling waiters).
         self.work_version = 0
+        #: The settings, coordinators, changes and counters shared with other coordinators.
+        self.sharing = PoolSharing(backend)
+        #: Whether transactions append what they changed to the shared change log (while
+        #: other coordinators share the database), as ``origin``. Off, nothing is written:
+        #: one coordinator alone learns of its changes in memory.
+        self.record_changes = False
+        self.origin = ""
 
     def close(self) -> None:
         self.backend.close()
@@ -213,6 +222,7 @@ class Store:
             if len(self.backend.list_jobs(frozenset({JobState.RUNNING}), limit, owner)) >= limit:
                 raise TooManyRequests(f"at most {limit} running jobs per submitter")
             self.backend.put_job(job)
+            self._note(now, work=True, jobs=(job.job_id,))
         self.work_version += 1
         return job
 
@@ -247,6 +257,7 @@ class Store:
             job.state, job.finished_s = JobState.CANCELLED, now
             self.backend.put_job(job)
             self.backend.delete_job_candidates(job_id)  # copies waiting for agreement
+            self._note(now, jobs=(job_id,), ended=(job_id,))
         return job
 
     def job_outputs(self, job_id: str) -> list[ChunkOutput]:
@@ -553,7 +564,7 @@ class Store:
                 )
             worker = self.backend.get_worker(worker_id)
             if worker is None:
-                raise NotFound(f"no worker {worker_id!r}")
+                raise NotFound(f"no worker {worker_id!r}", worker_id=worker_id)
             if worker.revoked:  # also between a long-poll's checks
                 raise Unauthorized("unknown, revoked or wrong worker credentials")
             worker.last_seen_s, worker.left = now, False
@@ -589,6 +600,8 @@ class Store:
                 step.lease(min(want, room, self.config.max_leases_per_exchange))
             step.flush()
             self.backend.put_worker(worker)
+            if batch is None:
+                self._note(now, [step.outcome])
         step.hand_back()
         if step.outcome.released_work:
             self.work_version += 1
@@ -630,6 +643,9 @@ class Store:
                     log.exception("exchange of worker %s failed", request.worker_id)
                     answers.append(_without_traceback(exc))
             batch.write(self.backend)
+            if requests:
+                outcomes = [a for a in answers if isinstance(a, ExchangeOutcome)]
+                self._note(requests[-1].now, outcomes)
         return answers
 
     def _lock_jobs_of(self, requests: Sequence[ExchangeRequest]) -> None:
@@ -650,6 +666,26 @@ class Store:
         :meth:`Backend.lock_jobs`)."""
         if self.backend.shared:
             self.backend.lock_jobs([job.job_id for job in self.backend.running_jobs()])
+
+    def _note(
+        self,
+        now: float,
+        outcomes: Sequence[ExchangeOutcome] = (),
+        work: bool = False,
+        jobs: Sequence[str] = (),
+        ended: Sequence[str] = (),
+    ) -> None:
+        """Append what the current transaction changed (``outcomes``' changes and the
+        others) to the shared change log, while other coordinators share the database
+        (:attr:`record_changes`); alone, a coordinator learns of its changes in memory."""
+        if not self.record_changes:
+            return
+        collected = ChangeCollector()
+        collected.add(work, jobs, ended)
+        for o in outcomes:
+            collected.add(o.released_work, o.changed_jobs, o.ended_jobs, o.finished)
+        if collected:
+            self.backend.append_change(collected.change(self.origin, now))
 
     def _pool_figure(self, name: str, now: float, read: Callable[[float], float]) -> float:
         """``read(seen_since)`` over the online workers, read again at most once a second:
@@ -707,6 +743,7 @@ class Store:
                 self._end_lease(lease, LeaseState.RETURNED)
             worker.left, worker.last_seen_s = True, now
             self.backend.put_worker(worker)
+            self._note(now, work=bool(leases))
         if leases:
             self.work_version += 1
         return len(leases)
@@ -742,6 +779,7 @@ class Store:
                 released = self._end_lease(lease, LeaseState.RETURNED) or released
             worker.last_seen_s = now
             self.backend.put_worker(worker)
+            self._note(now, work=released)
         if released:
             self.work_version += 1
         return len(active)
@@ -755,6 +793,7 @@ class Store:
             for lease in self.backend.overdue_leases(now, EXPIRE_BATCH):
                 self._end_lease(lease, LeaseState.EXPIRED)
                 expired += 1
+            self._note(now, work=expired > 0)
         if expired:
             self.work_version += 1
         return expired

@@ -8,8 +8,11 @@ The schema evolves by numbered migrations recorded in ``PRAGMA user_version``.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +32,7 @@ from hydracompute.core.models import (
     Lease,
     Worker,
 )
-from hydracompute.errors import StoreError
+from hydracompute.errors import StoreError, StoreUnavailable
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore, FolderBlobStore, MemoryBlobStore
 from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
@@ -41,6 +44,8 @@ from hydracompute.store.sqlite_rows import (
     WORKERS,
     Table,
 )
+from hydracompute.store.sqlite_shared import MIGRATION as SHARED_MIGRATION
+from hydracompute.store.sqlite_shared import SQLiteShared
 
 #: Migration ``n`` (1-based) brings the schema from version n-1 to n. Append, never edit.
 MIGRATIONS: list[str] = [
@@ -172,6 +177,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workers ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE jobs ADD COLUMN required_labels TEXT NOT NULL DEFAULT '[]'
     """,
+    # What several coordinators on one file share (see store/shared.py).
+    SHARED_MIGRATION,
 ]
 
 
@@ -181,21 +188,56 @@ MIGRATIONS: list[str] = [
 MAX_REMEMBERED_ROWS = 20_000
 
 
+#: How long a transaction waits for another connection's write lock before giving up (the
+#: coordinator then answers 503 with Retry-After: the request changed nothing).
+BUSY_TIMEOUT_S = 10.0
+
+
+def store_error(exc: sqlite3.Error) -> StoreError:
+    """The store error for an SQLite error: :class:`StoreUnavailable` if the file stayed
+    locked by another connection (or could not be opened) and a retry may succeed."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in text or "busy" in text or "unable to open" in text
+    ):
+        return StoreUnavailable(f"the SQLite database is unavailable: {text}")
+    return StoreError(f"SQLite error: {text}")
+
+
+def keep_private(path: Path) -> None:
+    """Make the database file (created if missing) and its ``-wal`` and ``-shm`` files
+    readable by their owner only: the database holds the pool's CA key, join token and
+    session secret (see :mod:`hydracompute.coordinator.pool_secrets`). SQLite gives the
+    files it creates the database file's mode."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+
+
 def blob_folder_of(path: str | Path) -> Path:
     """The blob folder beside a database file: ``NAME.db`` keeps its blobs in
     ``NAME.db-blobs/`` (as SQLite keeps ``NAME.db-wal`` beside it)."""
     return Path(f"{path}-blobs")
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(SQLiteShared, Backend):
     """Backend on one SQLite file (``":memory:"`` for a throw-away database), with its
     large payloads in ``blobs`` (by default the folder :func:`blob_folder_of` the file, or
     memory for a throw-away database)."""
 
-    def __init__(self, path: str | Path, blobs: BlobStore | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        blobs: BlobStore | None = None,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+    ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            keep_private(Path(self.path))
         if blobs is None:
             in_memory = self.path == ":memory:"
             blobs = MemoryBlobStore() if in_memory else FolderBlobStore(blob_folder_of(path))
@@ -222,7 +264,7 @@ class SQLiteBackend(Backend):
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -266,7 +308,7 @@ class SQLiteBackend(Backend):
                         raise
                     self._db.execute(f"RELEASE {savepoint}")
                 except sqlite3.Error as exc:
-                    raise StoreError(f"SQLite error: {exc}") from exc
+                    raise store_error(exc) from exc
                 finally:
                     self._depth -= 1
                 return
@@ -288,7 +330,7 @@ class SQLiteBackend(Backend):
                 self._forget()
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise StoreError(f"SQLite error: {exc}") from exc
+                raise store_error(exc) from exc
             finally:
                 self._depth = 0
 

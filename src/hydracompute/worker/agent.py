@@ -25,7 +25,7 @@ import platform
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ from hydracompute.kinds import default_registry
 from hydracompute.worker.blobs import BlobCache
 from hydracompute.worker.executor import ChunkExecutor, ChunkRun
 from hydracompute.worker.governor import POLL_S, Governor, ReadingsSource, machine_monitor
-from hydracompute.worker.link import CoordinatorLink, Enrolment
+from hydracompute.worker.link import CoordinatorLink, Enrolment, pool_urls
 from hydracompute.worker.power import POWERCAP, machine_meter, measure
 from hydracompute.worker.rules import Rules
 from hydracompute.worker.status import (
@@ -56,6 +56,8 @@ log = logging.getLogger("hydracompute.worker")
 
 #: The longest ``state_reason`` the coordinator keeps.
 MAX_REASON_CHARS = 200
+#: How long a pool of several coordinators waits for one to accept a connection.
+CONNECT_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -76,10 +78,12 @@ class WorkerStats:
 
 
 class WorkerAgent:
-    """Runs chunks for the coordinator at ``url`` on ``cores`` processes.
+    """Runs chunks for the pool at ``url`` on ``cores`` processes.
 
     Args:
-        url: the coordinator's base URL, e.g. ``https://pool.example:8765``.
+        url: the coordinator's base URL, e.g. ``https://pool.example:8765``, or the URLs
+            of the pool's coordinators, the preferred one first (it moves to another when
+            one stops answering, see :class:`CoordinatorLink`).
         cores: compute processes (and so chunks in flight).
         join_token: the pool's join token, used once to enrol.
         verify: how to check the coordinator's certificate: an SSL context pinning its
@@ -107,7 +111,7 @@ class WorkerAgent:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         cores: int,
         join_token: str,
         verify: ssl.SSLContext | bool = True,
@@ -124,7 +128,8 @@ class WorkerAgent:
         cache_dir: Path | None = None,
     ) -> None:
         self.identity_file = identity_file
-        self.url = url.rstrip("/")
+        self.urls = pool_urls(url)
+        self.url = self.urls[0]
         self.join_token = join_token
         self.verify = verify
         self.cores = cores
@@ -219,11 +224,14 @@ class WorkerAgent:
                 await asyncio.to_thread(executor.shutdown, True)
 
     async def _work(self, executor: ChunkExecutor) -> None:
-        timeout = httpx.Timeout(30.0, read=self.wait_s + 30.0)
+        # With other coordinators to turn to, one that does not accept a connection within
+        # a few seconds is given up (a held exchange still waits its whole long-poll).
+        connect_s = CONNECT_TIMEOUT_S if len(self.urls) > 1 else 30.0
+        timeout = httpx.Timeout(30.0, connect=connect_s, read=self.wait_s + 30.0)
         async with httpx.AsyncClient(
             base_url=self.url, timeout=timeout, transport=self._transport, verify=self.verify
         ) as http:
-            self._link = CoordinatorLink(self.url, http, self._stop.is_set)
+            self._link = CoordinatorLink(self.urls, http, self._stop.is_set)
             enrolment = Enrolment(
                 self.join_token,
                 self.name,
@@ -482,7 +490,7 @@ class WorkerAgent:
             "pid": os.getpid(),
             "pid_started_s": self._pid_started_s,
             "started_s": self._started_s,
-            "url": self.url,
+            "url": self._link.url if self._link else self.url,
             "name": self.name,
             "worker_id": self.worker_id,
             "cores": self.cores,

@@ -1,9 +1,14 @@
-"""The worker's link to its coordinator: who it is there, and requests that survive outages.
+"""The worker's link to its pool: who it is there, and requests that survive outages.
 
-A request is retried, with capped exponential backoff (:func:`backoff_s`), while the
-coordinator is unreachable or failing (5xx), and after the wait it asks for when it says to
-slow down (429); once a request gets through after an outage, the link logs that it
-reconnected, and after how long. A refusal (other 4xx) is raised at once; so is a
+A pool may have several coordinators sharing one database; the link knows their URLs and
+talks to one at a time, the first given (its preferred one) when it answers. A request that
+finds its coordinator unreachable or failing (5xx) is sent at once to the next; only when
+every one has failed in turn does the link wait, with capped exponential backoff
+(:func:`backoff_s`), and go round again. Results and leases are the pool's, not one
+coordinator's, so whichever answers accepts them. A link that moved away tries its preferred
+coordinator again every ``PREFERRED_RETRY_S``. After a 429 the link waits as told and asks
+the same coordinator again. Once a request gets through after an outage, the link logs that
+it reconnected, where, and after how long. A refusal (other 4xx) is raised at once; so is a
 certificate that does not verify, which no retry can fix.
 """
 
@@ -14,7 +19,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,8 @@ MAX_BACKOFF_S = 30.0
 #: Each delay is shortened by a random share of at most this (so that workers cut off
 #: together do not all come back at the same instant).
 BACKOFF_JITTER = 0.2
+#: A link that moved away from its preferred coordinator tries it again after this long.
+PREFERRED_RETRY_S = 10.0
 
 
 def backoff_s(attempt: int, draw: Callable[[], float] = random.random) -> float:
@@ -68,10 +75,21 @@ def load_identity(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def has_identity(path: Path, url: str) -> bool:
-    """Whether ``path`` holds a worker identity (id and secret) for the pool at ``url``."""
+def pool_urls(urls: str | Sequence[str]) -> list[str]:
+    """Coordinator URLs without trailing slashes or repeats, in the order given."""
+    given = [urls] if isinstance(urls, str) else list(urls)
+    return list(dict.fromkeys(u.rstrip("/") for u in given))
+
+
+def has_identity(path: Path, urls: str | Sequence[str]) -> bool:
+    """Whether ``path`` holds a worker identity (id and secret) for the pool of one of
+    ``urls`` (an identity names the coordinators it was used with)."""
     saved = load_identity(path)
-    return bool(saved and saved.get("url") == url.rstrip("/") and saved.get("secret"))
+    if not saved or not saved.get("secret"):
+        return False
+    known = saved.get("urls")
+    known = known if isinstance(known, list) else [saved.get("url")]
+    return bool(set(pool_urls(urls)) & {str(u).rstrip("/") for u in known if u})
 
 
 def save_identity(path: Path, identity: dict[str, Any]) -> None:
@@ -99,15 +117,17 @@ class Enrolment:
 
 @dataclass
 class CoordinatorLink:
-    """Requests to one coordinator on behalf of one worker.
+    """Requests to the coordinators of one pool on behalf of one worker.
 
     Args:
-        url: the coordinator's base URL (for messages).
-        http: the client, with the coordinator's base URL and certificate checks.
+        urls: the coordinators' base URLs, the preferred one first (or one URL).
+        http: the client, with the certificate checks (the pool's coordinators share one
+            CA); requests name absolute URLs.
         stopping: whether the agent is stopping (then it gives up after a few retries).
     """
 
-    url: str
+    #: A list once built (a single URL given as a string is one item).
+    urls: Sequence[str]
     http: httpx.AsyncClient
     stopping: Callable[[], bool]
     worker_id: str = ""
@@ -121,6 +141,28 @@ class CoordinatorLink:
     clock: Callable[[], float] = time.monotonic
     #: When the current outage began (``clock``), or ``None`` while the link is up.
     outage_since: float | None = None
+    #: Index in ``urls`` of the coordinator requests go to.
+    current: int = 0
+    #: When (``clock``) to try the preferred coordinator again, having moved away.
+    _preferred_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.urls = pool_urls(self.urls)
+        if not self.urls:
+            raise ValueError("a worker needs at least one coordinator URL")
+
+    @property
+    def url(self) -> str:
+        """The base URL of the coordinator in use."""
+        return self.urls[self.current]
+
+    def _move_on(self, reason: str) -> None:
+        """Use the next coordinator (the request that failed goes there at once)."""
+        left = self.url
+        self.current = (self.current + 1) % len(self.urls)
+        if self.current != 0:
+            self._preferred_at = self.clock() + PREFERRED_RETRY_S
+        log.warning("coordinator at %s unavailable (%s); trying %s", left, reason, self.url)
 
     async def request(self, path: str, body: Mapping[str, Any]) -> Any:
         """POST ``body`` to ``path``; the answer's JSON.
@@ -131,10 +173,13 @@ class CoordinatorLink:
             CoordinatorUnavailable: still unreachable while stopping.
         """
         attempt = 0
+        if self.current != 0 and self.clock() >= self._preferred_at:
+            self.current = 0  # back to the preferred coordinator if it answers again
+        moved = 0  # coordinators tried since the last wait
         while True:
             try:
                 headers = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
-                response = await self.http.post(path, json=body, headers=headers)
+                response = await self.http.post(self.url + path, json=body, headers=headers)
                 if response.status_code < 500 and response.status_code != 429:
                     self.error = ""
                     self._reconnected()
@@ -156,15 +201,22 @@ class CoordinatorLink:
                     ) from exc
                 reason = f"{type(exc).__name__}: {exc}"
             self.error = reason
+            if self.outage_since is None:
+                self.outage_since = self.clock()
+            if moved < len(self.urls) - 1:  # another coordinator may answer: at once
+                moved += 1
+                self._move_on(reason)
+                continue
+            moved = 0
             if self.stopping() and attempt >= 2:
                 raise CoordinatorUnavailable(f"giving up while stopping: {reason}")
             attempt += 1
             self.reconnects += 1
-            if self.outage_since is None:
-                self.outage_since = self.clock()
             delay = backoff_s(attempt)
             log.warning("coordinator unavailable (%s); retrying in %.1f s", reason, delay)
             await self.sleep(delay)
+            if len(self.urls) > 1:
+                self._move_on(reason)
         if response.status_code >= 400:
             raise error_from_problem(response.status_code, response.json())
         return response.json() if response.content else None
@@ -216,8 +268,12 @@ class CoordinatorLink:
         )
 
     def _identity(self, enrolment: Enrolment) -> dict[str, Any]:
+        saved = load_identity(enrolment.identity_file) if enrolment.identity_file else None
+        known = saved.get("urls") if saved else None
+        urls = pool_urls([*self.urls, *(known if isinstance(known, list) else [])])
         return {
-            "url": self.url,
+            "url": self.urls[0],
+            "urls": urls,
             "worker_id": self.worker_id,
             "secret": self.secret,
             "cores": enrolment.cores,
@@ -232,7 +288,7 @@ class CoordinatorLink:
         """Take up the saved identity if it is for this pool and the pool still knows it,
         telling the pool the cores and kinds this run has (they may have changed)."""
         path = enrolment.identity_file
-        if path is None or not has_identity(path, self.url):
+        if path is None or not has_identity(path, self.urls):
             return False
         saved = load_identity(path) or {}
         self.worker_id, self.secret = str(saved.get("worker_id")), str(saved["secret"])

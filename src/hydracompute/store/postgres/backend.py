@@ -47,6 +47,7 @@ from hydracompute.store.payloads import artefact_blob_name, load_output, spill_o
 from hydracompute.store.postgres.blobs import PostgresBlobStore
 from hydracompute.store.postgres.connection import Connections
 from hydracompute.store.postgres.schema import migrate
+from hydracompute.store.postgres.shared import PostgresShared
 from hydracompute.store.sqlite_rows import Table
 
 WORKERS = Table("workers", Worker, ("worker_id",), mark="%s")
@@ -61,7 +62,7 @@ CREDIT_COLUMNS = (
 POOL_SIZE = 8
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(PostgresShared, Backend):
     """Backend on a PostgreSQL database (``conninfo``: a ``postgresql://`` URL or libpq
     key=value string), in ``schema`` (created if missing, migrated on open), with its large
     payloads in the same database unless ``blobs`` is given.

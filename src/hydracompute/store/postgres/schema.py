@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from hydracompute.errors import StoreError
+from hydracompute.store.postgres.shared import TABLES as SHARED_TABLES
 
 #: Migration ``n`` (1-based) brings the schema from version n-1 to n. Append, never edit.
 MIGRATIONS: list[str] = [
@@ -108,6 +109,10 @@ MIGRATIONS: list[str] = [
         owner TEXT PRIMARY KEY, usage_s DOUBLE PRECISION NOT NULL,
         as_of_s DOUBLE PRECISION NOT NULL
     );
+    -- What the coordinators of one pool share (see store/postgres/shared.py).
+    """
+    + SHARED_TABLES
+    + """
     -- Blobs: a name points at a blob id, whose bytes are pieces of at most 1 MiB. A blob is
     -- written whole under a new id in one transaction, then the name is pointed at it.
     CREATE SEQUENCE blob_ids;
