@@ -31,12 +31,12 @@ pytestmark = pytest.mark.e2e
 FAILOVER_BOUND_S = 10.0
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A store that several coordinator processes can share, by URL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
-    raise AssertionError(f"no such store: {request.param}")
+    return str(request.getfixturevalue("postgres").url())
 
 
 @contextmanager
