@@ -9,20 +9,25 @@ share (``shared_store_url``).
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
 
 from hydracompute.cli import main
 from hydracompute.errors import StoreError
 from hydracompute.kinds.pi_kernel import count_hits
 from tests.e2e_support import wait_until
+from tests.postgres_support import POSTGRES_URL
 from tests.shared_pool_support import SharedPool, worker_status
 from tests.test_e2e import MANDELBROT, SEED, direct_mandelbrot, downloaded_counts
 
@@ -153,3 +158,54 @@ def test_a_locked_database_is_answered_503_and_the_job_resumes_exact(tmp_path: P
     for i in (0, 1):
         log = (tmp_path / "pool" / f"c{i}" / "coordinator.log").read_text()
         assert "unhandled error" not in log  # every refusal was a 503, none a 500
+
+
+def test_a_postgresql_database_out_of_reach_is_answered_503_and_the_job_resumes_exact(
+    tmp_path: Path, postgres_server: None
+) -> None:
+    # The pool's own database is closed to connections and its sessions are ended for a
+    # few seconds: to the coordinators it is a server that went away (connections lost,
+    # new ones refused), while the other tests' databases on the same server go on.
+    database = "hydracompute_outage_" + secrets.token_hex(4)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + database
+    samples = 4 * 10**8
+    try:
+        with shared_pool(tmp_path / "pool", url) as p:
+            p.add_worker([0, 1], extra=["--duty-percent", "20"])
+            with p.client(1) as b:
+                wait_until(lambda: sum(w["online"] for w in b.workers()) == 1, what="the worker")
+                job = b.submit("pi", samples=samples, seed=SEED)
+                wait_until(lambda: job.progress() > 0.05, what="the first results")
+                with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                    close_database(admin, database, allow=False)
+                    try:
+                        with pytest.raises(StoreError) as refused:
+                            b.workers()
+                        time.sleep(3.0)  # the worker's exchanges are refused meanwhile
+                    finally:
+                        close_database(admin, database, allow=True)
+                answer = job.wait(timeout=300).answer
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            close_database(admin, database, allow=False)
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database)))
+    assert refused.value.status == 503
+    assert answer["hits"] == count_hits(SEED, 0, samples)
+    for i in (0, 1):
+        log = (tmp_path / "pool" / f"c{i}" / "coordinator.log").read_text()
+        assert "unhandled error" not in log  # every refusal was a 503, none a 500
+
+
+def close_database(admin: psycopg.Connection[Any], database: str, allow: bool) -> None:
+    """Open ``database`` to connections again, or close it and end its sessions."""
+    name = sql.Identifier(database)
+    admin.execute(
+        sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(name, sql.SQL(str(allow)))
+    )
+    if not allow:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )

@@ -23,10 +23,12 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 
-from hydracompute.errors import StoreConflict, StoreError
+from hydracompute.errors import StoreConflict, StoreError, StoreUnavailable
 
-#: How long a caller waits for a free connection before the store answers 503.
+#: How long opening the store waits for the server (at a coordinator's start).
 CONNECT_TIMEOUT_S = 30.0
+#: How long a request waits for a pooled connection before it is answered 503.
+REQUEST_CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -40,9 +42,14 @@ class _Open:
 
 
 def store_error(exc: psycopg.Error) -> StoreError:
-    """The store's error for a driver error (a conflict the caller may retry, or not)."""
+    """The store's error for a driver error: a conflict the store retries, the server out
+    of reach (the request changed nothing and may be sent again later: 503), or another."""
     if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
         return StoreConflict(f"PostgreSQL: {exc}".strip())
+    # A lost connection, a server shutting down or starting up (OperationalError covers
+    # AdminShutdown and CannotConnectNow); a transaction cut off mid-way was rolled back.
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailable(f"PostgreSQL is unavailable: {exc}".strip(), retry_after_s=2)
     return StoreError(f"PostgreSQL error: {exc}".strip())
 
 
@@ -68,7 +75,12 @@ class Connections:
             max_size=max_size,
             kwargs={"autocommit": True},
             configure=configure,
-            timeout=CONNECT_TIMEOUT_S,
+            # How long a request waits for a connection: while the server is down, requests
+            # are answered 503 within this, rather than held.
+            timeout=REQUEST_CONNECT_TIMEOUT_S,
+            # A connection broken while it sat in the pool (the server restarted) is
+            # replaced rather than handed out.
+            check=psycopg_pool.ConnectionPool.check_connection,
             open=False,
             name=f"hydracompute-{schema}",
         )
@@ -89,7 +101,7 @@ class Connections:
             with self._pool.connection() as conn:
                 yield conn
         except psycopg_pool.PoolTimeout as exc:
-            raise StoreError(f"no connection to PostgreSQL: {exc}") from exc
+            raise StoreUnavailable(f"no connection to PostgreSQL: {exc}", retry_after_s=2) from exc
         except psycopg.Error as exc:
             raise store_error(exc) from exc
 
@@ -98,7 +110,7 @@ class Connections:
         try:
             return self._pool.getconn()
         except psycopg_pool.PoolTimeout as exc:
-            raise StoreError(f"no connection to PostgreSQL: {exc}") from exc
+            raise StoreUnavailable(f"no connection to PostgreSQL: {exc}", retry_after_s=2) from exc
 
     def give_back(self, conn: psycopg.Connection[Any]) -> None:
         """Return a borrowed connection, ending whatever transaction it had open."""
