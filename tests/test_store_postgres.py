@@ -4,11 +4,13 @@ once, and blobs are shared, streamed and whole."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
@@ -25,8 +27,10 @@ from hydracompute.core.models import ChunkState, JobState, LeaseState
 from hydracompute.errors import StoreError
 from hydracompute.store import ResultReport, Store, open_backend
 from hydracompute.store.postgres import PostgresBackend
+from hydracompute.store.postgres.notify import ChangeListener
 from hydracompute.store.postgres.schema import MIGRATIONS
 from hydracompute.store.records import LeaseGrant
+from hydracompute.store.shared import Change
 from tests.postgres_support import POSTGRES_URL, Schemas, new_schema_name
 from tests.sum_kind import SumKind, sum_registry
 
@@ -357,3 +361,30 @@ def test_two_coordinators_keep_the_invariants_whatever_the_interleaving(
             mine = [e for e in ledger if e.chunk_index == index]
             assert len(mine) == job.quorum == len({e.worker_id for e in mine})
             assert all(e.work == chunk.stop - chunk.start for e in mine)
+
+
+def test_a_change_committed_by_one_store_wakes_the_other_stores_listener(
+    postgres: Schemas,
+) -> None:
+    schema = new_schema_name()
+    listening, appending = postgres.backend(schema), postgres.backend(schema)
+    try:
+        wait = listening.change_waiter()
+        assert isinstance(wait, ChangeListener)
+
+        async def woken() -> float:
+            await wait(0.01)  # opens the listening connection
+            assert wait.listening is not None
+            await asyncio.wait_for(wait.listening.wait(), 30.0)
+            with appending.transaction():
+                appending.append_change(Change("other", 1.0, work=True))
+            started = time.monotonic()
+            await wait(30.0)
+            return time.monotonic() - started
+
+        # Woken by the notification, not by the 30 s period.
+        assert asyncio.run(woken()) < 10.0
+        assert [c.origin for c in listening.changes_after(0, 10)] == ["other"]
+    finally:
+        listening.close()
+        appending.close()

@@ -10,7 +10,7 @@ passes each change on as if it had been made here.
 The PostgreSQL hook: a backend that can push notifications (``LISTEN``/``NOTIFY``) returns,
 from its ``change_waiter()`` (see :class:`~hydracompute.store.shared.SharedPrimitives`), a
 ``wait`` that returns as soon as a change is committed (its ``append_change`` issues
-``NOTIFY hydracompute_changes`` in the same transaction, delivered on commit; a listening
+``pg_notify`` on the pool's channel in the same transaction, delivered on commit; a listening
 connection sets an event) and at the latest after the period; the coordinator gives it
 to its feed. Polling stays
 the fallback and the source of truth: a notification only ends the wait early, the log

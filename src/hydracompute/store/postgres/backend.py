@@ -81,6 +81,7 @@ class PostgresBackend(PostgresShared, Backend):
         pool_size: int = POOL_SIZE,
     ) -> None:
         self.schema = schema
+        self._conninfo = conninfo
         self._db = Connections(conninfo, schema, max_size=pool_size)
         try:
             with self._db.connection() as conn:
@@ -97,6 +98,8 @@ class PostgresBackend(PostgresShared, Backend):
         return self._db.in_transaction
 
     def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         self._blobs.close()
         self._db.close()
 

@@ -8,7 +8,10 @@ appends wait for each other until commit, and numbers are therefore given in com
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from hydracompute.store.postgres.connection import Connections
+from hydracompute.store.postgres.notify import ChangeListener, channel_of
 from hydracompute.store.shared import Change, CoordinatorEntry, SharedPrimitives
 
 #: Part of the first migration (see :mod:`hydracompute.store.postgres.schema`).
@@ -37,6 +40,8 @@ class PostgresShared(SharedPrimitives):
     """Mixed into :class:`~hydracompute.store.postgres.PostgresBackend`, which owns ``_db``."""
 
     _db: Connections
+    _conninfo: str
+    _listener: ChangeListener | None = None
 
     def get_setting(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM settings WHERE name = %s", (name,)).fetchone()
@@ -86,6 +91,13 @@ class PostgresShared(SharedPrimitives):
             "SELECT last, %s, %s, %s FROM next",
             (change.time_s, change.origin, change.body()),
         )
+        # Delivered at commit, to the other coordinators' listeners (store/postgres/notify.py).
+        self._db.execute("SELECT pg_notify(%s, '')", (channel_of(self._db.schema),))
+
+    def change_waiter(self) -> Callable[[float], Awaitable[None]] | None:
+        if self._listener is None:
+            self._listener = ChangeListener(self._conninfo, self._db.schema)
+        return self._listener
 
     def changes_after(self, seq: int, limit: int) -> list[Change]:
         rows = self._db.execute(
