@@ -13,7 +13,7 @@ from hydracompute.store.backend import Backend
 from hydracompute.store.memory import MemoryBackend
 from hydracompute.store.pool import Store
 from hydracompute.store.records import ExchangeOutcome, LeaseGrant, ResultReport
-from hydracompute.store.sqlite import SQLiteBackend
+from hydracompute.store.sqlite import BUSY_TIMEOUT_S, SQLiteBackend
 
 __all__ = [
     "Backend",
@@ -42,26 +42,27 @@ def open_backend(url: str) -> Backend:
     if url.startswith("sqlite://"):
         path, _, query = url.removeprefix("sqlite://").partition("?")
         path = path.removeprefix("/") if not path.startswith("//") else path[1:]
-        return SQLiteBackend(path or ":memory:", **_sqlite_options(query))
+        return SQLiteBackend(path or ":memory:", busy_timeout_s=_busy_timeout_s(query))
     if "://" in url:
         raise ValueError(f"unsupported store URL {url!r}: use memory:// or sqlite:///PATH")
     return SQLiteBackend(Path(url))
 
 
-def _sqlite_options(query: str) -> dict[str, float]:
+def _busy_timeout_s(query: str) -> float:
+    """The ``busy_timeout_s`` of a SQLite URL's query (the default if absent)."""
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     unknown = set(options) - {"busy_timeout_s"}
     if unknown:
         raise ValueError(f"unknown SQLite store option(s): {', '.join(sorted(unknown))}")
     if "busy_timeout_s" not in options:
-        return {}
+        return BUSY_TIMEOUT_S
     try:
         timeout = float(options["busy_timeout_s"])
     except ValueError:
         timeout = -1.0
     if not 0.01 <= timeout <= 600:
         raise ValueError("busy_timeout_s must be a number of seconds between 0.01 and 600")
-    return {"busy_timeout_s": timeout}
+    return timeout
 
 
 def open_store(
