@@ -281,5 +281,5 @@ def test_a_sqlite_url_may_set_how_long_to_wait_for_the_lock(tmp_path: Path) -> N
     backend = open_backend(f"sqlite:///{path}?busy_timeout_s=0.5")
     assert backend.path == str(path)  # type: ignore[attr-defined]
     for bad in ("?busy_timeout_s=0", "?busy_timeout_s=soon", "?timeout=1"):
-        with pytest.raises(ValueError, match="busy_timeout_s|unknown"):
+        with pytest.raises(ValueError, match=r"busy_timeout_s|unknown"):
             open_backend(f"sqlite:///{path}{bad}")
