@@ -23,7 +23,7 @@ from hydracompute.coordinator.service import Coordinator
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.errors import StoreUnavailable, TooManyRequests
-from hydracompute.store import ResultReport, SQLiteBackend, Store
+from hydracompute.store import ResultReport, SQLiteBackend, Store, open_backend
 from hydracompute.store.shared import Change
 from tests.sum_kind import SumKind, sum_registry
 
@@ -274,3 +274,12 @@ def test_the_feed_passes_on_the_others_changes_only_and_waits_through_the_hook(
         assert set(waits) == {0.25}
 
     asyncio.run(scenario())
+
+
+def test_a_sqlite_url_may_set_how_long_to_wait_for_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "pool.db"
+    backend = open_backend(f"sqlite:///{path}?busy_timeout_s=0.5")
+    assert backend.path == str(path)  # type: ignore[attr-defined]
+    for bad in ("?busy_timeout_s=0", "?busy_timeout_s=soon", "?timeout=1"):
+        with pytest.raises(ValueError, match=r"busy_timeout_s|unknown"):
+            open_backend(f"sqlite:///{path}{bad}")
