@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from hydracompute.client import Client
 from hydracompute.demo import start_coordinator, start_worker, stop
 from hydracompute.kinds.mandelbrot import MandelbrotKind
 from hydracompute.kinds.pi import PiKind
@@ -98,6 +99,19 @@ def plain_processes(
     return {"pi": pi_s, "mandelbrot": mandelbrot_s, "mandelbrot_assembled": assembled_s}
 
 
+def wait_for_workers(client: Client, workers: int, timeout_s: float = 120) -> None:
+    """Return once ``workers`` workers are online.
+
+    Raises:
+        RuntimeError: they were not within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while sum(w["online"] for w in client.workers()) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not join")
+        time.sleep(0.05)
+
+
 def through_coordinator(
     workers: int, samples: int, mandelbrot: dict[str, Any], tries: int
 ) -> dict[str, float]:
@@ -108,11 +122,7 @@ def through_coordinator(
         procs = [start_worker(coordinator, 1, f"bench-{k}") for k in range(workers)]
         try:
             with coordinator.client() as client:
-                deadline = time.monotonic() + 120
-                while sum(w["online"] for w in client.workers()) < workers:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("workers did not join")
-                    time.sleep(0.05)
+                wait_for_workers(client, workers)
                 times: dict[str, float] = {}
                 jobs = [("pi", {"samples": samples, "seed": 1})]
                 jobs += [("mandelbrot", mandelbrot)] * tries

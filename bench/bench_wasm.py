@@ -43,6 +43,7 @@ from typing import Any
 
 import wasmtime
 
+from bench_e2e import wait_for_workers
 from bench_kernels import (
     _c_count_hits,
     _shown_path,
@@ -152,11 +153,7 @@ def through_coordinator(workers: int, samples: int) -> tuple[float, int]:
         ]
         try:
             with coordinator.client() as client:
-                deadline = time.monotonic() + 120
-                while sum(w["online"] for w in client.workers()) < workers:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("workers did not join")
-                    time.sleep(0.05)
+                wait_for_workers(client, workers)
                 client.upload(wasm)  # uploaded before the clock starts, as a submitter would
                 began = time.perf_counter()
                 args = {"seed": SEED, "samples": samples}
