@@ -7,8 +7,9 @@ on a worker of speed ``s`` ends at ``issued + d``; until then it still holds
 ``s·(end − now)`` units of work (of cost, for a kind whose units differ in cost: speeds
 are then learnt in cost per second, see :mod:`hydracompute.kinds.costs`). The sums of
 ``s`` and ``s·end`` over a job's leases give that job's total in O(1). A lease leaves when
-its result arrives, when its worker says it no longer runs it (its result is on the way), when it is returned or expires, and once its
-expected end has passed (a late lease holds nothing more that the sizing could share out).
+its result arrives, when its worker says it no longer runs it (its result is on the way),
+when it is returned or expires, and once its expected end has passed (a late lease holds
+nothing more that the sizing could share out).
 
 Everything here is an estimate kept in memory, not stored: a lease it misses (granted
 before a restart, say) only makes the next tail chunks smaller. Changes made within
