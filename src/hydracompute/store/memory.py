@@ -139,6 +139,13 @@ class MemoryBackend(Backend):
             if w.online(seen_since, lease_ttl_s=0.0)  # seen since then, not left or revoked
         )
 
+    def pool_cores(self, seen_since: float) -> int:
+        return sum(
+            w.cores
+            for w in self._workers.values()
+            if w.online(seen_since, lease_ttl_s=0.0) and not w.barred
+        )
+
     def get_credential(self, cred_id: str) -> Credential | None:
         return self._get(self._credentials, cred_id)  # type: ignore[no-any-return]
 
