@@ -62,6 +62,12 @@ class _Table:
             raise InvalidParams({self._at(key): f"must be {allowed}"})
         return value
 
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise InvalidParams({self._at(key): "must be true or false"})
+        return value
+
     def dist(self, key: str, default: Any) -> Distribution:
         return Distribution.parse(self.get(key, default), self._at(key))
 
@@ -96,6 +102,9 @@ class Saboteurs:
     strategy: str = "always"
     probability: float = 1.0
     honest_first: int = 0
+    #: Every saboteur tells the same lie for a chunk (so that two of them agree), rather
+    #: than each its own.
+    collude: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,7 +245,7 @@ def _population(t: _Table) -> Population:
     chunk_noise = speed.dist("chunk_noise", 1.0)
     speed.done()
     availability = t.table("availability")
-    always_on = bool(availability.get("always_on", False))
+    always_on = availability.flag("always_on", False)
     online = availability.dist("online", {"dist": "fixed", "value": MAX_DURATION_S})
     offline = availability.dist("offline", {"dist": "fixed", "value": 3600})
     online_at_start = availability.number("online_at_start", 1.0, 0, 1)
@@ -301,6 +310,7 @@ def _saboteurs(t: _Table) -> Saboteurs:
         strategy=t.text("strategy", "always", STRATEGIES),
         probability=t.number("probability", 1.0, 0, 1),
         honest_first=t.integer("honest_first", 0, 0, 10**6),
+        collude=t.flag("collude", False),
     )
     t.done()
     return found
