@@ -44,6 +44,7 @@ chunk_noise = { dist = "lognormal", median = 1.0, sigma = 0.1 }
 online = { dist = "weibull", shape = 0.6, scale = 7200 }
 offline = { dist = "lognormal", median = 1800, sigma = 1.5 }
 online_at_start = 0.7
+join_over_s = 10
 
 [workers.pauses]
 every = { dist = "exponential", mean = 1800 }

@@ -44,8 +44,6 @@ ARRIVE, ONLINE, OFFLINE, EXCHANGE, DONE, HEARTBEAT = 0, 1, 2, 3, 4, 5
 PAUSE, RESUME, GIVE_BACK, POLL_END, EXPIRE, SAMPLE = 6, 7, 8, 9, 10, 11
 #: A busy agent exchanges after this share of a heartbeat without one (worker/agent.py).
 RENEW_SHARE = 0.8
-#: Workers online at the start come online within this long.
-JOIN_SPREAD_S = 10.0
 #: The longest a worker asks to be held (the agent's default ``wait_s``).
 AGENT_WAIT_S = 20.0
 
@@ -133,7 +131,7 @@ class Simulation:
         for worker in self.workers:
             if population.always_on or self.rng.random() < population.online_at_start:
                 # Machines online at the start were not all switched on in one instant.
-                self.push(JOIN_SPREAD_S * self.rng.random(), ONLINE, worker.index)
+                self.push(population.join_over_s * self.rng.random(), ONLINE, worker.index)
             else:  # part-way through an absence when the run starts
                 self.push(self.offline_s() * self.rng.random(), ONLINE, worker.index)
 

@@ -128,6 +128,9 @@ class Population:
     pause_length: Distribution
     return_after_s: float
     latency: Distribution
+    #: The workers online at the start join within this long (0: all at once, as workers
+    #: already waiting when the first job arrives).
+    join_over_s: float = 0.0
     #: Grid zones and their weights (for carbon-aware dispatch; recorded per worker).
     zones: dict[str, float] = field(default_factory=dict)
 
@@ -249,6 +252,7 @@ def _population(t: _Table) -> Population:
     online = availability.dist("online", {"dist": "fixed", "value": MAX_DURATION_S})
     offline = availability.dist("offline", {"dist": "fixed", "value": 3600})
     online_at_start = availability.number("online_at_start", 1.0, 0, 1)
+    join_over_s = availability.number("join_over_s", 0.0, 0, 86400)
     clean_leave = availability.number("clean_leave_share", 0.5, 0, 1)
     availability.done()
     pauses = t.table("pauses")
@@ -282,6 +286,7 @@ def _population(t: _Table) -> Population:
         pause_length,
         return_after_s,
         latency,
+        join_over_s,
         {str(k): float(v) for k, v in zones.items()},
     )
 
