@@ -20,6 +20,7 @@ done and giving back the rest) or vanishes (its leases expire).
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 import time
@@ -30,9 +31,9 @@ import numpy as np
 import numpy.typing as npt
 
 from hydracompute.core.models import JobState
-from hydracompute.errors import HydraError
+from hydracompute.errors import HydraError, TooManyRequests
 from hydracompute.sim.recorder import Recorder
-from hydracompute.sim.scenario import JobSpec, Scenario
+from hydracompute.sim.scenario import Scenario
 from hydracompute.sim.standin import MODULUS, StandInKind, true_value, unit_costs
 from hydracompute.sim.workers import Running, VirtualWorker, draw_workers
 from hydracompute.store import ResultReport, Store
@@ -44,6 +45,12 @@ ARRIVE, ONLINE, OFFLINE, EXCHANGE, DONE, HEARTBEAT = 0, 1, 2, 3, 4, 5
 PAUSE, RESUME, GIVE_BACK, POLL_END, EXPIRE, SAMPLE = 6, 7, 8, 9, 10, 11
 #: A busy agent exchanges after this share of a heartbeat without one (worker/agent.py).
 RENEW_SHARE = 0.8
+#: Held requests woken when work appears. The coordinator wakes them all, and every one
+#: that finds nothing (a barred worker's, say) is held again: with thousands idle, each
+#: chunk released costs thousands of exchanges, which the simulator does not reproduce.
+WAKE_AT_MOST = 4
+#: A submitter refused for having too many running jobs tries again after this long.
+SUBMIT_RETRY_S = 30.0
 #: The longest a worker asks to be held (the agent's default ``wait_s``).
 AGENT_WAIT_S = 20.0
 
@@ -111,7 +118,7 @@ class Simulation:
                 break
             self.now = at
             if code == ARRIVE:
-                self._arrive(scenario.jobs[payload])
+                self._arrive(payload)
             elif code == EXPIRE:
                 self._expire()
             elif code == SAMPLE:
@@ -140,19 +147,24 @@ class Simulation:
 
     # jobs
 
-    def _arrive(self, spec: JobSpec) -> None:
+    def _arrive(self, index: int) -> None:
+        spec = self.scenario.jobs[index]
         kind = self.store.kinds.get(spec.kind)
         assert isinstance(kind, StandInKind)
-        job = self.store.submit_job(
-            spec.kind,
-            spec.params,
-            self.now,
-            name=spec.name,
-            target_chunk_s=spec.target_chunk_s,
-            replication=spec.replication,
-            quorum=spec.quorum,
-            adaptive=spec.adaptive,
-        )
+        try:
+            job = self.store.submit_job(
+                spec.kind,
+                spec.params,
+                self.now,
+                name=spec.name,
+                target_chunk_s=spec.target_chunk_s,
+                replication=spec.replication,
+                quorum=spec.quorum,
+                adaptive=spec.adaptive,
+            )
+        except TooManyRequests:  # as many running jobs as a submitter may have: later
+            self.push(self.now + SUBMIT_RETRY_S, ARRIVE, payload=index)
+            return
         costs = unit_costs(kind.real, job.params)
         cumulative = None if costs is None else np.concatenate(([0.0], np.cumsum(costs)))
         speed = self.scenario.population.speeds[spec.kind]
@@ -325,10 +337,12 @@ class Simulation:
             self.push(self.now + worker.rtt_s, EXCHANGE, worker.index, generation)
 
     def _wake_waiters(self) -> None:
-        """New work: every held request is looked at again (as the coordinator does)."""
-        waiting = list(self._waiters)
-        self._waiters.clear()
+        """New work: held requests are looked at again, longest held first, at most
+        :data:`WAKE_AT_MOST` of them (the coordinator wakes every one; see
+        docs/simulation.md)."""
+        waiting = list(itertools.islice(self._waiters, WAKE_AT_MOST))
         for index in waiting:
+            del self._waiters[index]
             worker = self.workers[index]
             worker.waiting = False
             self._exchange(worker)
@@ -343,9 +357,7 @@ class Simulation:
             running = worker.running.pop(lease_id, None)
             if running is not None:
                 done_s = running.duration_s - (
-                    running.remaining_s
-                    if worker.paused
-                    else max(running.finish_s - self.now, 0.0)
+                    running.remaining_s if worker.paused else max(running.finish_s - self.now, 0.0)
                 )
                 self.recorder.computed(lease_id, max(done_s, 0.0), False)
         start = self.now + worker.rtt_s / 2
@@ -386,7 +398,7 @@ class Simulation:
         return outcome
 
     def _start(self, worker: VirtualWorker, grant: LeaseGrant, start_s: float) -> None:
-        kind, cumulative, speed = self._jobs[grant.job_id]
+        _kind, cumulative, speed = self._jobs[grant.job_id]
         if cumulative is None:
             cost = float(grant.stop - grant.start)
         else:

@@ -7,6 +7,7 @@ holds what the machine running the simulation measured (CPU per exchange, wall t
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,6 @@ LOST_STATES = {
 def build_report(simulation: Simulation, seed: int, wall_s: float) -> dict[str, Any]:
     recorder = simulation.recorder
     scenario = simulation.scenario
-    store = simulation.store
     jobs = [vars(r).copy() for r in recorder.jobs.values()]
     first = min((j["arrived_s"] for j in jobs), default=0.0)
     ended = [j["ended_s"] for j in jobs if j["ended_s"] is not None]
@@ -108,7 +108,7 @@ def build_report(simulation: Simulation, seed: int, wall_s: float) -> dict[str, 
 
 
 def _periods(samples: Sequence[Any]) -> list[float]:
-    return [max(b.time_s - a.time_s, 1e-9) for a, b in zip(samples, samples[1:], strict=False)]
+    return [max(b.time_s - a.time_s, 1e-9) for a, b in itertools.pairwise(samples)]
 
 
 def ideal_end_s(arrivals: list[tuple[float, float]], steps: list[tuple[float, float]]) -> float:

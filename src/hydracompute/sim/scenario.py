@@ -43,8 +43,10 @@ class _Table:
 
     def number(self, key: str, default: float | None, low: float, high: float) -> float:
         value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            low <= value <= high
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (low <= value <= high)
         ):
             raise InvalidParams({self._at(key): f"must be a number in [{low:g}, {high:g}]"})
         return float(value)
@@ -57,7 +59,7 @@ class _Table:
 
     def text(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
         value = self.get(key, default)
-        if not isinstance(value, str) or len(value) > 200 or (choices and value not in choices):
+        if not isinstance(value, str) or len(value) > 1000 or (choices and value not in choices):
             allowed = f"one of {', '.join(choices)}" if choices else "a string"
             raise InvalidParams({self._at(key): f"must be {allowed}"})
         return value

@@ -56,9 +56,9 @@ class VirtualWorker:
     outputs_sent: int = 0
 
 
-def draw_workers(population: Population, saboteurs: Saboteurs, rng: random.Random) -> list[
-    VirtualWorker
-]:
+def draw_workers(
+    population: Population, saboteurs: Saboteurs, rng: random.Random
+) -> list[VirtualWorker]:
     """The scenario's workers, each drawn in turn from ``rng``."""
     cores_choices = [c for c, _ in population.cores]
     cores_weights = [w for _, w in population.cores]

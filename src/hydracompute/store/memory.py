@@ -16,9 +16,9 @@ import bisect
 import collections
 import copy
 import dataclasses
+import functools
 import heapq
 import threading
-import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -42,6 +42,7 @@ from hydracompute.store.blobs import BlobStore, MemoryBlobStore
 from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
 
 _ABSENT = object()
+ACTIVE = LeaseState.ACTIVE
 
 
 class MemoryBackend(Backend):
@@ -78,6 +79,7 @@ class MemoryBackend(Backend):
         self._deadlines: list[tuple[float, str]] = []
         #: (job id, index) -> candidate keys of that chunk
         self._candidates_by_chunk: dict[tuple[str, int], dict[tuple[str, int, str], None]] = {}
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
@@ -297,7 +299,11 @@ class MemoryBackend(Backend):
             self._active_by_worker.setdefault(new.worker_id, {})[new.lease_id] = None
             chunk = (new.job_id, new.chunk_index)
             self._active_by_chunk.setdefault(chunk, {})[new.lease_id] = None
-            if old is None or old.state is not LeaseState.ACTIVE or old.deadline_s != new.deadline_s:
+            if (
+                old is None
+                or old.state is not LeaseState.ACTIVE
+                or old.deadline_s != new.deadline_s
+            ):
                 heapq.heappush(self._deadlines, (new.deadline_s, new.lease_id))
 
     def _leases_sorted(self, lease_ids: Iterable[str]) -> list[Lease]:
@@ -324,9 +330,8 @@ class MemoryBackend(Backend):
         while heap and heap[0][0] < now:
             deadline, lease_id = heapq.heappop(heap)
             lease = self._leases.get(lease_id)
-            if lease is not None and lease.state is LeaseState.ACTIVE:
-                if lease.deadline_s == deadline:
-                    valid.append((deadline, lease_id))
+            if lease is not None and (lease.state, lease.deadline_s) == (ACTIVE, deadline):
+                valid.append((deadline, lease_id))
         for entry in valid:
             heapq.heappush(heap, entry)
         return self._leases_sorted(lease_id for _, lease_id in valid)[:limit]
