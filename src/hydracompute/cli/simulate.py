@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import click
@@ -41,6 +42,9 @@ def simulate(scenario: str, seed: int, out_dir: Path | None, measure_speeds: boo
     if measure_speeds:
         _print_speeds(loaded)
         return
+    # The store logs each barred worker; thousands of virtual saboteurs would flood the
+    # output (the report counts them).
+    logging.getLogger("hydracompute.store").setLevel(logging.ERROR)
     report, _ = run(loaded, seed)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
