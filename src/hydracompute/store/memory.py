@@ -326,15 +326,16 @@ class MemoryBackend(Backend):
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         # Entries are taken off the heap and the ones still valid put back: the caller may
         # roll back whatever it does with them.
-        heap, valid = self._deadlines, []
+        # An undone write may have pushed a lease's entry twice: each is kept once.
+        heap, valid = self._deadlines, dict[str, float]()
         while heap and heap[0][0] < now:
             deadline, lease_id = heapq.heappop(heap)
             lease = self._leases.get(lease_id)
             if lease is not None and (lease.state, lease.deadline_s) == (ACTIVE, deadline):
-                valid.append((deadline, lease_id))
-        for entry in valid:
-            heapq.heappush(heap, entry)
-        return self._leases_sorted(lease_id for _, lease_id in valid)[:limit]
+                valid[lease_id] = deadline
+        for lease_id, deadline in valid.items():
+            heapq.heappush(heap, (deadline, lease_id))
+        return self._leases_sorted(valid)[:limit]
 
     def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
         key = (job_id, chunk_index, copy.lease_id)
