@@ -77,7 +77,8 @@ def summary(report: dict[str, object]) -> str:
         f"results: {results['total']} ({results['max_per_s']:.0f}/s at most, "
         f"{results['allowed_per_s']:.0f}/s allowed); chunk targets {r['chunk_targets_s']}",
         f"measured: {measured['cpu_per_exchange_us']:.0f} µs of CPU per exchange "
-        f"({measured['backend']}), {measured['wall_s']:.1f} s wall",
+        f"({measured['backend']}), {measured['wall_s']:.1f} s wall, "
+        f"{measured['process_cpu_s']:.1f} s CPU",
     ]
     return "\n".join(lines)
 
