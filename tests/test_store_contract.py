@@ -558,6 +558,46 @@ def test_the_pool_speed_counts_every_core_of_the_workers_online(store: Store) ->
         assert backend.pool_speed("sum", 1.0) == 0.0  # nobody seen since
 
 
+def test_the_cores_online_leave_out_the_gone_and_the_barred(store: Store) -> None:
+    backend = store.backend
+    for name, cores in {"a": 4, "b": 2, "gone": 8, "barred": 16}.items():
+        worker, _ = store.enrol_worker(name, cores, ["sum"], now=0.0)
+        worker.left = name == "gone"
+        worker.barred = "lied" if name == "barred" else ""
+        with backend.transaction():
+            backend.put_worker(worker)
+    store.enrol_worker("unseen", 32, ["sum"], now=-100.0)
+    with backend.transaction():
+        assert backend.pool_cores(-1.0) == 6
+        assert backend.pool_cores(1.0) == 0
+
+
+def test_a_refused_exchange_leaves_leases_findable_as_before(store: Store) -> None:
+    """The indexes a backend keeps (active leases by worker and chunk, by deadline, chunks
+    by state) come back with the rows when an exchange is refused."""
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    worker, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (grant,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+    good = ResultReport(grant.lease_id, result_for(grant.params, grant.start, grant.stop), 0.1)
+    with pytest.raises(NotFound):
+        store.exchange(
+            worker.worker_id, [good, ResultReport("f" * 32, {"total": 1})], [], 1, now=0.5
+        )
+    backend = store.backend
+    with backend.transaction():
+        assert backend.count_active_leases(worker.worker_id) == 1
+        (active,) = backend.active_leases_of_worker(worker.worker_id)
+        assert active.lease_id == grant.lease_id
+        assert [c.index for c in backend.leased_chunks(grant.job_id)] == [grant.chunk_index]
+        assert backend.overdue_leases(TTL - 0.1, 10) == []
+        (overdue,) = backend.overdue_leases(TTL + 0.1, 10)
+        assert overdue.lease_id == grant.lease_id
+    assert store.expire_leases(TTL + 0.1) == 1
+    with backend.transaction():
+        assert backend.count_active_leases(worker.worker_id) == 0
+        assert [c.index for c in backend.pending_chunks(grant.job_id, 10)] == [grant.chunk_index]
+
+
 def test_a_late_result_abandons_the_copy_of_its_chunk_while_the_job_goes_on(
     store: Store,
 ) -> None:

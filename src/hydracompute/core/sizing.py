@@ -19,6 +19,8 @@ MIN_TAIL_FRACTION = 0.025
 #: half was never more than 2.8% slower than the best of none, half and all, where all was
 #: up to 5.9% slower and none up to 3.5%.
 IN_FLIGHT_WEIGHT = 0.5
+#: The longest chunk time load control ever asks for (the bound on a job's own target).
+MAX_TARGET_S = 3600.0
 
 
 def updated_speed(
@@ -51,6 +53,7 @@ def chunk_units(
     in_flight: float = 0.0,
     costs: UnitCosts | None = None,
     start: int = 0,
+    min_s: float = 0.0,
 ) -> int:
     """How many units the next chunk for one core of a worker should have.
 
@@ -81,16 +84,51 @@ def chunk_units(
     """
     if speed is None:
         wanted = probe_units
-    elif costs is None or costs.uniform:
-        wanted = math.ceil(_budget(speed * target_s, remaining, in_flight, share))
     else:
-        left = costs.cost(start, start + remaining)
-        wanted = costs.units_within(start, _budget(speed * target_s, left, in_flight, share))
+        full = speed * target_s
+        floor = speed * min(max(min_s, target_s * MIN_TAIL_FRACTION), target_s)
+        if costs is None or costs.uniform:
+            wanted = math.ceil(_budget(full, floor, remaining, in_flight, share))
+        else:
+            left = costs.cost(start, start + remaining)
+            wanted = costs.units_within(start, _budget(full, floor, left, in_flight, share))
     return max(1, min(wanted, max_units, remaining))
 
 
-def _budget(full: float, remaining: float, in_flight: float, share: float) -> float:
+def _budget(full: float, floor: float, remaining: float, in_flight: float, share: float) -> float:
     """The work the next chunk should have: a full chunk, or this core's share of what is
-    left at the tail, never less than the smallest tail chunk."""
+    left at the tail, never less than ``floor`` (the smallest tail chunk)."""
     tail = (remaining + IN_FLIGHT_WEIGHT * in_flight) * share
-    return max(min(full, tail), full * MIN_TAIL_FRACTION)
+    return max(min(full, tail), floor)
+
+
+def load_controlled_target_s(
+    target_s: float, cores_online: int, capacity_results_per_s: float, load_share: float
+) -> float:
+    """The chunk time that keeps the pool's result rate within its coordinator's means.
+
+    Every busy core returns one result per chunk, so a pool of ``cores_online`` cores with
+    chunks of ``t`` seconds sends ``cores_online / t`` results per second. The target grows
+    past ``target_s`` just enough for that rate to stay within ``load_share`` of
+    ``capacity_results_per_s`` (the results per second the coordinator can record); it
+    never shrinks below ``target_s``, and never grows past :data:`MAX_TARGET_S`. A capacity
+    or share of zero turns load control off.
+
+    With the defaults (2 s, 2,000 results/s, half of it), a pool of up to 2,000 cores keeps
+    2 s chunks; 100,000 four-core workers get 400 s chunks (1,000 results/s), where 2 s
+    chunks would have asked for 200,000 results/s.
+    """
+    allowed_per_s = capacity_results_per_s * load_share
+    if allowed_per_s <= 0 or cores_online <= 0:
+        return target_s
+    return min(max(target_s, cores_online / allowed_per_s), max(target_s, MAX_TARGET_S))
+
+
+def load_controlled_floor_s(cores_online: int, capacity_results_per_s: float) -> float:
+    """The shortest chunk time that keeps ``cores_online`` cores within the coordinator's
+    whole capacity (0 when load control is off): the tail of a job shrinks its chunks so
+    that every core finishes together, and 0.025 of the target on every core of a large
+    pool would ask for forty times the rate load control allowed."""
+    if capacity_results_per_s <= 0 or cores_online <= 0:
+        return 0.0
+    return cores_online / capacity_results_per_s

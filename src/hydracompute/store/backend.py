@@ -106,6 +106,11 @@ class Backend(SharedPrimitives):
         ``seen_since`` that have neither left nor been revoked (each worker's learnt speed
         per core times its cores)."""
 
+    @abc.abstractmethod
+    def pool_cores(self, seen_since: float) -> int:
+        """Cores of the workers seen since ``seen_since`` that have neither left nor been
+        revoked or barred (the cores that may send results; for load control)."""
+
     # credentials
     @abc.abstractmethod
     def get_credential(self, cred_id: str) -> Credential | None: ...
@@ -191,8 +196,9 @@ class Backend(SharedPrimitives):
         """Chunks whose output was accepted alone from ``worker_id`` (``unverified_by``)."""
 
     @abc.abstractmethod
-    def leased_chunks(self, job_id: str) -> list[Chunk]:
-        """Chunks of a job that have at least one active lease."""
+    def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
+        """Chunks of a job that have at least one active lease, by index, at most
+        ``limit`` (all if ``None``)."""
 
     # leases
     @abc.abstractmethod

@@ -33,7 +33,12 @@ from hydracompute.core.models import (
     LeaseState,
     Worker,
 )
-from hydracompute.core.sizing import chunk_units, updated_speed
+from hydracompute.core.sizing import (
+    chunk_units,
+    load_controlled_floor_s,
+    load_controlled_target_s,
+    updated_speed,
+)
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import Conflict, Forbidden, InvalidResult, NotFound
 from hydracompute.kinds import KindRegistry
@@ -88,9 +93,13 @@ DEFAULT_CREDIT = credit.CreditPolicy()
 DEFAULT_FAIR_SHARE = FairSharePolicy()
 #: A copy to verify is drawn from this many times as many pending chunks as are asked for.
 VERIFY_CHOICE = 8
+#: Leased chunks looked at for a backup copy per exchange, lowest index first (carved
+#: first, so running longest unless re-issued). Looking at all of them made every exchange
+#: at the tail of a job read every chunk in play: 300,000 for a pool of 100,000 workers.
+BACKUP_CANDIDATES = 16
 
 
-def new_lease_id(now: float) -> str:
+def new_lease_id(now: float, bits: Callable[[int], int] = secrets.randbits) -> str:
     """A lease id: 32 hexadecimal characters, the issue time in microseconds then 76 random
     bits.
 
@@ -100,7 +109,7 @@ def new_lease_id(now: float) -> str:
     300,000, 64 per commit, took 83 µs against 51 µs in issue order.
     """
     micros = min(max(int(now * 1e6), 0), 16**13 - 1)
-    return f"{micros:013x}{secrets.randbits(76):019x}"
+    return f"{micros:013x}{bits(76):019x}"
 
 
 def output_digest(output: JSON) -> str:
@@ -127,6 +136,8 @@ class Exchange(Verdicts):
         credit_policy: credit.CreditPolicy = DEFAULT_CREDIT,
         fair_share: FairSharePolicy = DEFAULT_FAIR_SHARE,
         owner_weights: Callable[[], dict[str, float]] = dict,
+        cores_online: Callable[[], int] = lambda: 0,
+        id_bits: Callable[[int], int] = secrets.randbits,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
@@ -158,6 +169,11 @@ class Exchange(Verdicts):
         #: first needed), and the owners this exchange charged.
         self._usage: dict[str, Usage] | None = None
         self._charged: set[str] = set()
+        #: Cores of the workers online (cached by the caller), for load control.
+        self.cores_online = cores_online
+        self._targets: dict[float, float] = {}
+        #: Random bits for lease ids (seeded for a replayable simulation).
+        self.id_bits = id_bits
 
     def job(self, job_id: str) -> Job:
         if job_id not in self._jobs:
@@ -429,7 +445,7 @@ class Exchange(Verdicts):
         speed = self.worker.speeds.get(job.kind)
         costs = kind.unit_costs(job.params)
         per_unit = 1.0 if costs is None else costs.total() / job.total_units
-        max_units = max(kind.probe_units, int((speed or 0.0) * job.target_chunk_s / per_unit))
+        max_units = max(kind.probe_units, int((speed or 0.0) * self.target_s(job) / per_unit))
         chunk = self.db.verified_chunk(job.job_id, max_units)
         if chunk is not None:
             self._grant(job, chunk, spot_check=True)
@@ -454,10 +470,12 @@ class Exchange(Verdicts):
         # A worker of unknown speed gets a probe, whatever its cost: the estimate (tens of
         # milliseconds for a large Mandelbrot view) waits for a chunk that needs it.
         costs = kind.unit_costs(job.params) if job.kind in self.worker.speeds else None
+        target_s = self.target_s(job)
+        floor_s = load_controlled_floor_s(self.cores_online(), self.config.capacity_results_per_s)
         while job.next_unit < job.total_units and len(self.outcome.leases) < want:
             units = chunk_units(
                 speed=self.worker.speeds.get(job.kind),
-                target_s=job.target_chunk_s,
+                target_s=target_s,
                 probe_units=kind.probe_units,
                 max_units=kind.max_chunk_units,
                 remaining=job.total_units - job.next_unit,
@@ -465,6 +483,7 @@ class Exchange(Verdicts):
                 in_flight=self.in_flight.units(job.job_id, self.now),
                 costs=costs,
                 start=job.next_unit,
+                min_s=floor_s,
             )
             chunk = Chunk(
                 job.job_id,
@@ -479,6 +498,20 @@ class Exchange(Verdicts):
             self._grant(job, chunk)
         self.save_job(job)
 
+    def target_s(self, job: Job) -> float:
+        """How long the job's chunks should take now (its own target, or longer under load
+        control)."""
+        target = self._targets.get(job.target_chunk_s)
+        if target is None:
+            config = self.config
+            target = self._targets[job.target_chunk_s] = load_controlled_target_s(
+                job.target_chunk_s,
+                self.cores_online(),
+                config.capacity_results_per_s,
+                config.load_share,
+            )
+        return target
+
     def _share(self, kind: str) -> float:
         """This worker's per-core fraction of the speed of every live core on ``kind``."""
         mine = self.worker.speeds.get(kind)
@@ -487,7 +520,7 @@ class Exchange(Verdicts):
         return mine / max(self.pool_speed(kind), mine * self.worker.cores)
 
     def _backups(self, job: Job, want: int) -> None:
-        for chunk in self.db.leased_chunks(job.job_id):
+        for chunk in self.db.leased_chunks(job.job_id, BACKUP_CANDIDATES):
             if len(self.outcome.leases) >= want:
                 return
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
@@ -501,7 +534,7 @@ class Exchange(Verdicts):
                 active[0],
                 self._cost(job, chunk),
                 speed,
-                job.target_chunk_s,
+                self.target_s(job),
                 self.config.backup_factor,
                 self.now,
             ):
@@ -516,7 +549,7 @@ class Exchange(Verdicts):
         self, job: Job, chunk: Chunk, backup: bool = False, spot_check: bool = False
     ) -> None:
         lease = Lease(
-            lease_id=new_lease_id(self.now),
+            lease_id=new_lease_id(self.now, self.id_bits),
             job_id=job.job_id,
             chunk_index=chunk.index,
             worker_id=self.worker.worker_id,
@@ -545,7 +578,7 @@ class Exchange(Verdicts):
         speed = self.worker.speeds.get(job.kind)
         # A backup's work is counted in the lease it doubles; a spot check's is no job's.
         if speed and not backup and not spot_check:
-            duration_s = expected_duration_s(self._cost(job, chunk), speed, job.target_chunk_s)
+            duration_s = expected_duration_s(self._cost(job, chunk), speed, self.target_s(job))
             self.in_flight.granted(
                 job.job_id, lease.lease_id, self.worker.worker_id, speed, duration_s, self.now
             )

@@ -41,6 +41,7 @@ from hydracompute.core.models import (
     LeaseState,
     Worker,
 )
+from hydracompute.core.sizing import load_controlled_target_s
 from hydracompute.core.verification import (
     VerificationPolicy,
     default_quorum,
@@ -81,6 +82,10 @@ FORGET_BATCH = 1000
 EXPIRE_BATCH = 1000
 #: How long the pool's speed per kind (for tail chunk sizes) is reused.
 POOL_SPEED_CACHE_S = 1.0
+#: A pool of more cores than this reads its figures less often than once a second, in
+#: proportion (every 10 s with 200,000 cores): each read looks at every worker online, and
+#: a large pool's figures change slowly.
+POOL_FIGURE_CORES_PER_S = 20_000
 #: Running jobs one submitter (API key) may have at once.
 MAX_RUNNING_JOBS_PER_OWNER = 100
 
@@ -94,6 +99,9 @@ class Store:
         rng: the source of the scheduler's random draws (seeded for replays).
         credit: the pool's credit settings (watts per core, for energy estimates).
         fair_share: the fair share between submitters (the half-life of their usage).
+        ids: where the random part of job, worker and lease ids comes from (seeded for a
+            replayable simulation; by default the system's secure source). Ids are not
+            secrets: workers' secrets always come from the secure source.
     """
 
     def __init__(
@@ -106,9 +114,11 @@ class Store:
         rng: random.Random | None = None,
         credit: CreditPolicy | None = None,
         fair_share: FairSharePolicy | None = None,
+        ids: random.Random | None = None,
     ) -> None:
         self.backend = backend
         self.fair_share = fair_share or FairSharePolicy()
+        self._id_bits = secrets.randbits if ids is None else ids.getrandbits
         self.kinds = kinds
         self.config = config
         self.verification = verification or VerificationPolicy()
@@ -203,7 +213,7 @@ class Store:
                 }
             )
         job = Job(
-            job_id=secrets.token_hex(8),
+            job_id=f"{self._id_bits(64):016x}",
             kind=kind,
             params=canonical,
             total_units=job_kind.total_units(canonical),
@@ -319,12 +329,15 @@ class Store:
         now: float,
         join_token: str | None = None,
         watts_per_core: float | None = None,
+        volunteer: str = "",
     ) -> tuple[Worker, str]:
         """Record a new worker; returns it and its secret (shown once, stored hashed).
 
         Args:
             join_token: the text of a join token, which this uses once; ``None`` skips the
                 check (for embedding the store without a coordinator).
+            volunteer: without a join token, the volunteer the worker counts for (its
+                ``token_id``: a simulator's virtual volunteers, who hold no tokens).
             watts_per_core: the power of one of its busy cores, as its owner declared it or
                 it measured it (0.1–500 W), for its energy estimates; ``None``: the pool's.
 
@@ -335,7 +348,7 @@ class Store:
         _check_watts(watts_per_core)
         secret = secrets.token_urlsafe(32)
         worker = Worker(
-            worker_id="w-" + secrets.token_hex(8),
+            worker_id=f"w-{self._id_bits(64):016x}",
             name=name[:MAX_NAME_CHARS],
             cores=cores,
             kinds=sorted(set(kinds)),
@@ -343,6 +356,7 @@ class Store:
             enrolled_s=now,
             last_seen_s=now,
             watts_per_core=watts_per_core,
+            token_id=volunteer,
         )
         with self.backend.transaction():
             if join_token is not None:
@@ -584,6 +598,8 @@ class Store:
                 self.credit,
                 self.fair_share,
                 lambda: self._owner_weights(now),
+                lambda: self._pool_cores(now),
+                self._id_bits,
             )
             for report in results:
                 step.report(report)
@@ -688,10 +704,13 @@ class Store:
             self.backend.append_change(collected.change(self.origin, now))
 
     def _pool_figure(self, name: str, now: float, read: Callable[[float], float]) -> float:
-        """``read(seen_since)`` over the online workers, read again at most once a second:
-        reading every worker on every exchange would not scale."""
+        """``read(seen_since)`` over the online workers, read again at most once a second,
+        and less often in a large pool (see :data:`POOL_FIGURE_CORES_PER_S`): reading
+        every worker on every exchange would not scale."""
         cached = self._figures.get(name)
-        if cached is not None and 0 <= now - cached[0] < POOL_SPEED_CACHE_S:
+        cores = self._figures.get("cores", (0.0, 0.0))[1]
+        period = POOL_SPEED_CACHE_S * max(1.0, cores / POOL_FIGURE_CORES_PER_S)
+        if cached is not None and 0 <= now - cached[0] < period:
             return cached[1]
         value = read(now - self.config.lease_ttl_s)
         self._figures[name] = (now, value)
@@ -720,6 +739,19 @@ class Store:
             usage = self.backend.owner_usage()
             weights = self.backend.owner_weights()
         return self.fair_share.shares(jobs, usage, weights, now)
+
+    def chunk_target_s(self, target_s: float, now: float) -> float:
+        """The chunk time a job asking for ``target_s`` is sized for now: longer when the
+        pool's cores online would send more results than the coordinator should take (see
+        :func:`~hydracompute.core.sizing.load_controlled_target_s`)."""
+        config = self.config
+        return load_controlled_target_s(
+            target_s, self._pool_cores(now), config.capacity_results_per_s, config.load_share
+        )
+
+    def _pool_cores(self, now: float) -> int:
+        """Cores of the online workers (not barred)."""
+        return int(self._pool_figure("cores", now, self.backend.pool_cores))
 
     def _pool_tokens(self, now: float) -> int:
         """Join tokens (volunteers) of the online workers."""

@@ -423,6 +423,14 @@ class SQLiteBackend(SQLiteShared, Backend):
         ).fetchone()
         return float(row[0])
 
+    def pool_cores(self, seen_since: float) -> int:
+        row = self._db.execute(
+            "SELECT TOTAL(cores) FROM workers "
+            "WHERE NOT \"left\" AND NOT revoked AND barred = '' AND last_seen_s >= ?",
+            (seen_since,),
+        ).fetchone()
+        return int(row[0])
+
     def get_credential(self, cred_id: str) -> Credential | None:
         return self._one(CREDENTIALS, cred_id)  # type: ignore[no-any-return]
 
@@ -548,9 +556,9 @@ class SQLiteBackend(SQLiteShared, Backend):
         where = "WHERE unverified_by = ? AND unverified_by != '' ORDER BY job_id, \"index\""
         return self._many(CHUNKS, where, worker_id)
 
-    def leased_chunks(self, job_id: str) -> list[Chunk]:
+    def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
         where = "INDEXED BY leased_chunks WHERE job_id = ? AND state = 'leased' "
-        return self._many(CHUNKS, where + 'ORDER BY "index"', job_id)
+        return self._many(CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit or -1)
 
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._one(LEASES, lease_id)  # type: ignore[no-any-return]

@@ -170,6 +170,14 @@ class PostgresBackend(PostgresShared, Backend):
         )
         return float(total or 0.0)
 
+    def pool_cores(self, seen_since: float) -> int:
+        total = self._scalar(
+            "SELECT SUM(cores) FROM workers "
+            "WHERE \"left\" = 0 AND revoked = 0 AND barred = '' AND last_seen_s >= %s",
+            seen_since,
+        )
+        return int(total or 0)
+
     # credentials
 
     def get_credential(self, cred_id: str) -> Credential | None:
@@ -280,9 +288,9 @@ class PostgresBackend(PostgresShared, Backend):
         where = "WHERE unverified_by = %s AND unverified_by <> '' ORDER BY job_id, \"index\""
         return self._many(CHUNKS, where, worker_id, lock=self._lock())
 
-    def leased_chunks(self, job_id: str) -> list[Chunk]:
-        where = "WHERE job_id = %s AND state = 'leased' ORDER BY \"index\""
-        return self._many(CHUNKS, where, job_id, lock=self._lock(skip_locked=True))
+    def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
+        where = "WHERE job_id = %s AND state = 'leased' ORDER BY \"index\" LIMIT %s"
+        return self._many(CHUNKS, where, job_id, limit, lock=self._lock(skip_locked=True))
 
     # leases
 
