@@ -33,11 +33,13 @@ from hydracompute.core.fairshare import RunningJob, Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
+    ChunkState,
     Credential,
     CredentialKind,
     Job,
     JobState,
     Lease,
+    LeaseState,
     Worker,
 )
 from hydracompute.errors import StoreError
@@ -47,6 +49,7 @@ from hydracompute.store.payloads import artefact_blob_name, load_output, spill_o
 from hydracompute.store.postgres.blobs import PostgresBlobStore
 from hydracompute.store.postgres.connection import Connections
 from hydracompute.store.postgres.schema import migrate
+from hydracompute.store.postgres.session import Held
 from hydracompute.store.sqlite_rows import Table
 
 WORKERS = Table("workers", Worker, ("worker_id",), mark="%s")
@@ -56,6 +59,15 @@ CHUNKS = Table("chunks", Chunk, ("job_id", "index"), mark="%s")
 LEASES = Table("leases", Lease, ("lease_id",), mark="%s")
 CREDIT_COLUMNS = (
     "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, kind"
+)
+USAGE_UPSERT = (
+    "INSERT INTO owner_usage VALUES (%s, %s, %s) ON CONFLICT (owner) DO UPDATE SET "
+    "usage_s = excluded.usage_s, as_of_s = excluded.as_of_s"
+)
+OUTPUT_UPSERT = (
+    "INSERT INTO outputs VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (job_id, chunk_index) DO UPDATE SET start = excluded.start, "
+    "stop = excluded.stop, output = excluded.output, blob = excluded.blob"
 )
 #: Connections each backend keeps at most: the store thread's, and blob readers'.
 POOL_SIZE = 8
@@ -103,7 +115,13 @@ class PostgresBackend(Backend):
     def blobs(self) -> BlobStore:
         return self._blobs
 
-    # helpers: one record by key, many by a condition, locked when read to be written back
+    # helpers: one record by key, many by a condition, locked when read to be written back,
+    # and kept in the transaction's Held rows (see session.py)
+
+    def _held(self) -> Held | None:
+        """What the thread's write transaction holds (``None`` outside one)."""
+        session = self._db.session()
+        return session.held if session is not None and session.locking else None
 
     def _lock(self, skip_locked: bool = False) -> str:
         if not self._db.locking:
@@ -111,15 +129,35 @@ class PostgresBackend(Backend):
         return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
     def _one(self, table: Table, *key: Any) -> Any:
+        held = self._held()
+        if held is not None:
+            row = held.table(table.name).get(key)
+            if row is not None:
+                return table.record(row)
         found = self._db.execute(table.select_key + self._lock(), key).fetchone()
-        return None if found is None else table.record(found)
+        if found is None:
+            return None
+        if held is not None:
+            _keep(held, table, list(found))
+        return table.record(found)
 
     def _many(self, table: Table, where: str, *args: Any, lock: str = "") -> list[Any]:
         rows = self._db.execute(f"{table.select} {where}{lock}", args).fetchall()
+        held = self._held() if lock else None
+        if held is not None:
+            for row in rows:  # locked, and as this transaction wrote them (all were sent)
+                _keep(held, table, list(row))
         return [table.record(row) for row in rows]
 
     def _put(self, table: Table, obj: Any) -> None:
-        self._db.execute(table.upsert, table.row(obj))
+        row = table.row(obj)
+        session = self._db.session()
+        if session is None:
+            self._db.execute(table.upsert, row)
+            return
+        session.write(table.upsert, table.key_of(obj), row)
+        if session.locking:
+            _keep(session.held, table, row, replace=True)
 
     def _scalar(self, query: str, *args: Any) -> Any:
         row = self._db.execute(query, args).fetchone()
@@ -208,10 +246,64 @@ class PostgresBackend(Backend):
 
     def lock_jobs(self, job_ids: Collection[str]) -> None:
         if job_ids and self._db.locking:
-            self._db.execute(
-                "SELECT 1 FROM jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE",
-                (sorted(job_ids),),
+            self._many(
+                JOBS, "WHERE job_id = ANY(%s) ORDER BY job_id", sorted(job_ids), lock=" FOR UPDATE"
             )
+
+    def lock_exchanges(
+        self,
+        worker_ids: Collection[str],
+        lease_ids: Collection[str],
+        reported: Collection[str],
+        want_work: bool,
+    ) -> None:
+        # One round trip: every row the exchanges will read to write back, in the lock
+        # order (jobs, workers, leases, chunks; each by key), held for the exchanges to
+        # read without asking again; and the wanting workers' active leases, counted.
+        session = self._db.session()
+        if session is None or not session.locking:
+            return
+        leases, workers = sorted(set(lease_ids)), sorted(set(worker_ids))
+        in_leases = "IN (SELECT {} FROM leases WHERE lease_id = ANY(%s))"
+        queries: list[tuple[str, Any]] = [
+            (
+                f"{JOBS.select} WHERE job_id {in_leases.format('job_id')} "
+                "OR (%s AND state = 'running') ORDER BY job_id FOR UPDATE",
+                (leases, want_work),
+            ),
+            (
+                f"{WORKERS.select} WHERE worker_id = ANY(%s) ORDER BY worker_id FOR UPDATE",
+                (workers,),
+            ),
+            (f"{LEASES.select} WHERE lease_id = ANY(%s) ORDER BY lease_id FOR UPDATE", (leases,)),
+            (
+                f'{CHUNKS.select} WHERE (job_id, "index") '
+                f"{in_leases.format('job_id, chunk_index')} "
+                'ORDER BY job_id, "index" FOR UPDATE',
+                (sorted(set(reported)),),
+            ),
+            (
+                "SELECT worker_id, lease_id FROM leases WHERE worker_id = ANY(%s) "
+                "AND state = 'active'",
+                (workers if want_work else [],),
+            ),
+        ]
+        jobs, *locked, active = [c.fetchall() for c in session.send_many(queries)]
+        held = session.held
+        for row in jobs:
+            _keep(held, JOBS, list(row))
+        if want_work:  # every running job is among them
+            running = [JOBS.record(row) for row in jobs]
+            running = [job for job in running if job.state is JobState.RUNNING]
+            running.sort(key=lambda job: (job.created_s, job.job_id))
+            held.running = [RunningJob(j.job_id, j.kind, j.owner, j.priority) for j in running]
+            for worker_id in workers:
+                held.active.setdefault(worker_id, set())
+            for worker_id, lease_id in active:
+                held.active[worker_id].add(lease_id)
+        for table, rows in zip((WORKERS, LEASES, CHUNKS), locked, strict=True):
+            for row in rows:
+                _keep(held, table, list(row))
 
     def jobs_of_leases(self, lease_ids: Collection[str]) -> set[str]:
         if not lease_ids:
@@ -222,24 +314,42 @@ class PostgresBackend(Backend):
         return {str(row[0]) for row in rows}
 
     def running_jobs(self) -> Collection[RunningJob]:
+        # Held for the transaction: a job it has not locked that starts meanwhile waits
+        # for its next one; one it finishes is read again after its write.
+        held = self._held()
+        if held is not None and held.running is not None:
+            return list(held.running)
         rows = self._db.execute(
             "SELECT job_id, kind, owner, priority FROM jobs WHERE state = 'running' "
             "ORDER BY created_s, job_id"
         ).fetchall()
-        return [RunningJob(str(j), str(k), str(o), int(p)) for j, k, o, p in rows]
+        running = [RunningJob(str(j), str(k), str(o), int(p)) for j, k, o, p in rows]
+        if held is not None:
+            held.running = list(running)
+        return running
 
     def owner_usage(self) -> dict[str, Usage]:
         # Read to be charged and written back: locked, so two coordinators charge in turn.
+        held = self._held()
+        if held is not None and held.usage is not None:
+            return dict(held.usage)
         query = "SELECT owner, usage_s, as_of_s FROM owner_usage" + self._lock()
         rows = self._db.execute(query).fetchall()
-        return {str(owner): Usage(float(u), float(t)) for owner, u, t in rows}
+        usage = {str(owner): Usage(float(u), float(t)) for owner, u, t in rows}
+        if held is not None:
+            held.usage = dict(usage)
+        return usage
 
     def put_owner_usage(self, usage: dict[str, Usage]) -> None:
-        self._db.executemany(
-            "INSERT INTO owner_usage VALUES (%s, %s, %s) ON CONFLICT (owner) DO UPDATE SET "
-            "usage_s = excluded.usage_s, as_of_s = excluded.as_of_s",
-            [(owner, u.usage_s, u.as_of_s) for owner, u in usage.items()],
-        )
+        rows = [(owner, u.usage_s, u.as_of_s) for owner, u in usage.items()]
+        session = self._db.session()
+        if session is None:
+            self._db.executemany(USAGE_UPSERT, rows)
+            return
+        for row in rows:
+            session.write(USAGE_UPSERT, (row[0],), row)
+        if session.locking and session.held.usage is not None:
+            session.held.usage.update(usage)
 
     def owner_weights(self) -> dict[str, float]:
         rows = self._db.execute(
@@ -256,6 +366,29 @@ class PostgresBackend(Backend):
         self._put(CHUNKS, chunk)
 
     def pending_chunks(self, job_id: str, limit: int, not_held_by: str = "") -> list[Chunk]:
+        held = self._held()
+        if held is not None and held.exhausted & {(job_id, ""), (job_id, not_held_by)}:
+            return self._held_pending(held, job_id, limit, not_held_by)
+        found = self._claim_pending(job_id, limit, not_held_by)
+        if held is not None and len(found) < limit:
+            # Every free one is claimed: until this transaction ends, its own are all
+            # there are (those another coordinator frees meanwhile wait for the next).
+            held.exhausted.add((job_id, not_held_by))
+        return found
+
+    @staticmethod
+    def _held_pending(held: Held, job_id: str, limit: int, not_held_by: str) -> list[Chunk]:
+        rows = held.table(CHUNKS.name)
+        found: list[Chunk] = []
+        for index in sorted(held.pending.get(job_id, ())):
+            chunk: Chunk = CHUNKS.record(rows[(job_id, index)])
+            if not (not_held_by and not_held_by in chunk.holders):
+                found.append(chunk)
+                if len(found) == limit:
+                    break
+        return found
+
+    def _claim_pending(self, job_id: str, limit: int, not_held_by: str) -> list[Chunk]:
         where = "WHERE job_id = %s AND state = 'pending' "
         args: list[Any] = [job_id]
         if not_held_by:
@@ -300,11 +433,24 @@ class PostgresBackend(Backend):
         return self._many(LEASES, where, worker_id, lock=self._lock())
 
     def count_active_leases(self, worker_id: str) -> int:
-        return int(
-            self._scalar(
-                "SELECT COUNT(*) FROM leases WHERE worker_id = %s AND state = 'active'", worker_id
+        held = self._held()
+        if held is None:
+            return int(
+                self._scalar(
+                    "SELECT COUNT(*) FROM leases WHERE worker_id = %s AND state = 'active'",
+                    worker_id,
+                )
             )
-        )
+        # Counted once, then kept by _keep: while this transaction holds the worker's row
+        # no other grants it a lease (another's expiry may end one: the count only errs
+        # high, and the worker is granted less until the next exchange).
+        if worker_id not in held.active:
+            rows = self._db.execute(
+                "SELECT lease_id FROM leases WHERE worker_id = %s AND state = 'active'",
+                (worker_id,),
+            ).fetchall()
+            held.active[worker_id] = {str(row[0]) for row in rows}
+        return len(held.active[worker_id])
 
     def active_lease_counts(self) -> dict[str, int]:
         rows = self._db.execute(
@@ -450,12 +596,12 @@ class PostgresBackend(Backend):
 
     def put_output(self, output: StoredOutput) -> None:
         text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
-        self._db.execute(
-            "INSERT INTO outputs VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (job_id, chunk_index) DO UPDATE SET start = excluded.start, "
-            "stop = excluded.stop, output = excluded.output, blob = excluded.blob",
-            (output.job_id, output.chunk_index, output.start, output.stop, text, blob),
-        )
+        row = (output.job_id, output.chunk_index, output.start, output.stop, text, blob)
+        session = self._db.session()
+        if session is None:
+            self._db.execute(OUTPUT_UPSERT, row)
+        else:
+            session.write(OUTPUT_UPSERT, row[:2], row)
 
     def delete_output(self, job_id: str, chunk_index: int) -> None:
         self._db.execute(
@@ -516,3 +662,40 @@ class PostgresBackend(Backend):
 def _credit_entry(row: Any) -> CreditEntry:
     fields = (*row[:9], EntryKind(row[9]))
     return CreditEntry(*fields)
+
+
+def _positions(table: Table, *names: str) -> tuple[int, ...]:
+    return tuple(table.fields.index(name) for name in names)
+
+
+_KEYS = {
+    table.name: _positions(table, *table.key)
+    for table in (WORKERS, CREDENTIALS, JOBS, CHUNKS, LEASES)
+}
+_LEASE_WORKER, _LEASE_STATE = _positions(LEASES, "worker_id", "state")
+_CHUNK_JOB, _CHUNK_INDEX, _CHUNK_STATE = _positions(CHUNKS, "job_id", "index", "state")
+
+
+def _keep(held: Held, table: Table, row: list[Any], replace: bool = False) -> None:
+    """Hold ``row`` of ``table`` (a row read locked, or written: ``replace``), keeping the
+    figures derived from it current: a worker's active leases, a job's pending chunks."""
+    key = tuple(row[p] for p in _KEYS[table.name])
+    rows = held.table(table.name)
+    if not replace and key in rows:  # what this transaction holds is newer
+        return
+    rows[key] = row
+    if table is LEASES:
+        active = held.active.get(row[_LEASE_WORKER])
+        if active is not None:
+            if row[_LEASE_STATE] == LeaseState.ACTIVE.value:
+                active.add(row[0])
+            else:
+                active.discard(row[0])
+    elif table is CHUNKS:
+        pending = held.pending.setdefault(row[_CHUNK_JOB], set())
+        if row[_CHUNK_STATE] == ChunkState.PENDING.value:
+            pending.add(row[_CHUNK_INDEX])
+        else:
+            pending.discard(row[_CHUNK_INDEX])
+    elif table is JOBS and replace:
+        held.running = None  # read again when next needed
