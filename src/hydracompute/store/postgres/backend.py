@@ -296,11 +296,12 @@ class PostgresBackend(Backend):
             running = [JOBS.record(row) for row in jobs]
             running = [job for job in running if job.state is JobState.RUNNING]
             running.sort(key=lambda job: (job.created_s, job.job_id))
-            held.running = [RunningJob(j.job_id, j.kind, j.owner, j.priority) for j in running]
-            for worker_id in workers:
-                held.active.setdefault(worker_id, set())
+            held.set_running([RunningJob(j.job_id, j.kind, j.owner, j.priority) for j in running])
+            ids: dict[str, set[str]] = {worker_id: set() for worker_id in workers}
             for worker_id, lease_id in active:
-                held.active[worker_id].add(lease_id)
+                ids[worker_id].add(lease_id)
+            for worker_id, leases_of_worker in ids.items():
+                held.track_active(worker_id, leases_of_worker)
         for table, rows in zip((WORKERS, LEASES, CHUNKS), locked, strict=True):
             for row in rows:
                 _keep(held, table, list(row))
@@ -325,7 +326,7 @@ class PostgresBackend(Backend):
         ).fetchall()
         running = [RunningJob(str(j), str(k), str(o), int(p)) for j, k, o, p in rows]
         if held is not None:
-            held.running = list(running)
+            held.set_running(list(running))
         return running
 
     def owner_usage(self) -> dict[str, Usage]:
@@ -337,7 +338,7 @@ class PostgresBackend(Backend):
         rows = self._db.execute(query).fetchall()
         usage = {str(owner): Usage(float(u), float(t)) for owner, u, t in rows}
         if held is not None:
-            held.usage = dict(usage)
+            held.set_usage(dict(usage))
         return usage
 
     def put_owner_usage(self, usage: dict[str, Usage]) -> None:
@@ -349,7 +350,7 @@ class PostgresBackend(Backend):
         for row in rows:
             session.write(USAGE_UPSERT, (row[0],), row)
         if session.locking and session.held.usage is not None:
-            session.held.usage.update(usage)
+            session.held.set_usage({**session.held.usage, **usage})
 
     def owner_weights(self) -> dict[str, float]:
         rows = self._db.execute(
@@ -373,7 +374,7 @@ class PostgresBackend(Backend):
         if held is not None and len(found) < limit:
             # Every free one is claimed: until this transaction ends, its own are all
             # there are (those another coordinator frees meanwhile wait for the next).
-            held.exhausted.add((job_id, not_held_by))
+            held.exhaust(job_id, not_held_by)
         return found
 
     @staticmethod
@@ -449,7 +450,7 @@ class PostgresBackend(Backend):
                 "SELECT lease_id FROM leases WHERE worker_id = %s AND state = 'active'",
                 (worker_id,),
             ).fetchall()
-            held.active[worker_id] = {str(row[0]) for row in rows}
+            held.track_active(worker_id, {str(row[0]) for row in rows})
         return len(held.active[worker_id])
 
     def active_lease_counts(self) -> dict[str, int]:
@@ -680,22 +681,13 @@ def _keep(held: Held, table: Table, row: list[Any], replace: bool = False) -> No
     """Hold ``row`` of ``table`` (a row read locked, or written: ``replace``), keeping the
     figures derived from it current: a worker's active leases, a job's pending chunks."""
     key = tuple(row[p] for p in _KEYS[table.name])
-    rows = held.table(table.name)
-    if not replace and key in rows:  # what this transaction holds is newer
+    if not replace and key in held.table(table.name):  # what this transaction holds is newer
         return
-    rows[key] = row
+    held.put_row(table.name, key, row)
     if table is LEASES:
-        active = held.active.get(row[_LEASE_WORKER])
-        if active is not None:
-            if row[_LEASE_STATE] == LeaseState.ACTIVE.value:
-                active.add(row[0])
-            else:
-                active.discard(row[0])
+        held.lease_state(row[_LEASE_WORKER], row[0], row[_LEASE_STATE] == LeaseState.ACTIVE.value)
     elif table is CHUNKS:
-        pending = held.pending.setdefault(row[_CHUNK_JOB], set())
-        if row[_CHUNK_STATE] == ChunkState.PENDING.value:
-            pending.add(row[_CHUNK_INDEX])
-        else:
-            pending.discard(row[_CHUNK_INDEX])
+        pending = row[_CHUNK_STATE] == ChunkState.PENDING.value
+        held.chunk_state(row[_CHUNK_JOB], row[_CHUNK_INDEX], pending)
     elif table is JOBS and replace:
-        held.running = None  # read again when next needed
+        held.set_running(None)  # read again when next needed
