@@ -68,6 +68,30 @@ def server_cpu_s() -> float:
     return total
 
 
+def backends_cpu_s(clients: list[int], port: int) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend process serving a connection of the
+    processes ``clients`` to the server on ``port`` (found by their sockets)."""
+    sockets = psutil.net_connections("tcp")
+    mine = {c.laddr.port for c in sockets if c.pid in clients and c.raddr and c.raddr.port == port}
+    backends = {
+        c.pid
+        for c in sockets
+        if c.pid and c.laddr.port == port and c.raddr and c.raddr.port in mine
+    }
+    spent = {}
+    for pid in backends:
+        try:
+            spent[pid] = sum(psutil.Process(pid).cpu_times()[:2])
+        except psutil.Error:
+            continue
+    return spent
+
+
+def backends_spent_s(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two :func:`backends_cpu_s` (a backend started since counts whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 def database_stats(url: str) -> dict[str, int]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -106,6 +130,8 @@ def measure(store_url: str | None, args: argparse.Namespace) -> dict[str, Any]:
                 return theirs.user + theirs.system, mine.user + mine.system, 0.0
 
             server_before = server_cpu_s()
+            port = urlsplit(args.postgres).port or 5432
+            backends_before = backends_cpu_s([coordinator.process.pid], port)
             stats_before = database_stats(args.postgres)
             figures = asyncio.run(
                 run_load(
@@ -121,6 +147,9 @@ def measure(store_url: str | None, args: argparse.Namespace) -> dict[str, Any]:
             )
             stats_after = database_stats(args.postgres)
             server_s = server_cpu_s() - server_before
+            backends_s = backends_spent_s(
+                backends_before, backends_cpu_s([coordinator.process.pid], port)
+            )
         finally:
             stop(coordinator.process)
     scenario = figures["scenarios"][0]
@@ -131,7 +160,9 @@ def measure(store_url: str | None, args: argparse.Namespace) -> dict[str, Any]:
         "coordinator_cores": scenario["coordinator_cpu_s"] / scenario["seconds"],
         "generator_cores": scenario["generator_cpu_s"] / scenario["seconds"],
         "server_cores": server_s / scenario["seconds"],
+        "backend_cores": backends_s / scenario["seconds"],
         "server_cpu_ms_per_result": 1000 * server_s / max(results, 1),
+        "backend_cpu_ms_per_result": 1000 * backends_s / max(results, 1),
         "per_result": {
             k: (stats_after[k] - stats_before[k]) / max(results, 1) for k in STAT_COLUMNS
         },
@@ -147,8 +178,11 @@ def measure_two(store_url: str, args: argparse.Namespace) -> dict[str, Any]:
         try:
             processes = [psutil.Process(c.process.pid) for c in coordinators]
             server_before, me = server_cpu_s(), psutil.Process()
+            pids, port = [p.pid for p in processes], urlsplit(args.postgres).port or 5432
+            backends_before = backends_cpu_s(pids, port)
             figures, cpu = asyncio.run(_drive_two(coordinators, processes, me, args))
             server_s = server_cpu_s() - server_before
+            backends_s = backends_spent_s(backends_before, backends_cpu_s(pids, port))
         finally:
             for coordinator in coordinators:
                 stop(coordinator.process)
@@ -159,7 +193,9 @@ def measure_two(store_url: str, args: argparse.Namespace) -> dict[str, Any]:
         "coordinator_cores": [c / figures["seconds"] for c in cpu[:2]],
         "generator_cores": cpu[2] / figures["seconds"],
         "server_cores": server_s / figures["seconds"],
+        "backend_cores": backends_s / figures["seconds"],
         "server_cpu_ms_per_result": 1000 * server_s / max(results, 1),
+        "backend_cpu_ms_per_result": 1000 * backends_s / max(results, 1),
     }
 
 
@@ -300,7 +336,7 @@ def report(
         f"load average {' '.join(f'{x:.1f}' for x in psutil.getloadavg())}"
     )
     print(f"{'store':>10} {'results/s':>10} {'p50 ms':>7} {'coord':>11} {'server':>7} "
-          f"{'gen':>6}  runs")  # fmt: skip
+          f"{'backends':>8} {'gen':>6}  runs")  # fmt: skip
     for backend, figures in runs.items():
         rates = [f["results_per_s"] for f in figures]
         cores = [f["coordinator_cores"] for f in figures]
@@ -312,15 +348,22 @@ def report(
             f"{backend:>10} {statistics.median(rates):>10.0f} "
             f"{median(figures, 'latency_p50_ms'):>7.1f} {coord:>10}c "
             f"{median(figures, 'server_cores'):>6.2f}c "
+            f"{median(figures, 'backend_cores') if backend != 'sqlite' else 0:>7.2f}c "
             f"{median(figures, 'generator_cores'):>5.2f}c  "
             f"{', '.join(f'{r:.0f}' for r in rates)}"
         )
     sqlite, pg, two = (median(runs[k], "results_per_s") for k in runs)
     print(f"PostgreSQL / SQLite: {pg / sqlite:.2f}; two coordinators / one: {two / pg:.2f}")
+    one, both = runs["postgresql"], runs["2 x pg"]
     print(
-        "PostgreSQL per accepted result: "
-        f"{median(runs['postgresql'], 'server_cpu_ms_per_result'):.3f} ms of server CPU "
-        f"(two coordinators: {median(runs['2 x pg'], 'server_cpu_ms_per_result'):.3f}), "
+        "PostgreSQL CPU per accepted result, one coordinator: "
+        f"{median(one, 'backend_cpu_ms_per_result'):.3f} ms in its backends, "
+        f"{median(one, 'server_cpu_ms_per_result'):.3f} ms in every postgres process here; "
+        f"two: {median(both, 'backend_cpu_ms_per_result'):.3f} and "
+        f"{median(both, 'server_cpu_ms_per_result'):.3f} ms"
+    )
+    print(
+        "pg_stat_database per accepted result (the whole database): "
         + ", ".join(
             f"{statistics.median(f['per_result'][k] for f in runs['postgresql']):.2f} {k}"
             for k in STAT_COLUMNS
@@ -330,7 +373,7 @@ def report(
         f"In a Store, batches of 64 exchanges: {statements:.2f} SQL statements run per "
         f"accepted result, {round_trips:.1f} round trips per batch"
     )
-    print("(server CPU: every postgres process here; pg_stat_database: the whole database)")
+    print("(server: every postgres process here; backends: those serving the coordinators)")
 
 
 if __name__ == "__main__":
