@@ -1,19 +1,22 @@
 """PostgreSQL backend: several coordinators sharing one database.
 
 Correct under concurrency by row locks, not by anything kept in a coordinator's memory
-(this backend keeps no cache):
+beyond one transaction (what a transaction holds, see ``session.py``, ends with it):
 
 - In a write transaction (any not opened ``read_only``) a record read to be written back —
   a worker, job, chunk, lease or credential read by key, a worker's or chunk's active
   leases, the chunks of a barred worker — is read ``FOR UPDATE``: a second coordinator
   reading it waits until the first commits, then reads what the first wrote. No update is
   lost, a job's chunks are carved once (its row is locked while ``next_unit`` moves), a
-  result is counted once (its lease is locked while its state changes).
+  result is counted once (its lease is locked while its state changes). Once locked, a
+  row is held by the transaction and read again from there.
 - Work to hand out is claimed with ``FOR UPDATE SKIP LOCKED`` (pending chunks, leased ones
   for backups, overdue leases to expire): a row another coordinator is changing is left to
   it rather than waited for.
-- Locks are not taken in one global order (a batch of exchanges touches workers, jobs,
-  leases and chunks as its results come): PostgreSQL detects the rare deadlock, and the
+- A batch of exchanges locks its rows up front, in one round trip and one order (jobs,
+  workers, leases, chunks: :meth:`PostgresBackend.lock_exchanges`). Rows locked later (a
+  replica partner's worker row, a chunk's other leases) may still meet another
+  coordinator's in the other order: PostgreSQL detects the deadlock, and the
   :class:`~hydracompute.store.pool.Store` retries the whole transaction
   (:class:`~hydracompute.errors.StoreConflict`).
 
@@ -33,13 +36,11 @@ from hydracompute.core.fairshare import RunningJob, Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
-    ChunkState,
     Credential,
     CredentialKind,
     Job,
     JobState,
     Lease,
-    LeaseState,
     Worker,
 )
 from hydracompute.errors import StoreError
@@ -48,15 +49,18 @@ from hydracompute.store.blobs import BlobStore
 from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
 from hydracompute.store.postgres.blobs import PostgresBlobStore
 from hydracompute.store.postgres.connection import Connections
+from hydracompute.store.postgres.rows import (
+    CHUNKS,
+    CREDENTIALS,
+    JOBS,
+    LEASES,
+    WORKERS,
+    Held,
+    keep,
+)
 from hydracompute.store.postgres.schema import migrate
-from hydracompute.store.postgres.session import Held
 from hydracompute.store.sqlite_rows import Table
 
-WORKERS = Table("workers", Worker, ("worker_id",), mark="%s")
-CREDENTIALS = Table("credentials", Credential, ("cred_id",), mark="%s")
-JOBS = Table("jobs", Job, ("job_id",), mark="%s")
-CHUNKS = Table("chunks", Chunk, ("job_id", "index"), mark="%s")
-LEASES = Table("leases", Lease, ("lease_id",), mark="%s")
 CREDIT_COLUMNS = (
     "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, kind"
 )
@@ -138,7 +142,7 @@ class PostgresBackend(Backend):
         if found is None:
             return None
         if held is not None:
-            _keep(held, table, list(found))
+            keep(held, table, list(found))
         return table.record(found)
 
     def _many(self, table: Table, where: str, *args: Any, lock: str = "") -> list[Any]:
@@ -146,7 +150,7 @@ class PostgresBackend(Backend):
         held = self._held() if lock else None
         if held is not None:
             for row in rows:  # locked, and as this transaction wrote them (all were sent)
-                _keep(held, table, list(row))
+                keep(held, table, list(row))
         return [table.record(row) for row in rows]
 
     def _put(self, table: Table, obj: Any) -> None:
@@ -157,7 +161,7 @@ class PostgresBackend(Backend):
             return
         session.write(table.upsert, table.key_of(obj), row)
         if session.locking:
-            _keep(session.held, table, row, replace=True)
+            keep(session.held, table, row, replace=True)
 
     def _scalar(self, query: str, *args: Any) -> Any:
         row = self._db.execute(query, args).fetchone()
@@ -291,7 +295,7 @@ class PostgresBackend(Backend):
         jobs, *locked, active = [c.fetchall() for c in session.send_many(queries)]
         held = session.held
         for row in jobs:
-            _keep(held, JOBS, list(row))
+            keep(held, JOBS, list(row))
         if want_work:  # every running job is among them
             running = [JOBS.record(row) for row in jobs]
             running = [job for job in running if job.state is JobState.RUNNING]
@@ -304,7 +308,7 @@ class PostgresBackend(Backend):
                 held.track_active(worker_id, leases_of_worker)
         for table, rows in zip((WORKERS, LEASES, CHUNKS), locked, strict=True):
             for row in rows:
-                _keep(held, table, list(row))
+                keep(held, table, list(row))
 
     def jobs_of_leases(self, lease_ids: Collection[str]) -> set[str]:
         if not lease_ids:
@@ -663,31 +667,3 @@ class PostgresBackend(Backend):
 def _credit_entry(row: Any) -> CreditEntry:
     fields = (*row[:9], EntryKind(row[9]))
     return CreditEntry(*fields)
-
-
-def _positions(table: Table, *names: str) -> tuple[int, ...]:
-    return tuple(table.fields.index(name) for name in names)
-
-
-_KEYS = {
-    table.name: _positions(table, *table.key)
-    for table in (WORKERS, CREDENTIALS, JOBS, CHUNKS, LEASES)
-}
-_LEASE_WORKER, _LEASE_STATE = _positions(LEASES, "worker_id", "state")
-_CHUNK_JOB, _CHUNK_INDEX, _CHUNK_STATE = _positions(CHUNKS, "job_id", "index", "state")
-
-
-def _keep(held: Held, table: Table, row: list[Any], replace: bool = False) -> None:
-    """Hold ``row`` of ``table`` (a row read locked, or written: ``replace``), keeping the
-    figures derived from it current: a worker's active leases, a job's pending chunks."""
-    key = tuple(row[p] for p in _KEYS[table.name])
-    if not replace and key in held.table(table.name):  # what this transaction holds is newer
-        return
-    held.put_row(table.name, key, row)
-    if table is LEASES:
-        held.lease_state(row[_LEASE_WORKER], row[0], row[_LEASE_STATE] == LeaseState.ACTIVE.value)
-    elif table is CHUNKS:
-        pending = row[_CHUNK_STATE] == ChunkState.PENDING.value
-        held.chunk_state(row[_CHUNK_JOB], row[_CHUNK_INDEX], pending)
-    elif table is JOBS and replace:
-        held.set_running(None)  # read again when next needed
