@@ -29,7 +29,7 @@ from hydracompute.store import ResultReport, Store, open_backend
 from hydracompute.store.postgres import PostgresBackend
 from hydracompute.store.postgres.notify import ChangeListener
 from hydracompute.store.postgres.schema import MIGRATIONS
-from hydracompute.store.records import LeaseGrant
+from hydracompute.store.records import ExchangeRequest, LeaseGrant
 from hydracompute.store.shared import Change
 from tests.postgres_support import POSTGRES_URL, Schemas, new_schema_name
 from tests.sum_kind import SumKind, sum_registry
@@ -51,7 +51,10 @@ def answer(grant: LeaseGrant) -> ResultReport:
     return ResultReport(grant.lease_id, output, compute_s=0.01)
 
 
-def test_two_coordinators_exchanging_at_once_count_every_result_once(postgres: Schemas) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+def test_two_coordinators_exchanging_at_once_count_every_result_once(
+    postgres: Schemas, batched: bool
+) -> None:
     stores = two_stores(postgres)
     n = 30_000
     job = stores[0].submit_job("sum", {"n": n}, now=0.0)
@@ -73,13 +76,21 @@ def test_two_coordinators_exchanging_at_once_count_every_result_once(postgres: S
         store, held = stores[side], {w: list[LeaseGrant]() for w in workers[side]}
         try:
             for _ in range(400):
-                for worker_id, leases in held.items():
-                    reports = [answer(g) for g in leases]
-                    # Every result is sent again once: resending is harmless.
-                    outcome = store.exchange(worker_id, reports + reports[:1], [], 2, tick())
-                    reported[side] += [r.lease_id for r in reports]
+                # Every result is sent again once: resending is harmless.
+                sent = {w: [answer(g) for g in leases] for w, leases in held.items()}
+                requests = [ExchangeRequest(w, r + r[:1], [], 2, tick()) for w, r in sent.items()]
+                if batched:  # as a coordinator serves them: one transaction
+                    outcomes = store.exchange_many(requests)
+                else:
+                    outcomes = [
+                        store.exchange(r.worker_id, r.results, r.running, r.want, r.now)
+                        for r in requests
+                    ]
+                for request, outcome in zip(requests, outcomes, strict=True):
+                    assert not isinstance(outcome, Exception), outcome
+                    reported[side] += [r.lease_id for r in sent[request.worker_id]]
                     grants[side] += outcome.leases
-                    held[worker_id] = outcome.leases
+                    held[request.worker_id] = outcome.leases
                 if all(not leases for leases in held.values()):
                     return
         except BaseException as exc:
@@ -269,7 +280,7 @@ def test_ledger_entries_of_both_coordinators_are_numbered_apart(postgres: Schema
 
 # --- a property: two coordinators interleaving exchanges, expiries, cancellations, leaves ---
 
-ACTIONS = ["exchange", "exchange", "exchange", "resend", "expire", "cancel", "leave"]
+ACTIONS = ["exchange", "exchange", "batch", "resend", "expire", "cancel", "leave"]
 STEP = st.tuples(st.integers(0, 1), st.integers(0, 2), st.sampled_from(ACTIONS))
 
 
@@ -321,6 +332,14 @@ def test_two_coordinators_keep_the_invariants_whatever_the_interleaving(
             last_sent[worker_id] = reports
             held[worker_id] = outcome.leases
             lease_ids += [g.lease_id for g in outcome.leases]
+        elif action == "batch":  # every worker's exchange in one transaction, as served
+            reports_of = {w: [answer(g) for g in held[w]] for w in workers}
+            requests = [ExchangeRequest(w, reports_of[w], [], 2, now) for w in workers]
+            for w, outcome in zip(workers, store.exchange_many(requests), strict=True):
+                assert not isinstance(outcome, Exception), outcome
+                last_sent[w] = reports_of[w]
+                held[w] = outcome.leases
+                lease_ids += [g.lease_id for g in outcome.leases]
         elif action == "resend":  # the same results again, through either coordinator
             store.exchange(worker_id, last_sent[worker_id], [], 0, now)
         elif action == "expire":

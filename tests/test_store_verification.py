@@ -432,3 +432,21 @@ def test_a_failed_jobs_copies_are_forgotten_and_other_jobs_keep_theirs(store: St
         db.put_candidate("kept", 0, Copy("0003", "w-a", {"total": 3}))
         db.delete_job_candidates("gone")
         assert [(j, i) for j, i, _ in db.candidates_of_worker("w-a")] == [("kept", 0)]
+
+
+def test_a_copy_reported_after_its_lease_lapsed_keeps_the_chunk_from_its_worker(
+    store: Store,
+) -> None:
+    """A worker whose leases expired reports late: it is a holder of those chunks again,
+    so it is not given them a second time (its two copies would agree with each other)."""
+    job = store.submit_job("psum", {"n": 8}, now=0.0, replication=2)
+    worker = enrol(store, "late")
+    granted = store.exchange(worker, [], [], 2, now=0.0).leases
+    assert granted
+    store.expire_leases(CONFIG.lease_ttl_s + 1)
+    later = CONFIG.lease_ttl_s + 2
+    reports = [ResultReport(g.lease_id, {"total": sum(range(g.start, g.stop))}, 0.1)
+               for g in granted]  # fmt: skip
+    again = store.exchange(worker, reports, [], 2, now=later).leases
+    assert {g.chunk_index for g in again}.isdisjoint(g.chunk_index for g in granted)
+    assert store.credit_entries(job_id=job.job_id) == []  # one worker's copy verifies nothing

@@ -217,6 +217,11 @@ def reported(
         # Verify it: another copy, from another worker, must agree.
         chunk.quorum, chunk.wanted = 2, max(chunk.wanted, 2)
         chunk.holders[copy.worker_id] = reporter_token
+    if tracked(chunk):
+        # A copy reported after its lease lapsed (expired, given back) comes from a worker
+        # no longer among the holders: it is one again, or the chunk could go back to it
+        # and its two copies agree with each other.
+        chunk.holders.setdefault(copy.worker_id, reporter_token)
     copies = [*held, copy]
     groups = agreeing_groups(copies, lambda c: c.output, same)
     if len(groups[0]) >= chunk.quorum:

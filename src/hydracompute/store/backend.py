@@ -148,6 +148,23 @@ class Backend(SharedPrimitives):
         worker's row, then a job's, against that job's, then the worker's). A backend with
         one writer at a time has nothing to do."""
 
+    def lock_exchanges(
+        self,
+        worker_ids: Collection[str],
+        lease_ids: Collection[str],
+        reported: Collection[str],
+        want_work: bool,
+    ) -> None:
+        """Where the database is shared, lock before anything else what exchanges of
+        ``worker_ids`` will change: the jobs of the leases ``lease_ids`` they report on
+        or renew (``reported``: those with results) and, if ``want_work``, every running
+        job (see :meth:`lock_jobs`). A backend may read more rows up front, in the same
+        order (PostgreSQL: the workers, leases and chunks, held for the transaction)."""
+        jobs = self.jobs_of_leases(lease_ids) if lease_ids else set()
+        if want_work:
+            jobs.update(job.job_id for job in self.running_jobs())
+        self.lock_jobs(jobs)
+
     def jobs_of_leases(self, lease_ids: Collection[str]) -> set[str]:
         """The jobs of the leases that exist among ``lease_ids``, read without a lock
         (a lease never changes job); backends read them in one query."""

@@ -670,12 +670,14 @@ class Store:
         :meth:`Backend.lock_jobs`)."""
         if not self.backend.shared:
             return
-        lease_ids = [r.lease_id for request in requests for r in request.results]
-        lease_ids += [lease_id for request in requests for lease_id in request.running]
-        jobs = self.backend.jobs_of_leases(lease_ids) if lease_ids else set()
-        if any(request.want > 0 for request in requests):
-            jobs.update(job.job_id for job in self.backend.running_jobs())
-        self.backend.lock_jobs(jobs)
+        reported = [r.lease_id for request in requests for r in request.results]
+        renewed = [lease_id for request in requests for lease_id in request.running]
+        self.backend.lock_exchanges(
+            [request.worker_id for request in requests],
+            reported + renewed,
+            reported,
+            any(request.want > 0 for request in requests),
+        )
 
     def _lock_running_jobs(self) -> None:
         """Lock the running jobs first, before leases and chunks (see

@@ -1,8 +1,9 @@
 """Transactions tried again when they lose a race with another coordinator's.
 
 On a shared database (PostgreSQL) two coordinators' transactions can deadlock: each holds a
-row the other waits for (a batch of exchanges locks workers, jobs, leases and chunks in the
-order its results come, which no global order could fix without reading everything first).
+row the other waits for (a batch of exchanges locks its jobs, workers, leases and chunks up
+front in one order, but rows it reaches later, such as a replica partner's worker row, are
+locked as they come).
 The database breaks the tie by failing one of them, as
 :class:`~hydracompute.errors.StoreConflict`; everything it wrote is rolled back, so the
 whole operation is simply run again, a bounded number of times.

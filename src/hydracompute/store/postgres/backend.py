@@ -1,19 +1,22 @@
 """PostgreSQL backend: several coordinators sharing one database.
 
 Correct under concurrency by row locks, not by anything kept in a coordinator's memory
-(this backend keeps no cache):
+beyond one transaction (what a transaction holds, see ``session.py``, ends with it):
 
 - In a write transaction (any not opened ``read_only``) a record read to be written back —
   a worker, job, chunk, lease or credential read by key, a worker's or chunk's active
   leases, the chunks of a barred worker — is read ``FOR UPDATE``: a second coordinator
   reading it waits until the first commits, then reads what the first wrote. No update is
   lost, a job's chunks are carved once (its row is locked while ``next_unit`` moves), a
-  result is counted once (its lease is locked while its state changes).
+  result is counted once (its lease is locked while its state changes). Once locked, a
+  row is held by the transaction and read again from there.
 - Work to hand out is claimed with ``FOR UPDATE SKIP LOCKED`` (pending chunks, leased ones
   for backups, overdue leases to expire): a row another coordinator is changing is left to
   it rather than waited for.
-- Locks are not taken in one global order (a batch of exchanges touches workers, jobs,
-  leases and chunks as its results come): PostgreSQL detects the rare deadlock, and the
+- A batch of exchanges locks its rows up front, in one round trip and one order (jobs,
+  workers, leases, chunks: :meth:`PostgresBackend.lock_exchanges`). Rows locked later (a
+  replica partner's worker row, a chunk's other leases) may still meet another
+  coordinator's in the other order: PostgreSQL detects the deadlock, and the
   :class:`~hydracompute.store.pool.Store` retries the whole transaction
   (:class:`~hydracompute.errors.StoreConflict`).
 
@@ -46,17 +49,30 @@ from hydracompute.store.blobs import BlobStore
 from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
 from hydracompute.store.postgres.blobs import PostgresBlobStore
 from hydracompute.store.postgres.connection import Connections
+from hydracompute.store.postgres.rows import (
+    CHUNKS,
+    CREDENTIALS,
+    JOBS,
+    LEASES,
+    WORKERS,
+    Held,
+    keep,
+)
 from hydracompute.store.postgres.schema import migrate
 from hydracompute.store.postgres.shared import PostgresShared
 from hydracompute.store.sqlite_rows import Table
 
-WORKERS = Table("workers", Worker, ("worker_id",), mark="%s")
-CREDENTIALS = Table("credentials", Credential, ("cred_id",), mark="%s")
-JOBS = Table("jobs", Job, ("job_id",), mark="%s")
-CHUNKS = Table("chunks", Chunk, ("job_id", "index"), mark="%s")
-LEASES = Table("leases", Lease, ("lease_id",), mark="%s")
 CREDIT_COLUMNS = (
     "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, kind"
+)
+USAGE_UPSERT = (
+    "INSERT INTO owner_usage VALUES (%s, %s, %s) ON CONFLICT (owner) DO UPDATE SET "
+    "usage_s = excluded.usage_s, as_of_s = excluded.as_of_s"
+)
+OUTPUT_UPSERT = (
+    "INSERT INTO outputs VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (job_id, chunk_index) DO UPDATE SET start = excluded.start, "
+    "stop = excluded.stop, output = excluded.output, blob = excluded.blob"
 )
 #: Connections each backend keeps at most: the store thread's, and blob readers'.
 POOL_SIZE = 8
@@ -107,7 +123,13 @@ class PostgresBackend(PostgresShared, Backend):
     def blobs(self) -> BlobStore:
         return self._blobs
 
-    # helpers: one record by key, many by a condition, locked when read to be written back
+    # helpers: one record by key, many by a condition, locked when read to be written back,
+    # and kept in the transaction's Held rows (see session.py)
+
+    def _held(self) -> Held | None:
+        """What the thread's write transaction holds (``None`` outside one)."""
+        session = self._db.session()
+        return session.held if session is not None and session.locking else None
 
     def _lock(self, skip_locked: bool = False) -> str:
         if not self._db.locking:
@@ -115,15 +137,35 @@ class PostgresBackend(PostgresShared, Backend):
         return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
     def _one(self, table: Table, *key: Any) -> Any:
+        held = self._held()
+        if held is not None:
+            row = held.table(table.name).get(key)
+            if row is not None:
+                return table.record(row)
         found = self._db.execute(table.select_key + self._lock(), key).fetchone()
-        return None if found is None else table.record(found)
+        if found is None:
+            return None
+        if held is not None:
+            keep(held, table, list(found))
+        return table.record(found)
 
     def _many(self, table: Table, where: str, *args: Any, lock: str = "") -> list[Any]:
         rows = self._db.execute(f"{table.select} {where}{lock}", args).fetchall()
+        held = self._held() if lock else None
+        if held is not None:
+            for row in rows:  # locked, and as this transaction wrote them (all were sent)
+                keep(held, table, list(row))
         return [table.record(row) for row in rows]
 
     def _put(self, table: Table, obj: Any) -> None:
-        self._db.execute(table.upsert, table.row(obj))
+        row = table.row(obj)
+        session = self._db.session()
+        if session is None:
+            self._db.execute(table.upsert, row)
+            return
+        session.write(table.upsert, table.key_of(obj), row)
+        if session.locking:
+            keep(session.held, table, row, replace=True)
 
     def _scalar(self, query: str, *args: Any) -> Any:
         row = self._db.execute(query, args).fetchone()
@@ -220,10 +262,65 @@ class PostgresBackend(PostgresShared, Backend):
 
     def lock_jobs(self, job_ids: Collection[str]) -> None:
         if job_ids and self._db.locking:
-            self._db.execute(
-                "SELECT 1 FROM jobs WHERE job_id = ANY(%s) ORDER BY job_id FOR UPDATE",
-                (sorted(job_ids),),
+            self._many(
+                JOBS, "WHERE job_id = ANY(%s) ORDER BY job_id", sorted(job_ids), lock=" FOR UPDATE"
             )
+
+    def lock_exchanges(
+        self,
+        worker_ids: Collection[str],
+        lease_ids: Collection[str],
+        reported: Collection[str],
+        want_work: bool,
+    ) -> None:
+        # One round trip: every row the exchanges will read to write back, in the lock
+        # order (jobs, workers, leases, chunks; each by key), held for the exchanges to
+        # read without asking again; and the wanting workers' active leases, counted.
+        session = self._db.session()
+        if session is None or not session.locking:
+            return
+        leases, workers = sorted(set(lease_ids)), sorted(set(worker_ids))
+        in_leases = "IN (SELECT {} FROM leases WHERE lease_id = ANY(%s))"
+        queries: list[tuple[str, Any]] = [
+            (
+                f"{JOBS.select} WHERE job_id {in_leases.format('job_id')} "
+                "OR (%s AND state = 'running') ORDER BY job_id FOR UPDATE",
+                (leases, want_work),
+            ),
+            (
+                f"{WORKERS.select} WHERE worker_id = ANY(%s) ORDER BY worker_id FOR UPDATE",
+                (workers,),
+            ),
+            (f"{LEASES.select} WHERE lease_id = ANY(%s) ORDER BY lease_id FOR UPDATE", (leases,)),
+            (
+                f'{CHUNKS.select} WHERE (job_id, "index") '
+                f"{in_leases.format('job_id, chunk_index')} "
+                'ORDER BY job_id, "index" FOR UPDATE',
+                (sorted(set(reported)),),
+            ),
+            (
+                "SELECT worker_id, lease_id FROM leases WHERE worker_id = ANY(%s) "
+                "AND state = 'active'",
+                (workers if want_work else [],),
+            ),
+        ]
+        jobs, *locked, active = [c.fetchall() for c in session.send_many(queries)]
+        held = session.held
+        for row in jobs:
+            keep(held, JOBS, list(row))
+        if want_work:  # every running job is among them
+            running = [JOBS.record(row) for row in jobs]
+            running = [job for job in running if job.state is JobState.RUNNING]
+            running.sort(key=lambda job: (job.created_s, job.job_id))
+            held.set_running([RunningJob(j.job_id, j.kind, j.owner, j.priority) for j in running])
+            ids: dict[str, set[str]] = {worker_id: set() for worker_id in workers}
+            for worker_id, lease_id in active:
+                ids[worker_id].add(lease_id)
+            for worker_id, leases_of_worker in ids.items():
+                held.track_active(worker_id, leases_of_worker)
+        for table, rows in zip((WORKERS, LEASES, CHUNKS), locked, strict=True):
+            for row in rows:
+                keep(held, table, list(row))
 
     def jobs_of_leases(self, lease_ids: Collection[str]) -> set[str]:
         if not lease_ids:
@@ -234,24 +331,42 @@ class PostgresBackend(PostgresShared, Backend):
         return {str(row[0]) for row in rows}
 
     def running_jobs(self) -> Collection[RunningJob]:
+        # Held for the transaction: a job it has not locked that starts meanwhile waits
+        # for its next one; one it finishes is read again after its write.
+        held = self._held()
+        if held is not None and held.running is not None:
+            return list(held.running)
         rows = self._db.execute(
             "SELECT job_id, kind, owner, priority FROM jobs WHERE state = 'running' "
             "ORDER BY created_s, job_id"
         ).fetchall()
-        return [RunningJob(str(j), str(k), str(o), int(p)) for j, k, o, p in rows]
+        running = [RunningJob(str(j), str(k), str(o), int(p)) for j, k, o, p in rows]
+        if held is not None:
+            held.set_running(list(running))
+        return running
 
     def owner_usage(self) -> dict[str, Usage]:
         # Read to be charged and written back: locked, so two coordinators charge in turn.
+        held = self._held()
+        if held is not None and held.usage is not None:
+            return dict(held.usage)
         query = "SELECT owner, usage_s, as_of_s FROM owner_usage" + self._lock()
         rows = self._db.execute(query).fetchall()
-        return {str(owner): Usage(float(u), float(t)) for owner, u, t in rows}
+        usage = {str(owner): Usage(float(u), float(t)) for owner, u, t in rows}
+        if held is not None:
+            held.set_usage(dict(usage))
+        return usage
 
     def put_owner_usage(self, usage: dict[str, Usage]) -> None:
-        self._db.executemany(
-            "INSERT INTO owner_usage VALUES (%s, %s, %s) ON CONFLICT (owner) DO UPDATE SET "
-            "usage_s = excluded.usage_s, as_of_s = excluded.as_of_s",
-            [(owner, u.usage_s, u.as_of_s) for owner, u in usage.items()],
-        )
+        rows = [(owner, u.usage_s, u.as_of_s) for owner, u in usage.items()]
+        session = self._db.session()
+        if session is None:
+            self._db.executemany(USAGE_UPSERT, rows)
+            return
+        for row in rows:
+            session.write(USAGE_UPSERT, (row[0],), row)
+        if session.locking and session.held.usage is not None:
+            session.held.set_usage({**session.held.usage, **usage})
 
     def owner_weights(self) -> dict[str, float]:
         rows = self._db.execute(
@@ -268,6 +383,29 @@ class PostgresBackend(PostgresShared, Backend):
         self._put(CHUNKS, chunk)
 
     def pending_chunks(self, job_id: str, limit: int, not_held_by: str = "") -> list[Chunk]:
+        held = self._held()
+        if held is not None and held.exhausted & {(job_id, ""), (job_id, not_held_by)}:
+            return self._held_pending(held, job_id, limit, not_held_by)
+        found = self._claim_pending(job_id, limit, not_held_by)
+        if held is not None and len(found) < limit:
+            # Every free one is claimed: until this transaction ends, its own are all
+            # there are (those another coordinator frees meanwhile wait for the next).
+            held.exhaust(job_id, not_held_by)
+        return found
+
+    @staticmethod
+    def _held_pending(held: Held, job_id: str, limit: int, not_held_by: str) -> list[Chunk]:
+        rows = held.table(CHUNKS.name)
+        found: list[Chunk] = []
+        for index in sorted(held.pending.get(job_id, ())):
+            chunk: Chunk = CHUNKS.record(rows[(job_id, index)])
+            if not (not_held_by and not_held_by in chunk.holders):
+                found.append(chunk)
+                if len(found) == limit:
+                    break
+        return found
+
+    def _claim_pending(self, job_id: str, limit: int, not_held_by: str) -> list[Chunk]:
         where = "WHERE job_id = %s AND state = 'pending' "
         args: list[Any] = [job_id]
         if not_held_by:
@@ -312,11 +450,24 @@ class PostgresBackend(PostgresShared, Backend):
         return self._many(LEASES, where, worker_id, lock=self._lock())
 
     def count_active_leases(self, worker_id: str) -> int:
-        return int(
-            self._scalar(
-                "SELECT COUNT(*) FROM leases WHERE worker_id = %s AND state = 'active'", worker_id
+        held = self._held()
+        if held is None:
+            return int(
+                self._scalar(
+                    "SELECT COUNT(*) FROM leases WHERE worker_id = %s AND state = 'active'",
+                    worker_id,
+                )
             )
-        )
+        # Counted once, then kept by _keep: while this transaction holds the worker's row
+        # no other grants it a lease (another's expiry may end one: the count only errs
+        # high, and the worker is granted less until the next exchange).
+        if worker_id not in held.active:
+            rows = self._db.execute(
+                "SELECT lease_id FROM leases WHERE worker_id = %s AND state = 'active'",
+                (worker_id,),
+            ).fetchall()
+            held.track_active(worker_id, {str(row[0]) for row in rows})
+        return len(held.active[worker_id])
 
     def active_lease_counts(self) -> dict[str, int]:
         rows = self._db.execute(
@@ -462,12 +613,12 @@ class PostgresBackend(PostgresShared, Backend):
 
     def put_output(self, output: StoredOutput) -> None:
         text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
-        self._db.execute(
-            "INSERT INTO outputs VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (job_id, chunk_index) DO UPDATE SET start = excluded.start, "
-            "stop = excluded.stop, output = excluded.output, blob = excluded.blob",
-            (output.job_id, output.chunk_index, output.start, output.stop, text, blob),
-        )
+        row = (output.job_id, output.chunk_index, output.start, output.stop, text, blob)
+        session = self._db.session()
+        if session is None:
+            self._db.execute(OUTPUT_UPSERT, row)
+        else:
+            session.write(OUTPUT_UPSERT, row[:2], row)
 
     def delete_output(self, job_id: str, chunk_index: int) -> None:
         self._db.execute(

@@ -1,8 +1,10 @@
 """Connections to PostgreSQL: a pool, one transaction per thread, savepoints when nested.
 
 A thread's outermost :meth:`Connections.transaction` takes a connection from the pool and
-keeps it until the block ends (``BEGIN … COMMIT``); nested blocks are savepoints on it, as
-the :class:`~hydracompute.store.backend.Backend` contract asks. A statement outside any
+keeps it until the block ends (``BEGIN … COMMIT``, sent by its
+:class:`~hydracompute.store.postgres.session.Session` with other statements rather than
+alone); nested blocks are savepoints on it, as the
+:class:`~hydracompute.store.backend.Backend` contract asks. A statement outside any
 transaction runs on a connection of its own, committed at once.
 
 Errors of the driver become :class:`~hydracompute.errors.StoreError` (503 to clients, who
@@ -16,41 +18,21 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import psycopg_pool
 from psycopg import sql
 
-from hydracompute.errors import StoreConflict, StoreError, StoreUnavailable
+from hydracompute.errors import StoreError, StoreUnavailable
+from hydracompute.store.postgres.session import Session, store_error
+
+__all__ = ["CONNECT_TIMEOUT_S", "Connections", "store_error"]
 
 #: How long opening the store waits for the server (at a coordinator's start).
 CONNECT_TIMEOUT_S = 30.0
 #: How long a request waits for a pooled connection before it is answered 503.
 REQUEST_CONNECT_TIMEOUT_S = 5.0
-
-
-@dataclass
-class _Open:
-    """The transaction a thread has open."""
-
-    conn: psycopg.Connection[Any]
-    #: Whether rows read to be written back are locked (not in a read-only transaction).
-    locking: bool
-    depth: int = 1
-
-
-def store_error(exc: psycopg.Error) -> StoreError:
-    """The store's error for a driver error: a conflict the store retries, the server out
-    of reach (the request changed nothing and may be sent again later: 503), or another."""
-    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
-        return StoreConflict(f"PostgreSQL: {exc}".strip())
-    # A lost connection, a server shutting down or starting up (OperationalError covers
-    # AdminShutdown and CannotConnectNow); a transaction cut off mid-way was rolled back.
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return StoreUnavailable(f"PostgreSQL is unavailable: {exc}".strip(), retry_after_s=2)
-    return StoreError(f"PostgreSQL error: {exc}".strip())
 
 
 class Connections:
@@ -118,49 +100,51 @@ class Connections:
             conn.rollback()
         self._pool.putconn(conn)
 
-    def _open(self) -> _Open | None:
+    def session(self) -> Session | None:
+        """The calling thread's open transaction, if any."""
         return getattr(self._local, "open", None)
 
     @property
     def in_transaction(self) -> bool:
-        return self._open() is not None
+        return self.session() is not None
 
     @property
     def locking(self) -> bool:
         """Whether the thread's transaction locks what it reads to write back."""
-        found = self._open()
+        found = self.session()
         return found is not None and found.locking
 
     @contextmanager
     def transaction(self, read_only: bool = False) -> Iterator[None]:
-        found = self._open()
+        found = self.session()
         if found is not None:
-            found.depth += 1
+            found.enter()
             try:
-                with found.conn.transaction():  # a savepoint
-                    yield
-            except psycopg.Error as exc:
-                raise store_error(exc) from exc
-            finally:
-                found.depth -= 1
+                yield
+            except BaseException:
+                found.leave(ok=False)
+                raise
+            found.leave(ok=True)
             return
         with self.connection() as conn:
-            self._local.open = _Open(conn, locking=not read_only)
+            session = Session(conn, locking=not read_only)
+            self._local.open = session
             try:
-                with conn.transaction():
-                    if read_only:
-                        conn.execute("SET TRANSACTION READ ONLY")
+                try:
                     yield
-            except psycopg.Error as exc:
-                raise store_error(exc) from exc
+                except BaseException:
+                    session.rollback()
+                    raise
+                session.commit()
             finally:
                 self._local.open = None
 
     def execute(self, query: Any, args: Sequence[Any] | None = None) -> psycopg.Cursor[Any]:
-        """Run one statement in the thread's transaction (or alone, committed at once)."""
-        found = self._open()
+        """Run one statement in the thread's transaction (after its unsent writes, in the
+        same round trip), or alone, committed at once."""
+        found = self.session()
         if found is not None:
-            return found.conn.execute(query, args)
+            return found.send(query, args)  # type: ignore[no-any-return]
         with self.connection() as conn:
             cursor = conn.execute(query, args)
             # Fetched before the connection goes back to the pool.
@@ -168,9 +152,10 @@ class Connections:
             return _Fetched(cursor, rows)  # type: ignore[return-value]
 
     def executemany(self, query: Any, rows: Sequence[Sequence[Any]]) -> None:
-        found = self._open()
+        """Insert or upsert ``rows``: in a transaction, with its next statement."""
+        found = self.session()
         if found is not None:
-            found.conn.cursor().executemany(query, rows)
+            found.append(query, rows)
             return
         with self.connection() as conn:
             conn.cursor().executemany(query, rows)
