@@ -24,7 +24,6 @@ class Running:
     duration_s: float
     finish_s: float
     remaining_s: float = 0.0
-    backup: bool = False
 
 
 @dataclass(slots=True)

@@ -1,8 +1,8 @@
 """In-memory backend: a real implementation for tests and simulation, lost at exit.
 
 Transactions are atomic through an undo log: every write records what it replaced, and a
-failed block restores it. Records are copied in and out, as a database would (a copy made
-for each record type: ``copy.deepcopy`` was most of the simulator's time).
+failed block restores it. Records are copied in and out, as a database would
+(:mod:`.memory_copies`).
 
 Chunks, leases and candidates are indexed as the SQLite backend's tables are (by job and
 state, by worker, by chunk, by deadline), so each primitive costs what it costs there rather
@@ -40,6 +40,8 @@ from hydracompute.core.models import (
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore, MemoryBlobStore
+from hydracompute.store.memory_copies import clone as _clone
+from hydracompute.store.memory_copies import discard as _discard
 from hydracompute.store.memory_shared import MemoryShared
 from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
 
@@ -452,58 +454,3 @@ class MemoryBackend(MemoryShared, Backend):
         if file is None:
             raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
         return media_type, file
-
-
-def _discard(index: dict[Any, dict[Any, None]], key: Any, member: Any) -> None:
-    """Take ``member`` out of the set ``index[key]``, and the set out once empty (an index
-    of millions of chunks must not keep an empty set for each)."""
-    members = index.get(key)
-    if members is not None:
-        members.pop(member, None)
-        if not members:
-            del index[key]
-
-
-def _json(value: Any) -> Any:
-    """A copy of a JSON value (a flat dict of scalars, the common case, in one step)."""
-    if type(value) is dict and all(type(v) in _SCALARS for v in value.values()):
-        return dict(value)
-    return copy.deepcopy(value)
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _shallow(value: Any) -> Any:
-    """A shallow copy of a plain dataclass instance (``copy.copy`` goes through pickling's
-    protocol, three times slower)."""
-    twin = object.__new__(type(value))
-    twin.__dict__.update(value.__dict__)
-    return twin
-
-
-def _clone(value: Any) -> Any:
-    """A copy of a record that shares nothing mutable with it."""
-    kind = type(value)
-    if kind is Lease or kind is Credential:
-        return _shallow(value)
-    if kind is Chunk:
-        chunk = _shallow(value)
-        chunk.failed_by, chunk.holders = dict(chunk.failed_by), dict(chunk.holders)
-        return chunk
-    if kind is Worker:
-        worker = _shallow(value)
-        worker.kinds = list(worker.kinds)
-        worker.speeds, worker.speed_evidence_s = dict(worker.speeds), dict(worker.speed_evidence_s)
-        worker.units_done, worker.trust = dict(worker.units_done), dict(worker.trust)
-        return worker
-    if kind is Job:
-        job = _shallow(value)
-        job.params, job.live = _json(job.params), _json(job.live)
-        job.answer = None if job.answer is None else _json(job.answer)
-        return job
-    if kind is Copy:
-        return dataclasses.replace(value, output=_json(value.output))
-    if kind is tuple or kind is CreditEntry:
-        return value  # immutable (outputs' rows, ledger entries)
-    return copy.deepcopy(value)
