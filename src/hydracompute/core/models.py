@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from hydracompute.core.carbon import CarbonMode
+
 JSON = dict[str, Any]
 
 
@@ -111,6 +113,13 @@ class Job:
     #: Times it ran again after it had finished, because outputs it had accepted came from
     #: a worker since found lying.
     reopened: int = 0
+    #: When it should be done, on the coordinator's clock (``None``: no deadline).
+    deadline_s: float | None = None
+    #: How its work is dispatched with respect to grids (see :mod:`hydracompute.core.carbon`).
+    carbon: CarbonMode = CarbonMode.BLIND
+    #: The pool's mean grid intensity (gCO2/kWh) when it was submitted, for the emissions of
+    #: carbon-blind dispatch (``None``: not known, its own emissions stand for them).
+    blind_gco2_per_kwh: float | None = None
 
 
 @dataclass
@@ -196,6 +205,11 @@ class Worker:
     #: The power one of its busy cores draws, in watts, as its owner declared it or the
     #: worker measured it (``None``: it gave none, the pool's figure is used).
     watts_per_core: float | None = None
+    #: Whether that figure was measured from the machine's energy counters (RAPL) rather
+    #: than declared by its owner.
+    power_measured: bool = False
+    #: Its electricity grid: an ISO country code or an Electricity Maps zone ("" unknown).
+    grid_zone: str = ""
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
         """Seen within one lease lifetime and neither signed off nor revoked."""

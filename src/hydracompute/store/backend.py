@@ -85,6 +85,12 @@ class Backend(abc.ABC):
         ``seen_since`` that have neither left nor been revoked (each worker's learnt speed
         per core times its cores)."""
 
+    @abc.abstractmethod
+    def zone_speeds(self, kind: str, seen_since: float) -> dict[str, float]:
+        """Units per second on ``kind`` of the cores of each grid zone (``""``: workers that
+        gave none) among the workers seen since ``seen_since`` that have neither left nor
+        been revoked or barred; zones of no speed are absent."""
+
     # credentials
     @abc.abstractmethod
     def get_credential(self, cred_id: str) -> Credential | None: ...

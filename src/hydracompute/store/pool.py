@@ -14,6 +14,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+from hydracompute.core import carbon
+from hydracompute.core.carbon import CarbonMode, IntensityView
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import (
     MAX_OWN_WATTS_PER_CORE,
@@ -54,6 +56,7 @@ from hydracompute.store.backend import Backend
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
 from hydracompute.store.exchange import BatchJobs, Exchange, release_chunk
+from hydracompute.store.grid import GridDispatch
 from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
 from hydracompute.store.verdicts import chunk_outputs
 
@@ -81,6 +84,8 @@ class Store:
         adaptive: whether jobs that ask for no replication get adaptive verification.
         rng: the source of the scheduler's random draws (seeded for replays).
         credit: the pool's credit settings (watts per core, for energy estimates).
+        carbon: grid intensities, for grid-aware dispatch and CO2 (``None``: every job
+            carbon-blind and no CO2 counted).
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class Store:
         adaptive: bool = False,
         rng: random.Random | None = None,
         credit: CreditPolicy | None = None,
+        carbon: IntensityView | None = None,
     ) -> None:
         self.backend = backend
         self.kinds = kinds
@@ -101,6 +107,7 @@ class Store:
         self.rng = rng or random.Random()
         self.credit = credit or CreditPolicy()
         self.credentials = Credentials(backend)
+        self.grid = GridDispatch(carbon, config.lease_ttl_s)
         #: The pool's figures read for every exchange (speed per kind, volunteers online),
         #: by name: (when read, value). A cache this process may lose, never the truth.
         self._figures: dict[str, tuple[float, float]] = {}
@@ -125,6 +132,8 @@ class Store:
         replication: int | None = None,
         quorum: int | None = None,
         adaptive: bool | None = None,
+        deadline_s: float | None = None,
+        carbon_mode: CarbonMode = CarbonMode.BLIND,
     ) -> Job:
         """Validate and record a new job for ``owner`` (an API key id, or "").
 
@@ -133,6 +142,9 @@ class Store:
             quorum: copies that must agree (default: all of two, a majority of more).
             adaptive: adaptive verification (default: the pool's, unless ``replication``
                 is given); it decides the copies itself, so excludes ``replication`` > 1.
+            deadline_s: seconds from now by which it should be done (``None``: none).
+            carbon_mode: ``prefer-clean`` steers it to cleaner grids and hours within its
+                deadline (see :mod:`hydracompute.core.carbon`); it needs a deadline.
 
         Raises:
             UnknownKind: no such kind is installed on the coordinator.
@@ -149,6 +161,9 @@ class Store:
         copies = 1 if replication is None else replication
         agree = default_quorum(copies) if quorum is None else quorum
         errors = replication_errors(copies, agree)
+        if errors:
+            raise InvalidParams(errors)
+        errors = carbon.deadline_errors(deadline_s, carbon_mode)
         if errors:
             raise InvalidParams(errors)
         if adaptive is None:
@@ -172,8 +187,12 @@ class Store:
             replication=copies,
             quorum=agree,
             adaptive=adaptive,
+            deadline_s=None if deadline_s is None else now + deadline_s,
+            carbon=carbon_mode,
         )
         with self.backend.transaction():
+            if carbon_mode is CarbonMode.PREFER_CLEAN:
+                job.blind_gco2_per_kwh = self.grid.pool_intensity(self.backend, kind, now)
             limit = MAX_RUNNING_JOBS_PER_OWNER
             if len(self.backend.list_jobs(frozenset({JobState.RUNNING}), limit, owner)) >= limit:
                 raise TooManyRequests(f"at most {limit} running jobs per submitter")
@@ -270,6 +289,8 @@ class Store:
         now: float,
         join_token: str | None = None,
         watts_per_core: float | None = None,
+        grid_zone: str = "",
+        power_measured: bool = False,
     ) -> tuple[Worker, str]:
         """Record a new worker; returns it and its secret (shown once, stored hashed).
 
@@ -278,12 +299,16 @@ class Store:
                 check (for embedding the store without a coordinator).
             watts_per_core: the power of one of its busy cores, as its owner declared it or
                 it measured it (0.1–500 W), for its energy estimates; ``None``: the pool's.
+            grid_zone: its electricity grid (see :func:`~hydracompute.core.carbon.valid_zone`).
+            power_measured: whether ``watts_per_core`` was measured (RAPL).
 
         Raises:
+            InvalidRequest: a power figure out of range, or a malformed grid zone.
             Unauthorized: the join token is unknown, wrong, expired, used up or revoked (the
                 message says which only to a caller who has the token's secret).
         """
         _check_watts(watts_per_core)
+        grid_zone = _checked_zone(grid_zone)
         secret = secrets.token_urlsafe(32)
         worker = Worker(
             worker_id="w-" + secrets.token_hex(8),
@@ -294,6 +319,8 @@ class Store:
             enrolled_s=now,
             last_seen_s=now,
             watts_per_core=watts_per_core,
+            power_measured=power_measured and watts_per_core is not None,
+            grid_zone=grid_zone,
         )
         with self.backend.transaction():
             if join_token is not None:
@@ -336,16 +363,18 @@ class Store:
         kinds: Sequence[str],
         now: float,
         watts_per_core: float | None = None,
+        grid_zone: str = "",
+        power_measured: bool = False,
     ) -> Worker:
-        """A rejoining worker's cores, installed kinds and power per core (``None``: it
-        gives none now, the pool's figure is used), which may differ from what it had when
-        it enrolled (its owner changed ``--cores``, or installed a kind): it keeps its
-        identity, speeds and credit. Counts as hearing from it.
+        """A rejoining worker's cores, installed kinds, power per core (``None``: it
+        gives none now, the pool's figure is used) and grid zone, which may differ from
+        what it had when it enrolled (its owner changed ``--cores``, installed a kind, or
+        moved): it keeps its identity, speeds and credit. Counts as hearing from it.
 
         Raises:
             NotFound: no such worker.
-            InvalidRequest: cores not in 1..1024, or kinds not 1 to 100 valid kind names
-                (``errors`` names each).
+            InvalidRequest: cores not in 1..1024, kinds not 1 to 100 valid kind names, or a
+                malformed grid zone (``errors`` names each).
         """
         problems = {}
         if isinstance(cores, bool) or not 1 <= cores <= MAX_WORKER_CORES:
@@ -356,6 +385,8 @@ class Store:
             problems["kinds"] = f"must be 1 to {MAX_WORKER_KINDS} kind names"
         if watts_per_core is not None and not _plausible_watts(watts_per_core):
             problems["watts_per_core"] = WATTS_RANGE
+        if grid_zone and not carbon.valid_zone(carbon.normal_zone(grid_zone)):
+            problems["grid_zone"] = ZONE_FORMAT
         if problems:
             detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
             raise InvalidRequest(detail, errors=problems)
@@ -365,6 +396,8 @@ class Store:
                 raise NotFound(f"no worker {worker_id!r}")
             worker.cores, worker.kinds = cores, sorted(set(kinds))
             worker.watts_per_core = watts_per_core
+            worker.power_measured = power_measured and watts_per_core is not None
+            worker.grid_zone = carbon.normal_zone(grid_zone)
             worker.last_seen_s = now
             self.backend.put_worker(worker)
         return worker
@@ -488,6 +521,7 @@ class Store:
                 self.rng.random,
                 lambda: self._pool_tokens(now),
                 self.credit,
+                self.grid if self.grid.view is not None else None,
             )
             for report in results:
                 step.report(report)
@@ -651,6 +685,22 @@ def _plausible_watts(watts: float) -> bool:
         and not isinstance(watts, bool)
         and MIN_OWN_WATTS_PER_CORE <= watts <= MAX_OWN_WATTS_PER_CORE
     )
+
+
+ZONE_FORMAT = (
+    f"must be a grid zone code: an ISO country code or an Electricity Maps zone "
+    f"(letters, digits, '-', at most {carbon.MAX_ZONE_CHARS} characters)"
+)
+
+
+def _checked_zone(zone: str) -> str:
+    """``zone`` in its canonical spelling ("" stays ""); InvalidRequest if malformed."""
+    if not zone:
+        return ""
+    zone = carbon.normal_zone(zone)
+    if not carbon.valid_zone(zone):
+        raise InvalidRequest(f"grid_zone: {ZONE_FORMAT}", errors={"grid_zone": ZONE_FORMAT})
+    return zone
 
 
 def _check_watts(watts_per_core: float | None) -> None:

@@ -157,6 +157,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workers ADD COLUMN watts_per_core REAL
     """,
+    # Grid-aware dispatch (see core/carbon.py): each worker's grid zone, whether its power
+    # was measured, jobs' deadlines and carbon mode, and each grant's CO2.
+    """
+    ALTER TABLE workers ADD COLUMN power_measured INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN grid_zone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN deadline_s REAL;
+    ALTER TABLE jobs ADD COLUMN carbon TEXT NOT NULL DEFAULT 'blind';
+    ALTER TABLE jobs ADD COLUMN blind_gco2_per_kwh REAL;
+    ALTER TABLE credit ADD COLUMN gco2 REAL NOT NULL DEFAULT 0;
+    ALTER TABLE credit ADD COLUMN gco2_blind REAL NOT NULL DEFAULT 0;
+    ALTER TABLE credit ADD COLUMN energy_measured INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE credit ADD COLUMN zone TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 
@@ -357,6 +370,15 @@ class SQLiteBackend(Backend):
         ).fetchone()
         return float(row[0])
 
+    def zone_speeds(self, kind: str, seen_since: float) -> dict[str, float]:
+        rows = self._db.execute(
+            "SELECT grid_zone, TOTAL(json_extract(speeds, '$.\"' || ? || '\"') * cores) "
+            "FROM workers WHERE NOT \"left\" AND NOT revoked AND barred = '' "
+            "AND last_seen_s >= ? GROUP BY grid_zone",
+            (kind, seen_since),
+        ).fetchall()
+        return {str(zone): float(speed) for zone, speed in rows if speed > 0}
+
     def get_credential(self, cred_id: str) -> Credential | None:
         return self._one(CREDENTIALS, cred_id)  # type: ignore[no-any-return]
 
@@ -544,7 +566,8 @@ class SQLiteBackend(Backend):
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         self._db.executemany(
             "INSERT INTO credit (time_s, worker_id, volunteer, job_id, chunk_index, work, "
-            "credit, energy_j, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "credit, energy_j, kind, gco2, gco2_blind, energy_measured, zone) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     e.time_s,
@@ -556,6 +579,10 @@ class SQLiteBackend(Backend):
                     e.credit,
                     e.energy_j,
                     e.kind.value,
+                    e.gco2,
+                    e.gco2_blind,
+                    int(e.energy_measured),
+                    e.zone,
                 )
                 for e in entries
             ],
@@ -593,8 +620,7 @@ class SQLiteBackend(Backend):
     ) -> list[CreditEntry]:
         where, args = self._credit_filter(worker_id, job_id, chunk_index, since, until)
         rows = self._db.execute(
-            "SELECT entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, "
-            f"energy_j, kind FROM credit {where} ORDER BY entry_id",
+            f"SELECT {CREDIT_COLUMNS} FROM credit {where} ORDER BY entry_id",
             args,
         ).fetchall()
         return [CreditEntry(*_credit_row(row)) for row in rows]
@@ -610,20 +636,18 @@ class SQLiteBackend(Backend):
         column = "worker_id" if by is Grouping.WORKER else "volunteer"
         rows = self._db.execute(
             f"SELECT {column}, TOTAL(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), TOTAL(work), "
-            f"TOTAL(credit), TOTAL(energy_j) FROM credit {where} GROUP BY {column}",
+            f"TOTAL(credit), TOTAL(energy_j), TOTAL(gco2), TOTAL(gco2_blind) FROM credit "
+            f"{where} GROUP BY {column}",
             args,
         ).fetchall()
-        return sort_totals(
-            CreditTotal(str(key), int(chunks), work, credit, energy_j)
-            for key, chunks, work, credit, energy_j in rows
-        )
+        return sort_totals(CreditTotal(str(key), int(chunks), *sums) for key, chunks, *sums in rows)
 
     def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
         # Newest first by entry number: an active volunteer's latest entries are found
         # near the ledger's end, without reading the rest.
         rows = self._db.execute(
-            "SELECT entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, "
-            "energy_j, kind FROM credit WHERE volunteer = ? ORDER BY entry_id DESC LIMIT ?",
+            f"SELECT {CREDIT_COLUMNS} FROM credit WHERE volunteer = ? "
+            "ORDER BY entry_id DESC LIMIT ?",
             (volunteer, limit),
         ).fetchall()
         return [CreditEntry(*_credit_row(row)) for row in rows]
@@ -691,6 +715,12 @@ class SQLiteBackend(Backend):
         return media_type, file
 
 
+CREDIT_COLUMNS = (
+    "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, "
+    "kind, gco2, gco2_blind, energy_measured, zone"
+)
+
+
 def _credit_row(row: Any) -> tuple[Any, ...]:
     """A ledger row as :class:`CreditEntry`'s arguments (its kind as the enum)."""
-    return (*row[:9], EntryKind(row[9]))
+    return (*row[:9], EntryKind(row[9]), row[10], row[11], bool(row[12]), row[13])
