@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from hydracompute.carbon import CarbonSourceError, IntensitySource
 from hydracompute.carbon.annual import AnnualTable, annual_table
-from hydracompute.core.carbon import Point, normal_zone, valid_zone
+from hydracompute.core.carbon import IntensityView, Point, normal_zone, valid_zone
 
 log = logging.getLogger("hydracompute.carbon")
 #: Zones kept at most (a pool's workers name them: a bound on what they can make it fetch).
@@ -109,3 +109,11 @@ class IntensityCache:
 
     async def aclose(self) -> None:
         await self.source.aclose()
+
+
+def intensity_view(source: IntensitySource) -> IntensityView:
+    """What the store consults for ``source``: a recorded trace answers from memory
+    itself; any other source through an :class:`IntensityCache`."""
+    if isinstance(source, IntensityView):
+        return source
+    return IntensityCache(source)

@@ -116,6 +116,15 @@ def default_data_dir() -> Path:
     help="The most a worker's own power figure (declared or measured) counts for.",
 )
 @click.option(
+    "--carbon-source",
+    default="annual",
+    show_default=True,
+    metavar="SOURCE",
+    help="Where grid carbon intensities come from: 'annual' (averages shipped with the "
+    "package), 'trace[:FOLDER]' (recorded traces replayed), 'electricitymaps[:URL]' (key in "
+    "$ELECTRICITYMAPS_API_KEY) or 'carbon-aware-sdk:URL' (see docs/carbon.md).",
+)
+@click.option(
     "--forget-workers-after",
     default="30d",
     metavar="DURATION",
@@ -144,6 +153,7 @@ def coordinator(
     spot_check_rate: float,
     watts_per_core: float,
     max_watts_per_core: float,
+    carbon_source: str,
     forget_workers_after: str,
     metrics_public: bool,
 ) -> None:
@@ -152,10 +162,15 @@ def coordinator(
     On first start it creates its certificate authority, an admin API key and a join
     token in the data directory, and prints the command that joins a worker.
     """
+    from hydracompute.carbon.sources import make_source
     from hydracompute.coordinator.server import ServerOptions, serve
     from hydracompute.core.config import SchedulerConfig
 
     forget_after_s = _forget_after_s(forget_workers_after)
+    try:
+        source = make_source(carbon_source)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--carbon-source") from exc
     if (cert is None) != (key is None):
         raise click.UsageError("--cert and --key go together")
     if insecure and cert:
@@ -180,6 +195,7 @@ def coordinator(
         forget_workers_after_s=forget_after_s,
         metrics_public=metrics_public,
         credit=CreditPolicy(watts_per_core=watts_per_core, max_watts_per_core=max_watts_per_core),
+        carbon_source=source,
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)

@@ -12,9 +12,11 @@ from fastapi.responses import StreamingResponse
 
 from hydracompute.coordinator.auth import CoordinatorDep, Principal, Submitter, Viewer
 from hydracompute.coordinator.capacity import PoolCapacity
-from hydracompute.coordinator.schemas import JobList, JobSubmit, JobView
+from hydracompute.coordinator.schemas import Emissions, JobList, JobSubmit, JobView, ZoneEmissions
 from hydracompute.coordinator.service import Coordinator, log_job_end
+from hydracompute.core.carbon import CarbonMode
 from hydracompute.core.config import MAX_JOB_WAIT_S
+from hydracompute.core.credit import JOULES_PER_KWH, ZoneTotal
 from hydracompute.core.models import Job, JobState, Role
 from hydracompute.core.verification import workers_needed
 from hydracompute.errors import Conflict, NotFound
@@ -77,7 +79,35 @@ def job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
         waiting_reason=None
         if job.state.finished
         else capacity.waiting_reason(job.kind, workers_needed(job.quorum, job.adaptive)),
+        deadline_s=job.deadline_s,
+        carbon=job.carbon.value,
     )
+
+
+def emissions(zones: list[ZoneTotal]) -> Emissions:
+    """Energy and CO2 of accepted copies, from the ledger's sums per zone."""
+    gco2 = sum(z.gco2 for z in zones)
+    blind = sum(z.gco2_blind for z in zones)
+    return Emissions(
+        energy_kwh=sum(z.energy_j for z in zones) / JOULES_PER_KWH,
+        energy_measured_kwh=sum(z.energy_measured_j for z in zones) / JOULES_PER_KWH,
+        gco2=gco2,
+        gco2_blind=blind,
+        saved_share=1 - gco2 / blind if blind > 0 else 0.0,
+        zones=[
+            ZoneEmissions(
+                zone=z.zone, chunks=z.chunks, energy_kwh=z.energy_j / JOULES_PER_KWH, gco2=z.gco2
+            )
+            for z in zones
+        ],
+    )
+
+
+async def full_job_view(c: Coordinator, job: Job, capacity: PoolCapacity) -> JobView:
+    """One job's view, with its energy and CO2 so far (read from the ledger)."""
+    view = job_view(c, job, capacity)
+    view.emissions = emissions(await c.call(c.store.credit_by_zone, job.job_id))
+    return view
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobView)
@@ -96,6 +126,8 @@ async def submit_job(
         body.replication,
         body.quorum,
         body.adaptive,
+        body.deadline_s,
+        CarbonMode(body.carbon),
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     c.events.publish({job.job_id})
@@ -144,15 +176,15 @@ async def get_job(
     ``wait_s``, answered as soon as the job finishes, or after ``wait_s`` seconds (at most
     the coordinator's ``max_wait_s``)."""
     if wait_s <= 0:
-        return job_view(c, await visible_job(c, principal, job_id), await c.capacity())
+        return await full_job_view(c, await visible_job(c, principal, job_id), await c.capacity())
     with c.events.job_end(job_id) as ended:  # before the read: an end in between wakes it
         job = await visible_job(c, principal, job_id)
         if job.state.finished or c.is_closing:
-            return job_view(c, job, await c.capacity())
+            return await full_job_view(c, job, await c.capacity())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), min(wait_s, c.config.max_wait_s))
     job = await c.call(c.store.get_job, job_id)
-    return job_view(c, job, await c.capacity())
+    return await full_job_view(c, job, await c.capacity())
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydracompute.carbon import IntensitySource
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.protocol import HttpProtocol
@@ -65,6 +66,9 @@ class ServerOptions:
     metrics_public: bool = False
     #: Credit settings (watts per core, for the energy estimate of each grant).
     credit: CreditPolicy = field(default_factory=CreditPolicy)
+    #: Where grid intensities come from (see :mod:`hydracompute.carbon.sources`; ``None``:
+    #: the annual averages shipped with the package).
+    carbon_source: IntensitySource | None = None
 
 
 def session_secret(data_dir: Path) -> bytes:
@@ -112,6 +116,8 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     import uvicorn
 
     from hydracompute import tls
+    from hydracompute.carbon.annual import AnnualSource
+    from hydracompute.carbon.cache import intensity_view
     from hydracompute.coordinator.app import create_app
     from hydracompute.kinds import default_registry
     from hydracompute.store import open_store
@@ -126,6 +132,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         verification=options.verification,
         adaptive=options.adaptive,
         credit=options.credit,
+        carbon=intensity_view(options.carbon_source or AnnualSource()),
     )
     raise_open_files_limit()
     try:

@@ -30,7 +30,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 #: Joules in a kilowatt-hour.
 JOULES_PER_KWH = 3.6e6
@@ -77,6 +77,7 @@ class Point:
     gco2_per_kwh: float
 
 
+@runtime_checkable
 class IntensityView(Protocol):
     """What the scheduler may ask about grids, answered from memory without waiting
     (see :mod:`hydracompute.carbon`): intensities at a time, and forecasts."""

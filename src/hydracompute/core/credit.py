@@ -249,6 +249,31 @@ def sort_totals(found: Iterable[CreditTotal]) -> list[CreditTotal]:
 
 
 @dataclass(frozen=True)
+class ZoneTotal:
+    """The ledger's sums for the copies computed on one grid zone (``zone``)."""
+
+    zone: str
+    chunks: int
+    energy_j: float
+    energy_measured_j: float
+    gco2: float
+    gco2_blind: float
+
+
+def zone_totals(entries: Iterable[CreditEntry]) -> list[ZoneTotal]:
+    """The entries summed per grid zone, by zone."""
+    sums: dict[str, list[float]] = {}
+    for e in entries:
+        row = sums.setdefault(e.zone, [0, 0.0, 0.0, 0.0, 0.0])
+        row[0] += 1 if e.kind is EntryKind.GRANT else -1
+        row[1] += e.energy_j
+        row[2] += e.energy_j if e.energy_measured else 0.0
+        row[3] += e.gco2
+        row[4] += e.gco2_blind
+    return [ZoneTotal(z, int(r[0]), *r[1:]) for z, r in sorted(sums.items())]
+
+
+@dataclass(frozen=True)
 class StatementLine:
     """One payee of a payout statement: its totals and what its energy is paid."""
 

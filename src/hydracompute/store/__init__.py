@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydracompute.core.carbon import IntensityView
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.verification import VerificationPolicy
@@ -52,5 +53,8 @@ def open_store(
     verification: VerificationPolicy | None = None,
     adaptive: bool = False,
     credit: CreditPolicy | None = None,
+    carbon: IntensityView | None = None,
 ) -> Store:
-    return Store(open_backend(url), kinds, config, verification, adaptive, credit=credit)
+    return Store(
+        open_backend(url), kinds, config, verification, adaptive, credit=credit, carbon=carbon
+    )

@@ -13,7 +13,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from hydracompute.core.credit import CreditEntry, CreditTotal, Grouping, totals
+from hydracompute.core.credit import (
+    CreditEntry,
+    CreditTotal,
+    Grouping,
+    ZoneTotal,
+    totals,
+    zone_totals,
+)
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     JSON,
@@ -226,6 +233,12 @@ class Backend(abc.ABC):
         backends sum in the database rather than reading every entry, as this default
         does."""
         return totals(self.credit_entries(worker_id, since=since, until=until), by)
+
+    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
+        """The ledger's entries (only ``job_id``'s, if given) summed per grid zone;
+        backends sum in the database rather than reading every entry, as this default
+        does."""
+        return zone_totals(self.credit_entries(job_id=job_id))
 
     def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
         """The volunteer's ``limit`` latest entries (grants and corrections), newest

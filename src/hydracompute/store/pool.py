@@ -24,6 +24,7 @@ from hydracompute.core.credit import (
     CreditPolicy,
     CreditTotal,
     Grouping,
+    ZoneTotal,
 )
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import LEASES_PER_CORE
@@ -470,6 +471,12 @@ class Store:
         with self.backend.transaction():
             return self.backend.credit_entries(worker_id, job_id, since=since, until=until)
 
+    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
+        """Energy and CO2 of the accepted copies (only ``job_id``'s, if given) per grid
+        zone."""
+        with self.backend.transaction():
+            return self.backend.credit_by_zone(job_id)
+
     def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
         """The volunteer's (join token id's) ``limit`` latest ledger entries, newest first."""
         with self.backend.transaction():
@@ -539,6 +546,8 @@ class Store:
             step.flush()
             self.backend.put_worker(worker)
         step.hand_back()
+        if worker.grid_zone and self.grid.view is not None:
+            step.outcome.grid_gco2_per_kwh = self.grid.intensity(worker.grid_zone, now)
         if step.outcome.released_work:
             self.work_version += 1
         return step.outcome

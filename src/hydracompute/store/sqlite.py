@@ -16,7 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hydracompute.core.credit import CreditEntry, CreditTotal, EntryKind, Grouping, sort_totals
+from hydracompute.core.credit import (
+    CreditEntry,
+    CreditTotal,
+    EntryKind,
+    Grouping,
+    ZoneTotal,
+    sort_totals,
+)
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
@@ -641,6 +648,16 @@ class SQLiteBackend(Backend):
             args,
         ).fetchall()
         return sort_totals(CreditTotal(str(key), int(chunks), *sums) for key, chunks, *sums in rows)
+
+    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
+        where, args = self._credit_filter(job_id=job_id)
+        rows = self._db.execute(
+            "SELECT zone, TOTAL(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), TOTAL(energy_j), "
+            "TOTAL(CASE WHEN energy_measured THEN energy_j ELSE 0 END), TOTAL(gco2), "
+            f"TOTAL(gco2_blind) FROM credit {where} GROUP BY zone ORDER BY zone",
+            args,
+        ).fetchall()
+        return [ZoneTotal(str(zone), int(chunks), *sums) for zone, chunks, *sums in rows]
 
     def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
         # Newest first by entry number: an active volunteer's latest entries are found
