@@ -170,6 +170,8 @@ class Client:
         replication: int | None = None,
         quorum: int | None = None,
         adaptive: bool | None = None,
+        deadline_s: float | None = None,
+        carbon: str | None = None,
         **params: Any,
     ) -> Job:
         """Submit a job; ``params`` are the kind's parameters (e.g. ``samples=10**9``).
@@ -177,6 +179,8 @@ class Client:
         ``replication`` copies of each chunk are computed by different workers and
         ``quorum`` of them must agree; ``adaptive`` verification replicates only untrusted
         workers' outputs (and trusted ones' now and then). ``None``: the pool's default.
+        ``deadline_s`` (seconds from now) and ``carbon="prefer-clean"`` steer the job to
+        cleaner grids and hours within the deadline.
 
         Raises:
             InvalidParams: a parameter is NaN or infinite (nothing is sent); the
@@ -192,6 +196,8 @@ class Client:
             "replication": replication,
             "quorum": quorum,
             "adaptive": adaptive,
+            "deadline_s": deadline_s,
+            "carbon": carbon,
         }
         body.update({key: value for key, value in options.items() if value is not None})
         info = JobInfo(self.request("POST", "/api/v1/jobs", json=body).json())
