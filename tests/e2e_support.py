@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,8 @@ class Pool:
         if process.stdout is not None:
             process.stdout.close()
 
-    def add_worker(self, cores: int = 1) -> subprocess.Popen[str]:
-        process = start_worker(self.coordinator, cores, f"test-{len(self.workers)}")
+    def add_worker(self, cores: int = 1, options: Sequence[str] = ()) -> subprocess.Popen[str]:
+        process = start_worker(self.coordinator, cores, f"test-{len(self.workers)}", options)
         self.workers.append(process)
         return process
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,9 +105,12 @@ def _spawn_coordinator(
     )
 
 
-def start_worker(coordinator: LocalCoordinator, cores: int, name: str) -> subprocess.Popen[str]:
+def start_worker(
+    coordinator: LocalCoordinator, cores: int, name: str, options: Sequence[str] = ()
+) -> subprocess.Popen[str]:
     """Start ``hydracompute worker`` joined to ``coordinator``, its identity kept in the
-    coordinator's data directory (so a throw-away pool leaves nothing in the user's).
+    coordinator's data directory (so a throw-away pool leaves nothing in the user's), with
+    the owner's ``options`` (e.g. ``["--grid-zone", "FR"]``).
 
     The join token goes through the environment, not the command line, which other users
     of the machine can read.
@@ -131,6 +134,7 @@ def start_worker(coordinator: LocalCoordinator, cores: int, name: str) -> subpro
             name,
             "--identity",
             str(identity),
+            *options,
         ],
         env=environment,
         text=True,

@@ -18,6 +18,7 @@ from hydracompute import __version__
 from hydracompute.coordinator import (
     problems,
     routes_admin,
+    routes_carbon,
     routes_credit,
     routes_dashboard,
     routes_jobs,
@@ -122,6 +123,7 @@ def create_app(
     app.include_router(routes_workers.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_credit.router)
+    app.include_router(routes_carbon.router)
     app.include_router(routes_dashboard.router)
     install_reference(app)
     app.mount("/static", StaticFiles(directory=routes_dashboard.ASSETS), name="static")
