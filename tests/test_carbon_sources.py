@@ -156,7 +156,7 @@ def test_electricity_maps_latest_and_forecast_with_the_key_in_its_header(api: Fa
     assert latest == Point(at("2024-03-05T11:00:00Z"), 302.0)
     assert [p.gco2_per_kwh for p in upcoming] == [320.0, 180.0, 250.0]
     assert upcoming[1].time_s == at("2024-03-05T14:00:00Z")
-    for path, query, headers in api.requests:
+    for _path, query, headers in api.requests:
         assert query == {"zone": ["DE"]}
         assert headers.get("auth-token") == "secret-key"
     assert [r[0] for r in api.requests] == [

@@ -131,7 +131,7 @@ def test_temporal_shifting_holds_the_work_until_the_grid_is_clean(store: Store) 
 
 
 def test_a_deadline_without_slack_lets_every_grid_take_the_work(store: Store) -> None:
-    fr, de = two_workers(store)
+    _fr, de = two_workers(store)
     # 20,000 units at 4 units/s is 5,000 s of the whole pool: an hour and a half of slack
     # holds no margin for it.
     store.submit_job(
