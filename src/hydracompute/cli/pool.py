@@ -45,6 +45,20 @@ def default_data_dir() -> Path:
 @click.option("--target-chunk-s", default=2.0, type=FiniteFloat(0.01, 3600))
 @click.option("--heartbeat-s", default=5.0, type=FiniteFloat(0.05, 600))
 @click.option(
+    "--capacity-results-per-s",
+    default=2000.0,
+    type=FiniteFloat(0, 10**7),
+    help="Results per second this coordinator can record (bench/bench_coordinator.py "
+    "measures it); 0 turns load control off.",
+)
+@click.option(
+    "--load-share",
+    default=0.5,
+    type=FiniteFloat(0, 1),
+    help="Share of that capacity the pool's results may use: chunk times grow past the "
+    "target as the pool grows, to stay within it.",
+)
+@click.option(
     "--cert",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="A certificate to serve (e.g. a public one) instead of the pool's own.",
@@ -142,6 +156,8 @@ def coordinator(
     store_url: str | None,
     target_chunk_s: float,
     heartbeat_s: float,
+    capacity_results_per_s: float,
+    load_share: float,
     cert: Path | None,
     key: Path | None,
     insecure: bool,
@@ -180,7 +196,12 @@ def coordinator(
         host=host,
         port=port,
         store_url=store_url,
-        config=SchedulerConfig(target_chunk_s=target_chunk_s, heartbeat_s=heartbeat_s),
+        config=SchedulerConfig(
+            target_chunk_s=target_chunk_s,
+            heartbeat_s=heartbeat_s,
+            capacity_results_per_s=capacity_results_per_s,
+            load_share=load_share,
+        ),
         tls=not insecure,
         certfile=cert,
         keyfile=key,

@@ -23,6 +23,11 @@ class SchedulerConfig:
         max_wait_s: longest a request is held open: a worker's exchange when there is no
             work, a job's status waiting for the job to finish.
         max_leases_per_exchange: most chunks one exchange may ask for.
+        capacity_results_per_s: results per second the coordinator can record (measured
+            with ``bench/bench_coordinator.py``; 0 turns load control off).
+        load_share: the share of that capacity the pool's results may use: as the pool
+            grows, chunk times grow past each job's target to stay within it (see
+            :func:`hydracompute.core.sizing.load_controlled_target_s`).
     """
 
     target_chunk_s: float = 2.0
@@ -32,6 +37,8 @@ class SchedulerConfig:
     backup_factor: float = 1.5
     max_wait_s: float = 20.0
     max_leases_per_exchange: int = 256
+    capacity_results_per_s: float = 2000.0
+    load_share: float = 0.5
 
     def __post_init__(self) -> None:
         checks = {
@@ -42,6 +49,8 @@ class SchedulerConfig:
             "backup_factor": 1 <= self.backup_factor <= 100,
             "max_wait_s": 0 <= self.max_wait_s <= 600,
             "max_leases_per_exchange": 1 <= self.max_leases_per_exchange <= 4096,
+            "capacity_results_per_s": 0 <= self.capacity_results_per_s <= 10**7,
+            "load_share": 0 <= self.load_share <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -17,6 +17,8 @@ MIN_TAIL_FRACTION = 0.025
 #: half was never more than 2.8% slower than the best of none, half and all, where all was
 #: up to 5.9% slower and none up to 3.5%.
 IN_FLIGHT_WEIGHT = 0.5
+#: The longest chunk time load control ever asks for (the bound on a job's own target).
+MAX_TARGET_S = 3600.0
 
 
 def updated_speed(
@@ -77,3 +79,25 @@ def chunk_units(
         tail = (remaining + IN_FLIGHT_WEIGHT * in_flight) * share
         wanted = math.ceil(max(min(full, tail), full * MIN_TAIL_FRACTION))
     return max(1, min(wanted, max_units, remaining))
+
+
+def load_controlled_target_s(
+    target_s: float, cores_online: int, capacity_results_per_s: float, load_share: float
+) -> float:
+    """The chunk time that keeps the pool's result rate within its coordinator's means.
+
+    Every busy core returns one result per chunk, so a pool of ``cores_online`` cores with
+    chunks of ``t`` seconds sends ``cores_online / t`` results per second. The target grows
+    past ``target_s`` just enough for that rate to stay within ``load_share`` of
+    ``capacity_results_per_s`` (the results per second the coordinator can record); it
+    never shrinks below ``target_s``, and never grows past :data:`MAX_TARGET_S`. A capacity
+    or share of zero turns load control off.
+
+    With the defaults (2 s, 2,000 results/s, half of it), a pool of up to 2,000 cores keeps
+    2 s chunks; 100,000 four-core workers get 400 s chunks (1,000 results/s), where 2 s
+    chunks would have asked for 200,000 results/s.
+    """
+    allowed_per_s = capacity_results_per_s * load_share
+    if allowed_per_s <= 0 or cores_online <= 0:
+        return target_s
+    return min(max(target_s, cores_online / allowed_per_s), max(target_s, MAX_TARGET_S))

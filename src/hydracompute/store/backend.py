@@ -98,6 +98,11 @@ class Backend(abc.ABC):
         gave none) among the workers seen since ``seen_since`` that have neither left nor
         been revoked or barred; zones of no speed are absent."""
 
+    @abc.abstractmethod
+    def pool_cores(self, seen_since: float) -> int:
+        """Cores of the workers seen since ``seen_since`` that have neither left nor been
+        revoked or barred (the cores that may send results; for load control)."""
+
     # credentials
     @abc.abstractmethod
     def get_credential(self, cred_id: str) -> Credential | None: ...

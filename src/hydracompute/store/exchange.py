@@ -84,7 +84,7 @@ DEFAULT_CREDIT = credit.CreditPolicy()
 VERIFY_CHOICE = 8
 
 
-def new_lease_id(now: float) -> str:
+def new_lease_id(now: float, bits: Callable[[int], int] = secrets.randbits) -> str:
     """A lease id: 32 hexadecimal characters, the issue time in microseconds then 76 random
     bits.
 
@@ -94,7 +94,7 @@ def new_lease_id(now: float) -> str:
     300,000, 64 per commit, took 83 µs against 51 µs in issue order.
     """
     micros = min(max(int(now * 1e6), 0), 16**13 - 1)
-    return f"{micros:013x}{secrets.randbits(76):019x}"
+    return f"{micros:013x}{bits(76):019x}"
 
 
 def output_digest(output: JSON) -> str:
@@ -119,6 +119,8 @@ class Exchange(Verdicts):
         draw: Callable[[], float] = random.random,
         pool_tokens: Callable[[], int] = lambda: 1,
         credit_policy: credit.CreditPolicy = DEFAULT_CREDIT,
+        chunk_target_s: Callable[[float], float] = lambda target_s: target_s,
+        id_bits: Callable[[int], int] = secrets.randbits,
         grid: GridDispatch | None = None,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
@@ -144,6 +146,11 @@ class Exchange(Verdicts):
         #: How many volunteers (join tokens) are online (cached by the caller).
         self.pool_tokens = pool_tokens
         self.credit_policy = credit_policy
+        #: A job's target chunk time -> the one to size its chunks for now (load control,
+        #: decided by the caller from the cores online).
+        self.chunk_target_s = chunk_target_s
+        #: Random bits for lease ids (seeded for a replayable simulation).
+        self.id_bits = id_bits
         #: Grid-aware dispatch (``None``: carbon-blind, no CO2 counted).
         self.grid = grid
 
@@ -396,7 +403,7 @@ class Exchange(Verdicts):
         would be given: it cannot tell it from ordinary work."""
         kind = self.kinds.get(job.kind)
         speed = self.worker.speeds.get(job.kind)
-        max_units = max(kind.probe_units, int((speed or 0.0) * job.target_chunk_s))
+        max_units = max(kind.probe_units, int((speed or 0.0) * self.target_s(job)))
         chunk = self.db.verified_chunk(job.job_id, max_units)
         if chunk is not None:
             self._grant(job, chunk, spot_check=True)
@@ -413,10 +420,11 @@ class Exchange(Verdicts):
 
     def _carve(self, job: Job, want: int, share: float) -> None:
         kind = self.kinds.get(job.kind)
+        target_s = self.target_s(job)
         while job.next_unit < job.total_units and len(self.outcome.leases) < want:
             units = chunk_units(
                 speed=self.worker.speeds.get(job.kind),
-                target_s=job.target_chunk_s,
+                target_s=target_s,
                 probe_units=kind.probe_units,
                 max_units=kind.max_chunk_units,
                 remaining=job.total_units - job.next_unit,
@@ -435,6 +443,11 @@ class Exchange(Verdicts):
             job.chunks_carved += 1
             self._grant(job, chunk)
         self.save_job(job)
+
+    def target_s(self, job: Job) -> float:
+        """How long the job's chunks should take now (its own target, or longer under load
+        control)."""
+        return self.chunk_target_s(job.target_chunk_s)
 
     def _share(self, kind: str) -> float:
         """This worker's per-core fraction of the speed of every live core on ``kind``."""
@@ -458,7 +471,7 @@ class Exchange(Verdicts):
                 active[0],
                 chunk.units,
                 speed,
-                job.target_chunk_s,
+                self.target_s(job),
                 self.config.backup_factor,
                 self.now,
             ):
@@ -468,7 +481,7 @@ class Exchange(Verdicts):
         self, job: Job, chunk: Chunk, backup: bool = False, spot_check: bool = False
     ) -> None:
         lease = Lease(
-            lease_id=new_lease_id(self.now),
+            lease_id=new_lease_id(self.now, self.id_bits),
             job_id=job.job_id,
             chunk_index=chunk.index,
             worker_id=self.worker.worker_id,
@@ -496,7 +509,7 @@ class Exchange(Verdicts):
         speed = self.worker.speeds.get(job.kind)
         # A backup's work is counted in the lease it doubles; a spot check's is no job's.
         if speed and not backup and not spot_check:
-            duration_s = expected_duration_s(chunk.units, speed, job.target_chunk_s)
+            duration_s = expected_duration_s(chunk.units, speed, self.target_s(job))
             self.in_flight.granted(
                 job.job_id, lease.lease_id, self.worker.worker_id, speed, duration_s, self.now
             )

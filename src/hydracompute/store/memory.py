@@ -148,6 +148,13 @@ class MemoryBackend(Backend):
                     speeds[w.grid_zone] = speeds.get(w.grid_zone, 0.0) + speed
         return speeds
 
+    def pool_cores(self, seen_since: float) -> int:
+        return sum(
+            w.cores
+            for w in self._workers.values()
+            if w.online(seen_since, lease_ttl_s=0.0) and not w.barred
+        )
+
     def get_credential(self, cred_id: str) -> Credential | None:
         return self._get(self._credentials, cred_id)  # type: ignore[no-any-return]
 

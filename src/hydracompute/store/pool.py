@@ -37,6 +37,7 @@ from hydracompute.core.models import (
     LeaseState,
     Worker,
 )
+from hydracompute.core.sizing import load_controlled_target_s
 from hydracompute.core.verification import (
     VerificationPolicy,
     default_quorum,
@@ -87,6 +88,9 @@ class Store:
         credit: the pool's credit settings (watts per core, for energy estimates).
         carbon: grid intensities, for grid-aware dispatch and CO2 (``None``: every job
             carbon-blind and no CO2 counted).
+        ids: where the random part of job, worker and lease ids comes from (seeded for a
+            replayable simulation; by default the system's secure source). Ids are not
+            secrets: workers' secrets always come from the secure source.
     """
 
     def __init__(
@@ -99,8 +103,10 @@ class Store:
         rng: random.Random | None = None,
         credit: CreditPolicy | None = None,
         carbon: IntensityView | None = None,
+        ids: random.Random | None = None,
     ) -> None:
         self.backend = backend
+        self._id_bits = secrets.randbits if ids is None else ids.getrandbits
         self.kinds = kinds
         self.config = config
         self.verification = verification or VerificationPolicy()
@@ -177,7 +183,7 @@ class Store:
                 }
             )
         job = Job(
-            job_id=secrets.token_hex(8),
+            job_id=f"{self._id_bits(64):016x}",
             kind=kind,
             params=canonical,
             total_units=job_kind.total_units(canonical),
@@ -292,12 +298,15 @@ class Store:
         watts_per_core: float | None = None,
         grid_zone: str = "",
         power_measured: bool = False,
+        volunteer: str = "",
     ) -> tuple[Worker, str]:
         """Record a new worker; returns it and its secret (shown once, stored hashed).
 
         Args:
             join_token: the text of a join token, which this uses once; ``None`` skips the
                 check (for embedding the store without a coordinator).
+            volunteer: without a join token, the volunteer the worker counts for (its
+                ``token_id``: a simulator's virtual volunteers, who hold no tokens).
             watts_per_core: the power of one of its busy cores, as its owner declared it or
                 it measured it (0.1–500 W), for its energy estimates; ``None``: the pool's.
             grid_zone: its electricity grid (see :func:`~hydracompute.core.carbon.valid_zone`).
@@ -312,7 +321,7 @@ class Store:
         grid_zone = _checked_zone(grid_zone)
         secret = secrets.token_urlsafe(32)
         worker = Worker(
-            worker_id="w-" + secrets.token_hex(8),
+            worker_id=f"w-{self._id_bits(64):016x}",
             name=name[:MAX_NAME_CHARS],
             cores=cores,
             kinds=sorted(set(kinds)),
@@ -322,6 +331,7 @@ class Store:
             watts_per_core=watts_per_core,
             power_measured=power_measured and watts_per_core is not None,
             grid_zone=grid_zone,
+            token_id=volunteer,
         )
         with self.backend.transaction():
             if join_token is not None:
@@ -528,7 +538,9 @@ class Store:
                 self.rng.random,
                 lambda: self._pool_tokens(now),
                 self.credit,
-                self.grid if self.grid.view is not None else None,
+                lambda target_s: self.chunk_target_s(target_s, now),
+                self._id_bits,
+                grid=self.grid if self.grid.view is not None else None,
             )
             for report in results:
                 step.report(report)
@@ -600,6 +612,16 @@ class Store:
         """Units per second of every online core on ``kind``."""
         return self._pool_figure(
             f"speed {kind}", now, lambda since: self.backend.pool_speed(kind, since)
+        )
+
+    def chunk_target_s(self, target_s: float, now: float) -> float:
+        """The chunk time a job asking for ``target_s`` is sized for now: longer when the
+        pool's cores online would send more results than the coordinator should take (see
+        :func:`~hydracompute.core.sizing.load_controlled_target_s`)."""
+        cores = int(self._pool_figure("cores", now, self.backend.pool_cores))
+        config = self.config
+        return load_controlled_target_s(
+            target_s, cores, config.capacity_results_per_s, config.load_share
         )
 
     def _pool_tokens(self, now: float) -> int:

@@ -386,6 +386,14 @@ class SQLiteBackend(Backend):
         ).fetchall()
         return {str(zone): float(speed) for zone, speed in rows if speed > 0}
 
+    def pool_cores(self, seen_since: float) -> int:
+        row = self._db.execute(
+            "SELECT TOTAL(cores) FROM workers "
+            "WHERE NOT \"left\" AND NOT revoked AND barred = '' AND last_seen_s >= ?",
+            (seen_since,),
+        ).fetchone()
+        return int(row[0])
+
     def get_credential(self, cred_id: str) -> Credential | None:
         return self._one(CREDENTIALS, cred_id)  # type: ignore[no-any-return]
 

@@ -1,0 +1,402 @@
+"""The discrete-event loop: virtual workers and a virtual clock around the real store.
+
+Events sit in one heap ordered by (virtual time, sequence number); each is handled by
+calling the real :class:`~hydracompute.store.Store` (and through it core/) with ``now`` set
+to the event's time, as the coordinator's request handlers and background tasks do with the
+wall clock. Nothing sleeps and nothing touches a socket; only workers, the network and
+time are simulated. The coordinator's periodic tasks that change state (expiring leases)
+run on their own period of virtual time; those that only log (silent workers) or act after
+days (forgetting workers) are not simulated.
+
+A virtual worker follows the real agent's loop (worker/agent.py): it exchanges when chunks
+finish (results, renewals and a request for as many chunks as it has free cores), renews
+its leases every 0.8 heartbeat while computing, long-polls when idle (woken, like every
+held request, when the store reports new work, or at the end of its wait), reports
+``paused`` and asks for nothing during its owner's pauses, gives its leases back after
+``return_after_s`` of a pause, and at the end of a session either leaves (sending what is
+done and giving back the rest) or vanishes (its leases expire).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from hydracompute.core.models import JobState
+from hydracompute.errors import HydraError
+from hydracompute.sim.recorder import Recorder
+from hydracompute.sim.scenario import JobSpec, Scenario
+from hydracompute.sim.standin import MODULUS, StandInKind, true_value, unit_costs
+from hydracompute.sim.workers import Running, VirtualWorker, draw_workers
+from hydracompute.store import ResultReport, Store
+from hydracompute.store.pool import EXPIRE_BATCH
+from hydracompute.store.records import ExchangeOutcome, LeaseGrant
+
+# Event codes (small ints: the heap compares tuples).
+ARRIVE, ONLINE, OFFLINE, EXCHANGE, DONE, HEARTBEAT = 0, 1, 2, 3, 4, 5
+PAUSE, RESUME, GIVE_BACK, POLL_END, EXPIRE, SAMPLE = 6, 7, 8, 9, 10, 11
+#: A busy agent exchanges after this share of a heartbeat without one (worker/agent.py).
+RENEW_SHARE = 0.8
+#: The longest a worker asks to be held (the agent's default ``wait_s``).
+AGENT_WAIT_S = 20.0
+
+
+class Simulation:
+    """One run of a scenario with a seed against ``store`` (built for the scenario)."""
+
+    def __init__(
+        self, scenario: Scenario, store: Store, seed: int, recorder: Recorder | None = None
+    ) -> None:
+        self.scenario = scenario
+        self.store = store
+        self.rng = random.Random(seed)
+        population = scenario.population
+        self.workers = draw_workers(population, scenario.saboteurs, self.rng)
+        self.online_s = population.online.sampler(self.rng)
+        self.offline_s = population.offline.sampler(self.rng)
+        every = population.pause_every
+        self.pause_every_s = None if every is None else every.sampler(self.rng)
+        self.pause_s = population.pause_length.sampler(self.rng)
+        self.noise = population.chunk_noise.sampler(self.rng)
+        self.config = store.config
+        self.recorder = recorder or Recorder(scenario, store)
+        self.now = 0.0
+        self._heap: list[tuple[float, int, int, int, Any]] = []
+        self._seq = 0
+        self._waiters: dict[int, None] = {}  # insertion-ordered set of worker indices
+        self._seen_version = store.work_version
+        #: job id -> (stand-in kind, cumulative unit costs or None, reference speed)
+        self._jobs: dict[str, tuple[StandInKind, npt.NDArray[np.float64] | None, float]] = {}
+        self.job_ids: list[str] = []
+        self.unfinished = 0
+        self.arrived = 0
+
+    # the loop
+
+    def push(self, at: float, code: int, worker: int = -1, payload: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, code, worker, payload))
+
+    def run(self) -> None:
+        """Run until every job has arrived and ended, or the scenario's time is up."""
+        scenario = self.scenario
+        for i, spec in enumerate(scenario.jobs):
+            self.push(spec.arrival_s, ARRIVE, payload=i)
+        self._start_workers()
+        self.push(self._expire_period(), EXPIRE)
+        self.push(0.0, SAMPLE)
+        handlers: dict[int, Callable[[VirtualWorker, Any], None]] = {
+            ONLINE: self._online,
+            OFFLINE: self._offline,
+            EXCHANGE: self._exchange_event,
+            DONE: self._done,
+            HEARTBEAT: self._heartbeat,
+            PAUSE: self._pause,
+            RESUME: self._resume,
+            GIVE_BACK: self._give_back,
+            POLL_END: self._poll_end,
+        }
+        heap, workers, limit = self._heap, self.workers, scenario.max_duration_s
+        total_jobs = len(scenario.jobs)
+        while heap:
+            at, _, code, index, payload = heapq.heappop(heap)
+            if at > limit:
+                break
+            self.now = at
+            if code == ARRIVE:
+                self._arrive(scenario.jobs[payload])
+            elif code == EXPIRE:
+                self._expire()
+            elif code == SAMPLE:
+                self.recorder.sample(at, self)
+                self.push(at + scenario.sample_period_s, SAMPLE)
+            else:
+                handlers[code](workers[index], payload)
+            if self.store.work_version != self._seen_version:
+                self._seen_version = self.store.work_version
+                self._wake_waiters()
+            if self.arrived == total_jobs and self.unfinished == 0:
+                break
+        self.recorder.sample(self.now, self)
+
+    def _start_workers(self) -> None:
+        population = self.scenario.population
+        for worker in self.workers:
+            if population.always_on or self.rng.random() < population.online_at_start:
+                self.push(0.0, ONLINE, worker.index)
+            else:  # part-way through an absence when the run starts
+                self.push(self.offline_s() * self.rng.random(), ONLINE, worker.index)
+
+    def _expire_period(self) -> float:
+        return min(1.0, self.config.heartbeat_s / 2)
+
+    # jobs
+
+    def _arrive(self, spec: JobSpec) -> None:
+        kind = self.store.kinds.get(spec.kind)
+        assert isinstance(kind, StandInKind)
+        job = self.store.submit_job(
+            spec.kind,
+            spec.params,
+            self.now,
+            name=spec.name,
+            target_chunk_s=spec.target_chunk_s,
+            replication=spec.replication,
+            quorum=spec.quorum,
+            adaptive=spec.adaptive,
+        )
+        costs = unit_costs(kind.real, job.params)
+        cumulative = None if costs is None else np.concatenate(([0.0], np.cumsum(costs)))
+        speed = self.scenario.population.speeds[spec.kind]
+        self._jobs[job.job_id] = (kind, cumulative, speed)
+        self.job_ids.append(job.job_id)
+        self.recorder.job_arrived(job, spec, speed)
+        self.arrived += 1
+        self.unfinished += 1
+
+    def _jobs_ended(self, job_ids: set[str]) -> None:
+        for job_id in sorted(job_ids):
+            job = self.store.get_job(job_id)
+            if job.state is not JobState.RUNNING:
+                self.unfinished -= 1
+                self.recorder.job_ended(job)
+
+    # sessions
+
+    def _online(self, worker: VirtualWorker, _: Any) -> None:
+        population = self.scenario.population
+        worker.generation += 1
+        worker.online, worker.paused = True, False
+        kinds = list(population.kinds)
+        if not worker.worker_id:
+            record, _secret = self.store.enrol_worker(
+                f"virtual-{worker.index}",
+                worker.cores,
+                kinds,
+                self.now,
+                volunteer=f"volunteer-{worker.volunteer}",
+            )
+            worker.worker_id = record.worker_id
+        else:  # a rejoin: the worker says who it is and what it has
+            self.store.update_worker_profile(worker.worker_id, worker.cores, kinds, self.now)
+        self.recorder.capacity_changed(self.now, worker.cores * worker.factor, 1)
+        if not population.always_on:
+            self.push(self.now + self.online_s(), OFFLINE, worker.index, worker.generation)
+        self._schedule_pause(worker)
+        self._exchange(worker)
+
+    def _offline(self, worker: VirtualWorker, generation: int) -> None:
+        if generation != worker.generation:
+            return
+        self._collect(worker)
+        if self.rng.random() < self.scenario.population.clean_leave_share:
+            if worker.unsent:
+                self._call_exchange(worker, want=0)
+            self.store.leave(worker.worker_id, self.now)
+        self._drop_all(worker)
+        worker.unsent.clear()
+        lost = 0.0 if worker.paused else -worker.cores * worker.factor
+        self.recorder.capacity_changed(self.now, lost, -1)
+        worker.generation += 1
+        worker.online = worker.paused = worker.exchange_due = False
+        self._waiters.pop(worker.index, None)
+        worker.waiting = False
+        self.push(self.now + self.offline_s(), ONLINE, worker.index)
+
+    # owner's pauses
+
+    def _schedule_pause(self, worker: VirtualWorker) -> None:
+        if self.pause_every_s is not None:
+            self.push(self.now + self.pause_every_s(), PAUSE, worker.index, worker.generation)
+
+    def _pause(self, worker: VirtualWorker, generation: int) -> None:
+        if generation != worker.generation or worker.paused:
+            return
+        self._collect(worker)
+        worker.paused = True
+        worker.pauses += 1
+        for running in worker.running.values():
+            running.remaining_s = max(running.finish_s - self.now, 0.0)
+            running.finish_s = math.inf
+        self.recorder.capacity_changed(self.now, -worker.cores * worker.factor)
+        length = self.pause_s()
+        self.push(self.now + length, RESUME, worker.index, generation)
+        return_after = self.scenario.population.return_after_s
+        if length > return_after:
+            self.push(self.now + return_after, GIVE_BACK, worker.index, (generation, worker.pauses))
+        self._exchange(worker)  # tells the pool it is paused
+
+    def _give_back(self, worker: VirtualWorker, payload: tuple[int, int]) -> None:
+        generation, pause = payload
+        if generation != worker.generation or not worker.paused or pause != worker.pauses:
+            return
+        held = list(worker.running)
+        if held:
+            self.store.return_leases(worker.worker_id, held, self.now)
+            self._drop_all(worker)
+
+    def _resume(self, worker: VirtualWorker, generation: int) -> None:
+        if generation != worker.generation or not worker.paused:
+            return
+        worker.paused = False
+        self.recorder.capacity_changed(self.now, worker.cores * worker.factor)
+        for lease_id, running in worker.running.items():
+            running.finish_s = self.now + running.remaining_s
+            self.push(running.finish_s, DONE, worker.index, (generation, lease_id))
+        self._schedule_pause(worker)
+        self._exchange(worker)
+
+    # computing
+
+    def _done(self, worker: VirtualWorker, payload: tuple[int, str]) -> None:
+        generation, lease_id = payload
+        running = worker.running.get(lease_id)
+        if generation != worker.generation or running is None or running.finish_s != self.now:
+            return
+        self._collect(worker)
+        if not worker.exchange_due:
+            worker.exchange_due = True
+            self.push(self.now + worker.rtt_s / 2, EXCHANGE, worker.index, generation)
+
+    def _collect(self, worker: VirtualWorker) -> None:
+        """Move the chunks finished by now to the results to send."""
+        for lease_id, running in list(worker.running.items()):
+            if running.finish_s <= self.now:
+                del worker.running[lease_id]
+                worker.unsent.append(self._result(worker, running))
+                self.recorder.computed(lease_id, running.duration_s * 1.0, True)
+
+    def _result(self, worker: VirtualWorker, running: Running) -> ResultReport:
+        grant = running.grant
+        kind = self._jobs[grant.job_id][0]
+        value = true_value(kind.key(grant.params), grant.start, grant.stop)
+        if worker.liar and self._lies(worker):
+            value = (value + 1) % MODULUS
+            self.recorder.lied(grant.lease_id)
+        worker.outputs_sent += 1
+        return ResultReport(grant.lease_id, {"value": value}, running.duration_s)
+
+    def _lies(self, worker: VirtualWorker) -> bool:
+        saboteurs = self.scenario.saboteurs
+        if saboteurs.strategy == "after_trust" and worker.outputs_sent < saboteurs.honest_first:
+            return False
+        return saboteurs.strategy == "always" or self.rng.random() < saboteurs.probability
+
+    def _drop_all(self, worker: VirtualWorker) -> None:
+        """The worker stops computing everything it holds (given back, or gone)."""
+        for lease_id, running in worker.running.items():
+            done_s = running.duration_s - (
+                running.remaining_s if worker.paused else max(running.finish_s - self.now, 0.0)
+            )
+            self.recorder.computed(lease_id, max(done_s, 0.0), False)
+        worker.running.clear()
+
+    # exchanges
+
+    def _exchange_event(self, worker: VirtualWorker, generation: int) -> None:
+        if generation == worker.generation and worker.online:
+            worker.exchange_due = False
+            self._exchange(worker)
+
+    def _heartbeat(self, worker: VirtualWorker, payload: tuple[int, int]) -> None:
+        generation, exchanges = payload
+        if generation == worker.generation and worker.exchanges == exchanges and worker.online:
+            self._collect(worker)
+            self._exchange(worker)
+
+    def _poll_end(self, worker: VirtualWorker, payload: tuple[int, int]) -> None:
+        generation, exchanges = payload
+        if generation == worker.generation and worker.exchanges == exchanges and worker.waiting:
+            # The held request is answered empty; the agent asks again at once.
+            self._waiters.pop(worker.index, None)
+            worker.waiting = False
+            worker.exchange_due = True
+            self.push(self.now + worker.rtt_s, EXCHANGE, worker.index, generation)
+
+    def _wake_waiters(self) -> None:
+        """New work: every held request is looked at again (as the coordinator does)."""
+        waiting = list(self._waiters)
+        self._waiters.clear()
+        for index in waiting:
+            worker = self.workers[index]
+            worker.waiting = False
+            self._exchange(worker)
+
+    def _exchange(self, worker: VirtualWorker) -> None:
+        """One exchange reaching the coordinator now; plan what the worker does next."""
+        want = 0 if worker.paused else max(worker.cores - len(worker.running), 0)
+        outcome = self._call_exchange(worker, want)
+        if outcome is None:
+            return
+        for lease_id in outcome.abandon:
+            running = worker.running.pop(lease_id, None)
+            if running is not None:
+                done_s = running.duration_s - (
+                    running.remaining_s if worker.paused else max(running.finish_s - self.now, 0.0)
+                )
+                self.recorder.computed(lease_id, max(done_s, 0.0), False)
+        start = self.now + worker.rtt_s / 2
+        for grant in outcome.leases:
+            self._start(worker, grant, start)
+        generation = worker.generation
+        if want > 0 and not outcome.leases and not worker.running:
+            worker.waiting = True
+            self._waiters[worker.index] = None
+            hold = min(AGENT_WAIT_S, self.config.max_wait_s, self.config.heartbeat_s)
+            self.push(self.now + hold, POLL_END, worker.index, (generation, worker.exchanges))
+        elif worker.running or worker.paused:
+            due = self.now + worker.rtt_s + RENEW_SHARE * self.config.heartbeat_s
+            self.push(due, HEARTBEAT, worker.index, (generation, worker.exchanges))
+
+    def _call_exchange(self, worker: VirtualWorker, want: int) -> ExchangeOutcome | None:
+        results, worker.unsent = worker.unsent, []
+        running = list(worker.running)
+        state = "paused" if worker.paused else "running"
+        worker.exchanges += 1
+        began = time.process_time()
+        try:
+            outcome = self.store.exchange(
+                worker.worker_id, results, running, want, self.now, state=state
+            )
+        except HydraError as exc:
+            # The agent drops a refused result and tries again without it.
+            self.recorder.refused(exc)
+            refused = exc.extra.get("lease_id")
+            worker.unsent = [r for r in results if r.lease_id != refused]
+            if refused is None or len(worker.unsent) == len(results):
+                worker.unsent = []
+                return None
+            return self._call_exchange(worker, want)
+        self.recorder.exchanged(time.process_time() - began, len(results), outcome)
+        if outcome.ended_jobs:
+            self._jobs_ended(outcome.ended_jobs)
+        return outcome
+
+    def _start(self, worker: VirtualWorker, grant: LeaseGrant, start_s: float) -> None:
+        kind, cumulative, speed = self._jobs[grant.job_id]
+        if cumulative is None:
+            cost = float(grant.stop - grant.start)
+        else:
+            cost = float(cumulative[grant.stop] - cumulative[grant.start])
+        duration = cost / (speed * worker.factor) * self.noise()
+        running = Running(grant, start_s, duration, start_s + duration)
+        worker.running[grant.lease_id] = running
+        self.recorder.granted(grant, duration, worker)
+        if worker.paused:  # an answer granting work reached a paused worker
+            running.remaining_s, running.finish_s = duration, math.inf
+        else:
+            self.push(running.finish_s, DONE, worker.index, (worker.generation, grant.lease_id))
+
+    # the coordinator's background task
+
+    def _expire(self) -> None:
+        while self.store.expire_leases(self.now) == EXPIRE_BATCH:
+            pass
+        self.push(self.now + self._expire_period(), EXPIRE)
