@@ -10,10 +10,14 @@ may take the job's chunks; one above it is held back, because cleaner capacity (
 zone now, or its own zone later) is expected before the deadline. With one zone this is
 temporal shifting; with a forecast that is flat, spatial; with both, both.
 
-The deadline stays safe: when the remaining work would need, at the pool's measured speed
-and with the margin, as long as is left before the deadline, there is no threshold (every
-worker may take the work), and as the deadline nears the cleanest slots run out, so the
-threshold rises to every zone. Jobs without a deadline are carbon-blind.
+The deadline stays safe: when the remaining work (the job's and the rest of the work in
+hand) would need, at the pool's measured speed, with the margin and with the share of the
+cores later jobs are expected to take (the pool's recent load), as long as is left before
+the deadline, there is no threshold (every worker may take the work); and as the deadline
+nears the cleanest slots run out, so the threshold rises to every zone. Work held back
+piles up where later jobs need the cores: without the recent load counted, a bursty year
+of jobs missed deadlines that carbon-blind dispatch met (see docs/carbon.md). Jobs without
+a deadline are carbon-blind.
 
 Emissions are reckoned per accepted copy: its energy (see :mod:`hydracompute.core.credit`)
 times its worker's grid intensity when it was accepted; the counterfactual of carbon-blind
@@ -37,6 +41,8 @@ JOULES_PER_KWH = 3.6e6
 #: Extra work the cleanest slots must hold beyond the remaining work (0.5: half as much
 #: again), for workers that come and go, chunks computed twice, and forecasts that err.
 DEFAULT_MARGIN = 0.5
+#: The most of the pool's capacity expected to go to work not yet submitted.
+MAX_ARRIVING_SHARE = 0.9
 #: The step in which a zone's forecast is cut into slots when it gives none finer.
 DEFAULT_STEP_S = 900.0
 #: The longest deadline a job may ask for (a week), and the shortest (a minute).
@@ -131,6 +137,8 @@ def threshold(
     deadline_s: float,
     margin: float = DEFAULT_MARGIN,
     step_s: float = DEFAULT_STEP_S,
+    guard_s: float = 0.0,
+    arriving_share: float = 0.0,
 ) -> float | None:
     """The highest intensity at which a worker may take the job's work now, or ``None``
     when every worker may (no slack left, or nothing known about the pool's speed).
@@ -140,16 +148,23 @@ def threshold(
         remaining_units: the work still to be done before ``deadline_s`` (this job's, plus
             that of jobs that come before it).
         margin: extra capacity asked for beyond the remaining work (see ``DEFAULT_MARGIN``).
+        guard_s: time kept in hand before the deadline: the last chunks leased take up to
+            a lease's lifetime, and the caller may reuse the threshold a while.
+        arriving_share: the share of the pool's capacity that work not yet submitted is
+            expected to take (the pool's recent load, at most ``MAX_ARRIVING_SHARE``):
+            work held back now must not pile up where later jobs will need the cores.
     """
     zones = [o for o in outlooks if o.units_per_s > 0]
     speed = sum(o.units_per_s for o in zones)
     if speed <= 0 or remaining_units <= 0:
         return None
     needed_units = remaining_units * (1 + margin)
-    if needed_units / speed >= deadline_s - now:
+    end_s = deadline_s - guard_s
+    free = 1 - min(max(arriving_share, 0.0), MAX_ARRIVING_SHARE)
+    if needed_units / (speed * free) >= end_s - now:
         return None  # no slack: the whole pool is needed from now on
     found = sorted(
-        (slot for o in zones for slot in slots(o, now, deadline_s, step_s)),
+        ((gco2, units * free) for o in zones for gco2, units in slots(o, now, end_s, step_s)),
         key=lambda slot: slot[0],
     )
     held = 0.0

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from hydracompute.core.carbon import CarbonMode
 from hydracompute.core.models import JobState
 from hydracompute.errors import HydraError
 from hydracompute.sim.recorder import Recorder
@@ -151,6 +152,8 @@ class Simulation:
             replication=spec.replication,
             quorum=spec.quorum,
             adaptive=spec.adaptive,
+            deadline_s=spec.deadline_s,
+            carbon_mode=CarbonMode(spec.carbon),
         )
         costs = unit_costs(kind.real, job.params)
         cumulative = None if costs is None else np.concatenate(([0.0], np.cumsum(costs)))
@@ -182,10 +185,13 @@ class Simulation:
                 kinds,
                 self.now,
                 volunteer=f"volunteer-{worker.volunteer}",
+                grid_zone=worker.zone,
             )
             worker.worker_id = record.worker_id
         else:  # a rejoin: the worker says who it is and what it has
-            self.store.update_worker_profile(worker.worker_id, worker.cores, kinds, self.now)
+            self.store.update_worker_profile(
+                worker.worker_id, worker.cores, kinds, self.now, grid_zone=worker.zone
+            )
         self.recorder.capacity_changed(self.now, worker.cores * worker.factor, 1)
         if not population.always_on:
             self.push(self.now + self.online_s(), OFFLINE, worker.index, worker.generation)

@@ -21,8 +21,10 @@ from hydracompute.store.backend import Backend
 LIMIT_CACHE_S = 30.0
 #: How long the pool's speed per zone is reused.
 ZONE_SPEED_CACHE_S = 1.0
-#: Jobs read when summing the work due before a job's deadline, at most.
+#: Jobs read when summing the work in hand or submitted lately, at most.
 MAX_JOBS_AHEAD = 1000
+#: The window over which the pool's recent load is reckoned.
+LOAD_WINDOW_S = 24 * 3600.0
 
 
 @dataclass
@@ -74,8 +76,20 @@ class GridDispatch:
             ZoneOutlook(zone, speed, view.forecast(zone, now, deadline_s))
             for zone, speed in self.zone_speeds(db, job.kind, now).items()
         ]
-        remaining = job.total_units - job.units_done + self._work_ahead(db, job)
-        found = carbon.threshold(outlooks, remaining, now, deadline_s, self.margin)
+        running = db.list_jobs(frozenset({JobState.RUNNING}), MAX_JOBS_AHEAD)
+        remaining = job.total_units - job.units_done + self._work_ahead(running, job)
+        speed = sum(o.units_per_s for o in outlooks)
+        # Kept in hand: a lease's lifetime (the last chunks) and this cache's.
+        guard_s = self.lease_ttl_s + LIMIT_CACHE_S
+        found = carbon.threshold(
+            outlooks,
+            remaining,
+            now,
+            deadline_s,
+            self.margin,
+            guard_s=guard_s,
+            arriving_share=self._recent_load(db, job.kind, speed, now),
+        )
         if len(self._limits) > MAX_JOBS_AHEAD:
             self._limits.clear()
         self._limits[job.job_id] = (now, found)
@@ -91,19 +105,25 @@ class GridDispatch:
         return carbon.may_take(limit, self.intensity(worker.grid_zone, now))
 
     @staticmethod
-    def _work_ahead(db: Backend, job: Job) -> float:
-        """Work the same cores are to do first: the other running jobs of the kind due no
-        later than ``job``, and those without a deadline submitted before it (workers take
-        the oldest job's work first)."""
-        assert job.deadline_s is not None
-        ahead = 0.0
-        for other in db.list_jobs(frozenset({JobState.RUNNING}), MAX_JOBS_AHEAD):
-            if other.job_id == job.job_id or other.kind != job.kind:
-                continue
-            if other.deadline_s is None:
-                first = other.created_s < job.created_s
-            else:
-                first = (other.deadline_s, other.created_s) <= (job.deadline_s, job.created_s)
-            if first:
-                ahead += other.total_units - other.units_done
-        return ahead
+    def _work_ahead(running: list[Job], job: Job) -> float:
+        """The other running jobs' work of the kind: the same cores are to do it, and what
+        is held back piles up where later jobs will need the cores (bench/bench_carbon.py
+        measured deadlines missed when only older jobs counted)."""
+        return sum(
+            other.total_units - other.units_done
+            for other in running
+            if other.job_id != job.job_id and other.kind == job.kind
+        )
+
+    @staticmethod
+    def _recent_load(db: Backend, kind: str, units_per_s: float, now: float) -> float:
+        """The work of the kind submitted over the last ``LOAD_WINDOW_S``, as a share of
+        what the pool computes in that time: the capacity later jobs are expected to take."""
+        if units_per_s <= 0:
+            return 0.0
+        recent = [
+            j.total_units
+            for j in db.list_jobs(None, MAX_JOBS_AHEAD)
+            if j.kind == kind and j.created_s >= now - LOAD_WINDOW_S
+        ]
+        return sum(recent) / (units_per_s * LOAD_WINDOW_S)
