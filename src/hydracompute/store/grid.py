@@ -58,10 +58,15 @@ class GridDispatch:
 
     def pool_intensity(self, db: Backend, kind: str, now: float) -> float | None:
         """The pool's intensity now for ``kind``, averaged over its zones by their cores'
-        speed (``None``: no source, or no online worker of known speed)."""
+        speed, or by their cores before any speed is learnt (``None``: no source, or no
+        online worker of the kind)."""
         if self.view is None:
             return None
-        speeds = self.zone_speeds(db, kind, now)
+        speeds = dict(self.zone_speeds(db, kind, now))
+        if not speeds:  # no speed learnt yet (a new pool): the online cores weigh
+            for w in db.list_workers():
+                if w.online(now, self.lease_ttl_s) and not w.barred and kind in w.kinds:
+                    speeds[w.grid_zone] = speeds.get(w.grid_zone, 0.0) + w.cores
         mean = carbon.mean_intensity(speeds, {z: self.intensity(z, now) for z in speeds})
         return None if mean != mean else mean  # NaN: nobody to average over
 
