@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.leases import expected_duration_s, is_expired, wants_backup
 from hydracompute.core.models import Lease, LeaseState
-from hydracompute.core.sizing import MIN_TAIL_FRACTION, chunk_units, updated_speed
+from hydracompute.core.sizing import (
+    MAX_TARGET_S,
+    MIN_TAIL_FRACTION,
+    chunk_units,
+    load_controlled_target_s,
+    updated_speed,
+)
 
 
 def run_worker(true_speed: float, target_s: float, chunks: int, noise: float = 0.0) -> list[float]:
@@ -137,3 +143,26 @@ def test_lease_ttl_is_three_heartbeats() -> None:
     assert SchedulerConfig(heartbeat_s=2.0).lease_ttl_s == 6.0
     with pytest.raises(ValueError, match="heartbeat_s"):
         SchedulerConfig(heartbeat_s=0)
+
+
+def test_load_control_keeps_the_target_while_the_pool_is_small() -> None:
+    # 2,000 results/s, half of it: 2,000 cores with 2 s chunks send exactly 1,000/s.
+    assert load_controlled_target_s(2.0, 2_000, 2000.0, 0.5) == 2.0
+    assert load_controlled_target_s(2.0, 10, 2000.0, 0.5) == 2.0
+
+
+def test_load_control_grows_the_target_with_the_cores_online() -> None:
+    # 100,000 four-core workers: 400,000 results per chunk time, 1,000 allowed per second.
+    assert load_controlled_target_s(2.0, 400_000, 2000.0, 0.5) == pytest.approx(400.0)
+    # the rate it implies is the allowed one
+    cores, target = 50_000, load_controlled_target_s(2.0, 50_000, 1000.0, 0.25)
+    assert cores / target == pytest.approx(250.0)
+    # a job asking for longer chunks than load control needs keeps its own
+    assert load_controlled_target_s(600.0, 400_000, 2000.0, 0.5) == 600.0
+
+
+def test_load_control_is_bounded_and_can_be_off() -> None:
+    assert load_controlled_target_s(2.0, 10**9, 2000.0, 0.5) == MAX_TARGET_S
+    assert load_controlled_target_s(2.0, 10**9, 0.0, 0.5) == 2.0
+    assert load_controlled_target_s(2.0, 10**9, 2000.0, 0.0) == 2.0
+    assert load_controlled_target_s(2.0, 0, 2000.0, 0.5) == 2.0

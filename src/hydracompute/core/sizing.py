@@ -49,6 +49,7 @@ def chunk_units(
     remaining: int,
     share: float,
     in_flight: float = 0.0,
+    min_s: float = 0.0,
 ) -> int:
     """How many units the next chunk for one core of a worker should have.
 
@@ -77,7 +78,8 @@ def chunk_units(
     else:
         full = speed * target_s
         tail = (remaining + IN_FLIGHT_WEIGHT * in_flight) * share
-        wanted = math.ceil(max(min(full, tail), full * MIN_TAIL_FRACTION))
+        floor = speed * min(max(min_s, target_s * MIN_TAIL_FRACTION), target_s)
+        wanted = math.ceil(max(min(full, tail), floor))
     return max(1, min(wanted, max_units, remaining))
 
 
@@ -101,3 +103,13 @@ def load_controlled_target_s(
     if allowed_per_s <= 0 or cores_online <= 0:
         return target_s
     return min(max(target_s, cores_online / allowed_per_s), max(target_s, MAX_TARGET_S))
+
+
+def load_controlled_floor_s(cores_online: int, capacity_results_per_s: float) -> float:
+    """The shortest chunk time that keeps ``cores_online`` cores within the coordinator's
+    whole capacity (0 when load control is off): the tail of a job shrinks its chunks so
+    that every core finishes together, and 0.025 of the target on every core of a large
+    pool would ask for forty times the rate load control allowed."""
+    if capacity_results_per_s <= 0 or cores_online <= 0:
+        return 0.0
+    return cores_online / capacity_results_per_s

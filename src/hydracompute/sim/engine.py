@@ -131,7 +131,8 @@ class Simulation:
         population = self.scenario.population
         for worker in self.workers:
             if population.always_on or self.rng.random() < population.online_at_start:
-                self.push(0.0, ONLINE, worker.index)
+                # Machines online at the start were not all switched on in one instant.
+                self.push(population.join_over_s * self.rng.random(), ONLINE, worker.index)
             else:  # part-way through an absence when the run starts
                 self.push(self.offline_s() * self.rng.random(), ONLINE, worker.index)
 
@@ -284,7 +285,10 @@ class Simulation:
         kind = self._jobs[grant.job_id][0]
         value = true_value(kind.key(grant.params), grant.start, grant.stop)
         if worker.liar and self._lies(worker):
-            value = (value + 1) % MODULUS
+            # Colluding saboteurs all tell the same lie (so two of them agree); others each
+            # their own.
+            offset = 1 if self.scenario.saboteurs.collude else 1 + worker.index
+            value = (value + offset) % MODULUS
             self.recorder.lied(grant.lease_id)
         worker.outputs_sent += 1
         return ResultReport(grant.lease_id, {"value": value}, running.duration_s)

@@ -6,6 +6,7 @@ holds what the machine running the simulation measured (CPU per exchange, wall t
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -236,14 +237,27 @@ def _quantiles(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+#: Edges of the chunk-time histogram: 10 per decade from 1 ms to 10,000 s.
+HISTOGRAM_EDGES_S = [10 ** (e / 10) for e in range(-30, 41)]
+
+
 def _chunk_sizes(recorder: Recorder) -> dict[str, Any]:
     return {
         kind: {
             "units": _quantiles(recorder.chunk_units[kind]),
             "seconds": _quantiles(recorder.chunk_seconds[kind]),
+            "seconds_histogram": _histogram(recorder.chunk_seconds[kind]),
         }
         for kind in sorted(recorder.chunk_units)
     }
+
+
+def _histogram(values: Sequence[float]) -> dict[str, list[float]]:
+    counts = [0.0] * (len(HISTOGRAM_EDGES_S) - 1)
+    for value in values:
+        at = bisect.bisect_right(HISTOGRAM_EDGES_S, value) - 1
+        counts[min(max(at, 0), len(counts) - 1)] += 1
+    return {"edges_s": HISTOGRAM_EDGES_S, "counts": counts}
 
 
 def _credit(simulation: Simulation) -> dict[str, Any]:
@@ -260,8 +274,14 @@ def _credit(simulation: Simulation) -> dict[str, Any]:
         "honest_per_volunteer": _quantiles(honest),
         "to_saboteurs": sum(by_volunteer.get(v, 0.0) for v in liars),
         "gini": _gini(credits),
-        "values": credits if len(credits) <= 10_000 else [],
+        # Largest first, at most 1,000 points (every k-th of a larger pool).
+        "values": _every_kth(sorted(credits, reverse=True), 1000),
     }
+
+
+def _every_kth(values: list[float], most: int) -> list[float]:
+    step = max(1, -(-len(values) // most))
+    return values[::step]
 
 
 def _gini(values: Sequence[float]) -> float:

@@ -64,6 +64,12 @@ class _Table:
             raise InvalidParams({self._at(key): f"must be {allowed}"})
         return value
 
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise InvalidParams({self._at(key): "must be true or false"})
+        return value
+
     def dist(self, key: str, default: Any) -> Distribution:
         return Distribution.parse(self.get(key, default), self._at(key))
 
@@ -101,6 +107,9 @@ class Saboteurs:
     strategy: str = "always"
     probability: float = 1.0
     honest_first: int = 0
+    #: Every saboteur tells the same lie for a chunk (so that two of them agree), rather
+    #: than each its own.
+    collude: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,9 @@ class Population:
     pause_length: Distribution
     return_after_s: float
     latency: Distribution
+    #: The workers online at the start join within this long (0: all at once, as workers
+    #: already waiting when the first job arrives).
+    join_over_s: float = 0.0
     #: Grid zones and their weights (for carbon-aware dispatch; recorded per worker).
     zones: dict[str, float] = field(default_factory=dict)
 
@@ -242,10 +254,11 @@ def _population(t: _Table) -> Population:
     chunk_noise = speed.dist("chunk_noise", 1.0)
     speed.done()
     availability = t.table("availability")
-    always_on = bool(availability.get("always_on", False))
+    always_on = availability.flag("always_on", False)
     online = availability.dist("online", {"dist": "fixed", "value": MAX_DURATION_S})
     offline = availability.dist("offline", {"dist": "fixed", "value": 3600})
     online_at_start = availability.number("online_at_start", 1.0, 0, 1)
+    join_over_s = availability.number("join_over_s", 0.0, 0, 86400)
     clean_leave = availability.number("clean_leave_share", 0.5, 0, 1)
     availability.done()
     pauses = t.table("pauses")
@@ -279,6 +292,7 @@ def _population(t: _Table) -> Population:
         pause_length,
         return_after_s,
         latency,
+        join_over_s,
         {str(k): float(v) for k, v in zones.items()},
     )
 
@@ -307,6 +321,7 @@ def _saboteurs(t: _Table) -> Saboteurs:
         strategy=t.text("strategy", "always", STRATEGIES),
         probability=t.number("probability", 1.0, 0, 1),
         honest_first=t.integer("honest_first", 0, 0, 10**6),
+        collude=t.flag("collude", False),
     )
     t.done()
     return found

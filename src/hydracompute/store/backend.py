@@ -160,8 +160,9 @@ class Backend(abc.ABC):
         """Chunks whose output was accepted alone from ``worker_id`` (``unverified_by``)."""
 
     @abc.abstractmethod
-    def leased_chunks(self, job_id: str) -> list[Chunk]:
-        """Chunks of a job that have at least one active lease."""
+    def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
+        """Chunks of a job that have at least one active lease, by index, at most
+        ``limit`` (all if ``None``)."""
 
     # leases
     @abc.abstractmethod

@@ -32,7 +32,12 @@ from hydracompute.core.models import (
     LeaseState,
     Worker,
 )
-from hydracompute.core.sizing import chunk_units, updated_speed
+from hydracompute.core.sizing import (
+    chunk_units,
+    load_controlled_floor_s,
+    load_controlled_target_s,
+    updated_speed,
+)
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import Conflict, Forbidden, InvalidResult, NotFound
 from hydracompute.kinds import KindRegistry
@@ -82,6 +87,10 @@ DEFAULT_VERIFICATION = VerificationPolicy()
 DEFAULT_CREDIT = credit.CreditPolicy()
 #: A copy to verify is drawn from this many times as many pending chunks as are asked for.
 VERIFY_CHOICE = 8
+#: Leased chunks looked at for a backup copy per exchange, lowest index first (carved
+#: first, so running longest unless re-issued). Looking at all of them made every exchange
+#: at the tail of a job read every chunk in play: 300,000 for a pool of 100,000 workers.
+BACKUP_CANDIDATES = 16
 
 
 def new_lease_id(now: float, bits: Callable[[int], int] = secrets.randbits) -> str:
@@ -119,7 +128,7 @@ class Exchange(Verdicts):
         draw: Callable[[], float] = random.random,
         pool_tokens: Callable[[], int] = lambda: 1,
         credit_policy: credit.CreditPolicy = DEFAULT_CREDIT,
-        chunk_target_s: Callable[[float], float] = lambda target_s: target_s,
+        cores_online: Callable[[], int] = lambda: 0,
         id_bits: Callable[[int], int] = secrets.randbits,
         grid: GridDispatch | None = None,
     ) -> None:
@@ -146,9 +155,9 @@ class Exchange(Verdicts):
         #: How many volunteers (join tokens) are online (cached by the caller).
         self.pool_tokens = pool_tokens
         self.credit_policy = credit_policy
-        #: A job's target chunk time -> the one to size its chunks for now (load control,
-        #: decided by the caller from the cores online).
-        self.chunk_target_s = chunk_target_s
+        #: Cores of the workers online (cached by the caller), for load control.
+        self.cores_online = cores_online
+        self._targets: dict[float, float] = {}
         #: Random bits for lease ids (seeded for a replayable simulation).
         self.id_bits = id_bits
         #: Grid-aware dispatch (``None``: carbon-blind, no CO2 counted).
@@ -421,6 +430,7 @@ class Exchange(Verdicts):
     def _carve(self, job: Job, want: int, share: float) -> None:
         kind = self.kinds.get(job.kind)
         target_s = self.target_s(job)
+        floor_s = load_controlled_floor_s(self.cores_online(), self.config.capacity_results_per_s)
         while job.next_unit < job.total_units and len(self.outcome.leases) < want:
             units = chunk_units(
                 speed=self.worker.speeds.get(job.kind),
@@ -430,6 +440,7 @@ class Exchange(Verdicts):
                 remaining=job.total_units - job.next_unit,
                 share=share,
                 in_flight=self.in_flight.units(job.job_id, self.now),
+                min_s=floor_s,
             )
             chunk = Chunk(
                 job.job_id,
@@ -447,7 +458,16 @@ class Exchange(Verdicts):
     def target_s(self, job: Job) -> float:
         """How long the job's chunks should take now (its own target, or longer under load
         control)."""
-        return self.chunk_target_s(job.target_chunk_s)
+        target = self._targets.get(job.target_chunk_s)
+        if target is None:
+            config = self.config
+            target = self._targets[job.target_chunk_s] = load_controlled_target_s(
+                job.target_chunk_s,
+                self.cores_online(),
+                config.capacity_results_per_s,
+                config.load_share,
+            )
+        return target
 
     def _share(self, kind: str) -> float:
         """This worker's per-core fraction of the speed of every live core on ``kind``."""
@@ -457,7 +477,7 @@ class Exchange(Verdicts):
         return mine / max(self.pool_speed(kind), mine * self.worker.cores)
 
     def _backups(self, job: Job, want: int) -> None:
-        for chunk in self.db.leased_chunks(job.job_id):
+        for chunk in self.db.leased_chunks(job.job_id, BACKUP_CANDIDATES):
             if len(self.outcome.leases) >= want:
                 return
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)

@@ -1,16 +1,25 @@
 """In-memory backend: a real implementation for tests and simulation, lost at exit.
 
 Transactions are atomic through an undo log: every write records what it replaced, and a
-failed block restores it. Records are copied in and out, as a database would.
+failed block restores it. Records are copied in and out, as a database would (a copy made
+for each record type: ``copy.deepcopy`` was most of the simulator's time).
+
+Chunks, leases and candidates are indexed as the SQLite backend's tables are (by job and
+state, by worker, by chunk, by deadline), so each primitive costs what it costs there rather
+than a scan of every record: the simulator drives this backend with millions of leases.
+An index is updated by every write and by every undo.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import copy
 import dataclasses
+import heapq
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -54,7 +63,21 @@ class MemoryBackend(Backend):
         self._candidates: dict[tuple[str, int, str], Copy] = {}
         #: entry id -> entry (ids 1, 2, ...: a rolled-back entry's id is given again)
         self._credit: dict[int, CreditEntry] = {}
-
+        # Indexes (sets as insertion-ordered dicts).
+        #: (job id, chunk state) -> chunk indices
+        self._chunks_by_state: dict[tuple[str, ChunkState], dict[int, None]] = {}
+        #: job id -> indices of its verified chunks, ascending
+        self._verified: dict[str, list[int]] = {}
+        #: worker id -> (job id, index) of the chunks accepted from it alone
+        self._unverified: dict[str, dict[tuple[str, int], None]] = {}
+        #: active leases by worker and by chunk
+        self._active_by_worker: dict[str, dict[str, None]] = {}
+        self._active_by_chunk: dict[tuple[str, int], dict[str, None]] = {}
+        #: (deadline, lease id) of active leases; an entry whose lease has another deadline
+        #: or is no longer active is dropped when met
+        self._deadlines: list[tuple[float, str]] = []
+        #: (job id, index) -> candidate keys of that chunk
+        self._candidates_by_chunk: dict[tuple[str, int], dict[tuple[str, int, str], None]] = {}
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
@@ -79,8 +102,17 @@ class MemoryBackend(Backend):
             finally:
                 self._undo = None
 
-    def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+    def _put(
+        self,
+        table: dict[Any, Any],
+        key: Any,
+        value: Any,
+        index: Callable[[Any, Any], None] | None = None,
+    ) -> None:
+        """Store a copy of ``value``; ``index(old, new)`` keeps an index up to date (and is
+        called with the two swapped if the write is undone)."""
         old = table.get(key, _ABSENT)
+        new = _clone(value)
         if self._undo is not None:
 
             def undo() -> None:
@@ -88,19 +120,35 @@ class MemoryBackend(Backend):
                     table.pop(key, None)
                 else:
                     table[key] = old
+                if index is not None:
+                    index(new, None if old is _ABSENT else old)
 
             self._undo.append(undo)
-        table[key] = copy.deepcopy(value)
+        table[key] = new
+        if index is not None:
+            index(None if old is _ABSENT else old, new)
 
-    def _delete(self, table: dict[Any, Any], key: Any) -> None:
+    def _delete(
+        self, table: dict[Any, Any], key: Any, index: Callable[[Any, Any], None] | None = None
+    ) -> None:
         old = table.pop(key, _ABSENT)
-        if old is not _ABSENT and self._undo is not None:
-            self._undo.append(lambda: table.__setitem__(key, old))
+        if old is _ABSENT:
+            return
+        if index is not None:
+            index(old, None)
+        if self._undo is not None:
+
+            def undo() -> None:
+                table[key] = old
+                if index is not None:
+                    index(None, old)
+
+            self._undo.append(undo)
 
     @staticmethod
     def _get(table: dict[Any, Any], key: Any) -> Any:
         value = table.get(key)
-        return None if value is None else copy.deepcopy(value)
+        return None if value is None else _clone(value)
 
     def get_worker(self, worker_id: str) -> Worker | None:
         return self._get(self._workers, worker_id)  # type: ignore[no-any-return]
@@ -195,81 +243,129 @@ class MemoryBackend(Backend):
         return self._get(self._chunks, (job_id, index))  # type: ignore[no-any-return]
 
     def put_chunk(self, chunk: Chunk) -> None:
-        self._put(self._chunks, (chunk.job_id, chunk.index), chunk)
+        self._put(self._chunks, (chunk.job_id, chunk.index), chunk, self._index_chunk)
 
-    def _chunks_of(self, job_id: str, state: ChunkState) -> list[Chunk]:
-        chunks = [c for c in self._chunks.values() if c.job_id == job_id and c.state is state]
-        return copy.deepcopy(sorted(chunks, key=lambda c: c.index))
+    def _index_chunk(self, old: Chunk | None, new: Chunk | None) -> None:
+        if old is not None:
+            key = (old.job_id, old.index)
+            self._chunks_by_state[(old.job_id, old.state)].pop(old.index, None)
+            if old.verified and old.state is ChunkState.DONE:
+                verified = self._verified[old.job_id]
+                at = bisect.bisect_left(verified, old.index)
+                if at < len(verified) and verified[at] == old.index:
+                    del verified[at]
+            if old.unverified_by:
+                self._unverified[old.unverified_by].pop(key, None)
+        if new is not None:
+            key = (new.job_id, new.index)
+            self._chunks_by_state.setdefault((new.job_id, new.state), {})[new.index] = None
+            if new.verified and new.state is ChunkState.DONE:
+                bisect.insort(self._verified.setdefault(new.job_id, []), new.index)
+            if new.unverified_by:
+                self._unverified.setdefault(new.unverified_by, {})[key] = None
+
+    def _chunks_in(self, job_id: str, state: ChunkState) -> list[int]:
+        return sorted(self._chunks_by_state.get((job_id, state), ()))
 
     def pending_chunks(self, job_id: str, limit: int, not_held_by: str = "") -> list[Chunk]:
-        chunks = self._chunks_of(job_id, ChunkState.PENDING)
-        return [c for c in chunks if not_held_by not in c.holders][:limit]
+        found = []
+        for index in self._chunks_in(job_id, ChunkState.PENDING):
+            chunk = self._chunks[(job_id, index)]
+            if not_held_by not in chunk.holders:
+                found.append(_clone(chunk))
+                if len(found) >= limit:
+                    break
+        return found
 
     def verified_chunk(self, job_id: str, max_units: int) -> Chunk | None:
-        found = [
-            c
-            for c in self._chunks_of(job_id, ChunkState.DONE)
-            if c.verified and c.units <= max_units
-        ]
-        return found[-1] if found else None
+        for index in reversed(self._verified.get(job_id, ())):
+            chunk = self._chunks[(job_id, index)]
+            if chunk.units <= max_units:
+                return _clone(chunk)  # type: ignore[no-any-return]
+        return None
 
     def unverified_chunks(self, worker_id: str) -> list[Chunk]:
-        found = [c for c in self._chunks.values() if c.unverified_by == worker_id]
-        return copy.deepcopy(sorted(found, key=lambda c: (c.job_id, c.index)))
+        keys = sorted(self._unverified.get(worker_id, ()))
+        return [_clone(self._chunks[key]) for key in keys]
 
-    def leased_chunks(self, job_id: str) -> list[Chunk]:
-        return self._chunks_of(job_id, ChunkState.LEASED)
+    def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
+        indices = self._chunks_in(job_id, ChunkState.LEASED)[:limit]
+        return [_clone(self._chunks[(job_id, index)]) for index in indices]
 
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._get(self._leases, lease_id)  # type: ignore[no-any-return]
 
     def put_lease(self, lease: Lease) -> None:
-        self._put(self._leases, lease.lease_id, lease)
+        self._put(self._leases, lease.lease_id, lease, self._index_lease)
 
-    def _active_leases(self, keep: Callable[[Lease], bool]) -> list[Lease]:
-        leases = [x for x in self._leases.values() if x.state is LeaseState.ACTIVE and keep(x)]
-        return copy.deepcopy(sorted(leases, key=lambda x: (x.issued_s, x.lease_id)))
+    def _index_lease(self, old: Lease | None, new: Lease | None) -> None:
+        if old is not None and old.state is LeaseState.ACTIVE:
+            _discard(self._active_by_worker, old.worker_id, old.lease_id)
+            _discard(self._active_by_chunk, (old.job_id, old.chunk_index), old.lease_id)
+        if new is not None and new.state is LeaseState.ACTIVE:
+            self._active_by_worker.setdefault(new.worker_id, {})[new.lease_id] = None
+            chunk = (new.job_id, new.chunk_index)
+            self._active_by_chunk.setdefault(chunk, {})[new.lease_id] = None
+            if old is None or old.state is not LeaseState.ACTIVE or old.deadline_s != new.deadline_s:
+                heapq.heappush(self._deadlines, (new.deadline_s, new.lease_id))
+
+    def _leases_sorted(self, lease_ids: Iterable[str]) -> list[Lease]:
+        leases = [self._leases[lease_id] for lease_id in lease_ids]
+        leases.sort(key=lambda x: (x.issued_s, x.lease_id))
+        return [_clone(lease) for lease in leases]
 
     def active_leases_of_chunk(self, job_id: str, index: int) -> list[Lease]:
-        return self._active_leases(lambda x: x.job_id == job_id and x.chunk_index == index)
+        return self._leases_sorted(self._active_by_chunk.get((job_id, index), ()))
 
     def active_leases_of_worker(self, worker_id: str) -> list[Lease]:
-        return self._active_leases(lambda x: x.worker_id == worker_id)
+        return self._leases_sorted(self._active_by_worker.get(worker_id, ()))
 
     def count_active_leases(self, worker_id: str) -> int:
-        return sum(
-            x.state is LeaseState.ACTIVE and x.worker_id == worker_id for x in self._leases.values()
-        )
+        return len(self._active_by_worker.get(worker_id, ()))
 
     def active_lease_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for lease in self._leases.values():
-            if lease.state is LeaseState.ACTIVE:
-                counts[lease.worker_id] = counts.get(lease.worker_id, 0) + 1
-        return counts
+        return {w: len(ids) for w, ids in self._active_by_worker.items() if ids}
 
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
-        return self._active_leases(lambda x: x.deadline_s < now)[:limit]
+        # Entries are taken off the heap and the ones still valid put back: the caller may
+        # roll back whatever it does with them.
+        heap, valid = self._deadlines, []
+        while heap and heap[0][0] < now:
+            deadline, lease_id = heapq.heappop(heap)
+            lease = self._leases.get(lease_id)
+            if lease is not None and lease.state is LeaseState.ACTIVE:
+                if lease.deadline_s == deadline:
+                    valid.append((deadline, lease_id))
+        for entry in valid:
+            heapq.heappush(heap, entry)
+        return self._leases_sorted(lease_id for _, lease_id in valid)[:limit]
 
     def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
-        self._put(self._candidates, (job_id, chunk_index, copy.lease_id), copy)
+        key = (job_id, chunk_index, copy.lease_id)
+        self._put(self._candidates, key, copy, functools.partial(self._index_candidate, key))
+
+    def _index_candidate(self, key: tuple[str, int, str], old: Any, new: Any) -> None:
+        if new is None:
+            _discard(self._candidates_by_chunk, key[:2], key)
+        else:
+            self._candidates_by_chunk.setdefault(key[:2], {})[key] = None
 
     def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
-        found = [c for k, c in self._candidates.items() if k[:2] == (job_id, chunk_index)]
-        return copy.deepcopy(sorted(found, key=lambda c: c.lease_id))
+        keys = sorted(self._candidates_by_chunk.get((job_id, chunk_index), ()))
+        return [_clone(self._candidates[key]) for key in keys]
 
     def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
         found = [(k[0], k[1], c) for k, c in self._candidates.items() if c.worker_id == worker_id]
         return copy.deepcopy(sorted(found, key=lambda f: (f[0], f[1], f[2].lease_id)))
 
     def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
-        for key in [k for k in self._candidates if k[:2] == (job_id, chunk_index)]:
+        for key in list(self._candidates_by_chunk.get((job_id, chunk_index), ())):
             if not lease_id or key[2] == lease_id:
-                self._delete(self._candidates, key)
+                self._delete(self._candidates, key, functools.partial(self._index_candidate, key))
 
     def delete_job_candidates(self, job_id: str) -> None:
         for key in [k for k in self._candidates if k[0] == job_id]:
-            self._delete(self._candidates, key)
+            self._delete(self._candidates, key, functools.partial(self._index_candidate, key))
 
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         for entry in entries:
@@ -342,3 +438,58 @@ class MemoryBackend(Backend):
         if file is None:
             raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
         return media_type, file
+
+
+def _discard(index: dict[Any, dict[Any, None]], key: Any, member: Any) -> None:
+    """Take ``member`` out of the set ``index[key]``, and the set out once empty (an index
+    of millions of chunks must not keep an empty set for each)."""
+    members = index.get(key)
+    if members is not None:
+        members.pop(member, None)
+        if not members:
+            del index[key]
+
+
+def _json(value: Any) -> Any:
+    """A copy of a JSON value (a flat dict of scalars, the common case, in one step)."""
+    if type(value) is dict and all(type(v) in _SCALARS for v in value.values()):
+        return dict(value)
+    return copy.deepcopy(value)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _shallow(value: Any) -> Any:
+    """A shallow copy of a plain dataclass instance (``copy.copy`` goes through pickling's
+    protocol, three times slower)."""
+    twin = object.__new__(type(value))
+    twin.__dict__.update(value.__dict__)
+    return twin
+
+
+def _clone(value: Any) -> Any:
+    """A copy of a record that shares nothing mutable with it."""
+    kind = type(value)
+    if kind is Lease or kind is Credential:
+        return _shallow(value)
+    if kind is Chunk:
+        chunk = _shallow(value)
+        chunk.failed_by, chunk.holders = dict(chunk.failed_by), dict(chunk.holders)
+        return chunk
+    if kind is Worker:
+        worker = _shallow(value)
+        worker.kinds = list(worker.kinds)
+        worker.speeds, worker.speed_evidence_s = dict(worker.speeds), dict(worker.speed_evidence_s)
+        worker.units_done, worker.trust = dict(worker.units_done), dict(worker.trust)
+        return worker
+    if kind is Job:
+        job = _shallow(value)
+        job.params, job.live = _json(job.params), _json(job.live)
+        job.answer = None if job.answer is None else _json(job.answer)
+        return job
+    if kind is Copy:
+        return dataclasses.replace(value, output=_json(value.output))
+    if kind is tuple or kind is CreditEntry:
+        return value  # immutable (outputs' rows, ledger entries)
+    return copy.deepcopy(value)

@@ -74,6 +74,10 @@ FORGET_BATCH = 1000
 EXPIRE_BATCH = 1000
 #: How long the pool's speed per kind (for tail chunk sizes) is reused.
 POOL_SPEED_CACHE_S = 1.0
+#: A pool of more cores than this reads its figures less often than once a second, in
+#: proportion (every 10 s with 200,000 cores): each read looks at every worker online, and
+#: a large pool's figures change slowly.
+POOL_FIGURE_CORES_PER_S = 20_000
 #: Running jobs one submitter (API key) may have at once.
 MAX_RUNNING_JOBS_PER_OWNER = 100
 
@@ -538,7 +542,7 @@ class Store:
                 self.rng.random,
                 lambda: self._pool_tokens(now),
                 self.credit,
-                lambda target_s: self.chunk_target_s(target_s, now),
+                lambda: self._pool_cores(now),
                 self._id_bits,
                 grid=self.grid if self.grid.view is not None else None,
             )
@@ -599,10 +603,13 @@ class Store:
         return answers
 
     def _pool_figure(self, name: str, now: float, read: Callable[[float], float]) -> float:
-        """``read(seen_since)`` over the online workers, read again at most once a second:
-        reading every worker on every exchange would not scale."""
+        """``read(seen_since)`` over the online workers, read again at most once a second,
+        and less often in a large pool (see :data:`POOL_FIGURE_CORES_PER_S`): reading
+        every worker on every exchange would not scale."""
         cached = self._figures.get(name)
-        if cached is not None and 0 <= now - cached[0] < POOL_SPEED_CACHE_S:
+        cores = self._figures.get("cores", (0.0, 0.0))[1]
+        period = POOL_SPEED_CACHE_S * max(1.0, cores / POOL_FIGURE_CORES_PER_S)
+        if cached is not None and 0 <= now - cached[0] < period:
             return cached[1]
         value = read(now - self.config.lease_ttl_s)
         self._figures[name] = (now, value)
@@ -618,11 +625,14 @@ class Store:
         """The chunk time a job asking for ``target_s`` is sized for now: longer when the
         pool's cores online would send more results than the coordinator should take (see
         :func:`~hydracompute.core.sizing.load_controlled_target_s`)."""
-        cores = int(self._pool_figure("cores", now, self.backend.pool_cores))
         config = self.config
         return load_controlled_target_s(
-            target_s, cores, config.capacity_results_per_s, config.load_share
+            target_s, self._pool_cores(now), config.capacity_results_per_s, config.load_share
         )
+
+    def _pool_cores(self, now: float) -> int:
+        """Cores of the online workers (not barred)."""
+        return int(self._pool_figure("cores", now, self.backend.pool_cores))
 
     def _pool_tokens(self, now: float) -> int:
         """Join tokens (volunteers) of the online workers."""

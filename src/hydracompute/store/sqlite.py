@@ -496,9 +496,9 @@ class SQLiteBackend(Backend):
         where = "WHERE unverified_by = ? AND unverified_by != '' ORDER BY job_id, \"index\""
         return self._many(CHUNKS, where, worker_id)
 
-    def leased_chunks(self, job_id: str) -> list[Chunk]:
+    def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
         where = "INDEXED BY leased_chunks WHERE job_id = ? AND state = 'leased' "
-        return self._many(CHUNKS, where + 'ORDER BY "index"', job_id)
+        return self._many(CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit or -1)
 
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._one(LEASES, lease_id)  # type: ignore[no-any-return]

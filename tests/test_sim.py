@@ -1,0 +1,192 @@
+"""The simulator: the real store and core driven by virtual workers on a virtual clock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from hydracompute.cli import main
+from hydracompute.errors import InvalidParams
+from hydracompute.sim import load_scenario, parse_scenario, simulate
+from hydracompute.sim.report import ideal_end_s
+from hydracompute.sim.scenario import SHIPPED
+
+#: 1,000 workers with churn, pauses and 100 ms round trips, a π job and a Mandelbrot job:
+#: about four minutes of the pool's work, on a coordinator taking 100 results/s.
+THOUSAND = """
+name = "thousand"
+sample_period_s = 10
+max_duration_s = 3600
+
+[coordinator]
+target_chunk_s = 2.0
+heartbeat_s = 20.0
+capacity_results_per_s = 200
+load_share = 0.5
+
+[workers]
+count = 1000
+cores = { 1 = 1, 2 = 2, 4 = 1 }
+kinds = ["pi", "mandelbrot"]
+latency = { dist = "lognormal", median = 0.1, sigma = 0.5 }
+
+[workers.speed]
+pi = 500.0
+mandelbrot = 800.0
+factor = { dist = "lognormal", median = 1.0, sigma = 0.4 }
+chunk_noise = { dist = "lognormal", median = 1.0, sigma = 0.1 }
+
+[workers.availability]
+online = { dist = "weibull", shape = 0.6, scale = 7200 }
+offline = { dist = "lognormal", median = 1800, sigma = 1.5 }
+online_at_start = 0.7
+join_over_s = 10
+
+[workers.pauses]
+every = { dist = "exponential", mean = 1800 }
+length = { dist = "lognormal", median = 120, sigma = 1.2 }
+return_after_s = 120
+
+[[jobs]]
+kind = "pi"
+params = { samples = 200_000_000_000_000, seed = 1 }
+
+[[jobs]]
+kind = "mandelbrot"
+params = { width = 8192, height = 8192, max_iter = 500 }
+arrival_s = 60
+"""
+
+#: 60 workers, a fifth of them lying on every output, adaptive verification.
+SABOTAGED = """
+name = "sabotaged"
+sample_period_s = 5
+
+[coordinator]
+target_chunk_s = 1.0
+heartbeat_s = 5.0
+verify = "adaptive"
+saboteur_share = 0.2
+
+[workers]
+count = 60
+cores = 2
+kinds = ["pi"]
+workers_per_volunteer = 1
+
+[workers.speed]
+pi = 100.0
+factor = { dist = "uniform", low = 0.5, high = 1.5 }
+
+[workers.availability]
+online = { dist = "exponential", mean = 600 }
+offline = { dist = "exponential", mean = 120 }
+
+[saboteurs]
+share = 0.2
+strategy = "always"
+
+[[jobs]]
+kind = "pi"
+params = { samples = 40_000_000_000, seed = 2 }
+"""
+
+
+def without_measured(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k != "measured"}
+
+
+def test_same_scenario_and_seed_give_the_same_report() -> None:
+    scenario = parse_scenario(SABOTAGED)
+    first, _ = simulate(scenario, seed=5)
+    second, _ = simulate(scenario, seed=5)
+    other, _ = simulate(scenario, seed=6)
+    assert json.dumps(without_measured(first)) == json.dumps(without_measured(second))
+    assert first["makespan_s"] != other["makespan_s"]  # the seed does change the run
+
+
+def test_saboteurs_are_caught_by_adaptive_verification() -> None:
+    report, simulation = simulate(parse_scenario(SABOTAGED), seed=1)
+    assert report["all_jobs_ended"] and report["units_missing"] == 0
+    assert report["saboteurs"] == 12 and report["lies_sent"] > 0
+    assert report["wrong_chunks_accepted"] == 0
+    assert report["verification_overhead"] > 0.2  # untrusted workers are replicated
+    barred = [w for w in simulation.store.list_workers() if w.barred]
+    assert len(barred) == 12
+    assert report["credit"]["to_saboteurs"] == 0  # withdrawn, or never granted
+
+
+def test_a_thousand_workers_with_churn_finish_every_chunk_near_the_ideal() -> None:
+    report, _ = simulate(parse_scenario(THOUSAND), seed=3)
+    assert report["workers"] == 1000 and report["all_jobs_ended"]
+    assert report["units_missing"] == 0 and report["wrong_chunks_accepted"] == 0
+    assert 0.8 <= report["efficiency"] <= 1.01
+    # Churn and pauses lose some work, and the report says where it went.
+    work = report["work"]
+    assert work["core_s"]["expired"] + work["core_s"]["returned"] > 0
+    assert 0 < work["wasted_share"] < 0.1
+    # Load control: some 1,600 cores online would send 800 results/s with 2 s chunks;
+    # the target grows so that they send at most the 100/s allowed.
+    assert max(report["chunk_targets_s"]) > 5.0
+    assert report["results"]["max_per_s"] <= 1.1 * report["results"]["allowed_per_s"]
+    assert report["measured"]["cpu_per_exchange_us"] > 0
+
+
+def test_the_ideal_end_drains_the_work_at_the_capacity_of_the_moment() -> None:
+    # 100 core-s at t=0 on 10 cores: done at 10 s.
+    assert ideal_end_s([(0.0, 100.0)], [(0.0, 10.0)]) == pytest.approx(10.0)
+    # 5 more cores from t=4: 40 done by then, 60 left at 15/s.
+    assert ideal_end_s([(0.0, 100.0)], [(0.0, 10.0), (4.0, 5.0)]) == pytest.approx(8.0)
+    # work arriving after the pool went idle waits for nothing
+    assert ideal_end_s([(0.0, 10.0), (20.0, 10.0)], [(0.0, 10.0)]) == pytest.approx(21.0)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("count = 60", "count = 0", "workers.count"),
+        ('mean = 600 }', 'mean = -1 }', "workers.availability.online"),
+        ('dist = "exponential", mean = 120', 'dist = "weibul"', "workers.availability.offline"),
+        ('name = "sabotaged"', 'name = "sabotaged"\ncolour = 1', "colour"),
+        ("[saboteurs]", "[saboteurs]\nshare_of_liars = 1", "saboteurs.share_of_liars"),
+    ],
+)
+def test_a_wrong_setting_is_named(old: str, new: str, field: str) -> None:
+    assert old in SABOTAGED
+    with pytest.raises(InvalidParams) as caught:
+        parse_scenario(SABOTAGED.replace(old, new))
+    assert field in caught.value.errors
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_shipped_scenarios_load(name: str) -> None:
+    scenario = load_scenario(name)
+    assert scenario.name == name
+    assert scenario.population.count in {8, 200, 10_000, 100_000}
+
+
+def test_the_command_writes_a_report_and_plots(tmp_path: Path) -> None:
+    path = tmp_path / "sabotaged.toml"
+    path.write_text(SABOTAGED)
+    result = CliRunner().invoke(
+        main, ["simulate", str(path), "--seed", "4", "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "efficiency" in result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["seed"] == 4 and report["scenario"] == "sabotaged"
+    pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert pngs == ["chunk_sizes.png", "credit.png", "rates.png", "work.png"]
+    assert all((tmp_path / "out" / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
+
+
+def test_a_bad_scenario_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(SABOTAGED.replace("strategy = \"always\"", "strategy = \"never\""))
+    result = CliRunner().invoke(main, ["simulate", str(path)])
+    assert result.exit_code == 2
+    assert "saboteurs.strategy" in result.output
