@@ -32,6 +32,7 @@ from hydracompute.coordinator import app as app_module
 from hydracompute.coordinator.app import create_app
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.service import Coordinator
+from hydracompute.core.carbon import IntensityView
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
 from hydracompute.kinds import KindRegistry
@@ -133,9 +134,19 @@ class Pool:
         return response.json()  # type: ignore[no-any-return]
 
     def enrol(
-        self, name: str = "laptop", kinds: tuple[str, ...] = ("sum",), cores: int = 4
+        self,
+        name: str = "laptop",
+        kinds: tuple[str, ...] = ("sum",),
+        cores: int = 4,
+        **extra: Any,
     ) -> Volunteer:
-        body = {"name": name, "cores": cores, "kinds": list(kinds), "join_token": self.join_token}
+        body = {
+            "name": name,
+            "cores": cores,
+            "kinds": list(kinds),
+            "join_token": self.join_token,
+            **extra,
+        }
         response = self.client.post("/api/v1/workers", json=body)
         assert response.status_code == 201, response.text
         enrolled = response.json()
@@ -201,9 +212,10 @@ def open_pool(
     config: SchedulerConfig = CONFIG,
     kinds: KindRegistry | None = None,
     backend: Backend | None = None,
+    carbon: IntensityView | None = None,
 ) -> Iterator[Pool]:
     clock = FakeClock()
-    store = Store(backend or MemoryBackend(), kinds or registry_with_pi(), config)
+    store = Store(backend or MemoryBackend(), kinds or registry_with_pi(), config, carbon=carbon)
     _, admin_key = store.credentials.issue(CredentialKind.API_KEY, "admin", clock(), Role.ADMIN)
     _, join_token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "test", clock())
     app = create_app(store, clock=clock, security=UNLIMITED)

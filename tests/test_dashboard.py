@@ -269,6 +269,33 @@ def test_invalid_form_value_shows_the_error_and_submits_nothing(
     console.problems = [p for p in console.problems if "422" not in p]
 
 
+def test_the_grids_panel_shows_each_zones_intensity_and_workers(
+    page: tuple[Page, Console], client: Client, live_pool: Pool
+) -> None:
+    view, _ = page
+    # A volunteer of its own (the other tests count the default token's workers).
+    token = client.request("POST", "/api/v1/join-tokens", json={"name": "france"}).json()
+    enrolment = {
+        "name": "in-france",
+        "cores": 2,
+        "kinds": ["pi"],
+        "join_token": token["secret"],
+        "grid_zone": "FR",
+    }
+    # Enrolled through the API as a worker would (it never exchanges: it shows as offline).
+    client.request("POST", "/api/v1/workers", json=enrolment, headers={"Authorization": ""})
+    grids = client.request("GET", "/api/v1/carbon").json()
+    (france,) = [z for z in grids["zones"] if z["zone"] == "FR"]
+    view.reload()
+    view.wait_for_selector("#grids tbody tr td.num")
+    row = view.locator("#grids tbody tr", has_text="FR").first
+    assert row.locator("td").nth(1).inner_text() == f"{france['gco2_per_kwh']:.0f}"
+    assert "annual" in row.locator("td").nth(2).inner_text()
+    # The chart draws the zone's intensity over the next 24 hours, with its legend.
+    assert "FR" in view.locator("#grid-legend").inner_text()
+    assert view.locator("#grid-chart polyline.series").count() >= 1
+
+
 def test_the_overview_ranks_volunteers_by_verified_work(
     page: tuple[Page, Console], client: Client
 ) -> None:

@@ -206,6 +206,8 @@ class Client:
         adaptive: bool | None = None,
         priority: int | None = None,
         required_labels: Sequence[str] = (),
+        deadline_s: float | None = None,
+        carbon: str | None = None,
         **params: Any,
     ) -> Job:
         """Submit a job; ``params`` are the kind's parameters (e.g. ``samples=10**9``).
@@ -215,6 +217,8 @@ class Client:
         workers' outputs (and trusted ones' now and then). ``None``: the pool's default.
         ``priority`` orders the submitter's own running jobs (higher first, default 0).
         ``required_labels``: only workers the admin gave all these labels get its chunks.
+        ``deadline_s`` (seconds from now) and ``carbon="prefer-clean"`` steer the job to
+        cleaner grids and hours within the deadline.
 
         Raises:
             InvalidParams: a parameter is NaN or infinite (nothing is sent); the
@@ -232,6 +236,8 @@ class Client:
             "adaptive": adaptive,
             "priority": priority,
             "required_labels": list(required_labels) or None,
+            "deadline_s": deadline_s,
+            "carbon": carbon,
         }
         body.update({key: value for key, value in options.items() if value is not None})
         info = JobInfo(self.request("POST", "/api/v1/jobs", json=body).json())

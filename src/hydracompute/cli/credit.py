@@ -25,7 +25,17 @@ from hydracompute.cli.base import (
 from hydracompute.client import Client
 
 #: The statement's columns, as the CSV and the table show them.
-COLUMNS = ("key", "name", "chunks", "work", "credit", "energy_kwh", "payout")
+COLUMNS = (
+    "key",
+    "name",
+    "chunks",
+    "work",
+    "credit",
+    "energy_kwh",
+    "payout",
+    "gco2",
+    "gco2_blind",
+)
 
 
 def parse_time(text: str | None, now: float) -> float | None:
@@ -63,6 +73,8 @@ def _cells(line: dict[str, Any]) -> list[str]:
         _number(line["credit"]),
         f"{line['energy_kwh']:.6f}",
         f"{Decimal(line['payout_micros']) / 1_000_000:.6f}",
+        f"{line.get('gco2', 0.0):.3f}",
+        f"{line.get('gco2_blind', 0.0):.3f}",
     ]
 
 
@@ -77,7 +89,10 @@ def _rows(answer: dict[str, Any]) -> list[list[str]]:
     total = ["total", "", str(answer["total"]["chunks"])]
     for column in range(3, len(COLUMNS)):
         summed = sum((Decimal(row[column]) for row in rows), Decimal(0))
-        total.append(f"{summed:.6f}" if column >= 5 else _number(float(summed)))
+        if column >= len(COLUMNS) - 2:  # grams of CO2
+            total.append(f"{summed:.3f}")
+        else:
+            total.append(f"{summed:.6f}" if column >= 5 else _number(float(summed)))
     return [*rows, total]
 
 

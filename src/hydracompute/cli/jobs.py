@@ -78,8 +78,8 @@ def _submit(
         _print_answer(info)
 
 
-#: Where the verification options (and --priority) leave what they were given (every
-#: submit command takes them, and only ``_submit`` reads them).
+#: Where the verification, placement, priority and carbon options leave what they were
+#: given (every submit command takes them, and only ``_submit`` reads them).
 VERIFICATION_META = "hydracompute.verification"
 
 
@@ -89,6 +89,14 @@ def _verification_option(name: str) -> Callable[[click.Context, click.Parameter,
             ctx.meta.setdefault(VERIFICATION_META, {})[name] = value
 
     return keep
+
+
+def _keep_deadline(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    from hydracompute.cli.admin import parse_duration
+
+    seconds = parse_duration(value)
+    if seconds is not None:
+        ctx.meta.setdefault(VERIFICATION_META, {})["deadline_s"] = seconds
 
 
 submit_options = [
@@ -140,6 +148,23 @@ submit_options = [
         ),
         help="Only workers the pool's admin gave this label (e.g. trusted) get its chunks; "
         "repeat for several (docs/security.md).",
+    ),
+    click.option(
+        "--deadline",
+        default=None,
+        metavar="DURATION",
+        expose_value=False,
+        callback=_keep_deadline,
+        help="When it should be done, from now (e.g. 6h, 2d; at most 7d).",
+    ),
+    click.option(
+        "--carbon",
+        type=click.Choice(["blind", "prefer-clean"]),
+        default=None,
+        expose_value=False,
+        callback=_verification_option("carbon"),
+        help="prefer-clean: run on cleaner grids and at cleaner hours within --deadline "
+        "(default: blind, as if no grid mattered).",
     ),
     click.option("-o", "--output", default=None, help="With --wait: save the main artefact."),
     click.option(
@@ -492,6 +517,18 @@ def status(job_id: str, client: Client, as_json: bool) -> None:
         notes.print(f"[red]{info.error}[/red]")
     if info.live:
         console.print_json(data=info.live)
+    emitted = info.raw.get("emissions")
+    if emitted and emitted["energy_kwh"] > 0:
+        saved = (
+            f", {emitted['saved_share']:.0%} less than carbon-blind ({emitted['gco2_blind']:.1f} g)"
+            if info.raw.get("carbon") == "prefer-clean"
+            else ""
+        )
+        console.print(
+            f"energy {emitted['energy_kwh'] * 1000:.2f} Wh "
+            f"({emitted['energy_measured_kwh'] / emitted['energy_kwh']:.0%} measured), "
+            f"{emitted['gco2']:.1f} gCO2{saved}"
+        )
 
 
 @main.command()
@@ -551,6 +588,7 @@ def workers(client: Client, as_json: bool) -> None:
         "state",
         "labels",
         "wasm",
+        "grid",
         "chunks",
         "leases",
         "speed per core",
@@ -569,12 +607,20 @@ def workers(client: Client, as_json: bool) -> None:
             state,
             ", ".join(w.get("labels", [])),
             "yes" if w.get("accepts_wasm") else "no",
+            _grid(w),
             str(w["chunks_done"]),
             str(w["leases"]),
             ", ".join(_speed(name, value, kinds.get(name)) for name, value in w["speeds"].items()),
             f"{w['last_seen_ago_s']:.0f} s ago",
         )
     print_table(table)
+
+
+def _grid(worker: dict[str, Any]) -> str:
+    """``DE 312 g/kWh``: a worker's grid zone and its intensity now ("" without a zone)."""
+    zone = worker.get("grid_zone") or ""
+    intensity = worker.get("grid_gco2_per_kwh")
+    return f"{zone} {intensity:.0f} g/kWh" if zone and intensity is not None else zone
 
 
 def _timestamp(epoch_s: float) -> str:

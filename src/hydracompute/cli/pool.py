@@ -163,6 +163,15 @@ def _check_store_url(ctx: click.Context, param: click.Parameter, url: str | None
     help="The most a worker's own power figure (declared or measured) counts for.",
 )
 @click.option(
+    "--carbon-source",
+    default="annual",
+    show_default=True,
+    metavar="SOURCE",
+    help="Where grid carbon intensities come from: 'annual' (averages shipped with the "
+    "package), 'trace[:FOLDER]' (recorded traces replayed), 'electricitymaps[:URL]' (key in "
+    "$ELECTRICITYMAPS_API_KEY) or 'carbon-aware-sdk:URL' (see docs/carbon.md).",
+)
+@click.option(
     "--forget-workers-after",
     default="30d",
     metavar="DURATION",
@@ -229,6 +238,7 @@ def coordinator(
     spot_check_rate: float,
     watts_per_core: float,
     max_watts_per_core: float,
+    carbon_source: str,
     forget_workers_after: str,
     metrics_public: bool,
     fair_share_half_life_s: float,
@@ -244,12 +254,17 @@ def coordinator(
     joins a worker. Another coordinator started on the same store (a shared database)
     joins the same pool: it reuses them, and the join command lists both.
     """
+    from hydracompute.carbon.sources import make_source
     from hydracompute.coordinator.protocol import ConnectionLimits
     from hydracompute.coordinator.server import ServerOptions, serve
     from hydracompute.core.config import SchedulerConfig
     from hydracompute.core.fairshare import FairSharePolicy
 
     forget_after_s = _forget_after_s(forget_workers_after)
+    try:
+        source = make_source(carbon_source)
+    except (ValueError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--carbon-source") from exc
     if (cert is None) != (key is None):
         raise click.UsageError("--cert and --key go together")
     if insecure and cert:
@@ -288,6 +303,7 @@ def coordinator(
             or ConnectionLimits.max_connections_per_address,
             head_timeout_s=head_timeout_s or ConnectionLimits.head_timeout_s,
         ),
+        carbon_source=source,
     )
     try:
         serve(options, lambda line: click.echo(line, err=True), time.time)

@@ -65,6 +65,8 @@ def _rule_option(setting: Setting) -> Callable[[F], F]:
         return click.option(flag, setting.key, multiple=True, metavar="WINDOW", help=text)
     if setting.kind == "choice":
         return click.option(flag, setting.key, type=click.Choice(PRIORITIES), help=text)
+    if setting.kind == "zone":
+        return click.option(flag, setting.key, metavar="ZONE", help=text)
     return click.option(flag, setting.key, type=int if setting.kind == "int" else float, help=text)
 
 

@@ -19,6 +19,7 @@ from hydracompute.coordinator import (
     problems,
     routes_admin,
     routes_blobs,
+    routes_carbon,
     routes_credit,
     routes_dashboard,
     routes_jobs,
@@ -132,6 +133,7 @@ def create_app(
     app.include_router(routes_workers.router)
     app.include_router(routes_admin.router)
     app.include_router(routes_credit.router)
+    app.include_router(routes_carbon.router)
     app.include_router(routes_dashboard.router)
     app.include_router(routes_blobs.router)
     install_reference(app)

@@ -86,6 +86,7 @@ REFUSALS: dict[str, frozenset[int]] = {
     # a worker's own credit, with its secret
     "credit_statement": frozenset({403}),
     "leaderboard": frozenset(),
+    "carbon": frozenset(),
     "volunteer": frozenset({404}),
     "worker_credit": frozenset(),
 }

@@ -53,6 +53,8 @@ def _line(line: StatementLine, name: str) -> CreditLine:
         energy_kwh=line.energy_kwh,
         payout=line.payout_micros / MICROS,
         payout_micros=line.payout_micros,
+        gco2=t.gco2,
+        gco2_blind=t.gco2_blind,
     )
 
 

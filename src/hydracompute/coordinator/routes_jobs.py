@@ -19,14 +19,18 @@ from hydracompute.coordinator.auth import (
 )
 from hydracompute.coordinator.capacity import PoolCapacity
 from hydracompute.coordinator.schemas import (
+    Emissions,
     JobList,
     JobSubmit,
     JobView,
     ShareList,
     ShareView,
+    ZoneEmissions,
 )
 from hydracompute.coordinator.service import Coordinator, log_job_end
+from hydracompute.core.carbon import CarbonMode
 from hydracompute.core.config import MAX_JOB_WAIT_S
+from hydracompute.core.credit import JOULES_PER_KWH, ZoneTotal
 from hydracompute.core.fairshare import OwnerShare
 from hydracompute.core.models import Job, JobState, Role
 from hydracompute.core.progress import job_progress
@@ -126,7 +130,40 @@ def job_view(
             job.kind, workers_needed(job.quorum, job.adaptive), job.required_labels
         ),
         required_labels=job.required_labels,
+        deadline_s=job.deadline_s,
+        carbon=job.carbon.value,
     )
+
+
+def emissions(zones: list[ZoneTotal]) -> Emissions:
+    """Energy and CO2 of accepted copies, from the ledger's sums per zone."""
+    gco2 = sum(z.gco2 for z in zones)
+    blind = sum(z.gco2_blind for z in zones)
+    return Emissions(
+        energy_kwh=sum(z.energy_j for z in zones) / JOULES_PER_KWH,
+        energy_measured_kwh=sum(z.energy_measured_j for z in zones) / JOULES_PER_KWH,
+        gco2=gco2,
+        gco2_blind=blind,
+        saved_share=1 - gco2 / blind if blind > 0 else 0.0,
+        zones=[
+            ZoneEmissions(
+                zone=z.zone, chunks=z.chunks, energy_kwh=z.energy_j / JOULES_PER_KWH, gco2=z.gco2
+            )
+            for z in zones
+        ],
+    )
+
+
+async def full_job_view(
+    c: Coordinator,
+    job: Job,
+    capacity: PoolCapacity,
+    shares: dict[str, OwnerShare] | None = None,
+) -> JobView:
+    """One job's view, with its energy and CO2 so far (read from the ledger)."""
+    view = job_view(c, job, capacity, shares)
+    view.emissions = emissions(await c.call(c.store.credit_by_zone, job.job_id))
+    return view
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED, response_model=JobView)
@@ -155,6 +192,8 @@ async def submit_job(
         body.adaptive,
         body.priority,
         body.required_labels,
+        body.deadline_s,
+        CarbonMode(body.carbon),
     )
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     c.events.publish({job.job_id})
@@ -233,14 +272,14 @@ async def get_job(
     the coordinator's ``max_wait_s``)."""
     if wait_s <= 0:
         job = await visible_job(c, principal, job_id)
-        return job_view(c, job, await c.capacity(), await owner_shares(c))
+        return await full_job_view(c, job, await c.capacity(), await owner_shares(c))
     with c.events.job_end(job_id) as ended:  # before the read: an end in between wakes it
         job = await visible_job(c, principal, job_id)
         if not (job.state.finished or c.is_closing):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), min(wait_s, c.config.max_wait_s))
             job = await c.call(c.store.get_job, job_id)
-    return job_view(c, job, await c.capacity(), await owner_shares(c))
+    return await full_job_view(c, job, await c.capacity(), await owner_shares(c))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)

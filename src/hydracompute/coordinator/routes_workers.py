@@ -119,6 +119,8 @@ async def enrol(
         c.clock(),
         body.join_token,
         body.watts_per_core,
+        body.grid_zone,
+        body.power_measured,
     )
     c.workers_changed()
     log.info(
@@ -157,6 +159,8 @@ async def rejoin(
         body.kinds,
         c.clock(),
         body.watts_per_core,
+        body.grid_zone,
+        body.power_measured,
     )
     c.workers_changed()
     c.silent_workers.discard(worker.worker_id)  # the line below says it is back
@@ -259,6 +263,8 @@ async def answer_exchange(
         "abandon": outcome.abandon,
         "next_exchange_s": c.config.heartbeat_s,
     }
+    if outcome.grid_gco2_per_kwh is not None:
+        answer["grid_gco2_per_kwh"] = outcome.grid_gco2_per_kwh
     return _encode_answer(answer).encode()
 
 
@@ -313,6 +319,7 @@ async def list_workers(c: CoordinatorDep, principal: Viewer) -> WorkerList:
 async def worker_views(c: Coordinator, workers: list[Worker]) -> list[WorkerView]:
     leases = await c.call(c.store.leases_in_hand)
     now = c.clock()
+    grid = c.store.grid
     return [
         WorkerView(
             worker_id=w.worker_id,
@@ -335,6 +342,10 @@ async def worker_views(c: Coordinator, workers: list[Worker]) -> list[WorkerView
             accepts_wasm=any(
                 c.store.kinds.get(k).runs_submitted_code for k in w.kinds if k in c.store.kinds
             ),
+            grid_zone=w.grid_zone,
+            grid_gco2_per_kwh=grid.intensity(w.grid_zone, now)
+            if w.grid_zone and grid.view is not None
+            else None,
         )
         for w in workers
     ]

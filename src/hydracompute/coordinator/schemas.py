@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from hydracompute.core.carbon import MAX_DEADLINE_S, MAX_ZONE_CHARS, MIN_DEADLINE_S
 from hydracompute.core.credit import MAX_OWN_WATTS_PER_CORE, MIN_OWN_WATTS_PER_CORE
 from hydracompute.core.fairshare import MAX_PRIORITY, MAX_WEIGHT, MIN_PRIORITY, MIN_WEIGHT
 
@@ -83,6 +84,41 @@ class JobSubmit(Strict):
         max_length=16,
         description="Only workers the pool's admin gave all of these labels get its chunks.",
     )
+    deadline_s: float | None = Field(
+        default=None,
+        ge=MIN_DEADLINE_S,
+        le=MAX_DEADLINE_S,
+        description="Seconds from submission by which it should be done (null: none).",
+    )
+    carbon: Literal["blind", "prefer-clean"] = Field(
+        "blind",
+        description="'prefer-clean': cleaner grids and hours within the deadline (needs one).",
+    )
+
+
+class ZoneEmissions(BaseModel):
+    """What the copies computed on one grid zone drew and emitted."""
+
+    zone: str = Field(description="The grid zone ('' for workers that gave none).")
+    chunks: int = Field(description="Copies accepted, less corrections.")
+    energy_kwh: float
+    gco2: float
+
+
+class Emissions(BaseModel):
+    """Energy and CO2 of accepted copies, and the CO2 of carbon-blind dispatch."""
+
+    energy_kwh: float
+    energy_measured_kwh: float = Field(
+        description="The part of the energy whose power was measured (RAPL), not estimated."
+    )
+    gco2: float = Field(description="At each worker's grid intensity when accepted.")
+    gco2_blind: float = Field(
+        description="The same energy at the pool's mean intensity when the job was submitted "
+        "(carbon-blind dispatch); equal to gco2 for a carbon-blind job."
+    )
+    saved_share: float = Field(description="1 - gco2 / gco2_blind (0 when nothing was emitted).")
+    zones: list[ZoneEmissions]
 
 
 class ShareView(BaseModel):
@@ -153,6 +189,13 @@ class JobView(BaseModel):
     required_labels: list[str] = Field(
         default_factory=list, description="Labels a worker must carry to get its chunks."
     )
+    deadline_s: float | None = Field(
+        None, description="When it should be done, seconds since the epoch (null: none)."
+    )
+    carbon: str = Field("blind", description="'blind' or 'prefer-clean'.")
+    emissions: Emissions | None = Field(
+        default=None, description="Energy and CO2 so far (one job's view only; null in lists)."
+    )
 
 
 class JobList(BaseModel):
@@ -168,6 +211,17 @@ WattsPerCore = Field(
 )
 
 
+#: Whether that figure was measured from the machine's energy counters (RAPL).
+PowerMeasured = Field(False, description="watts_per_core was measured (RAPL), not declared.")
+#: The worker's electricity grid.
+GridZone = Field(
+    "",
+    max_length=MAX_ZONE_CHARS,
+    pattern=r"^([A-Za-z][A-Za-z0-9_-]*)?$",
+    description="Its grid: an ISO country code or an Electricity Maps zone ('' unknown).",
+)
+
+
 class WorkerEnrol(Strict):
     join_token: str = Field(max_length=200, description="A join token from the pool's admin.")
     name: str = Field(min_length=1, max_length=200)
@@ -175,6 +229,8 @@ class WorkerEnrol(Strict):
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
     watts_per_core: float | None = WattsPerCore
+    power_measured: bool = PowerMeasured
+    grid_zone: str = GridZone
 
 
 class WorkerProfile(Strict):
@@ -184,6 +240,8 @@ class WorkerProfile(Strict):
     kinds: list[KindNameItem] = Field(min_length=1, max_length=100)
     version: str = Field("", max_length=40)
     watts_per_core: float | None = WattsPerCore
+    power_measured: bool = PowerMeasured
+    grid_zone: str = GridZone
 
 
 class Rejoined(BaseModel):
@@ -264,6 +322,11 @@ class ExchangeOut(BaseModel):
     leases: list[LeaseOut]
     abandon: list[str]
     next_exchange_s: float = Field(description="Come back at the latest after this long.")
+    grid_gco2_per_kwh: float | None = Field(
+        None,
+        description="The carbon intensity of the worker's grid now, from the pool's source "
+        "(absent when it gave no zone): what its owner's --max-grid-intensity compares.",
+    )
 
 
 class Left(BaseModel):
@@ -308,6 +371,10 @@ class WorkerView(BaseModel):
     )
     accepts_wasm: bool = Field(
         False, description="Its owner consented to run submitted code (wasm jobs)."
+    )
+    grid_zone: str = Field("", description="Its grid zone ('' if it gave none).")
+    grid_gco2_per_kwh: float | None = Field(
+        None, description="Its grid's carbon intensity now (null: no source or no zone)."
     )
 
 
@@ -407,6 +474,9 @@ class CreditLine(BaseModel):
     payout: float
     #: The payout in millionths of the currency: the lines' sum is the total's, exactly.
     payout_micros: int
+    #: CO2 of that energy at the grids' intensities, and under carbon-blind dispatch (g).
+    gco2: float = 0.0
+    gco2_blind: float = 0.0
 
 
 class WorkerCredit(BaseModel):
@@ -497,6 +567,30 @@ class CreditStatement(BaseModel):
     watts_per_core: float
     lines: list[CreditLine]
     total: CreditLine
+
+
+class ZoneView(BaseModel):
+    """One grid zone of the pool: its intensity now and ahead, and where chunks went."""
+
+    zone: str
+    gco2_per_kwh: float = Field(description="Its intensity now.")
+    origin: str = Field(description="Where that comes from: the source, or 'annual'.")
+    forecast: list[tuple[float, float]] = Field(
+        description="[[time_s, gCO2/kWh]] over the next 24 h, as the source expects it."
+    )
+    workers_online: int
+    cores_online: int
+    chunks: int = Field(description="Copies accepted from its workers (ledger, all time).")
+    gco2: float
+
+
+class CarbonView(BaseModel):
+    """The pool's grids (``GET /api/v1/carbon``)."""
+
+    source: str = Field(description="The coordinator's --carbon-source ('none' without one).")
+    zones: list[ZoneView]
+    gco2: float = Field(description="CO2 of every accepted copy (g).")
+    gco2_blind: float = Field(description="The same under carbon-blind dispatch (g).")
 
 
 class SessionStart(Strict):

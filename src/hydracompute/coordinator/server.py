@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydracompute.carbon import IntensitySource
 from hydracompute.coordinator.auth import SecuritySettings
 from hydracompute.coordinator.collector import CollectionSchedule
 from hydracompute.coordinator.peers import Peers
@@ -79,6 +80,9 @@ class ServerOptions:
     #: The least role that may submit code (wasm jobs), and the largest blob uploaded.
     code_role: Role = Role.ADMIN
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    #: Where grid intensities come from (see :mod:`hydracompute.carbon.sources`; ``None``:
+    #: the annual averages shipped with the package).
+    carbon_source: IntensitySource | None = None
     #: The URL workers reach this coordinator at, listed for the pool (default: the one
     #: it listens on, with the host name for a wildcard address).
     public_url: str | None = None
@@ -98,6 +102,8 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
     import uvicorn
 
     from hydracompute import tls
+    from hydracompute.carbon.annual import AnnualSource
+    from hydracompute.carbon.cache import intensity_view
     from hydracompute.coordinator.app import create_app
     from hydracompute.kinds import default_registry
     from hydracompute.store import StoreLocation, open_store
@@ -113,6 +119,7 @@ def serve(options: ServerOptions, say: Callable[[str], None], clock: Callable[[]
         adaptive=options.adaptive,
         credit=options.credit,
         fair_share=options.fair_share,
+        carbon=intensity_view(options.carbon_source or AnnualSource()),
     )
     raise_open_files_limit()
     try:

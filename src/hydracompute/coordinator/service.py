@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from hydracompute.carbon.cache import REFRESH_S, IntensityCache
 from hydracompute.coordinator.artefacts import OpenArtefact, outputs_in_batches, render_into_blobs
 from hydracompute.coordinator.capacity import PoolCapacity
 from hydracompute.coordinator.changes import ChangeFeed, LocalFeed, PollingFeed
@@ -63,6 +64,8 @@ FORGET_GRACE_S = 86400.0
 #: How long the pool's capacity (what its online workers can run) is reused for job views.
 CAPACITY_CACHE_S = 1.0
 log = logging.getLogger("hydracompute.coordinator")
+#: How often the carbon source is asked about the pool's zones.
+CARBON_REFRESH_S = REFRESH_S
 
 
 def log_job_end(job: Job) -> None:
@@ -299,6 +302,9 @@ class Coordinator:
             asyncio.create_task(self.peers.run(self.call)),
             asyncio.create_task(self.feed.run(self._deliver)),
         ]
+        view = self.store.grid.view
+        if isinstance(view, IntensityCache):
+            self._tasks.append(asyncio.create_task(self._refresh_carbon_forever(view)))
         if self.collection is not None:
             gc.disable()  # now, not when the task first runs
             self._tasks.append(asyncio.create_task(collect_on_schedule(self.collection)))
@@ -334,7 +340,22 @@ class Coordinator:
         except Exception:  # e.g. the store is unavailable: the entry expires by itself
             log.warning("could not remove this coordinator from the pool's list", exc_info=True)
         await loop.run_in_executor(self._executor, self.store.close)
+        if isinstance(self.store.grid.view, IntensityCache):
+            await self.store.grid.view.aclose()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=True)
+
+    async def _refresh_carbon_forever(self, cache: IntensityCache) -> None:
+        """Ask the carbon source about the pool's zones now and then, off the request
+        path: exchanges read only what the cache holds."""
+        while True:
+            try:
+                workers = await self.call(self.store.list_workers)
+                zones = {w.grid_zone for w in workers if w.grid_zone}
+                await cache.refresh(self.clock(), zones)
+            except Exception:  # the last known values stand until the next round
+                log.exception("refreshing carbon intensities failed")
+            await asyncio.sleep(CARBON_REFRESH_S)
 
     async def _sample_forever(self) -> None:
         while True:

@@ -16,7 +16,9 @@ Each grant also carries an energy estimate: the compute time the worker reported
 copy (capped by the lease's age, as for speeds) times the watts per core of the worker's
 own figure (declared by its owner or measured), at most the pool's bound, or else of the
 pool's figure. Energy is what a payout offsets (``rate per kWh``); it never changes the
-credit.
+credit. It is marked *measured* when the worker's power figure came from its machine's
+energy counters (RAPL), *estimated* otherwise. Its CO2 is the energy at the worker's grid
+intensity, beside the CO2 of carbon-blind dispatch (see :mod:`hydracompute.core.carbon`).
 
 Pure: times are arguments, nothing here reads a clock or a database.
 """
@@ -27,8 +29,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-#: Joules in a kilowatt-hour.
-JOULES_PER_KWH = 3.6e6
+from hydracompute.core.carbon import JOULES_PER_KWH as JOULES_PER_KWH
+from hydracompute.core.carbon import grams
+
 #: The watts per core a worker may declare or report for itself, at least and at most
 #: (a figure the pool believes only up to its ``max_watts_per_core``).
 MIN_OWN_WATTS_PER_CORE = 0.1
@@ -60,6 +63,11 @@ class CreditEntry:
         work: the chunk's work (its kind's ``units_of_work``), negative in a correction.
         credit: the credit earned, negative in a correction.
         energy_j: the estimated energy spent, in joules, negative in a correction.
+        gco2: the CO2 of that energy at the worker's grid intensity, in grams.
+        gco2_blind: the CO2 it would have emitted under carbon-blind dispatch.
+        energy_measured: whether the power behind ``energy_j`` was measured (RAPL) rather
+            than declared or the pool's.
+        zone: the worker's grid zone ("" if it gave none).
     """
 
     entry_id: int
@@ -72,6 +80,10 @@ class CreditEntry:
     credit: float
     energy_j: float
     kind: EntryKind = EntryKind.GRANT
+    gco2: float = 0.0
+    gco2_blind: float = 0.0
+    energy_measured: bool = False
+    zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,12 +122,18 @@ class CreditPolicy:
 @dataclass(frozen=True)
 class Contribution:
     """One agreeing copy of an accepted chunk: who computed it and in how long
-    (``watts_per_core``: the worker's own figure, if it gave one)."""
+    (``watts_per_core``: the worker's own figure, if it gave one, ``measured`` if from RAPL),
+    and the grid intensities (gCO2/kWh) its energy is counted at, and would have been under
+    carbon-blind dispatch."""
 
     worker_id: str
     volunteer: str
     compute_s: float
     watts_per_core: float | None = None
+    measured: bool = False
+    gco2_per_kwh: float = 0.0
+    blind_gco2_per_kwh: float = 0.0
+    zone: str = ""
 
 
 def chunk_credit(work: float) -> float:
@@ -134,21 +152,28 @@ def grants(
     """The grants for an accepted chunk: one per agreeing copy (outvoted copies earn
     nothing, and are not passed in)."""
     credit = chunk_credit(work)
-    return [
-        CreditEntry(
-            0,
-            now,
-            c.worker_id,
-            c.volunteer,
-            job_id,
-            chunk_index,
-            float(work),
-            credit,
-            policy.energy_j(c.compute_s, c.watts_per_core),
-            EntryKind.GRANT,
+    entries = []
+    for c in agreeing:
+        energy_j = policy.energy_j(c.compute_s, c.watts_per_core)
+        entries.append(
+            CreditEntry(
+                0,
+                now,
+                c.worker_id,
+                c.volunteer,
+                job_id,
+                chunk_index,
+                float(work),
+                credit,
+                energy_j,
+                EntryKind.GRANT,
+                grams(energy_j, c.gco2_per_kwh),
+                grams(energy_j, c.blind_gco2_per_kwh),
+                c.measured and c.watts_per_core is not None,
+                c.zone,
+            )
         )
-        for c in agreeing
-    ]
+    return entries
 
 
 def withdrawal(entries: Iterable[CreditEntry], now: float) -> CreditEntry | None:
@@ -173,6 +198,8 @@ def withdrawal(entries: Iterable[CreditEntry], now: float) -> CreditEntry | None
         credit=-credit,
         energy_j=-energy_j,
         kind=EntryKind.CORRECTION,
+        gco2=-sum(e.gco2 for e in held),
+        gco2_blind=-sum(e.gco2_blind for e in held),
     )
 
 
@@ -189,6 +216,9 @@ class CreditTotal:
     work: float
     credit: float
     energy_j: float
+    #: CO2 of that energy at the grids' intensities, and under carbon-blind dispatch (g).
+    gco2: float = 0.0
+    gco2_blind: float = 0.0
 
     def payout_micros(self, rate_per_kwh: float) -> int:
         """What its energy is paid, at ``rate_per_kwh``, in millionths of the currency."""
@@ -203,17 +233,44 @@ def totals(entries: Iterable[CreditEntry], by: Grouping) -> list[CreditTotal]:
     """The entries summed per worker or volunteer, largest credit first (then by key)."""
     sums: dict[str, list[float]] = {}
     for e in entries:
-        row = sums.setdefault(entry_key(e, by), [0, 0.0, 0.0, 0.0])
+        row = sums.setdefault(entry_key(e, by), [0, 0.0, 0.0, 0.0, 0.0, 0.0])
         row[0] += 1 if e.kind is EntryKind.GRANT else -1
         row[1] += e.work
         row[2] += e.credit
         row[3] += e.energy_j
-    found = [CreditTotal(k, int(r[0]), r[1], r[2], r[3]) for k, r in sums.items()]
+        row[4] += e.gco2
+        row[5] += e.gco2_blind
+    found = [CreditTotal(k, int(r[0]), *r[1:]) for k, r in sums.items()]
     return sort_totals(found)
 
 
 def sort_totals(found: Iterable[CreditTotal]) -> list[CreditTotal]:
     return sorted(found, key=lambda t: (-t.credit, t.key))
+
+
+@dataclass(frozen=True)
+class ZoneTotal:
+    """The ledger's sums for the copies computed on one grid zone (``zone``)."""
+
+    zone: str
+    chunks: int
+    energy_j: float
+    energy_measured_j: float
+    gco2: float
+    gco2_blind: float
+
+
+def zone_totals(entries: Iterable[CreditEntry]) -> list[ZoneTotal]:
+    """The entries summed per grid zone, by zone."""
+    sums: dict[str, list[float]] = {}
+    for e in entries:
+        row = sums.setdefault(e.zone, [0, 0.0, 0.0, 0.0, 0.0])
+        row[0] += 1 if e.kind is EntryKind.GRANT else -1
+        row[1] += e.energy_j
+        row[2] += e.energy_j if e.energy_measured else 0.0
+        row[3] += e.gco2
+        row[4] += e.gco2_blind
+    return [ZoneTotal(z, int(r[0]), *r[1:]) for z, r in sorted(sums.items())]
 
 
 @dataclass(frozen=True)
@@ -243,5 +300,7 @@ def statement(
         sum(t.work for t in found),
         sum(t.credit for t in found),
         sum(t.energy_j for t in found),
+        sum(t.gco2 for t in found),
+        sum(t.gco2_blind for t in found),
     )
     return lines, StatementLine(total, sum(line.payout_micros for line in lines))

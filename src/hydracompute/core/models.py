@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from hydracompute.core.carbon import CarbonMode
+
 JSON = dict[str, Any]
 
 
@@ -119,6 +121,13 @@ class Job:
     priority: int = 0
     #: Labels a worker must carry to be given its chunks (see core/placement.py).
     required_labels: list[str] = field(default_factory=list)
+    #: When it should be done, on the coordinator's clock (``None``: no deadline).
+    deadline_s: float | None = None
+    #: How its work is dispatched with respect to grids (see :mod:`hydracompute.core.carbon`).
+    carbon: CarbonMode = CarbonMode.BLIND
+    #: The pool's mean grid intensity (gCO2/kWh) when it was submitted, for the emissions of
+    #: carbon-blind dispatch (``None``: not known, its own emissions stand for them).
+    blind_gco2_per_kwh: float | None = None
 
 
 @dataclass
@@ -206,6 +215,11 @@ class Worker:
     watts_per_core: float | None = None
     #: Labels the pool's admin gave it (``trusted``...): jobs may require them.
     labels: list[str] = field(default_factory=list)
+    #: Whether that figure was measured from the machine's energy counters (RAPL) rather
+    #: than declared by its owner.
+    power_measured: bool = False
+    #: Its electricity grid: an ISO country code or an Electricity Maps zone ("" unknown).
+    grid_zone: str = ""
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
         """Seen within one lease lifetime and neither signed off nor revoked."""

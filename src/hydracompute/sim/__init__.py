@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydracompute.carbon.traces import Trace, TraceSource, load_trace, load_traces
+from hydracompute.core.carbon import normal_zone
 from hydracompute.kinds import default_registry
 from hydracompute.sim.engine import Simulation
 from hydracompute.sim.report import build_report
@@ -37,7 +39,20 @@ def build_store(scenario: Scenario, seed: int, folder: Path) -> Store:
         scenario.adaptive,
         rng=random.Random(f"{seed}-scheduler"),
         ids=random.Random(f"{seed}-ids"),
+        carbon=carbon_view(scenario),
     )
+
+
+def carbon_view(scenario: Scenario) -> TraceSource | None:
+    """The grids' intensities a scenario's workers see: the shipped 2020 traces and the
+    scenario's own (``[carbon] traces``); ``None`` if no worker has a zone."""
+    if not scenario.population.zones:
+        return None
+    traces = load_traces()
+    for zone, path in scenario.carbon_traces.items():
+        trace = load_trace(Path(path))
+        traces[normal_zone(zone)] = Trace(normal_zone(zone), trace.times_s, trace.values)
+    return TraceSource(traces)
 
 
 def simulate(scenario: Scenario, seed: int = 0) -> tuple[dict[str, Any], Simulation]:

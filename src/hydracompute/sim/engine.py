@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from hydracompute.core.carbon import CarbonMode
 from hydracompute.core.models import JobState
 from hydracompute.errors import HydraError, TooManyRequests
 from hydracompute.sim.recorder import Recorder
@@ -161,6 +162,8 @@ class Simulation:
                 replication=spec.replication,
                 quorum=spec.quorum,
                 adaptive=spec.adaptive,
+                deadline_s=spec.deadline_s,
+                carbon_mode=CarbonMode(spec.carbon),
             )
         except TooManyRequests:  # as many running jobs as a submitter may have: later
             self.push(self.now + SUBMIT_RETRY_S, ARRIVE, payload=index)
@@ -195,10 +198,13 @@ class Simulation:
                 kinds,
                 self.now,
                 volunteer=f"volunteer-{worker.volunteer}",
+                grid_zone=worker.zone,
             )
             worker.worker_id = record.worker_id
         else:  # a rejoin: the worker says who it is and what it has
-            self.store.update_worker_profile(worker.worker_id, worker.cores, kinds, self.now)
+            self.store.update_worker_profile(
+                worker.worker_id, worker.cores, kinds, self.now, grid_zone=worker.zone
+            )
         self.recorder.capacity_changed(self.now, worker.cores * worker.factor, 1)
         if not population.always_on:
             self.push(self.now + self.online_s(), OFFLINE, worker.index, worker.generation)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hydracompute.core.credit import Grouping
 from hydracompute.core.models import JobState, LeaseState
+from hydracompute.sim.carbon_report import carbon_report
 from hydracompute.sim.recorder import Recorder
 from hydracompute.sim.standin import StandInKind, true_value
 
@@ -94,6 +95,7 @@ def build_report(simulation: Simulation, seed: int, wall_s: float) -> dict[str, 
         "chunk_sizes": _chunk_sizes(recorder),
         "credit": _credit(simulation),
         "zones_core_s": dict(sorted(recorder.zone_core_s.items())),
+        "carbon": carbon_report(simulation),
         "measured": {
             "wall_s": wall_s,
             "store_cpu_s": recorder.cpu_total_s,

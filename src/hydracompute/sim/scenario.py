@@ -92,8 +92,11 @@ class JobSpec:
     quorum: int | None = None
     adaptive: bool | None = None
     target_chunk_s: float | None = None
-    #: Reserved for deadline-aware dispatch: when the job should be done (virtual s).
+    #: When the job should be done, in seconds from its arrival (``None``: no deadline).
     deadline_s: float | None = None
+    #: "blind" or "prefer-clean" (grid-aware dispatch within the deadline; see
+    #: hydracompute.core.carbon).
+    carbon: str = "blind"
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,8 @@ class Scenario:
     #: The simulation stops at this virtual time even if jobs are left.
     max_duration_s: float
     sample_period_s: float
-    #: Recorded carbon intensity per zone (CSV paths), reserved for carbon-aware dispatch.
+    #: Recorded carbon intensity per zone (CSV paths, beside the shipped 2020 traces of DE,
+    #: GB and FR), replayed with virtual time 0 at the start of the traces' year.
     carbon_traces: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -346,6 +350,11 @@ def _jobs(specs: Any, kinds: tuple[str, ...]) -> tuple[JobSpec, ...]:
             raise InvalidParams({f"jobs[{i}].adaptive": "must be true or false"})
         target = t.get("target_chunk_s")
         deadline = t.get("deadline_s")
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, int | float)
+        ):
+            raise InvalidParams({f"jobs[{i}].deadline_s": "must be a number of seconds"})
+        carbon_mode = t.text("carbon", "blind", ("blind", "prefer-clean"))
         name = t.text("name", f"{kind}-{i}")
         t.done()
         for n in range(count):
@@ -360,6 +369,7 @@ def _jobs(specs: Any, kinds: tuple[str, ...]) -> tuple[JobSpec, ...]:
                     adaptive,
                     None if target is None else float(target),
                     None if deadline is None else float(deadline),
+                    carbon_mode,
                 )
             )
             if len(jobs) > MAX_JOBS:

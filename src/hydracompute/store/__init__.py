@@ -3,6 +3,7 @@ backend (the last imported only when a ``postgresql://`` store is opened)."""
 
 from __future__ import annotations
 
+from hydracompute.core.carbon import IntensityView
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import CreditPolicy
 from hydracompute.core.fairshare import FairSharePolicy
@@ -61,6 +62,7 @@ def open_store(
     adaptive: bool = False,
     credit: CreditPolicy | None = None,
     fair_share: FairSharePolicy | None = None,
+    carbon: IntensityView | None = None,
 ) -> Store:
     return Store(
         open_backend(url),
@@ -70,4 +72,5 @@ def open_store(
         adaptive,
         credit=credit,
         fair_share=fair_share,
+        carbon=carbon,
     )

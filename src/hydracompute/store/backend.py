@@ -13,7 +13,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from hydracompute.core.credit import CreditEntry, CreditTotal, Grouping, totals
+from hydracompute.core.credit import (
+    CreditEntry,
+    CreditTotal,
+    Grouping,
+    ZoneTotal,
+    totals,
+    zone_totals,
+)
 from hydracompute.core.fairshare import RunningJob, Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
@@ -105,6 +112,12 @@ class Backend(SharedPrimitives):
         """Units per second on ``kind`` of every core of the workers seen since
         ``seen_since`` that have neither left nor been revoked (each worker's learnt speed
         per core times its cores)."""
+
+    @abc.abstractmethod
+    def zone_speeds(self, kind: str, seen_since: float) -> dict[str, float]:
+        """Units per second on ``kind`` of the cores of each grid zone (``""``: workers that
+        gave none) among the workers seen since ``seen_since`` that have neither left nor
+        been revoked or barred; zones of no speed are absent."""
 
     @abc.abstractmethod
     def pool_cores(self, seen_since: float) -> int:
@@ -293,6 +306,12 @@ class Backend(SharedPrimitives):
         backends sum in the database rather than reading every entry, as this default
         does."""
         return totals(self.credit_entries(worker_id, since=since, until=until), by)
+
+    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
+        """The ledger's entries (only ``job_id``'s, if given) summed per grid zone;
+        backends sum in the database rather than reading every entry, as this default
+        does."""
+        return zone_totals(self.credit_entries(job_id=job_id))
 
     def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
         """The volunteer's ``limit`` latest entries (grants and corrections), newest

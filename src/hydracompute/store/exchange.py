@@ -43,6 +43,7 @@ from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import Conflict, Forbidden, InvalidResult, NotFound
 from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
+from hydracompute.store.grid import GridDispatch
 from hydracompute.store.records import (
     ExchangeOutcome,
     LeaseGrant,
@@ -138,6 +139,7 @@ class Exchange(Verdicts):
         owner_weights: Callable[[], dict[str, float]] = dict,
         cores_online: Callable[[], int] = lambda: 0,
         id_bits: Callable[[int], int] = secrets.randbits,
+        grid: GridDispatch | None = None,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
@@ -174,6 +176,8 @@ class Exchange(Verdicts):
         self._targets: dict[float, float] = {}
         #: Random bits for lease ids (seeded for a replayable simulation).
         self.id_bits = id_bits
+        #: Grid-aware dispatch (``None``: carbon-blind, no CO2 counted).
+        self.grid = grid
 
     def job(self, job_id: str) -> Job:
         if job_id not in self._jobs:
@@ -385,6 +389,8 @@ class Exchange(Verdicts):
             job = self.job(job_id)
             if job.state is not JobState.RUNNING:  # finished by a result of this exchange
                 continue
+            if job.deadline_s is not None and not self._may_take(job):
+                continue  # cleaner capacity is expected before its deadline
             verified = job.replication > 1 or job.adaptive
             if job.adaptive and self._wants_spot_check(job):
                 self._spot_check(job)
@@ -419,10 +425,18 @@ class Exchange(Verdicts):
                 return
         for job_id in self._candidates():
             job = self.job(job_id)
-            if job.state is JobState.RUNNING and job.next_unit == job.total_units:
+            if (
+                job.state is JobState.RUNNING
+                and job.next_unit == job.total_units
+                and (job.deadline_s is None or self._may_take(job))
+            ):
                 self._backups(job, want)
             if len(self.outcome.leases) >= want:
                 return
+
+    def _may_take(self, job: Job) -> bool:
+        """Whether this worker's grid lets it take the deadline job's work now."""
+        return self.grid is None or self.grid.may_take(self.db, job, self.worker, self.now)
 
     def _may_hold(self, job: Job, chunk: Chunk) -> bool:
         # Volunteers online are counted only for a chunk that keeps its holders.

@@ -201,6 +201,15 @@ class MemoryBackend(MemoryShared, Backend):
             if w.online(seen_since, lease_ttl_s=0.0)  # seen since then, not left or revoked
         )
 
+    def zone_speeds(self, kind: str, seen_since: float) -> dict[str, float]:
+        speeds: dict[str, float] = {}
+        for w in self._workers.values():
+            if w.online(seen_since, lease_ttl_s=0.0) and not w.barred:
+                speed = w.speeds.get(kind, 0.0) * w.cores
+                if speed > 0:
+                    speeds[w.grid_zone] = speeds.get(w.grid_zone, 0.0) + speed
+        return speeds
+
     def pool_cores(self, seen_since: float) -> int:
         return sum(
             w.cores

@@ -14,7 +14,8 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
-from hydracompute.core import placement
+from hydracompute.core import carbon, placement
+from hydracompute.core.carbon import CarbonMode, IntensityView
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import (
     MAX_OWN_WATTS_PER_CORE,
@@ -23,6 +24,7 @@ from hydracompute.core.credit import (
     CreditPolicy,
     CreditTotal,
     Grouping,
+    ZoneTotal,
 )
 from hydracompute.core.fairshare import (
     MAX_PRIORITY,
@@ -64,6 +66,7 @@ from hydracompute.store.blobs import BlobStore
 from hydracompute.store.content import content_exists
 from hydracompute.store.credentials import Credentials, hash_secret, secrets_match
 from hydracompute.store.exchange import BatchJobs, Exchange, release_chunk
+from hydracompute.store.grid import GridDispatch
 from hydracompute.store.records import ExchangeOutcome, ExchangeRequest, ResultReport
 from hydracompute.store.retry import retried_on_conflict
 from hydracompute.store.shared import ChangeCollector
@@ -99,6 +102,8 @@ class Store:
         rng: the source of the scheduler's random draws (seeded for replays).
         credit: the pool's credit settings (watts per core, for energy estimates).
         fair_share: the fair share between submitters (the half-life of their usage).
+        carbon: grid intensities, for grid-aware dispatch and CO2 (``None``: every job
+            carbon-blind and no CO2 counted).
         ids: where the random part of job, worker and lease ids comes from (seeded for a
             replayable simulation; by default the system's secure source). Ids are not
             secrets: workers' secrets always come from the secure source.
@@ -114,6 +119,7 @@ class Store:
         rng: random.Random | None = None,
         credit: CreditPolicy | None = None,
         fair_share: FairSharePolicy | None = None,
+        carbon: IntensityView | None = None,
         ids: random.Random | None = None,
     ) -> None:
         self.backend = backend
@@ -126,6 +132,7 @@ class Store:
         self.rng = rng or random.Random()
         self.credit = credit or CreditPolicy()
         self.credentials = Credentials(backend)
+        self.grid = GridDispatch(carbon, config.lease_ttl_s)
         #: The pool's figures read for every exchange (speed per kind, volunteers online),
         #: by name: (when read, value). A cache this process may lose, never the truth.
         self._figures: dict[str, tuple[float, float]] = {}
@@ -162,6 +169,8 @@ class Store:
         adaptive: bool | None = None,
         priority: int = 0,
         required_labels: Sequence[str] = (),
+        deadline_s: float | None = None,
+        carbon_mode: CarbonMode = CarbonMode.BLIND,
     ) -> Job:
         """Validate and record a new job for ``owner`` (an API key id, or "").
 
@@ -172,6 +181,9 @@ class Store:
             adaptive: adaptive verification (default: the pool's, unless ``replication``
                 is given); it decides the copies itself, so excludes ``replication`` > 1.
             required_labels: only workers carrying all of these get its chunks.
+            deadline_s: seconds from now by which it should be done (``None``: none).
+            carbon_mode: ``prefer-clean`` steers it to cleaner grids and hours within its
+                deadline (see :mod:`hydracompute.core.carbon`); it needs a deadline.
 
         Raises:
             UnknownKind: no such kind is installed on the coordinator.
@@ -203,6 +215,9 @@ class Store:
             errors["priority"] = f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}"
         if errors:
             raise InvalidParams(errors)
+        errors = carbon.deadline_errors(deadline_s, carbon_mode)
+        if errors:
+            raise InvalidParams(errors)
         if adaptive is None:
             adaptive = self.adaptive and replication is None
         if adaptive and copies > 1:
@@ -226,8 +241,12 @@ class Store:
             adaptive=adaptive,
             priority=priority,
             required_labels=sorted(set(required_labels)),
+            deadline_s=None if deadline_s is None else now + deadline_s,
+            carbon=carbon_mode,
         )
         with self.backend.transaction():
+            if carbon_mode is CarbonMode.PREFER_CLEAN:
+                job.blind_gco2_per_kwh = self.grid.pool_intensity(self.backend, kind, now)
             limit = MAX_RUNNING_JOBS_PER_OWNER
             if len(self.backend.list_jobs(frozenset({JobState.RUNNING}), limit, owner)) >= limit:
                 raise TooManyRequests(f"at most {limit} running jobs per submitter")
@@ -329,6 +348,8 @@ class Store:
         now: float,
         join_token: str | None = None,
         watts_per_core: float | None = None,
+        grid_zone: str = "",
+        power_measured: bool = False,
         volunteer: str = "",
     ) -> tuple[Worker, str]:
         """Record a new worker; returns it and its secret (shown once, stored hashed).
@@ -340,12 +361,16 @@ class Store:
                 ``token_id``: a simulator's virtual volunteers, who hold no tokens).
             watts_per_core: the power of one of its busy cores, as its owner declared it or
                 it measured it (0.1–500 W), for its energy estimates; ``None``: the pool's.
+            grid_zone: its electricity grid (see :func:`~hydracompute.core.carbon.valid_zone`).
+            power_measured: whether ``watts_per_core`` was measured (RAPL).
 
         Raises:
+            InvalidRequest: a power figure out of range, or a malformed grid zone.
             Unauthorized: the join token is unknown, wrong, expired, used up or revoked (the
                 message says which only to a caller who has the token's secret).
         """
         _check_watts(watts_per_core)
+        grid_zone = _checked_zone(grid_zone)
         secret = secrets.token_urlsafe(32)
         worker = Worker(
             worker_id=f"w-{self._id_bits(64):016x}",
@@ -356,6 +381,8 @@ class Store:
             enrolled_s=now,
             last_seen_s=now,
             watts_per_core=watts_per_core,
+            power_measured=power_measured and watts_per_core is not None,
+            grid_zone=grid_zone,
             token_id=volunteer,
         )
         with self.backend.transaction():
@@ -401,16 +428,18 @@ class Store:
         kinds: Sequence[str],
         now: float,
         watts_per_core: float | None = None,
+        grid_zone: str = "",
+        power_measured: bool = False,
     ) -> Worker:
-        """A rejoining worker's cores, installed kinds and power per core (``None``: it
-        gives none now, the pool's figure is used), which may differ from what it had when
-        it enrolled (its owner changed ``--cores``, or installed a kind): it keeps its
-        identity, speeds and credit. Counts as hearing from it.
+        """A rejoining worker's cores, installed kinds, power per core (``None``: it
+        gives none now, the pool's figure is used) and grid zone, which may differ from
+        what it had when it enrolled (its owner changed ``--cores``, installed a kind, or
+        moved): it keeps its identity, speeds and credit. Counts as hearing from it.
 
         Raises:
             NotFound: no such worker.
-            InvalidRequest: cores not in 1..1024, or kinds not 1 to 100 valid kind names
-                (``errors`` names each).
+            InvalidRequest: cores not in 1..1024, kinds not 1 to 100 valid kind names, or a
+                malformed grid zone (``errors`` names each).
         """
         problems = {}
         if isinstance(cores, bool) or not 1 <= cores <= MAX_WORKER_CORES:
@@ -421,6 +450,8 @@ class Store:
             problems["kinds"] = f"must be 1 to {MAX_WORKER_KINDS} kind names"
         if watts_per_core is not None and not _plausible_watts(watts_per_core):
             problems["watts_per_core"] = WATTS_RANGE
+        if grid_zone and not carbon.valid_zone(carbon.normal_zone(grid_zone)):
+            problems["grid_zone"] = ZONE_FORMAT
         if problems:
             detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
             raise InvalidRequest(detail, errors=problems)
@@ -430,6 +461,8 @@ class Store:
                 raise NotFound(f"no worker {worker_id!r}")
             worker.cores, worker.kinds = cores, sorted(set(kinds))
             worker.watts_per_core = watts_per_core
+            worker.power_measured = power_measured and watts_per_core is not None
+            worker.grid_zone = carbon.normal_zone(grid_zone)
             worker.last_seen_s = now
             self.backend.put_worker(worker)
         return worker
@@ -540,6 +573,12 @@ class Store:
         with self.backend.transaction(read_only=True):
             return self.backend.credit_entries(worker_id, job_id, since=since, until=until)
 
+    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
+        """Energy and CO2 of the accepted copies (only ``job_id``'s, if given) per grid
+        zone."""
+        with self.backend.transaction():
+            return self.backend.credit_by_zone(job_id)
+
     def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
         """The volunteer's (join token id's) ``limit`` latest ledger entries, newest first."""
         with self.backend.transaction(read_only=True):
@@ -600,6 +639,7 @@ class Store:
                 lambda: self._owner_weights(now),
                 lambda: self._pool_cores(now),
                 self._id_bits,
+                grid=self.grid if self.grid.view is not None else None,
             )
             for report in results:
                 step.report(report)
@@ -619,6 +659,8 @@ class Store:
             if batch is None:
                 self._note(now, [step.outcome])
         step.hand_back()
+        if worker.grid_zone and self.grid.view is not None:
+            step.outcome.grid_gco2_per_kwh = self.grid.intensity(worker.grid_zone, now)
         if step.outcome.released_work:
             self.work_version += 1
         return step.outcome
@@ -856,6 +898,22 @@ def _plausible_watts(watts: float) -> bool:
         and not isinstance(watts, bool)
         and MIN_OWN_WATTS_PER_CORE <= watts <= MAX_OWN_WATTS_PER_CORE
     )
+
+
+ZONE_FORMAT = (
+    f"must be a grid zone code: an ISO country code or an Electricity Maps zone "
+    f"(letters, digits, '-', at most {carbon.MAX_ZONE_CHARS} characters)"
+)
+
+
+def _checked_zone(zone: str) -> str:
+    """``zone`` in its canonical spelling ("" stays ""); InvalidRequest if malformed."""
+    if not zone:
+        return ""
+    zone = carbon.normal_zone(zone)
+    if not carbon.valid_zone(zone):
+        raise InvalidRequest(f"grid_zone: {ZONE_FORMAT}", errors={"grid_zone": ZONE_FORMAT})
+    return zone
 
 
 def _check_watts(watts_per_core: float | None) -> None:

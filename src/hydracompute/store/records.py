@@ -67,3 +67,5 @@ class ExchangeOutcome:
     #: Credit this exchange granted, and withdrew from workers it barred (for metrics).
     credit_granted: float = 0.0
     credit_withdrawn: float = 0.0
+    #: The carbon intensity of the worker's grid now (``None``: no zone, or no source).
+    grid_gco2_per_kwh: float | None = None

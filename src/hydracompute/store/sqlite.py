@@ -19,7 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hydracompute.core.credit import CreditEntry, CreditTotal, EntryKind, Grouping, sort_totals
+from hydracompute.core.credit import (
+    CreditEntry,
+    CreditTotal,
+    EntryKind,
+    Grouping,
+    ZoneTotal,
+    sort_totals,
+)
 from hydracompute.core.fairshare import RunningJob, Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
@@ -179,6 +186,19 @@ MIGRATIONS: list[str] = [
     """,
     # What several coordinators on one file share (see store/shared.py).
     SHARED_MIGRATION,
+    # Grid-aware dispatch (see core/carbon.py): each worker's grid zone, whether its power
+    # was measured, jobs' deadlines and carbon mode, and each grant's CO2.
+    """
+    ALTER TABLE workers ADD COLUMN power_measured INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN grid_zone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN deadline_s REAL;
+    ALTER TABLE jobs ADD COLUMN carbon TEXT NOT NULL DEFAULT 'blind';
+    ALTER TABLE jobs ADD COLUMN blind_gco2_per_kwh REAL;
+    ALTER TABLE credit ADD COLUMN gco2 REAL NOT NULL DEFAULT 0;
+    ALTER TABLE credit ADD COLUMN gco2_blind REAL NOT NULL DEFAULT 0;
+    ALTER TABLE credit ADD COLUMN energy_measured INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE credit ADD COLUMN zone TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 
@@ -423,6 +443,15 @@ class SQLiteBackend(SQLiteShared, Backend):
         ).fetchone()
         return float(row[0])
 
+    def zone_speeds(self, kind: str, seen_since: float) -> dict[str, float]:
+        rows = self._db.execute(
+            "SELECT grid_zone, TOTAL(json_extract(speeds, '$.\"' || ? || '\"') * cores) "
+            "FROM workers WHERE NOT \"left\" AND NOT revoked AND barred = '' "
+            "AND last_seen_s >= ? GROUP BY grid_zone",
+            (kind, seen_since),
+        ).fetchall()
+        return {str(zone): float(speed) for zone, speed in rows if speed > 0}
+
     def pool_cores(self, seen_since: float) -> int:
         row = self._db.execute(
             "SELECT TOTAL(cores) FROM workers "
@@ -641,7 +670,8 @@ class SQLiteBackend(SQLiteShared, Backend):
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         self._db.executemany(
             "INSERT INTO credit (time_s, worker_id, volunteer, job_id, chunk_index, work, "
-            "credit, energy_j, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "credit, energy_j, kind, gco2, gco2_blind, energy_measured, zone) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     e.time_s,
@@ -653,6 +683,10 @@ class SQLiteBackend(SQLiteShared, Backend):
                     e.credit,
                     e.energy_j,
                     e.kind.value,
+                    e.gco2,
+                    e.gco2_blind,
+                    int(e.energy_measured),
+                    e.zone,
                 )
                 for e in entries
             ],
@@ -690,8 +724,7 @@ class SQLiteBackend(SQLiteShared, Backend):
     ) -> list[CreditEntry]:
         where, args = self._credit_filter(worker_id, job_id, chunk_index, since, until)
         rows = self._db.execute(
-            "SELECT entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, "
-            f"energy_j, kind FROM credit {where} ORDER BY entry_id",
+            f"SELECT {CREDIT_COLUMNS} FROM credit {where} ORDER BY entry_id",
             args,
         ).fetchall()
         return [CreditEntry(*_credit_row(row)) for row in rows]
@@ -707,20 +740,28 @@ class SQLiteBackend(SQLiteShared, Backend):
         column = "worker_id" if by is Grouping.WORKER else "volunteer"
         rows = self._db.execute(
             f"SELECT {column}, TOTAL(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), TOTAL(work), "
-            f"TOTAL(credit), TOTAL(energy_j) FROM credit {where} GROUP BY {column}",
+            f"TOTAL(credit), TOTAL(energy_j), TOTAL(gco2), TOTAL(gco2_blind) FROM credit "
+            f"{where} GROUP BY {column}",
             args,
         ).fetchall()
-        return sort_totals(
-            CreditTotal(str(key), int(chunks), work, credit, energy_j)
-            for key, chunks, work, credit, energy_j in rows
-        )
+        return sort_totals(CreditTotal(str(key), int(chunks), *sums) for key, chunks, *sums in rows)
+
+    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
+        where, args = self._credit_filter(job_id=job_id)
+        rows = self._db.execute(
+            "SELECT zone, TOTAL(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), TOTAL(energy_j), "
+            "TOTAL(CASE WHEN energy_measured THEN energy_j ELSE 0 END), TOTAL(gco2), "
+            f"TOTAL(gco2_blind) FROM credit {where} GROUP BY zone ORDER BY zone",
+            args,
+        ).fetchall()
+        return [ZoneTotal(str(zone), int(chunks), *sums) for zone, chunks, *sums in rows]
 
     def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
         # Newest first by entry number: an active volunteer's latest entries are found
         # near the ledger's end, without reading the rest.
         rows = self._db.execute(
-            "SELECT entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, "
-            "energy_j, kind FROM credit WHERE volunteer = ? ORDER BY entry_id DESC LIMIT ?",
+            f"SELECT {CREDIT_COLUMNS} FROM credit WHERE volunteer = ? "
+            "ORDER BY entry_id DESC LIMIT ?",
             (volunteer, limit),
         ).fetchall()
         return [CreditEntry(*_credit_row(row)) for row in rows]
@@ -788,6 +829,12 @@ class SQLiteBackend(SQLiteShared, Backend):
         return media_type, file
 
 
+CREDIT_COLUMNS = (
+    "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, "
+    "kind, gco2, gco2_blind, energy_measured, zone"
+)
+
+
 def _credit_row(row: Any) -> tuple[Any, ...]:
     """A ledger row as :class:`CreditEntry`'s arguments (its kind as the enum)."""
-    return (*row[:9], EntryKind(row[9]))
+    return (*row[:9], EntryKind(row[9]), row[10], row[11], bool(row[12]), row[13])

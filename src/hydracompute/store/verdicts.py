@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 from hydracompute.core import credit, lifecycle
+from hydracompute.core.carbon import CarbonMode
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.models import (
     JSON,
@@ -27,6 +28,7 @@ from hydracompute.core.models import (
 )
 from hydracompute.kinds import ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend, StoredOutput
+from hydracompute.store.grid import GridDispatch
 from hydracompute.store.records import ExchangeOutcome, FinishedChunk
 
 log = logging.getLogger("hydracompute.store")
@@ -42,6 +44,7 @@ class Verdicts:
     outcome: ExchangeOutcome
     in_flight: InFlight
     credit_policy: credit.CreditPolicy
+    grid: GridDispatch | None
     #: Leases the exchange has in hand (changed, written by it).
     _leases: dict[str, Lease]
 
@@ -104,7 +107,7 @@ class Verdicts:
         if lone and not accept.outvoted:  # most chunks: this one copy, written by the caller
             mine = self._leases[accept.winner.lease_id]
             mine.state = LeaseState.DONE
-            earners.append(self._earner(accept.winner.worker_id, volunteers, mine.compute_s))
+            earners.append(self._earner(job, accept.winner.worker_id, volunteers, mine.compute_s))
         else:
             for each in (*accept.agreeing, *accept.outvoted):
                 in_hand = self._leases.get(each.lease_id)  # written by the caller
@@ -115,7 +118,9 @@ class Verdicts:
                     if in_hand is None:
                         self.db.put_lease(lease)
                     if agreed:
-                        earners.append(self._earner(each.worker_id, volunteers, lease.compute_s))
+                        earners.append(
+                            self._earner(job, each.worker_id, volunteers, lease.compute_s)
+                        )
             self.db.delete_candidates(job.job_id, chunk.index)
         # Credit, in the verdict's transaction: durable exactly when the output is.
         work = kind.units_of_work(job.params, chunk.start, chunk.stop)
@@ -149,19 +154,31 @@ class Verdicts:
         self.save_job(job)
 
     def _earner(
-        self, worker_id: str, volunteers: dict[str, str], compute_s: float | None
+        self, job: Job, worker_id: str, volunteers: dict[str, str], compute_s: float | None
     ) -> credit.Contribution:
-        """A worker whose copy was accepted: its join token and its own power figure. The
-        exchanging worker's are in hand (most chunks); another's (a replica that agreed)
-        are read from its record, which backends keep in memory."""
+        """A worker whose copy was accepted: its join token, its own power figure and its
+        grid's intensity now. The exchanging worker's are in hand (most chunks); another's
+        (a replica that agreed) are read from its record, which backends keep in memory."""
         if worker_id == self.worker.worker_id:
             worker: Worker | None = self.worker
         else:
             worker = self.db.get_worker(worker_id)
         if worker is None:  # its record is gone (removed): the chunk remembers its token
             return credit.Contribution(worker_id, volunteers.get(worker_id, ""), compute_s or 0.0)
+        gco2 = blind = 0.0
+        if self.grid is not None:
+            gco2 = blind = self.grid.intensity(worker.grid_zone, self.now)
+            if job.carbon is CarbonMode.PREFER_CLEAN and job.blind_gco2_per_kwh is not None:
+                blind = job.blind_gco2_per_kwh
         return credit.Contribution(
-            worker_id, worker.token_id, compute_s or 0.0, worker.watts_per_core
+            worker_id,
+            worker.token_id,
+            compute_s or 0.0,
+            worker.watts_per_core,
+            worker.power_measured,
+            gco2,
+            blind,
+            worker.grid_zone,
         )
 
     def _fail_job(self, job: Job, reason: str) -> None:

@@ -239,6 +239,7 @@ class WorkerAgent:
                 self.kinds,
                 self.identity_file,
                 self.rules.watts_per_core,
+                grid_zone=self.rules.grid_zone,
             )
             await self._link.join(enrolment)
             self._phase = "working"
@@ -280,6 +281,7 @@ class WorkerAgent:
             # Within what the pool accepts (which believes it up to its own bound).
             low, high = MIN_OWN_WATTS_PER_CORE, MAX_OWN_WATTS_PER_CORE
             enrolment.watts_per_core = max(low, min(watts, high))
+            enrolment.power_measured = True
             assert self._link is not None
             try:
                 await self._link.tell_profile(enrolment)
@@ -455,6 +457,8 @@ class WorkerAgent:
                 self._unsent = [r for r in self._unsent if r["lease_id"] != refused]
                 continue
             self.stats.exchanges += 1
+            # The owner's grid rule compares what the pool's carbon source says.
+            self.governor.grid_gco2_per_kwh = answer.get("grid_gco2_per_kwh")
             sent = {r["lease_id"] for r in sending}
             self._unsent = [r for r in self._unsent if r["lease_id"] not in sent]
             return answer

@@ -10,6 +10,7 @@ back if the pause lasts longer than the owner's ``return_after_s``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -98,6 +99,9 @@ class Governor:
         self._clock = clock
         self.decision = Decision(True, (), rules.cores, rules.duty_percent / 100)
         self.readings: Readings | None = None
+        #: The worker's grid intensity as the pool last told it (the agent sets it from
+        #: exchange answers; the monitor cannot read it).
+        self.grid_gco2_per_kwh: float | None = None
         #: When the current state (running or paused) began, on ``clock``.
         self.since_s = clock()
         self.pauses = 0
@@ -109,6 +113,8 @@ class Governor:
     def update(self, readings: Readings) -> Decision:
         """Decide on ``readings`` and carry the decision out."""
         previous = self.decision
+        if self.grid_gco2_per_kwh is not None:
+            readings = dataclasses.replace(readings, grid_gco2_per_kwh=self.grid_gco2_per_kwh)
         decision = decide(self.rules, readings, previous, self._local_now())
         self.decision, self.readings = decision, readings
         if decision.run != previous.run:

@@ -108,11 +108,22 @@ class Enrolment:
     identity_file: Path | None = None
     #: Power per busy core, declared by the owner or measured (``None``: the pool's).
     watts_per_core: float | None = None
+    #: Whether that figure was measured (RAPL) rather than declared.
+    power_measured: bool = False
+    #: The worker's grid zone ("" none).
+    grid_zone: str = ""
 
-    def power(self) -> dict[str, float]:
-        """The power member of an enrolment or rejoin (none without a figure, so that a
-        coordinator that predates it is not sent a member it refuses)."""
-        return {} if self.watts_per_core is None else {"watts_per_core": self.watts_per_core}
+    def power(self) -> dict[str, float | bool | str]:
+        """The power and grid members of an enrolment or rejoin (only those given, so that
+        a coordinator that predates them is not sent members it refuses)."""
+        members: dict[str, float | bool | str] = {}
+        if self.watts_per_core is not None:
+            members["watts_per_core"] = self.watts_per_core
+            if self.power_measured:
+                members["power_measured"] = True
+        if self.grid_zone:
+            members["grid_zone"] = self.grid_zone
+        return members
 
 
 @dataclass

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from hydracompute.core.carbon import MAX_ZONE_CHARS, normal_zone, valid_zone
 from hydracompute.errors import HydraError
 from hydracompute.worker.hours import HoursWindow
 
@@ -28,6 +29,8 @@ from hydracompute.worker.hours import HoursWindow
 MEMORY_MARGIN_PERCENT = 5.0
 BATTERY_MARGIN_PERCENT = 5.0
 TEMPERATURE_MARGIN_C = 5.0
+#: Share of the grid intensity limit below which a worker held by it resumes.
+GRID_MARGIN_SHARE = 0.05
 
 Priority = Literal["idle", "low", "normal"]
 PRIORITIES: tuple[Priority, ...] = ("idle", "low", "normal")
@@ -54,7 +57,7 @@ class Setting:
     """One rule as the owner writes it: in the TOML file as ``key``, as a flag ``--key``."""
 
     key: str
-    kind: Literal["int", "number", "bool", "hours", "choice"]
+    kind: Literal["int", "number", "bool", "hours", "choice", "zone"]
     help: str
     low: float = -math.inf
     high: float = math.inf
@@ -174,6 +177,20 @@ SETTINGS: tuple[Setting, ...] = (
         "files, network or clock (docs/wasm.md).",
         default_text="false",
     ),
+    Setting(
+        "grid_zone",
+        "zone",
+        "Your electricity grid: an ISO country code (DE) or an Electricity Maps zone.",
+        default_text="none",
+    ),
+    Setting(
+        "max_grid_intensity",
+        "number",
+        "Compute only while your grid's carbon intensity, from the pool's source, is below "
+        "this (gCO2/kWh); needs grid_zone.",
+        1,
+        3000,
+    ),
 )
 SETTING_KEYS = tuple(s.key for s in SETTINGS)
 
@@ -202,6 +219,9 @@ class Rules:
     watts_per_core: float | None = None
     #: Nor is this: whether the owner consents to run code submitted to the pool.
     accept_wasm: bool = False
+    #: Not a rule either: the grid the worker tells the pool it is on ("" none).
+    grid_zone: str = ""
+    max_grid_intensity: float | None = None
 
     @property
     def cpu_resume(self) -> float:
@@ -249,6 +269,14 @@ def _check_value(setting: Setting, value: Any, problems: list[str]) -> Any:
             except ValueError as exc:
                 problems.append(f"{key}: {exc}")
         return tuple(windows)
+    if setting.kind == "zone":
+        zone = normal_zone(value) if isinstance(value, str) else ""
+        if not valid_zone(zone):
+            problems.append(
+                f"{key}: must be a grid zone code like DE or US-CAL-CISO (letters, digits, "
+                f"'-', at most {MAX_ZONE_CHARS} characters), not {value!r}"
+            )
+        return zone
     if setting.kind == "choice":
         if value not in PRIORITIES:
             problems.append(f"{key}: must be one of {', '.join(PRIORITIES)}, not {value!r}")
@@ -303,6 +331,8 @@ def rules_from_values(values: Mapping[str, Any], default_cores: int = 1, source:
         problems.append("resume_temperature_c: needs max_temperature_c")
     elif cool is not None and hot is not None and cool >= hot:
         problems.append(f"resume_temperature_c: must be below max_temperature_c ({hot:g})")
+    if checked.get("max_grid_intensity") is not None and not checked.get("grid_zone"):
+        problems.append("max_grid_intensity: needs grid_zone (the grid whose intensity counts)")
     if problems:
         raise InvalidRules(problems, source)
     return Rules(**checked)
@@ -340,6 +370,8 @@ class Readings:
     memory_percent: float = 0.0
     compute_memory_mb: float = 0.0
     input_idle_s: float | None = None
+    #: The carbon intensity of the worker's grid, as the pool last told it (gCO2/kWh).
+    grid_gco2_per_kwh: float | None = None
 
 
 @dataclass(frozen=True)
@@ -456,6 +488,18 @@ def decide(
             reasons.append(
                 f"other programs use {readings.other_cpu_percent:.0f}% of the CPU "
                 f"(pause above {pause:g}%, resume below {resume:g}%)"
+            )
+
+    if rules.max_grid_intensity is not None:
+        cap = rules.max_grid_intensity
+        grid = readings.grid_gco2_per_kwh
+        if grid is None:
+            reasons.append("waiting for the pool to tell the grid's carbon intensity")
+        elif _held(grid, cap, cap * (1 - GRID_MARGIN_SHARE), "grid" in was):
+            latched.add("grid")
+            reasons.append(
+                f"grid at {grid:.0f} gCO2/kWh (computing below {cap:g}, "
+                f"resuming below {cap * (1 - GRID_MARGIN_SHARE):g})"
             )
 
     if reasons:

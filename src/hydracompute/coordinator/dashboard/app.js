@@ -235,7 +235,7 @@ function workerRow(worker) {
     : (worker.revoked ? "revoked" : "offline");
   const css = worker.barred ? "state-barred" : worker.online ? `state-${worker.state}` : "muted";
   return `<tr><td>${escapeHtml(worker.name)}</td><td class="num">${worker.cores}</td>
-    <td class="${css}">${escapeHtml(status)}</td><td>${speeds || "–"}</td>
+    <td class="${css}">${escapeHtml(status)}</td><td>${escapeHtml(worker.grid_zone || "–")}${worker.grid_gco2_per_kwh == null ? "" : ` <span class="muted">${worker.grid_gco2_per_kwh.toFixed(0)} g/kWh</span>`}</td><td>${speeds || "–"}</td>
     <td class="num">${worker.leases}</td><td class="num">${worker.chunks_done}</td>
     <td>${ago(worker.last_seen_s)}</td></tr>`;
 }
@@ -259,7 +259,7 @@ function overviewPage() {
       proportion to its weight; usage is core-seconds granted to its jobs, decaying with a
       half-life of <span id="half-life"></span>.</p></section>
     <section class="panel"><h2>Workers</h2><div class="scroll"><table id="workers">
-      <thead><tr><th>name</th><th class="num">cores</th><th>state</th><th>speed per core</th>
+      <thead><tr><th>name</th><th class="num">cores</th><th>state</th><th>grid</th><th>speed per core</th>
       <th class="num">chunks in hand</th><th class="num">chunks done</th><th>last seen</th></tr></thead>
       <tbody></tbody></table></div><p class="muted" id="more-workers"></p></section>
     <section class="panel"><h2>Volunteers</h2><div class="scroll"><table id="leaderboard">
@@ -268,7 +268,44 @@ function overviewPage() {
       <tbody></tbody></table></div>
       <p class="muted">Credit is the work of accepted chunks, once per agreeing copy; energy is
       estimated from compute time.</p></section>
+    <section class="panel"><h2>Grids</h2><div class="legend" id="grid-legend"></div>
+      <svg class="chart" id="grid-chart" role="img" aria-label="carbon intensity of the zones, next 24 hours"></svg>
+      <div class="scroll"><table id="grids">
+      <thead><tr><th>zone</th><th class="num">gCO2/kWh now</th><th>source</th>
+      <th class="num">workers online</th><th class="num">chunks</th><th>share of chunks</th>
+      <th class="num">CO2</th></tr></thead>
+      <tbody></tbody></table></div><p class="muted" id="grid-total"></p></section>
   </div>`));
+  // The grids' panel sums the ledger by zone: read it now and then, like the leaderboard.
+  const renderGrids = async () => {
+    const grids = await api("GET", "/api/v1/carbon");
+    const body = document.querySelector("#grids tbody");
+    if (!body) return;
+    const chunks = grids.zones.reduce((sum, z) => sum + Math.max(z.chunks, 0), 0);
+    body.innerHTML = grids.zones.map((z) => {
+      const share = chunks > 0 ? Math.max(z.chunks, 0) / chunks : 0;
+      return `<tr><td>${escapeHtml(z.zone)}</td><td class="num">${z.gco2_per_kwh.toFixed(0)}</td>
+        <td class="muted">${escapeHtml(z.origin)}</td><td class="num">${z.workers_online}</td>
+        <td class="num">${z.chunks}</td>
+        <td><span class="bar" style="width:${(share * 100).toFixed(1)}%"></span> ${(share * 100).toFixed(0)}%</td>
+        <td class="num">${si(z.gco2)} g</td></tr>`;
+    }).join("") || '<tr><td colspan="7" class="muted">No worker has given its grid zone (hydracompute worker --grid-zone).</td></tr>';
+    const saved = grids.gco2_blind > 0 ? 1 - grids.gco2 / grids.gco2_blind : 0;
+    document.getElementById("grid-total").textContent = grids.gco2 > 0
+      ? `${si(grids.gco2)} g CO2 so far; ${si(grids.gco2_blind)} g had dispatch been carbon-blind (${(saved * 100).toFixed(0)}% saved). Source: ${grids.source}.`
+      : `Source: ${grids.source}.`;
+    const series = grids.zones.map((z, i) => ({ name: z.zone, colour: COLOURS[i % COLOURS.length],
+      points: z.forecast.flatMap(([t, g], j) => {
+        const next = j + 1 < z.forecast.length ? z.forecast[j + 1][0] : t + 900;
+        return [[t, g], [next, g]]; // steps: each value holds until the next
+      }) }));
+    document.getElementById("grid-legend").innerHTML = series.map((s) =>
+      `<span><span class="swatch" style="background:${s.colour}"></span>${escapeHtml(s.name)}</span>`).join("");
+    chart(document.getElementById("grid-chart"), {
+      series, xLabel: "time", yFormat: (v) => `${v.toFixed(0)} g/kWh`,
+      xFormat: (v) => new Date(v * 1000).toLocaleTimeString(),
+    });
+  };
   // The leaderboard sums the whole ledger: read it now and then, not on every pool event.
   let leaderboardRead = 0;
   const renderLeaderboard = async () => {
@@ -321,12 +358,13 @@ function overviewPage() {
       xFormat: (v) => new Date(v * 1000).toLocaleTimeString(),
     });
     document.querySelector("#workers tbody").innerHTML = pool.workers.map(workerRow).join("") ||
-      '<tr><td colspan="7" class="muted">No workers yet: start one with "hydracompute worker".</td></tr>';
+      '<tr><td colspan="8" class="muted">No workers yet: start one with "hydracompute worker".</td></tr>';
     const more = pool.workers_total - pool.workers.length;
     document.getElementById("more-workers").textContent = more > 0 ? `and ${more} more` : "";
     if (Date.now() - leaderboardRead > LEADERBOARD_EVERY_MS) {
       renderLeaderboard().catch(() => {});
       renderShares().catch(() => {});
+      renderGrids().catch(() => {});
     }
   };
   let pending = false;

@@ -31,7 +31,14 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
 
-from hydracompute.core.credit import CreditEntry, CreditTotal, EntryKind, Grouping, sort_totals
+from hydracompute.core.credit import (
+    CreditEntry,
+    CreditTotal,
+    EntryKind,
+    Grouping,
+    ZoneTotal,
+    sort_totals,
+)
 from hydracompute.core.fairshare import RunningJob, Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
@@ -63,7 +70,8 @@ from hydracompute.store.postgres.shared import PostgresShared
 from hydracompute.store.sqlite_rows import Table
 
 CREDIT_COLUMNS = (
-    "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, kind"
+    "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, "
+    "kind, gco2, gco2_blind, energy_measured, zone"
 )
 USAGE_UPSERT = (
     "INSERT INTO owner_usage VALUES (%s, %s, %s) ON CONFLICT (owner) DO UPDATE SET "
@@ -211,6 +219,28 @@ class PostgresBackend(PostgresShared, Backend):
             seen_since,
         )
         return float(total or 0.0)
+
+    def zone_speeds(self, kind: str, seen_since: float) -> dict[str, float]:
+        rows = self._db.execute(
+            "SELECT grid_zone, SUM((speeds::jsonb ->> %s)::float8 * cores) FROM workers "
+            "WHERE \"left\" = 0 AND revoked = 0 AND barred = '' AND last_seen_s >= %s "
+            "GROUP BY grid_zone",
+            (kind, seen_since),
+        ).fetchall()
+        return {str(zone): float(speed) for zone, speed in rows if speed and speed > 0}
+
+    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
+        where, args = self._credit_filter(job_id=job_id)
+        rows = self._db.execute(
+            "SELECT zone, SUM(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), SUM(energy_j), "
+            "SUM(CASE WHEN energy_measured <> 0 THEN energy_j ELSE 0 END), SUM(gco2), "
+            f"SUM(gco2_blind) FROM credit {where} GROUP BY zone ORDER BY zone",
+            args,
+        ).fetchall()
+        return [
+            ZoneTotal(str(zone), int(chunks), *(float(x) for x in sums))
+            for zone, chunks, *sums in rows
+        ]
 
     def pool_cores(self, seen_since: float) -> int:
         total = self._scalar(
@@ -529,7 +559,8 @@ class PostgresBackend(PostgresShared, Backend):
             return
         self._db.executemany(
             "INSERT INTO credit (time_s, worker_id, volunteer, job_id, chunk_index, work, "
-            "credit, energy_j, kind) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "credit, energy_j, kind, gco2, gco2_blind, energy_measured, zone) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
                     e.time_s,
@@ -541,6 +572,10 @@ class PostgresBackend(PostgresShared, Backend):
                     e.credit,
                     e.energy_j,
                     e.kind.value,
+                    e.gco2,
+                    e.gco2_blind,
+                    int(e.energy_measured),
+                    e.zone,
                 )
                 for e in entries
             ],
@@ -677,5 +712,5 @@ class PostgresBackend(PostgresShared, Backend):
 
 
 def _credit_entry(row: Any) -> CreditEntry:
-    fields = (*row[:9], EntryKind(row[9]))
+    fields = (*row[:9], EntryKind(row[9]), row[10], row[11], bool(row[12]), row[13])
     return CreditEntry(*fields)

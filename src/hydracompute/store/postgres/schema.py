@@ -32,7 +32,8 @@ MIGRATIONS: list[str] = [
         token_id TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT 'running',
         state_reason TEXT NOT NULL DEFAULT '', trust TEXT NOT NULL DEFAULT '{}',
         barred TEXT NOT NULL DEFAULT '', watts_per_core DOUBLE PRECISION,
-        labels TEXT NOT NULL DEFAULT '[]'
+        labels TEXT NOT NULL DEFAULT '[]', power_measured INTEGER NOT NULL DEFAULT 0,
+        grid_zone TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX workers_by_last_seen ON workers (last_seen_s, worker_id);
     CREATE TABLE credentials (
@@ -51,7 +52,9 @@ MIGRATIONS: list[str] = [
         finished_s DOUBLE PRECISION, error TEXT, answer TEXT, live TEXT NOT NULL,
         replication INTEGER NOT NULL DEFAULT 1, quorum INTEGER NOT NULL DEFAULT 1,
         adaptive INTEGER NOT NULL DEFAULT 0, reopened INTEGER NOT NULL DEFAULT 0,
-        priority INTEGER NOT NULL DEFAULT 0, required_labels TEXT NOT NULL DEFAULT '[]'
+        priority INTEGER NOT NULL DEFAULT 0, required_labels TEXT NOT NULL DEFAULT '[]',
+        deadline_s DOUBLE PRECISION, carbon TEXT NOT NULL DEFAULT 'blind',
+        blind_gco2_per_kwh DOUBLE PRECISION
     );
     CREATE INDEX jobs_by_state ON jobs (state, created_s);
     CREATE INDEX jobs_by_owner ON jobs (owner, created_s);
@@ -99,7 +102,9 @@ MIGRATIONS: list[str] = [
         time_s DOUBLE PRECISION NOT NULL, worker_id TEXT NOT NULL, volunteer TEXT NOT NULL,
         job_id TEXT NOT NULL, chunk_index BIGINT NOT NULL, work DOUBLE PRECISION NOT NULL,
         credit DOUBLE PRECISION NOT NULL, energy_j DOUBLE PRECISION NOT NULL,
-        kind TEXT NOT NULL
+        kind TEXT NOT NULL, gco2 DOUBLE PRECISION NOT NULL DEFAULT 0,
+        gco2_blind DOUBLE PRECISION NOT NULL DEFAULT 0,
+        energy_measured INTEGER NOT NULL DEFAULT 0, zone TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX credit_by_chunk ON credit (job_id, chunk_index);
     CREATE INDEX credit_by_worker ON credit (worker_id, time_s);
