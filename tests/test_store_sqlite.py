@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -315,8 +316,8 @@ def test_workers_and_jobs_written_before_labels_have_none_after_the_migration(
     store.close()
     db = sqlite3.connect(path, isolation_level=None)
     labels_migration = next(i for i, m in enumerate(MIGRATIONS, 1) if "labels" in m)
-    db.execute("ALTER TABLE workers DROP COLUMN labels")
-    db.execute("ALTER TABLE jobs DROP COLUMN required_labels")
+    for migration in reversed(MIGRATIONS[labels_migration - 1 :]):
+        undo(db, migration)
     db.execute(f"PRAGMA user_version = {labels_migration - 1}")
     db.close()
     store = Store(SQLiteBackend(path), sum_registry(), CONFIG)
@@ -326,6 +327,17 @@ def test_workers_and_jobs_written_before_labels_have_none_after_the_migration(
     reopened = Store(SQLiteBackend(path), sum_registry(), CONFIG)
     assert [w.labels for w in reopened.list_workers()] == [["trusted"]]
     reopened.close()
+
+
+def undo(db: sqlite3.Connection, migration: str) -> None:
+    """Take back what ``migration`` added (its tables, indexes and columns), as if the
+    file had been written before it."""
+    for index in re.findall(r"CREATE INDEX (\w+)", migration):
+        db.execute(f"DROP INDEX IF EXISTS {index}")
+    for table in re.findall(r"CREATE TABLE (\w+)", migration):
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+    for table, column in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", migration):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
 
 
 def test_the_blob_folder_is_beside_the_database_file(tmp_path: Path) -> None:
