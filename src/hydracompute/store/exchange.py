@@ -94,10 +94,12 @@ DEFAULT_CREDIT = credit.CreditPolicy()
 DEFAULT_FAIR_SHARE = FairSharePolicy()
 #: A copy to verify is drawn from this many times as many pending chunks as are asked for.
 VERIFY_CHOICE = 8
-#: Leased chunks looked at for a backup copy per exchange, lowest index first (carved
-#: first, so running longest unless re-issued). Looking at all of them made every exchange
-#: at the tail of a job read every chunk in play: 300,000 for a pool of 100,000 workers.
-BACKUP_CANDIDATES = 16
+#: Leased chunks looked at for a backup copy per exchange (None: all of them). Every
+#: exchange at a job's tail reads every chunk in play: 300,000 for a pool of 100,000
+#: workers. Looking at the 16 of lowest index only was tried and broke a replicated job's
+#: recovery after a coordinator was killed (a chunk needing a copy beyond the first 16
+#: never got one in time); a bounded scan needs an order that puts stragglers first.
+BACKUP_CANDIDATES: int | None = None
 
 
 def new_lease_id(now: float, bits: Callable[[int], int] = secrets.randbits) -> str:
