@@ -32,9 +32,10 @@ from hydracompute.core.models import Job, JobState
 from hydracompute.errors import HydraError, NotFound, StoreError
 from hydracompute.kinds import ChunkOutput
 from hydracompute.store import ExchangeOutcome, MemoryBackend, ResultReport, Store
-from hydracompute.store.pool import EXPIRE_BATCH, FORGET_BATCH
+from hydracompute.store.pool import EXPIRE_BATCH
 from hydracompute.store.records import ExchangeRequest
 from hydracompute.store.shared import Change
+from hydracompute.store.workers import FORGET_BATCH
 
 T = TypeVar("T")
 #: An exchange waiting for the store thread: its request, its answer, its body's size.
