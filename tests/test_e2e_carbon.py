@@ -62,8 +62,11 @@ def test_the_owners_grid_rule_pauses_a_worker_on_a_dirty_grid(tmp_path: Path) ->
         with p.client() as client:
 
             def german_paused() -> dict[str, object] | None:
+                # Paused at first for want of an intensity (until its first exchange's
+                # answer), then for its grid's.
                 worker = next(w for w in client.workers() if w["name"] == "test-0")
-                return worker if worker["state"] == "paused" else None
+                grid_rule = "grid at" in str(worker["state_reason"])
+                return worker if worker["state"] == "paused" and grid_rule else None
 
             paused = wait_until(german_paused, what="the German worker to pause")
             assert "grid at 381 gCO2/kWh" in str(paused["state_reason"])
