@@ -5,6 +5,7 @@ built-in π kind answers, the word count what Python counts."""
 from __future__ import annotations
 
 import base64
+import itertools
 import struct
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_the_c_word_count_example_counts_like_python(tmp_path: Path) -> None:
     edges = [0, 1, 2, 5, units]
     outputs = [
         ChunkOutput(a, b, KIND.compute_files(canonical, a, b, files, None))
-        for a, b in zip(edges, edges[1:], strict=False)
+        for a, b in itertools.pairwise(edges)
     ]
     answer = KIND.merge(canonical, outputs).summary["values"]
     assert answer == [len(text), text.count(b"\n"), len(text.split())]
