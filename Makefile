@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean browser
+.PHONY: demo test lint typecheck unit bench clean browser wasm-toolchain
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,14 @@ browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/Xvfb -a -x /usr/bin/xdotool || \
 		{ apt-get update -qq && apt-get install -y -qq chromium xvfb xdotool; }
 
-unit: $(STAMP) browser
+# The wasm examples in C are built from source by the tests with Debian's clang, lld and
+# wasi-libc (the builtins of libclang-rt for wasm32 provide 64-bit division and friends).
+wasm-toolchain:
+	@test -x /usr/bin/clang -a -x /usr/bin/wasm-ld -a -f /usr/lib/wasm32-wasi/libc.a \
+		-a -f /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a || \
+		{ apt-get update -qq && apt-get install -y -qq clang lld wasi-libc libclang-rt-14-dev-wasm32; }
+
+unit: $(STAMP) browser wasm-toolchain
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

@@ -4,13 +4,17 @@
 
 In one run, pinned to one CPU, counts the same ``--samples`` of the same seed with:
 
-- ``gcc -O3`` — ``bench/c/pi.c`` built natively (the reference, as in bench_kernels.py);
+- ``gcc -O3`` — ``examples/wasm/pi.c`` built natively with ``gcc -O3`` (the reference);
+- ``C → wasm (sandbox)`` — the same file built by clang for ``wasm32-wasi`` (``-O3``) and
+  run by the wasm kind's sandbox exactly as a worker runs a chunk: fuel metered, memory
+  and output capped, a fresh instance;
+- ``WAT → wasm (sandbox)`` — ``examples/wasm/pi.wat``, the hand-written module, likewise;
+- ``gcc -O3 -march=native`` — ``bench/c/pi.c`` as bench_kernels.py builds it (this CPU's
+  vector instructions, which WebAssembly cannot use);
 - ``numba`` — the built-in ``pi`` kind's kernel;
-- ``wasm (sandbox)`` — ``examples/wasm/pi.wat`` run by the wasm kind's sandbox exactly as
-  a worker runs a chunk: fuel metered, memory and output capped, a fresh instance;
 
-checks that all three count the same hits, and reports the best of ``--reps`` timings with
-each rate as a share of gcc's. Then a worker's start-up cost for a module: compiling it
+checks that all count the same hits, and reports the best of ``--reps`` timings with each
+rate as a share of the first's. Then a worker's start-up cost for a module: compiling it
 from its bytes (a module the worker has not seen), loading it compiled from the worker's
 disk cache (another process, or a later run), and finding it in memory, each followed by one
 chunk of one block (2**20 samples).
@@ -28,12 +32,14 @@ split the units evenly and talk to no one; alternating, ``--repeat`` rounds, bes
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import hashlib
 import json
 import math
 import multiprocessing
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +51,7 @@ import wasmtime
 
 from bench_e2e import wait_for_workers
 from bench_kernels import (
+    BUILD_DIR,
     _c_count_hits,
     _shown_path,
     best_seconds,
@@ -58,6 +65,9 @@ from hydracompute.kinds.pi_kernel import count_hits
 from hydracompute.kinds.wasm import sandbox
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "wasm" / "pi.wat"
+C_EXAMPLE = EXAMPLE.with_suffix(".c")
+#: As the tests build the C examples (tests/wasm_support.py).
+CLANG_WASM = ["clang", "--target=wasm32-wasi", "-O3", "-nostartfiles", "-Wl,--no-entry"]
 SEED = 20240601
 
 
@@ -70,13 +80,29 @@ def wasm_count_hits(module: wasmtime.Module, samples: int) -> int:
     return int.from_bytes(out[:8], "little", signed=True)
 
 
+def c_example_builds() -> tuple[ctypes.CDLL, bytes]:
+    """``examples/wasm/pi.c`` built natively with ``gcc -O3``, and for WebAssembly."""
+    BUILD_DIR.mkdir(exist_ok=True)
+    native, wasm = BUILD_DIR / "pi-example.so", BUILD_DIR / "pi-example.wasm"
+    subprocess.run(
+        ["gcc", "-O3", "-shared", "-fPIC", "-o", str(native), str(C_EXAMPLE)], check=True
+    )
+    subprocess.run([*CLANG_WASM, "-o", str(wasm), str(C_EXAMPLE)], check=True)
+    return ctypes.CDLL(str(native)), wasm.read_bytes()
+
+
 def kernels(samples: int, reps: int) -> list[dict[str, Any]]:
-    module = sandbox.compile_module(bytes(wasmtime.wat2wasm(EXAMPLE.read_text())))
-    gcc = _c_count_hits(build("pi.c", wide=False))
+    wat_module = sandbox.compile_module(bytes(wasmtime.wat2wasm(EXAMPLE.read_text())))
+    native, c_wasm = c_example_builds()
+    same_c = _c_count_hits(native)
+    c_module = sandbox.compile_module(c_wasm)
+    gcc_native = _c_count_hits(build("pi.c", wide=False))
     runs = {
-        "gcc -O3": functools.partial(gcc, SEED, 0, samples),
+        "gcc -O3": functools.partial(same_c, SEED, 0, samples),
+        "C → wasm (sandbox)": functools.partial(wasm_count_hits, c_module, samples),
+        "WAT → wasm (sandbox)": functools.partial(wasm_count_hits, wat_module, samples),
+        "gcc -O3 -march=native": functools.partial(gcc_native, SEED, 0, samples),
         "numba": functools.partial(count_hits, SEED, 0, samples),
-        "wasm (sandbox)": functools.partial(wasm_count_hits, module, samples),
     }
     hits = {name: run() for name, run in runs.items()}
     if len(set(hits.values())) != 1:
@@ -220,10 +246,10 @@ def main() -> None:
         return
     print(f"{info['command']}\n{info['machine']}, cpu {cpu}, wasmtime {info['wasmtime']}")
     print(f"\nπ, {options.samples} samples, best of {options.reps}, one core")
-    print(f"{'kernel':<18}{'samples/s':>14}{'seconds':>10}{'of gcc':>9}")
+    print(f"{'kernel':<24}{'samples/s':>14}{'seconds':>10}{'of gcc':>9}")
     for row in rows:
         print(
-            f"{row['kernel']:<18}{row['samples_per_s']:>14.4g}{row['seconds']:>10.3f}"
+            f"{row['kernel']:<24}{row['samples_per_s']:>14.4g}{row['seconds']:>10.3f}"
             f"{row['of_gcc']:>8.0%}"
         )
     print(f"\nA module made ready, then one chunk of 2**20 samples, best of {options.reps}")

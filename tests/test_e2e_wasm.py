@@ -15,7 +15,7 @@ from hydracompute.kinds.pi_kernel import count_hits
 from tests.e2e_support import Pool, wait_until
 from tests.test_cli import run
 from tests.test_e2e_verification import barred, start_pool, two_honest_workers_and_a_liar
-from tests.wasm_support import EXAMPLES
+from tests.wasm_support import EXAMPLES, example_c
 
 pytestmark = pytest.mark.e2e
 
@@ -23,11 +23,12 @@ PI_WAT = str(EXAMPLES / "pi.wat")
 SEED = 20261207
 
 
-def submit_pi(p: Pool, samples: int, *options: str) -> dict[str, object]:
-    """``hydracompute submit wasm examples/wasm/pi.wat`` over ``samples``, waited for."""
+def submit_pi(p: Pool, samples: int, *options: str, module: str = PI_WAT) -> dict[str, object]:
+    """``hydracompute submit wasm examples/wasm/pi.wat`` (or ``module``) over ``samples``,
+    waited for."""
     units = -(-samples // BLOCK_SAMPLES)
     result = run(
-        p, "submit", "wasm", PI_WAT, "--units", str(units), "--merge", "sum",
+        p, "submit", "wasm", module, "--units", str(units), "--merge", "sum",
         "-p", f"seed={SEED}", "-p", f"samples={samples}", "--wait", "--json", *options,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -87,3 +88,19 @@ def test_replication_catches_a_worker_lying_about_a_wasm_chunk(tmp_path: Path) -
         p.close()
     assert job["answer"]["values"] == [count_hits(SEED, 0, samples), samples]  # type: ignore[index]
     assert list(found) == ["liar"]
+
+
+def test_the_c_pi_example_built_from_source_answers_like_the_built_in_pi_kind(
+    tmp_path: Path,
+) -> None:
+    example_c("pi", tmp_path)
+    samples = 30 * BLOCK_SAMPLES + 7
+    p = start_pool(tmp_path)
+    try:
+        p.add_worker(1, "--accept-wasm")
+        wait_until(lambda: p.online_workers() == 1, what="the join")
+        job = submit_pi(p, samples, module=str(tmp_path / "pi.wasm"))
+    finally:
+        p.close()
+    assert job["state"] == "done"
+    assert job["answer"]["values"] == [count_hits(SEED, 0, samples), samples]  # type: ignore[index]

@@ -1,9 +1,12 @@
-"""WebAssembly modules for the tests, compiled from text (WAT) as the tests run: the
-repository's examples, and modules that misbehave on purpose."""
+"""WebAssembly modules for the tests, compiled as the tests run: the repository's examples
+(from text with wasmtime, from C with Debian's clang and wasi-libc), and modules that
+misbehave on purpose."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from pathlib import Path
 
 import wasmtime
@@ -108,6 +111,22 @@ def wasm(text: str) -> bytes:
 def example(name: str) -> bytes:
     """An example module of the repository (``examples/wasm/NAME.wat``), compiled."""
     return wasm((EXAMPLES / f"{name}.wat").read_text())
+
+
+#: How the C examples are built (`make wasm-toolchain` installs the tools): a WASI reactor
+#: without C start-up files, exporting what its source marks with ``export_name``.
+CLANG_WASM = ["clang", "--target=wasm32-wasi", "-O3", "-nostartfiles", "-Wl,--no-entry"]
+
+
+def example_c(name: str, folder: Path) -> bytes:
+    """An example module of the repository in C (``examples/wasm/NAME.c``), built with
+    clang into ``folder``."""
+    if shutil.which("clang") is None:
+        raise RuntimeError("clang is missing: `make wasm-toolchain` installs it")
+    target = folder / f"{name}.wasm"
+    command = [*CLANG_WASM, "-o", str(target), str(EXAMPLES / f"{name}.c")]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return target.read_bytes()
 
 
 def sha256(data: bytes) -> str:
