@@ -37,8 +37,10 @@ def test_shares_weights_and_priorities_are_shown(pool: Pool) -> None:
     alice, alice_auth = submitter(pool, "alice", weight=3)
     bob, bob_auth = submitter(pool, "bob")
     huge = submit_as(pool, alice_auth, 10**9)
+    pool.clock.advance(1.0)  # submitted one after the other (the oldest first when tied)
     urgent = submit_as(pool, alice_auth, 10**9, priority=7)
     assert urgent["priority"] == 7 and huge["priority"] == 0
+    pool.clock.advance(1.0)
     small = submit_as(pool, bob_auth, 10**6)
     worker = pool.enrol(cores=4)
     # Nobody has usage: the oldest submitter first, her urgent job before her older one;
