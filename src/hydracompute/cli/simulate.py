@@ -44,8 +44,14 @@ def simulate(scenario: str, seed: int, out_dir: Path | None, measure_speeds: boo
         return
     # The store logs each barred worker; thousands of virtual saboteurs would flood the
     # output (the report counts them).
-    logging.getLogger("hydracompute.store").setLevel(logging.ERROR)
-    report, _ = run(loaded, seed)
+    # Restored after: the command may run inside a longer process (tests, a notebook).
+    store_log = logging.getLogger("hydracompute.store")
+    level = store_log.level
+    store_log.setLevel(logging.ERROR)
+    try:
+        report, _ = run(loaded, seed)
+    finally:
+        store_log.setLevel(level)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
