@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,9 +21,8 @@ HEAD_TIMEOUT_S = 0.5
 PER_ADDRESS = 6
 
 
-@pytest.fixture(scope="module")
-def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCoordinator]:
-    data_dir: Path = tmp_path_factory.mktemp("guard") / "pool"
+@contextmanager
+def guarded_coordinator(data_dir: Path) -> Iterator[LocalCoordinator]:
     options = ["--insecure", "--heartbeat-s", "5"]
     options += ["--head-timeout-s", str(HEAD_TIMEOUT_S)]
     options += ["--max-connections-per-address", str(PER_ADDRESS)]
@@ -31,6 +31,20 @@ def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCoord
         yield local
     finally:
         stop(local.process)
+
+
+@pytest.fixture(scope="module")
+def coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCoordinator]:
+    with guarded_coordinator(tmp_path_factory.mktemp("guard") / "pool") as local:
+        yield local
+
+
+@pytest.fixture
+def own_coordinator(tmp_path: Path) -> Iterator[LocalCoordinator]:
+    """A coordinator of the test's own: no other test's connections, still being closed,
+    count against the address."""
+    with guarded_coordinator(tmp_path / "pool") as local:
+        yield local
 
 
 def address(local: LocalCoordinator) -> tuple[str, int]:
@@ -161,7 +175,9 @@ def test_an_idle_keep_alive_connection_is_not_cut_off(coordinator: LocalCoordina
     asyncio.run(scenario())
 
 
-def test_connections_per_address_are_capped(coordinator: LocalCoordinator) -> None:
+def test_connections_per_address_are_capped(own_coordinator: LocalCoordinator) -> None:
+    coordinator = own_coordinator
+
     async def scenario() -> None:
         held = []
         for _ in range(PER_ADDRESS):
