@@ -107,7 +107,11 @@ def run_agent_until(
             1,
             token,
             transport=httpx.ASGITransport(app=app),
-            rules=rules_from_values({"priority": "normal", **values}, default_cores=1),
+            # Never paused for other programs' CPU use: the power is measured only while
+            # the worker computes, and a loaded machine would pause it past the deadline.
+            rules=rules_from_values(
+                {"priority": "normal", "cpu_pause_percent": 100, **values}, default_cores=1
+            ),
             poll_s=0.05,
             powercap=powercap,
         )
