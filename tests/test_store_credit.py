@@ -159,7 +159,23 @@ def test_the_ledger_primitives_filter_sum_and_roll_back(store: Store) -> None:
     db = store.backend
 
     def entry(worker: str, volunteer: str, t: float, credit: float) -> CreditEntry:
-        return CreditEntry(0, t, worker, volunteer, "j", int(t), credit, credit, 2 * credit)
+        # Carbon figures tied to the credit so every sum can be checked: a tenth and a
+        # fifth of it in grams, the zone by volunteer, alice's first worker measured.
+        return CreditEntry(
+            0,
+            t,
+            worker,
+            volunteer,
+            "j",
+            int(t),
+            credit,
+            credit,
+            2 * credit,
+            gco2=credit / 10,
+            gco2_blind=credit / 5,
+            energy_measured=worker == "w1",
+            zone="FR" if volunteer == "alice" else "DE",
+        )
 
     written = [
         entry("w1", "alice", 1.0, 10),
@@ -181,6 +197,19 @@ def test_the_ledger_primitives_filter_sum_and_roll_back(store: Store) -> None:
             ("alice", 2, 15, 30),
             ("bob", 1, 7, 14),
         ]
+        assert [(t.gco2, t.gco2_blind) for t in by_volunteer] == [
+            pytest.approx((1.5, 3.0)),
+            pytest.approx((0.7, 1.4)),
+        ]
+        zones = {z.zone: z for z in db.credit_by_zone()}
+        assert sorted(zones) == ["DE", "FR"]
+        assert (zones["FR"].chunks, zones["FR"].energy_j, zones["FR"].energy_measured_j) == (
+            2,
+            30,
+            20,
+        )
+        assert (zones["DE"].gco2, zones["DE"].gco2_blind) == pytest.approx((0.7, 1.4))
+        assert db.credit_by_zone(job_id="other") == []
         assert [t.key for t in db.credit_totals(Grouping.WORKER, since=1.5)] == ["w3", "w2"]
         assert [t.credit for t in db.credit_totals(Grouping.WORKER, worker_id="w2")] == [5]
         # A volunteer's latest entries, newest first, as many as asked.

@@ -14,21 +14,12 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hydracompute.core.credit import (
-    CreditEntry,
-    CreditTotal,
-    EntryKind,
-    Grouping,
-    ZoneTotal,
-    sort_totals,
-)
 from hydracompute.core.fairshare import RunningJob, Usage
-from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
     ChunkState,
@@ -42,7 +33,8 @@ from hydracompute.core.models import (
 from hydracompute.errors import StoreError, StoreUnavailable
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore, FolderBlobStore, MemoryBlobStore
-from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
+from hydracompute.store.payloads import artefact_blob_name, spill_output
+from hydracompute.store.sql_common import SQLCommon
 from hydracompute.store.sqlite_migrations import MIGRATIONS
 from hydracompute.store.sqlite_rows import (
     CHUNKS,
@@ -95,7 +87,7 @@ def blob_folder_of(path: str | Path) -> Path:
     return Path(f"{path}-blobs")
 
 
-class SQLiteBackend(SQLiteShared, Backend):
+class SQLiteBackend(SQLiteShared, SQLCommon, Backend):
     """Backend on one SQLite file (``":memory:"`` for a throw-away database), with its
     large payloads in ``blobs`` (by default the folder :func:`blob_folder_of` the file, or
     memory for a throw-away database)."""
@@ -473,191 +465,12 @@ class SQLiteBackend(SQLiteShared, Backend):
         where = "WHERE state = 'active' AND deadline_s < ? ORDER BY issued_s, lease_id LIMIT ?"
         return self._many(LEASES, where, now, limit)
 
-    def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
-        # A large output (a Mandelbrot chunk's) goes to the blob store, as for outputs.
-        text, blob = spill_output(self._blobs, job_id, chunk_index, copy.output)
-        self._db.execute(
-            "INSERT OR REPLACE INTO candidates VALUES (?, ?, ?, ?, ?, ?)",
-            (job_id, chunk_index, copy.lease_id, copy.worker_id, text, blob),
-        )
-
-    def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
-        # Lease ids sort in issue order (see exchange.new_lease_id).
-        rows = self._db.execute(
-            "SELECT lease_id, worker_id, output, blob FROM candidates "
-            "WHERE job_id = ? AND chunk_index = ? ORDER BY lease_id",
-            (job_id, chunk_index),
-        ).fetchall()
-        return [
-            Copy(lease, worker, load_output(self._blobs, job_id, text, blob))
-            for lease, worker, text, blob in rows
-        ]
-
-    def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
-        rows = self._db.execute(
-            "SELECT job_id, chunk_index, lease_id, output, blob FROM candidates "
-            "WHERE worker_id = ? ORDER BY job_id, chunk_index, lease_id",
-            (worker_id,),
-        ).fetchall()
-        return [
-            (job, index, Copy(lease, worker_id, load_output(self._blobs, job, text, blob)))
-            for job, index, lease, text, blob in rows
-        ]
-
-    def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
-        if lease_id:
-            self._db.execute(
-                "DELETE FROM candidates WHERE job_id = ? AND chunk_index = ? AND lease_id = ?",
-                (job_id, chunk_index, lease_id),
-            )
-        else:
-            self._db.execute(
-                "DELETE FROM candidates WHERE job_id = ? AND chunk_index = ?",
-                (job_id, chunk_index),
-            )
-
-    def delete_job_candidates(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM candidates WHERE job_id = ?", (job_id,))
-
-    def append_credit(self, entries: Sequence[CreditEntry]) -> None:
-        self._db.executemany(
-            "INSERT INTO credit (time_s, worker_id, volunteer, job_id, chunk_index, work, "
-            "credit, energy_j, kind, gco2, gco2_blind, energy_measured, zone) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    e.time_s,
-                    e.worker_id,
-                    e.volunteer,
-                    e.job_id,
-                    e.chunk_index,
-                    e.work,
-                    e.credit,
-                    e.energy_j,
-                    e.kind.value,
-                    e.gco2,
-                    e.gco2_blind,
-                    int(e.energy_measured),
-                    e.zone,
-                )
-                for e in entries
-            ],
-        )
-
-    @staticmethod
-    def _credit_filter(
-        worker_id: str | None = None,
-        job_id: str | None = None,
-        chunk_index: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> tuple[str, list[Any]]:
-        conditions: list[str] = []
-        args: list[Any] = []
-        for condition, value in (
-            ("worker_id = ?", worker_id),
-            ("job_id = ?", job_id),
-            ("chunk_index = ?", chunk_index),
-            ("time_s >= ?", since),
-            ("time_s < ?", until),
-        ):
-            if value is not None:
-                conditions.append(condition)
-                args.append(value)
-        return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
-
-    def credit_entries(
-        self,
-        worker_id: str | None = None,
-        job_id: str | None = None,
-        chunk_index: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[CreditEntry]:
-        where, args = self._credit_filter(worker_id, job_id, chunk_index, since, until)
-        rows = self._db.execute(
-            f"SELECT {CREDIT_COLUMNS} FROM credit {where} ORDER BY entry_id",
-            args,
-        ).fetchall()
-        return [CreditEntry(*_credit_row(row)) for row in rows]
-
-    def credit_totals(
-        self,
-        by: Grouping,
-        since: float | None = None,
-        until: float | None = None,
-        worker_id: str | None = None,
-    ) -> list[CreditTotal]:
-        where, args = self._credit_filter(worker_id, since=since, until=until)
-        column = "worker_id" if by is Grouping.WORKER else "volunteer"
-        rows = self._db.execute(
-            f"SELECT {column}, TOTAL(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), TOTAL(work), "
-            f"TOTAL(credit), TOTAL(energy_j), TOTAL(gco2), TOTAL(gco2_blind) FROM credit "
-            f"{where} GROUP BY {column}",
-            args,
-        ).fetchall()
-        return sort_totals(CreditTotal(str(key), int(chunks), *sums) for key, chunks, *sums in rows)
-
-    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
-        where, args = self._credit_filter(job_id=job_id)
-        rows = self._db.execute(
-            "SELECT zone, TOTAL(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), TOTAL(energy_j), "
-            "TOTAL(CASE WHEN energy_measured THEN energy_j ELSE 0 END), TOTAL(gco2), "
-            f"TOTAL(gco2_blind) FROM credit {where} GROUP BY zone ORDER BY zone",
-            args,
-        ).fetchall()
-        return [ZoneTotal(str(zone), int(chunks), *sums) for zone, chunks, *sums in rows]
-
-    def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
-        # Newest first by entry number: an active volunteer's latest entries are found
-        # near the ledger's end, without reading the rest.
-        rows = self._db.execute(
-            f"SELECT {CREDIT_COLUMNS} FROM credit WHERE volunteer = ? "
-            "ORDER BY entry_id DESC LIMIT ?",
-            (volunteer, limit),
-        ).fetchall()
-        return [CreditEntry(*_credit_row(row)) for row in rows]
-
-    def delete_artefacts(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM artefacts WHERE job_id = ?", (job_id,))
-
-    def delete_output(self, job_id: str, chunk_index: int) -> None:
-        self._db.execute(
-            "DELETE FROM outputs WHERE job_id = ? AND chunk_index = ?", (job_id, chunk_index)
-        )
-
     def put_output(self, output: StoredOutput) -> None:
         text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
         self._db.execute(
             "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?, ?)",
             (output.job_id, output.chunk_index, output.start, output.stop, text, blob),
         )
-
-    def output_indices(self, job_id: str) -> list[int]:
-        rows = self._db.execute(
-            "SELECT chunk_index FROM outputs WHERE job_id = ? ORDER BY chunk_index", (job_id,)
-        ).fetchall()
-        return [int(row[0]) for row in rows]
-
-    def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
-        row = self._db.execute(
-            "SELECT start, stop, output, blob FROM outputs WHERE job_id = ? AND chunk_index = ?",
-            (job_id, chunk_index),
-        ).fetchone()
-        if row is None:
-            return None
-        output = load_output(self._blobs, job_id, row[2], row[3])
-        return StoredOutput(job_id, chunk_index, row[0], row[1], output)
-
-    def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
-        rows = self._db.execute(
-            "SELECT chunk_index, start, stop, output, blob FROM outputs WHERE job_id = ? "
-            "ORDER BY chunk_index",
-            (job_id,),
-        ).fetchall()
-        for index, start, stop, text, blob in rows:
-            output = load_output(self._blobs, job_id, text, blob)
-            yield StoredOutput(job_id, index, start, stop, output)
 
     def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
         self._db.execute(
@@ -679,14 +492,3 @@ class SQLiteBackend(SQLiteShared, Backend):
         if file is None:
             raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
         return media_type, file
-
-
-CREDIT_COLUMNS = (
-    "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, "
-    "kind, gco2, gco2_blind, energy_measured, zone"
-)
-
-
-def _credit_row(row: Any) -> tuple[Any, ...]:
-    """A ledger row as :class:`CreditEntry`'s arguments (its kind as the enum)."""
-    return (*row[:9], EntryKind(row[9]), row[10], row[11], bool(row[12]), row[13])

@@ -27,20 +27,11 @@ database, so every coordinator reaches them.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO
 
-from hydracompute.core.credit import (
-    CreditEntry,
-    CreditTotal,
-    EntryKind,
-    Grouping,
-    ZoneTotal,
-    sort_totals,
-)
 from hydracompute.core.fairshare import RunningJob, Usage
-from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import (
     Chunk,
     Credential,
@@ -53,7 +44,7 @@ from hydracompute.core.models import (
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore
-from hydracompute.store.payloads import artefact_blob_name, load_output, spill_output
+from hydracompute.store.payloads import artefact_blob_name, spill_output
 from hydracompute.store.postgres.blobs import PostgresBlobStore
 from hydracompute.store.postgres.connection import Connections
 from hydracompute.store.postgres.rows import (
@@ -67,12 +58,9 @@ from hydracompute.store.postgres.rows import (
 )
 from hydracompute.store.postgres.schema import migrate
 from hydracompute.store.postgres.shared import PostgresShared
+from hydracompute.store.sql_common import SQLCommon
 from hydracompute.store.sqlite_rows import Table
 
-CREDIT_COLUMNS = (
-    "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, "
-    "kind, gco2, gco2_blind, energy_measured, zone"
-)
 USAGE_UPSERT = (
     "INSERT INTO owner_usage VALUES (%s, %s, %s) ON CONFLICT (owner) DO UPDATE SET "
     "usage_s = excluded.usage_s, as_of_s = excluded.as_of_s"
@@ -86,7 +74,7 @@ OUTPUT_UPSERT = (
 POOL_SIZE = 8
 
 
-class PostgresBackend(PostgresShared, Backend):
+class PostgresBackend(PostgresShared, SQLCommon, Backend):
     """Backend on a PostgreSQL database (``conninfo``: a ``postgresql://`` URL or libpq
     key=value string), in ``schema`` (created if missing, migrated on open), with its large
     payloads in the same database unless ``blobs`` is given.
@@ -96,6 +84,7 @@ class PostgresBackend(PostgresShared, Backend):
     """
 
     shared = True
+    PARAM = "%s"
 
     def __init__(
         self,
@@ -228,19 +217,6 @@ class PostgresBackend(PostgresShared, Backend):
             (kind, seen_since),
         ).fetchall()
         return {str(zone): float(speed) for zone, speed in rows if speed and speed > 0}
-
-    def credit_by_zone(self, job_id: str | None = None) -> list[ZoneTotal]:
-        where, args = self._credit_filter(job_id=job_id)
-        rows = self._db.execute(
-            "SELECT zone, SUM(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), SUM(energy_j), "
-            "SUM(CASE WHEN energy_measured <> 0 THEN energy_j ELSE 0 END), SUM(gco2), "
-            f"SUM(gco2_blind) FROM credit {where} GROUP BY zone ORDER BY zone",
-            args,
-        ).fetchall()
-        return [
-            ZoneTotal(str(zone), int(chunks), *(float(x) for x in sums))
-            for zone, chunks, *sums in rows
-        ]
 
     def pool_cores(self, seen_since: float) -> int:
         total = self._scalar(
@@ -509,142 +485,7 @@ class PostgresBackend(PostgresShared, Backend):
         where = "WHERE state = 'active' AND deadline_s < %s ORDER BY issued_s, lease_id LIMIT %s"
         return self._many(LEASES, where, now, limit, lock=self._lock(skip_locked=True))
 
-    # candidates
-
-    def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
-        text, blob = spill_output(self._blobs, job_id, chunk_index, copy.output)
-        self._db.execute(
-            "INSERT INTO candidates VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (job_id, chunk_index, lease_id) DO UPDATE SET "
-            "worker_id = excluded.worker_id, output = excluded.output, blob = excluded.blob",
-            (job_id, chunk_index, copy.lease_id, copy.worker_id, text, blob),
-        )
-
-    def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
-        rows = self._db.execute(
-            "SELECT lease_id, worker_id, output, blob FROM candidates "
-            "WHERE job_id = %s AND chunk_index = %s ORDER BY lease_id",
-            (job_id, chunk_index),
-        ).fetchall()
-        return [
-            Copy(lease, worker, load_output(self._blobs, job_id, text, blob))
-            for lease, worker, text, blob in rows
-        ]
-
-    def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
-        rows = self._db.execute(
-            "SELECT job_id, chunk_index, lease_id, output, blob FROM candidates "
-            "WHERE worker_id = %s ORDER BY job_id, chunk_index, lease_id",
-            (worker_id,),
-        ).fetchall()
-        return [
-            (job, index, Copy(lease, worker_id, load_output(self._blobs, job, text, blob)))
-            for job, index, lease, text, blob in rows
-        ]
-
-    def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
-        query = "DELETE FROM candidates WHERE job_id = %s AND chunk_index = %s"
-        if lease_id:
-            self._db.execute(query + " AND lease_id = %s", (job_id, chunk_index, lease_id))
-        else:
-            self._db.execute(query, (job_id, chunk_index))
-
-    def delete_job_candidates(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM candidates WHERE job_id = %s", (job_id,))
-
-    # the credit ledger
-
-    def append_credit(self, entries: Sequence[CreditEntry]) -> None:
-        if not entries:
-            return
-        self._db.executemany(
-            "INSERT INTO credit (time_s, worker_id, volunteer, job_id, chunk_index, work, "
-            "credit, energy_j, kind, gco2, gco2_blind, energy_measured, zone) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (
-                    e.time_s,
-                    e.worker_id,
-                    e.volunteer,
-                    e.job_id,
-                    e.chunk_index,
-                    e.work,
-                    e.credit,
-                    e.energy_j,
-                    e.kind.value,
-                    e.gco2,
-                    e.gco2_blind,
-                    int(e.energy_measured),
-                    e.zone,
-                )
-                for e in entries
-            ],
-        )
-
-    @staticmethod
-    def _credit_filter(
-        worker_id: str | None = None,
-        job_id: str | None = None,
-        chunk_index: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> tuple[str, list[Any]]:
-        conditions: list[str] = []
-        args: list[Any] = []
-        for condition, value in (
-            ("worker_id = %s", worker_id),
-            ("job_id = %s", job_id),
-            ("chunk_index = %s", chunk_index),
-            ("time_s >= %s", since),
-            ("time_s < %s", until),
-        ):
-            if value is not None:
-                conditions.append(condition)
-                args.append(value)
-        return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
-
-    def credit_entries(
-        self,
-        worker_id: str | None = None,
-        job_id: str | None = None,
-        chunk_index: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[CreditEntry]:
-        where, args = self._credit_filter(worker_id, job_id, chunk_index, since, until)
-        rows = self._db.execute(
-            f"SELECT {CREDIT_COLUMNS} FROM credit {where} ORDER BY entry_id", args
-        ).fetchall()
-        return [_credit_entry(row) for row in rows]
-
-    def credit_totals(
-        self,
-        by: Grouping,
-        since: float | None = None,
-        until: float | None = None,
-        worker_id: str | None = None,
-    ) -> list[CreditTotal]:
-        where, args = self._credit_filter(worker_id, since=since, until=until)
-        column = "worker_id" if by is Grouping.WORKER else "volunteer"
-        rows = self._db.execute(
-            f"SELECT {column}, SUM(CASE kind WHEN 'grant' THEN 1 ELSE -1 END), SUM(work), "
-            f"SUM(credit), SUM(energy_j) FROM credit {where} GROUP BY {column}",
-            args,
-        ).fetchall()
-        return sort_totals(
-            CreditTotal(str(key), int(chunks), float(work), float(credit), float(energy_j))
-            for key, chunks, work, credit, energy_j in rows
-        )
-
-    def recent_credit(self, volunteer: str, limit: int) -> list[CreditEntry]:
-        rows = self._db.execute(
-            f"SELECT {CREDIT_COLUMNS} FROM credit WHERE volunteer = %s "
-            "ORDER BY entry_id DESC LIMIT %s",
-            (volunteer, limit),
-        ).fetchall()
-        return [_credit_entry(row) for row in rows]
-
-    # outputs and artefacts
+    # outputs and artefacts (the candidates, reading outputs and the ledger: SQLCommon)
 
     def put_output(self, output: StoredOutput) -> None:
         text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
@@ -654,41 +495,6 @@ class PostgresBackend(PostgresShared, Backend):
             self._db.execute(OUTPUT_UPSERT, row)
         else:
             session.write(OUTPUT_UPSERT, row[:2], row)
-
-    def delete_output(self, job_id: str, chunk_index: int) -> None:
-        self._db.execute(
-            "DELETE FROM outputs WHERE job_id = %s AND chunk_index = %s", (job_id, chunk_index)
-        )
-
-    def delete_artefacts(self, job_id: str) -> None:
-        self._db.execute("DELETE FROM artefacts WHERE job_id = %s", (job_id,))
-
-    def get_output(self, job_id: str, chunk_index: int) -> StoredOutput | None:
-        row = self._db.execute(
-            "SELECT start, stop, output, blob FROM outputs WHERE job_id = %s AND chunk_index = %s",
-            (job_id, chunk_index),
-        ).fetchone()
-        if row is None:
-            return None
-        output = load_output(self._blobs, job_id, row[2], row[3])
-        return StoredOutput(job_id, chunk_index, row[0], row[1], output)
-
-    def output_indices(self, job_id: str) -> list[int]:
-        rows = self._db.execute(
-            "SELECT chunk_index FROM outputs WHERE job_id = %s ORDER BY chunk_index", (job_id,)
-        ).fetchall()
-        return [int(row[0]) for row in rows]
-
-    def iter_outputs(self, job_id: str) -> Iterator[StoredOutput]:
-        # Rows hold small outputs only (large ones name a blob, read when reached).
-        rows = self._db.execute(
-            "SELECT chunk_index, start, stop, output, blob FROM outputs WHERE job_id = %s "
-            "ORDER BY chunk_index",
-            (job_id,),
-        ).fetchall()
-        for index, start, stop, text, blob in rows:
-            output = load_output(self._blobs, job_id, text, blob)
-            yield StoredOutput(job_id, index, start, stop, output)
 
     def artefact_written(self, job_id: str, name: str, media_type: str) -> None:
         self._db.execute(
@@ -709,8 +515,3 @@ class PostgresBackend(PostgresShared, Backend):
         if file is None:
             raise StoreError(f"the artefact blob {job_id}/{blob} is missing from the blob store")
         return media_type, file
-
-
-def _credit_entry(row: Any) -> CreditEntry:
-    fields = (*row[:9], EntryKind(row[9]), row[10], row[11], bool(row[12]), row[13])
-    return CreditEntry(*fields)
