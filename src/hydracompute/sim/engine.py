@@ -11,10 +11,10 @@ days (forgetting workers) are not simulated.
 A virtual worker follows the real agent's loop (worker/agent.py): it exchanges when chunks
 finish (results, renewals and a request for as many chunks as it has free cores), renews
 its leases every 0.8 heartbeat while computing, long-polls when idle (woken, like every
-held request, when the store reports new work, or at the end of its wait), reports
-``paused`` and asks for nothing during its owner's pauses, gives its leases back after
-``return_after_s`` of a pause, and at the end of a session either leaves (sending what is
-done and giving back the rest) or vanishes (its leases expire).
+held request but a barred worker's, when the store reports new work, or at the end of its
+wait), reports ``paused`` and asks for nothing during its owner's pauses, gives its leases
+back after ``return_after_s`` of a pause, and at the end of a session either leaves
+(sending what is done and giving back the rest) or vanishes (its leases expire).
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ ARRIVE, ONLINE, OFFLINE, EXCHANGE, DONE, HEARTBEAT = 0, 1, 2, 3, 4, 5
 PAUSE, RESUME, GIVE_BACK, POLL_END, EXPIRE, SAMPLE = 6, 7, 8, 9, 10, 11
 #: A busy agent exchanges after this share of a heartbeat without one (worker/agent.py).
 RENEW_SHARE = 0.8
-#: Held requests woken when work appears. The coordinator wakes them all, and every one
-#: that finds nothing (a barred worker's, say) is held again: with thousands idle, each
-#: chunk released costs thousands of exchanges, which the simulator does not reproduce.
+#: Held requests woken when work appears. The coordinator wakes them all (but a barred
+#: worker's, which it never looks at again), and every one that finds nothing is held
+#: again: with thousands idle, each chunk released costs thousands of exchanges, which the
+#: simulator does not reproduce.
 WAKE_AT_MOST = 4
 #: A submitter refused for having too many running jobs tries again after this long.
 SUBMIT_RETRY_S = 30.0
