@@ -89,7 +89,7 @@ def test_the_watch_grants_the_backups_a_whole_scan_grants(
     assert watched["all_jobs_ended"] and watched["units_missing"] == 0
 
 
-#: 150 workers with churn, long pauses (their chunks wait for a backup) and load control
+#: 100 workers with churn, long pauses (their chunks wait for a backup) and load control
 #: changing the target as cores come and go.
 CHURN = """
 name = "churn"
@@ -103,7 +103,7 @@ capacity_results_per_s = 40
 load_share = 0.5
 
 [workers]
-count = 150
+count = 100
 cores = { 1 = 1, 2 = 2, 4 = 1 }
 kinds = ["pi", "mandelbrot"]
 latency = { dist = "lognormal", median = 0.1, sigma = 0.5 }
@@ -127,12 +127,12 @@ return_after_s = 120
 
 [[jobs]]
 kind = "pi"
-params = { samples = 20_000_000_000_000, seed = 1 }
-count = 3
+params = { samples = 8_000_000_000_000, seed = 1 }
+count = 2
 every_s = 60
 
 [[jobs]]
 kind = "mandelbrot"
-params = { width = 4096, height = 4096, max_iter = 500 }
+params = { width = 2048, height = 2048, max_iter = 500 }
 arrival_s = 30
 """
