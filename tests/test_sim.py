@@ -196,3 +196,14 @@ def test_a_bad_scenario_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["simulate", str(path)])
     assert result.exit_code == 2
     assert "saboteurs.strategy" in result.output
+
+
+def test_a_barred_workers_held_exchange_is_not_looked_at_again() -> None:
+    # Barred saboteurs long-poll like any idle worker; looking at their held requests
+    # again whenever work appeared was most of the exchanges (3,615 for 1,674 results at
+    # this seed), though none could ever be given work.
+    report, simulation = simulate(parse_scenario(SABOTAGED), seed=1)
+    assert any(worker.barred for worker in simulation.store.list_workers())
+    exchanges, results = report["exchanges"], report["results"]["total"]
+    assert exchanges["total"] < 1.1 * results
+    assert exchanges["by_cause"].get("woken", 0) < 0.05 * results

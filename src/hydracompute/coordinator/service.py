@@ -567,6 +567,8 @@ class Coordinator:
             if self._closing:
                 break
             event = self._work_event
+            if outcome.barred:  # it can be given nothing: held to the end, not looked at
+                continue
             later = await self._batched(
                 ExchangeRequest(worker_id, [], [], want, self.clock(), state, state_reason)
             )

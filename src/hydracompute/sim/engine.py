@@ -11,10 +11,10 @@ days (forgetting workers) are not simulated.
 A virtual worker follows the real agent's loop (worker/agent.py): it exchanges when chunks
 finish (results, renewals and a request for as many chunks as it has free cores), renews
 its leases every 0.8 heartbeat while computing, long-polls when idle (woken, like every
-held request, when the store reports new work, or at the end of its wait), reports
-``paused`` and asks for nothing during its owner's pauses, gives its leases back after
-``return_after_s`` of a pause, and at the end of a session either leaves (sending what is
-done and giving back the rest) or vanishes (its leases expire).
+held request but a barred worker's, when the store reports new work, or at the end of its
+wait), reports ``paused`` and asks for nothing during its owner's pauses, gives its leases
+back after ``return_after_s`` of a pause, and at the end of a session either leaves
+(sending what is done and giving back the rest) or vanishes (its leases expire).
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ ARRIVE, ONLINE, OFFLINE, EXCHANGE, DONE, HEARTBEAT = 0, 1, 2, 3, 4, 5
 PAUSE, RESUME, GIVE_BACK, POLL_END, EXPIRE, SAMPLE = 6, 7, 8, 9, 10, 11
 #: A busy agent exchanges after this share of a heartbeat without one (worker/agent.py).
 RENEW_SHARE = 0.8
-#: Held requests woken when work appears. The coordinator wakes them all, and every one
-#: that finds nothing (a barred worker's, say) is held again: with thousands idle, each
-#: chunk released costs thousands of exchanges, which the simulator does not reproduce.
+#: Held requests woken when work appears. The coordinator wakes them all (but a barred
+#: worker's, which it never looks at again), and every one that finds nothing is held
+#: again: with thousands idle, each chunk released costs thousands of exchanges, which the
+#: simulator does not reproduce.
 WAKE_AT_MOST = 4
 #: A submitter refused for having too many running jobs tries again after this long.
 SUBMIT_RETRY_S = 30.0
@@ -209,7 +210,7 @@ class Simulation:
         if not population.always_on:
             self.push(self.now + self.online_s(), OFFLINE, worker.index, worker.generation)
         self._schedule_pause(worker)
-        self._exchange(worker)
+        self._exchange(worker, "online")
 
     def _offline(self, worker: VirtualWorker, generation: int) -> None:
         if generation != worker.generation:
@@ -217,7 +218,7 @@ class Simulation:
         self._collect(worker)
         if self.rng.random() < self.scenario.population.clean_leave_share:
             if worker.unsent:
-                self._call_exchange(worker, want=0)
+                self._call_exchange(worker, 0, "leaving")
             self.store.leave(worker.worker_id, self.now)
         self._drop_all(worker)
         worker.unsent.clear()
@@ -250,7 +251,7 @@ class Simulation:
         return_after = self.scenario.population.return_after_s
         if length > return_after:
             self.push(self.now + return_after, GIVE_BACK, worker.index, (generation, worker.pauses))
-        self._exchange(worker)  # tells the pool it is paused
+        self._exchange(worker, "paused")  # tells the pool it is paused
 
     def _give_back(self, worker: VirtualWorker, payload: tuple[int, int]) -> None:
         generation, pause = payload
@@ -270,7 +271,7 @@ class Simulation:
             running.finish_s = self.now + running.remaining_s
             self.push(running.finish_s, DONE, worker.index, (generation, lease_id))
         self._schedule_pause(worker)
-        self._exchange(worker)
+        self._exchange(worker, "resumed")
 
     # computing
 
@@ -282,7 +283,7 @@ class Simulation:
         self._collect(worker)
         if not worker.exchange_due:
             worker.exchange_due = True
-            self.push(self.now + worker.rtt_s / 2, EXCHANGE, worker.index, generation)
+            self.push(self.now + worker.rtt_s / 2, EXCHANGE, worker.index, (generation, "results"))
 
     def _collect(self, worker: VirtualWorker) -> None:
         """Move the chunks finished by now to the results to send."""
@@ -322,16 +323,17 @@ class Simulation:
 
     # exchanges
 
-    def _exchange_event(self, worker: VirtualWorker, generation: int) -> None:
+    def _exchange_event(self, worker: VirtualWorker, payload: tuple[int, str]) -> None:
+        generation, cause = payload
         if generation == worker.generation and worker.online:
             worker.exchange_due = False
-            self._exchange(worker)
+            self._exchange(worker, cause)
 
     def _heartbeat(self, worker: VirtualWorker, payload: tuple[int, int]) -> None:
         generation, exchanges = payload
         if generation == worker.generation and worker.exchanges == exchanges and worker.online:
             self._collect(worker)
-            self._exchange(worker)
+            self._exchange(worker, "heartbeat")
 
     def _poll_end(self, worker: VirtualWorker, payload: tuple[int, int]) -> None:
         generation, exchanges = payload
@@ -340,7 +342,7 @@ class Simulation:
             self._waiters.pop(worker.index, None)
             worker.waiting = False
             worker.exchange_due = True
-            self.push(self.now + worker.rtt_s, EXCHANGE, worker.index, generation)
+            self.push(self.now + worker.rtt_s, EXCHANGE, worker.index, (generation, "poll again"))
 
     def _wake_waiters(self) -> None:
         """New work: held requests are looked at again, longest held first, at most
@@ -351,12 +353,13 @@ class Simulation:
             del self._waiters[index]
             worker = self.workers[index]
             worker.waiting = False
-            self._exchange(worker)
+            self._exchange(worker, "woken")
 
-    def _exchange(self, worker: VirtualWorker) -> None:
-        """One exchange reaching the coordinator now; plan what the worker does next."""
+    def _exchange(self, worker: VirtualWorker, cause: str) -> None:
+        """One exchange reaching the coordinator now (``cause``: what made the worker send
+        it, counted in the report); plan what the worker does next."""
         want = 0 if worker.paused else max(worker.cores - len(worker.running), 0)
-        outcome = self._call_exchange(worker, want)
+        outcome = self._call_exchange(worker, want, cause)
         if outcome is None:
             return
         for lease_id in outcome.abandon:
@@ -372,14 +375,17 @@ class Simulation:
         generation = worker.generation
         if want > 0 and not outcome.leases and not worker.running:
             worker.waiting = True
-            self._waiters[worker.index] = None
+            if not outcome.barred:  # the coordinator looks at a barred one's never again
+                self._waiters[worker.index] = None
             hold = min(AGENT_WAIT_S, self.config.max_wait_s, self.config.heartbeat_s)
             self.push(self.now + hold, POLL_END, worker.index, (generation, worker.exchanges))
         elif worker.running or worker.paused:
             due = self.now + worker.rtt_s + RENEW_SHARE * self.config.heartbeat_s
             self.push(due, HEARTBEAT, worker.index, (generation, worker.exchanges))
 
-    def _call_exchange(self, worker: VirtualWorker, want: int) -> ExchangeOutcome | None:
+    def _call_exchange(
+        self, worker: VirtualWorker, want: int, cause: str
+    ) -> ExchangeOutcome | None:
         results, worker.unsent = worker.unsent, []
         running = list(worker.running)
         state = "paused" if worker.paused else "running"
@@ -397,8 +403,8 @@ class Simulation:
             if refused is None or len(worker.unsent) == len(results):
                 worker.unsent = []
                 return None
-            return self._call_exchange(worker, want)
-        self.recorder.exchanged(time.process_time() - began, len(results), outcome)
+            return self._call_exchange(worker, want, cause)
+        self.recorder.exchanged(time.process_time() - began, len(results), outcome, cause)
         if outcome.ended_jobs:
             self._jobs_ended(outcome.ended_jobs)
         return outcome

@@ -66,6 +66,8 @@ class Recorder:
     zone_core_s: dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
     lies: set[str] = field(default_factory=set)
     refusals: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: exchanges by what made the worker send them (chunks done, heartbeat, ...)
+    exchange_causes: collections.Counter[str] = field(default_factory=collections.Counter)
     #: (time, change) of the pool's capacity, in reference cores
     capacity_steps: list[tuple[float, float]] = field(default_factory=list)
     capacity: float = 0.0
@@ -115,7 +117,10 @@ class Recorder:
     def refused(self, exc: HydraError) -> None:
         self.refusals[type(exc).__name__] += 1
 
-    def exchanged(self, cpu_s: float, results: int, outcome: ExchangeOutcome) -> None:
+    def exchanged(
+        self, cpu_s: float, results: int, outcome: ExchangeOutcome, cause: str = ""
+    ) -> None:
+        self.exchange_causes[cause] += 1
         self._period_exchanges += 1
         self._period_results += results
         self._period_cpu_s += cpu_s

@@ -81,6 +81,7 @@ def build_report(simulation: Simulation, seed: int, wall_s: float) -> dict[str, 
         "exchanges": {
             "total": recorder.exchanges_total,
             "max_per_s": max(exchanges_per_s, default=0.0),
+            "by_cause": dict(sorted(recorder.exchange_causes.items())),
         },
         "chunk_targets_s": targets,
         "series": {

@@ -43,6 +43,7 @@ from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import Conflict, Forbidden, InvalidResult, NotFound
 from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
+from hydracompute.store.backups import BackupWatch, JobWatch
 from hydracompute.store.grid import GridDispatch
 from hydracompute.store.records import (
     ExchangeOutcome,
@@ -94,12 +95,6 @@ DEFAULT_CREDIT = credit.CreditPolicy()
 DEFAULT_FAIR_SHARE = FairSharePolicy()
 #: A copy to verify is drawn from this many times as many pending chunks as are asked for.
 VERIFY_CHOICE = 8
-#: Leased chunks looked at for a backup copy per exchange (None: all of them). Every
-#: exchange at a job's tail reads every chunk in play: 300,000 for a pool of 100,000
-#: workers. Looking at the 16 of lowest index only was tried and broke a replicated job's
-#: recovery after a coordinator was killed (a chunk needing a copy beyond the first 16
-#: never got one in time); a bounded scan needs an order that puts stragglers first.
-BACKUP_CANDIDATES: int | None = None
 
 
 def new_lease_id(now: float, bits: Callable[[int], int] = secrets.randbits) -> str:
@@ -142,6 +137,8 @@ class Exchange(Verdicts):
         cores_online: Callable[[], int] = lambda: 0,
         id_bits: Callable[[int], int] = secrets.randbits,
         grid: GridDispatch | None = None,
+        backups: BackupWatch | None = None,
+        backups_rebuild_s: float = 0.0,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
@@ -180,6 +177,13 @@ class Exchange(Verdicts):
         self.id_bits = id_bits
         #: Grid-aware dispatch (``None``: carbon-blind, no CO2 counted).
         self.grid = grid
+        #: Where backup copies are looked for (kept by the caller; by default a watch of
+        #: this exchange alone, which reads every leased chunk when it looks).
+        self.backups = BackupWatch(config.backup_factor) if backups is None else backups
+        self.backups_rebuild_s = backups_rebuild_s
+        #: The worker's speeds before this exchange's results (a holder grown faster has
+        #: its leases' backup due times entered again).
+        self._speeds_before = dict(worker.speeds)
 
     def job(self, job_id: str) -> Job:
         if job_id not in self._jobs:
@@ -206,6 +210,8 @@ class Exchange(Verdicts):
                 self.db.put_job(job)
             if job.state.finished:
                 self.outcome.ended_jobs.add(job_id)
+                self.backups.forget(job_id)
+        self._watch_faster_holder()
         if self._charged and self.batch is None:
             self.db.put_owner_usage(self._charged_usage())
 
@@ -536,25 +542,84 @@ class Exchange(Verdicts):
         return mine / max(self.pool_speed(kind), mine * self.worker.cores)
 
     def _backups(self, job: Job, want: int) -> None:
-        for chunk in self.db.leased_chunks(job.job_id, BACKUP_CANDIDATES):
+        """Grant backup copies of the job's leased chunks whose single active lease has run
+        too long, in index order. Only the chunks whose lease's due time has come are
+        looked at (see :mod:`hydracompute.store.backups`); each is decided with the
+        holder's speed and the target of the moment."""
+        factor, now, target = self.config.backup_factor, self.now, self.target_s(job)
+        watch = self.backups.job(
+            job.job_id, now, target, self.backups_rebuild_s, lambda w: self._watch_all(job, w)
+        )
+        for index in watch.ready(now):
             if len(self.outcome.leases) >= want:
                 return
-            active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
-            if len(active) != 1 or active[0].worker_id == self.worker.worker_id:
+            chunk = self.db.get_chunk(job.job_id, index)
+            active = self.db.active_leases_of_chunk(job.job_id, index)
+            watch.keep(index, [lease.lease_id for lease in active])
+            if chunk is None or chunk.state is not ChunkState.LEASED or len(active) != 1:
                 continue
-            if not self._may_hold(job, chunk):
-                continue
-            holder = self.db.get_worker(active[0].worker_id)
+            lease = active[0]
+            holder = self.db.get_worker(lease.worker_id)
             speed = holder.speeds.get(job.kind) if holder else None
-            if wants_backup(
-                active[0],
-                self._cost(job, chunk),
-                speed,
-                self.target_s(job),
-                self.config.backup_factor,
-                self.now,
-            ):
+            cost = self._cost(job, chunk)
+            if not wants_backup(lease, cost, speed, target, factor, now):
+                watch.later(index, lease.lease_id, lease.issued_s, cost, speed, target, factor, now)
+                continue
+            if lease.worker_id != self.worker.worker_id and self._may_hold(job, chunk):
                 self._grant(job, chunk, backup=True)
+
+    def _watch_all(self, job: Job, watch: JobWatch) -> None:
+        """Enter the due time of every active lease of the job's unfinished chunks."""
+        target = self.target_s(job)
+        speeds: dict[str, float | None] = {}
+        chunks = self.db.leased_chunks(job.job_id)
+        chunks += self.db.pending_chunks(job.job_id, job.chunks_carved)
+        for chunk in chunks:
+            cost = self._cost(job, chunk)
+            for lease in self.db.active_leases_of_chunk(job.job_id, chunk.index):
+                if lease.worker_id not in speeds:
+                    holder = self.db.get_worker(lease.worker_id)
+                    speeds[lease.worker_id] = holder.speeds.get(job.kind) if holder else None
+                speed = speeds[lease.worker_id]
+                watch.add(
+                    chunk.index,
+                    lease.lease_id,
+                    lease.issued_s,
+                    cost,
+                    speed,
+                    target,
+                    self.config.backup_factor,
+                )
+
+    def _watch_faster_holder(self) -> None:
+        """This worker learnt a higher speed for a kind: its leases of that kind in watched
+        jobs want a backup sooner than their due times say."""
+        if not self.backups:
+            return
+        before = self._speeds_before
+        faster = {
+            kind
+            for kind, speed in self.worker.speeds.items()
+            if kind not in before or speed > before[kind]
+        }
+        if not faster:
+            return
+        for lease in self.db.active_leases_of_worker(self.worker.worker_id):
+            if not self.backups.watched(lease.job_id):
+                continue
+            job = self.job(lease.job_id)
+            chunk = self.db.get_chunk(lease.job_id, lease.chunk_index)
+            if job.kind not in faster or chunk is None:
+                continue
+            self.backups.enter(
+                job.job_id,
+                chunk.index,
+                lease.lease_id,
+                lease.issued_s,
+                self._cost(job, chunk),
+                self.worker.speeds.get(job.kind),
+                self.target_s(job),
+            )
 
     def _cost(self, job: Job, chunk: Chunk) -> float:
         """The chunk's estimated cost, in its kind's typical units: what speeds count."""
@@ -579,6 +644,15 @@ class Exchange(Verdicts):
             lifecycle.granted(chunk, self.worker.worker_id, self.worker.token_id)
             self.db.put_chunk(chunk)
             self._charge(job, chunk)
+        speed = self.worker.speeds.get(job.kind)
+        in_flight = bool(speed) and not backup and not spot_check
+        watched = self.backups.watched(job.job_id)
+        if watched or in_flight:
+            cost, target_s = self._cost(job, chunk), self.target_s(job)
+        if watched:
+            self.backups.enter(
+                job.job_id, chunk.index, lease.lease_id, self.now, cost, speed, target_s
+            )
         self.outcome.leases.append(
             LeaseGrant(
                 lease.lease_id,
@@ -591,10 +665,10 @@ class Exchange(Verdicts):
                 lease.deadline_s,
             )
         )
-        speed = self.worker.speeds.get(job.kind)
         # A backup's work is counted in the lease it doubles; a spot check's is no job's.
-        if speed and not backup and not spot_check:
-            duration_s = expected_duration_s(self._cost(job, chunk), speed, self.target_s(job))
+        if in_flight:
+            assert speed
+            duration_s = expected_duration_s(cost, speed, target_s)
             self.in_flight.granted(
                 job.job_id, lease.lease_id, self.worker.worker_id, speed, duration_s, self.now
             )

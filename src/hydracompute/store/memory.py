@@ -49,6 +49,21 @@ _ABSENT = object()
 ACTIVE = LeaseState.ACTIVE
 
 
+def _remove_sorted(index: dict[str, list[int]], key: str, member: int) -> None:
+    members = index.get(key)
+    if members is not None:
+        at = bisect.bisect_left(members, member)
+        if at < len(members) and members[at] == member:
+            del members[at]
+        if not members:
+            del index[key]
+
+
+def _running_view(job: Job) -> tuple[object, ...]:
+    """What :meth:`MemoryBackend.running_jobs` shows of a job."""
+    return (job.state, job.kind, job.owner, job.priority, job.created_s)
+
+
 class MemoryBackend(MemoryShared, Backend):
     """Everything in memory, large payloads in ``blobs`` (by default in memory too)."""
 
@@ -72,8 +87,11 @@ class MemoryBackend(MemoryShared, Backend):
         self._credit: dict[int, CreditEntry] = {}
         self._usage: dict[str, Usage] = {}
         # Indexes (sets as insertion-ordered dicts).
-        #: (job id, chunk state) -> chunk indices
-        self._chunks_by_state: dict[tuple[str, ChunkState], dict[int, None]] = {}
+        #: job id -> indices of its pending chunks, ascending (every exchange asking for work
+        #: reads the first few; with verification there are thousands, waiting for copies)
+        self._pending: dict[str, list[int]] = {}
+        #: job id -> indices of its leased chunks (sorted when read, which is rare)
+        self._leased: dict[str, dict[int, None]] = {}
         #: job id -> indices of its verified chunks, ascending
         self._verified: dict[str, list[int]] = {}
         #: worker id -> (job id, index) of the chunks accepted from it alone
@@ -86,6 +104,12 @@ class MemoryBackend(MemoryShared, Backend):
         self._deadlines: list[tuple[float, str]] = []
         #: (job id, index) -> candidate keys of that chunk
         self._candidates_by_chunk: dict[tuple[str, int], dict[tuple[str, int, str], None]] = {}
+        #: worker id -> candidate keys of its copies (read when it is barred)
+        self._candidates_by_worker: dict[str, dict[tuple[str, int, str], None]] = {}
+        #: The running jobs as :meth:`running_jobs` lists them, or None to list them again:
+        #: every exchange asking for work reads them, and most job writes (a result's
+        #: progress) change nothing they show.
+        self._running: list[RunningJob] | None = None
         self._init_shared()
 
     def in_transaction(self) -> bool:
@@ -231,7 +255,11 @@ class MemoryBackend(MemoryShared, Backend):
         return self._get(self._jobs, job_id)  # type: ignore[no-any-return]
 
     def put_job(self, job: Job) -> None:
-        self._put(self._jobs, job.job_id, job)
+        self._put(self._jobs, job.job_id, job, self._index_job)
+
+    def _index_job(self, old: Job | None, new: Job | None) -> None:
+        if old is None or new is None or _running_view(old) != _running_view(new):
+            self._running = None
 
     def list_jobs(
         self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
@@ -249,9 +277,11 @@ class MemoryBackend(MemoryShared, Backend):
         return {state: counts[state] for state in JobState}
 
     def running_jobs(self) -> list[RunningJob]:
-        jobs = [j for j in self._jobs.values() if j.state is JobState.RUNNING]
-        jobs.sort(key=lambda j: (j.created_s, j.job_id))
-        return [RunningJob(j.job_id, j.kind, j.owner, j.priority) for j in jobs]
+        if self._running is None:
+            jobs = [j for j in self._jobs.values() if j.state is JobState.RUNNING]
+            jobs.sort(key=lambda j: (j.created_s, j.job_id))
+            self._running = [RunningJob(j.job_id, j.kind, j.owner, j.priority) for j in jobs]
+        return list(self._running)  # its items are frozen
 
     def owner_usage(self) -> dict[str, Usage]:
         return dict(self._usage)  # its values are frozen
@@ -269,7 +299,10 @@ class MemoryBackend(MemoryShared, Backend):
     def _index_chunk(self, old: Chunk | None, new: Chunk | None) -> None:
         if old is not None:
             key = (old.job_id, old.index)
-            self._chunks_by_state[(old.job_id, old.state)].pop(old.index, None)
+            if old.state is ChunkState.PENDING:
+                _remove_sorted(self._pending, old.job_id, old.index)
+            elif old.state is ChunkState.LEASED:
+                _discard(self._leased, old.job_id, old.index)
             if old.verified and old.state is ChunkState.DONE:
                 verified = self._verified[old.job_id]
                 at = bisect.bisect_left(verified, old.index)
@@ -279,18 +312,21 @@ class MemoryBackend(MemoryShared, Backend):
                 self._unverified[old.unverified_by].pop(key, None)
         if new is not None:
             key = (new.job_id, new.index)
-            self._chunks_by_state.setdefault((new.job_id, new.state), {})[new.index] = None
+            if new.state is ChunkState.PENDING:
+                pending = self._pending.setdefault(new.job_id, [])
+                at = bisect.bisect_left(pending, new.index)
+                if at == len(pending) or pending[at] != new.index:
+                    pending.insert(at, new.index)
+            elif new.state is ChunkState.LEASED:
+                self._leased.setdefault(new.job_id, {})[new.index] = None
             if new.verified and new.state is ChunkState.DONE:
                 bisect.insort(self._verified.setdefault(new.job_id, []), new.index)
             if new.unverified_by:
                 self._unverified.setdefault(new.unverified_by, {})[key] = None
 
-    def _chunks_in(self, job_id: str, state: ChunkState) -> list[int]:
-        return sorted(self._chunks_by_state.get((job_id, state), ()))
-
     def pending_chunks(self, job_id: str, limit: int, not_held_by: str = "") -> list[Chunk]:
         found = []
-        for index in self._chunks_in(job_id, ChunkState.PENDING):
+        for index in self._pending.get(job_id, ()):
             chunk = self._chunks[(job_id, index)]
             if not_held_by not in chunk.holders:
                 found.append(_clone(chunk))
@@ -310,7 +346,7 @@ class MemoryBackend(MemoryShared, Backend):
         return [_clone(self._chunks[key]) for key in keys]
 
     def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
-        indices = self._chunks_in(job_id, ChunkState.LEASED)[:limit]
+        indices = sorted(self._leased.get(job_id, ()))[:limit]
         return [_clone(self._chunks[(job_id, index)]) for index in indices]
 
     def get_lease(self, lease_id: str) -> Lease | None:
@@ -320,6 +356,16 @@ class MemoryBackend(MemoryShared, Backend):
         self._put(self._leases, lease.lease_id, lease, self._index_lease)
 
     def _index_lease(self, old: Lease | None, new: Lease | None) -> None:
+        if (
+            old is not None
+            and new is not None
+            and old.state is ACTIVE
+            and new.state is ACTIVE
+            and old.worker_id == new.worker_id
+        ):  # a renewal: only its deadline changed
+            if old.deadline_s != new.deadline_s:
+                heapq.heappush(self._deadlines, (new.deadline_s, new.lease_id))
+            return
         if old is not None and old.state is LeaseState.ACTIVE:
             _discard(self._active_by_worker, old.worker_id, old.lease_id)
             _discard(self._active_by_chunk, (old.job_id, old.chunk_index), old.lease_id)
@@ -370,18 +416,21 @@ class MemoryBackend(MemoryShared, Backend):
         self._put(self._candidates, key, copy, functools.partial(self._index_candidate, key))
 
     def _index_candidate(self, key: tuple[str, int, str], old: Any, new: Any) -> None:
+        if old is not None:
+            _discard(self._candidates_by_worker, old.worker_id, key)
         if new is None:
             _discard(self._candidates_by_chunk, key[:2], key)
         else:
             self._candidates_by_chunk.setdefault(key[:2], {})[key] = None
+            self._candidates_by_worker.setdefault(new.worker_id, {})[key] = None
 
     def candidates(self, job_id: str, chunk_index: int) -> list[Copy]:
         keys = sorted(self._candidates_by_chunk.get((job_id, chunk_index), ()))
         return [_clone(self._candidates[key]) for key in keys]
 
     def candidates_of_worker(self, worker_id: str) -> list[tuple[str, int, Copy]]:
-        found = [(k[0], k[1], c) for k, c in self._candidates.items() if c.worker_id == worker_id]
-        return copy.deepcopy(sorted(found, key=lambda f: (f[0], f[1], f[2].lease_id)))
+        keys = sorted(self._candidates_by_worker.get(worker_id, ()))
+        return [(k[0], k[1], _clone(self._candidates[k])) for k in keys]
 
     def delete_candidates(self, job_id: str, chunk_index: int, lease_id: str = "") -> None:
         for key in list(self._candidates_by_chunk.get((job_id, chunk_index), ())):

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from hydracompute.core.credit import CreditEntry
+from hydracompute.core.fairshare import Usage
 from hydracompute.core.lifecycle import Copy
 from hydracompute.core.models import Chunk, Credential, Job, Lease, Worker
 
@@ -66,6 +67,6 @@ def clone(value: Any) -> Any:
         return job
     if kind is Copy:
         return dataclasses.replace(value, output=_json(value.output))
-    if kind is tuple or kind is CreditEntry:
-        return value  # immutable (outputs' rows, ledger entries)
+    if kind is tuple or kind is CreditEntry or kind is Usage:
+        return value  # immutable (outputs' rows, ledger entries, owners' usage)
     return copy.deepcopy(value)

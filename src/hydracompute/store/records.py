@@ -69,3 +69,6 @@ class ExchangeOutcome:
     credit_withdrawn: float = 0.0
     #: The carbon intensity of the worker's grid now (``None``: no zone, or no source).
     grid_gco2_per_kwh: float | None = None
+    #: The worker is barred: no exchange will give it work, so a held request of its is
+    #: not looked at again when work appears (it waits out its long poll).
+    barred: bool = False
