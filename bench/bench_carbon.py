@@ -367,6 +367,13 @@ def main() -> None:
         help="the curve's slacks: deadline = a job's time on the whole pool + slack",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--policy",
+        choices=("plan", "threshold"),
+        default="plan",
+        help="plan: the store's (core/carbon_plan.py); threshold: the one before it",
+    )
+    parser.add_argument("--no-bound", action="store_true", help="skip the offline optimum")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     source = TraceSource(load_traces())
@@ -375,7 +382,18 @@ def main() -> None:
     def row(
         zones: Sequence[str], hours: float, poisson: bool = False, reserve: bool = True
     ) -> dict[str, object]:
-        return compare(zones, args.share, hours, args.seed, source, poisson, reserve)
+        return compare(
+            zones,
+            args.share,
+            hours,
+            args.seed,
+            source,
+            poisson,
+            reserve,
+            # Poisson work holds jobs too large for their deadline: no bound for all of it.
+            bound=not args.no_bound and not poisson,
+            policy=args.policy,
+        )
 
     sections = {
         "regular arrivals, deadline": [
@@ -388,7 +406,7 @@ def main() -> None:
         ],
         "savings against slack (deadline = 1 h of work + slack), regular arrivals": [
             row(zones, MEAN_JOB_POOL_H + slack)
-            for zones in (everywhere, germany)
+            for zones in (everywhere, germany, britain)
             for slack in args.slack_h
         ],
     }
