@@ -212,9 +212,11 @@ def optimum(jobs: Sequence[Job], zones: Sequence[str], source: TraceSource) -> d
     return {"gco2_kg": grams / 1000, "unplaced_units": sum(j.units for j in jobs) - sum(used)}
 
 
-def recent_load(jobs: Sequence[Job], zones: Sequence[str], now: float) -> float:
-    """The work submitted over the last day as a share of the pool's capacity in a day
-    (as the store reckons it from its jobs table). ``jobs`` in arrival order."""
+def recent_load(
+    jobs: Sequence[Job], zones: Sequence[str], now: float, window_s: float = LOAD_WINDOW_S
+) -> float:
+    """The work submitted over the last ``window_s`` as a share of the pool's capacity in
+    that time (as the store reckons it from its jobs table). ``jobs`` in arrival order."""
     key = id(jobs)
     if key not in _PREFIX:
         sums = [0.0]
@@ -222,9 +224,9 @@ def recent_load(jobs: Sequence[Job], zones: Sequence[str], now: float) -> float:
             sums.append(sums[-1] + j.units)
         _PREFIX[key] = ([j.arrival_s for j in jobs], sums)
     times, sums = _PREFIX[key]
-    first = bisect.bisect_left(times, now - LOAD_WINDOW_S)
+    first = bisect.bisect_left(times, now - window_s)
     last = bisect.bisect_left(times, now)
-    return (sums[last] - sums[first]) / (CORES_PER_ZONE * len(zones) * LOAD_WINDOW_S)
+    return (sums[last] - sums[first]) / (CORES_PER_ZONE * len(zones) * window_s)
 
 
 _PREFIX: dict[int, tuple[list[float], list[float]]] = {}
@@ -272,6 +274,8 @@ def _plan_limit(
     due = [carbon_plan.Due(j.remaining, j.deadline_s) for j in running if j.remaining > 0]
     if not due:
         return None
+    newest = running[-1]
+    relative = newest.deadline_s - newest.arrival_s
     horizon = max(d.deadline_s for d in due)
     outlooks = [
         (
@@ -282,7 +286,6 @@ def _plan_limit(
     ]
     pool = float(CORES_PER_ZONE * len(zones))
     load = recent_load(all_jobs, zones, now) if all_jobs else 0.0
-    newest = running[-1]
     return carbon_plan.plan_limit(
         outlooks,
         due,
@@ -291,7 +294,7 @@ def _plan_limit(
         margin=PLAN_MARGIN,
         guard_s=GUARD_S,
         arriving_units_per_s=load * pool,
-        arriving_deadline_s=newest.deadline_s - newest.arrival_s,
+        arriving_deadline_s=relative,
     )
 
 
@@ -374,6 +377,18 @@ def main() -> None:
         help="plan: the store's (core/carbon_plan.py); threshold: the one before it",
     )
     parser.add_argument("--no-bound", action="store_true", help="skip the offline optimum")
+    parser.add_argument(
+        "--sections",
+        nargs="*",
+        choices=("regular", "poisson", "curve"),
+        default=["regular", "poisson", "curve"],
+    )
+    parser.add_argument(
+        "--curve-zones",
+        nargs="*",
+        default=["DE+GB+FR", "DE", "GB"],
+        help="the pools of the slack curve, zones joined by +",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     source = TraceSource(load_traces())
@@ -395,21 +410,23 @@ def main() -> None:
             policy=args.policy,
         )
 
-    sections = {
-        "regular arrivals, deadline": [
+    sections = {}
+    if "regular" in args.sections:
+        sections["regular arrivals, deadline"] = [
             row(zones, args.deadline_h) for zones in (everywhere, germany, britain)
-        ],
-        "Poisson arrivals of exponential work (bursts), deadline": [
+        ]
+    if "poisson" in args.sections:
+        sections["Poisson arrivals of exponential work (bursts), deadline"] = [
             row(everywhere, args.deadline_h, poisson=True),
             row(everywhere, args.deadline_h, poisson=True, reserve=False),
             row(germany, args.deadline_h, poisson=True),
-        ],
-        "savings against slack (deadline = 1 h of work + slack), regular arrivals": [
-            row(zones, MEAN_JOB_POOL_H + slack)
-            for zones in (everywhere, germany, britain)
+        ]
+    if "curve" in args.sections:
+        sections["savings against slack (deadline = 1 h of work + slack), regular arrivals"] = [
+            row(tuple(zones.split("+")), MEAN_JOB_POOL_H + slack)
+            for zones in args.curve_zones
             for slack in args.slack_h
-        ],
-    }
+        ]
     if args.json:
         print(json.dumps(sections, indent=1))
         return

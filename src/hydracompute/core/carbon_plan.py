@@ -243,7 +243,7 @@ def plan_limit(
         guard_s: time kept in hand before each deadline.
         arriving_units_per_s: work expected to arrive (the pool's recent load), each part
             due ``arriving_deadline_s`` after it arrives; planned as far as it falls
-            within the work in hand's last deadline.
+            within the last deadline in hand.
     """
     zones = [z for z in zones if z[0] > 0 and z[1]]
     work_due = [d for d in due if d.units > 0]
@@ -252,6 +252,7 @@ def plan_limit(
     if any(d.deadline_s - guard_s <= now for d in work_due):
         return None  # late already: everything runs
     horizon = max(d.deadline_s - guard_s for d in work_due)
+    arriving = arriving_units_per_s > 0 and arriving_deadline_s > 0
     cuts = {now, horizon}
     cuts.update(d.deadline_s - guard_s for d in work_due)
     t = now + step_s
@@ -267,14 +268,16 @@ def plan_limit(
     costs = [_intensities(points, times[:-1]) for _, points in zones]
     units = [[speed * (times[i + 1] - times[i]) for i in range(slots)] for speed, _ in zones]
     windows = [Window(d.units * (1 + margin), 0, index[d.deadline_s - guard_s]) for d in work_due]
-    if arriving_units_per_s > 0 and arriving_deadline_s > 0:
+    if arriving:
+        # Work arriving before the last deadline in hand, as far as it is due before it:
+        # a part of it as large as the part of its window that falls there.
         for i in range(slots):
             until = min(times[i] + arriving_deadline_s, horizon)
             end = bisect.bisect_right(times, until) - 1
-            if end > i:  # the part of it due within the horizon
+            if end > i:
                 share = (times[end] - times[i]) / arriving_deadline_s
-                arriving = arriving_units_per_s * (times[i + 1] - times[i]) * share
-                windows.append(Window(arriving * (1 + margin), i, end))
+                units_then = arriving_units_per_s * (times[i + 1] - times[i]) * share
+                windows.append(Window(units_then * (1 + margin), i, end))
     # Which of the zones' cores now add to what cleaner capacity alone can do (the test
     # is monotone: if a zone's cores now do, so do every cleaner zone's).
     limit = -1.0  # below every grid: no zone now

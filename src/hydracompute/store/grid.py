@@ -42,7 +42,8 @@ class GridDispatch:
     view: IntensityView | None
     lease_ttl_s: float
     margin: float = PLAN_MARGIN
-    _limits: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    #: By kind: when the limit was worked out, the limit, and the jobs it planned for.
+    _limits: dict[str, tuple[float, float | None, frozenset[str]]] = field(default_factory=dict)
     _speeds: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
 
     def intensity(self, zone: str, now: float) -> float:
@@ -77,7 +78,7 @@ class GridDispatch:
         and of the work the recent load says will arrive (see
         :func:`hydracompute.core.carbon_plan.plan_limit`); ``None``: every worker."""
         cached = self._limits.get(job.kind)
-        if cached is not None and 0 <= now - cached[0] < LIMIT_CACHE_S:
+        if cached is not None and 0 <= now - cached[0] < LIMIT_CACHE_S and job.job_id in cached[2]:
             return cached[1]
         assert self.view is not None
         view = self.view
@@ -85,7 +86,8 @@ class GridDispatch:
         speed = sum(speeds.values())
         # Kept in hand: a lease's lifetime (the last chunks) and this cache's.
         guard_s = self.lease_ttl_s + LIMIT_CACHE_S
-        due, relative = [], []
+        due: list[Due] = []
+        relative: list[float] = []
         running = db.list_jobs(frozenset({JobState.RUNNING}), MAX_JOBS_AHEAD)
         if all(other.job_id != job.job_id for other in running):
             running.append(job)
@@ -100,6 +102,7 @@ class GridDispatch:
                 due.append(Due(left, now + guard_s + max(left / speed, carbon.DEFAULT_STEP_S)))
         found: float | None = None
         if due and relative:
+            relative_s = sum(relative) / len(relative)
             horizon = max(d.deadline_s for d in due)
             zones = [
                 (units_per_s, [(p.time_s, p.gco2_per_kwh) for p in view.forecast(z, now, horizon)])
@@ -114,9 +117,9 @@ class GridDispatch:
                 margin=self.margin,
                 guard_s=guard_s,
                 arriving_units_per_s=arriving * speed,
-                arriving_deadline_s=sum(relative) / len(relative),
+                arriving_deadline_s=relative_s,
             )
-        self._limits[job.kind] = (now, found)
+        self._limits[job.kind] = (now, found, frozenset(j.job_id for j in running))
         return found
 
     def may_take(self, db: Backend, job: Job, worker: Worker, now: float) -> bool:
