@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,10 +14,6 @@ from hydracompute.carbon.traces import load_traces
 from hydracompute.errors import InvalidParams
 from hydracompute.sim import carbon_view, load_scenario, parse_scenario, simulate
 from hydracompute.sim.workers import draw_workers
-
-#: What the fluid model saves on the first day of the shipped ``three-grids`` scenario
-#: (bench/bench_carbon_sim.py --days 1).
-FLUID_SAVED_FIRST_DAY = 0.0
 
 SCENARIO = """
 name = "carbon-two-grids"
@@ -68,23 +63,6 @@ def test_a_prefer_clean_job_runs_in_france_within_its_deadline() -> None:
     # The ledger's own counterfactual (the pool's mean at submission) sees the saving too.
     assert clean["gco2_blind_estimate"] > clean["gco2"]
     assert blind["gco2_blind_estimate"] == blind["gco2"]
-
-
-def test_the_shipped_three_grids_scenario_saves_what_the_fluid_model_says() -> None:
-    """The first day of the shipped scenario through the real store, both ways, against
-    the fluid model of bench/bench_carbon.py over the same day (its figure with seed 1:
-    see docs/carbon.md)."""
-    scenario = load_scenario("three-grids")
-    day = tuple(j for j in scenario.jobs if j.arrival_s < 86400)
-    runs = {}
-    for mode in ("blind", "prefer-clean"):
-        jobs = tuple(dataclasses.replace(j, carbon=mode) for j in day)
-        report, _ = simulate(dataclasses.replace(scenario, jobs=jobs), seed=1)
-        assert report["all_jobs_ended"]
-        runs[mode] = report["carbon"]
-    assert runs["prefer-clean"]["deadlines_missed"] == runs["blind"]["deadlines_missed"] == 0
-    saved = 1 - runs["prefer-clean"]["gco2"] / runs["blind"]["gco2"]
-    assert FLUID_SAVED_FIRST_DAY - 0.08 <= saved <= FLUID_SAVED_FIRST_DAY + 0.08
 
 
 def test_the_traces_start_where_the_scenario_says_and_zones_are_split_by_weight() -> None:

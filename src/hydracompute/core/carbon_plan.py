@@ -225,8 +225,9 @@ def plan_limit(
 ) -> float | None:
     """The highest intensity at which the pool's cores should compute now, so that a
     schedule of least CO2 (:func:`cleanest_schedule`) does the work in hand by its
-    deadlines, with the work expected to arrive meanwhile; ``None``: every core (no
-    slack, or nothing to plan).
+    deadlines, with the work expected to arrive meanwhile; ``None``: every core (every
+    zone is in that schedule now, or nothing is late to plan), whatever its grid, even a
+    zone not in ``zones`` (its speed not learnt yet).
 
     A zone's cores now are in that schedule if and only if they add to the work the
     cleaner capacity alone can do (the greedy's test, exact for agreeable windows): so a
@@ -280,7 +281,8 @@ def plan_limit(
                 windows.append(Window(units_then * (1 + margin), i, end))
     # Which of the zones' cores now add to what cleaner capacity alone can do (the test
     # is monotone: if a zone's cores now do, so do every cleaner zone's).
-    limit = -1.0  # below every grid: no zone now
+    limit: float | None = -1.0  # below every grid: no zone now
+    dirtiest = max(costs[z][0] for z in range(len(zones)))
     for z in sorted(range(len(zones)), key=lambda z: costs[z][0], reverse=True):
         gco2 = costs[z][0]
         cleaner = [
@@ -290,7 +292,8 @@ def plan_limit(
         without = served(cleaner, windows)
         cleaner[0] += units[z][0]
         if served(cleaner, windows) > without + EPSILON_UNITS * (1 + without):
-            limit = gco2
+            # Every zone planned now: workers of a zone of unknown speed may help too.
+            limit = None if gco2 >= dirtiest else gco2
             break
     return limit
 

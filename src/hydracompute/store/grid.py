@@ -36,11 +36,14 @@ class GridDispatch:
     Args:
         view: grid intensities (``None``: no source, every job carbon-blind, no CO2).
         lease_ttl_s: how recently a worker must have been seen to count in the pool.
+        chunk_s: how long a chunk takes (the pool's target): the last ones leased before a
+            deadline take that long, and up to a lease's lifetime more, to come back.
         margin: see :data:`hydracompute.core.carbon_plan.PLAN_MARGIN`.
     """
 
     view: IntensityView | None
     lease_ttl_s: float
+    chunk_s: float = 0.0
     margin: float = PLAN_MARGIN
     #: By kind: when the limit was worked out, the limit, and the jobs it planned for.
     _limits: dict[str, tuple[float, float | None, frozenset[str]]] = field(default_factory=dict)
@@ -84,8 +87,8 @@ class GridDispatch:
         view = self.view
         speeds = self.zone_speeds(db, job.kind, now)
         speed = sum(speeds.values())
-        # Kept in hand: a lease's lifetime (the last chunks) and this cache's.
-        guard_s = self.lease_ttl_s + LIMIT_CACHE_S
+        # Kept in hand: the last chunks' time and a lease's lifetime, and this cache's.
+        guard_s = self.chunk_s + self.lease_ttl_s + LIMIT_CACHE_S
         due: list[Due] = []
         relative: list[float] = []
         running = db.list_jobs(frozenset({JobState.RUNNING}), MAX_JOBS_AHEAD)
