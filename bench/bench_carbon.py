@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hydracompute.carbon.traces import TraceSource, load_traces
-from hydracompute.core import carbon
+from hydracompute.core import carbon, carbon_plan
+from hydracompute.core.carbon_plan import Piece, Window, cleanest_schedule
 
 STEP_S = 900.0
 HOUR = 3600.0
@@ -51,6 +52,8 @@ LIMIT_EVERY_S = STEP_S
 GUARD_S = 2 * STEP_S
 #: The window over which the pool's recent load is reckoned.
 LOAD_WINDOW_S = 24 * HOUR
+#: The plan's margin (store/grid.py's).
+PLAN_MARGIN = carbon_plan.PLAN_MARGIN
 
 
 @dataclass
@@ -115,7 +118,12 @@ def arrivals(
 
 
 def run(
-    jobs: list[Job], zones: Sequence[str], source: TraceSource, clean: bool, reserve: bool = True
+    jobs: list[Job],
+    zones: Sequence[str],
+    source: TraceSource,
+    clean: bool,
+    reserve: bool = True,
+    policy: str = "plan",
 ) -> Outcome:
     """Play the year; ``clean``: prefer-clean dispatch within each job's deadline.
 
@@ -135,10 +143,19 @@ def run(
             next_job += 1
         intensity = {z: source.intensity(z, now) for z in zones}
         free = {z: speed * STEP_S for z in zones}
+        pool_limit = (
+            _plan_limit(running, zones, source, now, jobs if reserve else [])
+            if clean and policy == "plan"
+            else None
+        )
         for job in running:  # oldest first
             allowed = [z for z in zones if free[z] > 0]
             if clean:
-                limit = _limit(job, running, zones, source, now, jobs if reserve else [])
+                limit = (
+                    pool_limit
+                    if policy == "plan"
+                    else _limit(job, running, zones, source, now, jobs if reserve else [])
+                )
                 allowed = [z for z in allowed if carbon.may_take(limit, intensity[z])]
             if not allowed or job.remaining <= 0:
                 continue
@@ -170,9 +187,36 @@ def run(
     return outcome
 
 
-def recent_load(jobs: Sequence[Job], zones: Sequence[str], now: float) -> float:
-    """The work submitted over the last day as a share of the pool's capacity in a day
-    (as the store reckons it from its jobs table). ``jobs`` in arrival order."""
+def optimum(jobs: Sequence[Job], zones: Sequence[str], source: TraceSource) -> dict[str, float]:
+    """The least CO2 of any schedule of ``jobs`` that meets every deadline, knowing every
+    job and the whole trace in advance (the offline optimum: core/carbon_plan.py, exact for
+    jobs that share one relative deadline). Time is cut at every step and at every job's
+    arrival and deadline; the pieces are each zone's cores in each cut."""
+    cuts = {j.arrival_s for j in jobs} | {j.deadline_s for j in jobs}
+    first, last = min(cuts), max(cuts)
+    t = YEAR_START + math.floor((first - YEAR_START) / STEP_S) * STEP_S
+    while t < last:
+        cuts.add(t)
+        t += STEP_S
+    times = sorted(c for c in cuts if first <= c <= last)
+    index = {t: i for i, t in enumerate(times)}
+    pieces = [
+        Piece(i, source.intensity(z, times[i]), CORES_PER_ZONE * (times[i + 1] - times[i]))
+        for i in range(len(times) - 1)
+        for z in zones
+    ]
+    windows = [Window(j.units, index[j.arrival_s], index[j.deadline_s]) for j in jobs]
+    used = cleanest_schedule(len(times) - 1, pieces, windows)
+    kwh_per_unit = WATTS / 3.6e6
+    grams = sum(u * p.gco2_per_kwh for u, p in zip(used, pieces, strict=True)) * kwh_per_unit
+    return {"gco2_kg": grams / 1000, "unplaced_units": sum(j.units for j in jobs) - sum(used)}
+
+
+def recent_load(
+    jobs: Sequence[Job], zones: Sequence[str], now: float, window_s: float = LOAD_WINDOW_S
+) -> float:
+    """The work submitted over the last ``window_s`` as a share of the pool's capacity in
+    that time (as the store reckons it from its jobs table). ``jobs`` in arrival order."""
     key = id(jobs)
     if key not in _PREFIX:
         sums = [0.0]
@@ -180,9 +224,9 @@ def recent_load(jobs: Sequence[Job], zones: Sequence[str], now: float) -> float:
             sums.append(sums[-1] + j.units)
         _PREFIX[key] = ([j.arrival_s for j in jobs], sums)
     times, sums = _PREFIX[key]
-    first = bisect.bisect_left(times, now - LOAD_WINDOW_S)
+    first = bisect.bisect_left(times, now - window_s)
     last = bisect.bisect_left(times, now)
-    return (sums[last] - sums[first]) / (CORES_PER_ZONE * len(zones) * LOAD_WINDOW_S)
+    return (sums[last] - sums[first]) / (CORES_PER_ZONE * len(zones) * window_s)
 
 
 _PREFIX: dict[int, tuple[list[float], list[float]]] = {}
@@ -217,6 +261,43 @@ def _limit(
     return job.limit
 
 
+def _plan_limit(
+    running: list[Job],
+    zones: Sequence[str],
+    source: TraceSource,
+    now: float,
+    all_jobs: Sequence[Job],
+) -> float | None:
+    """The pool's limit, as the store works it out (store/grid.py): the cleanest schedule
+    of all the work in hand and of the work the recent load says will arrive
+    (core/carbon_plan.py), worked out at each step (the store: every 30 s)."""
+    due = [carbon_plan.Due(j.remaining, j.deadline_s) for j in running if j.remaining > 0]
+    if not due:
+        return None
+    newest = running[-1]
+    relative = newest.deadline_s - newest.arrival_s
+    horizon = max(d.deadline_s for d in due)
+    outlooks = [
+        (
+            float(CORES_PER_ZONE),
+            [(p.time_s, p.gco2_per_kwh) for p in source.forecast(z, now, horizon)],
+        )
+        for z in zones
+    ]
+    pool = float(CORES_PER_ZONE * len(zones))
+    load = recent_load(all_jobs, zones, now) if all_jobs else 0.0
+    return carbon_plan.plan_limit(
+        outlooks,
+        due,
+        now,
+        STEP_S,
+        margin=PLAN_MARGIN,
+        guard_s=GUARD_S,
+        arriving_units_per_s=load * pool,
+        arriving_deadline_s=relative,
+    )
+
+
 def compare(
     zones: Sequence[str],
     share: float,
@@ -225,19 +306,23 @@ def compare(
     source: TraceSource,
     poisson: bool = False,
     reserve: bool = True,
+    bound: bool = True,
+    policy: str = "plan",
 ) -> dict[str, object]:
-    """The same jobs dispatched carbon-blind and prefer-clean."""
+    """The same jobs dispatched carbon-blind and prefer-clean, and the offline optimum."""
     jobs_blind = arrivals(share, zones, deadline_h * HOUR, seed, poisson)
     jobs_clean = arrivals(share, zones, deadline_h * HOUR, seed, poisson)
     began = time.perf_counter()
     blind = run(jobs_blind, zones, source, clean=False)
-    clean = run(jobs_clean, zones, source, clean=True, reserve=reserve)
+    clean = run(jobs_clean, zones, source, clean=True, reserve=reserve, policy=policy)
     b, c = blind.summary(), clean.summary()
+    best = optimum(jobs_blind, zones, source) if bound else None
     total = sum(clean.by_zone_units.values()) or 1.0
     return {
         "zones": list(zones),
         "arrivals": "poisson" if poisson else "regular",
         "reserve": reserve,
+        "policy": policy,
         "share": share,
         "deadline_h": deadline_h,
         "jobs": len(jobs_blind),
@@ -247,6 +332,9 @@ def compare(
         # Deadlines blind dispatch met and prefer-clean missed (jobs too large for their
         # deadline miss it either way).
         "missed_only_clean": len(clean.missed_ids - blind.missed_ids),
+        # The most any schedule meeting every deadline saves (None: not computed).
+        "bound_saved": None if best is None else 1 - best["gco2_kg"] / b["gco2_kg"],
+        "bound": best,
         "work_share_by_zone": {z: u / total for z, u in clean.by_zone_units.items()},
         "wall_s": time.perf_counter() - began,
     }
@@ -259,10 +347,15 @@ def line(result: dict[str, object]) -> str:
     return (
         f"{zones:>9} {result['deadline_h']:>6g} h {result['jobs']:>5} "
         f"{b['gco2_kg']:>9.1f} {c['gco2_kg']:>9.1f} {result['saved']:>7.1%} "
+        f"{_percent(result['bound_saved']):>7} "
         f"{b['deadlines_missed']:>7}/{c['deadlines_missed']:>4}/{result['missed_only_clean']:>4} "
         f"{b['mean_turnaround_h']:>6.2f} {c['mean_turnaround_h']:>6.2f} "
         f"{b['p95_turnaround_h']:>6.2f} {c['p95_turnaround_h']:>6.2f}"
     )
+
+
+def _percent(share: object) -> str:
+    return "-" if not isinstance(share, float) else f"{share:.1%}"
 
 
 def main() -> None:
@@ -277,6 +370,25 @@ def main() -> None:
         help="the curve's slacks: deadline = a job's time on the whole pool + slack",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--policy",
+        choices=("plan", "threshold"),
+        default="plan",
+        help="plan: the store's (core/carbon_plan.py); threshold: the one before it",
+    )
+    parser.add_argument("--no-bound", action="store_true", help="skip the offline optimum")
+    parser.add_argument(
+        "--sections",
+        nargs="*",
+        choices=("regular", "poisson", "curve"),
+        default=["regular", "poisson", "curve"],
+    )
+    parser.add_argument(
+        "--curve-zones",
+        nargs="*",
+        default=["DE+GB+FR", "DE", "GB"],
+        help="the pools of the slack curve, zones joined by +",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     source = TraceSource(load_traces())
@@ -285,23 +397,36 @@ def main() -> None:
     def row(
         zones: Sequence[str], hours: float, poisson: bool = False, reserve: bool = True
     ) -> dict[str, object]:
-        return compare(zones, args.share, hours, args.seed, source, poisson, reserve)
+        return compare(
+            zones,
+            args.share,
+            hours,
+            args.seed,
+            source,
+            poisson,
+            reserve,
+            # Poisson work holds jobs too large for their deadline: no bound for all of it.
+            bound=not args.no_bound and not poisson,
+            policy=args.policy,
+        )
 
-    sections = {
-        "regular arrivals, deadline": [
+    sections = {}
+    if "regular" in args.sections:
+        sections["regular arrivals, deadline"] = [
             row(zones, args.deadline_h) for zones in (everywhere, germany, britain)
-        ],
-        "Poisson arrivals of exponential work (bursts), deadline": [
+        ]
+    if "poisson" in args.sections:
+        sections["Poisson arrivals of exponential work (bursts), deadline"] = [
             row(everywhere, args.deadline_h, poisson=True),
             row(everywhere, args.deadline_h, poisson=True, reserve=False),
             row(germany, args.deadline_h, poisson=True),
-        ],
-        "savings against slack (deadline = 1 h of work + slack), regular arrivals": [
-            row(zones, MEAN_JOB_POOL_H + slack)
-            for zones in (everywhere, germany)
+        ]
+    if "curve" in args.sections:
+        sections["savings against slack (deadline = 1 h of work + slack), regular arrivals"] = [
+            row(tuple(zones.split("+")), MEAN_JOB_POOL_H + slack)
+            for zones in args.curve_zones
             for slack in args.slack_h
-        ],
-    }
+        ]
     if args.json:
         print(json.dumps(sections, indent=1))
         return
@@ -311,7 +436,7 @@ def main() -> None:
     )
     header = (
         f"{'zones':>9} {'deadline':>8} {'jobs':>5} {'blind kg':>9} {'clean kg':>9} "
-        f"{'saved':>7} {'missed b/c/c-only':>17} {'mean h':>6} {'clean':>6} "
+        f"{'saved':>7} {'bound':>7} {'missed b/c/c-only':>17} {'mean h':>6} {'clean':>6} "
         f"{'p95 h':>6} {'clean':>6}"
     )
     for title, results in sections.items():

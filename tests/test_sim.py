@@ -172,7 +172,7 @@ def test_a_wrong_setting_is_named(old: str, new: str, field: str) -> None:
 def test_the_shipped_scenarios_load(name: str) -> None:
     scenario = load_scenario(name)
     assert scenario.name == name
-    assert scenario.population.count in {8, 200, 10_000, 100_000}
+    assert scenario.population.count in {8, 12, 200, 10_000, 100_000}
 
 
 def test_the_command_writes_a_report_and_plots(tmp_path: Path) -> None:

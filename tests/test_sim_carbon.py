@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
-from hydracompute.sim import parse_scenario, simulate
+import pytest
+
+from hydracompute.carbon.traces import load_traces
+from hydracompute.errors import InvalidParams
+from hydracompute.sim import carbon_view, load_scenario, parse_scenario, simulate
+from hydracompute.sim.workers import draw_workers
 
 SCENARIO = """
 name = "carbon-two-grids"
@@ -55,3 +63,22 @@ def test_a_prefer_clean_job_runs_in_france_within_its_deadline() -> None:
     # The ledger's own counterfactual (the pool's mean at submission) sees the saving too.
     assert clean["gco2_blind_estimate"] > clean["gco2"]
     assert blind["gco2_blind_estimate"] == blind["gco2"]
+
+
+def test_the_traces_start_where_the_scenario_says_and_zones_are_split_by_weight() -> None:
+    scenario = load_scenario("three-grids")
+    start = datetime(2020, 3, 2, tzinfo=UTC).timestamp()
+    assert scenario.carbon_start_s == start
+    view = carbon_view(scenario)
+    assert view is not None
+    traces = load_traces()
+    for zone in ("DE", "GB", "FR"):
+        assert view.intensity(zone, 3600.0) == traces[zone].at(start + 3600.0)
+        (first, *_rest) = view.forecast(zone, 3600.0, 7200.0)
+        assert first.time_s == 3600.0 and first.gco2_per_kwh == traces[zone].at(start + 3600.0)
+    workers = draw_workers(scenario.population, scenario.saboteurs, random.Random(5))
+    assert Counter(w.zone for w in workers) == {"DE": 4, "GB": 4, "FR": 4}
+    bad = SCENARIO.format(mode="blind") + '\n[carbon]\nstart = "the spring"\n'
+    with pytest.raises(InvalidParams) as refused:
+        parse_scenario(bad)
+    assert "carbon.start" in refused.value.errors

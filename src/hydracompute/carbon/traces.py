@@ -143,19 +143,30 @@ class TraceSource(IntensitySource):
 
     name = "trace"
 
-    def __init__(self, traces: dict[str, Trace], table: AnnualTable | None = None) -> None:
+    def __init__(
+        self, traces: dict[str, Trace], table: AnnualTable | None = None, shift_s: float = 0.0
+    ) -> None:
+        """``shift_s``: added to every time asked about (a simulation whose virtual time 0
+        is a chosen moment of the traces)."""
         self.traces = traces
         self.table = table or annual_table()
+        self.shift_s = shift_s
 
     def intensity(self, zone: str, at_s: float) -> float:
         trace = self.traces.get(normal_zone(zone))
-        return self.table.average(zone) if trace is None else trace.at(at_s)
+        return self.table.average(zone) if trace is None else trace.at(at_s + self.shift_s)
 
     def forecast(self, zone: str, start_s: float, end_s: float) -> Sequence[Point]:
         trace = self.traces.get(normal_zone(zone))
         if trace is None:
             return [Point(start_s, self.table.average(zone))]
-        return trace.between(start_s, end_s)
+        if not self.shift_s:
+            return trace.between(start_s, end_s)
+        shift = self.shift_s
+        return [
+            Point(p.time_s - shift, p.gco2_per_kwh)
+            for p in trace.between(start_s + shift, end_s + shift)
+        ]
 
     async def latest(self, zone: str, now: float) -> Point | None:
         return Point(now, self.intensity(zone, now))

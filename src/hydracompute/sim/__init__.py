@@ -45,14 +45,15 @@ def build_store(scenario: Scenario, seed: int, folder: Path) -> Store:
 
 def carbon_view(scenario: Scenario) -> TraceSource | None:
     """The grids' intensities a scenario's workers see: the shipped 2020 traces and the
-    scenario's own (``[carbon] traces``); ``None`` if no worker has a zone."""
+    scenario's own (``[carbon] traces``), virtual time 0 at ``[carbon] start``; ``None``
+    if no worker has a zone."""
     if not scenario.population.zones:
         return None
     traces = load_traces()
     for zone, path in scenario.carbon_traces.items():
         trace = load_trace(Path(path))
         traces[normal_zone(zone)] = Trace(normal_zone(zone), trace.times_s, trace.values)
-    return TraceSource(traces)
+    return TraceSource(traces, shift_s=scenario.carbon_start_s)
 
 
 def simulate(scenario: Scenario, seed: int = 0) -> tuple[dict[str, Any], Simulation]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ MAX_JOBS = 10_000
 MAX_DURATION_S = 366 * 86400.0
 STRATEGIES = ("always", "sometimes", "after_trust")
 #: The scenarios shipped with the package, by name.
-SHIPPED = ("home-lan", "university-lab", "volunteer-project", "internet-scale")
+SHIPPED = ("home-lan", "university-lab", "volunteer-project", "internet-scale", "three-grids")
 
 
 class _Table:
@@ -136,7 +137,8 @@ class Population:
     #: The workers online at the start join within this long (0: all at once, as workers
     #: already waiting when the first job arrives).
     join_over_s: float = 0.0
-    #: Grid zones and their weights (for carbon-aware dispatch; recorded per worker).
+    #: Grid zones and their weights: each zone gets its weight's share of the workers
+    #: (for carbon-aware dispatch; recorded per worker).
     zones: dict[str, float] = field(default_factory=dict)
 
 
@@ -155,8 +157,11 @@ class Scenario:
     max_duration_s: float
     sample_period_s: float
     #: Recorded carbon intensity per zone (CSV paths, beside the shipped 2020 traces of DE,
-    #: GB and FR), replayed with virtual time 0 at the start of the traces' year.
+    #: GB and FR), replayed with virtual time 0 at ``carbon_start_s``.
     carbon_traces: dict[str, str] = field(default_factory=dict)
+    #: The moment of the traces (seconds since 1970, UTC) at virtual time 0 (0: the start
+    #: of the traces' year).
+    carbon_start_s: float = 0.0
 
     @property
     def total_workers(self) -> int:
@@ -198,6 +203,11 @@ def parse_scenario(text: str) -> Scenario:
     traces = carbon.get("traces", {})
     if not isinstance(traces, Mapping) or not all(isinstance(v, str) for v in traces.values()):
         raise InvalidParams({"carbon.traces": "must map zones to CSV file paths"})
+    start = carbon.get("start")
+    try:
+        start_s = 0.0 if start is None else _utc(start).timestamp()
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams({"carbon.start": "must be a date or time, as 2020-03-02"}) from exc
     carbon.done()
     top.done()
     return Scenario(
@@ -213,7 +223,19 @@ def parse_scenario(text: str) -> Scenario:
         max_duration_s,
         sample_period_s,
         dict(traces),
+        start_s,
     )
+
+
+def _utc(value: Any) -> datetime:
+    """A TOML date or date-time (or its text) as an aware UTC date-time."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise TypeError("not a date")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _coordinator(t: _Table) -> tuple[SchedulerConfig, VerificationPolicy, bool, str]:

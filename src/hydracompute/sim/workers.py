@@ -61,8 +61,7 @@ def draw_workers(
     """The scenario's workers, each drawn in turn from ``rng``."""
     cores_choices = [c for c, _ in population.cores]
     cores_weights = [w for _, w in population.cores]
-    zones = sorted(population.zones)
-    zone_weights = [population.zones[z] for z in zones]
+    zone_of = _zones(population.zones, population.count, rng)
     factor = population.speed_factor.sampler(rng)
     latency = population.latency.sampler(rng)
     liars = round(saboteurs.share * population.count)
@@ -73,7 +72,7 @@ def draw_workers(
     workers = []
     for i in range(population.count):
         cores = rng.choices(cores_choices, cores_weights)[0]
-        zone = rng.choices(zones, zone_weights)[0] if zones else ""
+        zone = zone_of[i]
         workers.append(
             VirtualWorker(
                 index=i,
@@ -86,3 +85,20 @@ def draw_workers(
             )
         )
     return workers
+
+
+def _zones(weights: dict[str, float], count: int, rng: random.Random) -> list[str]:
+    """Each worker's grid zone: as many per zone as its weight's share of ``count`` (largest
+    remainders first), in an order drawn from ``rng`` ("" for all without zones)."""
+    total = sum(weights.values())
+    if not weights or total <= 0:
+        return [""] * count
+    zones = sorted(weights)
+    quotas = [count * weights[z] / total for z in zones]
+    counts = [int(q) for q in quotas]
+    by_remainder = sorted(range(len(zones)), key=lambda k: counts[k] - quotas[k])
+    for k in by_remainder[: count - sum(counts)]:
+        counts[k] += 1
+    drawn = [z for z, n in zip(zones, counts, strict=True) for _ in range(n)]
+    rng.shuffle(drawn)
+    return drawn

@@ -2,8 +2,8 @@
 :mod:`hydracompute.core.carbon` fed with the pool's zones, the jobs' remaining work and an
 :class:`~hydracompute.core.carbon.IntensityView`.
 
-What it keeps in memory is a cache this process may lose, never the truth: each deadline
-job's threshold for ``LIMIT_CACHE_S`` (the slots behind it move in steps of minutes), and
+What it keeps in memory is a cache this process may lose, never the truth: each job kind's
+limit for ``LIMIT_CACHE_S`` (the slots behind it move in steps of minutes), and
 the pool's speed per zone for a second. Worker zones and job deadlines are in the database,
 so every coordinator sharing it reaches the same decisions.
 """
@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydracompute.core import carbon
-from hydracompute.core.carbon import CarbonMode, IntensityView, ZoneOutlook
+from hydracompute.core.carbon import CarbonMode, IntensityView
+from hydracompute.core.carbon_plan import PLAN_MARGIN, Due, plan_limit
 from hydracompute.core.models import Job, JobState, Worker
 from hydracompute.store.backend import Backend
 
-#: How long a job's threshold is reused.
+#: How long a job kind's limit is reused.
 LIMIT_CACHE_S = 30.0
 #: How long the pool's speed per zone is reused.
 ZONE_SPEED_CACHE_S = 1.0
@@ -35,13 +36,17 @@ class GridDispatch:
     Args:
         view: grid intensities (``None``: no source, every job carbon-blind, no CO2).
         lease_ttl_s: how recently a worker must have been seen to count in the pool.
-        margin: see :data:`hydracompute.core.carbon.DEFAULT_MARGIN`.
+        chunk_s: how long a chunk takes (the pool's target): the last ones leased before a
+            deadline take that long, and up to a lease's lifetime more, to come back.
+        margin: see :data:`hydracompute.core.carbon_plan.PLAN_MARGIN`.
     """
 
     view: IntensityView | None
     lease_ttl_s: float
-    margin: float = carbon.DEFAULT_MARGIN
-    _limits: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    chunk_s: float = 0.0
+    margin: float = PLAN_MARGIN
+    #: By kind: when the limit was worked out, the limit, and the jobs it planned for.
+    _limits: dict[str, tuple[float, float | None, frozenset[str]]] = field(default_factory=dict)
     _speeds: dict[str, tuple[float, dict[str, float]]] = field(default_factory=dict)
 
     def intensity(self, zone: str, now: float) -> float:
@@ -71,33 +76,53 @@ class GridDispatch:
         return None if mean != mean else mean  # NaN: nobody to average over
 
     def limit(self, db: Backend, job: Job, now: float) -> float | None:
-        """The job's threshold (see :func:`hydracompute.core.carbon.threshold`)."""
-        cached = self._limits.get(job.job_id)
-        if cached is not None and 0 <= now - cached[0] < LIMIT_CACHE_S:
+        """The highest intensity at which a worker may take ``job``'s work now, the same for
+        every job of its kind: the cleanest schedule of all the work of the kind in hand
+        and of the work the recent load says will arrive (see
+        :func:`hydracompute.core.carbon_plan.plan_limit`); ``None``: every worker."""
+        cached = self._limits.get(job.kind)
+        if cached is not None and 0 <= now - cached[0] < LIMIT_CACHE_S and job.job_id in cached[2]:
             return cached[1]
-        assert self.view is not None and job.deadline_s is not None
-        view, deadline_s = self.view, job.deadline_s
-        outlooks = [
-            ZoneOutlook(zone, speed, view.forecast(zone, now, deadline_s))
-            for zone, speed in self.zone_speeds(db, job.kind, now).items()
-        ]
+        assert self.view is not None
+        view = self.view
+        speeds = self.zone_speeds(db, job.kind, now)
+        speed = sum(speeds.values())
+        # Kept in hand: the last chunks' time and a lease's lifetime, and this cache's.
+        guard_s = self.chunk_s + self.lease_ttl_s + LIMIT_CACHE_S
+        due: list[Due] = []
+        relative: list[float] = []
         running = db.list_jobs(frozenset({JobState.RUNNING}), MAX_JOBS_AHEAD)
-        remaining = job.total_units - job.units_done + self._work_ahead(running, job)
-        speed = sum(o.units_per_s for o in outlooks)
-        # Kept in hand: a lease's lifetime (the last chunks) and this cache's.
-        guard_s = self.lease_ttl_s + LIMIT_CACHE_S
-        found = carbon.threshold(
-            outlooks,
-            remaining,
-            now,
-            deadline_s,
-            self.margin,
-            guard_s=guard_s,
-            arriving_share=self._recent_load(db, job.kind, speed, now),
-        )
-        if len(self._limits) > MAX_JOBS_AHEAD:
-            self._limits.clear()
-        self._limits[job.job_id] = (now, found)
+        if all(other.job_id != job.job_id for other in running):
+            running.append(job)
+        for other in running:
+            left = other.total_units - other.units_done
+            if other.kind != job.kind or left <= 0 or speed <= 0:
+                continue
+            if other.carbon is CarbonMode.PREFER_CLEAN and other.deadline_s is not None:
+                due.append(Due(left, other.deadline_s))
+                relative.append(other.deadline_s - other.created_s)
+            else:  # carbon-blind work takes the cores as soon as it can
+                due.append(Due(left, now + guard_s + max(left / speed, carbon.DEFAULT_STEP_S)))
+        found: float | None = None
+        if due and relative:
+            relative_s = sum(relative) / len(relative)
+            horizon = max(d.deadline_s for d in due)
+            zones = [
+                (units_per_s, [(p.time_s, p.gco2_per_kwh) for p in view.forecast(z, now, horizon)])
+                for z, units_per_s in speeds.items()
+            ]
+            arriving = min(self._recent_load(db, job.kind, speed, now), carbon.MAX_ARRIVING_SHARE)
+            found = plan_limit(
+                zones,
+                due,
+                now,
+                carbon.DEFAULT_STEP_S,
+                margin=self.margin,
+                guard_s=guard_s,
+                arriving_units_per_s=arriving * speed,
+                arriving_deadline_s=relative_s,
+            )
+        self._limits[job.kind] = (now, found, frozenset(j.job_id for j in running))
         return found
 
     def may_take(self, db: Backend, job: Job, worker: Worker, now: float) -> bool:
@@ -108,17 +133,6 @@ class GridDispatch:
             return True
         limit = self.limit(db, job, now)
         return carbon.may_take(limit, self.intensity(worker.grid_zone, now))
-
-    @staticmethod
-    def _work_ahead(running: list[Job], job: Job) -> float:
-        """The other running jobs' work of the kind: the same cores are to do it, and what
-        is held back piles up where later jobs will need the cores (bench/bench_carbon.py
-        measured deadlines missed when only older jobs counted)."""
-        return sum(
-            other.total_units - other.units_done
-            for other in running
-            if other.job_id != job.job_id and other.kind == job.kind
-        )
 
     @staticmethod
     def _recent_load(db: Backend, kind: str, units_per_s: float, now: float) -> float:
