@@ -1026,3 +1026,58 @@ def test_shared_buckets_refill_and_run_out(store: Store) -> None:
     store.sharing.prune(now=10_000.0)
     with store.backend.transaction():
         assert store.backend.get_counter(key) is None
+
+
+def _learn(store: Store, name: str, compute_s: float, now: float) -> str:
+    """A worker that computed a 2-unit probe in ``compute_s`` (its speed: 2 / compute_s)."""
+    worker, _ = store.enrol_worker(name, 1, ["sum"], now=now)
+    (probe,) = store.exchange(worker.worker_id, [], [], 1, now=now).leases
+    done = ResultReport(
+        probe.lease_id, result_for(probe.params, probe.start, probe.stop), compute_s
+    )
+    store.exchange(worker.worker_id, [done], [], 0, now=now + compute_s)
+    return worker.worker_id
+
+
+def test_a_chunk_given_back_is_cut_to_fit_a_slower_worker(store: Store) -> None:
+    n = 100_000
+    job = store.submit_job("sum", {"n": n}, now=0.0)
+    slow = _learn(store, "slow", 0.02, now=0.0)  # 100 units/s: 100-unit chunks
+    fast = _learn(store, "fast", 0.002, now=0.0)  # 1,000 units/s: 1,000-unit chunks
+    (big,) = store.exchange(fast, [], [], 1, now=0.1).leases
+    assert big.stop - big.start == 1000
+    assert store.return_leases(fast, [big.lease_id], now=0.2) == 1
+    # The slow worker gets the part that fits it; the rest stays available, whole.
+    (part,) = store.exchange(slow, [], [], 1, now=0.3).leases
+    assert (part.start, part.stop) == (big.start, big.start + 100)
+    assert part.chunk_index != big.chunk_index
+    (rest,) = store.exchange(fast, [], [], 1, now=0.3).leases
+    assert (rest.start, rest.stop) == (big.start + 100, big.stop)
+    # The fast worker's output for the whole range, sent after it gave it back, passes the
+    # check and counts for nothing: the answer stays exact.
+    late = ResultReport(big.lease_id, result_for(big.params, big.start, big.stop), 0.5)
+    assert store.exchange(fast, [late], [rest.lease_id], 0, now=0.4).accepted == [big.lease_id]
+    reports = [
+        ResultReport(g.lease_id, result_for(g.params, g.start, g.stop), 0.1) for g in (part, rest)
+    ]
+    store.exchange(slow, reports[:1], [], 0, now=0.5)
+    store.exchange(fast, reports[1:], [], 0, now=0.5)
+    complete(store, fast, now=1.0)
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE and done.answer == {"total": n * (n - 1) // 2}
+    outputs = store.job_outputs(job.job_id)
+    assert sum(o.stop - o.start for o in outputs) == n
+    assert not any(o.start == big.start and o.stop == big.stop for o in outputs)
+
+
+def test_a_replicated_chunk_with_a_copy_reported_is_never_cut(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 100_000}, now=0.0, replication=2, quorum=2)
+    slow = _learn(store, "slow", 0.02, now=0.0)
+    fast = _learn(store, "fast", 0.002, now=0.0)
+    (big,) = store.exchange(fast, [], [], 1, now=0.1).leases
+    done = ResultReport(big.lease_id, result_for(big.params, big.start, big.stop), 1.0)
+    store.exchange(fast, [done], [], 0, now=1.1)
+    # Its second copy must cover the same range, however slow the worker it goes to.
+    grants = store.exchange(slow, [], [], 1, now=1.2).leases
+    assert [(g.start, g.stop) for g in grants] == [(big.start, big.stop)]
+    assert store.get_job(job.job_id).state is JobState.RUNNING

@@ -22,7 +22,7 @@ from hydracompute.core import credit, lifecycle, placement
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.fairshare import FairSharePolicy, Usage, grant_cost_s
 from hydracompute.core.inflight import InFlight
-from hydracompute.core.leases import expected_duration_s, wants_backup
+from hydracompute.core.leases import expected_duration_s, expected_end_s, wants_backup
 from hydracompute.core.models import (
     JSON,
     Chunk,
@@ -37,6 +37,7 @@ from hydracompute.core.sizing import (
     chunk_units,
     load_controlled_floor_s,
     load_controlled_target_s,
+    split_units,
     updated_speed,
 )
 from hydracompute.core.verification import VerificationPolicy
@@ -408,9 +409,10 @@ class Exchange(Verdicts):
                 pending = pending[:room]
             else:
                 pending = self.db.pending_chunks(job.job_id, room)
+            # (A chunk that can be split is: the worker gets a probe's worth of it.)
             if job.kind not in self.worker.speeds and job.next_unit < job.total_units:
                 probe_units = self.kinds.get(job.kind).probe_units
-                pending = [c for c in pending if c.units <= probe_units]
+                pending = [c for c in pending if c.units <= probe_units or lifecycle.splittable(c)]
             for chunk in pending:
                 # A worker that just failed a chunk waits before retrying it, so that a
                 # healthy worker gets it first; alone in the pool, it retries after a while.
@@ -418,6 +420,10 @@ class Exchange(Verdicts):
                 if failed_s is not None and self.now - failed_s < self.config.lease_ttl_s:
                     continue
                 if self._may_hold(job, chunk):
+                    if lifecycle.splittable(chunk):
+                        if job.kind not in shares:
+                            shares[job.kind] = self._share(job.kind)
+                        chunk = self._fitted(job, chunk, shares[job.kind])
                     self._grant(job, chunk)
             if job.next_unit < job.total_units and len(self.outcome.leases) < want:
                 if job.kind not in shares:
@@ -514,6 +520,42 @@ class Exchange(Verdicts):
             self._grant(job, chunk)
         self.save_job(job)
 
+    def _fitted(self, job: Job, chunk: Chunk, share: float) -> Chunk:
+        """The part of a re-issued chunk this worker should compute: the chunk itself, or
+        the first part of it cut to the size this worker would be given a new chunk now
+        (see :func:`~hydracompute.core.sizing.split_units`); the rest stays pending."""
+        kind = self.kinds.get(job.kind)
+        speed = self.worker.speeds.get(job.kind)
+        costs = kind.unit_costs(job.params) if speed is not None else None
+        uncarved = job.total_units - job.next_unit
+        if costs is not None and not costs.uniform and uncarved:
+            also_left = costs.cost(job.next_unit, job.total_units)
+        else:
+            also_left = float(uncarved)
+        fit = chunk_units(
+            speed=speed,
+            target_s=self.target_s(job),
+            probe_units=kind.probe_units,
+            max_units=kind.max_chunk_units,
+            remaining=chunk.units,
+            share=share,
+            in_flight=self.in_flight.units(job.job_id, self.now),
+            costs=costs,
+            start=chunk.start,
+            min_s=load_controlled_floor_s(self.cores_online(), self.config.capacity_results_per_s),
+            also_left=also_left,
+        )
+        units = split_units(chunk.units, fit)
+        if units >= chunk.units:
+            return chunk
+        first, rest = lifecycle.split(chunk, chunk.start + units, job.chunks_carved)
+        job.chunks_carved += 2
+        self.save_job(job)
+        self.db.put_chunk(chunk)
+        self.db.put_chunk(rest)
+        self.outcome.released_work = True
+        return first
+
     def target_s(self, job: Job) -> float:
         """How long the job's chunks should take now (its own target, or longer under load
         control)."""
@@ -536,9 +578,12 @@ class Exchange(Verdicts):
         return mine / max(self.pool_speed(kind), mine * self.worker.cores)
 
     def _backups(self, job: Job, want: int) -> None:
+        """Backup copies for this worker of the chunks that would end last (see
+        :func:`~hydracompute.core.leases.wants_backup`)."""
+        taker_speed = self.worker.speeds.get(job.kind)
+        target_s, factor = self.target_s(job), self.config.backup_factor
+        found: list[tuple[float, int, Chunk]] = []
         for chunk in self.db.leased_chunks(job.job_id, BACKUP_CANDIDATES):
-            if len(self.outcome.leases) >= want:
-                return
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
             if len(active) != 1 or active[0].worker_id == self.worker.worker_id:
                 continue
@@ -546,15 +591,15 @@ class Exchange(Verdicts):
                 continue
             holder = self.db.get_worker(active[0].worker_id)
             speed = holder.speeds.get(job.kind) if holder else None
-            if wants_backup(
-                active[0],
-                self._cost(job, chunk),
-                speed,
-                self.target_s(job),
-                self.config.backup_factor,
-                self.now,
-            ):
-                self._grant(job, chunk, backup=True)
+            paused = holder is not None and holder.state == "paused"
+            cost = self._cost(job, chunk)
+            lease = active[0]
+            if wants_backup(lease, cost, speed, target_s, factor, self.now, taker_speed, paused):
+                end_s = expected_end_s(lease, cost, speed, target_s, factor, self.now, paused)
+                found.append((-end_s, chunk.index, chunk))
+        found.sort(key=lambda f: f[:2])
+        for _, _, chunk in found[: max(want - len(self.outcome.leases), 0)]:
+            self._grant(job, chunk, backup=True)
 
     def _cost(self, job: Job, chunk: Chunk) -> float:
         """The chunk's estimated cost, in its kind's typical units: what speeds count."""
