@@ -155,8 +155,15 @@ def test_at_the_tail_a_copy_races_a_paused_or_much_slower_holder() -> None:
     # Four times as fast (4 s for a copy): while the holder has more than 6 s left.
     assert wants_backup(*args, now=9.9, taker_speed=40.0)
     assert not wants_backup(*args, now=10.1, taker_speed=40.0)
-    # A paused holder computes nothing: a copy at once, whoever asks.
+    # ... unless only copies of stragglers are given.
+    assert not wants_backup(*args, now=9.9, taker_speed=40.0, race=False)
+    # A paused holder computes nothing: a copy at once, to a worker it fits (24 s at most).
     assert wants_backup(*args, now=0.5, holder_paused=True)
+    assert wants_backup(*args, now=0.5, taker_speed=7.0, holder_paused=True, race=False)
+    assert not wants_backup(*args, now=0.5, taker_speed=6.0, holder_paused=True)
+    # Same for a late holder: a worker 2.5 times slower would make the tail in its turn.
+    assert wants_backup(*args, now=24.1, taker_speed=10.0, race=False)
+    assert not wants_backup(*args, now=99.0, taker_speed=4.0)
     assert not wants_backup(lease(0, 99, LeaseState.DONE), 160, 10.0, 16.0, 1.5, 1.0, 40.0, True)
     # Copies go first to the chunks that would end last: a paused or late holder's, then
     # the latest expected end.

@@ -307,12 +307,13 @@ def test_a_new_worker_probes_rather_than_take_a_chunk_sized_for_another(store: S
     assert big.stop - big.start == 200
     store.leave(fast.worker_id, now=0.1)  # its 200-unit chunk goes back to the pool
     new, _ = store.enrol_worker("new", 1, ["sum"], now=0.2)
+    # Its probe is cut from the returned chunk; once its speed is known, it takes the
+    # rest (returned chunks go first), which fits it.
     (first,) = store.exchange(new.worker_id, [], [], 1, now=0.2).leases
-    assert first.stop - first.start == SumKind.probe_units
-    # A worker whose speed is known takes the returned chunk first.
+    assert (first.start, first.stop) == (big.start, big.start + SumKind.probe_units)
     report = ResultReport(first.lease_id, result_for(first.params, first.start, first.stop), 0.01)
     (second,) = store.exchange(new.worker_id, [report], [], 1, now=0.3).leases
-    assert (second.start, second.stop) == (big.start, big.stop)
+    assert (second.start, second.stop) == (first.stop, big.stop)
 
 
 def test_answer_does_not_depend_on_chunking(store: Store) -> None:
@@ -1081,3 +1082,27 @@ def test_a_replicated_chunk_with_a_copy_reported_is_never_cut(store: Store) -> N
     grants = store.exchange(slow, [], [], 1, now=1.2).leases
     assert [(g.start, g.stop) for g in grants] == [(big.start, big.stop)]
     assert store.get_job(job.job_id).state is JobState.RUNNING
+
+
+def test_at_the_tail_a_paused_holders_chunk_is_taken_back_and_cut(store: Store) -> None:
+    n = 204
+    job = store.submit_job("sum", {"n": n}, now=0.0)
+    slow = _learn(store, "slow", 0.02, now=0.0)  # 100 units/s
+    fast = _learn(store, "fast", 0.01, now=0.0)  # 200 units/s
+    held = store.exchange(fast, [], [], 2, now=0.1).leases
+    assert held[-1].stop == n  # the job is all carved
+    big, running = held[0], [g.lease_id for g in held]
+    # Its owner pauses it: the slow worker asking takes a chunk back, a part that fits.
+    store.exchange(fast, [], running, 0, now=0.2, state="paused")
+    (part,) = store.exchange(slow, [], [], 1, now=0.3).leases
+    assert part.start == big.start and part.stop < big.stop
+    outcome = store.exchange(fast, [], running, 0, now=0.4, state="paused")
+    assert outcome.abandon == [big.lease_id]
+    # The paused worker's output, if it sends one anyway, counts for nothing.
+    late = ResultReport(big.lease_id, result_for(big.params, big.start, big.stop), 0.5)
+    store.exchange(fast, [late], [], 0, now=0.5)
+    report = ResultReport(part.lease_id, result_for(part.params, part.start, part.stop), 0.3)
+    store.exchange(slow, [report], [], 0, now=0.6)
+    complete(store, slow, now=0.7)  # the rest, and the paused worker's other chunk
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE and done.answer == {"total": n * (n - 1) // 2}

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import random
 import secrets
 from collections.abc import Callable, Iterator
@@ -22,7 +23,12 @@ from hydracompute.core import credit, lifecycle, placement
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.fairshare import FairSharePolicy, Usage, grant_cost_s
 from hydracompute.core.inflight import InFlight
-from hydracompute.core.leases import expected_duration_s, expected_end_s, wants_backup
+from hydracompute.core.leases import (
+    expected_duration_s,
+    expected_end_s,
+    stalled,
+    wants_backup,
+)
 from hydracompute.core.models import (
     JSON,
     Chunk,
@@ -429,6 +435,10 @@ class Exchange(Verdicts):
                 if job.kind not in shares:
                     shares[job.kind] = self._share(job.kind)
                 self._carve(job, want, shares[job.kind])
+            elif job.next_unit == job.total_units and len(self.outcome.leases) < want:
+                # A job at its tail gets copies of its stragglers' chunks (paused or late
+                # holders) before the next job's new work: they would end it last.
+                self._backups(job, want, race=False)
             if len(self.outcome.leases) >= want:
                 return
         for job_id in self._candidates():
@@ -577,29 +587,60 @@ class Exchange(Verdicts):
             return 1.0
         return mine / max(self.pool_speed(kind), mine * self.worker.cores)
 
-    def _backups(self, job: Job, want: int) -> None:
-        """Backup copies for this worker of the chunks that would end last (see
-        :func:`~hydracompute.core.leases.wants_backup`)."""
+    def _backups(self, job: Job, want: int, race: bool = True) -> None:
+        """Copies for this worker of the chunks that would end the job last (see
+        :func:`~hydracompute.core.leases.wants_backup`); without ``race``, of straggling
+        holders' chunks only.
+
+        A chunk of one copy whose every holder is stalled (paused by its owner, or silent:
+        see :func:`~hydracompute.core.leases.stalled`) is taken back rather than copied:
+        its holders are told to drop it, and it is cut to fit this worker like any chunk
+        given back (:meth:`_fitted`). A stalled holder computes nothing, and its chunk,
+        sized for it, would take a slower worker longer than any other chunk of the tail.
+        """
         taker_speed = self.worker.speeds.get(job.kind)
         target_s, factor = self.target_s(job), self.config.backup_factor
-        found: list[tuple[float, int, Chunk]] = []
+        ttl_s, heartbeat_s = self.config.lease_ttl_s, self.config.heartbeat_s
+        found: list[tuple[float, int, Chunk, list[Lease]]] = []
         for chunk in self.db.leased_chunks(job.job_id, BACKUP_CANDIDATES):
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
-            if len(active) != 1 or active[0].worker_id == self.worker.worker_id:
+            if not active or any(a.worker_id == self.worker.worker_id for a in active):
                 continue
             if not self._may_hold(job, chunk):
                 continue
-            holder = self.db.get_worker(active[0].worker_id)
+            holders = [self.db.get_worker(a.worker_id) for a in active]
+            paused = [h is not None and h.state == "paused" for h in holders]
+            if not lifecycle.tracked(chunk) and all(
+                stalled(a, self.now, heartbeat_s, ttl_s, p)
+                for a, p in zip(active, paused, strict=True)
+            ):
+                found.append((-math.inf, chunk.index, chunk, active))
+                continue
+            if len(active) != 1:
+                continue
+            lease, holder = active[0], holders[0]
             speed = holder.speeds.get(job.kind) if holder else None
-            paused = holder is not None and holder.state == "paused"
             cost = self._cost(job, chunk)
-            lease = active[0]
-            if wants_backup(lease, cost, speed, target_s, factor, self.now, taker_speed, paused):
-                end_s = expected_end_s(lease, cost, speed, target_s, factor, self.now, paused)
-                found.append((-end_s, chunk.index, chunk))
+            if wants_backup(
+                lease, cost, speed, target_s, factor, self.now, taker_speed, paused[0], race
+            ):
+                end_s = expected_end_s(lease, cost, speed, target_s, factor, self.now, paused[0])
+                found.append((-end_s, chunk.index, chunk, []))
         found.sort(key=lambda f: f[:2])
-        for _, _, chunk in found[: max(want - len(self.outcome.leases), 0)]:
-            self._grant(job, chunk, backup=True)
+        share = None
+        for _, _, chunk, taken in found[: max(want - len(self.outcome.leases), 0)]:
+            if not taken:
+                self._grant(job, chunk, backup=True)
+                continue
+            for lease in taken:
+                lease.state = LeaseState.ABANDONED
+                self.db.put_lease(lease)
+                self.in_flight.returned(job.job_id, lease.lease_id)
+            lifecycle.lapsed(chunk, taken[-1].worker_id)
+            if share is None:
+                share = self._share(job.kind)
+            fitted = self._fitted(job, chunk, share) if lifecycle.splittable(chunk) else chunk
+            self._grant(job, fitted)
 
     def _cost(self, job: Job, chunk: Chunk) -> float:
         """The chunk's estimated cost, in its kind's typical units: what speeds count."""
