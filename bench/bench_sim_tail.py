@@ -161,7 +161,8 @@ def run(workers: int, seed: int, tail: int) -> dict[str, Any]:
         f"{report['makespan_s']:.1f} s, ideal {report['ideal_makespan_s']:.1f} s), "
         f"units missing {report['units_missing']}, max results/s "
         f"{report['results']['max_per_s']:.0f} (capacity "
-        f"{report['results']['capacity_per_s']:.0f}), wall {wall:.0f} s"
+        f"{report['results']['capacity_per_s']:.0f}), store CPU per exchange "
+        f"{report['measured']['cpu_per_exchange_us']:.0f} µs, wall {wall:.0f} s"
     )
     print(f"  work: {split}")
     print(f"  targets chosen: {report['chunk_targets_s']}")
