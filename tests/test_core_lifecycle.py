@@ -231,3 +231,46 @@ def test_replication_terms() -> None:
     assert "quorum" in replication_errors(2, 3)
     with pytest.raises(ValueError, match="error_bound"):
         VerificationPolicy(error_bound=0)
+
+
+def pending(start: int = 0, stop: int = 100, **fields: object) -> Chunk:
+    chunk = Chunk("j", 3, start, stop)
+    for name, value in fields.items():
+        setattr(chunk, name, value)
+    return chunk
+
+
+def test_a_reissued_chunk_with_no_copy_in_play_splits_into_two_new_chunks() -> None:
+    chunk = pending(quorum=2, wanted=2)
+    assert lifecycle.splittable(chunk)
+    first, rest = lifecycle.split(chunk, 40, first_index=9)
+    assert (first.index, first.start, first.stop) == (9, 0, 40)
+    assert (rest.index, rest.start, rest.stop) == (10, 40, 100)
+    for part in (first, rest):
+        assert part.state is ChunkState.PENDING
+        assert (part.quorum, part.wanted) == (2, 2) and not part.holders
+    # The chunk is retired: done, no copy wanted, its range kept (a late output of one of
+    # its lapsed leases passes its kind's check and is superseded, never accepted).
+    assert lifecycle.retired(chunk) and (chunk.start, chunk.stop) == (0, 100)
+    assert not lifecycle.splittable(chunk)
+    with pytest.raises(ValueError, match="split"):
+        lifecycle.split(pending(), 100, first_index=9)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"state": ChunkState.LEASED},
+        {"state": ChunkState.DONE},
+        {"holders": {"w1": "t1"}, "wanted": 2},  # a copy in play or reported
+        {"reported": 1, "wanted": 2},
+        {"failures": 1},
+        {"disputed": True},
+        {"unverified_by": "w1"},
+        {"stop": 1},  # one unit
+    ],
+)
+def test_a_chunk_with_copies_to_compare_is_never_split(fields: dict[str, object]) -> None:
+    # Copies of a chunk are compared on identical ranges: one reported or computing keeps
+    # the chunk whole.
+    assert not lifecycle.splittable(pending(**fields))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -9,13 +10,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.leases import expected_duration_s, is_expired, wants_backup
+from hydracompute.core.leases import (
+    expected_duration_s,
+    expected_end_s,
+    is_expired,
+    wants_backup,
+)
 from hydracompute.core.models import Lease, LeaseState
 from hydracompute.core.sizing import (
     MAX_TARGET_S,
     MIN_TAIL_FRACTION,
+    SPLIT_SLACK,
     chunk_units,
     load_controlled_target_s,
+    split_units,
     updated_speed,
 )
 
@@ -139,6 +147,31 @@ def test_backup_only_for_overdue_active_leases() -> None:
     assert not wants_backup(lease(0, 99, LeaseState.DONE), 100, 50.0, 2.0, 1.5, now=30)
 
 
+def test_at_the_tail_a_copy_races_a_paused_or_much_slower_holder() -> None:
+    # 160 units at 10 units/s: the holder should end at 16 s.
+    args = (lease(0, 99), 160, 10.0, 16.0, 1.5)
+    # A worker as fast: no copy before the holder is late.
+    assert not wants_backup(*args, now=1.0, taker_speed=10.0)
+    # Four times as fast (4 s for a copy): while the holder has more than 6 s left.
+    assert wants_backup(*args, now=9.9, taker_speed=40.0)
+    assert not wants_backup(*args, now=10.1, taker_speed=40.0)
+    # ... unless only copies of stragglers are given.
+    assert not wants_backup(*args, now=9.9, taker_speed=40.0, race=False)
+    # A paused holder computes nothing: a copy at once, to a worker it fits (24 s at most).
+    assert wants_backup(*args, now=0.5, holder_paused=True)
+    assert wants_backup(*args, now=0.5, taker_speed=7.0, holder_paused=True, race=False)
+    assert not wants_backup(*args, now=0.5, taker_speed=6.0, holder_paused=True)
+    # Same for a late holder: a worker 2.5 times slower would make the tail in its turn.
+    assert wants_backup(*args, now=24.1, taker_speed=10.0, race=False)
+    assert not wants_backup(*args, now=99.0, taker_speed=4.0)
+    assert not wants_backup(lease(0, 99, LeaseState.DONE), 160, 10.0, 16.0, 1.5, 1.0, 40.0, True)
+    # Copies go first to the chunks that would end last: a paused or late holder's, then
+    # the latest expected end.
+    assert expected_end_s(*args, now=1.0) == 16.0
+    assert expected_end_s(*args, now=1.0, holder_paused=True) == math.inf
+    assert expected_end_s(*args, now=24.1) == math.inf
+
+
 def test_lease_ttl_is_three_heartbeats() -> None:
     assert SchedulerConfig(heartbeat_s=2.0).lease_ttl_s == 6.0
     with pytest.raises(ValueError, match="heartbeat_s"):
@@ -166,3 +199,44 @@ def test_load_control_is_bounded_and_can_be_off() -> None:
     assert load_controlled_target_s(2.0, 10**9, 0.0, 0.5) == 2.0
     assert load_controlled_target_s(2.0, 10**9, 2000.0, 0.0) == 2.0
     assert load_controlled_target_s(2.0, 0, 2000.0, 0.5) == 2.0
+
+
+def test_a_reissued_chunk_is_cut_to_fit_its_new_holder_in_equal_parts() -> None:
+    # It fits, or nearly (within the slack): given whole.
+    assert split_units(100, 100) == 100
+    assert split_units(100, 400) == 100
+    assert split_units(125, 100) == 125
+    # Twice what fits: the worker gets half, the other half waits for the next.
+    assert split_units(200, 100) == 100
+    # 1.3 times: two parts of 65, not 100 and a sliver of 30.
+    assert split_units(130, 100) == 65
+    # A worker a tenth as fast (or a probe of one unit) gets a tenth (or one unit).
+    assert split_units(1000, 100) == 100
+    assert split_units(1000, 1) == 1
+    assert split_units(1000, 0) == 1
+
+
+@given(st.integers(1, 10**15), st.integers(1, 10**15))
+def test_the_part_cut_fits_and_leaves_no_sliver(units: int, fit: int) -> None:
+    head = split_units(units, fit)
+    assert 1 <= head <= units
+    if head < units:
+        assert head <= fit
+        # equal parts (to a unit): what is left is at least one more such part
+        assert units - head >= head - 1
+    else:
+        assert units <= fit * (1 + SPLIT_SLACK)
+
+
+def test_a_cut_chunk_is_sized_with_the_uncarved_work_counted() -> None:
+    # Mid-job, a chunk given back is cut to a full chunk for the asking worker, not to its
+    # tail share of the chunk alone.
+    kwargs = {"speed": 100.0, "target_s": 2.0, "probe_units": 1, "max_units": 10**9}
+    alone = chunk_units(remaining=1000, share=0.01, **kwargs)  # type: ignore[arg-type]
+    with_rest = chunk_units(
+        remaining=1000,
+        share=0.01,
+        also_left=10**6,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    assert alone < 200 and with_rest == 200

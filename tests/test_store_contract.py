@@ -307,12 +307,13 @@ def test_a_new_worker_probes_rather_than_take_a_chunk_sized_for_another(store: S
     assert big.stop - big.start == 200
     store.leave(fast.worker_id, now=0.1)  # its 200-unit chunk goes back to the pool
     new, _ = store.enrol_worker("new", 1, ["sum"], now=0.2)
+    # Its probe is cut from the returned chunk; once its speed is known, it takes the
+    # rest (returned chunks go first), which fits it.
     (first,) = store.exchange(new.worker_id, [], [], 1, now=0.2).leases
-    assert first.stop - first.start == SumKind.probe_units
-    # A worker whose speed is known takes the returned chunk first.
+    assert (first.start, first.stop) == (big.start, big.start + SumKind.probe_units)
     report = ResultReport(first.lease_id, result_for(first.params, first.start, first.stop), 0.01)
     (second,) = store.exchange(new.worker_id, [report], [], 1, now=0.3).leases
-    assert (second.start, second.stop) == (big.start, big.stop)
+    assert (second.start, second.stop) == (first.stop, big.stop)
 
 
 def test_answer_does_not_depend_on_chunking(store: Store) -> None:
@@ -1026,3 +1027,82 @@ def test_shared_buckets_refill_and_run_out(store: Store) -> None:
     store.sharing.prune(now=10_000.0)
     with store.backend.transaction():
         assert store.backend.get_counter(key) is None
+
+
+def _learn(store: Store, name: str, compute_s: float, now: float) -> str:
+    """A worker that computed a 2-unit probe in ``compute_s`` (its speed: 2 / compute_s)."""
+    worker, _ = store.enrol_worker(name, 1, ["sum"], now=now)
+    (probe,) = store.exchange(worker.worker_id, [], [], 1, now=now).leases
+    done = ResultReport(
+        probe.lease_id, result_for(probe.params, probe.start, probe.stop), compute_s
+    )
+    store.exchange(worker.worker_id, [done], [], 0, now=now + compute_s)
+    return worker.worker_id
+
+
+def test_a_chunk_given_back_is_cut_to_fit_a_slower_worker(store: Store) -> None:
+    n = 100_000
+    job = store.submit_job("sum", {"n": n}, now=0.0)
+    slow = _learn(store, "slow", 0.02, now=0.0)  # 100 units/s: 100-unit chunks
+    fast = _learn(store, "fast", 0.002, now=0.0)  # 1,000 units/s: 1,000-unit chunks
+    (big,) = store.exchange(fast, [], [], 1, now=0.1).leases
+    assert big.stop - big.start == 1000
+    assert store.return_leases(fast, [big.lease_id], now=0.2) == 1
+    # The slow worker gets the part that fits it; the rest stays available, whole.
+    (part,) = store.exchange(slow, [], [], 1, now=0.3).leases
+    assert (part.start, part.stop) == (big.start, big.start + 100)
+    assert part.chunk_index != big.chunk_index
+    (rest,) = store.exchange(fast, [], [], 1, now=0.3).leases
+    assert (rest.start, rest.stop) == (big.start + 100, big.stop)
+    # The fast worker's output for the whole range, sent after it gave it back, passes the
+    # check and counts for nothing: the answer stays exact.
+    late = ResultReport(big.lease_id, result_for(big.params, big.start, big.stop), 0.5)
+    assert store.exchange(fast, [late], [rest.lease_id], 0, now=0.4).accepted == [big.lease_id]
+    reports = [
+        ResultReport(g.lease_id, result_for(g.params, g.start, g.stop), 0.1) for g in (part, rest)
+    ]
+    store.exchange(slow, reports[:1], [], 0, now=0.5)
+    store.exchange(fast, reports[1:], [], 0, now=0.5)
+    complete(store, fast, now=1.0)
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE and done.answer == {"total": n * (n - 1) // 2}
+    outputs = store.job_outputs(job.job_id)
+    assert sum(o.stop - o.start for o in outputs) == n
+    assert not any(o.start == big.start and o.stop == big.stop for o in outputs)
+
+
+def test_a_replicated_chunk_with_a_copy_reported_is_never_cut(store: Store) -> None:
+    job = store.submit_job("sum", {"n": 100_000}, now=0.0, replication=2, quorum=2)
+    slow = _learn(store, "slow", 0.02, now=0.0)
+    fast = _learn(store, "fast", 0.002, now=0.0)
+    (big,) = store.exchange(fast, [], [], 1, now=0.1).leases
+    done = ResultReport(big.lease_id, result_for(big.params, big.start, big.stop), 1.0)
+    store.exchange(fast, [done], [], 0, now=1.1)
+    # Its second copy must cover the same range, however slow the worker it goes to.
+    grants = store.exchange(slow, [], [], 1, now=1.2).leases
+    assert [(g.start, g.stop) for g in grants] == [(big.start, big.stop)]
+    assert store.get_job(job.job_id).state is JobState.RUNNING
+
+
+def test_at_the_tail_a_paused_holders_chunk_is_taken_back_and_cut(store: Store) -> None:
+    n = 204
+    job = store.submit_job("sum", {"n": n}, now=0.0)
+    slow = _learn(store, "slow", 0.02, now=0.0)  # 100 units/s
+    fast = _learn(store, "fast", 0.01, now=0.0)  # 200 units/s
+    held = store.exchange(fast, [], [], 2, now=0.1).leases
+    assert held[-1].stop == n  # the job is all carved
+    big, running = held[0], [g.lease_id for g in held]
+    # Its owner pauses it: the slow worker asking takes a chunk back, a part that fits.
+    store.exchange(fast, [], running, 0, now=0.2, state="paused")
+    (part,) = store.exchange(slow, [], [], 1, now=0.3).leases
+    assert part.start == big.start and part.stop < big.stop
+    outcome = store.exchange(fast, [], running, 0, now=0.4, state="paused")
+    assert outcome.abandon == [big.lease_id]
+    # The paused worker's output, if it sends one anyway, counts for nothing.
+    late = ResultReport(big.lease_id, result_for(big.params, big.start, big.stop), 0.5)
+    store.exchange(fast, [late], [], 0, now=0.5)
+    report = ResultReport(part.lease_id, result_for(part.params, part.start, part.stop), 0.3)
+    store.exchange(slow, [report], [], 0, now=0.6)
+    complete(store, slow, now=0.7)  # the rest, and the paused worker's other chunk
+    done = store.get_job(job.job_id)
+    assert done.state is JobState.DONE and done.answer == {"total": n * (n - 1) // 2}

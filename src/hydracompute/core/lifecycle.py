@@ -16,6 +16,10 @@ States of a chunk::
     pending --grant--> leased --output--> done
        ^                 |  \\--copies disagree / need verification--> pending (more copies)
        +---lapse/error---+
+
+A pending chunk that no copy was ever reported for can be split when it is re-issued
+(:func:`split`): it ends *done* with no output, ``wanted`` 0, and two new chunks cover its
+units.
 """
 
 from __future__ import annotations
@@ -274,6 +278,57 @@ def checked_against_known(known: JSON, copy: Copy, same: Same, chunk: Chunk) -> 
     if same(known, copy.output):
         return [Confirm((copy.worker_id,))]
     return [Bar(copy.worker_id, f"{_where(chunk)} differs from the verified one")]
+
+
+def splittable(chunk: Chunk) -> bool:
+    """Whether a pending chunk may be cut in two: no copy of it is in play or reported
+    (so no copies of different ranges are ever compared), it never failed (a chunk that
+    fails is not made to look new), and no output of it was accepted, verified or
+    disputed."""
+    return (
+        chunk.state is ChunkState.PENDING
+        and not chunk.holders
+        and chunk.reported == 0
+        and chunk.failures == 0
+        and not chunk.disputed
+        and not chunk.verified
+        and not chunk.unverified_by
+        and chunk.wanted > 0
+        and chunk.stop - chunk.start > 1
+    )
+
+
+def split(chunk: Chunk, at: int, first_index: int) -> tuple[Chunk, Chunk]:
+    """Cut a :func:`splittable` chunk at unit ``at``; returns the new chunks ``[start,
+    at)`` and ``[at, stop)``, indexed ``first_index`` and the next, pending and asking
+    for the copies the chunk asked for.
+
+    The chunk itself is retired: *done* with ``wanted`` 0 and no output. Its range stays,
+    so that a late output of one of its lapsed leases still passes its kind's check, and
+    is then superseded, as any copy arriving after its chunk is done: an output for the
+    whole range never counts for a part of it.
+    """
+    if not chunk.start < at < chunk.stop:
+        raise ValueError(f"cannot split units {chunk.start}-{chunk.stop} at {at}")
+    parts = tuple(
+        Chunk(
+            chunk.job_id,
+            first_index + i,
+            start,
+            stop,
+            quorum=chunk.quorum,
+            wanted=chunk.wanted,
+        )
+        for i, (start, stop) in enumerate(((chunk.start, at), (at, chunk.stop)))
+    )
+    chunk.state = ChunkState.DONE
+    chunk.wanted = 0
+    return parts[0], parts[1]
+
+
+def retired(chunk: Chunk) -> bool:
+    """Whether the chunk was split (see :func:`split`): done, with no output of its own."""
+    return chunk.state is ChunkState.DONE and chunk.wanted == 0
 
 
 def reopened(chunk: Chunk, quorum: int) -> None:

@@ -99,6 +99,8 @@ class Job:
     owner: str = ""
     state: JobState = JobState.RUNNING
     next_unit: int = 0  # units [0, next_unit) are carved into chunks
+    #: Chunk indices used: one per chunk carved, two more per chunk split (see
+    #: :func:`hydracompute.core.lifecycle.split`).
     chunks_carved: int = 0
     units_done: int = 0
     finished_s: float | None = None

@@ -54,6 +54,7 @@ def chunk_units(
     costs: UnitCosts | None = None,
     start: int = 0,
     min_s: float = 0.0,
+    also_left: float = 0.0,
 ) -> int:
     """How many units the next chunk for one core of a worker should have.
 
@@ -78,6 +79,10 @@ def chunk_units(
             chunk starting at unit ``start`` gets the units that fit the cost it should
             have. ``None``: every unit costs one.
         start: the first unit of the chunk (only read with ``costs``).
+        min_s: the smallest tail chunk, in seconds (load control's floor).
+        also_left: work left beside the ``remaining`` units, in the units ``speed``
+            counts: what is still uncarved when the chunk is cut from a re-issued one
+            (see :func:`split_units`).
 
     Returns:
         A size between 1 and ``min(max_units, remaining)``.
@@ -88,11 +93,37 @@ def chunk_units(
         full = speed * target_s
         floor = speed * min(max(min_s, target_s * MIN_TAIL_FRACTION), target_s)
         if costs is None or costs.uniform:
-            wanted = math.ceil(_budget(full, floor, remaining, in_flight, share))
+            wanted = math.ceil(_budget(full, floor, remaining + also_left, in_flight, share))
         else:
-            left = costs.cost(start, start + remaining)
+            left = costs.cost(start, start + remaining) + also_left
             wanted = costs.units_within(start, _budget(full, floor, left, in_flight, share))
     return max(1, min(wanted, max_units, remaining))
+
+
+#: A re-issued chunk at most this much larger than what its new holder should be given is
+#: given whole: cutting a sliver off would cost a result and a round trip for little.
+SPLIT_SLACK = 0.25
+
+
+def split_units(units: int, fit: int) -> int:
+    """How many units of a re-issued chunk of ``units`` go to a worker whose own chunk
+    would have ``fit`` units; the rest stays a chunk of its own, waiting for another worker.
+
+    A chunk given back or expired was sized for its first holder and for the moment it was
+    carved: given whole to whichever worker asks next, a slower one or one asking at the
+    end of the job, it takes longer than any other chunk and the job waits for it. It is
+    given whole if it fits (within :data:`SPLIT_SLACK`); otherwise it is cut into the
+    fewest equal parts that fit and the worker gets the first (the rest is cut again for
+    the next worker that asks, to fit that one). Equal parts, so no sliver is left over.
+
+    Returns:
+        A size between 1 and ``units``; ``units`` when the chunk is not cut.
+    """
+    fit = max(fit, 1)
+    if units <= fit * (1.0 + SPLIT_SLACK):
+        return units
+    parts = math.ceil(units / fit)
+    return math.ceil(units / parts)
 
 
 def _budget(full: float, floor: float, remaining: float, in_flight: float, share: float) -> float:

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import random
 import secrets
 from collections.abc import Callable, Iterator
@@ -22,7 +23,12 @@ from hydracompute.core import credit, lifecycle, placement
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.fairshare import FairSharePolicy, Usage, grant_cost_s
 from hydracompute.core.inflight import InFlight
-from hydracompute.core.leases import expected_duration_s, wants_backup
+from hydracompute.core.leases import (
+    expected_duration_s,
+    expected_end_s,
+    stalled,
+    wants_backup,
+)
 from hydracompute.core.models import (
     JSON,
     Chunk,
@@ -37,13 +43,13 @@ from hydracompute.core.sizing import (
     chunk_units,
     load_controlled_floor_s,
     load_controlled_target_s,
+    split_units,
     updated_speed,
 )
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import Conflict, Forbidden, InvalidResult, NotFound
 from hydracompute.kinds import KindRegistry
 from hydracompute.store.backend import Backend
-from hydracompute.store.backups import BackupWatch, JobWatch
 from hydracompute.store.grid import GridDispatch
 from hydracompute.store.records import (
     ExchangeOutcome,
@@ -95,6 +101,12 @@ DEFAULT_CREDIT = credit.CreditPolicy()
 DEFAULT_FAIR_SHARE = FairSharePolicy()
 #: A copy to verify is drawn from this many times as many pending chunks as are asked for.
 VERIFY_CHOICE = 8
+#: Leased chunks looked at for a backup copy per exchange (None: all of them). Every
+#: exchange at a job's tail reads every chunk in play: 300,000 for a pool of 100,000
+#: workers. Looking at the 16 of lowest index only was tried and broke a replicated job's
+#: recovery after a coordinator was killed (a chunk needing a copy beyond the first 16
+#: never got one in time); a bounded scan needs an order that puts stragglers first.
+BACKUP_CANDIDATES: int | None = None
 
 
 def new_lease_id(now: float, bits: Callable[[int], int] = secrets.randbits) -> str:
@@ -137,8 +149,6 @@ class Exchange(Verdicts):
         cores_online: Callable[[], int] = lambda: 0,
         id_bits: Callable[[int], int] = secrets.randbits,
         grid: GridDispatch | None = None,
-        backups: BackupWatch | None = None,
-        backups_rebuild_s: float = 0.0,
     ) -> None:
         #: Units per second of every online core on a kind (cached by the caller).
         self.pool_speed = pool_speed
@@ -177,13 +187,6 @@ class Exchange(Verdicts):
         self.id_bits = id_bits
         #: Grid-aware dispatch (``None``: carbon-blind, no CO2 counted).
         self.grid = grid
-        #: Where backup copies are looked for (kept by the caller; by default a watch of
-        #: this exchange alone, which reads every leased chunk when it looks).
-        self.backups = BackupWatch(config.backup_factor) if backups is None else backups
-        self.backups_rebuild_s = backups_rebuild_s
-        #: The worker's speeds before this exchange's results (a holder grown faster has
-        #: its leases' backup due times entered again).
-        self._speeds_before = dict(worker.speeds)
 
     def job(self, job_id: str) -> Job:
         if job_id not in self._jobs:
@@ -210,8 +213,6 @@ class Exchange(Verdicts):
                 self.db.put_job(job)
             if job.state.finished:
                 self.outcome.ended_jobs.add(job_id)
-                self.backups.forget(job_id)
-        self._watch_faster_holder()
         if self._charged and self.batch is None:
             self.db.put_owner_usage(self._charged_usage())
 
@@ -414,9 +415,10 @@ class Exchange(Verdicts):
                 pending = pending[:room]
             else:
                 pending = self.db.pending_chunks(job.job_id, room)
+            # (A chunk that can be split is: the worker gets a probe's worth of it.)
             if job.kind not in self.worker.speeds and job.next_unit < job.total_units:
                 probe_units = self.kinds.get(job.kind).probe_units
-                pending = [c for c in pending if c.units <= probe_units]
+                pending = [c for c in pending if c.units <= probe_units or lifecycle.splittable(c)]
             for chunk in pending:
                 # A worker that just failed a chunk waits before retrying it, so that a
                 # healthy worker gets it first; alone in the pool, it retries after a while.
@@ -424,11 +426,19 @@ class Exchange(Verdicts):
                 if failed_s is not None and self.now - failed_s < self.config.lease_ttl_s:
                     continue
                 if self._may_hold(job, chunk):
+                    if lifecycle.splittable(chunk):
+                        if job.kind not in shares:
+                            shares[job.kind] = self._share(job.kind)
+                        chunk = self._fitted(job, chunk, shares[job.kind])
                     self._grant(job, chunk)
             if job.next_unit < job.total_units and len(self.outcome.leases) < want:
                 if job.kind not in shares:
                     shares[job.kind] = self._share(job.kind)
                 self._carve(job, want, shares[job.kind])
+            elif job.next_unit == job.total_units and len(self.outcome.leases) < want:
+                # A job at its tail gets copies of its stragglers' chunks (paused or late
+                # holders) before the next job's new work: they would end it last.
+                self._backups(job, want, race=False)
             if len(self.outcome.leases) >= want:
                 return
         for job_id in self._candidates():
@@ -520,6 +530,42 @@ class Exchange(Verdicts):
             self._grant(job, chunk)
         self.save_job(job)
 
+    def _fitted(self, job: Job, chunk: Chunk, share: float) -> Chunk:
+        """The part of a re-issued chunk this worker should compute: the chunk itself, or
+        the first part of it cut to the size this worker would be given a new chunk now
+        (see :func:`~hydracompute.core.sizing.split_units`); the rest stays pending."""
+        kind = self.kinds.get(job.kind)
+        speed = self.worker.speeds.get(job.kind)
+        costs = kind.unit_costs(job.params) if speed is not None else None
+        uncarved = job.total_units - job.next_unit
+        if costs is not None and not costs.uniform and uncarved:
+            also_left = costs.cost(job.next_unit, job.total_units)
+        else:
+            also_left = float(uncarved)
+        fit = chunk_units(
+            speed=speed,
+            target_s=self.target_s(job),
+            probe_units=kind.probe_units,
+            max_units=kind.max_chunk_units,
+            remaining=chunk.units,
+            share=share,
+            in_flight=self.in_flight.units(job.job_id, self.now),
+            costs=costs,
+            start=chunk.start,
+            min_s=load_controlled_floor_s(self.cores_online(), self.config.capacity_results_per_s),
+            also_left=also_left,
+        )
+        units = split_units(chunk.units, fit)
+        if units >= chunk.units:
+            return chunk
+        first, rest = lifecycle.split(chunk, chunk.start + units, job.chunks_carved)
+        job.chunks_carved += 2
+        self.save_job(job)
+        self.db.put_chunk(chunk)
+        self.db.put_chunk(rest)
+        self.outcome.released_work = True
+        return first
+
     def target_s(self, job: Job) -> float:
         """How long the job's chunks should take now (its own target, or longer under load
         control)."""
@@ -541,85 +587,60 @@ class Exchange(Verdicts):
             return 1.0
         return mine / max(self.pool_speed(kind), mine * self.worker.cores)
 
-    def _backups(self, job: Job, want: int) -> None:
-        """Grant backup copies of the job's leased chunks whose single active lease has run
-        too long, in index order. Only the chunks whose lease's due time has come are
-        looked at (see :mod:`hydracompute.store.backups`); each is decided with the
-        holder's speed and the target of the moment."""
-        factor, now, target = self.config.backup_factor, self.now, self.target_s(job)
-        watch = self.backups.job(
-            job.job_id, now, target, self.backups_rebuild_s, lambda w: self._watch_all(job, w)
-        )
-        for index in watch.ready(now):
-            if len(self.outcome.leases) >= want:
-                return
-            chunk = self.db.get_chunk(job.job_id, index)
-            active = self.db.active_leases_of_chunk(job.job_id, index)
-            watch.keep(index, [lease.lease_id for lease in active])
-            if chunk is None or chunk.state is not ChunkState.LEASED or len(active) != 1:
+    def _backups(self, job: Job, want: int, race: bool = True) -> None:
+        """Copies for this worker of the chunks that would end the job last (see
+        :func:`~hydracompute.core.leases.wants_backup`); without ``race``, of straggling
+        holders' chunks only.
+
+        A chunk of one copy whose every holder is stalled (paused by its owner, or silent:
+        see :func:`~hydracompute.core.leases.stalled`) is taken back rather than copied:
+        its holders are told to drop it, and it is cut to fit this worker like any chunk
+        given back (:meth:`_fitted`). A stalled holder computes nothing, and its chunk,
+        sized for it, would take a slower worker longer than any other chunk of the tail.
+        """
+        taker_speed = self.worker.speeds.get(job.kind)
+        target_s, factor = self.target_s(job), self.config.backup_factor
+        ttl_s, heartbeat_s = self.config.lease_ttl_s, self.config.heartbeat_s
+        found: list[tuple[float, int, Chunk, list[Lease]]] = []
+        for chunk in self.db.leased_chunks(job.job_id, BACKUP_CANDIDATES):
+            active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
+            if not active or any(a.worker_id == self.worker.worker_id for a in active):
                 continue
-            lease = active[0]
-            holder = self.db.get_worker(lease.worker_id)
+            if not self._may_hold(job, chunk):
+                continue
+            holders = [self.db.get_worker(a.worker_id) for a in active]
+            paused = [h is not None and h.state == "paused" for h in holders]
+            if not lifecycle.tracked(chunk) and all(
+                stalled(a, self.now, heartbeat_s, ttl_s, p)
+                for a, p in zip(active, paused, strict=True)
+            ):
+                found.append((-math.inf, chunk.index, chunk, active))
+                continue
+            if len(active) != 1:
+                continue
+            lease, holder = active[0], holders[0]
             speed = holder.speeds.get(job.kind) if holder else None
             cost = self._cost(job, chunk)
-            if not wants_backup(lease, cost, speed, target, factor, now):
-                watch.later(index, lease.lease_id, lease.issued_s, cost, speed, target, factor, now)
-                continue
-            if lease.worker_id != self.worker.worker_id and self._may_hold(job, chunk):
+            if wants_backup(
+                lease, cost, speed, target_s, factor, self.now, taker_speed, paused[0], race
+            ):
+                end_s = expected_end_s(lease, cost, speed, target_s, factor, self.now, paused[0])
+                found.append((-end_s, chunk.index, chunk, []))
+        found.sort(key=lambda f: f[:2])
+        share = None
+        for _, _, chunk, taken in found[: max(want - len(self.outcome.leases), 0)]:
+            if not taken:
                 self._grant(job, chunk, backup=True)
-
-    def _watch_all(self, job: Job, watch: JobWatch) -> None:
-        """Enter the due time of every active lease of the job's unfinished chunks."""
-        target = self.target_s(job)
-        speeds: dict[str, float | None] = {}
-        chunks = self.db.leased_chunks(job.job_id)
-        chunks += self.db.pending_chunks(job.job_id, job.chunks_carved)
-        for chunk in chunks:
-            cost = self._cost(job, chunk)
-            for lease in self.db.active_leases_of_chunk(job.job_id, chunk.index):
-                if lease.worker_id not in speeds:
-                    holder = self.db.get_worker(lease.worker_id)
-                    speeds[lease.worker_id] = holder.speeds.get(job.kind) if holder else None
-                speed = speeds[lease.worker_id]
-                watch.add(
-                    chunk.index,
-                    lease.lease_id,
-                    lease.issued_s,
-                    cost,
-                    speed,
-                    target,
-                    self.config.backup_factor,
-                )
-
-    def _watch_faster_holder(self) -> None:
-        """This worker learnt a higher speed for a kind: its leases of that kind in watched
-        jobs want a backup sooner than their due times say."""
-        if not self.backups:
-            return
-        before = self._speeds_before
-        faster = {
-            kind
-            for kind, speed in self.worker.speeds.items()
-            if kind not in before or speed > before[kind]
-        }
-        if not faster:
-            return
-        for lease in self.db.active_leases_of_worker(self.worker.worker_id):
-            if not self.backups.watched(lease.job_id):
                 continue
-            job = self.job(lease.job_id)
-            chunk = self.db.get_chunk(lease.job_id, lease.chunk_index)
-            if job.kind not in faster or chunk is None:
-                continue
-            self.backups.enter(
-                job.job_id,
-                chunk.index,
-                lease.lease_id,
-                lease.issued_s,
-                self._cost(job, chunk),
-                self.worker.speeds.get(job.kind),
-                self.target_s(job),
-            )
+            for lease in taken:
+                lease.state = LeaseState.ABANDONED
+                self.db.put_lease(lease)
+                self.in_flight.returned(job.job_id, lease.lease_id)
+            lifecycle.lapsed(chunk, taken[-1].worker_id)
+            if share is None:
+                share = self._share(job.kind)
+            fitted = self._fitted(job, chunk, share) if lifecycle.splittable(chunk) else chunk
+            self._grant(job, fitted)
 
     def _cost(self, job: Job, chunk: Chunk) -> float:
         """The chunk's estimated cost, in its kind's typical units: what speeds count."""
@@ -644,15 +665,6 @@ class Exchange(Verdicts):
             lifecycle.granted(chunk, self.worker.worker_id, self.worker.token_id)
             self.db.put_chunk(chunk)
             self._charge(job, chunk)
-        speed = self.worker.speeds.get(job.kind)
-        in_flight = bool(speed) and not backup and not spot_check
-        watched = self.backups.watched(job.job_id)
-        if watched or in_flight:
-            cost, target_s = self._cost(job, chunk), self.target_s(job)
-        if watched:
-            self.backups.enter(
-                job.job_id, chunk.index, lease.lease_id, self.now, cost, speed, target_s
-            )
         self.outcome.leases.append(
             LeaseGrant(
                 lease.lease_id,
@@ -665,10 +677,10 @@ class Exchange(Verdicts):
                 lease.deadline_s,
             )
         )
+        speed = self.worker.speeds.get(job.kind)
         # A backup's work is counted in the lease it doubles; a spot check's is no job's.
-        if in_flight:
-            assert speed
-            duration_s = expected_duration_s(cost, speed, target_s)
+        if speed and not backup and not spot_check:
+            duration_s = expected_duration_s(self._cost(job, chunk), speed, self.target_s(job))
             self.in_flight.granted(
                 job.job_id, lease.lease_id, self.worker.worker_id, speed, duration_s, self.now
             )

@@ -56,7 +56,6 @@ from hydracompute.errors import (
 )
 from hydracompute.kinds import ChunkOutput, KindRegistry
 from hydracompute.store.backend import Backend
-from hydracompute.store.backups import BackupWatch
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.content import content_exists
 from hydracompute.store.credentials import Credentials
@@ -129,8 +128,6 @@ class Store(WorkerRecords):
         self._weights: tuple[float, dict[str, float]] = (float("-inf"), {})
         #: Work the granted leases still have to do, for the sizing of tail chunks.
         self.in_flight = InFlight()
-        #: When each lease would want a backup copy: where backups are looked for.
-        self.backups = BackupWatch(config.backup_factor)
         #: Increases whenever chunks become available to lease (for long-polling waiters).
         self.work_version = 0
         #: The settings, coordinators, changes and counters shared with other coordinators.
@@ -278,7 +275,6 @@ class Store(WorkerRecords):
             self.backend.put_job(job)
             self.backend.delete_job_candidates(job_id)  # copies waiting for agreement
             self._note(now, jobs=(job_id,), ended=(job_id,))
-        self.backups.forget(job_id)
         return job
 
     def job_outputs(self, job_id: str) -> list[ChunkOutput]:
@@ -419,8 +415,6 @@ class Store(WorkerRecords):
                 lambda: self._pool_cores(now),
                 self._id_bits,
                 grid=self.grid if self.grid.view is not None else None,
-                backups=self.backups,
-                backups_rebuild_s=self._backups_rebuild_s(),
             )
             for report in results:
                 step.report(report)
@@ -528,12 +522,6 @@ class Store(WorkerRecords):
             collected.add(o.released_work, o.changed_jobs, o.ended_jobs, o.finished)
         if collected:
             self.backend.append_change(collected.change(self.origin, now))
-
-    def _backups_rebuild_s(self) -> float:
-        """How long the backup due times of a job are trusted before they are read again:
-        a second while other coordinators grant leases too, else a lease's life (they are
-        read again only to catch what a failed commit may have left)."""
-        return POOL_SPEED_CACHE_S if self.record_changes else self.config.lease_ttl_s
 
     def _pool_figure(self, name: str, now: float, read: Callable[[float], float]) -> float:
         """``read(seen_since)`` over the online workers, read again at most once a second,
