@@ -12,12 +12,14 @@ from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.leases import expected_duration_s, is_expired, wants_backup
 from hydracompute.core.models import Lease, LeaseState
 from hydracompute.core.sizing import (
+    GROWTH,
     MAX_TARGET_S,
     MIN_TAIL_FRACTION,
     chunk_units,
     load_controlled_target_s,
     updated_speed,
 )
+from hydracompute.kinds.costs import UnitCosts
 
 
 def run_worker(true_speed: float, target_s: float, chunks: int, noise: float = 0.0) -> list[float]:
@@ -166,3 +168,46 @@ def test_load_control_is_bounded_and_can_be_off() -> None:
     assert load_controlled_target_s(2.0, 10**9, 0.0, 0.5) == 2.0
     assert load_controlled_target_s(2.0, 10**9, 2000.0, 0.0) == 2.0
     assert load_controlled_target_s(2.0, 0, 2000.0, 0.5) == 2.0
+
+
+def test_chunks_grow_to_the_target_by_steps_from_the_evidence() -> None:
+    """A speed learnt from a 0.05 s probe sizes the next chunk to at most GROWTH times
+    that; with the evidence of a whole target's work, to the target."""
+    common = dict(target_s=2.0, probe_units=1, max_units=10**9, remaining=10**9, share=1.0)
+    assert chunk_units(speed=100.0, evidence_s=0.05, **common) == round(100 * GROWTH * 0.05)
+    assert chunk_units(speed=100.0, evidence_s=2.0, **common) == 200
+    assert chunk_units(speed=100.0, **common) == 200  # no evidence given: no bound
+
+
+def test_a_worker_whose_probe_misjudged_it_tenfold_grows_back_to_the_target() -> None:
+    """Its probe's units were estimated ten times dearer than they were: sized on that
+    speed at once, its next chunk would take ten targets; by steps it takes at most
+    GROWTH times the probe's time, and the sizes settle at the target."""
+    probe_units, true_speed, target_s = 4, 100.0, 2.0
+    took = probe_units / true_speed
+    speed, evidence = updated_speed(None, 0.0, 10.0 * probe_units, took, alpha=0.5)
+    durations = []
+    for _ in range(8):
+        units = chunk_units(
+            speed=speed,
+            target_s=target_s,
+            probe_units=probe_units,
+            max_units=10**9,
+            remaining=10**9,
+            share=1.0,
+            evidence_s=evidence,
+        )
+        took = units / true_speed
+        durations.append(took)
+        speed, evidence = updated_speed(speed, evidence, units, took, alpha=0.5)
+    assert durations[0] <= GROWTH * probe_units / true_speed * 10 + 1e-9
+    assert max(durations) <= 2 * target_s
+    assert durations[-1] == pytest.approx(target_s, rel=0.05)
+
+
+def test_a_probe_is_sized_in_cost_when_units_differ() -> None:
+    """Sixteen typical units' worth: one dear unit, or sixteen cheap ones."""
+    costs = UnitCosts(40, [20.0] * 20 + [1.0] * 20)
+    common = dict(speed=None, target_s=2.0, probe_units=16, max_units=100, share=1.0)
+    assert chunk_units(remaining=40, costs=costs, start=0, **common) == 1
+    assert chunk_units(remaining=20, costs=costs, start=20, **common) == 16

@@ -196,3 +196,38 @@ def test_a_bad_scenario_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["simulate", str(path)])
     assert result.exit_code == 2
     assert "saboteurs.strategy" in result.output
+
+
+def test_exact_tile_costs_are_the_kernels_iterations_and_the_estimate_is_the_kinds() -> None:
+    """``tile_costs = "exact"``: each tile costs what the real kernel spends on it; the
+    stand-in sizes chunks from the real kind's own estimate, as a coordinator does."""
+    from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind, tile_stride
+    from hydracompute.kinds.mandelbrot_kernel import render_tile
+    from hydracompute.sim.standin import PIXEL_OVERHEAD_ITERATIONS, StandInKind, unit_costs
+
+    real = MandelbrotKind()
+    params = real.validate(
+        {"width": 3 * TILE + 5, "height": 2 * TILE, "max_iter": 500, "center_re": -0.7436}
+        | {"center_im": 0.1318, "span": 0.01}
+    )
+    costs = unit_costs(real, params, exact=True)
+    assert costs is not None
+    counts = render_tile(
+        params["x_min"], params["x_max"], params["y_min"], params["y_max"],
+        params["width"], params["height"], params["max_iter"],
+        0, 0, params["width"], params["height"],
+    ).astype(float)  # fmt: skip
+    per_tile = [
+        counts[r : r + TILE, c : c + TILE].sum()
+        + PIXEL_OVERHEAD_ITERATIONS * counts[r : r + TILE, c : c + TILE].size
+        for r in range(0, params["height"], TILE)
+        for c in range(0, params["width"], TILE)
+    ]
+    order = [u * tile_stride(8) % 8 for u in range(8)]
+    expected = [per_tile[t] for t in order]
+    assert list(costs) == pytest.approx([e / (sum(expected) / 8) for e in expected])
+    assert StandInKind(real).unit_costs(params) is real.unit_costs(params)
+    spec = parse_scenario(
+        THOUSAND.replace('kind = "mandelbrot"', 'kind = "mandelbrot"\ntile_costs = "exact"', 1)
+    )
+    assert [job.tile_costs for job in spec.jobs if job.kind == "mandelbrot"] == ["exact"]
