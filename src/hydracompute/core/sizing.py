@@ -21,9 +21,9 @@ MIN_TAIL_FRACTION = 0.025
 IN_FLIGHT_WEIGHT = 0.5
 #: The longest chunk time load control ever asks for (the bound on a job's own target).
 MAX_TARGET_S = 3600.0
-#: A worker's chunks grow to the target at most this many times its measured compute time
-#: (its speed's evidence) at a step. A speed learnt from a probe alone may be far off when
-#: units differ in cost: the probe's few units may be estimated ten times dearer than they
+#: When units differ in cost, a worker's chunks grow to the target at most this many times
+#: its measured compute time (its speed's evidence) at a step. A speed learnt from a probe
+#: alone may be far off then: the probe's few units may be estimated ten times dearer than they
 #: are (a Mandelbrot view at max_iter 10^5 estimated at one point per tile), and the next
 #: chunk, sized to the whole target at that speed, took 10-27 s instead of 2 in the
 #: simulator (bench/bench_sim_tiling.py, 200 workers). Growing by steps, each chunk's
@@ -90,8 +90,10 @@ def chunk_units(
         start: the first unit of the chunk (only read with ``costs``).
         min_s: the smallest tail chunk, in seconds (load control's floor).
         evidence_s: the compute seconds the worker's ``speed`` was learnt from (see
-            :func:`updated_speed`); a chunk is then sized to at most :data:`GROWTH` times
-            that, so that sizes grow to the target by steps. ``None``: no bound.
+            :func:`updated_speed`); with ``costs`` (a speed in *estimated* cost, as far off
+            as the estimate of the few units it was learnt from), a chunk is then sized to
+            at most :data:`GROWTH` times that, so that sizes grow to the target by steps.
+            ``None``, or units of equal cost: no bound (a probe measures the speed).
 
     Returns:
         A size between 1 and ``min(max_units, remaining)``.
@@ -103,7 +105,7 @@ def chunk_units(
         wanted = probe_units if costs is None else costs.units_within(start, probe_units)
     else:
         full = speed * target_s
-        if evidence_s is not None:
+        if evidence_s is not None and costs is not None and not costs.uniform:
             full = min(full, speed * GROWTH * evidence_s)
         floor = speed * min(max(min_s, target_s * MIN_TAIL_FRACTION), target_s)
         if costs is None or costs.uniform:
