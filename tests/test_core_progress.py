@@ -99,3 +99,49 @@ def test_a_running_job_never_shows_done_and_a_done_job_shows_its_count() -> None
         succeeded=False,
     )
     assert cancelled.fraction == pytest.approx(0.2) and cancelled.eta_s is None
+
+
+def test_the_work_left_learns_from_the_finished_chunks() -> None:
+    # The accepted units were estimated at 250 but cost 300: what is left (750 estimated)
+    # is taken to cost as much more, drawn a little towards the estimate by the prior.
+    p = job_progress(
+        units_done=25,
+        total_units=100,
+        work_total=1000.0,
+        work_done=300.0,
+        work_estimated_done=250.0,
+        elapsed_s=10.0,
+        finished=False,
+        succeeded=False,
+    )
+    ratio = (300.0 + 20.0) / (250.0 + 20.0)
+    assert p.work_total == pytest.approx(300.0 + 750.0 * ratio)
+    assert p.fraction == pytest.approx(300.0 / p.work_total)
+    assert p.eta_s == pytest.approx(750.0 * ratio / 30.0)
+    # Without the estimate of the accepted units, the estimated total stands.
+    plain = job_progress(
+        units_done=25,
+        total_units=100,
+        work_total=1000.0,
+        work_done=300.0,
+        elapsed_s=10.0,
+        finished=False,
+        succeeded=False,
+    )
+    assert plain.work_total == 1000.0
+    assert plain.eta_s == pytest.approx(700.0 / 30.0)
+
+
+def test_an_exact_estimate_is_left_as_it_is() -> None:
+    p = job_progress(
+        units_done=50,
+        total_units=100,
+        work_total=1000.0,
+        work_done=400.0,
+        work_estimated_done=400.0,
+        elapsed_s=8.0,
+        finished=False,
+        succeeded=False,
+    )
+    assert p.work_total == pytest.approx(1000.0)
+    assert p.eta_s == pytest.approx(12.0)

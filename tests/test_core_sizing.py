@@ -18,6 +18,7 @@ from hydracompute.core.leases import (
 )
 from hydracompute.core.models import Lease, LeaseState
 from hydracompute.core.sizing import (
+    GROWTH,
     MAX_TARGET_S,
     MIN_TAIL_FRACTION,
     SPLIT_SLACK,
@@ -26,6 +27,7 @@ from hydracompute.core.sizing import (
     split_units,
     updated_speed,
 )
+from hydracompute.kinds.costs import UnitCosts
 
 
 def run_worker(true_speed: float, target_s: float, chunks: int, noise: float = 0.0) -> list[float]:
@@ -240,3 +242,54 @@ def test_a_cut_chunk_is_sized_with_the_uncarved_work_counted() -> None:
         **kwargs,  # type: ignore[arg-type]
     )
     assert alone < 200 and with_rest == 200
+
+
+def test_chunks_grow_to_the_target_by_steps_from_the_evidence() -> None:
+    """A speed learnt from a 0.05 s probe sizes the next chunk to at most GROWTH times
+    that; with the evidence of a whole target's work, to the target."""
+    costs = UnitCosts(10**6, [1.0, 3.0] * (10**6 // 2))  # units of 1 and 3: 2 a unit on average
+    common = dict(target_s=2.0, probe_units=1, max_units=10**9, remaining=10**6, share=1.0)
+    assert chunk_units(speed=100.0, evidence_s=0.05, costs=costs, **common) == 10  # 20 of cost
+    assert chunk_units(speed=100.0, evidence_s=2.0, costs=costs, **common) == 100
+    assert chunk_units(speed=100.0, costs=costs, **common) == 100  # no evidence: no bound
+    # Units of equal cost: the probe measured the speed, no bound.
+    assert chunk_units(speed=100.0, evidence_s=0.05, **common) == 200
+
+
+def test_a_worker_whose_probe_misjudged_it_tenfold_grows_back_to_the_target() -> None:
+    """Its probe's units were estimated ten times dearer than they were: sized on that
+    speed at once, its next chunk would take ten targets; by steps it takes at most
+    GROWTH times the probe's time, and the sizes settle at the target."""
+    probe_units, true_speed, target_s = 4, 100.0, 2.0
+    # The probe's units were estimated at 10 each; every other unit's estimate is right.
+    costs = UnitCosts(10**6, [10.0] * probe_units + [1.0] * (10**6 - probe_units))
+    took = probe_units / true_speed
+    speed, evidence = updated_speed(None, 0.0, 10.0 * probe_units, took, alpha=0.5)
+    durations, start = [], probe_units
+    for _ in range(8):
+        units = chunk_units(
+            speed=speed,
+            target_s=target_s,
+            probe_units=probe_units,
+            max_units=10**9,
+            remaining=10**6 - start,
+            share=1.0,
+            costs=costs,
+            start=start,
+            evidence_s=evidence,
+        )
+        start += units
+        took = units / true_speed
+        durations.append(took)
+        speed, evidence = updated_speed(speed, evidence, units, took, alpha=0.5)
+    assert durations[0] <= GROWTH * probe_units / true_speed * 10 + 1e-9
+    assert max(durations) <= 2 * target_s
+    assert durations[-1] == pytest.approx(target_s, rel=0.05)
+
+
+def test_a_probe_is_sized_in_cost_when_units_differ() -> None:
+    """Sixteen typical units' worth: one dear unit, or sixteen cheap ones."""
+    costs = UnitCosts(40, [20.0] * 20 + [1.0] * 20)
+    common = dict(speed=None, target_s=2.0, probe_units=16, max_units=100, share=1.0)
+    assert chunk_units(remaining=40, costs=costs, start=0, **common) == 1
+    assert chunk_units(remaining=20, costs=costs, start=20, **common) == 16

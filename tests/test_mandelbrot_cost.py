@@ -130,3 +130,29 @@ def test_chunks_carved_by_cost_merge_into_the_direct_render(speeds: tuple[float,
     for chunk in outputs:
         live = MANDEL.fold_live(params, live, chunk.output)
     assert MANDEL.work_done(params, live) == float(expected.sum())
+
+
+def test_the_live_summary_keeps_the_estimate_of_the_accepted_tiles() -> None:
+    """Folded chunk by chunk in any order, the summary holds the real iterations and the
+    estimate of the same tiles, whole numbers: the same whatever the order."""
+    params = MANDEL.validate({"width": 4 * TILE, "height": 3 * TILE, "max_iter": 2000, **SEAHORSE})
+    units = MANDEL.total_units(params)
+    ranges = [(0, 3), (3, 4), (4, 9), (9, units)]
+    outputs = {r: MANDEL.compute(params, *r) for r in ranges}
+    summaries = []
+    for order in (ranges, ranges[::-1]):
+        live: dict[str, Any] = {}
+        for start, stop in order:
+            live = MANDEL.fold_live_chunk(params, live, start, stop, outputs[(start, stop)])
+        summaries.append(live)
+    assert summaries[0] == summaries[1]
+    live = summaries[0]
+    assert MANDEL.work_done(params, live) == float(direct(params).sum())
+    estimated = MANDEL.work_estimated(params, live)
+    assert estimated == sum(round(MANDEL.units_of_work(params, *r)) for r in ranges)
+    assert estimated == pytest.approx(MANDEL.total_work(params), abs=len(ranges))
+    # The answer made from the summary is what merging the outputs gives.
+    merged = MANDEL.merge(params, [ChunkOutput(*r, outputs[r]) for r in ranges])
+    assert MANDEL.answer_from_live(params, live) == merged
+    # A summary folded without the ranges keeps no estimate.
+    assert MANDEL.work_estimated(params, MANDEL.fold_live(params, {}, outputs[ranges[0]])) is None

@@ -68,8 +68,9 @@ def test_a_chunk_gets_the_units_its_cost_allows() -> None:
     # At the tail, this core's share of the cost left (40), not of the units left (4 → 2).
     tail = chunk_units(speed=50.0, remaining=4, costs=costs, start=996, **common)
     assert tail == 2
-    # Unknown speed: the probe, in units, whatever their cost.
-    assert chunk_units(speed=None, remaining=500, costs=costs, start=500, **common) == 4
+    # Unknown speed: the probe, in cost: 4 cheap units, or 1 dear one (no smaller chunk).
+    assert chunk_units(speed=None, remaining=1000, costs=costs, start=0, **common) == 4
+    assert chunk_units(speed=None, remaining=500, costs=costs, start=500, **common) == 1
 
 
 @pytest.fixture

@@ -91,6 +91,7 @@ def job_view(
         total_units=job.total_units,
         work_total=kind.total_work(job.params),
         work_done=kind.work_done(job.params, job.live),
+        work_estimated_done=kind.work_estimated(job.params, job.live),
         elapsed_s=elapsed_s,
         finished=job.state.finished,
         succeeded=job.state is JobState.DONE,

@@ -21,6 +21,14 @@ MIN_TAIL_FRACTION = 0.025
 IN_FLIGHT_WEIGHT = 0.5
 #: The longest chunk time load control ever asks for (the bound on a job's own target).
 MAX_TARGET_S = 3600.0
+#: When units differ in cost, a worker's chunks grow to the target at most this many times
+#: its measured compute time (its speed's evidence) at a step. A speed learnt from a probe
+#: alone may be far off then: the probe's few units may be estimated ten times dearer than they
+#: are (a Mandelbrot view at max_iter 10^5 estimated at one point per tile), and the next
+#: chunk, sized to the whole target at that speed, took 10-27 s instead of 2 in the
+#: simulator (bench/bench_sim_tiling.py, 200 workers). Growing by steps, each chunk's
+#: error is bounded by the few the worker has done.
+GROWTH = 4.0
 
 
 def updated_speed(
@@ -55,12 +63,14 @@ def chunk_units(
     start: int = 0,
     min_s: float = 0.0,
     also_left: float = 0.0,
+    evidence_s: float | None = None,
 ) -> int:
     """How many units the next chunk for one core of a worker should have.
 
     Args:
         speed: the worker's learnt units per second per core for this kind, or ``None``
-            when it has not finished a chunk of this kind yet (it then gets a probe chunk).
+            when it has not finished a chunk of this kind yet (it then gets a probe chunk
+            of ``probe_units``: in cost, with ``costs``).
         target_s: how long a chunk should take.
         probe_units: size of the probe chunk.
         max_units: the kind's cap on one chunk.
@@ -83,14 +93,24 @@ def chunk_units(
         also_left: work left beside the ``remaining`` units, in the units ``speed``
             counts: what is still uncarved when the chunk is cut from a re-issued one
             (see :func:`split_units`).
+        evidence_s: the compute seconds the worker's ``speed`` was learnt from (see
+            :func:`updated_speed`); with ``costs`` (a speed in *estimated* cost, as far off
+            as the estimate of the few units it was learnt from), a chunk is then sized to
+            at most :data:`GROWTH` times that, so that sizes grow to the target by steps.
+            ``None``, or units of equal cost: no bound (a probe measures the speed).
 
     Returns:
         A size between 1 and ``min(max_units, remaining)``.
     """
     if speed is None:
-        wanted = probe_units
+        # A probe of ``probe_units`` typical units: on a dear view (a Mandelbrot one at
+        # max_iter 10^5, whose mean tile costs 20 typical ones) 16 tiles took a slow
+        # worker 6 s, as long as the whole job on 200 workers.
+        wanted = probe_units if costs is None else costs.units_within(start, probe_units)
     else:
         full = speed * target_s
+        if evidence_s is not None and costs is not None and not costs.uniform:
+            full = min(full, speed * GROWTH * evidence_s)
         floor = speed * min(max(min_s, target_s * MIN_TAIL_FRACTION), target_s)
         if costs is None or costs.uniform:
             wanted = math.ceil(_budget(full, floor, remaining + also_left, in_flight, share))

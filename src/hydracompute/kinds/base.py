@@ -17,7 +17,8 @@ databases. The coordinator and the workers only ever call the methods below:
 - ``same_output(a, b)`` compares two outputs of the same chunk (verification by replication);
 - ``merge(params, outputs)`` builds the job's answer and artefacts from all chunk outputs;
 - ``fold_live(params, live, output)`` optionally folds each accepted output into a small
-  live summary (π's running estimate, say), kept with the job for progress displays;
+  live summary (π's running estimate, say), kept with the job for progress displays
+  (``fold_live_chunk`` is the same with the chunk's unit range, for a summary that needs it);
 - ``unit_costs(params)`` optionally estimates what each unit costs, when units differ
   (Mandelbrot tiles): chunks are then sized in estimated cost, not in units, and
   ``work_done(params, live)`` may count progress in work rather than in units.
@@ -234,6 +235,14 @@ class JobKind(abc.ABC):
         """
         return live
 
+    def fold_live_chunk(
+        self, params: JSON, live: JSON, start: int, stop: int, output: JSON
+    ) -> JSON:
+        """:meth:`fold_live` for the output of units ``[start, stop)``: what the coordinator
+        calls. By default the range is not needed. A kind with :meth:`unit_costs` may keep
+        here the estimated work of the accepted units (see :meth:`work_estimated`)."""
+        return self.fold_live(params, live, output)
+
     def param_fields(self) -> list[ParamField]:
         """The parameters a submission form should offer (none: the form takes raw JSON)."""
         return []
@@ -280,6 +289,17 @@ class JobKind(abc.ABC):
         :meth:`total_work` that the accepted units hold is shown. A kind whose units differ
         in cost counts its real work here, so that the ETA stays right when the dear units
         come last."""
+        return None
+
+    def work_estimated(self, params: JSON, live: JSON) -> float | None:
+        """The *estimated* work (what :meth:`units_of_work` gives) of the units whose real
+        work :meth:`work_done` counts, as the live summary keeps it (see
+        :meth:`fold_live_chunk`); ``None`` (the default) when it is not kept.
+
+        With both, the job's progress learns from its finished chunks: the work left is the
+        estimate of the units left, scaled by how the real work of the accepted units
+        compared with their estimate (see :mod:`hydracompute.core.progress`). Everything
+        it reads is stored with the job, so every coordinator shows the same."""
         return None
 
     def work_name(self) -> str:

@@ -203,6 +203,17 @@ class MandelbrotKind(JobKind):
             "inside_pixels": int(live.get("inside_pixels", 0)) + int(output["inside"]),
         }
 
+    def fold_live_chunk(
+        self, params: JSON, live: JSON, start: int, stop: int, output: JSON
+    ) -> JSON:
+        """Also the estimated iterations of the accepted tiles (whole numbers, so the sum
+        does not depend on the order of acceptance): progress learns from them how far the
+        estimate is from the truth (see :meth:`work_estimated`)."""
+        folded = self.fold_live(params, live, output)
+        estimated = round(self.units_of_work(params, start, stop))
+        folded["estimated_iterations"] = int(live.get("estimated_iterations", 0)) + estimated
+        return folded
+
     def param_fields(self) -> list[ParamField]:
         def side(name: str, label: str) -> ParamField:
             return ParamField(name, "integer", label, True, 1024, 1, MAX_SIDE)
@@ -256,6 +267,12 @@ class MandelbrotKind(JobKind):
     def work_done(self, params: JSON, live: JSON) -> float:
         """Iterations of the accepted tiles, as their outputs count them."""
         return float(live.get("iterations", 0))
+
+    def work_estimated(self, params: JSON, live: JSON) -> float | None:
+        """Estimated iterations of the accepted tiles (``None`` for a summary folded
+        before they were kept)."""
+        estimated = live.get("estimated_iterations")
+        return None if estimated is None else float(estimated)
 
     def work_name(self) -> str:
         return "iterations"

@@ -169,7 +169,7 @@ class Simulation:
         except TooManyRequests:  # as many running jobs as a submitter may have: later
             self.push(self.now + SUBMIT_RETRY_S, ARRIVE, payload=index)
             return
-        costs = unit_costs(kind.real, job.params)
+        costs = unit_costs(kind.real, job.params, exact=spec.tile_costs == "exact")
         cumulative = None if costs is None else np.concatenate(([0.0], np.cumsum(costs)))
         speed = self.scenario.population.speeds[spec.kind]
         self._jobs[job.job_id] = (kind, cumulative, speed)

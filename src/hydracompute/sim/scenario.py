@@ -98,6 +98,10 @@ class JobSpec:
     #: "blind" or "prefer-clean" (grid-aware dispatch within the deadline; see
     #: hydracompute.core.carbon).
     carbon: str = "blind"
+    #: How the simulator costs a Mandelbrot job's tiles: "coarse" (a low-resolution render,
+    #: close to the coordinator's own estimate) or "exact" (the whole picture rendered once
+    #: by the real kernel: the estimate's errors are simulated; seconds to minutes of CPU).
+    tile_costs: str = "coarse"
 
 
 @dataclass(frozen=True)
@@ -377,6 +381,7 @@ def _jobs(specs: Any, kinds: tuple[str, ...]) -> tuple[JobSpec, ...]:
         ):
             raise InvalidParams({f"jobs[{i}].deadline_s": "must be a number of seconds"})
         carbon_mode = t.text("carbon", "blind", ("blind", "prefer-clean"))
+        tile_costs = t.text("tile_costs", "coarse", ("coarse", "exact"))
         name = t.text("name", f"{kind}-{i}")
         t.done()
         for n in range(count):
@@ -392,6 +397,7 @@ def _jobs(specs: Any, kinds: tuple[str, ...]) -> tuple[JobSpec, ...]:
                     None if target is None else float(target),
                     None if deadline is None else float(deadline),
                     carbon_mode,
+                    tile_costs,
                 )
             )
             if len(jobs) > MAX_JOBS:

@@ -11,11 +11,16 @@ can, exactly as with π's hit counts or Mandelbrot's iteration counts.
 
 How long a chunk takes is the simulator's business (:func:`unit_costs`): π's blocks all cost
 the same; Mandelbrot's tiles cost what the real kernel spends on them, estimated from a
-coarse render of the picture.
+coarse render of the picture, or counted exactly (a job's ``tile_costs = "exact"``: the
+whole picture rendered once, seconds to minutes of CPU). The stand-in passes on the real
+kind's own cost estimate (:meth:`StandInKind.unit_costs`), so the simulated coordinator
+sizes chunks as the real one does, from an estimate that differs from the simulated truth
+as the real estimate differs from the real kernel.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -27,6 +32,7 @@ import numpy.typing as npt
 from hydracompute.errors import InvalidResult
 from hydracompute.kinds import Answer, ChunkOutput, JobKind, KindRegistry
 from hydracompute.kinds.base import JSON
+from hydracompute.kinds.costs import UnitCosts
 
 #: The stand-in's outputs are taken modulo this (they fit a JSON integer anywhere).
 MODULUS = (1 << 61) - 1
@@ -92,6 +98,9 @@ class StandInKind(JobKind):
     def answer_from_live(self, params: JSON, live: JSON) -> Answer | None:
         return Answer(summary={"value": int(live.get("value", 0))})
 
+    def unit_costs(self, params: JSON) -> UnitCosts | None:
+        return self.real.unit_costs(params)
+
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         return self.real.units_of_work(params, start, stop)
 
@@ -119,11 +128,15 @@ PIXEL_OVERHEAD_ITERATIONS = 4.0
 MAX_COST_SAMPLES = 1 << 22
 
 
-def unit_costs(kind: JobKind, params: JSON) -> npt.NDArray[np.float64] | None:
+def unit_costs(kind: JobKind, params: JSON, exact: bool = False) -> npt.NDArray[np.float64] | None:
     """Relative cost of each unit of a job, normalised to a mean of 1, or ``None`` when
-    every unit costs the same (π's blocks)."""
+    every unit costs the same (π's blocks); ``exact``: Mandelbrot's tiles counted from a
+    render of the whole picture, not from a coarse one."""
     if kind.name != "mandelbrot":
         return None
+    if exact:
+        key = json.dumps(params, sort_keys=True, separators=(",", ":"))
+        return _exact_tile_costs(key)
     from hydracompute.kinds import mandelbrot
     from hydracompute.kinds.mandelbrot_kernel import render_tile
 
@@ -151,3 +164,38 @@ def unit_costs(kind: JobKind, params: JSON) -> npt.NDArray[np.float64] | None:
     order = np.arange(total, dtype=np.int64) * mandelbrot.tile_stride(total) % total
     costs = per_tile.ravel()[order]
     return np.asarray(costs / costs.mean(), dtype=np.float64)
+
+
+def _exact_tile_costs(key: str) -> npt.NDArray[np.float64]:
+    from hydracompute.kinds import mandelbrot
+
+    per_tile = exact_tile_iterations(key, mandelbrot.TILE)
+    total = per_tile.size
+    order = np.arange(total, dtype=np.int64) * mandelbrot.tile_stride(total) % total
+    costs = per_tile[order]
+    return np.asarray(costs / costs.mean(), dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=4)
+def exact_tile_iterations(key: str, tile: int) -> npt.NDArray[np.float64]:
+    """Every tile's iterations (and :data:`PIXEL_OVERHEAD_ITERATIONS` a pixel), tiles of
+    ``tile`` pixels a side numbered row-major, from the real kernel; ``key`` is the job's
+    parameters as JSON with sorted keys. Cached: a simulation bench runs the same picture
+    several times, and a large one costs minutes."""
+    from hydracompute.kinds.mandelbrot_kernel import render_tile
+
+    params = json.loads(key)
+    width, height = params["width"], params["height"]
+    x_min, x_max, y_min, y_max = (float(params[k]) for k in ("x_min", "x_max", "y_min", "y_max"))
+    cols, rows = -(-width // tile), -(-height // tile)
+    per_tile = np.empty(cols * rows)
+    for row in range(rows):
+        # A band of tiles at a time: a whole 16384² picture would be a gigabyte of counts.
+        h = min(tile, height - row * tile)
+        band = render_tile(
+            x_min, x_max, y_min, y_max, width, height, params["max_iter"], 0, row * tile, width, h
+        )
+        sums = np.add.reduceat(band.sum(axis=0, dtype=np.float64), np.arange(0, width, tile))
+        widths = np.minimum(tile, width - np.arange(0, width, tile))
+        per_tile[row * cols : (row + 1) * cols] = sums + PIXEL_OVERHEAD_ITERATIONS * widths * h
+    return per_tile

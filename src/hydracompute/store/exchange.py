@@ -499,9 +499,10 @@ class Exchange(Verdicts):
 
     def _carve(self, job: Job, want: int, share: float) -> None:
         kind = self.kinds.get(job.kind)
-        # A worker of unknown speed gets a probe, whatever its cost: the estimate (tens of
-        # milliseconds for a large Mandelbrot view) waits for a chunk that needs it.
-        costs = kind.unit_costs(job.params) if job.kind in self.worker.speeds else None
+        # A probe is sized in cost too: 16 of a dear view's tiles took a slow worker as
+        # long as the whole job (the estimate, tens of milliseconds once per job and
+        # coordinator, is needed by the first result's acceptance anyway).
+        costs = kind.unit_costs(job.params)
         target_s = self.target_s(job)
         floor_s = load_controlled_floor_s(self.cores_online(), self.config.capacity_results_per_s)
         while job.next_unit < job.total_units and len(self.outcome.leases) < want:
@@ -516,6 +517,7 @@ class Exchange(Verdicts):
                 costs=costs,
                 start=job.next_unit,
                 min_s=floor_s,
+                evidence_s=self.worker.speed_evidence_s.get(job.kind),
             )
             chunk = Chunk(
                 job.job_id,
@@ -554,6 +556,7 @@ class Exchange(Verdicts):
             start=chunk.start,
             min_s=load_controlled_floor_s(self.cores_online(), self.config.capacity_results_per_s),
             also_left=also_left,
+            evidence_s=self.worker.speed_evidence_s.get(job.kind),
         )
         units = split_units(chunk.units, fit)
         if units >= chunk.units:

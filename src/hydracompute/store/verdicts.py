@@ -147,7 +147,7 @@ class Verdicts:
                 other.state = LeaseState.ABANDONED
                 self.db.put_lease(other)
                 self.in_flight.returned(other.job_id, other.lease_id)
-        job.live = kind.fold_live(job.params, job.live, output)
+        job.live = kind.fold_live_chunk(job.params, job.live, chunk.start, chunk.stop, output)
         job.units_done += chunk.units
         if job.units_done == job.total_units:
             finish_job(self.db, self.kinds, job, self.now)
@@ -268,7 +268,9 @@ class Verdicts:
             kind = self.kinds.get(job.kind)
             live: JSON = {}
             for stored in self.db.iter_outputs(job_id):
-                live = kind.fold_live(job.params, live, stored.output)
+                live = kind.fold_live_chunk(
+                    job.params, live, stored.start, stored.stop, stored.output
+                )
             job.live = live
             self.save_job(job)
 

@@ -30,7 +30,7 @@ def job_history(store: Store, job_id: str, max_points: int = MAX_HISTORY_POINTS)
         count = len(store.backend.output_indices(job_id))
         step = max(1, -(-count // max_points))
         for position, stored in enumerate(store.backend.iter_outputs(job_id), start=1):
-            live = kind.fold_live(job.params, live, stored.output)
+            live = kind.fold_live_chunk(job.params, live, stored.start, stored.stop, stored.output)
             if position % step == 0 or position == count:
                 points.append(live)
     return points
