@@ -176,8 +176,10 @@ def test_mandelbrot_canvas_fills_in_to_exactly_the_png(
     blocker = client.submit("pi", samples=10**13, seed=1)
     job = client.submit(
         "mandelbrot",
-        width=301,
-        height=203,
+        # Enough tiles for several chunks: a new worker's probe is sized in cost (16 typical
+        # tiles), so a picture of 20 tiles can be a single chunk.
+        width=641,
+        height=403,
         max_iter=400,
         x_min=-1.5,
         x_max=0.3,
@@ -193,7 +195,7 @@ def test_mandelbrot_canvas_fills_in_to_exactly_the_png(
     assert view.get_attribute("canvas#picture", "data-source") == "chunks"
     drawn = canvas_pixels(view)
     png = np.asarray(Image.open(io.BytesIO(job.artefact("image.png"))).convert("RGBA"))
-    assert drawn.shape == png.shape == (203, 301, 4)
+    assert drawn.shape == png.shape == (403, 641, 4)
     np.testing.assert_array_equal(drawn, png)
     # Incremental: each finished chunk's picture was fetched once, the whole image never.
     previews = [url for url in fetched if "/preview" in url and job.job_id in url]
