@@ -36,7 +36,11 @@ def zone(root: Path, name: str, energy_uj: int, wrap_uj: int = WRAP_UJ) -> Path:
 
 
 def set_energy(path: Path, energy_uj: int) -> None:
-    (path / "energy_uj").write_text(f"{energy_uj}\n")
+    """Sets the counter in one step, as the kernel shows it: a reader never sees the file
+    emptied and half written (which the meter would rightly take for an unreadable counter)."""
+    fresh = path / "energy_uj.new"
+    fresh.write_text(f"{energy_uj}\n")
+    os.replace(fresh, path / "energy_uj")
 
 
 def test_only_the_readable_package_zones_are_measured(tmp_path: Path) -> None:
@@ -93,13 +97,18 @@ def test_no_figure_before_a_minute_of_computing_nor_across_unreadable_counters(
 
 
 def run_agent_until(
-    tmp_path: Path, values: dict[str, object], done: Callable[[Store, str], bool], powercap: Path
+    tmp_path: Path,
+    values: dict[str, object],
+    done: Callable[[Store, str], bool],
+    powercap: Path,
+    target_chunk_s: float = 0.05,
 ) -> tuple[Store, WorkerAgent]:
-    """A real agent of one core on an in-process coordinator, computing a long π job, until
-    ``done(store, worker_id)``; then stopped."""
+    """A real agent of one core on an in-process coordinator, computing a long π job in
+    chunks of ``target_chunk_s``, until ``done(store, worker_id)``; then stopped."""
 
     async def scenario() -> tuple[Store, WorkerAgent]:
-        store = Store(MemoryBackend(), default_registry(), SchedulerConfig(target_chunk_s=0.05))
+        config = SchedulerConfig(target_chunk_s=target_chunk_s)
+        store = Store(MemoryBackend(), default_registry(), config)
         _, token = store.credentials.issue(CredentialKind.JOIN_TOKEN, "t", time.time())
         app = create_app(store)
         agent = WorkerAgent(
@@ -171,6 +180,9 @@ def test_without_a_declared_power_the_worker_measures_rapl_and_tells_the_pool(
             {},
             lambda s, _: s.list_workers()[0].watts_per_core is not None,
             package.parent,  # the fake powercap tree
+            # Chunks long beside an exchange, so that the worker computes at most samples
+            # even when a loaded machine makes each exchange slow.
+            target_chunk_s=0.5,
         )
     finally:
         stop.set()
