@@ -168,6 +168,8 @@ def grant_cost_s(units: int, speed_per_core: float | None, target_chunk_s: float
 
 def _by_priority(jobs: list[RunningJob]) -> list[RunningJob]:
     """Higher priority first; the sort is stable, so equal priorities stay oldest first."""
-    if all(job.priority == jobs[0].priority for job in jobs):
-        return jobs
-    return sorted(jobs, key=lambda job: -job.priority)
+    first = jobs[0].priority
+    for job in jobs:  # a loop, not all(): this runs on every exchange
+        if job.priority != first:
+            return sorted(jobs, key=lambda job: -job.priority)
+    return jobs
