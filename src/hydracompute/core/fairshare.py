@@ -107,6 +107,14 @@ class FairSharePolicy:
         """``jobs`` (running, oldest first) in the order a worker is offered them: owners
         by usage per weight, lowest first (ties: oldest job first); within an owner, by
         priority, highest first, then oldest first."""
+        if not jobs:
+            return []
+        owner, priority = jobs[0].owner, jobs[0].priority
+        for job in jobs:  # one owner, one priority (most pools, most of the time)?
+            if job.owner != owner or job.priority != priority:
+                break
+        else:
+            return list(jobs)
         by_owner: dict[str, list[RunningJob]] = {}
         for job in jobs:
             by_owner.setdefault(job.owner, []).append(job)
