@@ -24,7 +24,16 @@ from hydracompute.core.models import (
     Worker,
 )
 from hydracompute.store.postgres import rows as postgres_rows
-from hydracompute.store.sqlite_rows import CHUNKS, CREDENTIALS, JOBS, LEASES, WORKERS, Table
+from hydracompute.store.sqlite_rows import (
+    CHUNKS,
+    CREDENTIALS,
+    JOBS,
+    LEASES,
+    WORKERS,
+    Table,
+    json_column,
+    json_value,
+)
 
 RECORDS: list[tuple[Table, Any]] = [
     (
@@ -208,3 +217,11 @@ def test_parsing_odd_text_behaves_as_json_loads(text: str) -> None:
 def test_a_value_json_cannot_write_is_refused_as_json_refuses_it() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         jsonvalues.compact({"a": object()})
+
+
+@pytest.mark.parametrize("value", [{}, [], {"a": 1}, ["x"], (), "", 0, None])
+def test_json_columns_are_compact_json_and_read_back(value: Any) -> None:
+    text = json_column(value)
+    assert text == json.dumps(value, separators=(",", ":"))
+    assert json_value(text) == json.loads(text)
+    assert json_value(text) is not json_value(text) or not isinstance(json_value(text), dict | list)

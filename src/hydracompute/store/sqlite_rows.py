@@ -17,12 +17,20 @@ from hydracompute.core.models import Chunk, Credential, Job, Lease, Worker
 
 
 def json_column(value: Any) -> str:
-    # Most dict columns are empty on most writes (a chunk's failures).
-    return "{}" if isinstance(value, dict) and not value else jsonvalues.compact(value)
+    # Most dict and list columns are empty on most writes (a chunk's failures, a worker's
+    # labels).
+    if not value and type(value) in _EMPTY:
+        return _EMPTY[type(value)]
+    return jsonvalues.compact(value)
 
 
 def json_value(text: str) -> Any:
-    return {} if text == "{}" else jsonvalues.parsed(text)
+    if text == "{}":
+        return {}
+    return [] if text == "[]" else jsonvalues.parsed(text)
+
+
+_EMPTY: dict[type, str] = {dict: "{}", list: "[]"}
 
 
 def _enum_column(value: Enum) -> Any:
