@@ -140,6 +140,20 @@ def test_work_expected_to_arrive_takes_its_share_of_the_clean_hours() -> None:
     assert may_take(crowded, 300)
 
 
+def test_a_forecast_point_a_hair_after_now_does_not_hold_every_zone_back() -> None:
+    # A forecast whose first point falls a hair after now (a time shifted into a trace's
+    # year and back, in floating point): 20 h of the zone's work due in 12 h needs its
+    # cores now, whatever the forecast says later.
+    now = 71034.926
+    de = (10.0, [(now + 1.2e-10 * now, 464.0), (now + 65.0, 470.0), (now + 7 * HOUR, 150.0)])
+    limit = plan_limit([de], [Due(10 * 20 * HOUR, now + 12 * HOUR)], now, step_s=900.0)
+    assert may_take(limit, 464.0)
+    # And two zones, the cleaner one not enough alone: both take the work now.
+    fr = (10.0, [(now + 1e-7, 60.0), (now + 65.0, 59.0)])
+    limit = plan_limit([fr, de], [Due(10 * 20 * HOUR, now + 12 * HOUR)], now, step_s=900.0)
+    assert may_take(limit, 60.0) and may_take(limit, 464.0)
+
+
 def test_late_work_or_none_holds_nothing_back() -> None:
     de = (10.0, [(0.0, 500.0)])
     assert plan_limit([de], [Due(100.0, 50.0)], now=100.0, step_s=900.0) is None

@@ -35,6 +35,11 @@ EPSILON_UNITS = 1e-9
 #: Extra work planned beyond the work in hand (0.2: a fifth again), for workers that come
 #: and go, chunks computed twice, and forecasts that err.
 PLAN_MARGIN = 0.2
+#: The shortest first slot, in seconds: a forecast's point less than this after now is taken
+#: as now. (A forecast's first point a hair after now, as time shifted in floating point
+#: gives, left a first slot of 1e-7 s in which no zone's cores could add anything, so every
+#: zone was held back until the deadlines were lost.)
+MIN_SLOT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -250,7 +255,7 @@ def plan_limit(
     work_due = [d for d in due if d.units > 0]
     if not zones or not work_due:
         return None
-    if any(d.deadline_s - guard_s <= now for d in work_due):
+    if any(d.deadline_s - guard_s <= now + MIN_SLOT_S for d in work_due):
         return None  # late already: everything runs
     horizon = max(d.deadline_s - guard_s for d in work_due)
     arriving = arriving_units_per_s > 0 and arriving_deadline_s > 0
@@ -261,7 +266,7 @@ def plan_limit(
         cuts.add(t)
         t += step_s
     for _, points in zones:
-        cuts.update(p for p, _ in points if now < p < horizon)
+        cuts.update(p for p, _ in points if now + MIN_SLOT_S <= p < horizon)
     times = sorted(cuts)
     slots = len(times) - 1
     index = {t: i for i, t in enumerate(times)}
