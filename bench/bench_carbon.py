@@ -54,6 +54,9 @@ GUARD_S = 2 * STEP_S
 LOAD_WINDOW_S = 24 * HOUR
 #: The plan's margin (store/grid.py's).
 PLAN_MARGIN = carbon_plan.PLAN_MARGIN
+#: The share of the load window's largest job the plan keeps room for, as if it arrived
+#: at any moment (store/grid.py's).
+BURST_SHARE = carbon_plan.BURST_SHARE
 
 
 @dataclass
@@ -212,6 +215,16 @@ def optimum(jobs: Sequence[Job], zones: Sequence[str], source: TraceSource) -> d
     return {"gco2_kg": grams / 1000, "unplaced_units": sum(j.units for j in jobs) - sum(used)}
 
 
+def largest_recent(jobs: Sequence[Job], now: float, window_s: float = LOAD_WINDOW_S) -> float:
+    """The work of the largest job submitted over the last ``window_s`` (``jobs`` in
+    arrival order)."""
+    recent_load(jobs, ["-"], now, window_s)  # the arrival times, kept
+    times = _PREFIX[id(jobs)][0]
+    first = bisect.bisect_left(times, now - window_s)
+    last = bisect.bisect_left(times, now)
+    return max((j.units for j in jobs[first:last]), default=0.0)
+
+
 def recent_load(
     jobs: Sequence[Job], zones: Sequence[str], now: float, window_s: float = LOAD_WINDOW_S
 ) -> float:
@@ -276,7 +289,7 @@ def _plan_limit(
         return None
     newest = running[-1]
     relative = newest.deadline_s - newest.arrival_s
-    horizon = max(d.deadline_s for d in due)
+    horizon = max(max(d.deadline_s for d in due), now + relative)
     outlooks = [
         (
             float(CORES_PER_ZONE),
@@ -295,6 +308,7 @@ def _plan_limit(
         guard_s=GUARD_S,
         arriving_units_per_s=load * pool,
         arriving_deadline_s=relative,
+        burst_units=BURST_SHARE * largest_recent(all_jobs, now) if all_jobs else 0.0,
     )
 
 

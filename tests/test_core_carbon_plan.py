@@ -7,7 +7,14 @@ import random
 import pytest
 
 from hydracompute.core.carbon import may_take
-from hydracompute.core.carbon_plan import Due, Piece, Window, cleanest_schedule, plan_limit
+from hydracompute.core.carbon_plan import (
+    Due,
+    Piece,
+    Window,
+    cleanest_schedule,
+    deadline_guard_s,
+    plan_limit,
+)
 
 
 def min_cost_flow(slots: int, pieces: list[Piece], work: list[Window]) -> tuple[float, float]:
@@ -138,6 +145,40 @@ def test_work_expected_to_arrive_takes_its_share_of_the_clean_hours() -> None:
         [de], work, now=0.0, step_s=900.0, arriving_units_per_s=9.0, arriving_deadline_s=HOUR
     )
     assert may_take(crowded, 300)
+
+
+def test_a_forecast_point_a_hair_after_now_does_not_hold_every_zone_back() -> None:
+    # A forecast whose first point falls a hair after now (a time shifted into a trace's
+    # year and back, in floating point): 20 h of the zone's work due in 12 h needs its
+    # cores now, whatever the forecast says later.
+    now = 71034.926
+    de = (10.0, [(now + 1.2e-10 * now, 464.0), (now + 65.0, 470.0), (now + 7 * HOUR, 150.0)])
+    limit = plan_limit([de], [Due(10 * 20 * HOUR, now + 12 * HOUR)], now, step_s=900.0)
+    assert may_take(limit, 464.0)
+    # And two zones, the cleaner one not enough alone: both take the work now.
+    fr = (10.0, [(now + 1e-7, 60.0), (now + 65.0, 59.0)])
+    limit = plan_limit([fr, de], [Due(10 * 20 * HOUR, now + 12 * HOUR)], now, step_s=900.0)
+    assert may_take(limit, 60.0) and may_take(limit, 464.0)
+
+
+def test_room_kept_for_a_burst_lets_the_work_in_hand_run_before_it_would_crowd_it() -> None:
+    # One zone, dirty for 6 h then clean: 2 h of its work due in 12 h waits for the clean
+    # hours, unless a job of 5 h of its work may arrive now, due 12 h later: the clean
+    # hours cannot hold both, so the work in hand runs now.
+    de = (10.0, [(0.0, 500.0), (6 * HOUR, 150.0)])
+    work = [Due(10 * 2 * HOUR, 12 * HOUR)]
+    assert not may_take(plan_limit([de], work, 0.0, 900.0, arriving_deadline_s=12 * HOUR), 500)
+    crowded = plan_limit(
+        [de], work, 0.0, 900.0, arriving_deadline_s=12 * HOUR, burst_units=10 * 5 * HOUR
+    )
+    assert may_take(crowded, 500)
+    # A burst that the clean hours hold with the work in hand changes nothing.
+    light = plan_limit([de], work, 0.0, 900.0, arriving_deadline_s=12 * HOUR, burst_units=10.0)
+    assert not may_take(light, 500)
+
+
+def test_the_guard_counts_two_chunks_a_lease_a_poll_and_the_cache() -> None:
+    assert deadline_guard_s(300.0, 180.0, 20.0, 30.0) == 830.0
 
 
 def test_late_work_or_none_holds_nothing_back() -> None:

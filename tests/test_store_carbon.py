@@ -140,6 +140,28 @@ def test_a_deadline_without_slack_lets_every_grid_take_the_work(store: Store) ->
     assert len(store.exchange(de, [], [], 1, T0 + 3).leases) == 1
 
 
+def test_the_time_kept_before_a_deadline_follows_the_jobs_chunks(store: Store) -> None:
+    _fr, de = two_workers(store)
+    # 7,200 units: an hour of France's cores, due in 3 hours. In chunks of the pool's
+    # target (1 s) France holds it and Germany is held back; in chunks of an hour, the
+    # last ones take that long to come back (and again if a holder vanishes), so France
+    # alone would be late and Germany takes the work too.
+    short = store.submit_job(
+        "sum", {"n": 7_200}, T0 + 2, deadline_s=3 * HOUR, carbon_mode=CarbonMode.PREFER_CLEAN
+    )
+    assert store.exchange(de, [], [], 1, T0 + 3).leases == []
+    store.cancel_job(short.job_id, T0 + 4)
+    store.submit_job(
+        "sum",
+        {"n": 7_200},
+        T0 + 5,
+        deadline_s=3 * HOUR,
+        carbon_mode=CarbonMode.PREFER_CLEAN,
+        target_chunk_s=HOUR,
+    )
+    assert len(store.exchange(de, [], [], 1, T0 + 6).leases) == 1
+
+
 def test_deadline_and_carbon_mode_are_validated(store: Store) -> None:
     with pytest.raises(InvalidParams) as refused:
         store.submit_job("sum", {"n": 10}, T0, carbon_mode=CarbonMode.PREFER_CLEAN)

@@ -163,9 +163,12 @@ class TraceSource(IntensitySource):
         if not self.shift_s:
             return trace.between(start_s, end_s)
         shift = self.shift_s
+        first, *rest = trace.between(start_s + shift, end_s + shift)
+        # The first point at start_s itself: shifted there and back in floating point, it
+        # would fall a hair after it.
         return [
-            Point(p.time_s - shift, p.gco2_per_kwh)
-            for p in trace.between(start_s + shift, end_s + shift)
+            Point(start_s, first.gco2_per_kwh),
+            *(Point(p.time_s - shift, p.gco2_per_kwh) for p in rest),
         ]
 
     async def latest(self, zone: str, now: float) -> Point | None:

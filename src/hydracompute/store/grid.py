@@ -10,11 +10,18 @@ so every coordinator sharing it reaches the same decisions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hydracompute.core import carbon
 from hydracompute.core.carbon import CarbonMode, IntensityView
-from hydracompute.core.carbon_plan import PLAN_MARGIN, Due, plan_limit
+from hydracompute.core.carbon_plan import (
+    BURST_SHARE,
+    PLAN_MARGIN,
+    Due,
+    deadline_guard_s,
+    plan_limit,
+)
 from hydracompute.core.models import Job, JobState, Worker
 from hydracompute.store.backend import Backend
 
@@ -35,15 +42,19 @@ class GridDispatch:
 
     Args:
         view: grid intensities (``None``: no source, every job carbon-blind, no CO2).
-        lease_ttl_s: how recently a worker must have been seen to count in the pool.
-        chunk_s: how long a chunk takes (the pool's target): the last ones leased before a
-            deadline take that long, and up to a lease's lifetime more, to come back.
+        lease_ttl_s: how recently a worker must have been seen to count in the pool, and
+            how long a vanished holder's chunk waits before it is given again.
+        wait_s: the longest a worker's request is held (a held worker learns that it may
+            take the work at its next exchange).
+        chunk_target: the chunk time a job asking for a target is sized for now (the
+            pool's load control), given the target and the time; ``None``: the target.
         margin: see :data:`hydracompute.core.carbon_plan.PLAN_MARGIN`.
     """
 
     view: IntensityView | None
     lease_ttl_s: float
-    chunk_s: float = 0.0
+    wait_s: float = 0.0
+    chunk_target: Callable[[float, float], float] | None = None
     margin: float = PLAN_MARGIN
     #: By kind: when the limit was worked out, the limit, and the jobs it planned for.
     _limits: dict[str, tuple[float, float | None, frozenset[str]]] = field(default_factory=dict)
@@ -87,13 +98,17 @@ class GridDispatch:
         view = self.view
         speeds = self.zone_speeds(db, job.kind, now)
         speed = sum(speeds.values())
-        # Kept in hand: the last chunks' time and a lease's lifetime, and this cache's.
-        guard_s = self.chunk_s + self.lease_ttl_s + LIMIT_CACHE_S
-        due: list[Due] = []
-        relative: list[float] = []
         running = db.list_jobs(frozenset({JobState.RUNNING}), MAX_JOBS_AHEAD)
         if all(other.job_id != job.job_id for other in running):
             running.append(job)
+        # Kept in hand before every deadline: the longest chunks of the kind's jobs, as
+        # the pool sizes them now, and what else stands between the last work planned
+        # and its result (see deadline_guard_s).
+        target_s = max(o.target_chunk_s for o in running if o.kind == job.kind)
+        chunk_s = target_s if self.chunk_target is None else self.chunk_target(target_s, now)
+        guard_s = deadline_guard_s(chunk_s, self.lease_ttl_s, self.wait_s, LIMIT_CACHE_S)
+        due: list[Due] = []
+        relative: list[float] = []
         for other in running:
             left = other.total_units - other.units_done
             if other.kind != job.kind or left <= 0 or speed <= 0:
@@ -106,12 +121,14 @@ class GridDispatch:
         found: float | None = None
         if due and relative:
             relative_s = sum(relative) / len(relative)
-            horizon = max(d.deadline_s for d in due)
+            # As far as the last deadline in hand, or a job arriving now.
+            horizon = max(max(d.deadline_s for d in due), now + relative_s)
             zones = [
                 (units_per_s, [(p.time_s, p.gco2_per_kwh) for p in view.forecast(z, now, horizon)])
                 for z, units_per_s in speeds.items()
             ]
-            arriving = min(self._recent_load(db, job.kind, speed, now), carbon.MAX_ARRIVING_SHARE)
+            load, largest = self._recent_load(db, job.kind, speed, now)
+            arriving = min(load, carbon.MAX_ARRIVING_SHARE)
             found = plan_limit(
                 zones,
                 due,
@@ -121,6 +138,7 @@ class GridDispatch:
                 guard_s=guard_s,
                 arriving_units_per_s=arriving * speed,
                 arriving_deadline_s=relative_s,
+                burst_units=BURST_SHARE * largest,
             )
         self._limits[job.kind] = (now, found, frozenset(j.job_id for j in running))
         return found
@@ -135,14 +153,15 @@ class GridDispatch:
         return carbon.may_take(limit, self.intensity(worker.grid_zone, now))
 
     @staticmethod
-    def _recent_load(db: Backend, kind: str, units_per_s: float, now: float) -> float:
+    def _recent_load(db: Backend, kind: str, units_per_s: float, now: float) -> tuple[float, float]:
         """The work of the kind submitted over the last ``LOAD_WINDOW_S``, as a share of
-        what the pool computes in that time: the capacity later jobs are expected to take."""
+        what the pool computes in that time (the capacity later jobs are expected to
+        take), and the work of the largest of those jobs (the burst kept room for)."""
         if units_per_s <= 0:
-            return 0.0
+            return 0.0, 0.0
         recent = [
             j.total_units
             for j in db.list_jobs(None, MAX_JOBS_AHEAD)
             if j.kind == kind and j.created_s >= now - LOAD_WINDOW_S
         ]
-        return sum(recent) / (units_per_s * LOAD_WINDOW_S)
+        return sum(recent) / (units_per_s * LOAD_WINDOW_S), float(max(recent, default=0))

@@ -120,7 +120,9 @@ class Store(WorkerRecords):
         self.rng = rng or random.Random()
         self.credit = credit or CreditPolicy()
         self.credentials = Credentials(backend)
-        self.grid = GridDispatch(carbon, config.lease_ttl_s, config.target_chunk_s)
+        self.grid = GridDispatch(
+            carbon, config.lease_ttl_s, config.max_wait_s, chunk_target=self.chunk_target_s
+        )
         #: The pool's figures read for every exchange (speed per kind, volunteers online),
         #: by name: (when read, value). A cache this process may lose, never the truth.
         self._figures: dict[str, tuple[float, float]] = {}
