@@ -1,23 +1,19 @@
 """Grid-aware dispatch: which workers may take a job's work now, and what it emitted.
 
-A job may carry a deadline and the carbon mode ``prefer-clean``. Its remaining work is then
-placed, in thought, in the cleanest *capacity slots* before the deadline: a slot is one
-zone's online cores for one step of time, worth the units they compute in it, at the
-intensity the zone's forecast (or recorded trace) gives for it. The slots are filled
-cleanest first until they hold the remaining work with a margin; the intensity of the last
-slot filled is the job's **threshold**. A worker whose grid is at or below the threshold now
-may take the job's chunks; one above it is held back, because cleaner capacity (another
-zone now, or its own zone later) is expected before the deadline. With one zone this is
-temporal shifting; with a forecast that is flat, spatial; with both, both.
+A job may carry a deadline and the carbon mode ``prefer-clean``. The pool then decides,
+per job kind, the dirtiest grid intensity at which a worker may take its work now (the
+*limit*, :func:`may_take`): :func:`hydracompute.core.carbon_plan.plan_limit` lets a zone
+compute now only if cleaner capacity alone (other zones now, or any zone later, from the
+forecasts or recorded traces) cannot do the work in hand, the work expected to arrive and
+room for a burst before the deadlines, less a guard for chunks, leases and waits
+(:func:`~hydracompute.core.carbon_plan.deadline_guard_s`). With one zone this is temporal
+shifting; with a forecast that is flat, spatial; with both, both. Jobs without a deadline
+are carbon-blind.
 
-The deadline stays safe: when the remaining work (the job's and the rest of the work in
-hand) would need, at the pool's measured speed, with the margin and with the share of the
-cores later jobs are expected to take (the pool's recent load), as long as is left before
-the deadline, there is no threshold (every worker may take the work); and as the deadline
-nears the cleanest slots run out, so the threshold rises to every zone. Work held back
-piles up where later jobs need the cores: without the recent load counted, a bursty year
-of jobs missed deadlines that carbon-blind dispatch met (see docs/carbon.md). Jobs without
-a deadline are carbon-blind.
+:func:`threshold` is the earlier, simpler policy (fill the cleanest capacity slots before
+the deadline with the remaining work and a margin; the last slot's intensity is the limit),
+kept as the reference ``bench/bench_carbon.py`` compares with: on a bursty year it missed
+deadlines that carbon-blind dispatch met (docs/carbon.md).
 
 Emissions are reckoned per accepted copy: its energy (see :mod:`hydracompute.core.credit`)
 times its worker's grid intensity when it was accepted; the counterfactual of carbon-blind
