@@ -141,25 +141,23 @@ class MandelbrotKind(JobKind):
 
     def compute(self, params: JSON, start: int, stop: int) -> JSON:
         # Imported here: only compute processes need numba (see PiKind.compute).
-        from hydracompute.kinds.mandelbrot_kernel import render_tile
+        from hydracompute.kinds.mandelbrot_kernel import render_tiles
 
-        parts = [
-            render_tile(
-                params["x_min"],
-                params["x_max"],
-                params["y_min"],
-                params["y_max"],
-                params["width"],
-                params["height"],
-                params["max_iter"],
-                col0,
-                row0,
-                tile_w,
-                tile_h,
-            ).ravel()
-            for col0, row0, tile_w, tile_h in _tiles(params, start, stop)
-        ]
-        counts = np.concatenate(parts)
+        col0s, row0s = _tile_corners(params, start, stop)
+        side = tile_side(params)
+        counts = render_tiles(
+            params["x_min"],
+            params["x_max"],
+            params["y_min"],
+            params["y_max"],
+            params["width"],
+            params["height"],
+            params["max_iter"],
+            col0s,
+            row0s,
+            np.minimum(side, int(params["width"]) - col0s),
+            np.minimum(side, int(params["height"]) - row0s),
+        )
         wire = np.ascontiguousarray(counts, dtype=count_dtype(params))
         packed = _compressor().compress(wire.data)
         return {
@@ -299,9 +297,11 @@ class MandelbrotKind(JobKind):
         return Preview(encode_png(rgb), tuple(pieces))
 
     def warm_up(self) -> None:
-        from hydracompute.kinds.mandelbrot_kernel import render_tile
+        from hydracompute.kinds.mandelbrot_kernel import render_tiles
 
-        render_tile(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, 0, 0, 8, 8)
+        corner = np.zeros(1, dtype=np.int64)
+        side = np.full(1, 8, dtype=np.int64)
+        render_tiles(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, corner, corner, side, side)
 
     def unit_costs(self, params: JSON) -> UnitCosts:
         """Each tile's iterations estimated from a low-resolution render of the view (see
