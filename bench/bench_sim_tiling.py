@@ -20,8 +20,8 @@ work over the pool's speed: no overhead, no waiting) over the simulated one; the
 ≤ 5% over the ideal (efficiency ≥ 95.2%).
 
     .venv/bin/python bench/bench_sim_tiling.py [--workers 200] [--sizes 2048 16384]
-        [--tiles 64 32 16 auto] [--seeds 3] [--coarse 16384] [--target-s 2.0] [--giter 0.97]
-        [--sizing "estimated cost" tiles "true cost"] [--json]
+        [--tiles 64 32 16 auto] [--seeds 3] [--first-seed 0] [--coarse 16384]
+        [--target-s 2.0] [--giter 0.97] [--sizing "estimated cost" tiles "true cost"] [--json]
 """
 
 from __future__ import annotations
@@ -203,6 +203,7 @@ def main() -> None:
         "--coarse", type=int, nargs="*", default=[16384], help="sizes costed coarsely"
     )
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--target-s", type=float, default=2.0)
     parser.add_argument(
         "--giter", type=float, default=0.97, help="G iterations/s of a reference core"
@@ -239,7 +240,7 @@ def main() -> None:
                     f"{spent:.1f}s of CPU; the job is {core_s:.0f} s of the reference core "
                     f"({speed:.1f} tiles/s)"
                 )
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for sizing in args.sizing:
                     row = run(size, tile, exact, seed, sizing, args)
                     rows.append(row)
