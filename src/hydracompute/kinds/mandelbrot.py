@@ -47,11 +47,7 @@ from hydracompute.kinds.base import (
 )
 from hydracompute.kinds.costs import UnitCosts
 from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise, encode_png
-from hydracompute.kinds.mandelbrot_cost import (
-    TYPICAL_PIXEL_ITERATIONS,
-    tile_iterations,
-    unit_costs,
-)
+from hydracompute.kinds.mandelbrot_cost import TYPICAL_PIXEL_ITERATIONS, unit_costs
 from hydracompute.kinds.params import ParamReader
 
 #: The largest tile side, and the side of a job whose parameters do not name one.
@@ -125,7 +121,8 @@ class MandelbrotKind(JobKind):
         when it is not 64, so a cheap view's parameters are what they always were."""
         if "tile" in params:
             return params
-        dearest = float(tile_iterations(params, TILE).max())
+        # The estimate of 64² tiles, cached: a job that keeps them is sized from it.
+        dearest = self.unit_costs(params).dearest() * self.work_per_unit
         side = TILE
         while side > TILE_SIDES[-1] and dearest * (side / TILE) ** 2 > MAX_TILE_ITERATIONS:
             side //= 2
