@@ -31,7 +31,7 @@ from hydracompute import __version__
 from hydracompute.coordinator import app as app_module
 from hydracompute.coordinator.app import create_app
 from hydracompute.coordinator.auth import SecuritySettings
-from hydracompute.coordinator.service import Coordinator
+from hydracompute.coordinator.service import WAKE_BATCH, Coordinator
 from hydracompute.core.carbon import IntensityView
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.models import CredentialKind, Role
@@ -980,6 +980,83 @@ def test_a_held_exchange_answers_as_soon_as_work_appears(
     assert lease["job_id"] == job_id
     assert lease["chunk"]["index"] == 0
     assert elapsed < 10.0  # far below the 30 s the exchange could have been held
+
+
+@pytest.mark.parametrize("work", ["one chunk is released", "a job is submitted"])
+def test_work_wakes_a_few_held_exchanges_not_all_and_each_taker_wakes_more(
+    monkeypatch: pytest.MonkeyPatch, work: str
+) -> None:
+    slow = SchedulerConfig(target_chunk_s=1.0, heartbeat_s=30.0, max_wait_s=30.0)
+    held = 20
+    with open_pool(slow) as pool, ThreadPoolExecutor(max_workers=held) as threads:
+        quitter = pool.enrol("quitter")
+        if work == "one chunk is released":
+            pool.submit(SumKind.probe_units)  # one chunk, held by the quitter
+            assert len(pool.exchange(quitter, want=1)["leases"]) == 1
+        waiters = [pool.enrol(f"waiter {n}", cores=1) for n in range(held)]
+        ids = {w.worker_id for w in waiters}
+
+        # Count the exchanges the held workers make, and know when each has looked once.
+        store = pool.coordinator.store
+        real_exchange = store.exchange
+        looks: list[str] = []
+        first_looks = threading.Semaphore(0)
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            outcome = real_exchange(*args, **kwargs)
+            if args[0] in ids:
+                looks.append(args[0])
+                first_looks.release()
+            return outcome
+
+        monkeypatch.setattr(store, "exchange", spy)
+        answers = [
+            threads.submit(
+                pool.client.post, w.exchange_url, json={"want": 1, "wait_s": 30.0}, headers=w.auth
+            )
+            for w in waiters
+        ]
+        for _ in waiters:
+            assert first_looks.acquire(timeout=20)
+        assert not any(a.done() for a in answers)
+        del looks[:]
+
+        if work == "one chunk is released":
+            left = pool.client.post(
+                f"/api/v1/workers/{quitter.worker_id}/leave", headers=quitter.auth
+            )
+            assert left.json() == {"returned": 1}
+            # The oldest four look; the one given the chunk wakes four more; no one else.
+            done = wait_until_one_done(answers)
+            assert sum(1 for a in done if a.result().json()["leases"]) == 1
+            wait_for(lambda: len(looks) >= 2 * WAKE_BATCH)
+        else:
+            pool.submit(10 * held)  # a chunk for every one of them, and more
+            for answer in answers:  # each answered with a chunk, long before 30 s
+                assert len(answer.result(timeout=20).json()["leases"]) == 1
+        pool.coordinator.release_waiters_soon()  # answer the rest: the test is over
+        for answer in answers:
+            assert answer.result(timeout=20).status_code == 200
+    if work == "one chunk is released":
+        assert len(looks) == 2 * WAKE_BATCH  # not one per held exchange (20)
+    else:
+        assert len(looks) == held  # one look each: woken all at once
+
+
+def wait_until_one_done(futures: list[Any]) -> list[Any]:
+    """The futures done once one of them is, without sleeping."""
+    done = threading.Event()
+    for future in futures:
+        future.add_done_callback(lambda _: done.set())
+    assert done.wait(timeout=20)
+    return [f for f in futures if f.done()]
+
+
+def wait_for(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def test_a_held_exchange_with_no_work_answers_empty_after_the_heartbeat() -> None:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -191,6 +192,53 @@ def test_submit_names_the_job(live_pool: Pool) -> None:
     assert job["name"] == "my π"
     listed = run(live_pool, "jobs").output
     assert any(job["job_id"] in line and "my π" in line for line in listed.splitlines())
+
+
+def test_every_submit_option_reaches_the_job(live_pool: Pool) -> None:
+    result = run(
+        live_pool,
+        "submit",
+        "pi",
+        "--samples",
+        "1e6",
+        "--name",
+        "checked",
+        "--replicas",
+        "3",
+        "--quorum",
+        "2",
+        "--no-adaptive",
+        "--priority",
+        "7",
+        "--require-label",
+        "trusted",
+        "--require-label",
+        "fast",
+        "--deadline",
+        "90m",
+        "--carbon",
+        "prefer-clean",
+        "--target-chunk-s",
+        "0.5",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.output)
+    assert (job["name"], job["replication"], job["quorum"], job["adaptive"]) == (
+        "checked",
+        3,
+        2,
+        False,
+    )
+    assert job["priority"] == 7 and sorted(job["required_labels"]) == ["fast", "trusted"]
+    assert job["carbon"] == "prefer-clean"
+    # A time (epoch seconds): ninety minutes from the submission.
+    assert job["deadline_s"] - time.time() == pytest.approx(90 * 60, abs=120)
+    assert run(live_pool, "cancel", job["job_id"]).exit_code == 0
+    # Options left out are not sent: the pool's defaults apply.
+    plain = json.loads(run(live_pool, "submit", "pi", "--samples", "1e6", "--json").output)
+    assert (plain["replication"], plain["priority"], plain["carbon"]) == (1, 0, "blind")
+    assert plain["required_labels"] == [] and plain["deadline_s"] is None
 
 
 def test_workers_shows_whole_ids_speeds_in_the_kinds_units_and_the_real_state(

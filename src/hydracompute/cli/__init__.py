@@ -7,7 +7,7 @@ and of ``worker``), ``HYDRACOMPUTE_STORE`` (the coordinator's store); any other 
 ``HYDRACOMPUTE_<COMMAND>_<OPTION>``, e.g. ``HYDRACOMPUTE_WORKER_CORES``.
 """
 
-from hydracompute.cli import admin, credit, jobs, pool, simulate, worker
+from hydracompute.cli import admin, credit, jobs, pool, simulate, submit, worker
 from hydracompute.cli.base import EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE, main
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "main",
     "pool",
     "simulate",
+    "submit",
     "worker",
 ]

@@ -1,9 +1,9 @@
-"""Commands for submitters: submit jobs, follow them, read answers, list the pool."""
+"""Commands for submitters: follow jobs, read answers, list jobs and the pool (``submit``
+is in :mod:`hydracompute.cli.submit`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,6 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Column, Table
 
 from hydracompute.cli.base import (
-    FiniteFloat,
     console,
     handle_errors,
     json_option,
@@ -24,10 +23,9 @@ from hydracompute.cli.base import (
     with_client,
 )
 from hydracompute.client import Client, Job, JobInfo
-from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS
 
 
-def _follow(job: Job, as_json: bool) -> JobInfo:
+def follow(job: Job, as_json: bool) -> JobInfo:
     """Wait for a job, with a progress bar on a terminal."""
     if as_json or not notes.is_terminal:
         return job.wait()
@@ -42,387 +40,7 @@ def _follow(job: Job, as_json: bool) -> JobInfo:
         return job.wait(on_progress=lambda info: bar.update(task, completed=info.progress))
 
 
-def _submit(
-    client: Client,
-    kind: str,
-    params: dict[str, Any],
-    wait: bool,
-    as_json: bool,
-    output: str | None,
-    target_chunk_s: float | None,
-    name: str,
-) -> None:
-    if output and not wait:
-        raise click.UsageError("-o/--output needs --wait (or use 'hydracompute result JOB -o')")
-    verification = click.get_current_context().meta.get(VERIFICATION_META, {})
-    job = client.submit(kind, name=name, target_chunk_s=target_chunk_s, **verification, **params)
-    submitted = job.known
-    # With --json the answer's waiting_reason says it, for scripts.
-    if not as_json and submitted is not None and submitted.raw.get("waiting_reason"):
-        notes.print(
-            f"[yellow]warning: {submitted.raw['waiting_reason']}; job {job.job_id} waits "
-            "until a worker that can run it joins[/yellow]"
-        )
-    if not wait:
-        if as_json:
-            print_json(job.info().raw)
-        else:
-            click.echo(job.job_id)
-        return
-    info = _follow(job, as_json)
-    if output:
-        _save_output(job, output)
-    if as_json:
-        print_json(info.raw)
-    else:
-        _print_answer(info)
-
-
-#: Where the verification, placement, priority and carbon options leave what they were
-#: given (every submit command takes them, and only ``_submit`` reads them).
-VERIFICATION_META = "hydracompute.verification"
-
-
-def _verification_option(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
-    def keep(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-        if value is not None:
-            ctx.meta.setdefault(VERIFICATION_META, {})[name] = value
-
-    return keep
-
-
-def _keep_deadline(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    from hydracompute.cli.admin import parse_duration
-
-    seconds = parse_duration(value)
-    if seconds is not None:
-        ctx.meta.setdefault(VERIFICATION_META, {})["deadline_s"] = seconds
-
-
-submit_options = [
-    click.option(
-        "--name", default="", show_default=False, help="A name shown by 'jobs' and the dashboard."
-    ),
-    click.option("--wait", is_flag=True, help="Wait for the answer, with a progress bar."),
-    click.option(
-        "--replicas",
-        type=click.IntRange(1, 5),
-        default=None,
-        expose_value=False,
-        callback=_verification_option("replication"),
-        help="Copies of each chunk, computed by different workers (volunteers), to verify it.",
-    ),
-    click.option(
-        "--quorum",
-        type=click.IntRange(1, 5),
-        default=None,
-        expose_value=False,
-        callback=_verification_option("quorum"),
-        help="Copies that must agree (default: both of two, a majority of more).",
-    ),
-    click.option(
-        "--adaptive/--no-adaptive",
-        default=None,
-        expose_value=False,
-        callback=_verification_option("adaptive"),
-        help="Adaptive verification: replicate untrusted workers' outputs always, trusted "
-        "ones' now and then (default: the coordinator's --verify).",
-    ),
-    click.option(
-        "--priority",
-        type=click.IntRange(-100, 100),
-        default=None,
-        expose_value=False,
-        callback=_verification_option("priority"),
-        help="Among your own running jobs, higher runs first (default 0); other "
-        "submitters' share of the pool is not affected.",
-    ),
-    click.option(
-        "--require-label",
-        "required_labels",
-        multiple=True,
-        metavar="LABEL",
-        expose_value=False,
-        callback=lambda ctx, param, value: _verification_option("required_labels")(
-            ctx, param, list(value) or None
-        ),
-        help="Only workers the pool's admin gave this label (e.g. trusted) get its chunks; "
-        "repeat for several (docs/security.md).",
-    ),
-    click.option(
-        "--deadline",
-        default=None,
-        metavar="DURATION",
-        expose_value=False,
-        callback=_keep_deadline,
-        help="When it should be done, from now (e.g. 6h, 2d; at most 7d).",
-    ),
-    click.option(
-        "--carbon",
-        type=click.Choice(["blind", "prefer-clean"]),
-        default=None,
-        expose_value=False,
-        callback=_verification_option("carbon"),
-        help="prefer-clean: run on cleaner grids and at cleaner hours within --deadline "
-        "(default: blind, as if no grid mattered).",
-    ),
-    click.option("-o", "--output", default=None, help="With --wait: save the main artefact."),
-    click.option(
-        "--target-chunk-s",
-        default=None,
-        type=FiniteFloat(0.01, 3600),
-        help="Seconds per chunk for this job (default: the coordinator's).",
-    ),
-    json_option,
-]
-
-
-def with_submit_options(fn: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(submit_options):
-        fn = option(fn)
-    return fn
-
-
-@main.group()
-def submit() -> None:
-    """Submit a job."""
-
-
-@submit.command("pi")
-@click.option("--samples", required=True, type=FiniteFloat(), help="Number of samples, e.g. 1e10.")
-@click.option("--seed", default=None, type=int, help="Random seed (chosen if omitted).")
-@with_submit_options
-@handle_errors
-@with_client
-def submit_pi(
-    samples: float,
-    seed: int | None,
-    name: str,
-    wait: bool,
-    output: str | None,
-    target_chunk_s: float | None,
-    client: Client,
-    as_json: bool,
-) -> None:
-    """Estimate π by Monte-Carlo sampling."""
-    params: dict[str, Any] = {"samples": samples}
-    if seed is not None:
-        params["seed"] = seed
-    _submit(client, "pi", params, wait, as_json, output, target_chunk_s, name)
-
-
-def _exclusive(ctx: click.Context, value: Any, other: str) -> Any:
-    """Refuse ``--region`` with ``--center``, while options are parsed (before anything is
-    contacted), whichever comes first."""
-    if value and ctx.params.get(other):
-        raise click.UsageError("--region and --center exclude each other: give one of them")
-    return value
-
-
-@submit.command("mandelbrot")
-@click.option("--width", default=1024, type=int)
-@click.option("--height", default=1024, type=int)
-@click.option("--max-iter", default=1000, type=int)
-@click.option(
-    "--region",
-    nargs=4,
-    type=FiniteFloat(),
-    default=None,
-    metavar="X_MIN X_MAX Y_MIN Y_MAX",
-    help="Default: the whole set.",
-    callback=lambda ctx, param, value: _exclusive(ctx, value, "center"),
-)
-@click.option(
-    "--center",
-    nargs=3,
-    type=FiniteFloat(),
-    default=None,
-    metavar="RE IM SPAN",
-    help="Alternative to --region: centre and x extent.",
-    callback=lambda ctx, param, value: _exclusive(ctx, value, "region"),
-)
-@click.option("--colour-map", default="classic", type=click.Choice(list(COLOUR_MAPS)))
-@with_submit_options
-@handle_errors
-@with_client
-def submit_mandelbrot(
-    width: int,
-    height: int,
-    max_iter: int,
-    region: tuple[float, float, float, float] | None,
-    center: tuple[float, float, float] | None,
-    colour_map: str,
-    name: str,
-    wait: bool,
-    output: str | None,
-    target_chunk_s: float | None,
-    client: Client,
-    as_json: bool,
-) -> None:
-    """Render a view of the Mandelbrot set (PNG and raw counts)."""
-    params: dict[str, Any] = {
-        "width": width,
-        "height": height,
-        "max_iter": max_iter,
-        "colour_map": colour_map,
-    }
-    if region:
-        params.update(zip(("x_min", "x_max", "y_min", "y_max"), region, strict=True))
-    if center:
-        params.update(zip(("center_re", "center_im", "span"), center, strict=True))
-    _submit(client, "mandelbrot", params, wait, as_json, output, target_chunk_s, name)
-
-
-@submit.command("wasm")
-@click.argument("module", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--units", required=True, type=click.IntRange(1, 10**12), help="Work units.")
-@click.option(
-    "--input",
-    "input_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="A file the module may read (read-only), uploaded with it.",
-)
-@click.option(
-    "--merge",
-    type=click.Choice(["sum", "sum-f64", "concat"]),
-    default="sum",
-    show_default=True,
-    help="How chunk outputs become the answer (docs/wasm.md).",
-)
-@click.option(
-    "-p",
-    "--param",
-    "args",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A parameter of the module (an integer, a number or a string).",
-    callback=lambda ctx, param, value: _params(value),
-)
-@click.option("--fuel-per-unit", type=click.IntRange(1, 10**12), default=None)
-@click.option("--memory-mib", type=click.IntRange(1, 4096), default=None)
-@click.option("--output-bytes", type=click.IntRange(1, 1 << 20), default=None)
-@with_submit_options
-@handle_errors
-@with_client
-def submit_wasm(
-    module: Path,
-    units: int,
-    input_file: Path | None,
-    merge: str,
-    args: dict[str, Any],
-    fuel_per_unit: int | None,
-    memory_mib: int | None,
-    output_bytes: int | None,
-    name: str,
-    wait: bool,
-    output: str | None,
-    target_chunk_s: float | None,
-    client: Client,
-    as_json: bool,
-) -> None:
-    """Run a WebAssembly MODULE (a .wasm file, or .wat text compiled here) over UNITS work
-    units, in the sandbox of workers that opted in (docs/wasm.md)."""
-    params: dict[str, Any] = {
-        "module": client.upload(_module_bytes(module)),
-        "units": units,
-        "merge": merge,
-        "args": args,
-    }
-    if input_file is not None:
-        params["input"] = client.upload(input_file)
-    limits = {
-        "fuel_per_unit": fuel_per_unit,
-        "memory_mib": memory_mib,
-        "output_bytes": output_bytes,
-    }
-    params.update({key: value for key, value in limits.items() if value is not None})
-    _submit(client, "wasm", params, wait, as_json, output, target_chunk_s, name)
-
-
-def _module_bytes(path: Path) -> bytes:
-    """A module's bytes; WebAssembly text (``.wat``) is compiled to binary first."""
-    if path.suffix != ".wat":
-        return path.read_bytes()
-    import wasmtime
-
-    try:
-        return bytes(wasmtime.wat2wasm(path.read_text()))
-    except wasmtime.WasmtimeError as exc:
-        raise click.BadParameter(f"{path}: {exc}", param_hint="MODULE") from exc
-
-
-@submit.command("kind")
-@click.argument("kind")
-@click.option(
-    "-p",
-    "--param",
-    "raw_params",
-    multiple=True,
-    metavar="NAME=JSON",
-    help="A parameter; the value is JSON (numbers, strings in quotes...).",
-    callback=lambda ctx, param, value: _params(value),
-)
-@with_submit_options
-@handle_errors
-@with_client
-def submit_kind(
-    kind: str,
-    raw_params: dict[str, Any],
-    name: str,
-    wait: bool,
-    output: str | None,
-    target_chunk_s: float | None,
-    client: Client,
-    as_json: bool,
-) -> None:
-    """Submit a job of any installed KIND, e.g. a third-party one."""
-    _submit(client, kind, raw_params, wait, as_json, output, target_chunk_s, name)
-
-
-def _params(items: tuple[str, ...]) -> dict[str, Any]:
-    """The ``-p NAME=VALUE`` options as parameters, read while options are parsed (so a
-    bad one is refused before anything is contacted)."""
-    params: dict[str, Any] = {}
-    for item in items:
-        param, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
-        params[param] = _param_value(param, value)
-    return params
-
-
-class _NotFinite(Exception):
-    pass
-
-
-def _finite_number(text: str) -> float:
-    number = float(text)
-    if number in (float("inf"), float("-inf")):  # e.g. 1e999
-        raise _NotFinite(text)
-    return number
-
-
-def _refuse_constant(text: str) -> Any:
-    raise _NotFinite(text)
-
-
-def _param_value(param: str, value: str) -> Any:
-    """A ``-p`` value read as JSON, else taken as a string; NaN and infinities (which
-    Python's JSON reader would take, and JSON cannot carry) are a usage error."""
-    try:
-        return json.loads(value, parse_float=_finite_number, parse_constant=_refuse_constant)
-    except _NotFinite as exc:
-        raise click.BadParameter(
-            f"{param}={value}: {exc} is not a finite number (to send it as a string, "
-            f"quote it: {param}='\"{value}\"')",
-            param_hint="--param",
-        ) from exc
-    except ValueError:
-        return value
-
-
-def _print_answer(info: JobInfo) -> None:
+def print_answer(info: JobInfo) -> None:
     answer = info.answer or {}
     if info.kind == "pi" and answer.get("estimate") is not None:
         console.print(
@@ -433,7 +51,7 @@ def _print_answer(info: JobInfo) -> None:
         console.print_json(data=answer)
 
 
-def _save_output(job: Job, output: str) -> None:
+def save_output(job: Job, output: str) -> None:
     info = job.info()
     names = (info.answer or {}).get("artefacts") or []
     if names:
@@ -542,11 +160,11 @@ def result(job_id: str, output: str | None, client: Client, as_json: bool) -> No
     job = client.job(job_id)
     answer = job.result()
     if output:
-        _save_output(job, output)
+        save_output(job, output)
     if as_json:
         print_json(answer)
     else:
-        _print_answer(job.info())
+        print_answer(job.info())
 
 
 class WorkersGroup(click.Group):

@@ -196,6 +196,7 @@ async def submit_job(
         body.deadline_s,
         CarbonMode(body.carbon),
     )
+    c.wake_all_waiters()  # whichever held workers run its kind take it now
     response.headers["Location"] = f"/api/v1/jobs/{job.job_id}"
     c.events.publish({job.job_id})
     view = job_view(c, job, await c.capacity(max_age_s=0.0), await owner_shares(c))

@@ -4,13 +4,13 @@ workers."""
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 from starlette.types import Scope
 
+from hydracompute import jsonvalues
 from hydracompute.coordinator.auth import CoordinatorDep, SecurityDep, SecuritySettings, Viewer
 from hydracompute.coordinator.schemas import (
     Enrolled,
@@ -34,7 +34,7 @@ from hydracompute.store.credentials import hash_secret
 router = APIRouter(prefix="/api/v1", tags=["workers"])
 log = logging.getLogger("hydracompute.coordinator")
 #: The exchange's answer, compact (``json.dumps`` with arguments builds an encoder per call).
-_encode_answer = json.JSONEncoder(separators=(",", ":")).encode
+_encode_answer = jsonvalues.compact
 
 MAX_AUTHORIZATION_CHARS = 200
 Authorization = Annotated[str | None, Header(max_length=MAX_AUTHORIZATION_CHARS)]

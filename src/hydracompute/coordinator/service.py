@@ -51,6 +51,11 @@ MAX_BATCH = 512
 MAX_BATCH_BYTES = 32 * 2**20
 #: Batches the store thread records in a row before other store calls get their turn.
 DRAIN_BATCHES = 1
+#: Held exchanges woken, oldest first, when work appears; each woken one that is given work
+#: wakes as many more (the work may not be all taken), one given nothing wakes none. Waking
+#: every held exchange would re-run thousands of exchanges for one released chunk in a
+#: large idle pool. A new job submitted here wakes them all (some may not run its kind).
+WAKE_BATCH = 4
 #: Workers whose secret was verified, remembered at most (then forgotten, oldest first).
 MAX_VERIFIED_WORKERS = 100_000
 #: How often the pool's throughput is sampled for the dashboard.
@@ -118,7 +123,11 @@ class Coordinator:
         self.config: SchedulerConfig = store.config
         self.clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydra-store")
-        self._work_event = asyncio.Event()
+        #: Held exchanges waiting for work, oldest first, and how many times work appeared.
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._wakes = 0
+        #: Set when the service shuts down: every held exchange answers.
+        self._closed = asyncio.Event()
         self._seen_version = store.work_version
         self._tasks: list[asyncio.Task[None]] = []
         #: Exchanges waiting for the store thread (each with the size of its request's
@@ -286,10 +295,37 @@ class Coordinator:
             self._seen_version = self.store.work_version
             self._wake_waiters()
 
-    def _wake_waiters(self) -> None:
-        """Held exchanges look for work again."""
-        self._work_event.set()
-        self._work_event = asyncio.Event()
+    def _wake_waiters(self, count: int = WAKE_BATCH, new_work: bool = True) -> None:
+        """The ``count`` oldest held exchanges look for work again; with ``new_work``,
+        also those looking now, once their look is over (it may have been too early)."""
+        if new_work:
+            self._wakes += 1
+        while self._waiters and count > 0:
+            key = next(iter(self._waiters))
+            waiter = self._waiters.pop(key)
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
+
+    def wake_all_waiters(self) -> None:
+        """Every held exchange looks for work again (a new job: any of them may run it)."""
+        self._wake_waiters(len(self._waiters))
+
+    async def _wait_for_work(self, seen: int, timeout_s: float) -> bool:
+        """Wait until work appears after the ``seen``-th time (at once if it has), up to
+        ``timeout_s``; whether it did."""
+        if self._wakes != seen:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        key = id(waiter)
+        self._waiters[key] = waiter
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.pop(key, None)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -324,7 +360,8 @@ class Coordinator:
     def release_waiters(self) -> None:
         """Answer every held exchange now and hold no more (the service is shutting down)."""
         self._closing = True
-        self._work_event.set()
+        self._closed.set()
+        self.wake_all_waiters()
         self.events.wake_all()
 
     async def stop(self) -> None:
@@ -536,7 +573,7 @@ class Coordinator:
         Results and renewals are recorded (durably) before anything is awaited.
         ``body_bytes`` is the size of the request's body, for batching.
         """
-        event = self._work_event
+        seen = self._wakes
         began = time.perf_counter()
         try:
             outcome = await self._batched(
@@ -560,15 +597,13 @@ class Coordinator:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                break
-            if self._closing:
-                break
-            event = self._work_event
             if outcome.barred:  # it can be given nothing: held to the end, not looked at
-                continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), remaining)
+                break
+            if not await self._wait_for_work(seen, remaining) or self._closing:
+                break
+            seen = self._wakes
             later = await self._batched(
                 ExchangeRequest(worker_id, [], [], want, self.clock(), state, state_reason)
             )
@@ -577,4 +612,6 @@ class Coordinator:
             self.events.publish(later.changed_jobs, ended=later.ended_jobs)
             if later.ended_jobs:
                 self._spawn(self._log_ended(set(later.ended_jobs)))
+            if later.leases:  # there may be more: the next oldest look too
+                self._wake_waiters(new_work=False)
         return outcome

@@ -107,6 +107,14 @@ class FairSharePolicy:
         """``jobs`` (running, oldest first) in the order a worker is offered them: owners
         by usage per weight, lowest first (ties: oldest job first); within an owner, by
         priority, highest first, then oldest first."""
+        if not jobs:
+            return []
+        owner, priority = jobs[0].owner, jobs[0].priority
+        for job in jobs:  # one owner, one priority (most pools, most of the time)?
+            if job.owner != owner or job.priority != priority:
+                break
+        else:
+            return list(jobs)
         by_owner: dict[str, list[RunningJob]] = {}
         for job in jobs:
             by_owner.setdefault(job.owner, []).append(job)
@@ -168,6 +176,8 @@ def grant_cost_s(units: int, speed_per_core: float | None, target_chunk_s: float
 
 def _by_priority(jobs: list[RunningJob]) -> list[RunningJob]:
     """Higher priority first; the sort is stable, so equal priorities stay oldest first."""
-    if all(job.priority == jobs[0].priority for job in jobs):
-        return jobs
-    return sorted(jobs, key=lambda job: -job.priority)
+    first = jobs[0].priority
+    for job in jobs:  # a loop, not all(): this runs on every exchange
+        if job.priority != first:
+            return sorted(jobs, key=lambda job: -job.priority)
+    return jobs

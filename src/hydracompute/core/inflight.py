@@ -20,9 +20,8 @@ for at most the expected duration of the leases of that batch.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 
@@ -116,21 +115,9 @@ class InFlight:
             return 0.0
         return max(0.0, work.speed_end_sum - now * work.speed_sum)
 
-    @contextlib.contextmanager
-    def undone_on_error(self) -> Iterator[None]:
-        """Undo every change made within the block if it raises."""
-        outer, self._journal = self._journal, []
-        try:
-            yield
-        except BaseException:
-            journal, self._journal = self._journal, None
-            for undo in reversed(journal):
-                undo()
-            raise
-        finally:
-            if outer is not None and self._journal is not None:
-                outer.extend(self._journal)
-            self._journal = outer
+    def undone_on_error(self) -> _UndoneOnError:
+        """Undo every change made within the block if it raises (a context manager)."""
+        return _UndoneOnError(self)
 
     def __len__(self) -> int:
         """Leases counted (for tests and memory checks)."""
@@ -152,3 +139,30 @@ class InFlight:
             entry = work.leases.get(lease_id) if work is not None else None
             if entry is not None and entry.end_s <= now:  # not one restored since
                 self.returned(job_id, lease_id)
+
+
+class _UndoneOnError:
+    """:meth:`InFlight.undone_on_error`'s block (a class rather than a generator: every
+    exchange enters one)."""
+
+    __slots__ = ("_flight", "_outer")
+
+    def __init__(self, flight: InFlight) -> None:
+        self._flight = flight
+        self._outer: list[Callable[[], None]] | None = None
+
+    def __enter__(self) -> None:
+        flight = self._flight
+        self._outer, flight._journal = flight._journal, []
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        flight, outer = self._flight, self._outer
+        try:
+            if kind is not None:
+                journal, flight._journal = flight._journal, None
+                for undo in reversed(journal or []):
+                    undo()
+        finally:
+            if outer is not None and flight._journal is not None:
+                outer.extend(flight._journal)
+            flight._journal = outer

@@ -8,10 +8,8 @@ by :class:`~hydracompute.store.verdicts.Verdicts`.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
-import json
 import logging
 import math
 import random
@@ -19,6 +17,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from hydracompute import jsonvalues
 from hydracompute.core import credit, lifecycle, placement
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.fairshare import FairSharePolicy, Usage, grant_cost_s
@@ -48,7 +47,8 @@ from hydracompute.core.sizing import (
 )
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import Conflict, Forbidden, InvalidResult, NotFound
-from hydracompute.kinds import KindRegistry
+from hydracompute.kinds import JobKind, KindRegistry
+from hydracompute.kinds.costs import UnitCosts
 from hydracompute.store.backend import Backend
 from hydracompute.store.grid import GridDispatch
 from hydracompute.store.records import (
@@ -122,9 +122,16 @@ def new_lease_id(now: float, bits: Callable[[int], int] = secrets.randbits) -> s
     return f"{micros:013x}{bits(76):019x}"
 
 
+def _copied(job: Job) -> Job:
+    """A shallow copy of ``job``: what :func:`copy.copy` makes of a dataclass, without its
+    generic path (a reduction and a reconstruction, for every exchange of a batch)."""
+    fresh: Job = object.__new__(Job)
+    fresh.__dict__.update(job.__dict__)
+    return fresh
+
+
 def output_digest(output: JSON) -> str:
-    canonical = json.dumps(output, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(jsonvalues.canonical(output).encode()).hexdigest()
 
 
 class Exchange(Verdicts):
@@ -183,6 +190,11 @@ class Exchange(Verdicts):
         #: Cores of the workers online (cached by the caller), for load control.
         self.cores_online = cores_online
         self._targets: dict[float, float] = {}
+        #: The cores online, read once per exchange (``None``: not yet).
+        self._cores: int | None = None
+        #: Each job's kind and unit costs, looked up once per exchange: a job's kind and
+        #: parameters never change, and the costs are a pure function of them.
+        self._job_kinds: dict[str, tuple[JobKind, UnitCosts | None]] = {}
         #: Random bits for lease ids (seeded for a replayable simulation).
         self.id_bits = id_bits
         #: Grid-aware dispatch (``None``: carbon-blind, no CO2 counted).
@@ -193,7 +205,7 @@ class Exchange(Verdicts):
             known = self.batch.jobs.get(job_id) if self.batch is not None else None
             # A copy: a kind's fold_live returns a new summary rather than change its
             # argument, so no field of the batch's job is changed in place.
-            job = copy.copy(known) if known is not None else self.db.get_job(job_id)
+            job = _copied(known) if known is not None else self.db.get_job(job_id)
             if job is None:
                 raise NotFound(f"no job {job_id!r}")
             self._jobs[job_id] = job
@@ -271,7 +283,7 @@ class Exchange(Verdicts):
             self._fail(lease, chunk, job, report.error)
             return
         assert report.output is not None
-        kind = self.kinds.get(job.kind)
+        kind, costs = self._kind(job)
         try:
             kind.check(job.params, chunk.start, chunk.stop, report.output)
         except InvalidResult as exc:
@@ -289,7 +301,8 @@ class Exchange(Verdicts):
             lease.state = LeaseState.SUPERSEDED
             self.db.put_lease(lease)
             return
-        self._learn_speed(job.kind, chunk.units, self._cost(job, chunk), compute_s)
+        cost = float(chunk.units) if costs is None else costs.cost(chunk.start, chunk.stop)
+        self._learn_speed(job.kind, chunk.units, cost, compute_s)
         if chunk.state is ChunkState.DONE:
             # A spot check, or a copy later than the ones that were accepted: if those were
             # verified, this output is checked against them.
@@ -417,7 +430,7 @@ class Exchange(Verdicts):
                 pending = self.db.pending_chunks(job.job_id, room)
             # (A chunk that can be split is: the worker gets a probe's worth of it.)
             if job.kind not in self.worker.speeds and job.next_unit < job.total_units:
-                probe_units = self.kinds.get(job.kind).probe_units
+                probe_units = self._kind(job)[0].probe_units
                 pending = [c for c in pending if c.units <= probe_units or lifecycle.splittable(c)]
             for chunk in pending:
                 # A worker that just failed a chunk waits before retrying it, so that a
@@ -473,9 +486,8 @@ class Exchange(Verdicts):
     def _spot_check(self, job: Job) -> None:
         """Lease a copy of a chunk whose verified output is known, of a size this worker
         would be given: it cannot tell it from ordinary work."""
-        kind = self.kinds.get(job.kind)
+        kind, costs = self._kind(job)
         speed = self.worker.speeds.get(job.kind)
-        costs = kind.unit_costs(job.params)
         per_unit = 1.0 if costs is None else costs.total() / job.total_units
         max_units = max(kind.probe_units, int((speed or 0.0) * self.target_s(job) / per_unit))
         chunk = self.db.verified_chunk(job.job_id, max_units)
@@ -487,8 +499,9 @@ class Exchange(Verdicts):
         between their owners (see :mod:`hydracompute.core.fairshare`); whether the worker
         carries the labels a job requires is checked as they are needed (usually the first
         one fills the request, however many are running)."""
-        kinds = self.worker.kinds
-        jobs = [j for j in self.db.running_jobs() if j.kind in kinds and j.kind in self.kinds]
+        # The worker's kinds that this coordinator has installed, found once, not per job.
+        kinds = {kind for kind in self.worker.kinds if kind in self.kinds}
+        jobs = [j for j in self.db.running_jobs() if j.kind in kinds]
         if len(jobs) > 1:
             jobs = self.fair_share.job_order(jobs, self.usage(), self.owner_weights(), self.now)
         return (job.job_id for job in jobs if self._may_place(job.job_id))
@@ -498,13 +511,12 @@ class Exchange(Verdicts):
         return not required or placement.may_place(required, self.worker.labels)
 
     def _carve(self, job: Job, want: int, share: float) -> None:
-        kind = self.kinds.get(job.kind)
         # A probe is sized in cost too: 16 of a dear view's tiles took a slow worker as
         # long as the whole job (the estimate, tens of milliseconds once per job and
         # coordinator, is needed by the first result's acceptance anyway).
-        costs = kind.unit_costs(job.params)
+        kind, costs = self._kind(job)
         target_s = self.target_s(job)
-        floor_s = load_controlled_floor_s(self.cores_online(), self.config.capacity_results_per_s)
+        floor_s = load_controlled_floor_s(self._cores_online(), self.config.capacity_results_per_s)
         while job.next_unit < job.total_units and len(self.outcome.leases) < want:
             units = chunk_units(
                 speed=self.worker.speeds.get(job.kind),
@@ -536,9 +548,10 @@ class Exchange(Verdicts):
         """The part of a re-issued chunk this worker should compute: the chunk itself, or
         the first part of it cut to the size this worker would be given a new chunk now
         (see :func:`~hydracompute.core.sizing.split_units`); the rest stays pending."""
-        kind = self.kinds.get(job.kind)
         speed = self.worker.speeds.get(job.kind)
-        costs = kind.unit_costs(job.params) if speed is not None else None
+        kind, costs = self._kind(job)
+        if speed is None:
+            costs = None
         uncarved = job.total_units - job.next_unit
         if costs is not None and not costs.uniform and uncarved:
             also_left = costs.cost(job.next_unit, job.total_units)
@@ -554,7 +567,7 @@ class Exchange(Verdicts):
             in_flight=self.in_flight.units(job.job_id, self.now),
             costs=costs,
             start=chunk.start,
-            min_s=load_controlled_floor_s(self.cores_online(), self.config.capacity_results_per_s),
+            min_s=load_controlled_floor_s(self._cores_online(), self.config.capacity_results_per_s),
             also_left=also_left,
             evidence_s=self.worker.speed_evidence_s.get(job.kind),
         )
@@ -577,7 +590,7 @@ class Exchange(Verdicts):
             config = self.config
             target = self._targets[job.target_chunk_s] = load_controlled_target_s(
                 job.target_chunk_s,
-                self.cores_online(),
+                self._cores_online(),
                 config.capacity_results_per_s,
                 config.load_share,
             )
@@ -647,8 +660,23 @@ class Exchange(Verdicts):
 
     def _cost(self, job: Job, chunk: Chunk) -> float:
         """The chunk's estimated cost, in its kind's typical units: what speeds count."""
-        costs = self.kinds.get(job.kind).unit_costs(job.params)
+        costs = self._kind(job)[1]
         return float(chunk.units) if costs is None else costs.cost(chunk.start, chunk.stop)
+
+    def _kind(self, job: Job) -> tuple[JobKind, UnitCosts | None]:
+        """The job's kind and unit costs (see :meth:`JobKind.unit_costs`), looked up once
+        per exchange."""
+        found = self._job_kinds.get(job.job_id)
+        if found is None:
+            kind = self.kinds.get(job.kind)
+            found = self._job_kinds[job.job_id] = (kind, kind.unit_costs(job.params))
+        return found
+
+    def _cores_online(self) -> int:
+        """The pool's cores online (for load control), read once per exchange."""
+        if self._cores is None:
+            self._cores = self.cores_online()
+        return self._cores
 
     def _grant(
         self, job: Job, chunk: Chunk, backup: bool = False, spot_check: bool = False

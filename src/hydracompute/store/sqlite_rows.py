@@ -5,28 +5,32 @@ integers, dicts and lists as JSON)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import operator
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
+from hydracompute import jsonvalues
 from hydracompute.core.models import Chunk, Credential, Job, Lease, Worker
-
-#: One encoder for every JSON column (``json.dumps`` with arguments builds one per call).
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
-_decode_json = json.JSONDecoder().decode
 
 
 def json_column(value: Any) -> str:
-    # Most dict columns are empty on most writes (a chunk's failures).
-    return "{}" if isinstance(value, dict) and not value else _encode_json(value)
+    # Most dict and list columns are empty on most writes (a chunk's failures, a worker's
+    # labels).
+    if not value and type(value) in _EMPTY:
+        return _EMPTY[type(value)]
+    return jsonvalues.compact(value)
 
 
 def json_value(text: str) -> Any:
-    return {} if text == "{}" else _decode_json(text)
+    if text == "{}":
+        return {}
+    return [] if text == "[]" else jsonvalues.parsed(text)
+
+
+_EMPTY: dict[type, str] = {dict: "{}", list: "[]"}
 
 
 def _enum_column(value: Enum) -> Any:
@@ -71,6 +75,11 @@ class Table:
                 self._codecs.append((position, json_column, json_value))
             elif base is bool:
                 self._codecs.append((position, int, bool))
+        #: The row of a record, its columns in :attr:`fields` order (:meth:`plain_row`).
+        self.row: Callable[[Any], list[Any]]
+        #: The record a row holds, a new object the caller may change (:meth:`plain_record`).
+        self.record: Callable[[Sequence[Any]], Any]
+        self.row, self.record = self._compiled()
         columns = ", ".join(f'"{f}"' for f in self.fields)
         marks = ", ".join(mark for _ in self.fields)
         # An update in place when the row exists (INSERT OR REPLACE would delete it and
@@ -89,19 +98,77 @@ class Table:
         key = self._key_getter(obj)
         return key if len(self.key) > 1 else (key,)
 
-    def row(self, obj: Any) -> list[Any]:
+    def plain_row(self, obj: Any) -> list[Any]:
+        """What :attr:`row` gives, by a loop over the columns stored differently."""
         values = list(self._getter(obj))
         for position, encode, _ in self._codecs:
             if values[position] is not None:
                 values[position] = encode(values[position])
         return values
 
-    def record(self, row: Sequence[Any]) -> Any:
+    def plain_record(self, row: Sequence[Any]) -> Any:
+        """What :attr:`record` gives, by a loop (and ``__init__``)."""
         values = list(row)
         for position, _, decode in self._codecs:
             if values[position] is not None:
                 values[position] = decode(values[position])
         return self.cls(*values)
+
+    def _compiled(self) -> tuple[Callable[[Any], list[Any]], Callable[[Sequence[Any]], Any]]:
+        """:attr:`row` and :attr:`record` written out for this table's columns, as
+        :mod:`dataclasses` writes ``__init__``: the loops above run for every row read or
+        written, three of each per exchange. Same results; a record is made without
+        running ``__init__`` (which only assigns its fields) unless the class has a
+        ``__post_init__``."""
+        space: dict[str, Any] = {
+            "getter": self._getter,
+            "cls": self.cls,
+            "new": object.__new__,
+            "json_column": json_column,
+            "json_value": json_value,
+        }
+        encoded, decoded = [], []
+        codecs = {position: decode for position, _, decode in self._codecs}
+        for position in range(len(self.fields)):
+            value = f"v[{position}]"
+            decode = codecs.get(position)
+            if decode is None:
+                encoded.append(value)
+                decoded.append(value)
+                continue
+            if decode is json_value:
+                encode_text, decode_text = f"json_column({value})", f"json_value({value})"
+            elif decode is bool:
+                encode_text, decode_text = f"int({value})", f"bool({value})"
+            else:  # an enum: its value, and back by its table of values (Enum() does so)
+                space[f"enum_{position}"] = decode
+                space[f"members_{position}"] = decode._value2member_map_
+                encode_text = f"{value}._value_"
+                decode_text = (
+                    f"members_{position}[{value}] if {value} in members_{position} "
+                    f"else enum_{position}({value})"
+                )
+            encoded.append(f"None if {value} is None else {encode_text}")
+            decoded.append(f"None if {value} is None else ({decode_text})")
+        if len(self.fields) == 1:
+            row_source = f"def row(obj):\n    v = (getter(obj),)\n    return [{encoded[0]}]\n"
+        else:
+            row_source = (
+                "def row(obj):\n    v = getter(obj)\n    return [" + ", ".join(encoded) + "]\n"
+            )
+        if hasattr(self.cls, "__post_init__"):
+            record_source = "def record(v):\n    return cls(" + ", ".join(decoded) + ")\n"
+        else:
+            items = ", ".join(
+                f"{name!r}: {d}" for name, d in zip(self.fields, decoded, strict=True)
+            )
+            record_source = (
+                "def record(v):\n    obj = new(cls)\n    obj.__dict__.update({"
+                + items
+                + "})\n    return obj\n"
+            )
+        exec(row_source + record_source, space)  # our own text, as dataclasses do
+        return space["row"], space["record"]
 
 
 # Every exchange reads and writes its worker's row, and the lease and chunk of each result

@@ -26,7 +26,8 @@ from hydracompute.core.models import (
     LeaseState,
     Worker,
 )
-from hydracompute.kinds import ChunkOutput, KindRegistry
+from hydracompute.kinds import ChunkOutput, JobKind, KindRegistry
+from hydracompute.kinds.costs import UnitCosts
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.grid import GridDispatch
 from hydracompute.store.records import ExchangeOutcome, FinishedChunk
@@ -53,6 +54,9 @@ class Verdicts:
 
     def save_job(self, job: Job) -> None:
         raise NotImplementedError  # the exchange's: the job is written once, at its end
+
+    def _kind(self, job: Job) -> tuple[JobKind, UnitCosts | None]:
+        raise NotImplementedError  # the exchange's: looked up once per exchange
 
     def _apply(
         self,
@@ -101,7 +105,7 @@ class Verdicts:
         was_active: bool,
         volunteers: dict[str, str],
     ) -> None:
-        kind = self.kinds.get(job.kind)
+        kind = self._kind(job)[0]
         earners: list[credit.Contribution] = []
         lone = accept.winner.lease_id in self._leases and len(accept.agreeing) == 1
         if lone and not accept.outvoted:  # most chunks: this one copy, written by the caller

@@ -58,6 +58,9 @@ log = logging.getLogger("hydracompute.worker")
 MAX_REASON_CHARS = 200
 #: How long a pool of several coordinators waits for one to accept a connection.
 CONNECT_TIMEOUT_S = 3.0
+#: Results larger than this (characters of JSON, about) are sent after the next chunks are
+#: asked for and started; smaller ones go in the same exchange as the request.
+PIPELINE_RESULT_CHARS = 16_384
 
 
 @dataclass
@@ -301,9 +304,11 @@ class WorkerAgent:
         want = max(0, decision.cores - busy) if decision.run else 0
         idle = busy == 0 and not self._unsent
         wait_s = self.wait_s if idle and want > 0 else 0.0
-        if self._unsent and want > 0:
+        if self._unsent and want > 0 and _payload_over(self._unsent, PIPELINE_RESULT_CHARS):
             # Ask for the next chunks first and start them: the freed cores compute while
             # the results (a Mandelbrot chunk's are megabytes) travel and are checked.
+            # Small results (π's counts) go with the request instead: one exchange per
+            # chunk, not two, for the pool to serve.
             await self._start(executor, await self._exchange(want, 0.0, results=False), want)
             want = 0
         await self._start(executor, await self._exchange(want=want, wait_s=wait_s), want)
@@ -528,3 +533,27 @@ class WorkerAgent:
         while True:
             self._write_status()
             await asyncio.sleep(STATUS_PERIOD_S)
+
+
+def _payload_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` (JSON data) takes more than about ``limit`` characters as JSON;
+    stops looking as soon as it does, so a megabyte result costs no more than a small one."""
+    pending = [value]
+    size = 0
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str | bytes):
+            size += len(item) + 2
+        elif isinstance(item, Mapping):
+            size += 2
+            for key, inner in item.items():
+                size += len(str(key)) + 4
+                pending.append(inner)
+        elif isinstance(item, list | tuple):
+            size += 2 + len(item)
+            pending.extend(item)
+        else:  # a number, a boolean or null
+            size += 24
+        if size > limit:
+            return True
+    return False
