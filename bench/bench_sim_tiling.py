@@ -11,20 +11,24 @@ chunks from its own low-resolution estimate, as it does for real, so the estimat
 are simulated. The reference core computes ``--giter`` billion iterations a second (this
 machine's numba kernel: 0.97, docs/benchmarks.md), which sets its speed in tiles a second.
 
-Rows: chunks sized in estimated cost (this code) and chunks sized in tiles (the stand-in
-kind's cost estimate switched off for the run, as the coordinator sized them before cost
-estimates), for each size and seed. Efficiency is the ideal makespan (the work over the
-pool's speed: no overhead, no waiting) over the simulated one; the goal is ≤ 5% over the
-ideal (efficiency ≥ 95.2%).
+Rows: for each tile side (``--tiles``: 64, 32 or 16 pixels named in the job's parameters,
+or ``auto``, the side the kind chooses at submission from the view's estimated cost) and
+seed, chunks sized in estimated cost (this code), chunks sized in tiles (the stand-in kind's
+cost estimate switched off for the run, as the coordinator sized them before cost
+estimates) or in the simulated truth (an oracle). Efficiency is the ideal makespan (the
+work over the pool's speed: no overhead, no waiting) over the simulated one; the goal is
+≤ 5% over the ideal (efficiency ≥ 95.2%).
 
     .venv/bin/python bench/bench_sim_tiling.py [--workers 200] [--sizes 2048 16384]
-        [--seeds 3] [--coarse 16384] [--target-s 2.0] [--giter 0.97] [--json]
+        [--tiles 64 32 16 auto] [--seeds 3] [--first-seed 0] [--coarse 16384]
+        [--target-s 2.0] [--giter 0.97] [--sizing "estimated cost" tiles "true cost"] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -42,7 +46,7 @@ import numpy as np
 
 from hydracompute.kinds import mandelbrot
 from hydracompute.kinds.costs import UnitCosts
-from hydracompute.kinds.mandelbrot import MandelbrotKind, tile_stride
+from hydracompute.kinds.mandelbrot import MandelbrotKind, tile_side, tile_stride
 from hydracompute.kinds.mandelbrot_cost import TYPICAL_PIXEL_ITERATIONS
 from hydracompute.sim import parse_scenario, simulate, standin
 from hydracompute.sim.standin import StandInKind
@@ -73,7 +77,7 @@ always_on = true
 
 [[jobs]]
 kind = "mandelbrot"
-params = {{ width = {size}, height = {size}, center_re = {center_re}, center_im = {center_im}, span = {span}, max_iter = {max_iter} }}
+params = {{ width = {size}, height = {size}, center_re = {center_re}, center_im = {center_im}, span = {span}, max_iter = {max_iter}{tile} }}
 tile_costs = "{tile_costs}"
 """  # noqa: E501
 
@@ -89,20 +93,31 @@ def sized_in_tiles() -> Iterator[None]:
         StandInKind.unit_costs = saved  # type: ignore[method-assign]
 
 
-@contextlib.contextmanager
-def sized_by_truth(size: int, exact: bool) -> Iterator[None]:
-    """The stand-in kind given the simulated truth as its estimate (an oracle: what a
-    perfect cost model would give)."""
-    params = MandelbrotKind().validate({"width": size, "height": size, **VIEW})
+def job_params(size: int, tile: str) -> dict[str, Any]:
+    """The job's parameters as the coordinator stores them: ``tile`` named, or (``auto``)
+    chosen by the kind at submission."""
+    kind = MandelbrotKind()
+    named = {} if tile == "auto" else {"tile": int(tile)}
+    return kind.plan(kind.validate({"width": size, "height": size, **VIEW, **named}))
+
+
+def truth_iterations(params: dict[str, Any], exact: bool) -> np.ndarray:
+    """The simulated truth: each tile's iterations, row-major."""
     if exact:
         key = json.dumps(params, sort_keys=True, separators=(",", ":"))
-        per_tile = standin.exact_tile_iterations(key, mandelbrot.TILE)
-    else:
-        per_tile = _coarse_tile_iterations(params)
+        return standin.exact_tile_iterations(key, tile_side(params))
+    return _coarse_tile_iterations(params)
+
+
+@contextlib.contextmanager
+def sized_by_truth(params: dict[str, Any], exact: bool) -> Iterator[None]:
+    """The stand-in kind given the simulated truth as its estimate (an oracle: what a
+    perfect cost model would give)."""
+    per_tile = truth_iterations(params, exact)
     total = per_tile.size
     order = np.arange(total, dtype=np.int64) * tile_stride(total) % total
-    tile = mandelbrot.TILE
-    costs = UnitCosts(total, per_tile[order] / (tile * tile * TYPICAL_PIXEL_ITERATIONS))
+    typical = mandelbrot.TILE * mandelbrot.TILE * TYPICAL_PIXEL_ITERATIONS
+    costs = UnitCosts(total, per_tile[order] / typical)
     saved = StandInKind.unit_costs
     StandInKind.unit_costs = lambda self, params: costs  # type: ignore[method-assign]
     try:
@@ -111,27 +126,25 @@ def sized_by_truth(size: int, exact: bool) -> Iterator[None]:
         StandInKind.unit_costs = saved  # type: ignore[method-assign]
 
 
-def reference_speed(size: int, exact: bool, giter: float) -> tuple[float, float]:
-    """Tiles a second of the reference core on the view at ``size``², and the seconds the
-    simulated truth took to count."""
-    params = MandelbrotKind().validate({"width": size, "height": size, **VIEW})
+def reference_speed(params: dict[str, Any], exact: bool, giter: float) -> tuple[float, float]:
+    """Tiles a second of the reference core on the job, and the seconds the simulated
+    truth took to count."""
     began = time.process_time()
-    if exact:
-        key = json.dumps(params, sort_keys=True, separators=(",", ":"))
-        iterations = standin.exact_tile_iterations(key, mandelbrot.TILE)
-    else:
-        # The coarse truth's mean per tile, in iterations (it is normalised to a mean of 1).
-        iterations = _coarse_tile_iterations(params)
+    iterations = truth_iterations(params, exact)
     spent = time.process_time() - began
     return iterations.size / (float(iterations.sum()) / (giter * 1e9)), spent
 
 
-def _coarse_tile_iterations(params: dict[str, Any]) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def _coarse_cached(key: str) -> np.ndarray:
     from hydracompute.kinds.mandelbrot_kernel import render_tile
 
-    side = standin.COARSE_SAMPLES
-    tile = mandelbrot.TILE
+    params = json.loads(key)
+    tile = tile_side(params)
     cols, rows = -(-params["width"] // tile), -(-params["height"] // tile)
+    side = standin.COARSE_SAMPLES
+    while cols * rows * side * side > standin.MAX_COST_SAMPLES and side > 1:
+        side //= 2  # as the simulator's own coarse truth
     bounds = [params[k] for k in ("x_min", "x_max", "y_min", "y_max")]
     w, h = cols * side, rows * side
     counts = render_tile(*bounds, w, h, params["max_iter"], 0, 0, w, h).astype(np.float64)
@@ -139,20 +152,28 @@ def _coarse_tile_iterations(params: dict[str, Any]) -> np.ndarray:
     return (per_pixel + standin.PIXEL_OVERHEAD_ITERATIONS).ravel() * tile * tile
 
 
-def run(size: int, exact: bool, seed: int, sizing: str, args: argparse.Namespace) -> dict[str, Any]:
-    speed, _ = reference_speed(size, exact, args.giter)
+def _coarse_tile_iterations(params: dict[str, Any]) -> np.ndarray:
+    return _coarse_cached(json.dumps(params, sort_keys=True, separators=(",", ":")))
+
+
+def run(
+    size: int, tile: str, exact: bool, seed: int, sizing: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    params = job_params(size, tile)
+    speed, _ = reference_speed(params, exact, args.giter)
     text = SCENARIO.format(
         size=size,
         workers=args.workers,
         speed=speed,
         target_s=args.target_s,
         tile_costs="exact" if exact else "coarse",
+        tile="" if tile == "auto" else f", tile = {tile}",
         **VIEW,
     )
     scenario = parse_scenario(text)
     managers = {
         "tiles": sized_in_tiles,
-        "true cost": lambda: sized_by_truth(size, exact),
+        "true cost": lambda: sized_by_truth(params, exact),
     }
     manager = managers.get(sizing, contextlib.nullcontext)()
     with manager:
@@ -160,6 +181,8 @@ def run(size: int, exact: bool, seed: int, sizing: str, args: argparse.Namespace
     chunks = report["chunk_sizes"].get("mandelbrot", {})
     return {
         "size": size,
+        "tile": tile,
+        "tile_side": tile_side(params),
         "truth": "exact" if exact else "coarse",
         "sizing": sizing,
         "seed": seed,
@@ -180,6 +203,7 @@ def main() -> None:
         "--coarse", type=int, nargs="*", default=[16384], help="sizes costed coarsely"
     )
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--target-s", type=float, default=2.0)
     parser.add_argument(
         "--giter", type=float, default=0.97, help="G iterations/s of a reference core"
@@ -191,43 +215,44 @@ def main() -> None:
         help="how chunks are sized: the coordinator's estimate, tiles, the truth (an oracle)",
     )
     parser.add_argument(
-        "--tile",
-        type=int,
-        default=mandelbrot.TILE,
-        help="tile side: the kind's constant, changed in this process only, to measure "
-        "what smaller tiles would give",
+        "--tiles",
+        nargs="+",
+        default=["64", "32", "auto"],
+        choices=[*map(str, mandelbrot.TILE_SIDES), "auto"],
+        help="tile sides named in the job's parameters; auto: the kind's choice",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    mandelbrot.TILE = args.tile
     logging.getLogger("hydracompute").setLevel(logging.ERROR)
     rows = []
     if not args.json:
         print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     for size in args.sizes:
         exact = size not in args.coarse
-        speed, spent = reference_speed(size, exact, args.giter)
-        if not args.json:
-            params = MandelbrotKind().validate({"width": size, "height": size, **VIEW})
-            core_s = MandelbrotKind().total_units(params) / speed
-            truth = "exact" if exact else "coarse (4×4 points a tile)"
-            print(
-                f"{size}², tiles of {mandelbrot.TILE}²: truth {truth}, counted in {spent:.1f}s "
-                f"of CPU; the job is {core_s:.0f} s of the reference core "
-                f"({speed:.1f} tiles/s)"
-            )
-        for seed in range(args.seeds):
-            for sizing in args.sizing:
-                row = run(size, exact, seed, sizing, args)
-                rows.append(row)
-                if not args.json:
-                    units = row["chunk_units"] or {}
-                    print(
-                        f"  seed {seed}, sized in {sizing:<14}: makespan {row['makespan_s']:7.2f}s,"
-                        f" ideal {row['ideal_s']:7.2f}s, {1 / row['efficiency'] - 1:+7.1%} over "
-                        f"the ideal; {row['results']} results, chunk units median "
-                        f"{units.get('p50', 0):.0f}, max {units.get('max', 0):.0f}"
-                    )
+        for tile in args.tiles:
+            params = job_params(size, tile)
+            speed, spent = reference_speed(params, exact, args.giter)
+            if not args.json:
+                core_s = MandelbrotKind().total_units(params) / speed
+                truth = "exact" if exact else "coarse (a few points a tile)"
+                print(
+                    f"{size}², tiles {tile} ({tile_side(params)}²): truth {truth}, counted in "
+                    f"{spent:.1f}s of CPU; the job is {core_s:.0f} s of the reference core "
+                    f"({speed:.1f} tiles/s)"
+                )
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                for sizing in args.sizing:
+                    row = run(size, tile, exact, seed, sizing, args)
+                    rows.append(row)
+                    if not args.json:
+                        units = row["chunk_units"] or {}
+                        print(
+                            f"  seed {seed}, sized in {sizing:<14}: makespan "
+                            f"{row['makespan_s']:7.2f}s, ideal {row['ideal_s']:7.2f}s, "
+                            f"{1 / row['efficiency'] - 1:+7.1%} over the ideal; "
+                            f"{row['results']} results, chunk units median "
+                            f"{units.get('p50', 0):.0f}, max {units.get('max', 0):.0f}"
+                        )
     if args.json:
         print(json.dumps(rows, indent=2))
 

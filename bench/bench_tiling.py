@@ -17,8 +17,12 @@ With ``--estimates`` it first compares cost models against the view's true itera
 true cost over the estimated cost, scaled so that they agree over the whole view; the
 closer to 1, the better chunks sized by it match their target.
 
+``--tiles`` names the tile sides of this checkout's coordinated job, as sides of their own:
+``auto`` (the default: the side the coordinator chooses, 16 for this view) or 64, 32, 16
+named in the job's parameters. The plain processes always pull 64² tiles.
+
     .venv/bin/python bench/bench_tiling.py [--workers 2] [--size 2048] [--repeat 3]
-        [--before-src /path/to/other/checkout/src] [--estimates] [--json]
+        [--tiles auto 64] [--before-src /path/to/other/checkout/src] [--estimates] [--json]
 """
 
 from __future__ import annotations
@@ -78,7 +82,9 @@ def _eta_at(samples: list[tuple[float, float, float | None]], end: float, fracti
     return None
 
 
-def coordinated(workers: int, params: dict[str, Any], src: str | None) -> dict[str, Any]:
+def coordinated(
+    workers: int, params: dict[str, Any], src: str | None, tile: str = "auto"
+) -> dict[str, Any]:
     """One job through a coordinator running the code at ``src`` (this checkout's if
     ``None``): its seconds, its chunks' compute times and its ETA samples."""
     saved = os.environ.get("PYTHONPATH")
@@ -89,7 +95,8 @@ def coordinated(workers: int, params: dict[str, Any], src: str | None) -> dict[s
             coordinator = start_coordinator(Path(tmp), 0)
             procs = [start_worker(coordinator, 1, f"bench-{k}") for k in range(workers)]
             try:
-                return _one_job(coordinator, workers, params, Path(tmp) / "coordinator.db")
+                named = params if tile == "auto" else {**params, "tile": int(tile)}
+                return _one_job(coordinator, workers, named, Path(tmp) / "coordinator.db")
             finally:
                 for proc in procs:
                     stop(proc)
@@ -219,21 +226,30 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each side's best kept")
     parser.add_argument("--before-src", default=None, help="src/ of the code to compare with")
     parser.add_argument("--estimates", action="store_true", help="compare cost models first")
+    parser.add_argument(
+        "--tiles",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "64", "32", "16"],
+        help="tile sides of this code's job (auto: the coordinator's choice)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     params = MandelbrotKind().validate({"width": args.size, "height": args.size, **VIEW})
     if args.estimates and not args.json:
         compare_estimates(params)
-    sides: dict[str, str | None] = {"this code": None}
+    sides: dict[str, tuple[str | None, str]] = {
+        ("this code" if tile == "auto" else f"tiles {tile}"): (None, tile) for tile in args.tiles
+    }
     if args.before_src:
-        sides["before"] = str(Path(args.before_src).resolve())
+        sides["before"] = (str(Path(args.before_src).resolve()), "auto")
     plain: list[float] = []
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     # Alternate the sides, several rounds: the machine is shared.
     for _ in range(args.repeat):
         plain.append(plain_processes(args.workers, params))
-        for name, src in sides.items():
-            runs[name].append(coordinated(args.workers, params, src))
+        for name, (src, tile) in sides.items():
+            runs[name].append(coordinated(args.workers, params, src, tile))
     best_plain = min(plain)
     if args.json:
         print(json.dumps({"plain_s": plain, "runs": runs}, indent=2))

@@ -256,6 +256,18 @@ def test_chunks_grow_to_the_target_by_steps_from_the_evidence() -> None:
     assert chunk_units(speed=100.0, evidence_s=0.05, **common) == 200
 
 
+def test_the_tails_floor_grows_by_the_same_steps() -> None:
+    """A probe timed at 24 µs (its units estimated a thousand times dearer than they were)
+    gives a speed whose smallest tail chunk, 5% of the target, would be a thousand
+    targets of the true work: the floor is bounded by the growth as the chunk is."""
+    costs = UnitCosts(10**6, [1.0, 3.0] * (10**6 // 2))
+    common = dict(target_s=2.0, probe_units=1, max_units=10**9, remaining=10**6, share=1.0)
+    speed = 10**6  # learnt from 24 units of cost in 24 µs
+    grown = chunk_units(speed=speed, evidence_s=24e-6, costs=costs, **common)
+    assert costs.cost(0, grown) <= speed * GROWTH * 24e-6 + 3.0  # 96 of cost, not 100,000
+    assert chunk_units(speed=speed, costs=costs, **common) > 10**5  # no evidence: the floor
+
+
 def test_a_worker_whose_probe_misjudged_it_tenfold_grows_back_to_the_target() -> None:
     """Its probe's units were estimated ten times dearer than they were: sized on that
     speed at once, its next chunk would take ten targets; by steps it takes at most

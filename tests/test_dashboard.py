@@ -168,8 +168,9 @@ def test_the_form_asks_for_verification(page: tuple[Page, Console], client: Clie
     assert (info["replication"], info["quorum"], info["adaptive"]) == (3, 2, False)
 
 
+@pytest.mark.parametrize("tile", [None, 16], ids=["tiles-64", "tiles-16"])
 def test_mandelbrot_canvas_fills_in_to_exactly_the_png(
-    page: tuple[Page, Console], client: Client
+    page: tuple[Page, Console], client: Client, tile: int | None
 ) -> None:
     view, _ = page
     # Keep the worker busy so the page is open before the first tile arrives.
@@ -185,6 +186,8 @@ def test_mandelbrot_canvas_fills_in_to_exactly_the_png(
         x_max=0.3,
         y_min=-0.9,
         y_max=0.9,
+        # Tiles of 16² (a job's side is in its parameters): the previews' pieces place them.
+        **({} if tile is None else {"tile": tile}),
     )
     fetched: list[str] = []
     view.on("request", lambda request: fetched.append(request.url))

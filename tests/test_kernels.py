@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hydracompute.kinds.mandelbrot_kernel import render_tile
+from hydracompute.kinds.mandelbrot_kernel import render_tile, render_tiles
 from hydracompute.kinds.pi import BLOCK_SAMPLES
 from hydracompute.kinds.pi_kernel import count_hits
 
@@ -222,6 +222,35 @@ def test_stitched_tiles_equal_the_whole_image(region: Region, tile_w: int, tile_
             stitched[row0 : row0 + h, col0 : col0 + w] = tile
     np.testing.assert_array_equal(stitched, whole)
     np.testing.assert_array_equal(whole, reference_image(region, WIDTH, HEIGHT, max_iter))
+
+
+@pytest.mark.parametrize(("tile_w", "tile_h"), [(1, 1), (5, 7), (16, 16), (37, 23)])
+def test_tiles_rendered_in_one_call_are_each_tiles_counts(tile_w: int, tile_h: int) -> None:
+    """render_tiles gives each tile's counts, one after the other, in any order."""
+    reference = reference_image(SEAHORSE_VALLEY, WIDTH, HEIGHT, 500)
+    tiles = [
+        (col0, row0, min(tile_w, WIDTH - col0), min(tile_h, HEIGHT - row0))
+        for row0 in range(0, HEIGHT, tile_h)
+        for col0 in range(0, WIDTH, tile_w)
+    ][::-1]
+    c0, r0, w, h = (np.array(column, dtype=np.int64) for column in zip(*tiles, strict=True))
+    flat = render_tiles(*SEAHORSE_VALLEY, WIDTH, HEIGHT, 500, c0, r0, w, h)
+    expected = [reference[y : y + th, x : x + tw].ravel() for x, y, tw, th in tiles]
+    np.testing.assert_array_equal(flat, np.concatenate(expected))
+
+
+@pytest.mark.parametrize(
+    ("col0", "row0", "tile_w", "tile_h"),
+    [(-1, 0, 4, 4), (0, -1, 4, 4), (0, 0, 0, 4), (34, 0, 4, 4), (0, 20, 4, 4)],
+)
+def test_render_tiles_refuses_a_tile_outside_the_image(
+    col0: int, row0: int, tile_w: int, tile_h: int
+) -> None:
+    one = [np.array([v], dtype=np.int64) for v in (0, 0, 2, 2)]
+    bad = [np.array([v], dtype=np.int64) for v in (col0, row0, tile_w, tile_h)]
+    arrays = [np.concatenate(pair) for pair in zip(one, bad, strict=True)]
+    with pytest.raises(ValueError, match="inside"):
+        render_tiles(*FULL_VIEW, WIDTH, HEIGHT, 50, *arrays)
 
 
 @settings(max_examples=40, deadline=None)

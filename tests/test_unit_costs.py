@@ -39,6 +39,7 @@ def test_uniform_costs_count_units() -> None:
     assert costs.units_within(0, 3.7) == 3
     assert costs.units_within(8, 100.0) == 2  # no more than is left
     assert costs.units_within(0, 0.2) == 1  # never nothing
+    assert costs.dearest() == 1.0
 
 
 def test_uneven_costs_fill_a_budget_with_units() -> None:
@@ -51,6 +52,7 @@ def test_uneven_costs_fill_a_budget_with_units() -> None:
     assert costs.units_within(0, 12.0) == 3
     assert costs.units_within(2, 1.0) == 1  # a unit dearer than the budget: on its own
     assert costs.units_within(3, 50.0) == 2
+    assert costs.dearest() == 10.0
 
 
 @pytest.mark.parametrize("bad", [[1.0, 2.0], [1.0, float("nan"), 1.0], [1.0, float("inf"), 2.0]])

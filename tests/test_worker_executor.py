@@ -47,6 +47,23 @@ def test_a_valid_lease_is_computed_and_timed() -> None:
             2048,
             "exceeds",
         ),  # a chunk too large to hold in memory is never started
+        (
+            "mandelbrot",
+            {
+                "width": 32768,
+                "height": 8192,
+                "x_min": -2.0,
+                "x_max": 0.5,
+                "y_min": -1.25,
+                "y_max": 1.25,
+                "max_iter": 10,
+                "colour_map": "grey",
+                "tile": 16,
+            },
+            0,
+            16385,
+            "exceeds",
+        ),  # the bound is in pixels: 16,384 tiles of 16² (4 Mpixel)
     ],
 )
 def test_a_hostile_or_broken_lease_is_refused_not_computed(

@@ -102,5 +102,5 @@ def _print_speeds(scenario: object) -> None:
             continue
         seen.add(job.kind)
         kind = registry.get(job.kind)
-        speed = measure_speed(kind, kind.validate(job.params))
+        speed = measure_speed(kind, kind.plan(kind.validate(job.params)))
         console.print(f"{job.kind} = {speed:.6g}  # units/s on one core of this machine")

@@ -4,7 +4,9 @@ A *job kind* knows everything about one sort of work and nothing about networks 
 databases. The coordinator and the workers only ever call the methods below:
 
 - ``validate(params)`` turns user parameters into canonical ones (or raises
-  :class:`~hydracompute.errors.InvalidParams`);
+  :class:`~hydracompute.errors.InvalidParams`); ``plan(params)`` optionally completes them,
+  once when the job is submitted, with choices the kind makes for the job (Mandelbrot's
+  tile side, from the view's estimated cost);
 - ``total_units(params)`` says how many *work units* the job has; a chunk is a half-open
   range ``[start, stop)`` of units, so the scheduler can carve chunks of any size;
 - ``compute(params, start, stop)`` runs the kernel on one chunk and returns its *output*,
@@ -21,7 +23,9 @@ databases. The coordinator and the workers only ever call the methods below:
   (``fold_live_chunk`` is the same with the chunk's unit range, for a summary that needs it);
 - ``unit_costs(params)`` optionally estimates what each unit costs, when units differ
   (Mandelbrot tiles): chunks are then sized in estimated cost, not in units, and
-  ``work_done(params, live)`` may count progress in work rather than in units.
+  ``work_done(params, live)`` may count progress in work rather than in units;
+  ``max_units(params)`` bounds a chunk of one job (``max_chunk_units`` by default), for a
+  kind whose units differ in size from job to job.
 
 Kinds register through the ``hydracompute.kinds`` entry-point group, the built-in ones
 exactly like a third-party kind would.
@@ -119,7 +123,8 @@ class JobKind(abc.ABC):
     unit_name: ClassVar[str] = "unit"
     #: Size of the first chunk a worker gets before its speed is known.
     probe_units: ClassVar[int] = 1
-    #: Upper bound on one chunk, whatever the worker's speed (bounds memory and payloads).
+    #: Upper bound on one chunk, whatever the worker's speed (bounds memory and payloads);
+    #: see :meth:`max_units` for a bound that depends on the job.
     max_chunk_units: ClassVar[int] = 1 << 20
     #: Work (see :meth:`units_of_work`) in a typical unit, to show speeds in work per second.
     #: Speeds are learnt in typical units per second: with :meth:`unit_costs`, a unit of
@@ -139,6 +144,20 @@ class JobKind(abc.ABC):
             InvalidParams: a parameter is missing, unknown, of the wrong type or out of
                 range; ``errors`` maps each offending field to a message.
         """
+
+    def plan(self, params: JSON) -> JSON:
+        """Canonical parameters completed with the choices the kind makes for this job,
+        called once by the coordinator when the job is submitted (after :meth:`validate`);
+        what it returns is stored and sent to workers. The default chooses nothing.
+
+        For choices that depend on more than the user gave and would cost too much to make
+        on every :meth:`validate` (each worker validates every chunk's parameters):
+        Mandelbrot picks its tile side from an estimate of the view's cost. It must return
+        parameters that :meth:`validate` returns unchanged, and give them back unchanged
+        when they already hold its choices; parameters that lack them must keep their
+        meaning (a job stored before the kind made the choice).
+        """
+        return params
 
     @abc.abstractmethod
     def total_units(self, params: JSON) -> int:
@@ -268,6 +287,13 @@ class JobKind(abc.ABC):
         costs matter for balance (a uniform error is learnt into the workers' speeds).
         """
         return None
+
+    def max_units(self, params: JSON) -> int:
+        """The most units one chunk of this job may hold, whatever the worker's speed:
+        :attr:`max_chunk_units` by default. A kind whose units differ in size from job to
+        job (Mandelbrot's tiles of 64, 32 or 16 pixels a side) bounds a chunk's memory and
+        payload here; the coordinator never carves more, and a worker refuses more."""
+        return self.max_chunk_units
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         """Elementary operations in a chunk (samples, iterations...), for throughput figures;

@@ -56,6 +56,12 @@ class UnitCosts:
     def total(self) -> float:
         return self.cost(0, self.total_units)
 
+    def dearest(self) -> float:
+        """The estimated cost of the dearest unit."""
+        if self._prefix is None:
+            return 1.0
+        return float(np.diff(self._prefix).max())
+
     def units_within(self, start: int, budget: float) -> int:
         """How many units from ``start`` on fit in ``budget`` of cost: at least 1 (a unit
         dearer than the budget is a chunk of its own), at most what is left."""

@@ -1,13 +1,18 @@
 """Mandelbrot rendering: escape-time counts of a width×height view of the complex plane.
 
-Work units are square tiles of :data:`TILE` pixels a side (the right and bottom tiles may
-be narrower); a chunk is a run of consecutive units. Unit ``u`` is tile ``u·s mod n`` of the
-``n`` tiles numbered row-major, where the stride ``s`` is the number coprime with ``n``
-nearest to ``round(n/φ)`` (see :func:`tile_stride`): any run of units is spread over the whole
-picture, so every chunk costs about the same per pixel. In row-major order a band through
-the set costs dozens of times a band above it, and a worker's speed measured on one chunk
-would misjudge the next. The pixel convention is fixed and documented in
-:func:`hydracompute.kinds.mandelbrot_kernel.render_tile`.
+Work units are square tiles of the job's tile side (parameter ``tile``: 64, 32 or 16 pixels;
+the right and bottom tiles may be narrower); a chunk is a run of consecutive units. The side
+is chosen per job when it is submitted (:meth:`MandelbrotKind.plan`): 64 unless a tile of
+that side would be dear enough to hold up the end of a job on a slow worker (see
+:data:`MAX_TILE_ITERATIONS`); a job whose parameters lack ``tile`` has tiles of 64. A tile is
+computed pixel by pixel, each pixel alone, so the counts do not depend on the tiling.
+
+Unit ``u`` is tile ``u·s mod n`` of the ``n`` tiles numbered row-major, where the stride
+``s`` is the number coprime with ``n`` nearest to ``round(n/φ)`` (see :func:`tile_stride`):
+any run of units is spread over the whole picture, so every chunk costs about the same per
+pixel. In row-major order a band through the set costs dozens of times a band above it, and
+a worker's speed measured on one chunk would misjudge the next. The pixel convention is
+fixed and documented in :func:`hydracompute.kinds.mandelbrot_kernel.render_tile`.
 
 A chunk's output carries its counts tile after tile (each tile row-major) as little-endian
 ``uint16`` (``uint32`` when ``max_iter`` exceeds 65,535), in one zstd frame that records its
@@ -45,7 +50,17 @@ from hydracompute.kinds.mandelbrot_colour import COLOUR_MAPS, colourise, encode_
 from hydracompute.kinds.mandelbrot_cost import TYPICAL_PIXEL_ITERATIONS, unit_costs
 from hydracompute.kinds.params import ParamReader
 
+#: The largest tile side, and the side of a job whose parameters do not name one.
 TILE = 64
+#: The tile sides a job may have, largest first.
+TILE_SIDES = (64, 32, 16)
+#: At submission the tile side is halved (down to 16) while the view's dearest tile, as
+#: estimated (:mod:`hydracompute.kinds.mandelbrot_cost`), would cost more iterations than
+#: this: 0.05 s of a core of 1 G iterations/s, 0.25 s of one five times slower. A 64² tile
+#: inside the set at max_iter 100,000 costs 4.1·10⁸ iterations, 2.1 s on such a core: held
+#: by a slow worker when the others run dry, it set the end of a 6-second job
+#: (docs/benchmarks.md, "Tiles sized per job"). The default view (max_iter 1000) keeps 64.
+MAX_TILE_ITERATIONS = 5e7
 MAX_SIDE = 32768
 MAX_PIXELS = 1 << 28
 MAX_ITER = 10**6
@@ -68,9 +83,11 @@ class MandelbrotKind(JobKind):
     # 16 tiles spread over the picture (see the unit order): a few milliseconds of work
     # whose speed holds for the next chunk; one tile (a corner, say) misjudged it tenfold.
     probe_units = 16
-    max_chunk_units = 1024  # 4 Mpixel, 16 MiB of raw counts at most per chunk
-    # Work is counted in iterations; a unit of cost 1.0 is a tile of the classic view's
-    # average cost (see unit_costs).
+    # 4 Mpixel, 16 MiB of raw counts at most per chunk, for tiles of 64 (see max_units).
+    max_chunk_units = 1024
+    # Work is counted in iterations; a unit of cost 1.0 is a 64² tile of the classic view's
+    # average cost, whatever the job's tile side (see unit_costs): speeds learnt on one job
+    # hold for the next.
     work_per_unit = TILE * TILE * TYPICAL_PIXEL_ITERATIONS
 
     def validate(self, params: Mapping[str, Any]) -> JSON:
@@ -80,16 +97,40 @@ class MandelbrotKind(JobKind):
         max_iter = reader.int("max_iter", 1, MAX_ITER, default=1000)
         colour_map = reader.choice("colour_map", list(COLOUR_MAPS), default="classic")
         region = _read_region(reader, width, height)
+        tile = reader.int("tile", min(TILE_SIDES), TILE) if reader.present("tile") else None
+        if tile is not None and tile not in TILE_SIDES:
+            reader.fail("tile", f"must be one of {', '.join(map(str, TILE_SIDES))}")
         if width * height > MAX_PIXELS:
             reader.fail("width", f"width × height must be at most {MAX_PIXELS} pixels")
         reader.finish()
-        return {
+        canonical: JSON = {
             "width": width,
             "height": height,
             **region,
             "max_iter": max_iter,
             "colour_map": colour_map,
         }
+        if tile is not None:
+            canonical["tile"] = tile
+        return canonical
+
+    def plan(self, params: JSON) -> JSON:
+        """The parameters with the job's tile side when they name none: the largest of
+        :data:`TILE_SIDES` whose dearest tile is estimated at most
+        :data:`MAX_TILE_ITERATIONS` (a view's dearest 64² tile, scaled by area). Named only
+        when it is not 64, so a cheap view's parameters are what they always were."""
+        if "tile" in params:
+            return params
+        # The estimate of 64² tiles, cached: a job that keeps them is sized from it.
+        dearest = self.unit_costs(params).dearest() * self.work_per_unit
+        side = TILE
+        while side > TILE_SIDES[-1] and dearest * (side / TILE) ** 2 > MAX_TILE_ITERATIONS:
+            side //= 2
+        return params if side == TILE else {**params, "tile": side}
+
+    def max_units(self, params: JSON) -> int:
+        """:attr:`max_chunk_units` tiles of 64, in tiles of the job's side: 4 Mpixel."""
+        return self.max_chunk_units * (TILE // tile_side(params)) ** 2
 
     def total_units(self, params: JSON) -> int:
         cols, rows = _tile_grid(params)
@@ -97,25 +138,23 @@ class MandelbrotKind(JobKind):
 
     def compute(self, params: JSON, start: int, stop: int) -> JSON:
         # Imported here: only compute processes need numba (see PiKind.compute).
-        from hydracompute.kinds.mandelbrot_kernel import render_tile
+        from hydracompute.kinds.mandelbrot_kernel import render_tiles
 
-        parts = [
-            render_tile(
-                params["x_min"],
-                params["x_max"],
-                params["y_min"],
-                params["y_max"],
-                params["width"],
-                params["height"],
-                params["max_iter"],
-                col0,
-                row0,
-                tile_w,
-                tile_h,
-            ).ravel()
-            for col0, row0, tile_w, tile_h in _tiles(params, start, stop)
-        ]
-        counts = np.concatenate(parts)
+        col0s, row0s = _tile_corners(params, start, stop)
+        side = tile_side(params)
+        counts = render_tiles(
+            params["x_min"],
+            params["x_max"],
+            params["y_min"],
+            params["y_max"],
+            params["width"],
+            params["height"],
+            params["max_iter"],
+            col0s,
+            row0s,
+            np.minimum(side, int(params["width"]) - col0s),
+            np.minimum(side, int(params["height"]) - row0s),
+        )
         wire = np.ascontiguousarray(counts, dtype=count_dtype(params))
         packed = _compressor().compress(wire.data)
         return {
@@ -240,13 +279,14 @@ class MandelbrotKind(JobKind):
         """The chunk's tiles side by side in a square-ish grid of tile slots (one piece
         each), coloured as in the final picture."""
         tiles = list(_tiles(params, start, stop))
+        side = tile_side(params)
         slots = math.isqrt(len(tiles) - 1) + 1  # slots per row of the sheet
-        sheet = np.zeros((-(-len(tiles) // slots) * TILE, slots * TILE), dtype=np.uint32)
+        sheet = np.zeros((-(-len(tiles) // slots) * side, slots * side), dtype=np.uint32)
         flat = decode_counts(params, start, stop, output)
         pieces: list[PreviewPiece] = []
         offset = 0
         for position, (col0, row0, w, h) in enumerate(tiles):
-            x, y = (position % slots) * TILE, (position // slots) * TILE
+            x, y = (position % slots) * side, (position // slots) * side
             sheet[y : y + h, x : x + w] = flat[offset : offset + w * h].reshape(h, w)
             pieces.append((x, y, w, h, col0, row0))
             offset += w * h
@@ -254,15 +294,17 @@ class MandelbrotKind(JobKind):
         return Preview(encode_png(rgb), tuple(pieces))
 
     def warm_up(self) -> None:
-        from hydracompute.kinds.mandelbrot_kernel import render_tile
+        from hydracompute.kinds.mandelbrot_kernel import render_tiles
 
-        render_tile(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, 0, 0, 8, 8)
+        corner = np.zeros(1, dtype=np.int64)
+        side = np.full(1, 8, dtype=np.int64)
+        render_tiles(-2.0, 0.5, -1.25, 1.25, 8, 8, 10, corner, corner, side, side)
 
     def unit_costs(self, params: JSON) -> UnitCosts:
         """Each tile's iterations estimated from a low-resolution render of the view (see
         :mod:`hydracompute.kinds.mandelbrot_cost`), in typical units."""
         total = self.total_units(params)
-        return unit_costs(params, TILE, tile_stride(total))
+        return unit_costs(params, tile_side(params), tile_stride(total), TILE * TILE)
 
     def work_done(self, params: JSON, live: JSON) -> float:
         """Iterations of the accepted tiles, as their outputs count them."""
@@ -321,8 +363,14 @@ def _compressor() -> zstandard.ZstdCompressor:
     return compressor
 
 
+def tile_side(params: JSON) -> int:
+    """The side of a job's tiles, in pixels (64 when its parameters name none)."""
+    return int(params.get("tile", TILE))
+
+
 def _tile_grid(params: JSON) -> tuple[int, int]:
-    return -(-int(params["width"]) // TILE), -(-int(params["height"]) // TILE)
+    side = tile_side(params)
+    return -(-int(params["width"]) // side), -(-int(params["height"]) // side)
 
 
 def _tile_corners(
@@ -334,25 +382,28 @@ def _tile_corners(
     total = cols * rows
     index = np.arange(start, stop, dtype=np.int64) * tile_stride(total) % total
     row, col = np.divmod(index, cols)
-    return col * TILE, row * TILE
+    side = tile_side(params)
+    return col * side, row * side
 
 
 def _tiles(params: JSON, start: int, stop: int) -> Iterator[tuple[int, int, int, int]]:
     """(col0, row0, tile_w, tile_h) of the tiles of units ``[start, stop)``, in unit order."""
     width, height = int(params["width"]), int(params["height"])
+    side = tile_side(params)
     col0s, row0s = _tile_corners(params, start, stop)
     for col0, row0 in zip(col0s.tolist(), row0s.tolist(), strict=True):
-        yield col0, row0, min(TILE, width - col0), min(TILE, height - row0)
+        yield col0, row0, min(side, width - col0), min(side, height - row0)
 
 
 def _pixels(params: JSON, start: int, stop: int) -> int:
     """How many pixels the tiles of units ``[start, stop)`` hold (edge tiles are cut)."""
     width, height = int(params["width"]), int(params["height"])
-    if width % TILE == 0 and height % TILE == 0:
-        return (stop - start) * TILE * TILE
+    side = tile_side(params)
+    if width % side == 0 and height % side == 0:
+        return (stop - start) * side * side
     col0, row0 = _tile_corners(params, start, stop)
-    tile_w = np.minimum(TILE, width - col0)
-    tile_h = np.minimum(TILE, height - row0)
+    tile_w = np.minimum(side, width - col0)
+    tile_h = np.minimum(side, height - row0)
     return int((tile_w * tile_h).sum())
 
 

@@ -123,22 +123,26 @@ def tile_iterations(params: JSON, tile: int) -> npt.NDArray[np.float64]:
     return iterations
 
 
-def unit_costs(params: JSON, tile: int, stride: int) -> UnitCosts:
-    """The job's unit costs in typical units (:data:`TYPICAL_PIXEL_ITERATIONS` a pixel),
-    unit ``u`` being tile ``u·stride mod n`` (row-major); cached by parameters."""
+def unit_costs(params: JSON, tile: int, stride: int, typical_pixels: int) -> UnitCosts:
+    """The job's unit costs in typical units (``typical_pixels`` pixels of
+    :data:`TYPICAL_PIXEL_ITERATIONS` each), unit ``u`` being tile ``u·stride mod n`` of the
+    tiles of ``tile`` pixels a side (row-major); cached by parameters."""
     key = tuple(sorted((k, v) for k, v in params.items() if k != "colour_map"))
-    return _unit_costs(key, tile, stride)
+    return _unit_costs(key, tile, stride, typical_pixels)
 
 
 #: Jobs whose costs are cached: a running job's are asked for on every chunk carved, and
-#: recomputed after eviction (tens of milliseconds). At most 2 MiB each (262,144 tiles).
-CACHED_JOBS = 64
+#: recomputed after eviction (tens of milliseconds). At most 8 MiB each (1,048,576 tiles
+#: of 16²).
+CACHED_JOBS = 32
 
 
 @functools.lru_cache(maxsize=CACHED_JOBS)
-def _unit_costs(key: tuple[tuple[str, object], ...], tile: int, stride: int) -> UnitCosts:
+def _unit_costs(
+    key: tuple[tuple[str, object], ...], tile: int, stride: int, typical_pixels: int
+) -> UnitCosts:
     per_tile = tile_iterations(dict(key), tile)
     total = per_tile.size
     unit_tiles = np.arange(total, dtype=np.int64) * stride % total
-    typical_tile = tile * tile * TYPICAL_PIXEL_ITERATIONS
+    typical_tile = typical_pixels * TYPICAL_PIXEL_ITERATIONS
     return UnitCosts(total, per_tile[unit_tiles] / typical_tile)

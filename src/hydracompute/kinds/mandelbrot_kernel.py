@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-__all__ = ["render_tile"]
+__all__ = ["render_tile", "render_tiles"]
 
 # Counts are ``uint32``, so ``max_iter`` may not exceed this.
 _MAX_ITER = 2**32 - 1
@@ -113,6 +113,41 @@ def _render(
     return out
 
 
+@njit(cache=True, nogil=True)
+def _render_many(
+    x_min: float,
+    x_max: float,
+    y_min: float,
+    y_max: float,
+    width: int,
+    height: int,
+    max_iter: int,
+    col0s: npt.NDArray[np.int64],
+    row0s: npt.NDArray[np.int64],
+    tile_ws: npt.NDArray[np.int64],
+    tile_hs: npt.NDArray[np.int64],
+) -> npt.NDArray[np.uint32]:
+    out = np.empty(int((tile_ws * tile_hs).sum()), np.uint32)
+    offset = 0
+    for t in range(col0s.size):
+        n = tile_ws[t] * tile_hs[t]
+        out[offset : offset + n] = _render(
+            x_min,
+            x_max,
+            y_min,
+            y_max,
+            width,
+            height,
+            max_iter,
+            col0s[t],
+            row0s[t],
+            tile_ws[t],
+            tile_hs[t],
+        )
+        offset += n
+    return out
+
+
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
@@ -199,3 +234,46 @@ def render_tile(
         )
     counts = _render(x_lo, x_hi, y_lo, y_hi, w, h, iterations, c0, r0, tw, th)
     return counts.reshape(th, tw)
+
+
+def render_tiles(
+    x_min: float,
+    x_max: float,
+    y_min: float,
+    y_max: float,
+    width: int,
+    height: int,
+    max_iter: int,
+    col0s: npt.NDArray[np.int64],
+    row0s: npt.NDArray[np.int64],
+    tile_ws: npt.NDArray[np.int64],
+    tile_hs: npt.NDArray[np.int64],
+) -> npt.NDArray[np.uint32]:
+    """:func:`render_tile` for several tiles of one image in one call, their counts one
+    after the other (each tile row-major) in one flat array: the same counts, without a
+    Python call per tile (on 16² tiles of a cheap view the calls cost a quarter of the
+    time).
+
+    Raises:
+        TypeError, ValueError: as :func:`render_tile`, for the image or any tile; the
+            four arrays must have one entry a tile.
+    """
+    x_lo, x_hi = _check_float("x_min", x_min), _check_float("x_max", x_max)
+    y_lo, y_hi = _check_float("y_min", y_min), _check_float("y_max", y_max)
+    if not (x_lo < x_hi and y_lo < y_hi):
+        raise ValueError("need x_min < x_max and y_min < y_max")
+    if not (math.isfinite(x_hi - x_lo) and math.isfinite(y_hi - y_lo)):
+        raise ValueError("the region's width and height must be finite floats")
+    w = _check_int("width", width, 1)
+    h = _check_int("height", height, 1)
+    iterations = _check_int("max_iter", max_iter, 1, _MAX_ITER)
+    corners = [np.ascontiguousarray(a, dtype=np.int64) for a in (col0s, row0s, tile_ws, tile_hs)]
+    c0, r0, tw, th = corners
+    if not c0.ndim == 1 or any(a.shape != c0.shape for a in corners):
+        raise ValueError("col0s, row0s, tile_ws and tile_hs must be 1-D, one entry a tile")
+    if c0.size and (
+        c0.min() < 0 or r0.min() < 0 or tw.min() < 1 or th.min() < 1
+        or (c0 + tw).max() > w or (r0 + th).max() > h
+    ):  # fmt: skip
+        raise ValueError(f"every tile must lie inside the {w}×{h} image")
+    return _render_many(x_lo, x_hi, y_lo, y_hi, w, h, iterations, c0, r0, tw, th)

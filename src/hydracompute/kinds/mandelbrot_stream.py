@@ -3,8 +3,8 @@
 A chunk's tiles are spread over the whole picture (see :mod:`hydracompute.kinds.mandelbrot`),
 so no band of rows can be drawn before every chunk has been read. Rendering therefore takes
 two passes: the first decodes each chunk once and writes its tiles into a scratch file in
-band order (each tile in a ``TILE``×``TILE`` slot, the tiles of a band side by side); the
-second reads the scratch file one band of ``TILE`` rows at a time and encodes it, as
+band order (each tile in a slot of the job's tile side squared, the tiles of a band side by
+side); the second reads the scratch file one band of a tile's rows at a time and encodes it, as
 ``counts.npy`` (the ``.npy`` header, then rows) or as ``image.png`` (see
 :mod:`hydracompute.kinds.png_stream`). What is in memory at once is one chunk's output and
 one band: a few megabytes for the largest image allowed, against gigabytes when the whole
@@ -25,11 +25,11 @@ import numpy.typing as npt
 
 from hydracompute.kinds.base import JSON, ChunkOutput
 from hydracompute.kinds.mandelbrot import (
-    TILE,
     _tile_grid,
     _tiles,
     count_dtype,
     decode_counts,
+    tile_side,
 )
 from hydracompute.kinds.mandelbrot_colour import palette
 from hydracompute.kinds.png_stream import PngStreamWriter
@@ -92,29 +92,30 @@ def _gathered(pieces: Iterable[bytes]) -> Iterator[bytes]:
 def _count_bands(
     params: JSON, outputs: Iterable[ChunkOutput], scratch: BinaryIO
 ) -> Iterator[npt.NDArray[np.unsignedinteger[Any]]]:
-    """The count image in bands of ``TILE`` rows (the last may be shorter), top first,
+    """The count image in bands of a tile's rows (the last may be shorter), top first,
     each of shape (rows, width) in :func:`count_dtype`."""
     dtype = count_dtype(params)
     width, height = int(params["width"]), int(params["height"])
+    side = tile_side(params)
     cols, rows = _tile_grid(params)
-    slot_bytes = TILE * TILE * dtype.itemsize
+    slot_bytes = side * side * dtype.itemsize
     band_bytes = cols * slot_bytes
     scratch.truncate(0)
     scratch.truncate(rows * band_bytes)  # a file of holes: unwritten slots read as zeros
-    slot = np.zeros((TILE, TILE), dtype=dtype)
+    slot = np.zeros((side, side), dtype=dtype)
     for chunk in outputs:
         flat = decode_counts(params, chunk.start, chunk.stop, chunk.output)
         offset = 0
         for col0, row0, w, h in _tiles(params, chunk.start, chunk.stop):
             slot[:h, :w] = flat[offset : offset + w * h].reshape(h, w)
             offset += w * h
-            scratch.seek((row0 // TILE * cols + col0 // TILE) * slot_bytes)
+            scratch.seek((row0 // side * cols + col0 // side) * slot_bytes)
             scratch.write(slot.data)
         del flat
     for band_row in range(rows):
         scratch.seek(band_row * band_bytes)
         raw = scratch.read(band_bytes)
-        slots = np.frombuffer(raw, dtype=dtype).reshape(cols, TILE, TILE)
-        band = slots.transpose(1, 0, 2).reshape(TILE, cols * TILE)
-        band_height = min(TILE, height - band_row * TILE)
+        slots = np.frombuffer(raw, dtype=dtype).reshape(cols, side, side)
+        band = slots.transpose(1, 0, 2).reshape(side, cols * side)
+        band_height = min(side, height - band_row * side)
         yield np.ascontiguousarray(band[:band_height, :width])

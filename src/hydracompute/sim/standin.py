@@ -77,6 +77,12 @@ class StandInKind(JobKind):
     def validate(self, params: Mapping[str, Any]) -> JSON:
         return self.real.validate(params)
 
+    def plan(self, params: JSON) -> JSON:
+        return self.real.plan(params)
+
+    def max_units(self, params: JSON) -> int:
+        return self.real.max_units(params)
+
     def total_units(self, params: JSON) -> int:
         return self.real.total_units(params)
 
@@ -136,11 +142,12 @@ def unit_costs(kind: JobKind, params: JSON, exact: bool = False) -> npt.NDArray[
         return None
     if exact:
         key = json.dumps(params, sort_keys=True, separators=(",", ":"))
-        return _exact_tile_costs(key)
+        return _exact_tile_costs(key, mandelbrot_tile_side(params))
     from hydracompute.kinds import mandelbrot
     from hydracompute.kinds.mandelbrot_kernel import render_tile
 
-    cols, rows = -(-params["width"] // mandelbrot.TILE), -(-params["height"] // mandelbrot.TILE)
+    tile = mandelbrot.tile_side(params)
+    cols, rows = -(-params["width"] // tile), -(-params["height"] // tile)
     side = COARSE_SAMPLES
     while cols * rows * side * side > MAX_COST_SAMPLES and side > 1:
         side //= 2
@@ -166,10 +173,16 @@ def unit_costs(kind: JobKind, params: JSON, exact: bool = False) -> npt.NDArray[
     return np.asarray(costs / costs.mean(), dtype=np.float64)
 
 
-def _exact_tile_costs(key: str) -> npt.NDArray[np.float64]:
+def mandelbrot_tile_side(params: JSON) -> int:
     from hydracompute.kinds import mandelbrot
 
-    per_tile = exact_tile_iterations(key, mandelbrot.TILE)
+    return mandelbrot.tile_side(params)
+
+
+def _exact_tile_costs(key: str, tile: int) -> npt.NDArray[np.float64]:
+    from hydracompute.kinds import mandelbrot
+
+    per_tile = exact_tile_iterations(key, tile)
     total = per_tile.size
     order = np.arange(total, dtype=np.int64) * mandelbrot.tile_stride(total) % total
     costs = per_tile[order]

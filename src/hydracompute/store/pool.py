@@ -182,7 +182,7 @@ class Store(WorkerRecords):
             TooManyRequests: the owner already has the most running jobs allowed.
         """
         job_kind = self.kinds.get(kind)
-        canonical = job_kind.validate(params)
+        canonical = job_kind.plan(job_kind.validate(params))
         labels_problem = placement.label_errors(required_labels)
         if labels_problem:
             raise InvalidParams({"required_labels": labels_problem})

@@ -111,8 +111,8 @@ def run_chunk(
             raise ValueError("parameters are not in the kind's canonical form")
         if not 0 <= start < stop <= kind.total_units(canonical):
             raise ValueError(f"chunk [{start}, {stop}) is outside the job")
-        if stop - start > kind.max_chunk_units:
-            raise ValueError(f"chunk of {stop - start} units exceeds {kind.max_chunk_units}")
+        if stop - start > kind.max_units(canonical):
+            raise ValueError(f"chunk of {stop - start} units exceeds {kind.max_units(canonical)}")
         needed = kind.blobs(canonical)
         if set(files or {}) != set(needed):
             raise ValueError(
