@@ -64,6 +64,87 @@ def _running_view(job: Job) -> tuple[object, ...]:
     return (job.state, job.kind, job.owner, job.priority, job.created_s)
 
 
+def _deadline(lease: Lease) -> float | None:
+    return lease.deadline_s
+
+
+def _late(lease: Lease) -> float | None:
+    return lease.late_s
+
+
+def _negated_end(lease: Lease) -> float | None:
+    return None if lease.expected_end_s is None else -lease.expected_end_s
+
+
+class _TailOrders:
+    """A job's active leases in the orders its tail is read in (:meth:`MemoryBackend.
+    tail_chunks`): heaps of (key, lease id) by deadline (renewed longest ago first), by
+    ``late_s`` and by ``expected_end_s`` negated (latest end first).
+
+    An entry is pushed whenever a lease becomes active or its key changes (a write or an
+    undo); an entry whose lease has ended or has another key now is dropped when met, and
+    a heap grown past four times the job's active leases is rebuilt from them (renewals
+    push an entry each)."""
+
+    __slots__ = ("deadlines", "ends", "lates")
+
+    ORDERS = (("deadlines", _deadline), ("lates", _late), ("ends", _negated_end))
+
+    def __init__(self) -> None:
+        self.deadlines: list[tuple[float, str]] = []
+        self.lates: list[tuple[float, str]] = []
+        self.ends: list[tuple[float, str]] = []
+
+    def add(
+        self,
+        active: dict[str, dict[str, None]],
+        job_id: str,
+        leases: dict[str, Lease],
+        lease: Lease,
+    ) -> None:
+        for name, key_of in self.ORDERS:
+            key = key_of(lease)
+            if key is not None:
+                self.push(active, job_id, leases, name, key, lease.lease_id)
+
+    def push(
+        self,
+        active: dict[str, dict[str, None]],
+        job_id: str,
+        leases: dict[str, Lease],
+        name: str,
+        key: float,
+        lease_id: str,
+    ) -> None:
+        heap: list[tuple[float, str]] = getattr(self, name)
+        heapq.heappush(heap, (key, lease_id))
+        ids = active.get(job_id, ())
+        if len(heap) > 4 * len(ids) + 64:
+            key_of = dict(self.ORDERS)[name]
+            rebuilt = [(k, i) for i in ids if (k := key_of(leases[i])) is not None]
+            heapq.heapify(rebuilt)
+            setattr(self, name, rebuilt)
+
+    @staticmethod
+    def first(
+        leases: dict[str, Lease],
+        heap: list[tuple[float, str]],
+        key_of: Callable[[Lease], float | None],
+        limit: int,
+        below: float,
+    ) -> list[tuple[str, None]]:
+        """The ids of up to ``limit`` active leases of smallest key, under ``below``."""
+        taken: dict[str, float] = {}
+        while heap and len(taken) < limit and heap[0][0] < below:
+            key, lease_id = heapq.heappop(heap)
+            lease = leases.get(lease_id)
+            if lease is not None and lease.state is ACTIVE and key_of(lease) == key:
+                taken[lease_id] = key  # (a second entry of the same is dropped)
+        for lease_id, key in taken.items():
+            heapq.heappush(heap, (key, lease_id))
+        return [(lease_id, None) for lease_id in taken]
+
+
 class MemoryBackend(MemoryShared, Backend):
     """Everything in memory, large payloads in ``blobs`` (by default in memory too)."""
 
@@ -102,6 +183,14 @@ class MemoryBackend(MemoryShared, Backend):
         #: (deadline, lease id) of active leases; an entry whose lease has another deadline
         #: or is no longer active is dropped when met
         self._deadlines: list[tuple[float, str]] = []
+        #: job id -> its active leases' ids, and the orders its tail is read in (see
+        #: :meth:`tail_chunks`)
+        self._active_by_job: dict[str, dict[str, None]] = {}
+        self._tail_orders: dict[str, _TailOrders] = {}
+        #: ids of the workers their owners paused, and per job the ids of leases whose
+        #: holder was paused (pruned when read: a holder that resumed, a lease that ended)
+        self._paused: dict[str, None] = {}
+        self._paused_leases: dict[str, dict[str, None]] = {}
         #: (job id, index) -> candidate keys of that chunk
         self._candidates_by_chunk: dict[tuple[str, int], dict[tuple[str, int, str], None]] = {}
         #: worker id -> candidate keys of its copies (read when it is barred)
@@ -192,7 +281,17 @@ class MemoryBackend(MemoryShared, Backend):
         return self._get(self._workers, worker_id)  # type: ignore[no-any-return]
 
     def put_worker(self, worker: Worker) -> None:
-        self._put(self._workers, worker.worker_id, worker)
+        self._put(self._workers, worker.worker_id, worker, self._index_worker)
+
+    def _index_worker(self, old: Worker | None, new: Worker | None) -> None:
+        if new is not None and new.state == "paused":
+            if new.worker_id not in self._paused:
+                self._paused[new.worker_id] = None
+                for lease_id in self._active_by_worker.get(new.worker_id, ()):
+                    job_id = self._leases[lease_id].job_id
+                    self._paused_leases.setdefault(job_id, {})[lease_id] = None
+        elif old is not None:
+            self._paused.pop(old.worker_id, None)
 
     def list_workers(self) -> list[Worker]:
         workers = sorted(self._workers.values(), key=lambda w: w.enrolled_s)
@@ -349,6 +448,38 @@ class MemoryBackend(MemoryShared, Backend):
         indices = sorted(self._leased.get(job_id, ()))[:limit]
         return [_clone(self._chunks[(job_id, index)]) for index in indices]
 
+    def tail_chunks(
+        self, job_id: str, now: float, silent_deadline_s: float, limit: int, race: bool = True
+    ) -> list[Chunk]:
+        found: dict[str, None] = {}
+        orders = self._tail_orders.get(job_id)
+        if orders is not None:
+            leases = self._leases
+            found.update(
+                orders.first(leases, orders.deadlines, _deadline, limit, silent_deadline_s)
+            )
+            found.update(orders.first(leases, orders.lates, _late, limit, now))
+            if race:  # latest expected end first: keys are its negation
+                found.update(orders.first(leases, orders.ends, _negated_end, limit, -now))
+        paused = self._paused_leases.get(job_id)
+        if paused:
+            held = []
+            for lease_id in list(paused):
+                lease = self._leases.get(lease_id)
+                if (
+                    lease is None
+                    or lease.state is not ACTIVE
+                    or lease.worker_id not in self._paused
+                ):
+                    del paused[lease_id]  # put back by the index if a write is undone
+                else:
+                    held.append((lease.chunk_index, lease_id))
+            held.sort()
+            found.update((lease_id, None) for _, lease_id in held[:limit])
+        indices = sorted({self._leases[lease_id].chunk_index for lease_id in found})
+        chunks = (self._chunks[(job_id, index)] for index in indices)
+        return [_clone(c) for c in chunks if c.state is ChunkState.LEASED]
+
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._get(self._leases, lease_id)  # type: ignore[no-any-return]
 
@@ -365,20 +496,39 @@ class MemoryBackend(MemoryShared, Backend):
         ):  # a renewal: only its deadline changed
             if old.deadline_s != new.deadline_s:
                 heapq.heappush(self._deadlines, (new.deadline_s, new.lease_id))
+                self._tail_order(new.job_id).push(
+                    self._active_by_job,
+                    new.job_id,
+                    self._leases,
+                    "deadlines",
+                    new.deadline_s,
+                    new.lease_id,
+                )
             return
         if old is not None and old.state is LeaseState.ACTIVE:
             _discard(self._active_by_worker, old.worker_id, old.lease_id)
             _discard(self._active_by_chunk, (old.job_id, old.chunk_index), old.lease_id)
+            _discard(self._active_by_job, old.job_id, old.lease_id)
         if new is not None and new.state is LeaseState.ACTIVE:
             self._active_by_worker.setdefault(new.worker_id, {})[new.lease_id] = None
             chunk = (new.job_id, new.chunk_index)
             self._active_by_chunk.setdefault(chunk, {})[new.lease_id] = None
+            self._active_by_job.setdefault(new.job_id, {})[new.lease_id] = None
+            self._tail_order(new.job_id).add(self._active_by_job, new.job_id, self._leases, new)
+            if new.worker_id in self._paused:
+                self._paused_leases.setdefault(new.job_id, {})[new.lease_id] = None
             if (
                 old is None
                 or old.state is not LeaseState.ACTIVE
                 or old.deadline_s != new.deadline_s
             ):
                 heapq.heappush(self._deadlines, (new.deadline_s, new.lease_id))
+
+    def _tail_order(self, job_id: str) -> _TailOrders:
+        orders = self._tail_orders.get(job_id)
+        if orders is None:
+            orders = self._tail_orders[job_id] = _TailOrders()
+        return orders
 
     def _leases_sorted(self, lease_ids: Iterable[str]) -> list[Lease]:
         leases = [self._leases[lease_id] for lease_id in lease_ids]
