@@ -79,51 +79,40 @@ def _negated_end(lease: Lease) -> float | None:
 class _TailOrders:
     """A job's active leases in the orders its tail is read in (:meth:`MemoryBackend.
     tail_chunks`): heaps of (key, lease id) by deadline (renewed longest ago first), by
-    ``late_s`` and by ``expected_end_s`` negated (latest end first).
+    ``late_s`` and by ``expected_end_s`` negated (latest end first); and the leases of
+    paused holders.
 
-    An entry is pushed whenever a lease becomes active or its key changes (a write or an
-    undo); an entry whose lease has ended or has another key now is dropped when met, and
-    a heap grown past four times the job's active leases is rebuilt from them (renewals
-    push an entry each)."""
+    Built from the job's active leases when its tail is first read (a job is read only
+    once it has no work left to carve), then kept: an entry is pushed whenever a lease
+    becomes active or its key changes (a write or an undo); an entry whose lease has ended
+    or has another key now is dropped when met, and the orders are dropped (to be built
+    again when next read) once they hold many more entries than the job has leased chunks
+    (each renewal pushes one)."""
 
-    __slots__ = ("deadlines", "ends", "lates")
+    __slots__ = ("deadlines", "ends", "lates", "paused")
 
-    ORDERS = (("deadlines", _deadline), ("lates", _late), ("ends", _negated_end))
-
-    def __init__(self) -> None:
+    def __init__(self, leases: Iterable[Lease], paused: dict[str, None]) -> None:
         self.deadlines: list[tuple[float, str]] = []
         self.lates: list[tuple[float, str]] = []
         self.ends: list[tuple[float, str]] = []
+        #: ids of the leases whose holder was paused (pruned when read: a holder that
+        #: resumed, a lease that ended)
+        self.paused: dict[str, None] = {}
+        for lease in leases:
+            self.add(lease)
+            if lease.worker_id in paused:
+                self.paused[lease.lease_id] = None
 
-    def add(
-        self,
-        active: dict[str, dict[str, None]],
-        job_id: str,
-        leases: dict[str, Lease],
-        lease: Lease,
-    ) -> None:
-        for name, key_of in self.ORDERS:
-            key = key_of(lease)
-            if key is not None:
-                self.push(active, job_id, leases, name, key, lease.lease_id)
+    def add(self, lease: Lease) -> None:
+        lease_id = lease.lease_id
+        heapq.heappush(self.deadlines, (lease.deadline_s, lease_id))
+        if lease.late_s is not None:
+            heapq.heappush(self.lates, (lease.late_s, lease_id))
+        if lease.expected_end_s is not None:
+            heapq.heappush(self.ends, (-lease.expected_end_s, lease_id))
 
-    def push(
-        self,
-        active: dict[str, dict[str, None]],
-        job_id: str,
-        leases: dict[str, Lease],
-        name: str,
-        key: float,
-        lease_id: str,
-    ) -> None:
-        heap: list[tuple[float, str]] = getattr(self, name)
-        heapq.heappush(heap, (key, lease_id))
-        ids = active.get(job_id, ())
-        if len(heap) > 4 * len(ids) + 64:
-            key_of = dict(self.ORDERS)[name]
-            rebuilt = [(k, i) for i in ids if (k := key_of(leases[i])) is not None]
-            heapq.heapify(rebuilt)
-            setattr(self, name, rebuilt)
+    def size(self) -> int:
+        return len(self.deadlines) + len(self.lates) + len(self.ends)
 
     @staticmethod
     def first(
@@ -183,14 +172,11 @@ class MemoryBackend(MemoryShared, Backend):
         #: (deadline, lease id) of active leases; an entry whose lease has another deadline
         #: or is no longer active is dropped when met
         self._deadlines: list[tuple[float, str]] = []
-        #: job id -> its active leases' ids, and the orders its tail is read in (see
-        #: :meth:`tail_chunks`)
-        self._active_by_job: dict[str, dict[str, None]] = {}
+        #: job id -> the orders its tail is read in, for the jobs whose tail was read
+        #: (see :meth:`tail_chunks`)
         self._tail_orders: dict[str, _TailOrders] = {}
-        #: ids of the workers their owners paused, and per job the ids of leases whose
-        #: holder was paused (pruned when read: a holder that resumed, a lease that ended)
+        #: ids of the workers their owners paused
         self._paused: dict[str, None] = {}
-        self._paused_leases: dict[str, dict[str, None]] = {}
         #: (job id, index) -> candidate keys of that chunk
         self._candidates_by_chunk: dict[tuple[str, int], dict[tuple[str, int, str], None]] = {}
         #: worker id -> candidate keys of its copies (read when it is barred)
@@ -288,8 +274,9 @@ class MemoryBackend(MemoryShared, Backend):
             if new.worker_id not in self._paused:
                 self._paused[new.worker_id] = None
                 for lease_id in self._active_by_worker.get(new.worker_id, ()):
-                    job_id = self._leases[lease_id].job_id
-                    self._paused_leases.setdefault(job_id, {})[lease_id] = None
+                    orders = self._tail_orders.get(self._leases[lease_id].job_id)
+                    if orders is not None:
+                        orders.paused[lease_id] = None
         elif old is not None:
             self._paused.pop(old.worker_id, None)
 
@@ -359,6 +346,9 @@ class MemoryBackend(MemoryShared, Backend):
     def _index_job(self, old: Job | None, new: Job | None) -> None:
         if old is None or new is None or _running_view(old) != _running_view(new):
             self._running = None
+            if new is None or new.state is not JobState.RUNNING:  # (built again if read)
+                job_id = (old or new).job_id  # type: ignore[union-attr]
+                self._tail_orders.pop(job_id, None)
 
     def list_jobs(
         self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
@@ -453,19 +443,19 @@ class MemoryBackend(MemoryShared, Backend):
     ) -> list[Chunk]:
         found: dict[str, None] = {}
         orders = self._tail_orders.get(job_id)
-        if orders is not None:
-            leases = self._leases
-            found.update(
-                orders.first(leases, orders.deadlines, _deadline, limit, silent_deadline_s)
-            )
-            found.update(orders.first(leases, orders.lates, _late, limit, now))
-            if race:  # latest expected end first: keys are its negation
-                found.update(orders.first(leases, orders.ends, _negated_end, limit, -now))
-        paused = self._paused_leases.get(job_id)
+        if orders is None:
+            leases_of_job = self._active_leases_of_job(job_id)
+            orders = self._tail_orders[job_id] = _TailOrders(leases_of_job, self._paused)
+        leases = self._leases
+        found.update(orders.first(leases, orders.deadlines, _deadline, limit, silent_deadline_s))
+        found.update(orders.first(leases, orders.lates, _late, limit, now))
+        if race:  # latest expected end first: keys are its negation
+            found.update(orders.first(leases, orders.ends, _negated_end, limit, -now))
+        paused = orders.paused
         if paused:
             held = []
             for lease_id in list(paused):
-                lease = self._leases.get(lease_id)
+                lease = leases.get(lease_id)
                 if (
                     lease is None
                     or lease.state is not ACTIVE
@@ -476,9 +466,24 @@ class MemoryBackend(MemoryShared, Backend):
                     held.append((lease.chunk_index, lease_id))
             held.sort()
             found.update((lease_id, None) for _, lease_id in held[:limit])
-        indices = sorted({self._leases[lease_id].chunk_index for lease_id in found})
+        indices = sorted({leases[lease_id].chunk_index for lease_id in found})
         chunks = (self._chunks[(job_id, index)] for index in indices)
         return [_clone(c) for c in chunks if c.state is ChunkState.LEASED]
+
+    def _active_leases_of_job(self, job_id: str) -> Iterator[Lease]:
+        by_chunk = self._active_by_chunk
+        for index in self._leased.get(job_id, ()):
+            for lease_id in by_chunk.get((job_id, index), ()):
+                yield self._leases[lease_id]
+
+    def _tail_push(self, orders: _TailOrders, lease: Lease, renewal: bool) -> None:
+        """Keep a job's tail orders (:class:`_TailOrders`) up to date with ``lease``."""
+        if renewal:
+            heapq.heappush(orders.deadlines, (lease.deadline_s, lease.lease_id))
+        else:
+            orders.add(lease)
+        if orders.size() > 12 * len(self._leased.get(lease.job_id, ())) + 192:
+            del self._tail_orders[lease.job_id]  # built again when next read
 
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._get(self._leases, lease_id)  # type: ignore[no-any-return]
@@ -496,39 +501,28 @@ class MemoryBackend(MemoryShared, Backend):
         ):  # a renewal: only its deadline changed
             if old.deadline_s != new.deadline_s:
                 heapq.heappush(self._deadlines, (new.deadline_s, new.lease_id))
-                self._tail_order(new.job_id).push(
-                    self._active_by_job,
-                    new.job_id,
-                    self._leases,
-                    "deadlines",
-                    new.deadline_s,
-                    new.lease_id,
-                )
+                orders = self._tail_orders.get(new.job_id)
+                if orders is not None:
+                    self._tail_push(orders, new, True)
             return
         if old is not None and old.state is LeaseState.ACTIVE:
             _discard(self._active_by_worker, old.worker_id, old.lease_id)
             _discard(self._active_by_chunk, (old.job_id, old.chunk_index), old.lease_id)
-            _discard(self._active_by_job, old.job_id, old.lease_id)
         if new is not None and new.state is LeaseState.ACTIVE:
             self._active_by_worker.setdefault(new.worker_id, {})[new.lease_id] = None
             chunk = (new.job_id, new.chunk_index)
             self._active_by_chunk.setdefault(chunk, {})[new.lease_id] = None
-            self._active_by_job.setdefault(new.job_id, {})[new.lease_id] = None
-            self._tail_order(new.job_id).add(self._active_by_job, new.job_id, self._leases, new)
-            if new.worker_id in self._paused:
-                self._paused_leases.setdefault(new.job_id, {})[new.lease_id] = None
+            orders = self._tail_orders.get(new.job_id)
+            if orders is not None:
+                self._tail_push(orders, new, False)
+                if new.worker_id in self._paused:
+                    orders.paused[new.lease_id] = None
             if (
                 old is None
                 or old.state is not LeaseState.ACTIVE
                 or old.deadline_s != new.deadline_s
             ):
                 heapq.heappush(self._deadlines, (new.deadline_s, new.lease_id))
-
-    def _tail_order(self, job_id: str) -> _TailOrders:
-        orders = self._tail_orders.get(job_id)
-        if orders is None:
-            orders = self._tail_orders[job_id] = _TailOrders()
-        return orders
 
     def _leases_sorted(self, lease_ids: Iterable[str]) -> list[Lease]:
         leases = [self._leases[lease_id] for lease_id in lease_ids]
