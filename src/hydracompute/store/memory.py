@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import collections
 import copy
-import dataclasses
 import functools
 import heapq
 import threading
@@ -62,6 +61,15 @@ def _remove_sorted(index: dict[str, list[int]], key: str, member: int) -> None:
 def _running_view(job: Job) -> tuple[object, ...]:
     """What :meth:`MemoryBackend.running_jobs` shows of a job."""
     return (job.state, job.kind, job.owner, job.priority, job.created_s)
+
+
+def _replaced(record: Any, **changes: Any) -> Any:
+    """A copy of a frozen dataclass record with ``changes`` (``dataclasses.replace`` runs
+    its ``__init__`` again, three times slower: every accepted result appends two credit
+    entries)."""
+    twin = object.__new__(type(record))
+    twin.__dict__.update(record.__dict__, **changes)
+    return twin
 
 
 def _deadline(lease: Lease) -> float | None:
@@ -588,7 +596,7 @@ class MemoryBackend(MemoryShared, Backend):
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         for entry in entries:
             entry_id = len(self._credit) + 1
-            self._put(self._credit, entry_id, dataclasses.replace(entry, entry_id=entry_id))
+            self._put(self._credit, entry_id, _replaced(entry, entry_id=entry_id))
 
     def credit_entries(
         self,
