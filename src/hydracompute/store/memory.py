@@ -103,13 +103,13 @@ class _TailOrders:
         self.deadlines: list[tuple[float, str]] = []
         self.lates: list[tuple[float, str]] = []
         self.ends: list[tuple[float, str]] = []
-        #: ids of the leases whose holder was paused (pruned when read: a holder that
-        #: resumed, a lease that ended)
-        self.paused: dict[str, None] = {}
+        #: (chunk index, lease id) of the leases whose holder was paused (an entry whose
+        #: holder resumed or whose lease ended is dropped when met)
+        self.paused: list[tuple[int, str]] = []
         for lease in leases:
             self.add(lease)
             if lease.worker_id in paused:
-                self.paused[lease.lease_id] = None
+                heapq.heappush(self.paused, (lease.chunk_index, lease.lease_id))
 
     def add(self, lease: Lease) -> None:
         lease_id = lease.lease_id
@@ -120,7 +120,7 @@ class _TailOrders:
             heapq.heappush(self.ends, (-lease.expected_end_s, lease_id))
 
     def size(self) -> int:
-        return len(self.deadlines) + len(self.lates) + len(self.ends)
+        return len(self.deadlines) + len(self.lates) + len(self.ends) + len(self.paused)
 
     @staticmethod
     def first(
@@ -282,9 +282,10 @@ class MemoryBackend(MemoryShared, Backend):
             if new.worker_id not in self._paused:
                 self._paused[new.worker_id] = None
                 for lease_id in self._active_by_worker.get(new.worker_id, ()):
-                    orders = self._tail_orders.get(self._leases[lease_id].job_id)
+                    lease = self._leases[lease_id]
+                    orders = self._tail_orders.get(lease.job_id)
                     if orders is not None:
-                        orders.paused[lease_id] = None
+                        heapq.heappush(orders.paused, (lease.chunk_index, lease_id))
         elif old is not None:
             self._paused.pop(old.worker_id, None)
 
@@ -459,21 +460,17 @@ class MemoryBackend(MemoryShared, Backend):
         found.update(orders.first(leases, orders.lates, _late, limit, now))
         if race:  # latest expected end first: keys are its negation
             found.update(orders.first(leases, orders.ends, _negated_end, limit, -now))
-        paused = orders.paused
-        if paused:
-            held = []
-            for lease_id in list(paused):
-                lease = leases.get(lease_id)
-                if (
-                    lease is None
-                    or lease.state is not ACTIVE
-                    or lease.worker_id not in self._paused
-                ):
-                    del paused[lease_id]  # put back by the index if a write is undone
-                else:
-                    held.append((lease.chunk_index, lease_id))
-            held.sort()
-            found.update((lease_id, None) for _, lease_id in held[:limit])
+        # Paused holders' leases, lowest chunk index first (entries of holders that
+        # resumed, or of leases that ended, dropped; a holder paused again pushes anew).
+        heap, paused, held = orders.paused, self._paused, dict[str, int]()
+        while heap and len(held) < limit:
+            index, lease_id = heapq.heappop(heap)
+            lease = leases.get(lease_id)
+            if lease is not None and lease.state is ACTIVE and lease.worker_id in paused:
+                held[lease_id] = index
+        for lease_id, index in held.items():
+            heapq.heappush(heap, (index, lease_id))
+        found.update(dict.fromkeys(held))
         indices = sorted({leases[lease_id].chunk_index for lease_id in found})
         chunks = (self._chunks[(job_id, index)] for index in indices)
         return [_clone(c) for c in chunks if c.state is ChunkState.LEASED]
@@ -524,7 +521,7 @@ class MemoryBackend(MemoryShared, Backend):
             if orders is not None:
                 self._tail_push(orders, new, False)
                 if new.worker_id in self._paused:
-                    orders.paused[new.lease_id] = None
+                    heapq.heappush(orders.paused, (new.chunk_index, new.lease_id))
             if (
                 old is None
                 or old.state is not LeaseState.ACTIVE
