@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 
@@ -294,17 +293,3 @@ def test_a_probe_is_sized_in_cost_when_units_differ() -> None:
     common = dict(speed=None, target_s=2.0, probe_units=16, max_units=100, share=1.0)
     assert chunk_units(remaining=40, costs=costs, start=0, **common) == 1
     assert chunk_units(remaining=20, costs=costs, start=20, **common) == 16
-
-
-def test_a_lease_is_late_and_ends_as_expected_when_it_was_granted() -> None:
-    # Granted to a holder then thought to compute 10 units/s: 160 units end at 16 s, late
-    # after 24 s. Its speed learnt since (40 units/s) does not move either.
-    kept = dataclasses.replace(lease(0, 99), expected_end_s=16.0, late_s=24.0)
-    args = (kept, 160, 40.0, 16.0, 1.5)
-    assert not wants_backup(*args, now=23.9, taker_speed=10.0, race=False)
-    assert wants_backup(*args, now=24.1, taker_speed=10.0, race=False)
-    assert expected_end_s(*args, now=1.0) == 16.0
-    assert expected_end_s(*args, now=24.1) == math.inf
-    # From the speed now, the holder would have been late after 6 s and ended at 4 s.
-    assert wants_backup(lease(0, 99), 160, 40.0, 16.0, 1.5, now=6.1, taker_speed=10.0)
-    assert expected_end_s(lease(0, 99), 160, 40.0, 16.0, 1.5, now=1.0) == 4.0

@@ -46,37 +46,25 @@ def wants_backup(
     on behalf of a worker with nothing else to do: the first valid result of the two wins.
 
     The holder is a straggler once its lease has run ``factor`` times longer than it was
-    expected to take when granted (``Lease.late_s``), or as soon as its owner paused it (it
-    computes nothing until it resumes, which may be never). A straggler's chunk gets a copy
-    from a worker that would compute it in at most ``factor`` targets, not from a slower
-    one: the chunk was sized for its first holder, and a copy on a worker four times slower
-    would make the job's tail in its turn (it waits instead until the lease expires or is
-    given back, and is then cut to fit; see :func:`hydracompute.core.sizing.split_units`).
-    With ``race``, a copy also starts when the asking worker would finish it ``factor``
-    times sooner than the holder is expected to finish its own: at the end of a job, an idle
-    fast core is better spent racing a slow one than waiting for it. ``taker_speed``
-    ``None``: the asking worker's speed is unknown (a copy takes it one target).
+    expected to take, or as soon as its owner paused it (it computes nothing until it
+    resumes, which may be never). A straggler's chunk gets a copy from a worker that would
+    compute it in at most ``factor`` targets, not from a slower one: the chunk was sized
+    for its first holder, and a copy on a worker four times slower would make the job's
+    tail in its turn (it waits instead until the lease expires or is given back, and is
+    then cut to fit; see :func:`hydracompute.core.sizing.split_units`). With ``race``, a
+    copy also starts when the asking worker would finish it ``factor`` times sooner than
+    the holder is expected to finish its own: at the end of a job, an idle fast core is
+    better spent racing a slow one than waiting for it. ``taker_speed`` ``None``: the
+    asking worker's speed is unknown (a copy takes it one target).
     """
     if lease.state is not LeaseState.ACTIVE:
         return False
-    end_s, late_s = _end_and_late_s(lease, units, holder_speed, target_s, factor)
-    taker_s = expected_duration_s(units, taker_speed, target_s)
-    if holder_paused or now > late_s:
-        return taker_s <= factor * target_s
-    holder_left_s = end_s - now
-    return race and taker_speed is not None and holder_left_s > factor * taker_s
-
-
-def _end_and_late_s(
-    lease: Lease, units: float, holder_speed: float | None, target_s: float, factor: float
-) -> tuple[float, float]:
-    """When the holder should finish, and when it is late: as the lease was expected to
-    take when granted (``Lease.expected_end_s`` and ``late_s``, the orders a job's tail is
-    read in), or for a lease granted before those were kept, from its holder's speed now."""
-    if lease.expected_end_s is not None and lease.late_s is not None:
-        return lease.expected_end_s, lease.late_s
     expected = expected_duration_s(units, holder_speed, target_s)
-    return lease.issued_s + expected, lease.issued_s + factor * expected
+    taker_s = expected_duration_s(units, taker_speed, target_s)
+    if holder_paused or now - lease.issued_s > factor * expected:
+        return taker_s <= factor * target_s
+    holder_left_s = lease.issued_s + expected - now
+    return race and taker_speed is not None and holder_left_s > factor * taker_s
 
 
 def expected_end_s(
@@ -91,10 +79,10 @@ def expected_end_s(
     """When a lease's holder is expected to finish its chunk: infinite if it is paused or
     already late (it may never finish). Backup copies go to the chunks that would end
     last first."""
-    end_s, late_s = _end_and_late_s(lease, units, holder_speed, target_s, factor)
-    if holder_paused or now > late_s:
+    expected = expected_duration_s(units, holder_speed, target_s)
+    if holder_paused or now - lease.issued_s > factor * expected:
         return math.inf
-    return end_s
+    return lease.issued_s + expected
 
 
 #: A holder that has not renewed its lease for this many heartbeats has missed its renewal
