@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_sim_scale.py [--scenario volunteer-project]
         [--max-duration-s 180] [--seed 1] [--before-src /path/to/other/src] [--json]
+        [--progress]
 
 Runs the scenario (its ``max_duration_s`` cut to ``--max-duration-s`` if given) in a
 process of its own, and with ``--before-src`` the same with another checkout's code, one
@@ -10,7 +11,9 @@ machine the wall time says as much about the neighbours), exchanges and results,
 store's CPU per exchange, the exchanges by what made the worker send them, efficiency
 against the ideal makespan, the share of compute wasted, the highest result rate over a
 sample period against the allowed rate, and whether every job ended. Say the load average
-(``uptime``) beside any figure taken from it.
+(``uptime``) beside any figure taken from it. With ``--progress``, each run prints a line
+at every sample period of virtual time (wall, CPU, exchanges, jobs unfinished, load) on
+standard error: a run stopped by a timeout still says how far it got.
 """
 
 from __future__ import annotations
@@ -29,11 +32,22 @@ import json, re, resource, sys, time
 from importlib import resources
 from hydracompute.sim import parse_scenario, simulate
 
-name, limit, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+name, limit, seed, progress = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 text = resources.files("hydracompute.sim").joinpath(f"scenarios/{name}.toml").read_text()
 if limit:
     text = re.sub(r"(?m)^max_duration_s = .*$", f"max_duration_s = {limit}", text)
 began, began_cpu = time.perf_counter(), time.process_time()
+if progress:
+    import os
+    from hydracompute.sim.recorder import Recorder
+    sample = Recorder.sample
+    def sample_and_say(self, now, simulation):
+        sample(self, now, simulation)
+        print(f"virtual {now:.0f} s: wall {time.perf_counter() - began:.0f} s, "
+              f"CPU {time.process_time() - began_cpu:.0f} s, {self.exchanges_total:,} "
+              f"exchanges, {simulation.unfinished} of {simulation.arrived} jobs unfinished, "
+              f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    Recorder.sample = sample_and_say
 report, simulation = simulate(parse_scenario(text), seed=seed)
 work = report["work"]
 print(json.dumps({
@@ -60,12 +74,13 @@ print(json.dumps({
 """
 
 
-def run(src: Path, scenario: str, limit: str, seed: int) -> dict[str, Any]:
+def run(src: Path, scenario: str, limit: str, seed: int, progress: bool) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(src))
     done = subprocess.run(
-        [sys.executable, "-c", RUNNER, scenario, limit, str(seed)],
+        [sys.executable, "-c", RUNNER, scenario, limit, str(seed), "1" if progress else "0"],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=None if progress else subprocess.PIPE,
         text=True,
         check=True,
     )
@@ -79,12 +94,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--before-src", type=Path, help="another checkout's src, run first")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--progress", action="store_true", help="say each sample's figures")
     args = parser.parse_args()
     here = Path(__file__).resolve().parent.parent / "src"
     sides = {}
     if args.before_src:
-        sides["before"] = run(args.before_src, args.scenario, args.max_duration_s, args.seed)
-    sides["this"] = run(here, args.scenario, args.max_duration_s, args.seed)
+        sides["before"] = run(
+            args.before_src, args.scenario, args.max_duration_s, args.seed, args.progress
+        )
+    sides["this"] = run(here, args.scenario, args.max_duration_s, args.seed, args.progress)
     load = os.getloadavg()
     if args.json:
         print(json.dumps({"load": load, **sides}, indent=1))

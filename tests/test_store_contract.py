@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hydracompute.core.config import SchedulerConfig
-from hydracompute.core.models import CredentialKind, JobState, LeaseState
+from hydracompute.core.models import Chunk, ChunkState, CredentialKind, JobState, Lease, LeaseState
 from hydracompute.errors import (
     Conflict,
     Forbidden,
@@ -1106,3 +1106,75 @@ def test_at_the_tail_a_paused_holders_chunk_is_taken_back_and_cut(store: Store) 
     complete(store, slow, now=0.7)  # the rest, and the paused worker's other chunk
     done = store.get_job(job.job_id)
     assert done.state is JobState.DONE and done.answer == {"total": n * (n - 1) // 2}
+
+
+def test_a_jobs_tail_is_read_in_the_orders_of_its_leases(store: Store) -> None:
+    """``tail_chunks`` finds the leased chunks whose holders are paused, silent (renewed
+    longest ago), late, or expected to end last, each order bounded, whatever the rest of
+    the job holds; renewals, ended leases, resumed holders and undone writes move it."""
+    job = store.submit_job("sum", {"n": 1000}, now=0.0)
+    running, _ = store.enrol_worker("running", 1, ["sum"], now=0.0)
+    paused, _ = store.enrol_worker("paused", 1, ["sum"], now=0.0)
+    paused.state = "paused"
+    backend = store.backend
+    # chunk index -> (deadline, late, expected end); None: no times kept (an older lease)
+    plan: dict[int, tuple[float, float | None, float | None]] = {
+        0: (35.0, 1000.0, 25.0),  # silent
+        1: (38.0, 1000.0, 25.0),  # silent
+        2: (39.0, 1000.0, 25.0),  # silent, third
+        3: (100.0, 10.0, 25.0),  # late
+        4: (100.0, 29.0, 25.0),  # late
+        5: (100.0, 29.5, 25.0),  # late, third
+        6: (100.0, 1000.0, 500.0),  # ends last
+        7: (100.0, 1000.0, 400.0),  # ends last
+        8: (100.0, 1000.0, 300.0),  # ends last, third
+        9: (100.0, 1000.0, 25.0),  # paused holder
+        10: (35.0, 10.0, 500.0),  # an ended lease
+        11: (100.0, None, None),  # no times kept
+    }
+    leases = {}
+    with backend.transaction():
+        backend.put_worker(paused)
+        for index, (deadline, late, end) in plan.items():
+            backend.put_chunk(Chunk(job.job_id, index, 10 * index, 10 * index + 10))
+            chunk = backend.get_chunk(job.job_id, index)
+            assert chunk is not None
+            chunk.state = ChunkState.LEASED
+            backend.put_chunk(chunk)
+            holder = paused if index == 9 else running
+            state = LeaseState.DONE if index == 10 else LeaseState.ACTIVE
+            lease = Lease(
+                f"{index:032x}", job.job_id, index, holder.worker_id, 0.0, deadline, state
+            )
+            lease.late_s, lease.expected_end_s = late, end
+            backend.put_lease(lease)
+            leases[index] = lease
+
+    def tail(race: bool = True) -> list[int]:
+        with backend.transaction():
+            found = backend.tail_chunks(job.job_id, 30.0, 40.0, 2, race)
+        return [c.index for c in found]
+
+    assert tail() == [0, 1, 3, 4, 6, 7, 9]
+    assert tail(race=False) == [0, 1, 3, 4, 9]
+    with backend.transaction():
+        leases[0].deadline_s = 100.0  # renewed
+        backend.put_lease(leases[0])
+        leases[3].state = LeaseState.DONE
+        backend.put_lease(leases[3])
+        leases[6].state = LeaseState.ABANDONED
+        backend.put_lease(leases[6])
+    assert tail() == [1, 2, 4, 5, 7, 8, 9]
+    with pytest.raises(RuntimeError), backend.transaction():
+        for index in (1, 4, 7):
+            leases[index].state = LeaseState.EXPIRED
+            backend.put_lease(leases[index])
+        paused.state = "running"
+        backend.put_worker(paused)
+        assert [c.index for c in backend.tail_chunks(job.job_id, 30.0, 40.0, 2)] == [2, 5, 8]
+        raise RuntimeError("undone")
+    assert tail() == [1, 2, 4, 5, 7, 8, 9]
+    with backend.transaction():
+        paused.state = "running"
+        backend.put_worker(paused)
+    assert tail() == [1, 2, 4, 5, 7, 8]

@@ -181,6 +181,13 @@ class Lease:
     #: A copy of a chunk whose output is already known, to test the holder (who cannot
     #: tell it from ordinary work).
     spot_check: bool = False
+    #: When its holder was expected to finish, and to be late (``backup_factor`` times its
+    #: expected duration: see :func:`hydracompute.core.leases.wants_backup`), as estimated
+    #: when it was granted;
+    #: ``None`` for a lease granted before they were kept. They order a job's leases at its
+    #: tail (backup copies for those ending last, stragglers' chunks taken back first).
+    expected_end_s: float | None = None
+    late_s: float | None = None
 
 
 @dataclass

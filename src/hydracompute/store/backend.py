@@ -230,6 +230,22 @@ class Backend(SharedPrimitives):
         """Chunks of a job that have at least one active lease, by index, at most
         ``limit`` (all if ``None``)."""
 
+    @abc.abstractmethod
+    def tail_chunks(
+        self, job_id: str, now: float, silent_deadline_s: float, limit: int, race: bool = True
+    ) -> list[Chunk]:
+        """Leased chunks of a job that may want a backup copy or be taken back at its tail
+        (see ``Exchange._backups``), by index: those of at most ``limit`` active leases whose
+        holder is paused (``Worker.state``; by chunk index), of the ``limit`` renewed longest ago
+        if their deadline is before ``silent_deadline_s`` (their holders have gone
+        silent), of the ``limit`` whose ``late_s`` came first if before ``now``, and with
+        ``race``, of the ``limit`` whose ``expected_end_s`` is latest if after ``now``.
+
+        Read from indexes, never a scan of the job's leases: every exchange at a job's
+        tail that finds no other work asks, and a job of a large pool has hundreds of
+        thousands of chunks in play. A lease without ``expected_end_s`` and ``late_s``
+        (granted before they were kept) is found only through its holder."""
+
     # leases
     @abc.abstractmethod
     def get_lease(self, lease_id: str) -> Lease | None: ...

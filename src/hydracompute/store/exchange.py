@@ -23,6 +23,7 @@ from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.fairshare import FairSharePolicy, Usage, grant_cost_s
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import (
+    SILENT_HEARTBEATS,
     expected_duration_s,
     expected_end_s,
     stalled,
@@ -101,12 +102,14 @@ DEFAULT_CREDIT = credit.CreditPolicy()
 DEFAULT_FAIR_SHARE = FairSharePolicy()
 #: A copy to verify is drawn from this many times as many pending chunks as are asked for.
 VERIFY_CHOICE = 8
-#: Leased chunks looked at for a backup copy per exchange (None: all of them). Every
-#: exchange at a job's tail reads every chunk in play: 300,000 for a pool of 100,000
-#: workers. Looking at the 16 of lowest index only was tried and broke a replicated job's
-#: recovery after a coordinator was killed (a chunk needing a copy beyond the first 16
-#: never got one in time); a bounded scan needs an order that puts stragglers first.
-BACKUP_CANDIDATES: int | None = None
+#: Leased chunks looked at for a backup copy or a take-back per exchange, per order they
+#: are read in (see :meth:`~hydracompute.store.backend.Backend.tail_chunks`: paused
+#: holders, silent ones, late ones, those expected to end last), at least this many, and
+#: four times as many as the worker asks for. Reading every chunk in play instead cost an
+#: exchange at a job's tail 300,000 chunks for a pool of 100,000 workers; the 16 of lowest
+#: index only broke a replicated job's recovery after a coordinator was killed (a chunk
+#: needing a copy beyond the first 16 never got one in time).
+BACKUP_CANDIDATES = 16
 
 
 def new_lease_id(now: float, bits: Callable[[int], int] = secrets.randbits) -> str:
@@ -618,7 +621,10 @@ class Exchange(Verdicts):
         target_s, factor = self.target_s(job), self.config.backup_factor
         ttl_s, heartbeat_s = self.config.lease_ttl_s, self.config.heartbeat_s
         found: list[tuple[float, int, Chunk, list[Lease]]] = []
-        for chunk in self.db.leased_chunks(job.job_id, BACKUP_CANDIDATES):
+        room = max(want - len(self.outcome.leases), 0)
+        limit = max(BACKUP_CANDIDATES, 4 * room)
+        silent_deadline_s = self.now + ttl_s - SILENT_HEARTBEATS * heartbeat_s
+        for chunk in self.db.tail_chunks(job.job_id, self.now, silent_deadline_s, limit, race):
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
             if not active or any(a.worker_id == self.worker.worker_id for a in active):
                 continue
@@ -644,7 +650,7 @@ class Exchange(Verdicts):
                 found.append((-end_s, chunk.index, chunk, []))
         found.sort(key=lambda f: f[:2])
         share = None
-        for _, _, chunk, taken in found[: max(want - len(self.outcome.leases), 0)]:
+        for _, _, chunk, taken in found[:room]:
             if not taken:
                 self._grant(job, chunk, backup=True)
                 continue
@@ -681,6 +687,11 @@ class Exchange(Verdicts):
     def _grant(
         self, job: Job, chunk: Chunk, backup: bool = False, spot_check: bool = False
     ) -> None:
+        # When the lease should end, and when its holder will be late (see
+        # core/leases.py's wants_backup): a job's tail reads its leases in these orders.
+        speed = self.worker.speeds.get(job.kind)
+        cost = self._cost(job, chunk) if speed else 0.0
+        expected_s = expected_duration_s(cost, speed, self.target_s(job))
         lease = Lease(
             lease_id=new_lease_id(self.now, self.id_bits),
             job_id=job.job_id,
@@ -690,6 +701,8 @@ class Exchange(Verdicts):
             deadline_s=self.now + self.config.lease_ttl_s,
             backup=backup,
             spot_check=spot_check,
+            expected_end_s=self.now + expected_s,
+            late_s=self.now + self.config.backup_factor * expected_s,
         )
         self.db.put_lease(lease)
         if not spot_check:  # the chunk is done: its record does not change
@@ -708,12 +721,10 @@ class Exchange(Verdicts):
                 lease.deadline_s,
             )
         )
-        speed = self.worker.speeds.get(job.kind)
         # A backup's work is counted in the lease it doubles; a spot check's is no job's.
         if speed and not backup and not spot_check:
-            duration_s = expected_duration_s(self._cost(job, chunk), speed, self.target_s(job))
             self.in_flight.granted(
-                job.job_id, lease.lease_id, self.worker.worker_id, speed, duration_s, self.now
+                job.job_id, lease.lease_id, self.worker.worker_id, speed, expected_s, self.now
             )
 
 

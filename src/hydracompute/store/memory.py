@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import collections
 import copy
-import dataclasses
 import functools
 import heapq
 import threading
@@ -64,6 +63,85 @@ def _running_view(job: Job) -> tuple[object, ...]:
     return (job.state, job.kind, job.owner, job.priority, job.created_s)
 
 
+def _replaced(record: Any, **changes: Any) -> Any:
+    """A copy of a frozen dataclass record with ``changes`` (``dataclasses.replace`` runs
+    its ``__init__`` again, three times slower: every accepted result appends two credit
+    entries)."""
+    twin = object.__new__(type(record))
+    twin.__dict__.update(record.__dict__, **changes)
+    return twin
+
+
+def _deadline(lease: Lease) -> float | None:
+    return lease.deadline_s
+
+
+def _late(lease: Lease) -> float | None:
+    return lease.late_s
+
+
+def _negated_end(lease: Lease) -> float | None:
+    return None if lease.expected_end_s is None else -lease.expected_end_s
+
+
+class _TailOrders:
+    """A job's active leases in the orders its tail is read in (:meth:`MemoryBackend.
+    tail_chunks`): heaps of (key, lease id) by deadline (renewed longest ago first), by
+    ``late_s`` and by ``expected_end_s`` negated (latest end first); and the leases of
+    paused holders.
+
+    Built from the job's active leases when its tail is first read (a job is read only
+    once it has no work left to carve), then kept: an entry is pushed whenever a lease
+    becomes active or its key changes (a write or an undo); an entry whose lease has ended
+    or has another key now is dropped when met, and the orders are dropped (to be built
+    again when next read) once they hold many more entries than the job has leased chunks
+    (each renewal pushes one)."""
+
+    __slots__ = ("deadlines", "ends", "lates", "paused")
+
+    def __init__(self, leases: Iterable[Lease], paused: dict[str, None]) -> None:
+        self.deadlines: list[tuple[float, str]] = []
+        self.lates: list[tuple[float, str]] = []
+        self.ends: list[tuple[float, str]] = []
+        #: (chunk index, lease id) of the leases whose holder was paused (an entry whose
+        #: holder resumed or whose lease ended is dropped when met)
+        self.paused: list[tuple[int, str]] = []
+        for lease in leases:
+            self.add(lease)
+            if lease.worker_id in paused:
+                heapq.heappush(self.paused, (lease.chunk_index, lease.lease_id))
+
+    def add(self, lease: Lease) -> None:
+        lease_id = lease.lease_id
+        heapq.heappush(self.deadlines, (lease.deadline_s, lease_id))
+        if lease.late_s is not None:
+            heapq.heappush(self.lates, (lease.late_s, lease_id))
+        if lease.expected_end_s is not None:
+            heapq.heappush(self.ends, (-lease.expected_end_s, lease_id))
+
+    def size(self) -> int:
+        return len(self.deadlines) + len(self.lates) + len(self.ends) + len(self.paused)
+
+    @staticmethod
+    def first(
+        leases: dict[str, Lease],
+        heap: list[tuple[float, str]],
+        key_of: Callable[[Lease], float | None],
+        limit: int,
+        below: float,
+    ) -> list[tuple[str, None]]:
+        """The ids of up to ``limit`` active leases of smallest key, under ``below``."""
+        taken: dict[str, float] = {}
+        while heap and len(taken) < limit and heap[0][0] < below:
+            key, lease_id = heapq.heappop(heap)
+            lease = leases.get(lease_id)
+            if lease is not None and lease.state is ACTIVE and key_of(lease) == key:
+                taken[lease_id] = key  # (a second entry of the same is dropped)
+        for lease_id, key in taken.items():
+            heapq.heappush(heap, (key, lease_id))
+        return [(lease_id, None) for lease_id in taken]
+
+
 class MemoryBackend(MemoryShared, Backend):
     """Everything in memory, large payloads in ``blobs`` (by default in memory too)."""
 
@@ -102,6 +180,11 @@ class MemoryBackend(MemoryShared, Backend):
         #: (deadline, lease id) of active leases; an entry whose lease has another deadline
         #: or is no longer active is dropped when met
         self._deadlines: list[tuple[float, str]] = []
+        #: job id -> the orders its tail is read in, for the jobs whose tail was read
+        #: (see :meth:`tail_chunks`)
+        self._tail_orders: dict[str, _TailOrders] = {}
+        #: ids of the workers their owners paused
+        self._paused: dict[str, None] = {}
         #: (job id, index) -> candidate keys of that chunk
         self._candidates_by_chunk: dict[tuple[str, int], dict[tuple[str, int, str], None]] = {}
         #: worker id -> candidate keys of its copies (read when it is barred)
@@ -192,7 +275,19 @@ class MemoryBackend(MemoryShared, Backend):
         return self._get(self._workers, worker_id)  # type: ignore[no-any-return]
 
     def put_worker(self, worker: Worker) -> None:
-        self._put(self._workers, worker.worker_id, worker)
+        self._put(self._workers, worker.worker_id, worker, self._index_worker)
+
+    def _index_worker(self, old: Worker | None, new: Worker | None) -> None:
+        if new is not None and new.state == "paused":
+            if new.worker_id not in self._paused:
+                self._paused[new.worker_id] = None
+                for lease_id in self._active_by_worker.get(new.worker_id, ()):
+                    lease = self._leases[lease_id]
+                    orders = self._tail_orders.get(lease.job_id)
+                    if orders is not None:
+                        heapq.heappush(orders.paused, (lease.chunk_index, lease_id))
+        elif old is not None:
+            self._paused.pop(old.worker_id, None)
 
     def list_workers(self) -> list[Worker]:
         workers = sorted(self._workers.values(), key=lambda w: w.enrolled_s)
@@ -260,6 +355,9 @@ class MemoryBackend(MemoryShared, Backend):
     def _index_job(self, old: Job | None, new: Job | None) -> None:
         if old is None or new is None or _running_view(old) != _running_view(new):
             self._running = None
+            if new is None or new.state is not JobState.RUNNING:  # (built again if read)
+                job_id = (old or new).job_id  # type: ignore[union-attr]
+                self._tail_orders.pop(job_id, None)
 
     def list_jobs(
         self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
@@ -349,6 +447,49 @@ class MemoryBackend(MemoryShared, Backend):
         indices = sorted(self._leased.get(job_id, ()))[:limit]
         return [_clone(self._chunks[(job_id, index)]) for index in indices]
 
+    def tail_chunks(
+        self, job_id: str, now: float, silent_deadline_s: float, limit: int, race: bool = True
+    ) -> list[Chunk]:
+        found: dict[str, None] = {}
+        orders = self._tail_orders.get(job_id)
+        if orders is None:
+            leases_of_job = self._active_leases_of_job(job_id)
+            orders = self._tail_orders[job_id] = _TailOrders(leases_of_job, self._paused)
+        leases = self._leases
+        found.update(orders.first(leases, orders.deadlines, _deadline, limit, silent_deadline_s))
+        found.update(orders.first(leases, orders.lates, _late, limit, now))
+        if race:  # latest expected end first: keys are its negation
+            found.update(orders.first(leases, orders.ends, _negated_end, limit, -now))
+        # Paused holders' leases, lowest chunk index first (entries of holders that
+        # resumed, or of leases that ended, dropped; a holder paused again pushes anew).
+        heap, paused, held = orders.paused, self._paused, dict[str, int]()
+        while heap and len(held) < limit:
+            index, lease_id = heapq.heappop(heap)
+            lease = leases.get(lease_id)
+            if lease is not None and lease.state is ACTIVE and lease.worker_id in paused:
+                held[lease_id] = index
+        for lease_id, index in held.items():
+            heapq.heappush(heap, (index, lease_id))
+        found.update(dict.fromkeys(held))
+        indices = sorted({leases[lease_id].chunk_index for lease_id in found})
+        chunks = (self._chunks[(job_id, index)] for index in indices)
+        return [_clone(c) for c in chunks if c.state is ChunkState.LEASED]
+
+    def _active_leases_of_job(self, job_id: str) -> Iterator[Lease]:
+        by_chunk = self._active_by_chunk
+        for index in self._leased.get(job_id, ()):
+            for lease_id in by_chunk.get((job_id, index), ()):
+                yield self._leases[lease_id]
+
+    def _tail_push(self, orders: _TailOrders, lease: Lease, renewal: bool) -> None:
+        """Keep a job's tail orders (:class:`_TailOrders`) up to date with ``lease``."""
+        if renewal:
+            heapq.heappush(orders.deadlines, (lease.deadline_s, lease.lease_id))
+        else:
+            orders.add(lease)
+        if orders.size() > 12 * len(self._leased.get(lease.job_id, ())) + 192:
+            del self._tail_orders[lease.job_id]  # built again when next read
+
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._get(self._leases, lease_id)  # type: ignore[no-any-return]
 
@@ -365,6 +506,9 @@ class MemoryBackend(MemoryShared, Backend):
         ):  # a renewal: only its deadline changed
             if old.deadline_s != new.deadline_s:
                 heapq.heappush(self._deadlines, (new.deadline_s, new.lease_id))
+                orders = self._tail_orders.get(new.job_id)
+                if orders is not None:
+                    self._tail_push(orders, new, True)
             return
         if old is not None and old.state is LeaseState.ACTIVE:
             _discard(self._active_by_worker, old.worker_id, old.lease_id)
@@ -373,6 +517,11 @@ class MemoryBackend(MemoryShared, Backend):
             self._active_by_worker.setdefault(new.worker_id, {})[new.lease_id] = None
             chunk = (new.job_id, new.chunk_index)
             self._active_by_chunk.setdefault(chunk, {})[new.lease_id] = None
+            orders = self._tail_orders.get(new.job_id)
+            if orders is not None:
+                self._tail_push(orders, new, False)
+                if new.worker_id in self._paused:
+                    heapq.heappush(orders.paused, (new.chunk_index, new.lease_id))
             if (
                 old is None
                 or old.state is not LeaseState.ACTIVE
@@ -444,7 +593,7 @@ class MemoryBackend(MemoryShared, Backend):
     def append_credit(self, entries: Sequence[CreditEntry]) -> None:
         for entry in entries:
             entry_id = len(self._credit) + 1
-            self._put(self._credit, entry_id, dataclasses.replace(entry, entry_id=entry_id))
+            self._put(self._credit, entry_id, _replaced(entry, entry_id=entry_id))
 
     def credit_entries(
         self,

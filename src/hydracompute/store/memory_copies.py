@@ -8,7 +8,6 @@ fields (dicts and lists of scalars, JSON values) anew, the rest shared.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Any
 
 from hydracompute.core.credit import CreditEntry
@@ -65,8 +64,10 @@ def clone(value: Any) -> Any:
         job.params, job.live = _json(job.params), _json(job.live)
         job.answer = None if job.answer is None else _json(job.answer)
         return job
-    if kind is Copy:
-        return dataclasses.replace(value, output=_json(value.output))
+    if kind is Copy:  # frozen: dataclasses.replace would run its __init__ again
+        twin = _shallow(value)
+        twin.__dict__["output"] = _json(value.output)
+        return twin
     if kind is tuple or kind is CreditEntry or kind is Usage:
         return value  # immutable (outputs' rows, ledger entries, owners' usage)
     return copy.deepcopy(value)

@@ -27,6 +27,37 @@ from hydracompute.store.backend import StoredOutput
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.payloads import load_output, spill_output
 
+#: The WHERE clause of ``tail_chunks`` on the chunks table (see
+#: :meth:`~hydracompute.store.backend.Backend.tail_chunks`), each part read from an index:
+#: silent holders from the active leases by deadline, late ones by ``late_s``, those ending
+#: last by ``expected_end_s``, paused holders from the paused workers (few) and their
+#: active leases. The race part is left out when not asked for.
+_TAIL_PARTS = (
+    "SELECT chunk_index FROM (SELECT chunk_index FROM leases WHERE job_id = ? "
+    "AND state = 'active' AND deadline_s < ? ORDER BY deadline_s LIMIT ?) AS silent",
+    "SELECT chunk_index FROM (SELECT chunk_index FROM leases WHERE job_id = ? "
+    "AND state = 'active' AND late_s < ? ORDER BY late_s LIMIT ?) AS late",
+    "SELECT chunk_index FROM (SELECT l.chunk_index FROM workers w CROSS JOIN leases l "
+    "WHERE w.state = 'paused' AND l.worker_id = w.worker_id AND l.state = 'active' "
+    "AND l.job_id = ? ORDER BY l.chunk_index LIMIT ?) AS paused",
+    "SELECT chunk_index FROM (SELECT chunk_index FROM leases WHERE job_id = ? "
+    "AND state = 'active' AND expected_end_s > ? ORDER BY expected_end_s DESC LIMIT ?) AS ends",
+)
+
+
+def tail_chunks_where(race: bool, mark: str) -> str:
+    parts = " UNION ALL ".join(_TAIL_PARTS if race else _TAIL_PARTS[:3])
+    where = f'WHERE job_id = ? AND state = \'leased\' AND "index" IN ({parts}) ORDER BY "index"'
+    return where.replace("?", mark)
+
+
+def tail_chunks_args(
+    job_id: str, now: float, silent_deadline_s: float, limit: int, race: bool
+) -> tuple[Any, ...]:
+    args = (job_id, job_id, silent_deadline_s, limit, job_id, now, limit, job_id, limit)
+    return (*args, job_id, now, limit) if race else args
+
+
 CREDIT_COLUMNS = (
     "entry_id, time_s, worker_id, volunteer, job_id, chunk_index, work, credit, energy_j, "
     "kind, gco2, gco2_blind, energy_measured, zone"

@@ -34,7 +34,7 @@ from hydracompute.errors import StoreError, StoreUnavailable
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore, FolderBlobStore, MemoryBlobStore
 from hydracompute.store.payloads import artefact_blob_name, spill_output
-from hydracompute.store.sql_common import SQLCommon
+from hydracompute.store.sql_common import SQLCommon, tail_chunks_args, tail_chunks_where
 from hydracompute.store.sqlite_migrations import MIGRATIONS
 from hydracompute.store.sqlite_rows import (
     CHUNKS,
@@ -55,6 +55,8 @@ MAX_REMEMBERED_ROWS = 20_000
 #: How long a transaction waits for another connection's write lock before giving up (the
 #: coordinator then answers 503 with Retry-After: the request changed nothing).
 BUSY_TIMEOUT_S = 10.0
+
+_TAIL_CHUNKS = {race: tail_chunks_where(race, "?") for race in (False, True)}
 
 
 def store_error(exc: sqlite3.Error) -> StoreError:
@@ -432,6 +434,12 @@ class SQLiteBackend(SQLiteShared, SQLCommon, Backend):
     def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
         where = "INDEXED BY leased_chunks WHERE job_id = ? AND state = 'leased' "
         return self._many(CHUNKS, where + 'ORDER BY "index" LIMIT ?', job_id, limit or -1)
+
+    def tail_chunks(
+        self, job_id: str, now: float, silent_deadline_s: float, limit: int, race: bool = True
+    ) -> list[Chunk]:
+        args = tail_chunks_args(job_id, now, silent_deadline_s, limit, race)
+        return self._many(CHUNKS, _TAIL_CHUNKS[race], *args)
 
     def get_lease(self, lease_id: str) -> Lease | None:
         return self._one(LEASES, lease_id)  # type: ignore[no-any-return]

@@ -150,4 +150,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE credit ADD COLUMN energy_measured INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE credit ADD COLUMN zone TEXT NOT NULL DEFAULT ''
     """,
+    # The tail of a job (see SQLiteBackend.tail_chunks): each lease's expected end and
+    # the time its holder becomes late, and the orders a job's active leases are read in.
+    """
+    ALTER TABLE leases ADD COLUMN expected_end_s REAL;
+    ALTER TABLE leases ADD COLUMN late_s REAL;
+    CREATE INDEX active_leases_by_late ON leases (job_id, late_s) WHERE state = 'active';
+    CREATE INDEX active_leases_by_end ON leases (job_id, expected_end_s) WHERE state = 'active';
+    CREATE INDEX paused_workers ON workers (worker_id) WHERE state = 'paused'
+    """,
 ]

@@ -58,8 +58,10 @@ from hydracompute.store.postgres.rows import (
 )
 from hydracompute.store.postgres.schema import migrate
 from hydracompute.store.postgres.shared import PostgresShared
-from hydracompute.store.sql_common import SQLCommon
+from hydracompute.store.sql_common import SQLCommon, tail_chunks_args, tail_chunks_where
 from hydracompute.store.sqlite_rows import Table
+
+_TAIL_CHUNKS = {race: tail_chunks_where(race, "%s") for race in (False, True)}
 
 USAGE_UPSERT = (
     "INSERT INTO owner_usage VALUES (%s, %s, %s) ON CONFLICT (owner) DO UPDATE SET "
@@ -435,6 +437,13 @@ class PostgresBackend(PostgresShared, SQLCommon, Backend):
     def leased_chunks(self, job_id: str, limit: int | None = None) -> list[Chunk]:
         where = "WHERE job_id = %s AND state = 'leased' ORDER BY \"index\" LIMIT %s"
         return self._many(CHUNKS, where, job_id, limit, lock=self._lock(skip_locked=True))
+
+    def tail_chunks(
+        self, job_id: str, now: float, silent_deadline_s: float, limit: int, race: bool = True
+    ) -> list[Chunk]:
+        args = tail_chunks_args(job_id, now, silent_deadline_s, limit, race)
+        lock = self._lock(skip_locked=True)
+        return self._many(CHUNKS, _TAIL_CHUNKS[race], *args, lock=lock)
 
     # leases
 

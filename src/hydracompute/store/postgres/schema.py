@@ -132,6 +132,17 @@ MIGRATIONS: list[str] = [
     -- PNGs and compressed counts do not compress: do not spend the server's CPU trying.
     ALTER TABLE blob_pieces ALTER COLUMN data SET STORAGE EXTERNAL
     """,
+    # The tail of a job (see PostgresBackend.tail_chunks): each lease's expected end and
+    # the time its holder becomes late, and the orders a job's active leases are read in.
+    """
+    ALTER TABLE leases ADD COLUMN expected_end_s DOUBLE PRECISION;
+    ALTER TABLE leases ADD COLUMN late_s DOUBLE PRECISION;
+    CREATE INDEX active_leases_by_job_deadline ON leases (job_id, deadline_s)
+        WHERE state = 'active';
+    CREATE INDEX active_leases_by_late ON leases (job_id, late_s) WHERE state = 'active';
+    CREATE INDEX active_leases_by_end ON leases (job_id, expected_end_s) WHERE state = 'active';
+    CREATE INDEX paused_workers ON workers (worker_id) WHERE state = 'paused'
+    """,
 ]
 
 
