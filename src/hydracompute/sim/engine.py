@@ -47,10 +47,9 @@ ARRIVE, ONLINE, OFFLINE, EXCHANGE, DONE, HEARTBEAT = 0, 1, 2, 3, 4, 5
 PAUSE, RESUME, GIVE_BACK, POLL_END, EXPIRE, SAMPLE = 6, 7, 8, 9, 10, 11
 #: A busy agent exchanges after this share of a heartbeat without one (worker/agent.py).
 RENEW_SHARE = 0.8
-#: Held requests woken when work appears. The coordinator wakes them all (but a barred
-#: worker's, which it never looks at again), and every one that finds nothing is held
-#: again: with thousands idle, each chunk released costs thousands of exchanges, which the
-#: simulator does not reproduce.
+#: Held requests woken when work appears. The coordinator wakes as many (never a barred
+#: worker's), then four more for each one given work, and all of them for a new job; the
+#: simulator does neither (docs/simulation.md, Limits).
 WAKE_AT_MOST = 4
 #: A submitter refused for having too many running jobs tries again after this long.
 SUBMIT_RETRY_S = 30.0
@@ -360,8 +359,7 @@ class Simulation:
 
     def _wake_waiters(self) -> None:
         """New work: held requests are looked at again, longest held first, at most
-        :data:`WAKE_AT_MOST` of them (the coordinator wakes every one; see
-        docs/simulation.md)."""
+        :data:`WAKE_AT_MOST` of them (see docs/simulation.md)."""
         waiting = list(itertools.islice(self._waiters, WAKE_AT_MOST))
         for index in waiting:
             del self._waiters[index]
