@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from hydracompute.cli.admin import parse_duration
 from hydracompute.cli.base import FiniteFloat, handle_errors, main, notes, print_json, with_client
 from hydracompute.cli.jobs import follow, print_answer, save_output
 from hydracompute.client import Client
@@ -27,29 +28,19 @@ SUBMIT_META = "hydracompute.submit"
 _LOCAL = ("wait", "output", "as_json")
 
 
-def _keep(
-    name: str, convert: Callable[[Any], Any] = lambda value: value
-) -> Callable[[click.Context, click.Parameter, Any], None]:
-    """A callback keeping an option's value (converted, unless ``None``) under ``name``."""
+def _same(value: Any) -> Any:
+    return value
 
-    def keep(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+
+def _option(*names: str, keep: str, convert: Callable[[Any], Any] = _same, **kw: Any) -> Any:
+    """A submit option that keeps its value (converted, unless ``None``) under ``keep``."""
+
+    def keep_value(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         value = convert(value)
         if value is not None:
-            ctx.meta.setdefault(SUBMIT_META, {})[name] = value
+            ctx.meta.setdefault(SUBMIT_META, {})[keep] = value
 
-    return keep
-
-
-def _seconds(text: str | None) -> float | None:
-    from hydracompute.cli.admin import parse_duration
-
-    return parse_duration(text)
-
-
-def _option(*names: str, keep: str, convert: Callable[[Any], Any] | None = None, **kw: Any) -> Any:
-    return click.option(
-        *names, expose_value=False, callback=_keep(keep, convert or (lambda v: v)), **kw
-    )
+    return click.option(*names, expose_value=False, callback=keep_value, **kw)
 
 
 submit_options = [
@@ -102,7 +93,7 @@ submit_options = [
     _option(
         "--deadline",
         keep="deadline_s",
-        convert=_seconds,
+        convert=parse_duration,
         default=None,
         metavar="DURATION",
         help="When it should be done, from now (e.g. 6h, 2d; at most 7d).",
