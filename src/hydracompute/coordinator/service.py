@@ -124,7 +124,7 @@ class Coordinator:
         self.clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydra-store")
         #: Held exchanges waiting for work, oldest first, and how many times work appeared.
-        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._waiters: dict[asyncio.Future[None], None] = {}
         self._wakes = 0
         #: Set when the service shuts down: every held exchange answers.
         self._closed = asyncio.Event()
@@ -301,8 +301,8 @@ class Coordinator:
         if new_work:
             self._wakes += 1
         while self._waiters and count > 0:
-            key = next(iter(self._waiters))
-            waiter = self._waiters.pop(key)
+            waiter = next(iter(self._waiters))
+            del self._waiters[waiter]
             if not waiter.done():
                 waiter.set_result(None)
                 count -= 1
@@ -316,16 +316,15 @@ class Coordinator:
         ``timeout_s``; whether it did."""
         if self._wakes != seen:
             return True
-        waiter = asyncio.get_running_loop().create_future()
-        key = id(waiter)
-        self._waiters[key] = waiter
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[waiter] = None
         try:
             await asyncio.wait_for(waiter, timeout_s)
             return True
         except TimeoutError:
             return False
         finally:
-            self._waiters.pop(key, None)
+            self._waiters.pop(waiter, None)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
