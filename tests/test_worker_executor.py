@@ -22,6 +22,19 @@ def test_a_valid_lease_is_computed_and_timed() -> None:
     assert run.compute_s > 0
 
 
+#: A picture too large for one chunk of the kind's most tiles to be held in memory.
+WIDE = {
+    "width": 32768,
+    "height": 8192,
+    "x_min": -2.0,
+    "x_max": 0.5,
+    "y_min": -1.25,
+    "y_max": 1.25,
+    "max_iter": 10,
+    "colour_map": "grey",
+}
+
+
 @pytest.mark.parametrize(
     ("kind", "params", "start", "stop", "message"),
     [
@@ -33,33 +46,14 @@ def test_a_valid_lease_is_computed_and_timed() -> None:
         ("pi", PI, 3, 3, "outside the job"),
         (
             "mandelbrot",
-            {
-                "width": 32768,
-                "height": 8192,
-                "x_min": -2.0,
-                "x_max": 0.5,
-                "y_min": -1.25,
-                "y_max": 1.25,
-                "max_iter": 10,
-                "colour_map": "grey",
-            },
+            WIDE,
             0,
             2048,
             "exceeds",
         ),  # a chunk too large to hold in memory is never started
         (
             "mandelbrot",
-            {
-                "width": 32768,
-                "height": 8192,
-                "x_min": -2.0,
-                "x_max": 0.5,
-                "y_min": -1.25,
-                "y_max": 1.25,
-                "max_iter": 10,
-                "colour_map": "grey",
-                "tile": 16,
-            },
+            {**WIDE, "tile": 16},
             0,
             16385,
             "exceeds",
