@@ -11,7 +11,7 @@ seconds each process used during the job (coordinator, worker agents, compute pr
 read from ``/proc`` — on a 2-core machine the coordinator's CPU is taken from the workers.
 
     .venv/bin/python bench/bench_timeline.py [--workers 2] [--jobs 4] [--size 4096]
-        [--max-iter 1000] [--json]
+        [--max-iter 1000] [--view default|high-variance] [--tile 16|32|64] [--json]
 """
 
 from __future__ import annotations
@@ -153,11 +153,23 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--max-iter", type=int, default=1000)
+    parser.add_argument(
+        "--view",
+        choices=["default", "high-variance"],
+        default="default",
+        help="high-variance: centre -0.7436+0.1318i, span 0.01 (max_iter 100,000 unless given)",
+    )
+    parser.add_argument("--tile", type=int, default=None, help="name a tile side (else chosen)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    params = MandelbrotKind().validate(
-        {"width": args.size, "height": args.size, "max_iter": args.max_iter}
-    )
+    raw: dict[str, Any] = {"width": args.size, "height": args.size, "max_iter": args.max_iter}
+    if args.view == "high-variance":
+        raw |= {"center_re": -0.7436, "center_im": 0.1318, "span": 0.01}
+        if "--max-iter" not in sys.argv:
+            raw["max_iter"] = 100_000
+    if args.tile is not None:
+        raw["tile"] = args.tile
+    params = MandelbrotKind().validate(raw)
     results = run(args.workers, args.jobs, params)
     if args.json:
         print(json.dumps(results, indent=2))
