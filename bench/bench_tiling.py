@@ -17,12 +17,18 @@ With ``--estimates`` it first compares cost models against the view's true itera
 true cost over the estimated cost, scaled so that they agree over the whole view; the
 closer to 1, the better chunks sized by it match their target.
 
+``--warm`` runs, before each timed job, one Mandelbrot job of another view (the default view
+at 4096², max_iter 2000: about 1.5 s on two workers) on the same coordinator and workers, so
+that the timed job meets workers whose speed is learnt, as in a pool that has been running;
+without it every timed job starts a new pool, and its first chunks are probes.
+
 ``--tiles`` names the tile sides of this checkout's coordinated job, as sides of their own:
 ``auto`` (the default: the side the coordinator chooses, 16 for this view) or 64, 32, 16
 named in the job's parameters. The plain processes always pull 64² tiles.
 
     .venv/bin/python bench/bench_tiling.py [--workers 2] [--size 2048] [--repeat 3]
-        [--tiles auto 64] [--before-src /path/to/other/checkout/src] [--estimates] [--json]
+        [--tiles auto 64] [--warm] [--before-src /path/to/other/checkout/src] [--estimates]
+        [--json]
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind, tile_stride
 
 VIEW = {"center_re": -0.7436, "center_im": 0.1318, "span": 0.01, "max_iter": 100_000}
 TARGET_S = 2.0
+#: The job run first with ``--warm``: another view, so that no cost estimate is cached.
+WARM_UP_JOB = {"width": 4096, "height": 4096, "max_iter": 2000}
+WARMED = "workers warmed by a job of another view"
 #: How often the status is read for the ETA figures.
 POLL_S = 0.05
 
@@ -83,7 +92,7 @@ def _eta_at(samples: list[tuple[float, float, float | None]], end: float, fracti
 
 
 def coordinated(
-    workers: int, params: dict[str, Any], src: str | None, tile: str = "auto"
+    workers: int, params: dict[str, Any], src: str | None, tile: str = "auto", warm: bool = False
 ) -> dict[str, Any]:
     """One job through a coordinator running the code at ``src`` (this checkout's if
     ``None``): its seconds, its chunks' compute times and its ETA samples."""
@@ -96,6 +105,8 @@ def coordinated(
             procs = [start_worker(coordinator, 1, f"bench-{k}") for k in range(workers)]
             try:
                 named = params if tile == "auto" else {**params, "tile": int(tile)}
+                if warm:
+                    _one_job(coordinator, workers, WARM_UP_JOB, Path(tmp) / "coordinator.db")
                 return _one_job(coordinator, workers, named, Path(tmp) / "coordinator.db")
             finally:
                 for proc in procs:
@@ -233,6 +244,9 @@ def main() -> None:
         choices=["auto", "64", "32", "16"],
         help="tile sides of this code's job (auto: the coordinator's choice)",
     )
+    parser.add_argument(
+        "--warm", action="store_true", help="a job of another view first, on the same pool"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     params = MandelbrotKind().validate({"width": args.size, "height": args.size, **VIEW})
@@ -249,7 +263,7 @@ def main() -> None:
     for _ in range(args.repeat):
         plain.append(plain_processes(args.workers, params))
         for name, (src, tile) in sides.items():
-            runs[name].append(coordinated(args.workers, params, src, tile))
+            runs[name].append(coordinated(args.workers, params, src, tile, args.warm))
     best_plain = min(plain)
     if args.json:
         print(json.dumps({"plain_s": plain, "runs": runs}, indent=2))
@@ -259,7 +273,7 @@ def main() -> None:
         f"Mandelbrot {args.size}², centre {VIEW['center_re']}+{VIEW['center_im']}i, span "
         f"{VIEW['span']}, max_iter {VIEW['max_iter']}: {args.workers} worker processes of 1 "
         f"core vs {args.workers} plain processes pulling single tiles, {args.repeat} "
-        "alternating rounds"
+        f"alternating rounds; {WARMED if args.warm else 'a new pool for each job'}"
     )
     print(f"plain processes: best {best_plain:.2f}s; every run {[round(s, 2) for s in plain]}")
     for name, results in runs.items():

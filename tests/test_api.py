@@ -1336,3 +1336,31 @@ def test_a_mandelbrot_job_shows_its_progress_in_iterations() -> None:
         done = seen[-1]
         assert done["state"] == "done" and done["progress"] == 1.0 and done["eta_s"] is None
         assert done["work_done"] == done["work_total"] == done["answer"]["iterations"]
+
+
+def test_the_eta_counts_the_work_in_flight_before_any_is_reported() -> None:
+    """The ETA's rate counts the work the job's leases should have computed by now, not
+    only what is reported: as the clock moves on a chunk in progress, the ETA shortens."""
+    with open_pool() as pool:
+        job_id = pool.submit(n=10**7)["job_id"]
+        worker = pool.enrol(cores=1)
+        (probe,) = pool.exchange(worker, want=1)["leases"]
+        chunk = probe["chunk"]
+        output = SumKind().compute(probe["params"], chunk["start"], chunk["stop"])
+        pool.clock.advance(0.5)
+        result = {"lease_id": probe["lease_id"], "output": output, "compute_s": 0.5}
+        (lease,) = pool.exchange(worker, [result], want=1)["leases"]
+        target = CONFIG.target_chunk_s  # the chunk was sized to it
+        reported = pool.job(job_id)
+        pool.clock.advance(target / 2)  # half the chunk computed, none of it reported
+        later = pool.job(job_id)
+        assert later["work_done"] == reported["work_done"] > 0
+        # Counting only what is reported, the rate would have fallen as the clock moved:
+        # with the half chunk in flight it rose.
+        assert later["eta_s"] < reported["eta_s"]
+        units = lease["chunk"]["stop"] - lease["chunk"]["start"]
+        reached = later["work_done"] + units / 2
+        elapsed = later["elapsed_s"]
+        assert later["eta_s"] == pytest.approx(
+            (later["work_total"] - reached) / (reached / elapsed), rel=0.02
+        )

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from hydracompute.core.progress import MAX_RUNNING_PROGRESS, job_progress
+from hydracompute.core.progress import (
+    MAX_RUNNING_PROGRESS,
+    LeaseSpan,
+    in_flight_done,
+    job_progress,
+)
 
 
 def test_counted_in_units_when_the_kind_counts_no_work() -> None:
@@ -145,3 +150,66 @@ def test_an_exact_estimate_is_left_as_it_is() -> None:
     )
     assert p.work_total == pytest.approx(1000.0)
     assert p.eta_s == pytest.approx(12.0)
+
+
+def test_work_in_flight_counts_the_share_of_each_chunk_its_lease_has_had() -> None:
+    def work(start: int, stop: int) -> float:
+        return 10.0 * (stop - start)
+
+    spans = [
+        LeaseSpan(0, 4, issued_s=0.0, expected_end_s=4.0),  # half its time: 20 of 40
+        LeaseSpan(4, 6, issued_s=1.0, expected_end_s=2.0),  # past its end: all 20
+        LeaseSpan(6, 8, issued_s=1.0, expected_end_s=None),  # no expectation: nothing
+        LeaseSpan(8, 9, issued_s=3.0, expected_end_s=5.0),  # not yet begun by now: nothing
+        # A backup copy of the first chunk, issued later: the chunk counts once, as far as
+        # its most advanced copy.
+        LeaseSpan(0, 4, issued_s=1.5, expected_end_s=2.5),
+    ]
+    assert in_flight_done(spans, 2.0, work) == pytest.approx(20.0 + 20.0)
+    assert in_flight_done([], 2.0, work) == 0.0
+
+
+def test_the_eta_counts_the_work_in_flight_while_chunks_grow_from_probes() -> None:
+    # Two workers of 1 unit/s on a job of 8: it ends at 4 s. At 1 s each has done chunks
+    # of 0.2 and 0.3 and holds one of 1.2 issued at 0.5: 1 unit done, 1 more computed but
+    # not yet reported. Half a 1.6 s target allowed for instead (0.8 s) puts the rate
+    # at 5/s and the ETA at 1.4 s instead of 3.
+    spans = [LeaseSpan(k, k + 1, issued_s=0.5, expected_end_s=1.7) for k in (0, 1)]
+    common = {
+        "units_done": 1,
+        "total_units": 8,
+        "work_total": 8.0,
+        "work_done": None,
+        "elapsed_s": 1.0,
+        "finished": False,
+        "succeeded": False,
+        "report_lag_s": 0.8,
+    }
+    allowed = job_progress(**common)  # type: ignore[arg-type]
+    assert allowed.eta_s == pytest.approx(1.4)
+    counted = job_progress(
+        **common,  # type: ignore[arg-type]
+        in_flight=in_flight_done(spans, 1.0, lambda start, stop: 1.2 * (stop - start)),
+    )
+    assert counted.eta_s == pytest.approx(3.0)
+    assert counted.fraction == pytest.approx(1 / 8)  # progress still counts what is in
+
+
+def test_work_in_flight_is_corrected_as_the_work_left_is() -> None:
+    # The accepted chunks cost twice their estimate (the prior aside): so does what is in
+    # flight, and the ETA's rate counts it at that.
+    p = job_progress(
+        units_done=50,
+        total_units=100,
+        work_total=1000.0,
+        work_done=1000.0,
+        work_estimated_done=500.0,
+        elapsed_s=10.0,
+        finished=False,
+        succeeded=False,
+        in_flight=100.0,
+    )
+    ratio = (1000.0 + 20.0) / (500.0 + 20.0)
+    reached = 1000.0 + 100.0 * ratio
+    assert p.work_total == pytest.approx(1000.0 + 500.0 * ratio)
+    assert p.eta_s == pytest.approx((p.work_total - reached) / (reached / 10.0))

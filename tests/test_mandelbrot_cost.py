@@ -11,7 +11,7 @@ import pytest
 from hydracompute.core.sizing import chunk_units
 from hydracompute.kinds import ChunkOutput
 from hydracompute.kinds.mandelbrot import TILE, MandelbrotKind, assemble, tile_stride
-from hydracompute.kinds.mandelbrot_cost import TYPICAL_PIXEL_ITERATIONS, _unit_costs
+from hydracompute.kinds.mandelbrot_cost import TYPICAL_PIXEL_ITERATIONS, _unit_costs, sample_counts
 from hydracompute.kinds.mandelbrot_kernel import render_tile
 
 MANDEL = MandelbrotKind()
@@ -156,3 +156,26 @@ def test_the_live_summary_keeps_the_estimate_of_the_accepted_tiles() -> None:
     assert MANDEL.answer_from_live(params, live) == merged
     # A summary folded without the ranges keeps no estimate.
     assert MANDEL.work_estimated(params, MANDEL.fold_live(params, {}, outputs[ranges[0]])) is None
+
+
+def test_a_job_whose_tile_side_was_chosen_reuses_the_samples_of_the_choice() -> None:
+    """The submission's choice of side reads the 64² estimate; the job's own costs, of
+    16² tiles, sample the same 128² grid and are not iterated again."""
+    kind = MandelbrotKind()
+    params = kind.validate(
+        {"width": 2048, "height": 2048, "max_iter": 100_000, "span": 0.011}
+        | {"center_re": -0.7436, "center_im": 0.1318}
+    )
+    sample_counts.cache_clear()
+    _unit_costs.cache_clear()
+    planned = kind.plan(params)
+    assert planned["tile"] == 16
+    assert sample_counts.cache_info().misses == 1
+    costs = kind.unit_costs(planned)
+    assert sample_counts.cache_info().misses == 1  # the same grid, from the cache
+    assert costs.total_units == (2048 // 16) ** 2
+    # The cached samples are shared, so nobody may write to them.
+    with pytest.raises(ValueError):
+        sample_counts(*(planned[k] for k in ("x_min", "x_max", "y_min", "y_max")), 128, 128, 10**5)[
+            0, 0
+        ] = 1.0

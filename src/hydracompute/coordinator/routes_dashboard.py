@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from hydracompute.coordinator.auth import CoordinatorDep, Principal, Viewer
 from hydracompute.coordinator.events import Subscription
-from hydracompute.coordinator.routes_jobs import job_view, visible_job
+from hydracompute.coordinator.routes_jobs import job_view, lease_spans, visible_job
 from hydracompute.coordinator.routes_workers import worker_views
 from hydracompute.coordinator.schemas import KindField, KindList, KindView, PoolView, PreviewOut
 from hydracompute.coordinator.service import Coordinator
@@ -179,7 +179,8 @@ async def _stream(
             for job_id in sorted(jobs):
                 job = await c.call(c.store.get_job, job_id)
                 if capacity is not None and principal.may_see(job.owner):
-                    views.append(job_view(c, job, capacity).model_dump())
+                    spans = await lease_spans(c, job)
+                    views.append(job_view(c, job, capacity, spans=spans).model_dump())
             if views:
                 yield _event("jobs", views)
             chunks, subscription.chunks = subscription.chunks, []

@@ -33,7 +33,7 @@ from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.core.credit import JOULES_PER_KWH, ZoneTotal
 from hydracompute.core.fairshare import OwnerShare
 from hydracompute.core.models import Job, JobState, Role
-from hydracompute.core.progress import job_progress
+from hydracompute.core.progress import LeaseSpan, in_flight_done, job_progress
 from hydracompute.core.verification import workers_needed
 from hydracompute.errors import Conflict, NotFound
 from hydracompute.kinds import JobKind
@@ -72,19 +72,34 @@ def share_view(share: OwnerShare) -> ShareView:
     )
 
 
+async def lease_spans(c: Coordinator, job: Job) -> list[LeaseSpan] | None:
+    """A running job's active leases, for its ETA (``None`` when finished, or too many)."""
+    if job.state.finished:
+        return None
+    return await c.call(c.store.lease_spans, job.job_id)
+
+
 def job_view(
     c: Coordinator,
     job: Job,
     capacity: PoolCapacity,
     shares: dict[str, OwnerShare] | None = None,
+    spans: list[LeaseSpan] | None = None,
 ) -> JobView:
     """The job as the API shows it; ``capacity`` (see :meth:`Coordinator.capacity`) says
     whether a running job is waiting for a worker that can run it, ``shares`` (see
-    :func:`owner_shares`) its owner's standing in the fair share."""
+    :func:`owner_shares`) its owner's standing in the fair share, ``spans`` (see
+    :func:`lease_spans`) the work in flight that its ETA counts."""
     share = (shares or {}).get(job.owner) if not job.state.finished else None
     kind = c.store.kinds.get(job.kind)
-    end = job.finished_s if job.finished_s is not None else c.clock()
+    now = c.clock()
+    end = job.finished_s if job.finished_s is not None else now
     elapsed_s = max(0.0, end - job.created_s)
+    in_flight = None
+    if spans is not None:
+        in_flight = in_flight_done(
+            spans, now, lambda start, stop: kind.units_of_work(job.params, start, stop)
+        )
     artefacts = list(job.answer.get("artefacts", [])) if job.answer else []
     progress = job_progress(
         units_done=job.units_done,
@@ -96,6 +111,7 @@ def job_view(
         finished=job.state.finished,
         succeeded=job.state is JobState.DONE,
         report_lag_s=job.target_chunk_s / 2,
+        in_flight=in_flight,
     )
     return JobView(
         job_id=job.job_id,
@@ -162,7 +178,7 @@ async def full_job_view(
     shares: dict[str, OwnerShare] | None = None,
 ) -> JobView:
     """One job's view, with its energy and CO2 so far (read from the ledger)."""
-    view = job_view(c, job, capacity, shares)
+    view = job_view(c, job, capacity, shares, await lease_spans(c, job))
     view.emissions = emissions(await c.call(c.store.credit_by_zone, job.job_id))
     return view
 
@@ -239,7 +255,7 @@ async def list_jobs(
     owner = None if principal.sees_all_jobs() else principal.key_id
     jobs = await c.call(c.store.list_jobs, state, limit, owner)
     capacity, shares = await c.capacity(), await owner_shares(c)
-    return JobList(jobs=[job_view(c, j, capacity, shares) for j in jobs])
+    return JobList(jobs=[job_view(c, j, capacity, shares, await lease_spans(c, j)) for j in jobs])
 
 
 @router.get("/shares", response_model=ShareList)

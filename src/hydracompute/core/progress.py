@@ -13,11 +13,22 @@ estimated work of what is done (its chunks are spread over the job, so what is d
 fair sample of what is left). The ratio is drawn towards 1 by a prior worth
 :data:`PRIOR_SHARE` of the job, so that the first chunk or two do not swing it. Both sums
 are stored with the job: every coordinator shows the same.
+
+The ETA's rate counts, besides the work done, the part of the work in flight that its
+leases should have computed by now (:func:`in_flight_done`: each lease's chunk in
+proportion to the time since it was granted over the time it was expected to take, read
+from the database, so every coordinator shows the same). Work is reported only when a
+chunk ends, so without it the rate is too low by the work in flight; a fixed allowance of
+half a chunk (``report_lag_s``) is right only once chunks are as long as their target, and
+at the start of a job, while new workers' chunks grow from probes, it made the ETA at a
+quarter of a 4-second job 71% short.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: A running job never shows more than this, however its work done compares with the
 #: estimated total (an estimate a little low would otherwise show 100% before the end).
@@ -26,6 +37,39 @@ MAX_RUNNING_PROGRESS = 0.999
 #: the job's estimated work: at a quarter of a job, the finished chunks weigh 0.25 against
 #: 0.02.
 PRIOR_SHARE = 0.02
+
+
+class LeaseSpan(NamedTuple):
+    """An active lease of a job, as the ETA reads it: its chunk's units, when it was
+    granted, and when its holder was expected to finish (``None``: not known)."""
+
+    start: int
+    stop: int
+    issued_s: float
+    expected_end_s: float | None
+
+
+#: The most active leases of a job the ETA reads; a job with more in flight shows the ETA
+#: of the fixed allowance (``report_lag_s``), whose chunks are then long settled.
+MAX_SPANS = 1024
+
+
+def in_flight_done(
+    spans: Iterable[LeaseSpan], now: float, work_of: Callable[[int, int], float]
+) -> float:
+    """The work the active leases ``spans`` should have computed by ``now``: each chunk's
+    work (``work_of(start, stop)``) times the share of its expected duration that has
+    passed (at most all of it), counted once per chunk however many copies are out (its
+    most advanced). A lease without an expected end counts nothing."""
+    shares: dict[tuple[int, int], float] = {}
+    for span in spans:
+        if span.expected_end_s is None:
+            continue
+        duration = span.expected_end_s - span.issued_s
+        share = 1.0 if duration <= 0 else min(1.0, max(0.0, now - span.issued_s) / duration)
+        key = (span.start, span.stop)
+        shares[key] = max(share, shares.get(key, 0.0))
+    return sum(share * work_of(start, stop) for (start, stop), share in shares.items())
 
 
 @dataclass(frozen=True)
@@ -51,6 +95,7 @@ def job_progress(
     succeeded: bool,
     report_lag_s: float = 0.0,
     work_estimated_done: float | None = None,
+    in_flight: float | None = None,
 ) -> Progress:
     """The progress of a job.
 
@@ -71,8 +116,13 @@ def job_progress(
         work_estimated_done: the estimated work of the accepted units (in the units of
             ``work_total``), when kept: the work left is then corrected by the ratio of
             ``work_done`` to it (see the module's docstring). Only read with ``work_done``.
+        in_flight: the work the active leases should have computed by now (see
+            :func:`in_flight_done`), as the kind estimates it (``units_of_work``), when
+            known: corrected as the work left is, the ETA's rate then counts it over the
+            whole elapsed time instead of allowing ``report_lag_s``.
     """
     by_units = units_done / total_units
+    correction = 1.0
     if work_done is None:
         fraction = by_units
         done = by_units * work_total
@@ -80,21 +130,23 @@ def job_progress(
         fraction, done, work_total = 1.0, work_done, work_done
     else:
         if work_estimated_done is not None and work_total > 0:
-            work_total = work_done + corrected_left(work_total, work_done, work_estimated_done)
+            correction = _ratio(work_total, work_done, work_estimated_done)
+            work_total = work_done + max(0.0, work_total - work_estimated_done) * correction
         fraction = work_done / work_total if work_total > 0 else by_units
         fraction = min(fraction, MAX_RUNNING_PROGRESS if units_done < total_units else 1.0)
         done = work_done
     throughput = done / elapsed_s if elapsed_s > 0 else 0.0
     eta_s = None
-    if not finished and done > 0 and elapsed_s > report_lag_s:
+    if not finished and in_flight is not None and elapsed_s > 0:
+        reached = min(done + in_flight * correction, work_total)
+        if reached > 0:
+            eta_s = max(0.0, work_total - reached) / (reached / elapsed_s)
+    elif not finished and done > 0 and elapsed_s > report_lag_s:
         eta_s = max(0.0, work_total - done) / (done / (elapsed_s - report_lag_s))
     return Progress(fraction, done, work_total, throughput, eta_s)
 
 
-def corrected_left(work_total: float, work_done: float, work_estimated_done: float) -> float:
-    """The work left: the estimate of the units left (``work_total`` less the estimate of
-    the units done), scaled by the real-to-estimated ratio of the units done, drawn
-    towards 1 by :data:`PRIOR_SHARE` of ``work_total``."""
+def _ratio(work_total: float, work_done: float, work_estimated_done: float) -> float:
+    """Real to estimated work of the units done, drawn towards 1 by :data:`PRIOR_SHARE`."""
     prior = PRIOR_SHARE * work_total
-    ratio = (work_done + prior) / (work_estimated_done + prior)
-    return max(0.0, work_total - work_estimated_done) * ratio
+    return (work_done + prior) / (work_estimated_done + prior)

@@ -33,6 +33,7 @@ from hydracompute.core.models import (
     Lease,
     Worker,
 )
+from hydracompute.core.progress import LeaseSpan
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.payloads import artefact_blob_name
 from hydracompute.store.shared import SharedPrimitives
@@ -263,6 +264,12 @@ class Backend(SharedPrimitives):
     def count_active_leases(self, worker_id: str) -> int:
         """How many active leases the worker holds (read on every exchange that asks for
         work, so only counted)."""
+
+    @abc.abstractmethod
+    def lease_spans(self, job_id: str, limit: int) -> list[LeaseSpan]:
+        """At most ``limit`` active leases of a job that are not spot checks, with their
+        chunk's units (for the ETA: see :func:`hydracompute.core.progress.in_flight_done`);
+        which ones, when there are more, is unspecified."""
 
     @abc.abstractmethod
     def active_lease_counts(self) -> dict[str, int]:

@@ -36,6 +36,7 @@ from hydracompute.core.models import (
     LeaseState,
     Worker,
 )
+from hydracompute.core.progress import LeaseSpan
 from hydracompute.errors import StoreError
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import BlobStore, MemoryBlobStore
@@ -542,6 +543,18 @@ class MemoryBackend(MemoryShared, Backend):
 
     def count_active_leases(self, worker_id: str) -> int:
         return len(self._active_by_worker.get(worker_id, ()))
+
+    def lease_spans(self, job_id: str, limit: int) -> list[LeaseSpan]:
+        spans: list[LeaseSpan] = []
+        for lease in self._active_leases_of_job(job_id):
+            if len(spans) == limit:
+                break
+            if not lease.spot_check:
+                chunk = self._chunks[(job_id, lease.chunk_index)]
+                spans.append(
+                    LeaseSpan(chunk.start, chunk.stop, lease.issued_s, lease.expected_end_s)
+                )
+        return spans
 
     def active_lease_counts(self) -> dict[str, int]:
         return {w: len(ids) for w, ids in self._active_by_worker.items() if ids}

@@ -38,6 +38,7 @@ from hydracompute.core.models import (
     Lease,
     LeaseState,
 )
+from hydracompute.core.progress import MAX_SPANS, LeaseSpan
 from hydracompute.core.sizing import load_controlled_target_s
 from hydracompute.core.verification import (
     VerificationPolicy,
@@ -251,6 +252,14 @@ class Store(WorkerRecords):
         if job is None:
             raise NotFound(f"no job {job_id!r}")
         return job
+
+    def lease_spans(self, job_id: str, limit: int = MAX_SPANS) -> list[LeaseSpan] | None:
+        """A job's active leases as its ETA reads them (see
+        :func:`hydracompute.core.progress.in_flight_done`), or ``None`` when it has more
+        than ``limit``."""
+        with self.backend.transaction(read_only=True):
+            spans = self.backend.lease_spans(job_id, limit + 1)
+        return None if len(spans) > limit else spans
 
     def list_jobs(
         self, state: JobState | None = None, limit: int = 100, owner: str | None = None

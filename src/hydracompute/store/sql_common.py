@@ -1,5 +1,5 @@
 """The primitives whose SQL is the same on SQLite and PostgreSQL: the verification
-candidates, reading and deleting outputs, and the credit ledger.
+candidates, reading and deleting outputs, the credit ledger, and a job's lease spans.
 
 :class:`SQLCommon` is mixed into both SQL backends, which own ``_db`` (whose ``execute``
 and ``executemany`` take a query and its arguments) and ``_blobs``, and name their parameter
@@ -23,6 +23,7 @@ from hydracompute.core.credit import (
     sort_totals,
 )
 from hydracompute.core.lifecycle import Copy
+from hydracompute.core.progress import LeaseSpan
 from hydracompute.store.backend import StoredOutput
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.payloads import load_output, spill_output
@@ -42,6 +43,15 @@ _TAIL_PARTS = (
     "AND l.job_id = ? ORDER BY l.chunk_index LIMIT ?) AS paused",
     "SELECT chunk_index FROM (SELECT chunk_index FROM leases WHERE job_id = ? "
     "AND state = 'active' AND expected_end_s > ? ORDER BY expected_end_s DESC LIMIT ?) AS ends",
+)
+
+
+#: ``lease_spans``: a job's active leases (not spot checks) with their chunks' units, from
+#: the index of active leases by chunk.
+_LEASE_SPANS = (
+    "SELECT c.start, c.stop, l.issued_s, l.expected_end_s FROM leases l JOIN chunks c "
+    'ON c.job_id = l.job_id AND c."index" = l.chunk_index '
+    "WHERE l.job_id = ? AND l.state = 'active' AND l.spot_check = 0 LIMIT ?"
 )
 
 
@@ -153,9 +163,14 @@ class SQLCommon:
                 ("credit_totals", _TOTALS),
                 ("credit_by_zone", _BY_ZONE),
                 ("credit_recent", _RECENT),
+                ("lease_spans", _LEASE_SPANS),
             )
         }
         cls._credit_filters = tuple(marked(f) for f in _FILTERS)
+
+    def lease_spans(self, job_id: str, limit: int) -> list[LeaseSpan]:
+        rows = self._db.execute(self._sql["lease_spans"], (job_id, limit)).fetchall()
+        return [LeaseSpan(int(a), int(b), float(issued), end) for a, b, issued, end in rows]
 
     # verification candidates
 
