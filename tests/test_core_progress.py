@@ -213,3 +213,17 @@ def test_work_in_flight_is_corrected_as_the_work_left_is() -> None:
     reached = 1000.0 + 100.0 * ratio
     assert p.work_total == pytest.approx(1000.0 + 500.0 * ratio)
     assert p.eta_s == pytest.approx((p.work_total - reached) / (reached / 10.0))
+
+
+def test_no_eta_before_the_first_result_even_with_work_in_flight() -> None:
+    p = job_progress(
+        units_done=0,
+        total_units=100,
+        work_total=1000.0,
+        work_done=None,
+        elapsed_s=0.05,
+        finished=False,
+        succeeded=False,
+        in_flight=0.01,
+    )
+    assert p.eta_s is None

@@ -137,11 +137,12 @@ def job_progress(
         done = work_done
     throughput = done / elapsed_s if elapsed_s > 0 else 0.0
     eta_s = None
-    if not finished and in_flight is not None and elapsed_s > 0:
+    if finished or done <= 0:
+        pass  # nothing measured yet: a probe's lease alone says little of the rate
+    elif in_flight is not None and elapsed_s > 0:
         reached = min(done + in_flight * correction, work_total)
-        if reached > 0:
-            eta_s = max(0.0, work_total - reached) / (reached / elapsed_s)
-    elif not finished and done > 0 and elapsed_s > report_lag_s:
+        eta_s = max(0.0, work_total - reached) / (reached / elapsed_s)
+    elif elapsed_s > report_lag_s:
         eta_s = max(0.0, work_total - done) / (done / (elapsed_s - report_lag_s))
     return Progress(fraction, done, work_total, throughput, eta_s)
 
