@@ -1,3 +1,3 @@
 """Hydra Compute: pool idle machines into one compute service."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

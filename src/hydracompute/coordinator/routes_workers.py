@@ -121,6 +121,7 @@ async def enrol(
         body.watts_per_core,
         body.grid_zone,
         body.power_measured,
+        version=body.version,
     )
     c.workers_changed()
     log.info(
@@ -161,6 +162,7 @@ async def rejoin(
         body.watts_per_core,
         body.grid_zone,
         body.power_measured,
+        version=body.version,
     )
     c.workers_changed()
     c.silent_workers.discard(worker.worker_id)  # the line below says it is back
@@ -346,6 +348,7 @@ async def worker_views(c: Coordinator, workers: list[Worker]) -> list[WorkerView
             grid_gco2_per_kwh=grid.intensity(w.grid_zone, now)
             if w.grid_zone and grid.view is not None
             else None,
+            version=w.version,
         )
         for w in workers
     ]

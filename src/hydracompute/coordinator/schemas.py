@@ -376,6 +376,9 @@ class WorkerView(BaseModel):
     grid_gco2_per_kwh: float | None = Field(
         None, description="Its grid's carbon intensity now (null: no source or no zone)."
     )
+    version: str = Field(
+        "", description="The Hydra Compute version it runs ('' if it did not say)."
+    )
 
 
 class WorkerLabels(Strict):

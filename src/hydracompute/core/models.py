@@ -229,6 +229,10 @@ class Worker:
     power_measured: bool = False
     #: Its electricity grid: an ISO country code or an Electricity Maps zone ("" unknown).
     grid_zone: str = ""
+    #: The Hydra Compute version it runs, as it said when it last joined ("" unknown:
+    #: taken as older than any): jobs whose parameters older workers cannot compute
+    #: (:meth:`~hydracompute.kinds.base.JobKind.min_worker_version`) skip it.
+    version: str = ""
 
     def online(self, now: float, lease_ttl_s: float) -> bool:
         """Seen within one lease lifetime and neither signed off nor revoked."""

@@ -1,9 +1,15 @@
-"""Placement: which workers a job's chunks may go to, by the labels the pool's admin gave.
+"""Placement: which workers a job's chunks may go to, by the labels the pool's admin gave
+and by the version of Hydra Compute the workers run.
 
 An admin labels workers (``trusted``, ``gpu``, ``site-a``...); a job may require labels,
 and its chunks go only to workers that carry every one of them. Labels are the admin's word
 about machines they vouch for; nothing here checks a machine (docs/security.md says what
 that does and does not protect).
+
+A job whose parameters a worker of an older version would refuse (a Mandelbrot job naming
+its tile side, which workers before 0.2.0 do not know) goes only to workers that said they
+run at least the version its kind names (:meth:`JobKind.min_worker_version`), so that a
+pool whose volunteers upgrade at their own pace does not fail such jobs on their refusals.
 """
 
 from __future__ import annotations
@@ -30,6 +36,22 @@ def label_errors(labels: Iterable[object]) -> str | None:
 def may_place(required: Collection[str], labels: Collection[str]) -> bool:
     """Whether a worker carrying ``labels`` may compute a job that requires ``required``."""
     return all(label in labels for label in required)
+
+
+#: A version's leading numbers ("0.2.0rc1" → 0, 2, 0).
+_VERSION = re.compile(r"^\d+(?:\.\d+)*")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """A version's release numbers, for comparing; ``()`` (older than any) when it has none."""
+    found = _VERSION.match(version.strip())
+    return tuple(int(part) for part in found.group().split(".")) if found else ()
+
+
+def may_run(minimum: str, version: str) -> bool:
+    """Whether a worker running ``version`` may compute a job that needs ``minimum``
+    (``""``: any worker); a worker that gave no version is taken as older than any."""
+    return not minimum or version_key(version) >= version_key(minimum)
 
 
 def relabel(labels: Iterable[str], add: Iterable[str], remove: Iterable[str]) -> list[str]:

@@ -295,6 +295,13 @@ class JobKind(abc.ABC):
         payload here; the coordinator never carves more, and a worker refuses more."""
         return self.max_chunk_units
 
+    def min_worker_version(self, params: JSON) -> str:
+        """The oldest Hydra Compute version whose workers compute a job of these
+        parameters (``""``, the default: any). A kind that gains a parameter names here
+        the version that brought it, for jobs that use it: older workers, which would
+        refuse them, are not given their chunks."""
+        return ""
+
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:
         """Elementary operations in a chunk (samples, iterations...), for throughput figures;
         also what an accepted chunk earns each agreeing worker in credit (docs/credit.md):

@@ -54,6 +54,8 @@ from hydracompute.kinds.params import ParamReader
 TILE = 64
 #: The tile sides a job may have, largest first.
 TILE_SIDES = (64, 32, 16)
+#: The first version whose workers know the ``tile`` parameter (older ones refuse it).
+TILE_SINCE = "0.2.0"
 #: At submission the tile side is halved (down to 16) while the view's dearest tile, as
 #: estimated (:mod:`hydracompute.kinds.mandelbrot_cost`), would cost more iterations than
 #: this: 0.05 s of a core of 1 G iterations/s, 0.25 s of one five times slower. A 64² tile
@@ -127,6 +129,9 @@ class MandelbrotKind(JobKind):
         while side > TILE_SIDES[-1] and dearest * (side / TILE) ** 2 > MAX_TILE_ITERATIONS:
             side //= 2
         return params if side == TILE else {**params, "tile": side}
+
+    def min_worker_version(self, params: JSON) -> str:
+        return TILE_SINCE if "tile" in params else ""
 
     def max_units(self, params: JSON) -> int:
         """:attr:`max_chunk_units` tiles of 64, in tiles of the job's side: 4 Mpixel."""

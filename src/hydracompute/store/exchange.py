@@ -510,8 +510,12 @@ class Exchange(Verdicts):
         return (job.job_id for job in jobs if self._may_place(job.job_id))
 
     def _may_place(self, job_id: str) -> bool:
-        required = self.job(job_id).required_labels
-        return not required or placement.may_place(required, self.worker.labels)
+        job = self.job(job_id)
+        required = job.required_labels
+        if required and not placement.may_place(required, self.worker.labels):
+            return False
+        minimum = self.kinds.get(job.kind).min_worker_version(job.params)
+        return placement.may_run(minimum, self.worker.version)
 
     def _carve(self, job: Job, want: int, share: float) -> None:
         # A probe is sized in cost too: 16 of a dear view's tiles took a slow worker as

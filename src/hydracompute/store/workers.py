@@ -12,6 +12,7 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 
+from hydracompute import __version__
 from hydracompute.core import carbon, placement
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.credit import MAX_OWN_WATTS_PER_CORE, MIN_OWN_WATTS_PER_CORE
@@ -26,6 +27,8 @@ from hydracompute.store.retry import retried_on_conflict
 MAX_NAME_CHARS = 200
 #: Limits of what a worker says about itself (the HTTP schema holds requests to the same).
 MAX_WORKER_CORES = 1024
+#: A worker's version as kept (the API takes at most as much).
+MAX_VERSION_CHARS = 40
 MAX_WORKER_KINDS = 100
 KIND_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 #: Workers forgotten per call; the coordinator calls again while there are more.
@@ -61,6 +64,7 @@ class WorkerRecords:
         grid_zone: str = "",
         power_measured: bool = False,
         volunteer: str = "",
+        version: str = __version__,
     ) -> tuple[Worker, str]:
         """Record a new worker; returns it and its secret (shown once, stored hashed).
 
@@ -73,6 +77,8 @@ class WorkerRecords:
                 it measured it (0.1–500 W), for its energy estimates; ``None``: the pool's.
             grid_zone: its electricity grid (see :func:`~hydracompute.core.carbon.valid_zone`).
             power_measured: whether ``watts_per_core`` was measured (RAPL).
+            version: the Hydra Compute version it runs (``""``: it did not say; by
+                default this one's, as a worker in this process runs).
 
         Raises:
             InvalidRequest: a power figure out of range, or a malformed grid zone.
@@ -94,6 +100,7 @@ class WorkerRecords:
             power_measured=power_measured and watts_per_core is not None,
             grid_zone=grid_zone,
             token_id=volunteer,
+            version=version[:MAX_VERSION_CHARS],
         )
         with self.backend.transaction():
             if join_token is not None:
@@ -140,11 +147,13 @@ class WorkerRecords:
         watts_per_core: float | None = None,
         grid_zone: str = "",
         power_measured: bool = False,
+        version: str = __version__,
     ) -> Worker:
         """A rejoining worker's cores, installed kinds, power per core (``None``: it
-        gives none now, the pool's figure is used) and grid zone, which may differ from
-        what it had when it enrolled (its owner changed ``--cores``, installed a kind, or
-        moved): it keeps its identity, speeds and credit. Counts as hearing from it.
+        gives none now, the pool's figure is used), grid zone and version, which may differ
+        from what it had when it enrolled (its owner changed ``--cores``, installed a kind,
+        moved or upgraded): it keeps its identity, speeds and credit. Counts as hearing
+        from it.
 
         Raises:
             NotFound: no such worker.
@@ -173,6 +182,7 @@ class WorkerRecords:
             worker.watts_per_core = watts_per_core
             worker.power_measured = power_measured and watts_per_core is not None
             worker.grid_zone = carbon.normal_zone(grid_zone)
+            worker.version = version[:MAX_VERSION_CHARS]
             worker.last_seen_s = now
             self.backend.put_worker(worker)
         return worker

@@ -143,6 +143,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX active_leases_by_end ON leases (job_id, expected_end_s) WHERE state = 'active';
     CREATE INDEX paused_workers ON workers (worker_id) WHERE state = 'paused'
     """,
+    # The version each worker runs (see core/placement.py: jobs older ones cannot run).
+    """
+    ALTER TABLE workers ADD COLUMN version TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 
