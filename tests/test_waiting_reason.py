@@ -111,3 +111,26 @@ def test_barred_workers_do_not_count_for_verification() -> None:
     assert capacity.waiting_reason("sum") is None
     assert capacity.waiting_reason("sum", workers_needed=2) is not None
     assert PoolCapacity.of([honest, a_worker(["sum"])], now, TTL).waiting_reason("sum", 2) is None
+
+
+def test_a_job_older_workers_cannot_run_says_which_version_it_needs() -> None:
+    now = 100.0
+    old = PoolCapacity.of([a_worker(["mandelbrot"], version="0.1.0")], now, TTL)
+    assert old.waiting_reason("mandelbrot") is None
+    assert old.waiting_reason("mandelbrot", min_version="0.2.0") == (
+        "no online worker with kind mandelbrot runs Hydra Compute 0.2.0 or later, "
+        "which this job's parameters need"
+    )
+    new = PoolCapacity.of(
+        [a_worker(["mandelbrot"], version="0.1.0"), a_worker(["mandelbrot"], version="0.2.0")],
+        now,
+        TTL,
+    )
+    assert new.waiting_reason("mandelbrot", min_version="0.2.0") is None
+    # One of that version, but of another kind only: still waiting.
+    mixed = PoolCapacity.of(
+        [a_worker(["pi"], version="0.2.0"), a_worker(["mandelbrot"], version="0.1.0")], now, TTL
+    )
+    assert "runs Hydra Compute 0.2.0" in str(
+        mixed.waiting_reason("mandelbrot", min_version="0.2.0")
+    )

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from hydracompute.core.models import Worker
-from hydracompute.core.placement import may_place
+from hydracompute.core.placement import may_place, may_run
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class PoolCapacity:
     running_per_kind: tuple[tuple[str, int], ...] = ()
     #: The labels of each online worker, with its kinds (for jobs that require labels).
     labelled: tuple[tuple[frozenset[str], frozenset[str]], ...] = ()
+    #: The versions the online workers not paused run, with their kinds (for jobs that
+    #: older workers cannot run: see :func:`~hydracompute.core.placement.may_run`).
+    versions: tuple[tuple[frozenset[str], str], ...] = ()
 
     @classmethod
     def of(cls, workers: Iterable[Worker], now: float, lease_ttl_s: float) -> PoolCapacity:
@@ -38,16 +41,24 @@ class PoolCapacity:
             kinds_running=frozenset(k for w in online if w.state != "paused" for k in w.kinds),
             running_per_kind=tuple(sorted(running.items())),
             labelled=tuple((frozenset(w.kinds), frozenset(w.labels)) for w in online if w.labels),
+            versions=tuple(
+                sorted({(frozenset(w.kinds), w.version) for w in online if w.state != "paused"})
+            ),
         )
 
     def waiting_reason(
-        self, kind: str, workers_needed: int = 1, required_labels: Collection[str] = ()
+        self,
+        kind: str,
+        workers_needed: int = 1,
+        required_labels: Collection[str] = (),
+        min_version: str = "",
     ) -> str | None:
         """Why a running job of ``kind`` cannot progress now, or ``None`` if it can.
 
         ``workers_needed``: the different workers a chunk of the job needs (its copies
         verified against each other; see :func:`~hydracompute.core.verification.
-        workers_needed`); ``required_labels``: the labels its workers must carry.
+        workers_needed`); ``required_labels``: the labels its workers must carry;
+        ``min_version``: the oldest version of Hydra Compute that runs its parameters.
         """
         if self.online == 0:
             return f"no worker is online to run kind {kind}"
@@ -61,6 +72,13 @@ class PoolCapacity:
             return (
                 f"no online worker with kind {kind} carries the labels "
                 f"{', '.join(sorted(required_labels))} this job requires"
+            )
+        if min_version and not any(
+            kind in kinds and may_run(min_version, version) for kinds, version in self.versions
+        ):
+            return (
+                f"no online worker with kind {kind} runs Hydra Compute {min_version} or later, "
+                "which this job's parameters need"
             )
         running = dict(self.running_per_kind).get(kind, 0)
         if running < workers_needed:

@@ -144,7 +144,10 @@ def job_view(
         waiting_reason=None
         if job.state.finished
         else capacity.waiting_reason(
-            job.kind, workers_needed(job.quorum, job.adaptive), job.required_labels
+            job.kind,
+            workers_needed(job.quorum, job.adaptive),
+            job.required_labels,
+            kind.min_worker_version(job.params),
         ),
         required_labels=job.required_labels,
         deadline_s=job.deadline_s,
