@@ -224,6 +224,30 @@ def test_stitched_tiles_equal_the_whole_image(region: Region, tile_w: int, tile_
     np.testing.assert_array_equal(whole, reference_image(region, WIDTH, HEIGHT, max_iter))
 
 
+# Wider than the kernel's lock-step group of 32 pixels, so that groups lying within one row
+# (the kernel's vectorised set-up) and groups spanning rows both occur, at tile offsets.
+WIDE_WIDTH, WIDE_HEIGHT = 100, 7
+
+
+@pytest.mark.parametrize(
+    ("col0", "row0", "tile_w", "tile_h"),
+    [
+        (0, 0, WIDE_WIDTH, WIDE_HEIGHT),  # three whole groups a row, then one across rows
+        (3, 1, 64, 5),  # two whole groups a row, from an odd column
+        (5, 2, 65, 4),  # the third group of each row takes pixels of the next
+        (0, 0, 32, WIDE_HEIGHT),  # one group a row, exactly
+        (10, 0, 33, 3),
+        (67, 6, 33, 1),  # one row, its last group one pixel long
+    ],
+)
+def test_tiles_wider_than_a_lane_group_match_the_reference(
+    col0: int, row0: int, tile_w: int, tile_h: int
+) -> None:
+    reference = reference_image(SEAHORSE_VALLEY, WIDE_WIDTH, WIDE_HEIGHT, 301)
+    tile = render_tile(*SEAHORSE_VALLEY, WIDE_WIDTH, WIDE_HEIGHT, 301, col0, row0, tile_w, tile_h)
+    np.testing.assert_array_equal(tile, reference[row0 : row0 + tile_h, col0 : col0 + tile_w])
+
+
 @pytest.mark.parametrize(("tile_w", "tile_h"), [(1, 1), (5, 7), (16, 16), (37, 23)])
 def test_tiles_rendered_in_one_call_are_each_tiles_counts(tile_w: int, tile_h: int) -> None:
     """render_tiles gives each tile's counts, one after the other, in any order."""

@@ -14,8 +14,8 @@
  */
 #include <stdint.h>
 
-#define LANES 16
-#define BATCH 4
+#define LANES 32
+#define BATCH 2
 
 static inline double pixel_re(double x_min, double dx, int64_t col)
 {
@@ -63,14 +63,35 @@ void mandelbrot_lockstep(double x_min, double x_max, double y_min, double y_max,
     int64_t n_batches = max_iter / BATCH;
     double zr[LANES], zi[LANES], cr[LANES], ci[LANES];
     int64_t alive[LANES], count[LANES];
+    int64_t col = 0, row = 0; /* tile column and row of the group's first pixel */
     for (int64_t first = 0; first < n_pixels; first += LANES) {
+        if (first + LANES <= n_pixels && col + LANES <= tile_w) {
+            /* the whole group lies in one row */
+            double c_im = pixel_im(y_max, dy, row0 + row);
+            for (int k = 0; k < LANES; k++) {
+                cr[k] = pixel_re(x_min, dx, col0 + col + k);
+                ci[k] = c_im;
+                alive[k] = -1;
+            }
+            col += LANES;
+            if (col == tile_w) {
+                col = 0;
+                row++;
+            }
+        } else {
+            for (int k = 0; k < LANES; k++) {
+                /* lanes past the end of the tile repeat the last pixel, born dead */
+                cr[k] = pixel_re(x_min, dx, col0 + col);
+                ci[k] = pixel_im(y_max, dy, row0 + row);
+                alive[k] = first + k < n_pixels ? -1 : 0;
+                if (first + k < n_pixels - 1 && ++col == tile_w) {
+                    col = 0;
+                    row++;
+                }
+            }
+        }
         for (int k = 0; k < LANES; k++) {
-            int64_t p = first + k < n_pixels ? first + k : n_pixels - 1;
-            int64_t row = p / tile_w;
-            cr[k] = pixel_re(x_min, dx, col0 + (p - row * tile_w));
-            ci[k] = pixel_im(y_max, dy, row0 + row);
             zr[k] = zi[k] = 0.0;
-            alive[k] = first + k < n_pixels ? -1 : 0;
             count[k] = 0;
         }
         int64_t any_alive = -1;
