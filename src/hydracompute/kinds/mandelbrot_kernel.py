@@ -80,10 +80,32 @@ def _render(
     tile_w: int,
     tile_h: int,
 ) -> npt.NDArray[np.uint32]:
+    out = np.empty(tile_w * tile_h, np.uint32)
+    _render_into(
+        out, x_min, x_max, y_min, y_max, width, height, max_iter, col0, row0, tile_w, tile_h
+    )
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _render_into(
+    out: npt.NDArray[np.uint32],
+    x_min: float,
+    x_max: float,
+    y_min: float,
+    y_max: float,
+    width: int,
+    height: int,
+    max_iter: int,
+    col0: int,
+    row0: int,
+    tile_w: int,
+    tile_h: int,
+) -> None:
+    """Write the tile's ``tile_w * tile_h`` counts, row-major, into ``out``."""
     dx = (x_max - x_min) / width
     dy = (y_max - y_min) / height
     n_pixels = tile_w * tile_h
-    out = np.empty(n_pixels, np.uint32)
     zr = carray(_lane_buffer(np.float64), _LANES)
     zi = carray(_lane_buffer(np.float64), _LANES)
     cr = carray(_lane_buffer(np.float64), _LANES)
@@ -162,7 +184,6 @@ def _render(
             # An unsigned index: numba wraps negative signed ones, which made LLVM turn this
             # loop into a vector scatter.
             out[np.uint64(first + k)] = count[k]
-    return out
 
 
 @njit(cache=True, nogil=True)
@@ -183,7 +204,8 @@ def _render_many(
     offset = 0
     for t in range(col0s.size):
         n = tile_ws[t] * tile_hs[t]
-        out[offset : offset + n] = _render(
+        _render_into(
+            out[offset : offset + n],
             x_min,
             x_max,
             y_min,
