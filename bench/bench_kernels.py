@@ -4,10 +4,11 @@
 
 Builds ``bench/c/*.c`` with ``gcc -O3 -march=native -ffp-contract=off`` into
 ``bench/.build/``, checks that every implementation returns identical results, then reports
-the best of ``--reps`` timings of each. The process is pinned to one CPU so that every
-figure is a single-core figure; ``--clock cpu`` times with the process's CPU time instead
-of the wall clock, for a machine shared with other work (time that other processes take
-from the pinned CPU is then not counted; their effect on caches and clock speed is).
+the best of ``--reps`` timings of each, the implementations taking turns. The process is
+pinned to one CPU so that every figure is a single-core figure; ``--clock cpu`` times with
+the process's CPU time instead of the wall clock, for a machine shared with other work
+(time that other processes take from the pinned CPU is then not counted; their effect on
+caches and clock speed is).
 
 Extra rows show the C code built with 512-bit vectors preferred (gcc and LLVM default to
 256-bit vectors on some AVX-512 CPUs, such as the Intel Xeons; on the AMD EPYC machines
@@ -28,7 +29,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,19 @@ def best_seconds(
     return best
 
 
+def best_seconds_each(
+    runs: Mapping[str, Callable[[], object]], reps: int, clock: Callable[[], float]
+) -> dict[str, float]:
+    """:func:`best_seconds` of each of ``runs``, taking turns (one timing of each, ``reps``
+    times over) so that a change of load or clock speed during the benchmark touches every
+    implementation alike instead of the ones that happened to run then."""
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(reps):
+        for name, run in runs.items():
+            best[name] = min(best[name], best_seconds(run, 1, clock))
+    return best
+
+
 def _c_count_hits(library: ctypes.CDLL) -> Callable[[int, int, int], int]:
     function = library.pi_count_hits
     function.argtypes = [ctypes.c_uint64, ctypes.c_uint64, _I64]
@@ -116,10 +130,11 @@ def bench_pi(reps: int, clock: Callable[[], float]) -> list[Row]:
     hits = {name: run(PI_SEED, 0, PI_SAMPLES) for name, run in implementations.items()}
     if len(set(hits.values())) != 1:
         raise SystemExit(f"π implementations disagree: {hits}")
-    seconds = {
-        name: best_seconds(functools.partial(run, PI_SEED, 0, PI_SAMPLES), reps, clock)
+    runs = {
+        name: functools.partial(run, PI_SEED, 0, PI_SAMPLES)
         for name, run in implementations.items()
     }
+    seconds = best_seconds_each(runs, reps, clock)
     return _rows("π", "gcc", {name: PI_SAMPLES / s for name, s in seconds.items()}, seconds)
 
 
@@ -172,7 +187,7 @@ def bench_mandelbrot(reps: int, clock: Callable[[], float]) -> tuple[list[Row], 
         if not np.array_equal(as_image.get(name, np.asarray)(run()), reference):
             raise SystemExit(f"Mandelbrot implementation {name!r} disagrees with numba")
     iterations = int(reference.sum(dtype=np.uint64))
-    seconds = {name: best_seconds(run, reps, clock) for name, run in implementations.items()}
+    seconds = best_seconds_each(implementations, reps, clock)
     rates = {name: iterations / s for name, s in seconds.items()}
     return _rows("Mandelbrot", "gcc", rates, seconds), iterations
 
