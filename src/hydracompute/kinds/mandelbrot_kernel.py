@@ -79,10 +79,11 @@ def _render(
     row0: int,
     tile_w: int,
     tile_h: int,
+    one: int,
 ) -> npt.NDArray[np.uint32]:
     out = np.empty(tile_w * tile_h, np.uint32)
     _render_into(
-        out, x_min, x_max, y_min, y_max, width, height, max_iter, col0, row0, tile_w, tile_h
+        out, x_min, x_max, y_min, y_max, width, height, max_iter, col0, row0, tile_w, tile_h, one
     )
     return out
 
@@ -101,8 +102,15 @@ def _render_into(
     row0: int,
     tile_w: int,
     tile_h: int,
+    one: int,
 ) -> None:
-    """Write the tile's ``tile_w * tile_h`` counts, row-major, into ``out``."""
+    """Write the tile's ``tile_w * tile_h`` counts, row-major, into ``out``.
+
+    ``one`` must be 1: the count's increment comes as an argument, not a literal, because
+    LLVM rewrites ``n + 1 if live else n`` as ``n - sext(live)`` (two vector instructions an
+    iteration: the mask widened to a vector, then a subtract) but keeps ``n + one if live
+    else n`` as one masked add, the mask straight from the compare. That is 9% faster.
+    """
     dx = (x_max - x_min) / width
     dy = (y_max - y_min) / height
     n_pixels = tile_w * tile_h
@@ -110,8 +118,9 @@ def _render_into(
     zi = carray(_lane_buffer(np.float64), _LANES)
     cr = carray(_lane_buffer(np.float64), _LANES)
     ci = carray(_lane_buffer(np.float64), _LANES)
-    # Masks are 0 or -1 (all bits set) so that `count -= alive` counts and `&=` freezes.
-    alive = carray(_lane_buffer(np.int64), _LANES)
+    # Boolean masks, which LLVM keeps in AVX-512 mask registers: the compare that ends a
+    # lane also clears its mask bit (a masked compare), and the count is a masked add.
+    alive = carray(_lane_buffer(np.bool_), _LANES)
     count = carray(_lane_buffer(np.int64), _LANES)
     n_batches = max_iter // _BATCH
     # Tile column and row of the group's first pixel, stepped rather than divided out.
@@ -124,7 +133,7 @@ def _render_into(
             for k in range(_LANES):
                 cr[k] = x_min + (col0 + col + k + 0.5) * dx
                 ci[k] = c_im
-                alive[k] = -1
+                alive[k] = True
             col += _LANES
             if col == tile_w:
                 col = 0
@@ -134,7 +143,7 @@ def _render_into(
                 # Lanes past the end of the tile repeat the last pixel, born dead.
                 cr[k] = x_min + (col0 + col + 0.5) * dx
                 ci[k] = y_max - (row0 + row + 0.5) * dy
-                alive[k] = -1 if first + k < n_pixels else 0
+                alive[k] = first + k < n_pixels
                 if first + k < n_pixels - 1:
                     col += 1
                     if col == tile_w:
@@ -144,9 +153,9 @@ def _render_into(
             zr[k] = 0.0
             zi[k] = 0.0
             count[k] = 0
-        any_alive = -1
+        any_alive = True
         for _ in range(n_batches):
-            any_alive = 0
+            any_alive = False
             for k in range(_LANES):
                 a = zr[k]
                 b = zi[k]
@@ -157,8 +166,8 @@ def _render_into(
                 for _ in range(_BATCH):
                     a2 = a * a
                     b2 = b * b
-                    live &= -np.int64(a2 + b2 <= 4.0)
-                    n -= live
+                    live = live & (a2 + b2 <= 4.0)
+                    n = n + one if live else n
                     b = 2.0 * a * b + c_im
                     a = a2 - b2 + c_re
                 zr[k] = a
@@ -166,18 +175,18 @@ def _render_into(
                 alive[k] = live
                 count[k] = n
                 any_alive |= live
-            if any_alive == 0:
+            if not any_alive:
                 break
-        if any_alive != 0:
+        if any_alive:
             for _ in range(max_iter - n_batches * _BATCH):
                 for k in range(_LANES):
                     a = zr[k]
                     b = zi[k]
                     a2 = a * a
                     b2 = b * b
-                    live = alive[k] & -np.int64(a2 + b2 <= 4.0)
+                    live = alive[k] & (a2 + b2 <= 4.0)
                     alive[k] = live
-                    count[k] -= live
+                    count[k] += live
                     zi[k] = 2.0 * a * b + ci[k]
                     zr[k] = a2 - b2 + cr[k]
         for k in range(min(_LANES, n_pixels - first)):
@@ -199,6 +208,7 @@ def _render_many(
     row0s: npt.NDArray[np.int64],
     tile_ws: npt.NDArray[np.int64],
     tile_hs: npt.NDArray[np.int64],
+    one: int,
 ) -> npt.NDArray[np.uint32]:
     out = np.empty(int((tile_ws * tile_hs).sum()), np.uint32)
     offset = 0
@@ -217,6 +227,7 @@ def _render_many(
             row0s[t],
             tile_ws[t],
             tile_hs[t],
+            one,
         )
         offset += n
     return out
@@ -306,7 +317,7 @@ def render_tile(
             f"tile columns {c0}..{c0 + tw - 1}, rows {r0}..{r0 + th - 1} "
             f"lie outside the {w}×{h} image"
         )
-    counts = _render(x_lo, x_hi, y_lo, y_hi, w, h, iterations, c0, r0, tw, th)
+    counts = _render(x_lo, x_hi, y_lo, y_hi, w, h, iterations, c0, r0, tw, th, 1)
     return counts.reshape(th, tw)
 
 
@@ -350,4 +361,4 @@ def render_tiles(
         or (c0 + tw).max() > w or (r0 + th).max() > h
     ):  # fmt: skip
         raise ValueError(f"every tile must lie inside the {w}×{h} image")
-    return _render_many(x_lo, x_hi, y_lo, y_hi, w, h, iterations, c0, r0, tw, th)
+    return _render_many(x_lo, x_hi, y_lo, y_hi, w, h, iterations, c0, r0, tw, th, 1)
