@@ -12,16 +12,22 @@
  * lock-step, BATCH iterations per pass over the group, a mask freezing escaped lanes' counts,
  * the pixels' coordinates stepped along the tile's rows -- which gcc vectorises.
  *
- * The masks are int64 (0 or -1) here and booleans in the numba kernel, each the form its
- * compiler vectorises best: LLVM keeps numba's booleans in AVX-512 mask registers, while gcc
- * 12 does not vectorise this loop with _Bool masks at all (0.86 G iter/s against 3.70 on the
- * AMD EPYC machine, 2026-12-08; with the numba kernel's masked count too, and with a _Bool
- * mask only within the pass, 2.8-3.3).
+ * The masks are int64 (0 or -1) here and, with AVX-512, booleans in the numba kernel, each
+ * the form its compiler vectorises best: LLVM keeps numba's booleans in mask registers,
+ * while gcc 12 does not vectorise this loop with _Bool masks at all (0.86 G iter/s against
+ * 3.70 on the AMD EPYC machine, 2026-12-08; with the numba kernel's masked count too, and
+ * with a _Bool mask only within the pass, 2.8-3.3).
  */
 #include <stdint.h>
 
+/* As the numba kernel chooses for the CPU it compiles for. */
+#ifdef __AVX512F__
 #define LANES 32
 #define BATCH 2
+#else
+#define LANES 16
+#define BATCH 4
+#endif
 
 static inline double pixel_re(double x_min, double dx, int64_t col)
 {

@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types
+from numba.core import config as numba_config
 from numba.extending import intrinsic
 from numba.np.numpy_support import carray
 
@@ -31,17 +33,37 @@ __all__ = ["render_tile", "render_tiles"]
 # Counts are ``uint32``, so ``max_iter`` may not exceed this.
 _MAX_ITER = 2**32 - 1
 
-# Pixels per lock-step group: four 512-bit vectors (eight 256-bit ones). Each iteration is a
-# chain of three dependent operations per vector (about 9 cycles), so the group needs enough
-# independent vectors to keep the floating-point units busy: on the AMD EPYC (Zen 4) machines
-# 32 lanes ran 12% faster than 16 (3.70 against 3.28 G iter/s on the benchmark's view, gcc
-# alike) although they waste more iterations on lanes that escaped before the rest of their
-# group (about 14% of lane-iterations on that view, against 8% for 16 lanes); 24, 40 and 48
-# lanes were no faster. On a deep, high-variance view 16 and 32 lanes were even.
-_LANES = 32
-# Iterations per pass over a group between exit tests; an escaped group may run up to
-# _BATCH - 1 iterations too many (masked, so harmless). 2 and 3 measured alike, 4 slower.
-_BATCH = 2
+
+def _target_has_avx512() -> bool:
+    """Whether numba compiles for a CPU with AVX-512 (its CPU features, as numba reads them:
+    ``NUMBA_CPU_FEATURES`` if set, else the host's)."""
+    features = getattr(numba_config, "CPU_FEATURES", None) or llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in str(features).split(",")
+
+
+# The kernel has two forms, chosen for the CPU numba compiles for (and cached per CPU):
+#
+# * With AVX-512, the lane masks are booleans, which LLVM keeps in mask registers: the escape
+#   test clears a lane's bit in a masked compare and the count is one masked add, against
+#   three vector instructions with 0/-1 integer masks (9% faster). Groups are 32 pixels,
+#   four 512-bit vectors: each iteration is a chain of three dependent operations (about 9
+#   cycles) and 16 lanes left the floating-point units idle part of the time. On the AMD
+#   EPYC (Zen 4) machines 32 lanes × 2 iterations per pass ran 12% faster than 16 × 4 (3.70
+#   against 3.28 G iter/s on the benchmark's view, gcc alike) although they waste more
+#   iterations on lanes that escaped before the rest of their group (about 14% of
+#   lane-iterations on that view, against 8%); 24, 40 and 48 lanes, and 3 or 4 iterations
+#   a pass, were no faster.
+# * Without (AVX2: 16 vector registers, no mask registers), booleans cost a conversion each
+#   iteration and 32 lanes do not fit in the registers: 0/-1 integer masks and groups of 16
+#   pixels, 4 iterations a pass, as before (measured with AVX-512 switched off in numba on
+#   the same machine: 2.86 G iter/s, against 2.04 for integer masks and 32 lanes and 1.55
+#   for the AVX-512 form).
+#
+# An escaped group may run up to _BATCH - 1 iterations too many (masked, so harmless).
+_MASK_REGISTERS = _target_has_avx512()
+_LANES = 32 if _MASK_REGISTERS else 16
+_BATCH = 2 if _MASK_REGISTERS else 4
+_MASK = np.bool_ if _MASK_REGISTERS else np.int64
 
 
 def _type_lane_buffer(typingctx: object, dtype: Any) -> tuple[Any, Callable[..., Any]]:
@@ -118,9 +140,9 @@ def _render_into(
     zi = carray(_lane_buffer(np.float64), _LANES)
     cr = carray(_lane_buffer(np.float64), _LANES)
     ci = carray(_lane_buffer(np.float64), _LANES)
-    # Boolean masks, which LLVM keeps in AVX-512 mask registers: the compare that ends a
-    # lane also clears its mask bit (a masked compare), and the count is a masked add.
-    alive = carray(_lane_buffer(np.bool_), _LANES)
+    # Live lanes hold True or -1 (all bits set), so that `&=` freezes and `count -= alive`
+    # counts; dead ones False or 0.
+    alive = carray(_lane_buffer(_MASK), _LANES)
     count = carray(_lane_buffer(np.int64), _LANES)
     n_batches = max_iter // _BATCH
     # Tile column and row of the group's first pixel, stepped rather than divided out.
@@ -133,7 +155,7 @@ def _render_into(
             for k in range(_LANES):
                 cr[k] = x_min + (col0 + col + k + 0.5) * dx
                 ci[k] = c_im
-                alive[k] = True
+                alive[k] = -1
             col += _LANES
             if col == tile_w:
                 col = 0
@@ -143,7 +165,7 @@ def _render_into(
                 # Lanes past the end of the tile repeat the last pixel, born dead.
                 cr[k] = x_min + (col0 + col + 0.5) * dx
                 ci[k] = y_max - (row0 + row + 0.5) * dy
-                alive[k] = first + k < n_pixels
+                alive[k] = -1 if first + k < n_pixels else 0
                 if first + k < n_pixels - 1:
                     col += 1
                     if col == tile_w:
@@ -161,20 +183,32 @@ def _render_into(
                 b = zi[k]
                 c_re = cr[k]
                 c_im = ci[k]
-                live = alive[k]
                 n = count[k]
-                for _ in range(_BATCH):
-                    a2 = a * a
-                    b2 = b * b
-                    live = live & (a2 + b2 <= 4.0)
-                    n = n + one if live else n
-                    b = 2.0 * a * b + c_im
-                    a = a2 - b2 + c_re
+                if _MASK_REGISTERS:  # a constant: numba compiles one branch or the other
+                    bit = alive[k] != 0
+                    for _ in range(_BATCH):
+                        a2 = a * a
+                        b2 = b * b
+                        bit = bit & (a2 + b2 <= 4.0)
+                        n = n + one if bit else n
+                        b = 2.0 * a * b + c_im
+                        a = a2 - b2 + c_re
+                    alive[k] = bit
+                    any_alive |= bit
+                else:
+                    live = alive[k]
+                    for _ in range(_BATCH):
+                        a2 = a * a
+                        b2 = b * b
+                        live &= -np.int64(a2 + b2 <= 4.0)
+                        n -= live
+                        b = 2.0 * a * b + c_im
+                        a = a2 - b2 + c_re
+                    alive[k] = live
+                    any_alive |= live != 0
                 zr[k] = a
                 zi[k] = b
-                alive[k] = live
                 count[k] = n
-                any_alive |= live
             if not any_alive:
                 break
         if any_alive:
@@ -184,8 +218,8 @@ def _render_into(
                     b = zi[k]
                     a2 = a * a
                     b2 = b * b
-                    live = alive[k] & (a2 + b2 <= 4.0)
-                    alive[k] = live
+                    live = (alive[k] != 0) & (a2 + b2 <= 4.0)
+                    alive[k] = -np.int64(live)
                     count[k] += live
                     zi[k] = 2.0 * a * b + ci[k]
                     zr[k] = a2 - b2 + cr[k]
