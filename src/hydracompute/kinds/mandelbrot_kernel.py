@@ -6,10 +6,11 @@ operation order (no fused multiply-add, no fast-math). The kernel is compiled by
 without ``fastmath``, and LLVM does not contract separate multiplies and adds into FMAs
 unless told to, so the vectorised code computes exactly what the scalar convention says.
 
-Pixels are evaluated in groups of 32 in lock-step so LLVM vectorises across pixels: every
-lane runs the same iterations, and a per-lane mask freezes a lane's count once its pixel
-escapes (its ``z`` keeps being updated, possibly to ``inf``/``nan``, but no longer affects
-the count). Each pixel's count is therefore exactly the scalar loop's.
+Pixels are evaluated in groups (of 32, or 16 on CPUs without AVX-512) in lock-step so LLVM
+vectorises across pixels: every lane runs the same iterations, and a per-lane mask freezes a
+lane's count once its pixel escapes (its ``z`` keeps being updated, possibly to
+``inf``/``nan``, but no longer affects the count). Each pixel's count is therefore exactly
+the scalar loop's.
 """
 
 from __future__ import annotations
