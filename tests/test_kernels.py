@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -222,6 +226,57 @@ def test_stitched_tiles_equal_the_whole_image(region: Region, tile_w: int, tile_
             stitched[row0 : row0 + h, col0 : col0 + w] = tile
     np.testing.assert_array_equal(stitched, whole)
     np.testing.assert_array_equal(whole, reference_image(region, WIDTH, HEIGHT, max_iter))
+
+
+# Wider than the kernel's lock-step groups (16 or 32 pixels), so that groups within one row
+# (the kernel's vectorised set-up) and groups spanning rows both occur, at tile offsets.
+WIDE_WIDTH, WIDE_HEIGHT = 100, 7
+
+
+@pytest.mark.parametrize(
+    ("col0", "row0", "tile_w", "tile_h"),
+    [
+        (0, 0, WIDE_WIDTH, WIDE_HEIGHT),  # three whole groups a row, then one across rows
+        (3, 1, 64, 5),  # two whole groups a row, from an odd column
+        (5, 2, 65, 4),  # the third group of each row takes pixels of the next
+        (0, 0, 32, WIDE_HEIGHT),  # one group a row, exactly
+        (10, 0, 33, 3),
+        (67, 6, 33, 1),  # one row, its last group one pixel long
+    ],
+)
+def test_tiles_wider_than_a_lane_group_match_the_reference(
+    col0: int, row0: int, tile_w: int, tile_h: int
+) -> None:
+    reference = reference_image(SEAHORSE_VALLEY, WIDE_WIDTH, WIDE_HEIGHT, 301)
+    tile = render_tile(*SEAHORSE_VALLEY, WIDE_WIDTH, WIDE_HEIGHT, 301, col0, row0, tile_w, tile_h)
+    np.testing.assert_array_equal(tile, reference[row0 : row0 + tile_h, col0 : col0 + tile_w])
+
+
+def test_the_form_for_cpus_without_avx512_gives_the_same_counts(tmp_path: Path) -> None:
+    """The kernel has a second form (integer masks, 16 lanes) for CPUs without AVX-512; run
+    it here by telling numba, in a child process, that the CPU has none."""
+    import llvmlite.binding as llvm
+
+    features = ",".join(
+        ("+" if on and not name.startswith("avx512") else "-") + name
+        for name, on in llvm.get_host_cpu_features().items()
+    )
+    script = (
+        "import sys, numpy as np\n"
+        "from hydracompute.kinds import mandelbrot_kernel as k\n"
+        "assert not k._MASK_REGISTERS and k._LANES == 16\n"
+        f"whole = k.render_tile(*{SEAHORSE_VALLEY}, {WIDE_WIDTH}, {WIDE_HEIGHT}, 301, "
+        f"0, 0, {WIDE_WIDTH}, {WIDE_HEIGHT})\n"
+        "sys.stdout.buffer.write(whole.tobytes())\n"
+    )
+    env = {**os.environ, "NUMBA_CPU_FEATURES": features, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, check=True, timeout=240
+    )
+    counts = np.frombuffer(done.stdout, np.uint32).reshape(WIDE_HEIGHT, WIDE_WIDTH)
+    np.testing.assert_array_equal(
+        counts, reference_image(SEAHORSE_VALLEY, WIDE_WIDTH, WIDE_HEIGHT, 301)
+    )
 
 
 @pytest.mark.parametrize(("tile_w", "tile_h"), [(1, 1), (5, 7), (16, 16), (37, 23)])
