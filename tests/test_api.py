@@ -1364,3 +1364,6 @@ def test_the_eta_counts_the_work_in_flight_before_any_is_reported() -> None:
         assert later["eta_s"] == pytest.approx(
             (later["work_total"] - reached) / (reached / elapsed), rel=0.02
         )
+        # The list of jobs shows the same ETA.
+        (listed,) = pool.client.get("/api/v1/jobs").json()["jobs"]
+        assert listed["eta_s"] == later["eta_s"]

@@ -18,7 +18,7 @@ from hydracompute.store.backend import Backend
 
 
 def test_versions_compare_by_their_release_numbers() -> None:
-    assert version_key("0.2.0") == (0, 2, 0)
+    assert version_key("0.2.0") == (0, 2)  # trailing zeros dropped: "0.2" is the same
     assert version_key("0.10.1rc2") == (0, 10, 1)
     assert version_key("") == version_key("dev") == ()
     assert may_run("", "") and may_run("", "0.1.0")  # no minimum: anyone
@@ -75,3 +75,29 @@ def test_a_worker_says_its_version_when_it_joins_and_the_pool_shows_it() -> None
         workers = pool.client.get("/api/v1/workers").json()["workers"]
         shown = {w["worker_id"]: w["version"] for w in workers}
         assert shown == {new.worker_id: __version__, old.worker_id: ""}
+
+
+def test_trailing_zeros_do_not_make_a_version_older() -> None:
+    # "0.2" is release 0.2.0: a worker saying so runs what a job needing 0.2.0 asks.
+    assert version_key("0.2") == version_key("0.2.0") == version_key("0.2.0.0")
+    assert may_run("0.2.0", "0.2") and may_run("1.0.0", "1")
+    assert version_key("0") == version_key("0.0") and version_key("0") != version_key("")
+    assert not may_run("0.2.0", "0.1") and not may_run("1.0.1", "1")
+
+
+def test_a_job_only_older_workers_could_run_says_why_it_waits() -> None:
+    from tests.test_api import open_pool, registry_with_pi
+
+    kinds = registry_with_pi()
+    kinds.register(MandelbrotKind())
+    with open_pool(kinds=kinds) as pool:
+        params = {"width": 256, "height": 256, "tile": 16}
+        body = {"kind": "mandelbrot", "params": params}
+        job_id = pool.client.post("/api/v1/jobs", json=body).json()["job_id"]
+        pool.enrol("old", kinds=("mandelbrot",), version="0.1.0")
+        why = "no online worker with kind mandelbrot runs Hydra Compute 0.2.0 or later"
+        assert why in str(pool.job(job_id)["waiting_reason"])
+        (listed,) = pool.client.get("/api/v1/jobs").json()["jobs"]
+        assert why in str(listed["waiting_reason"])
+        pool.enrol("new", kinds=("mandelbrot",), version=TILE_SINCE)
+        assert pool.job(job_id)["waiting_reason"] is None

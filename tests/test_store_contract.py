@@ -168,6 +168,17 @@ def test_lease_spans_are_a_jobs_active_leases_with_their_chunks(store: Store) ->
     assert [(s.start, s.stop) for s in spans] == [(second.start, second.stop)]
 
 
+def test_lease_spans_count_a_copy_of_a_chunk_that_wants_more(store: Store) -> None:
+    # A chunk verified by two copies waits, pending, for its second while the first is out:
+    # that copy is in flight all the same.
+    job = store.submit_job("sum", {"n": 10**6}, now=0.0, replication=2, quorum=2)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (copy,) = store.exchange(a.worker_id, [], [], 1, now=0.2).leases
+    spans = store.lease_spans(job.job_id)
+    assert spans is not None
+    assert [(s.start, s.stop, s.issued_s) for s in spans] == [(copy.start, copy.stop, 0.2)]
+
+
 def test_workers_only_get_kinds_they_have(store: Store) -> None:
     store.submit_job("sum", {"n": 10}, now=0.0)
     other, _ = store.enrol_worker("b", 1, ["pi"], now=0.0)

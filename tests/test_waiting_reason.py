@@ -134,3 +134,30 @@ def test_a_job_older_workers_cannot_run_says_which_version_it_needs() -> None:
     assert "runs Hydra Compute 0.2.0" in str(
         mixed.waiting_reason("mandelbrot", min_version="0.2.0")
     )
+
+
+def test_the_labels_and_the_version_a_job_needs_are_looked_for_on_one_worker() -> None:
+    # One worker carries the label but is too old, the other is recent but unlabelled:
+    # neither can run the job.
+    now = 100.0
+    split = PoolCapacity.of(
+        [
+            a_worker(["mandelbrot"], version="0.1.0", labels=["gpu"]),
+            a_worker(["mandelbrot"], version="0.2.0"),
+        ],
+        now,
+        TTL,
+    )
+    assert "runs Hydra Compute 0.2.0" in str(
+        split.waiting_reason("mandelbrot", required_labels=["gpu"], min_version="0.2.0")
+    )
+    both = PoolCapacity.of([a_worker(["mandelbrot"], version="0.2.0", labels=["gpu"])], now, TTL)
+    assert both.waiting_reason("mandelbrot", required_labels=["gpu"], min_version="0.2.0") is None
+
+
+def test_the_capacity_does_not_depend_on_the_order_of_the_workers() -> None:
+    # Its equality says whether to send the running jobs to open dashboards again. (Sets
+    # of kinds have no total order: sorting pairs that hold them kept the order met.)
+    now = 100.0
+    workers = [a_worker([f"k{n}"], version=v) for n in range(40) for v in ("0.1.0", "0.2.0")]
+    assert PoolCapacity.of(workers, now, TTL) == PoolCapacity.of(workers[::-1], now, TTL)

@@ -25,9 +25,10 @@ class PoolCapacity:
     running_per_kind: tuple[tuple[str, int], ...] = ()
     #: The labels of each online worker, with its kinds (for jobs that require labels).
     labelled: tuple[tuple[frozenset[str], frozenset[str]], ...] = ()
-    #: The versions the online workers not paused run, with their kinds (for jobs that
-    #: older workers cannot run: see :func:`~hydracompute.core.placement.may_run`).
-    versions: tuple[tuple[frozenset[str], str], ...] = ()
+    #: The versions the online workers not paused run, with their kinds and labels (for
+    #: jobs that older workers cannot run: see :func:`~hydracompute.core.placement.may_run`).
+    #: A set, so that equal pools compare equal whatever the order of their workers.
+    versions: frozenset[tuple[frozenset[str], frozenset[str], str]] = frozenset()
 
     @classmethod
     def of(cls, workers: Iterable[Worker], now: float, lease_ttl_s: float) -> PoolCapacity:
@@ -41,8 +42,10 @@ class PoolCapacity:
             kinds_running=frozenset(k for w in online if w.state != "paused" for k in w.kinds),
             running_per_kind=tuple(sorted(running.items())),
             labelled=tuple((frozenset(w.kinds), frozenset(w.labels)) for w in online if w.labels),
-            versions=tuple(
-                sorted({(frozenset(w.kinds), w.version) for w in online if w.state != "paused"})
+            versions=frozenset(
+                (frozenset(w.kinds), frozenset(w.labels), w.version)
+                for w in online
+                if w.state != "paused"
             ),
         )
 
@@ -74,7 +77,8 @@ class PoolCapacity:
                 f"{', '.join(sorted(required_labels))} this job requires"
             )
         if min_version and not any(
-            kind in kinds and may_run(min_version, version) for kinds, version in self.versions
+            kind in kinds and may_place(required_labels, labels) and may_run(min_version, version)
+            for kinds, labels, version in self.versions
         ):
             return (
                 f"no online worker with kind {kind} runs Hydra Compute {min_version} or later, "

@@ -43,9 +43,15 @@ _VERSION = re.compile(r"^\d+(?:\.\d+)*")
 
 
 def version_key(version: str) -> tuple[int, ...]:
-    """A version's release numbers, for comparing; ``()`` (older than any) when it has none."""
+    """A version's release numbers, for comparing, without trailing zeros ("0.2" is
+    0.2.0); ``()`` (older than any) when it has none."""
     found = _VERSION.match(version.strip())
-    return tuple(int(part) for part in found.group().split(".")) if found else ()
+    if not found:
+        return ()
+    numbers = [int(part) for part in found.group().split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
 
 
 def may_run(minimum: str, version: str) -> bool:

@@ -17,6 +17,7 @@ import collections
 import copy
 import functools
 import heapq
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -545,12 +546,17 @@ class MemoryBackend(MemoryShared, Backend):
         return len(self._active_by_worker.get(worker_id, ()))
 
     def lease_spans(self, job_id: str, limit: int) -> list[LeaseSpan]:
+        # A chunk that wants another copy (verification) is pending with its first out.
         spans: list[LeaseSpan] = []
-        for lease in self._active_leases_of_job(job_id):
-            if len(spans) == limit:
-                break
-            if not lease.spot_check:
-                chunk = self._chunks[(job_id, lease.chunk_index)]
+        by_chunk = self._active_by_chunk
+        for index in itertools.chain(self._leased.get(job_id, ()), self._pending.get(job_id, ())):
+            for lease_id in by_chunk.get((job_id, index), ()):
+                if len(spans) == limit:
+                    return spans
+                lease = self._leases[lease_id]
+                if lease.spot_check:
+                    continue
+                chunk = self._chunks[(job_id, index)]
                 spans.append(
                     LeaseSpan(chunk.start, chunk.stop, lease.issued_s, lease.expected_end_s)
                 )
