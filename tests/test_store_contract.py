@@ -152,18 +152,20 @@ def test_lease_spans_are_a_jobs_active_leases_with_their_chunks(store: Store) ->
     (first,) = store.exchange(a.worker_id, [], [], 1, now=0.2).leases
     (second,) = store.exchange(b.worker_id, [], [], 1, now=0.5).leases
     assert {first.job_id, second.job_id} == {job.job_id}  # the oldest job first
-    spans = store.lease_spans(job.job_id)
+    spans = store.lease_spans([job.job_id])[job.job_id]
     assert spans is not None
     assert sorted((s.start, s.stop, s.issued_s) for s in spans) == sorted(
         [(first.start, first.stop, 0.2), (second.start, second.stop, 0.5)]
     )
     assert all(s.expected_end_s is not None and s.expected_end_s > s.issued_s for s in spans)
-    assert store.lease_spans(job.job_id, limit=1) is None  # more than asked for: none
-    assert store.lease_spans(other.job_id) == []
+    assert store.lease_spans([job.job_id], limit=1)[job.job_id] is None  # more than asked for: none
+    assert store.lease_spans([other.job_id])[other.job_id] == []
+    both = store.lease_spans([job.job_id, other.job_id])  # a list of jobs: one call
+    assert both == {job.job_id: spans, other.job_id: []}
     # A result takes its lease out.
     report = ResultReport(first.lease_id, result_for(first.params, first.start, first.stop), 0.01)
     store.exchange(a.worker_id, [report], [], 0, now=0.6)
-    spans = store.lease_spans(job.job_id)
+    spans = store.lease_spans([job.job_id])[job.job_id]
     assert spans is not None
     assert [(s.start, s.stop) for s in spans] == [(second.start, second.stop)]
 
@@ -174,7 +176,7 @@ def test_lease_spans_count_a_copy_of_a_chunk_that_wants_more(store: Store) -> No
     job = store.submit_job("sum", {"n": 10**6}, now=0.0, replication=2, quorum=2)
     a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
     (copy,) = store.exchange(a.worker_id, [], [], 1, now=0.2).leases
-    spans = store.lease_spans(job.job_id)
+    spans = store.lease_spans([job.job_id])[job.job_id]
     assert spans is not None
     assert [(s.start, s.stop, s.issued_s) for s in spans] == [(copy.start, copy.stop, 0.2)]
 

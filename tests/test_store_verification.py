@@ -235,14 +235,14 @@ def test_a_spot_check_catches_a_new_liar(backend_kind: str, tmp_path: Path) -> N
     assert any(c.verified for c in chunks_of(store, job.job_id))  # type: ignore[attr-defined]
     assert store.get_job(job.job_id).state is JobState.RUNNING
     liar = Volunteer(enrol(store, "liar", now=now), lies=True)
-    in_flight = store.lease_spans(job.job_id)
+    in_flight = store.lease_spans([job.job_id])[job.job_id]
     grants = store.exchange(liar.worker_id, [], [], 1, now=now).leases
     assert len(grants) == 1
     with store.backend.transaction():
         lease = store.backend.get_lease(grants[0].lease_id)
     assert lease is not None and lease.spot_check
     # A spot check is no work of the job's: its ETA does not count it in flight.
-    assert store.lease_spans(job.job_id) == in_flight
+    assert store.lease_spans([job.job_id])[job.job_id] == in_flight
     g = grants[0]
     report = ResultReport(g.lease_id, liar.output(store, g.start, g.stop))
     store.exchange(liar.worker_id, [report], [], 0, now + 0.1)

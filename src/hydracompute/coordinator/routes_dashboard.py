@@ -176,11 +176,17 @@ async def _stream(
             jobs, subscription.jobs = subscription.jobs, set()
             views = []
             capacity = await c.capacity() if jobs else None
+            seen = []
             for job_id in sorted(jobs):
                 job = await c.call(c.store.get_job, job_id)
                 if capacity is not None and principal.may_see(job.owner):
-                    spans = await lease_spans(c, job)
-                    views.append(job_view(c, job, capacity, spans=spans).model_dump())
+                    seen.append(job)
+            if capacity is not None and seen:
+                spans = await lease_spans(c, seen)
+                views = [
+                    job_view(c, job, capacity, spans=spans.get(job.job_id)).model_dump()
+                    for job in seen
+                ]
             if views:
                 yield _event("jobs", views)
             chunks, subscription.chunks = subscription.chunks, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -72,11 +73,11 @@ def share_view(share: OwnerShare) -> ShareView:
     )
 
 
-async def lease_spans(c: Coordinator, job: Job) -> list[LeaseSpan] | None:
-    """A running job's active leases, for its ETA (``None`` when finished, or too many)."""
-    if job.state.finished:
-        return None
-    return await c.call(c.store.lease_spans, job.job_id)
+async def lease_spans(c: Coordinator, jobs: Iterable[Job]) -> dict[str, list[LeaseSpan] | None]:
+    """The running ones of ``jobs``' active leases, for their ETAs, in one call to the store
+    (a job that is finished, or has too many, is absent or ``None``)."""
+    running = [job.job_id for job in jobs if not job.state.finished]
+    return await c.call(c.store.lease_spans, running) if running else {}
 
 
 def job_view(
@@ -181,7 +182,7 @@ async def full_job_view(
     shares: dict[str, OwnerShare] | None = None,
 ) -> JobView:
     """One job's view, with its energy and CO2 so far (read from the ledger)."""
-    view = job_view(c, job, capacity, shares, await lease_spans(c, job))
+    view = job_view(c, job, capacity, shares, (await lease_spans(c, [job])).get(job.job_id))
     view.emissions = emissions(await c.call(c.store.credit_by_zone, job.job_id))
     return view
 
@@ -258,7 +259,8 @@ async def list_jobs(
     owner = None if principal.sees_all_jobs() else principal.key_id
     jobs = await c.call(c.store.list_jobs, state, limit, owner)
     capacity, shares = await c.capacity(), await owner_shares(c)
-    return JobList(jobs=[job_view(c, j, capacity, shares, await lease_spans(c, j)) for j in jobs])
+    spans = await lease_spans(c, jobs)
+    return JobList(jobs=[job_view(c, j, capacity, shares, spans.get(j.job_id)) for j in jobs])
 
 
 @router.get("/shares", response_model=ShareList)

@@ -14,6 +14,7 @@ pool whose volunteers upgrade at their own pace does not fail such jobs on their
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Iterable
 
@@ -42,6 +43,7 @@ def may_place(required: Collection[str], labels: Collection[str]) -> bool:
 _VERSION = re.compile(r"^\d+(?:\.\d+)*")
 
 
+@functools.lru_cache(maxsize=256)
 def version_key(version: str) -> tuple[int, ...]:
     """A version's release numbers, for comparing, without trailing zeros ("0.2" is
     0.2.0); ``()`` (older than any) when it has none."""

@@ -299,7 +299,8 @@ class JobKind(abc.ABC):
         """The oldest Hydra Compute version whose workers compute a job of these
         parameters (``""``, the default: any). A kind that gains a parameter names here
         the version that brought it, for jobs that use it: older workers, which would
-        refuse them, are not given their chunks."""
+        refuse them, are not given their chunks. Asked for each running job a worker might
+        take, on every exchange: keep it cheap."""
         return ""
 
     def units_of_work(self, params: JSON, start: int, stop: int) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import BinaryIO
 
 from hydracompute.core import carbon, placement
@@ -253,13 +253,18 @@ class Store(WorkerRecords):
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    def lease_spans(self, job_id: str, limit: int = MAX_SPANS) -> list[LeaseSpan] | None:
-        """A job's active leases as its ETA reads them (see
-        :func:`hydracompute.core.progress.in_flight_done`), or ``None`` when it has more
-        than ``limit``."""
+    def lease_spans(
+        self, job_ids: Collection[str], limit: int = MAX_SPANS
+    ) -> dict[str, list[LeaseSpan] | None]:
+        """The active leases of each of ``job_ids`` as their ETAs read them (see
+        :func:`hydracompute.core.progress.in_flight_done`), ``None`` for a job with more
+        than ``limit``; read in one transaction (a list of jobs asks for them all)."""
+        found: dict[str, list[LeaseSpan] | None] = {}
         with self.backend.transaction(read_only=True):
-            spans = self.backend.lease_spans(job_id, limit + 1)
-        return None if len(spans) > limit else spans
+            for job_id in job_ids:
+                spans = self.backend.lease_spans(job_id, limit + 1)
+                found[job_id] = None if len(spans) > limit else spans
+        return found
 
     def list_jobs(
         self, state: JobState | None = None, limit: int = 100, owner: str | None = None

@@ -64,6 +64,7 @@ class WorkerRecords:
         grid_zone: str = "",
         power_measured: bool = False,
         volunteer: str = "",
+        *,
         version: str = __version__,
     ) -> tuple[Worker, str]:
         """Record a new worker; returns it and its secret (shown once, stored hashed).
@@ -147,6 +148,7 @@ class WorkerRecords:
         watts_per_core: float | None = None,
         grid_zone: str = "",
         power_measured: bool = False,
+        *,
         version: str = __version__,
     ) -> Worker:
         """A rejoining worker's cores, installed kinds, power per core (``None``: it
