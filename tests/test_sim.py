@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from hydracompute.cli import main
 from hydracompute.errors import InvalidParams
 from hydracompute.sim import load_scenario, parse_scenario, simulate
+from hydracompute.sim.engine import Simulation
 from hydracompute.sim.report import ideal_end_s
 from hydracompute.sim.scenario import SHIPPED
 
@@ -249,3 +250,63 @@ def test_exact_tile_costs_are_the_kernels_iterations_and_the_estimate_is_the_kin
         THOUSAND.replace('kind = "mandelbrot"', 'kind = "mandelbrot"\ntile_costs = "exact"', 1)
     )
     assert [job.tile_costs for job in spec.jobs if job.kind == "mandelbrot"] == ["exact"]
+
+
+#: 40 one-core workers, always on, idle until a π job arrives at 1,000 s.
+IDLE_UNTIL_A_JOB = """
+name = "idle"
+sample_period_s = 10
+max_duration_s = 5
+
+[coordinator]
+target_chunk_s = 1.0
+heartbeat_s = 20.0
+
+[workers]
+count = 40
+cores = 1
+kinds = ["pi"]
+
+[workers.speed]
+pi = 100.0
+
+[workers.availability]
+always_on = true
+join_over_s = 1
+
+[[jobs]]
+kind = "pi"
+params = { samples = 40_000_000_000, seed = 2 }
+arrival_s = 1000
+"""
+
+
+def _held_pool() -> Simulation:
+    """The idle scenario run to its 5 s limit: every worker's request is held."""
+    _report, simulation = simulate(parse_scenario(IDLE_UNTIL_A_JOB), seed=1)
+    assert len(simulation._waiters) == 40
+    return simulation
+
+
+def _busy(simulation: Simulation) -> int:
+    return sum(1 for worker in simulation.workers if worker.running)
+
+
+def test_a_new_job_wakes_every_held_request() -> None:
+    # The coordinator's rule (routes_jobs.py): a new job wakes them all, any may run it.
+    # The simulator used to wake four, the others waiting for their poll's end.
+    simulation = _held_pool()
+    simulation._arrive(0)
+    assert _busy(simulation) == 40
+    assert not simulation._waiters
+
+
+def test_each_woken_request_given_work_wakes_four_more() -> None:
+    # The coordinator's WAKE_BATCH rule: four woken for new work, four more for each one
+    # given work. Without the chain, four of the 40 idle workers would start.
+    simulation = _held_pool()
+    simulation._wake_all_waiters = lambda: None  # type: ignore[method-assign]
+    simulation._arrive(0)
+    assert _busy(simulation) == 0
+    simulation._wake_waiters()
+    assert _busy(simulation) == 40

@@ -1145,6 +1145,35 @@ def test_at_the_tail_a_paused_holders_chunk_is_taken_back_and_cut(store: Store) 
     assert done.state is JobState.DONE and done.answer == {"total": n * (n - 1) // 2}
 
 
+def test_paused_workers_are_found_among_the_ids_asked_about(store: Store) -> None:
+    """``paused_workers``: those of the ids whose state is ``paused``, as the transaction
+    sees them (its own writes, undone ones gone); unknown ids are no one."""
+    backend = store.backend
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
+    c, _ = store.enrol_worker("c", 1, ["sum"], now=0.0)
+    with backend.transaction():
+        for worker in (a, c):
+            worker.state = "paused"
+            backend.put_worker(worker)
+        assert backend.paused_workers({a.worker_id, b.worker_id}) == {a.worker_id}
+    with backend.transaction():
+        assert backend.paused_workers([a.worker_id, b.worker_id, c.worker_id, "w-none"]) == {
+            a.worker_id,
+            c.worker_id,
+        }
+        assert backend.paused_workers([]) == set()
+    with pytest.raises(RuntimeError), backend.transaction():
+        b.state = "paused"
+        backend.put_worker(b)
+        a.state = "running"
+        backend.put_worker(a)
+        assert backend.paused_workers([a.worker_id, b.worker_id]) == {b.worker_id}
+        raise RuntimeError("undone")
+    with backend.transaction():
+        assert backend.paused_workers([a.worker_id, b.worker_id]) == {a.worker_id}
+
+
 def test_a_jobs_tail_is_read_in_the_orders_of_its_leases(store: Store) -> None:
     """``tail_chunks`` finds the leased chunks whose holders are paused, silent (renewed
     longest ago), late, or expected to end last, each order bounded, whatever the rest of

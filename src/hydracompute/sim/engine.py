@@ -10,18 +10,18 @@ days (forgetting workers) are not simulated.
 
 A virtual worker follows the real agent's loop (worker/agent.py): it exchanges when chunks
 finish (results, renewals and a request for as many chunks as it has free cores), renews
-its leases every 0.8 heartbeat while computing, long-polls when idle (woken, like every
-held request but a barred worker's, when the store reports new work, or at the end of its
-wait), reports ``paused`` and asks for nothing during its owner's pauses, gives its leases
-back after ``return_after_s`` of a pause, and at the end of a session either leaves
-(sending what is done and giving back the rest) or vanishes (its leases expire).
+its leases every 0.8 heartbeat while computing, long-polls when idle (woken by the
+coordinator's rule, :data:`WAKE_BATCH`, when the store reports new work or a job arrives,
+or at the end of its wait), reports ``paused`` and asks for nothing during its owner's
+pauses, gives its leases back after ``return_after_s`` of a pause, and at the end of a
+session either leaves (sending what is done and giving back the rest) or vanishes (its
+leases expire).
 """
 
 from __future__ import annotations
 
 import gc
 import heapq
-import itertools
 import math
 import random
 import time
@@ -47,10 +47,11 @@ ARRIVE, ONLINE, OFFLINE, EXCHANGE, DONE, HEARTBEAT = 0, 1, 2, 3, 4, 5
 PAUSE, RESUME, GIVE_BACK, POLL_END, EXPIRE, SAMPLE = 6, 7, 8, 9, 10, 11
 #: A busy agent exchanges after this share of a heartbeat without one (worker/agent.py).
 RENEW_SHARE = 0.8
-#: Held requests woken when work appears. The coordinator wakes as many (never a barred
-#: worker's), then four more for each one given work, and all of them for a new job; the
-#: simulator does neither (docs/simulation.md, Limits).
-WAKE_AT_MOST = 4
+#: Held requests woken, longest held first, when work appears; each woken one given work
+#: wakes as many more, one given nothing wakes none, and a new job wakes them all: the
+#: coordinator's rule (``WAKE_BATCH`` in coordinator/service.py). A barred worker's request
+#: is never woken.
+WAKE_BATCH = 4
 #: A submitter refused for having too many running jobs tries again after this long.
 SUBMIT_RETRY_S = 30.0
 #: The longest a worker asks to be held (the agent's default ``wait_s``).
@@ -141,7 +142,8 @@ class Simulation:
                 self.push(at + scenario.sample_period_s, SAMPLE)
             else:
                 handlers[code](workers[index], payload)
-            if self.store.work_version != self._seen_version:
+            # (as the coordinator checks after every store call, woken ones' too)
+            while self.store.work_version != self._seen_version:
                 self._seen_version = self.store.work_version
                 self._wake_waiters()
             if self.arrived == total_jobs and self.unfinished == 0:
@@ -190,6 +192,8 @@ class Simulation:
         self.recorder.job_arrived(job, spec, speed)
         self.arrived += 1
         self.unfinished += 1
+        self._seen_version = self.store.work_version
+        self._wake_all_waiters()
 
     def _jobs_ended(self, job_ids: set[str]) -> None:
         for job_id in sorted(job_ids):
@@ -357,23 +361,32 @@ class Simulation:
             worker.exchange_due = True
             self.push(self.now + worker.rtt_s, EXCHANGE, worker.index, (generation, "poll again"))
 
-    def _wake_waiters(self) -> None:
-        """New work: held requests are looked at again, longest held first, at most
-        :data:`WAKE_AT_MOST` of them (see docs/simulation.md)."""
-        waiting = list(itertools.islice(self._waiters, WAKE_AT_MOST))
-        for index in waiting:
-            del self._waiters[index]
+    def _wake_waiters(self, count: int = WAKE_BATCH) -> None:
+        """New work: ``count`` held requests are looked at again, longest held first, and
+        :data:`WAKE_BATCH` more for each one given work (the coordinator's rule). One given
+        nothing is held again, behind the others."""
+        waiters = self._waiters
+        while count > 0 and waiters:
+            index = next(iter(waiters))
+            del waiters[index]
             worker = self.workers[index]
             worker.waiting = False
-            self._exchange(worker, "woken")
+            count -= 1
+            if self._exchange(worker, "woken"):
+                count += WAKE_BATCH
 
-    def _exchange(self, worker: VirtualWorker, cause: str) -> None:
+    def _wake_all_waiters(self) -> None:
+        """A new job: every held request looks again (any of them may run its kind)."""
+        self._wake_waiters(len(self._waiters))
+
+    def _exchange(self, worker: VirtualWorker, cause: str) -> int:
         """One exchange reaching the coordinator now (``cause``: what made the worker send
-        it, counted in the report); plan what the worker does next."""
+        it, counted in the report); plan what the worker does next. Returns how many
+        chunks it was given."""
         want = 0 if worker.paused else max(worker.cores - len(worker.running), 0)
         outcome = self._call_exchange(worker, want, cause)
         if outcome is None:
-            return
+            return 0
         for lease_id in outcome.abandon:
             running = worker.running.pop(lease_id, None)
             if running is not None:
@@ -394,6 +407,7 @@ class Simulation:
         elif worker.running or worker.paused:
             due = self.now + worker.rtt_s + RENEW_SHARE * self.config.heartbeat_s
             self.push(due, HEARTBEAT, worker.index, (generation, worker.exchanges))
+        return len(outcome.leases)
 
     def _call_exchange(
         self, worker: VirtualWorker, want: int, cause: str

@@ -102,6 +102,11 @@ class Backend(SharedPrimitives):
         naming a worker that no longer exists."""
 
     @abc.abstractmethod
+    def paused_workers(self, worker_ids: Collection[str]) -> set[str]:
+        """Those of ``worker_ids`` whose owner has paused them (``Worker.state``), read in
+        one go: a job's tail asks it of the holders of every chunk it looks at."""
+
+    @abc.abstractmethod
     def workers_seen_before(
         self, seen_before: float, limit: int, seen_since: float | None = None
     ) -> list[Worker]:

@@ -23,6 +23,7 @@ from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.fairshare import FairSharePolicy, Usage, grant_cost_s
 from hydracompute.core.inflight import InFlight
 from hydracompute.core.leases import (
+    MAX_EXPECTED_TARGETS,
     SILENT_HEARTBEATS,
     expected_duration_s,
     expected_end_s,
@@ -628,14 +629,22 @@ class Exchange(Verdicts):
         room = max(want - len(self.outcome.leases), 0)
         limit = max(BACKUP_CANDIDATES, 4 * room)
         silent_deadline_s = self.now + ttl_s - SILENT_HEARTBEATS * heartbeat_s
+        # First the checks that need nothing more read: chunks this worker holds or may
+        # not hold, and a chunk of several copies unless it may be taken back.
+        looked: list[tuple[Chunk, list[Lease]]] = []
         for chunk in self.db.tail_chunks(job.job_id, self.now, silent_deadline_s, limit, race):
             active = self.db.active_leases_of_chunk(job.job_id, chunk.index)
             if not active or any(a.worker_id == self.worker.worker_id for a in active):
                 continue
-            if not self._may_hold(job, chunk):
+            if len(active) != 1 and lifecycle.tracked(chunk):
                 continue
-            holders = [self.db.get_worker(a.worker_id) for a in active]
-            paused = [h is not None and h.state == "paused" for h in holders]
+            if self._may_hold(job, chunk):
+                looked.append((chunk, active))
+        # Whose holders are paused: one read for them all, not one record per holder.
+        holders = {a.worker_id for _, active in looked for a in active}
+        paused_ids = self.db.paused_workers(holders) if holders else set()
+        for chunk, active in looked:
+            paused = [a.worker_id in paused_ids for a in active]
             if not lifecycle.tracked(chunk) and all(
                 stalled(a, self.now, heartbeat_s, ttl_s, p)
                 for a, p in zip(active, paused, strict=True)
@@ -644,9 +653,12 @@ class Exchange(Verdicts):
                 continue
             if len(active) != 1:
                 continue
-            lease, holder = active[0], holders[0]
-            speed = holder.speeds.get(job.kind) if holder else None
+            lease = active[0]
             cost = self._cost(job, chunk)
+            if not paused[0] and not self._may_copy(lease, cost, taker_speed, target_s, race):
+                continue
+            holder = self.db.get_worker(lease.worker_id)
+            speed = holder.speeds.get(job.kind) if holder is not None else None
             if wants_backup(
                 lease, cost, speed, target_s, factor, self.now, taker_speed, paused[0], race
             ):
@@ -667,6 +679,22 @@ class Exchange(Verdicts):
                 share = self._share(job.kind)
             fitted = self._fitted(job, chunk, share) if lifecycle.splittable(chunk) else chunk
             self._grant(job, fitted)
+
+    def _may_copy(
+        self, lease: Lease, cost: float, taker_speed: float | None, target_s: float, race: bool
+    ) -> bool:
+        """Whether this worker might be given a copy of a running holder's chunk of
+        ``cost``, whatever the holder's speed (see :func:`~hydracompute.core.leases.
+        wants_backup`): ``False`` rules it out before the holder's record is read. It
+        could copy a straggler's chunk only if it computes it in ``factor`` targets, and
+        race the holder only if it would finish ``factor`` times sooner than the holder's
+        longest expected time (:data:`~hydracompute.core.leases.MAX_EXPECTED_TARGETS`)."""
+        factor = self.config.backup_factor
+        taker_s = expected_duration_s(cost, taker_speed, target_s)
+        if taker_s <= factor * target_s:
+            return True
+        longest_left_s = lease.issued_s + MAX_EXPECTED_TARGETS * target_s - self.now
+        return race and taker_speed is not None and longest_left_s > factor * taker_s
 
     def _cost(self, job: Job, chunk: Chunk) -> float:
         """The chunk's estimated cost, in its kind's typical units: what speeds count."""

@@ -19,7 +19,7 @@ import functools
 import heapq
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -272,6 +272,10 @@ class MemoryBackend(MemoryShared, Backend):
     def _get(table: dict[Any, Any], key: Any) -> Any:
         value = table.get(key)
         return None if value is None else _clone(value)
+
+    def paused_workers(self, worker_ids: Collection[str]) -> set[str]:
+        paused = self._paused
+        return {worker_id for worker_id in worker_ids if worker_id in paused}
 
     def get_worker(self, worker_id: str) -> Worker | None:
         return self._get(self._workers, worker_id)  # type: ignore[no-any-return]

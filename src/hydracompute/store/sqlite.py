@@ -251,6 +251,14 @@ class SQLiteBackend(SQLiteShared, SQLCommon, Backend):
         rows = self._db.execute(f"{table.select} {where}", args).fetchall()
         return [table.record(row) for row in rows]
 
+    def paused_workers(self, worker_ids: Collection[str]) -> set[str]:
+        ids = list(worker_ids)
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        query = f"SELECT worker_id FROM workers WHERE state = 'paused' AND worker_id IN ({marks})"
+        return {str(row[0]) for row in self._db.execute(query, ids)}
+
     def get_worker(self, worker_id: str) -> Worker | None:
         return self._one(WORKERS, worker_id)  # type: ignore[no-any-return]
 

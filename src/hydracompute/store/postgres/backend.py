@@ -172,6 +172,12 @@ class PostgresBackend(PostgresShared, SQLCommon, Backend):
 
     # workers
 
+    def paused_workers(self, worker_ids: Collection[str]) -> set[str]:
+        if not worker_ids:
+            return set()
+        query = "SELECT worker_id FROM workers WHERE state = 'paused' AND worker_id = ANY(%s)"
+        return {str(row[0]) for row in self._db.execute(query, (sorted(worker_ids),))}
+
     def get_worker(self, worker_id: str) -> Worker | None:
         return self._one(WORKERS, worker_id)  # type: ignore[no-any-return]
 
