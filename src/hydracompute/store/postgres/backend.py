@@ -502,9 +502,9 @@ class PostgresBackend(PostgresShared, SQLCommon, Backend):
         return self._many(LEASES, where, now, limit, lock=self._lock(skip_locked=True))
 
     def earliest_lease_deadline(self) -> float | None:
-        row = self._db.execute("SELECT MIN(deadline_s) FROM leases WHERE state = 'active'")
-        found = row.fetchone()[0]
-        return None if found is None else float(found)
+        query = "SELECT MIN(deadline_s) FROM leases WHERE state = 'active'"
+        row = self._db.execute(query).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     # outputs and artefacts (the candidates, reading outputs and the ledger: SQLCommon)
 
