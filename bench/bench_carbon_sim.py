@@ -17,11 +17,12 @@ series of jobs (its first ``[[jobs]]`` entry, at its interval) as far as that wh
 scenario has fewer; ``--start 2020-01-01 --days 365`` is the whole of 2020.
 ``--parallel`` runs the two simulations in two processes; ``--progress FILE`` appends,
 every virtual day of each, a JSON line of what it has emitted and done so far (the
-figures of a run stopped part-way); ``--no-fluid`` skips the fluid model.
+figures of a run stopped part-way); ``--no-fluid`` skips the fluid model, ``--no-sim``
+the simulator.
 
     .venv/bin/python bench/bench_carbon_sim.py [--scenario three-grids] [--seed 1]
         [--days N] [--start 2020-01-01] [--zones DE [GB ...]] [--parallel]
-        [--progress FILE] [--no-fluid]
+        [--progress FILE] [--no-fluid | --no-sim]
 """
 
 from __future__ import annotations
@@ -216,6 +217,7 @@ def main() -> None:
     parser.add_argument("--parallel", action="store_true", help="the two runs at once")
     parser.add_argument("--progress", type=Path, help="append daily figures here (JSON lines)")
     parser.add_argument("--no-fluid", action="store_true", help="skip the fluid model")
+    parser.add_argument("--no-sim", action="store_true", help="only the fluid model")
     args = parser.parse_args()
     scenario = with_mode(load_scenario(args.scenario), "prefer-clean", None, args.zones)
     if args.start:
@@ -224,27 +226,28 @@ def main() -> None:
     population = scenario.population
     zones = sorted(population.zones)
     runs = [with_mode(scenario, mode, args.days) for mode in ("prefer-clean", "blind")]
-    if args.parallel:
-        with ProcessPoolExecutor(2) as pool:
-            futures = [pool.submit(simulated, run, args.seed, args.progress) for run in runs]
-            clean, blind = (f.result() for f in futures)
-    else:
-        clean, blind = (simulated(run, args.seed, args.progress) for run in runs)
-    workers = clean["workers_by_zone"]
-    if len(set(workers.values())) != 1:
-        raise SystemExit(f"the fluid model has as many cores in every zone; drawn: {workers}")
     kinds = {j.kind for j in scenario.jobs}
     assert len(kinds) == 1 and population.cores == ((1, 1.0),), "one kind, one-core workers"
     pool = population.speeds[kinds.pop()] * population.count
-    simulator = {
-        "saved": 1 - clean["gco2"] / blind["gco2"],
-        "ledger_estimate_saved": 1 - clean["gco2"] / clean["gco2_blind_estimate"],
-        "blind": blind,
-        "prefer_clean": clean,
-    }
-    head = {"scenario": scenario.name, "zones": zones, "jobs": len(runs[0].jobs)}
+    result: dict[str, Any] = {"scenario": scenario.name, "zones": zones, "jobs": len(runs[0].jobs)}
+    if not args.no_sim:
+        if args.parallel:
+            with ProcessPoolExecutor(2) as processes:
+                futures = [processes.submit(simulated, r, args.seed, args.progress) for r in runs]
+                clean, blind = (f.result() for f in futures)
+        else:
+            clean, blind = (simulated(r, args.seed, args.progress) for r in runs)
+        workers = clean["workers_by_zone"]
+        if len(set(workers.values())) != 1:
+            raise SystemExit(f"the fluid model has as many cores in every zone; drawn: {workers}")
+        result["simulator"] = {
+            "saved": 1 - clean["gco2"] / blind["gco2"],
+            "ledger_estimate_saved": 1 - clean["gco2"] / clean["gco2_blind_estimate"],
+            "blind": blind,
+            "prefer_clean": clean,
+        }
     if args.no_fluid:
-        print(json.dumps(head | {"simulator": simulator}, indent=1))
+        print(json.dumps(result, indent=1))
         return
     source = TraceSource(load_traces())
     jobs = fluid_jobs(with_mode(scenario, "prefer-clean", args.days), pool, len(zones))
@@ -254,8 +257,7 @@ def main() -> None:
     f_clean = fluid.run(jobs, zones, source, clean=True)
     f_blind = fluid.run(jobs_blind, zones, source, clean=False)
     best = fluid.optimum(jobs, zones, source)
-    result = head | {
-        "simulator": simulator,
+    result |= {
         "fluid": {
             "saved": 1 - f_clean.gco2 / f_blind.gco2,
             "bound_saved": 1 - best["gco2_kg"] * 1000 / f_blind.gco2,
