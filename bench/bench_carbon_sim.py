@@ -9,11 +9,20 @@ optimum. If the fluid model is right about the policy, the two savings agree.
 
 Besides the CO2, it reports for each run the deadlines missed, the jobs' mean and
 longest time to completion, the tightest a job came to its deadline (``least_slack_h``),
-and the time the last job ended (``makespan_h``). ``--zones DE`` puts every worker on
-one grid (temporal shifting only).
+the time the last job ended (``makespan_h``) and the simulator's CPU time. ``--zones DE``
+puts every worker on one grid (temporal shifting only).
+
+``--days N`` keeps the jobs arriving over the first N days, continuing the scenario's
+series of jobs (its first ``[[jobs]]`` entry, at its interval) as far as that when the
+scenario has fewer; ``--start 2020-01-01 --days 365`` is the whole of 2020.
+``--parallel`` runs the two simulations in two processes; ``--progress FILE`` appends,
+every virtual day of each, a JSON line of what it has emitted and done so far (the
+figures of a run stopped part-way); ``--no-fluid`` skips the fluid model, ``--no-sim``
+the simulator.
 
     .venv/bin/python bench/bench_carbon_sim.py [--scenario three-grids] [--seed 1]
-        [--days N] [--zones DE [GB ...]]
+        [--days N] [--start 2020-01-01] [--zones DE [GB ...]] [--parallel]
+        [--progress FILE] [--no-fluid | --no-sim]
 """
 
 from __future__ import annotations
@@ -21,15 +30,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import resource
+import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import bench_carbon as fluid
 from hydracompute.carbon.traces import TraceSource, load_traces
+from hydracompute.core.models import Job
 from hydracompute.kinds import default_registry
-from hydracompute.sim import load_scenario, simulate
-from hydracompute.sim.scenario import Scenario
+from hydracompute.sim import build_store, load_scenario
+from hydracompute.sim.engine import Simulation
+from hydracompute.sim.recorder import Recorder
+from hydracompute.sim.report import build_report
+from hydracompute.sim.scenario import MAX_DURATION_S, JobSpec, Scenario
+
+DAY_S = 86400.0
 
 
 def with_mode(
@@ -37,7 +57,11 @@ def with_mode(
 ) -> Scenario:
     jobs = scenario.jobs
     if days is not None:
-        jobs = tuple(j for j in jobs if j.arrival_s < days * 86400)
+        jobs = tuple(j for j in _continued(jobs, days * DAY_S) if j.arrival_s < days * DAY_S)
+        last_deadline = max(j.arrival_s + (j.deadline_s or 0.0) for j in jobs)
+        # Long enough for every job, and no longer than the scenario's own when it is.
+        longest = min(max(scenario.max_duration_s, last_deadline + 3600.0), MAX_DURATION_S)
+        scenario = dataclasses.replace(scenario, max_duration_s=longest)
     jobs = tuple(dataclasses.replace(j, carbon=mode) for j in jobs)
     if zones:
         population = dataclasses.replace(scenario.population, zones=dict.fromkeys(zones, 1.0))
@@ -45,9 +69,102 @@ def with_mode(
     return dataclasses.replace(scenario, jobs=jobs)
 
 
-def simulated(scenario: Scenario, seed: int) -> dict[str, Any]:
-    began = time.perf_counter()
-    report, simulation = simulate(scenario, seed)
+def _continued(jobs: tuple[JobSpec, ...], until_s: float) -> tuple[JobSpec, ...]:
+    """The scenario's jobs, its first series (the jobs named as the first, ``name-N``, at a
+    regular interval) continued at that interval until ``until_s``."""
+    if len(jobs) < 2:
+        return jobs
+    stem = jobs[0].name.rsplit("-", 1)[0]
+    series = [j for j in jobs if j.name.rsplit("-", 1)[0] == stem]
+    every_s = series[1].arrival_s - series[0].arrival_s
+    if every_s <= 0:
+        return jobs
+    added = []
+    n, at = len(series), series[-1].arrival_s + every_s
+    while at < until_s:
+        added.append(dataclasses.replace(series[0], arrival_s=at, name=f"{stem}-{n}"))
+        n, at = n + 1, at + every_s
+    return jobs + tuple(added)
+
+
+@dataclasses.dataclass
+class DailyRecorder(Recorder):
+    """A recorder that appends, every virtual day, what the run has emitted and done so
+    far to ``progress`` (a JSON-lines file), so that a run stopped part-way still gives
+    figures. gCO2 and work are read from the ledger (the memory backend's, in entry
+    order, as far as read before)."""
+
+    progress: Path | None = None
+    mode: str = ""
+    next_day_s: float = DAY_S
+    began_cpu_s: float = dataclasses.field(default_factory=time.process_time)
+    deadlines: dict[str, float] = dataclasses.field(default_factory=dict)
+    ledger_read: int = 0
+    gco2: float = 0.0
+    work: float = 0.0
+
+    def job_arrived(self, job: Job, spec: JobSpec, speed: float) -> None:
+        super().job_arrived(job, spec, speed)
+        if job.deadline_s is not None:
+            self.deadlines[job.job_id] = job.deadline_s
+
+    def sample(self, now: float, simulation: Simulation) -> None:
+        super().sample(now, simulation)
+        if self.progress is None or now < self.next_day_s:
+            return
+        self.next_day_s += DAY_S
+        ledger = getattr(self.store.backend, "_credit", None)  # memory backend only
+        if ledger is not None:
+            for entry_id in range(self.ledger_read + 1, len(ledger) + 1):
+                entry = ledger[entry_id]
+                self.gco2 += entry.gco2
+                self.work += entry.work
+            self.ledger_read = len(ledger)
+        missed = sum(
+            1
+            for r in self.jobs.values()
+            if r.job_id in self.deadlines
+            and self.deadlines[r.job_id] <= now
+            and (r.ended_s is None or r.ended_s > self.deadlines[r.job_id])
+        )
+        line = {
+            "mode": self.mode,
+            "zones": sorted(self.scenario.population.zones),
+            "day": round(now / DAY_S, 3),
+            "gco2": self.gco2,
+            "work": self.work,
+            "jobs_arrived": len(self.jobs),
+            "jobs_ended": sum(1 for r in self.jobs.values() if r.ended_s is not None),
+            "deadlines_missed": missed,
+            "cpu_s": time.process_time() - self.began_cpu_s,
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        with self.progress.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def _simulate(
+    scenario: Scenario, seed: int, progress: Path | None
+) -> tuple[dict[str, Any], Simulation]:
+    """:func:`hydracompute.sim.simulate`, with a :class:`DailyRecorder`."""
+    began, began_cpu = time.perf_counter(), time.process_time()
+    mode = scenario.jobs[0].carbon if scenario.jobs else ""
+    with tempfile.TemporaryDirectory(prefix="hydracompute-sim-") as folder:
+        store = build_store(scenario, seed, Path(folder))
+        try:
+            recorder = DailyRecorder(scenario, store, progress=progress, mode=mode)
+            simulation = Simulation(scenario, store, seed, recorder)
+            simulation.run()
+            report = build_report(simulation, seed, 0.0)
+        finally:
+            store.close()
+    report["measured"]["wall_s"] = time.perf_counter() - began
+    report["measured"]["process_cpu_s"] = time.process_time() - began_cpu
+    return report, simulation
+
+
+def simulated(scenario: Scenario, seed: int, progress: Path | None = None) -> dict[str, Any]:
+    report, simulation = _simulate(scenario, seed, progress)
     carbon = report["carbon"]
     deadlines = {j.job_id: j.deadline_s for j in simulation.store.list_jobs(limit=10**6)}
     records = list(simulation.recorder.jobs.values())
@@ -65,7 +182,13 @@ def simulated(scenario: Scenario, seed: int) -> dict[str, Any]:
         "chunks_by_zone": {z: v["chunks"] for z, v in carbon["zones"].items()},
         "all_jobs_ended": report["all_jobs_ended"],
         "workers_by_zone": dict(Counter(w.zone for w in simulation.workers)),
-        "wall_s": time.perf_counter() - began,
+        "exchanges": report["exchanges"]["total"],
+        "virtual_days": report["virtual_s"] / DAY_S,
+        "wall_s": report["measured"]["wall_s"],
+        # The simulator's own CPU: on a shared machine, wall time says as much about the
+        # neighbours.
+        "cpu_s": report["measured"]["process_cpu_s"],
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -90,18 +213,42 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--days", type=float, default=None, help="only the jobs of N days")
     parser.add_argument("--zones", nargs="*", help="every worker on these grids instead")
+    parser.add_argument("--start", help="virtual time 0 in the traces instead, as 2020-01-01")
+    parser.add_argument("--parallel", action="store_true", help="the two runs at once")
+    parser.add_argument("--progress", type=Path, help="append daily figures here (JSON lines)")
+    parser.add_argument("--no-fluid", action="store_true", help="skip the fluid model")
+    parser.add_argument("--no-sim", action="store_true", help="only the fluid model")
     args = parser.parse_args()
     scenario = with_mode(load_scenario(args.scenario), "prefer-clean", None, args.zones)
+    if args.start:
+        start = datetime.fromisoformat(args.start).replace(tzinfo=UTC).timestamp()
+        scenario = dataclasses.replace(scenario, carbon_start_s=start)
     population = scenario.population
     zones = sorted(population.zones)
-    clean = simulated(with_mode(scenario, "prefer-clean", args.days), args.seed)
-    blind = simulated(with_mode(scenario, "blind", args.days), args.seed)
-    workers = clean["workers_by_zone"]
-    if len(set(workers.values())) != 1:
-        raise SystemExit(f"the fluid model has as many cores in every zone; drawn: {workers}")
+    runs = [with_mode(scenario, mode, args.days) for mode in ("prefer-clean", "blind")]
     kinds = {j.kind for j in scenario.jobs}
     assert len(kinds) == 1 and population.cores == ((1, 1.0),), "one kind, one-core workers"
     pool = population.speeds[kinds.pop()] * population.count
+    result: dict[str, Any] = {"scenario": scenario.name, "zones": zones, "jobs": len(runs[0].jobs)}
+    if not args.no_sim:
+        if args.parallel:
+            with ProcessPoolExecutor(2) as processes:
+                futures = [processes.submit(simulated, r, args.seed, args.progress) for r in runs]
+                clean, blind = (f.result() for f in futures)
+        else:
+            clean, blind = (simulated(r, args.seed, args.progress) for r in runs)
+        workers = clean["workers_by_zone"]
+        if len(set(workers.values())) != 1:
+            raise SystemExit(f"the fluid model has as many cores in every zone; drawn: {workers}")
+        result["simulator"] = {
+            "saved": 1 - clean["gco2"] / blind["gco2"],
+            "ledger_estimate_saved": 1 - clean["gco2"] / clean["gco2_blind_estimate"],
+            "blind": blind,
+            "prefer_clean": clean,
+        }
+    if args.no_fluid:
+        print(json.dumps(result, indent=1))
+        return
     source = TraceSource(load_traces())
     jobs = fluid_jobs(with_mode(scenario, "prefer-clean", args.days), pool, len(zones))
     jobs_blind = [dataclasses.replace(j) for j in jobs]
@@ -110,16 +257,7 @@ def main() -> None:
     f_clean = fluid.run(jobs, zones, source, clean=True)
     f_blind = fluid.run(jobs_blind, zones, source, clean=False)
     best = fluid.optimum(jobs, zones, source)
-    result = {
-        "scenario": scenario.name,
-        "zones": zones,
-        "jobs": len(jobs),
-        "simulator": {
-            "saved": 1 - clean["gco2"] / blind["gco2"],
-            "ledger_estimate_saved": 1 - clean["gco2"] / clean["gco2_blind_estimate"],
-            "blind": blind,
-            "prefer_clean": clean,
-        },
+    result |= {
         "fluid": {
             "saved": 1 - f_clean.gco2 / f_blind.gco2,
             "bound_saved": 1 - best["gco2_kg"] * 1000 / f_blind.gco2,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,9 @@ from click.testing import CliRunner
 
 from hydracompute.cli import main
 from hydracompute.errors import InvalidParams
-from hydracompute.sim import load_scenario, parse_scenario, simulate
+from hydracompute.sim import build_store, load_scenario, parse_scenario, simulate
 from hydracompute.sim.engine import Simulation
-from hydracompute.sim.report import ideal_end_s
+from hydracompute.sim.report import build_report, ideal_end_s
 from hydracompute.sim.scenario import SHIPPED
 
 #: 1,000 workers with churn, pauses and 100 ms round trips, a π job and a Mandelbrot job:
@@ -108,6 +109,70 @@ def test_same_scenario_and_seed_give_the_same_report() -> None:
     other, _ = simulate(scenario, seed=6)
     assert json.dumps(without_measured(first)) == json.dumps(without_measured(second))
     assert first["makespan_s"] != other["makespan_s"]  # the seed does change the run
+
+
+class SweepingEveryPeriod(Simulation):
+    """The coordinator's expiry task as the simulator ran it before: every period."""
+
+    def _next_sweep(self) -> float:
+        return self.now + self._expire_period()
+
+
+#: 20 workers coming and going every minute or so, vanishing at the end of each session
+#: (their leases expire), over ten minutes of the pool's work.
+VANISHING = """
+name = "vanishing"
+sample_period_s = 10
+
+[coordinator]
+target_chunk_s = 2.0
+heartbeat_s = 2.0
+
+[workers]
+count = 20
+cores = 1
+kinds = ["pi"]
+
+[workers.speed]
+pi = 100.0
+
+[workers.availability]
+online = { dist = "exponential", mean = 60 }
+offline = { dist = "exponential", mean = 30 }
+clean_leave_share = 0.0
+
+[[jobs]]
+kind = "pi"
+params = { samples = 838_860_800_000, seed = 2 }
+"""
+
+
+def sweeps_and_report(simulation_class: type[Simulation]) -> tuple[int, dict[str, Any]]:
+    scenario = parse_scenario(VANISHING)
+    with tempfile.TemporaryDirectory() as folder:
+        store = build_store(scenario, 4, Path(folder))
+        sweeps, expired = [0], [0]
+        expire_leases = store.expire_leases
+
+        def counted(now: float) -> int:
+            sweeps[0] += 1
+            found = expire_leases(now)
+            expired[0] += found
+            return found
+
+        store.expire_leases = counted  # type: ignore[method-assign]
+        simulation = simulation_class(scenario, store, 4)
+        simulation.run()
+        report = without_measured(build_report(simulation, 4, 0.0))
+    assert expired[0] > 0
+    return sweeps[0], report
+
+
+def test_expiry_sweeps_run_only_when_a_lease_may_be_overdue_and_change_nothing() -> None:
+    sweeps, report = sweeps_and_report(Simulation)
+    every_period, same = sweeps_and_report(SweepingEveryPeriod)
+    assert json.dumps(report) == json.dumps(same)
+    assert sweeps < every_period / 2
 
 
 def test_saboteurs_are_caught_by_adaptive_verification() -> None:

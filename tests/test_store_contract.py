@@ -86,6 +86,48 @@ def test_submit_get_and_list(store: Store) -> None:
     assert store.list_jobs(JobState.DONE) == []
 
 
+def test_jobs_are_listed_from_a_time_of_submission(store: Store) -> None:
+    first, second, third = (store.submit_job("sum", {"n": 4}, now=t) for t in (1.0, 2.0, 3.0))
+    store.cancel_job(third.job_id, now=4.0)
+    backend = store.backend
+    running = frozenset({JobState.RUNNING})
+    with backend.transaction(read_only=True):
+        since = [j.job_id for j in backend.list_jobs(None, 10, created_since=2.0)]
+        assert since == [third.job_id, second.job_id]
+        assert [j.job_id for j in backend.list_jobs(None, 1, created_since=2.0)] == since[:1]
+        assert [j.job_id for j in backend.list_jobs(running, 10, created_since=2.0)] == [
+            second.job_id
+        ]
+        assert [j.job_id for j in backend.list_jobs(running, 10)] == [
+            second.job_id,
+            first.job_id,
+        ]
+        assert backend.list_jobs(None, 10, created_since=3.5) == []
+
+
+def test_the_earliest_lease_deadline_follows_grants_renewals_and_ends(store: Store) -> None:
+    backend = store.backend
+
+    def earliest() -> float | None:
+        with backend.transaction(read_only=True):
+            return backend.earliest_lease_deadline()
+
+    assert earliest() is None
+    store.submit_job("sum", {"n": 100}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    b, _ = store.enrol_worker("b", 1, ["sum"], now=0.0)
+    (first,) = store.exchange(a.worker_id, [], [], 1, now=1.0).leases
+    (second,) = store.exchange(b.worker_id, [], [], 1, now=2.0).leases
+    assert earliest() == 1.0 + TTL
+    store.exchange(a.worker_id, [], [first.lease_id], 0, now=3.0)  # renewed
+    assert earliest() == 2.0 + TTL
+    assert store.expire_leases(now=2.0 + TTL + 0.1) == 1  # b's lease
+    assert earliest() == 3.0 + TTL
+    store.return_leases(a.worker_id, [first.lease_id], now=4.0)
+    assert earliest() is None
+    assert second.lease_id != first.lease_id
+
+
 @pytest.mark.parametrize(
     ("kind", "params", "error"),
     [

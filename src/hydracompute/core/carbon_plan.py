@@ -200,27 +200,42 @@ def served(capacity: Sequence[float], work: Sequence[Window]) -> float:
     """The most of ``work`` that ``capacity`` (units per slot) can do within the windows:
     earliest deadline first, which is the most for agreeable windows (work past its window
     is left undone)."""
+    return _served(capacity, work, _by_first_slot(work))
+
+
+def _by_first_slot(work: Sequence[Window]) -> dict[int, list[int]]:
+    """The indices of ``work`` with something to do, by the first slot of their window."""
     starting: dict[int, list[int]] = {}
     for k, w in enumerate(work):
         if w.units > 0 and w.end > w.first:
             starting.setdefault(w.first, []).append(k)
+    return starting
+
+
+def _served(
+    capacity: Sequence[float], work: Sequence[Window], starting: dict[int, list[int]]
+) -> float:
+    """:func:`served`, the work grouped by :func:`_by_first_slot` (once for many calls)."""
     queue: list[tuple[int, int]] = []  # (end, index of the work) in a heap
     left = [w.units for w in work]
+    push, pop = heapq.heappush, heapq.heappop
     done = 0.0
     for i, room in enumerate(capacity):
-        for k in starting.get(i, ()):
-            heapq.heappush(queue, (work[k].end, k))
+        arriving = starting.get(i)
+        if arriving is not None:
+            for k in arriving:
+                push(queue, (work[k].end, k))
         while queue and room > EPSILON_UNITS:
             end, k = queue[0]
             if end <= i:
-                heapq.heappop(queue)
+                pop(queue)
                 continue
             take = min(room, left[k])
             left[k] -= take
             room -= take
             done += take
             if left[k] <= EPSILON_UNITS:
-                heapq.heappop(queue)
+                pop(queue)
     return done
 
 
@@ -320,15 +335,24 @@ def plan_limit(
     # is monotone: if a zone's cores now do, so do every cleaner zone's).
     limit: float | None = -1.0  # below every grid: no zone now
     dirtiest = max(costs[z][0] for z in range(len(zones)))
+    starting = _by_first_slot(windows)
+    # All the work (a hair less, for the rounding of sums): what is served cannot exceed
+    # it by the test's tolerance below.
+    all_work = sum(windows[k].units for ks in starting.values() for k in ks) * (1 - 1e-12)
+    # Per slot, each zone's (intensity, units) from the first zone: the sums below add
+    # in the same order as a sum over the zones would.
+    slot_pieces = [list(zip(c, u, strict=True)) for c, u in zip(costs, units, strict=True)]
+    by_slot = list(zip(*slot_pieces, strict=True))
     for z in sorted(range(len(zones)), key=lambda z: costs[z][0], reverse=True):
         gco2 = costs[z][0]
-        cleaner = [
-            sum(units[y][i] for y in range(len(zones)) if (costs[y][i], i) < (gco2, 0))
-            for i in range(slots)
-        ]
-        without = served(cleaner, windows)
+        # Capacity cleaner than zone z now: a zone's cores in a slot at a lower intensity
+        # (at the same intensity, only in a slot before now, which none is).
+        cleaner = [sum([u for c, u in pieces if c < gco2]) for pieces in by_slot]
+        without = _served(cleaner, windows, starting)
+        if without >= all_work:
+            continue  # cleaner capacity does it all: zone z's cores now add nothing
         cleaner[0] += units[z][0]
-        if served(cleaner, windows) > without + EPSILON_UNITS * (1 + without):
+        if _served(cleaner, windows, starting) > without + EPSILON_UNITS * (1 + without):
             # Every zone planned now: workers of a zone of unknown speed may help too.
             limit = None if gco2 >= dirtiest else gco2
             break

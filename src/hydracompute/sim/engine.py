@@ -455,4 +455,20 @@ class Simulation:
     def _expire(self) -> None:
         while self.store.expire_leases(self.now) == EXPIRE_BATCH:
             pass
-        self.push(self.now + self._expire_period(), EXPIRE)
+        self.push(self._next_sweep(), EXPIRE)
+
+    def _next_sweep(self) -> float:
+        """The next of the sweeps every :meth:`_expire_period` that has a lease to expire.
+
+        The sweeps between are skipped: they would find nothing (an empty sweep changes
+        nothing in the store), and at one a second they were most of a long run's events.
+        No lease is overdue before the earliest deadline in hand, and one granted or
+        renewed from now on is due at least a lease's lifetime from now.
+        """
+        period = self._expire_period()
+        due = self.now + self.config.lease_ttl_s
+        earliest = self.store.earliest_lease_deadline()
+        if earliest is not None:
+            due = min(due, earliest)
+        # The first sweep after ``due``: a lease is overdue once its deadline is past.
+        return max((math.floor(due / period) + 1) * period, self.now + period)

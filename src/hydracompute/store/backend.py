@@ -150,10 +150,15 @@ class Backend(SharedPrimitives):
 
     @abc.abstractmethod
     def list_jobs(
-        self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
+        self,
+        states: frozenset[JobState] | None,
+        limit: int,
+        owner: str | None = None,
+        created_since: float | None = None,
     ) -> list[Job]:
         """Jobs in any of ``states`` (all if ``None``) submitted by ``owner`` (anyone if
-        ``None``), newest first, at most ``limit``."""
+        ``None``) at ``created_since`` or later (whenever if ``None``), newest first, at
+        most ``limit``."""
 
     def count_jobs(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state, 0 if none); backends count in the
@@ -283,6 +288,11 @@ class Backend(SharedPrimitives):
     @abc.abstractmethod
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         """Active leases whose deadline is before ``now``."""
+
+    @abc.abstractmethod
+    def earliest_lease_deadline(self) -> float | None:
+        """The earliest deadline of the active leases (``None``: none is active): no lease
+        is overdue before it."""
 
     # copies reported and waiting for agreement
     @abc.abstractmethod

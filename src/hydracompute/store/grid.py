@@ -159,9 +159,10 @@ class GridDispatch:
         take), and the work of the largest of those jobs (the burst kept room for)."""
         if units_per_s <= 0:
             return 0.0, 0.0
+        since = now - LOAD_WINDOW_S
         recent = [
             j.total_units
-            for j in db.list_jobs(None, MAX_JOBS_AHEAD)
-            if j.kind == kind and j.created_s >= now - LOAD_WINDOW_S
+            for j in db.list_jobs(None, MAX_JOBS_AHEAD, created_since=since)
+            if j.kind == kind
         ]
         return sum(recent) / (units_per_s * LOAD_WINDOW_S), float(max(recent, default=0))

@@ -48,6 +48,7 @@ from hydracompute.store.payloads import artefact_blob_name, load_output, spill_o
 
 _ABSENT = object()
 ACTIVE = LeaseState.ACTIVE
+_RUNNING_ONLY = frozenset({JobState.RUNNING})
 
 
 def _remove_sorted(index: dict[str, list[int]], key: str, member: int) -> None:
@@ -195,6 +196,8 @@ class MemoryBackend(MemoryShared, Backend):
         #: every exchange asking for work reads them, and most job writes (a result's
         #: progress) change nothing they show.
         self._running: list[RunningJob] | None = None
+        #: (created_s, job id) of every job, ascending: read for the jobs submitted lately
+        self._by_creation: list[tuple[float, str]] = []
         self._init_shared()
 
     def in_transaction(self) -> bool:
@@ -359,6 +362,14 @@ class MemoryBackend(MemoryShared, Backend):
         self._put(self._jobs, job.job_id, job, self._index_job)
 
     def _index_job(self, old: Job | None, new: Job | None) -> None:
+        if old is None or new is None or old.created_s != new.created_s:
+            if old is not None:
+                key = (old.created_s, old.job_id)
+                at = bisect.bisect_left(self._by_creation, key)
+                if at < len(self._by_creation) and self._by_creation[at] == key:
+                    del self._by_creation[at]
+            if new is not None:
+                bisect.insort(self._by_creation, (new.created_s, new.job_id))
         if old is None or new is None or _running_view(old) != _running_view(new):
             self._running = None
             if new is None or new.state is not JobState.RUNNING:  # (built again if read)
@@ -366,15 +377,29 @@ class MemoryBackend(MemoryShared, Backend):
                 self._tail_orders.pop(job_id, None)
 
     def list_jobs(
-        self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
+        self,
+        states: frozenset[JobState] | None,
+        limit: int,
+        owner: str | None = None,
+        created_since: float | None = None,
     ) -> list[Job]:
-        jobs = [
-            j
-            for j in self._jobs.values()
-            if (states is None or j.state in states) and (owner is None or j.owner == owner)
-        ]
-        jobs.sort(key=lambda j: (j.created_s, j.job_id), reverse=True)
-        return copy.deepcopy(jobs[:limit])
+        if states == _RUNNING_ONLY:  # the running ones, as running_jobs lists them
+            newest: Iterable[Job] = (self._jobs[r.job_id] for r in reversed(self.running_jobs()))
+        else:
+            order = self._by_creation
+            first = 0 if created_since is None else bisect.bisect_left(order, (created_since,))
+            newest = (self._jobs[job_id] for _, job_id in reversed(order[first:]))
+        found: list[Job] = []
+        for job in newest:
+            if len(found) >= limit:
+                break
+            if (
+                (states is None or job.state in states)
+                and (owner is None or job.owner == owner)
+                and (created_since is None or job.created_s >= created_since)
+            ):
+                found.append(_clone(job))
+        return found
 
     def count_jobs(self) -> dict[JobState, int]:
         counts = collections.Counter(j.state for j in self._jobs.values())
@@ -582,6 +607,17 @@ class MemoryBackend(MemoryShared, Backend):
         for lease_id, deadline in valid.items():
             heapq.heappush(heap, (deadline, lease_id))
         return self._leases_sorted(valid)[:limit]
+
+    def earliest_lease_deadline(self) -> float | None:
+        heap = self._deadlines
+        while heap:
+            deadline, lease_id = heap[0]
+            lease = self._leases.get(lease_id)
+            if lease is not None and (lease.state, lease.deadline_s) == (ACTIVE, deadline):
+                return deadline
+            # Stale (renewed or ended); an undone write pushes its lease's entry again.
+            heapq.heappop(heap)
+        return None
 
     def put_candidate(self, job_id: str, chunk_index: int, copy: Copy) -> None:
         key = (job_id, chunk_index, copy.lease_id)

@@ -666,6 +666,13 @@ class Store(WorkerRecords):
             self.work_version += 1
         return expired
 
+    def earliest_lease_deadline(self) -> float | None:
+        """The earliest deadline of the active leases (``None``: none is active):
+        :meth:`expire_leases` expires nothing before it (a lease granted or renewed later
+        is due a whole lease lifetime after that moment)."""
+        with self.backend.transaction(read_only=True):
+            return self.backend.earliest_lease_deadline()
+
     def _end_lease(self, lease: Lease, state: LeaseState) -> bool:
         """End an active lease unfinished; returns whether its chunk became pending."""
         lease.state = state

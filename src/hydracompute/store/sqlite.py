@@ -335,7 +335,11 @@ class SQLiteBackend(SQLiteShared, SQLCommon, Backend):
             self._running = None
 
     def list_jobs(
-        self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
+        self,
+        states: frozenset[JobState] | None,
+        limit: int,
+        owner: str | None = None,
+        created_since: float | None = None,
     ) -> list[Job]:
         conditions: list[str] = []
         args: list[Any] = []
@@ -345,6 +349,9 @@ class SQLiteBackend(SQLiteShared, SQLCommon, Backend):
         if owner is not None:
             conditions.append("owner = ?")
             args.append(owner)
+        if created_since is not None:
+            conditions.append("created_s >= ?")
+            args.append(created_since)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         order = "ORDER BY created_s DESC, job_id DESC LIMIT ?"
         return self._many(JOBS, f"{where} {order}", *args, limit)
@@ -480,6 +487,11 @@ class SQLiteBackend(SQLiteShared, SQLCommon, Backend):
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         where = "WHERE state = 'active' AND deadline_s < ? ORDER BY issued_s, lease_id LIMIT ?"
         return self._many(LEASES, where, now, limit)
+
+    def earliest_lease_deadline(self) -> float | None:
+        row = self._db.execute("SELECT MIN(deadline_s) FROM leases WHERE state = 'active'")
+        found = row.fetchone()[0]
+        return None if found is None else float(found)
 
     def put_output(self, output: StoredOutput) -> None:
         text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)

@@ -254,7 +254,11 @@ class PostgresBackend(PostgresShared, SQLCommon, Backend):
         self._put(JOBS, job)
 
     def list_jobs(
-        self, states: frozenset[JobState] | None, limit: int, owner: str | None = None
+        self,
+        states: frozenset[JobState] | None,
+        limit: int,
+        owner: str | None = None,
+        created_since: float | None = None,
     ) -> list[Job]:
         conditions: list[str] = []
         args: list[Any] = []
@@ -264,6 +268,9 @@ class PostgresBackend(PostgresShared, SQLCommon, Backend):
         if owner is not None:
             conditions.append("owner = %s")
             args.append(owner)
+        if created_since is not None:
+            conditions.append("created_s >= %s")
+            args.append(created_since)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         return self._many(
             JOBS, f"{where} ORDER BY created_s DESC, job_id DESC LIMIT %s", *args, limit
@@ -499,6 +506,11 @@ class PostgresBackend(PostgresShared, SQLCommon, Backend):
     def overdue_leases(self, now: float, limit: int) -> list[Lease]:
         where = "WHERE state = 'active' AND deadline_s < %s ORDER BY issued_s, lease_id LIMIT %s"
         return self._many(LEASES, where, now, limit, lock=self._lock(skip_locked=True))
+
+    def earliest_lease_deadline(self) -> float | None:
+        query = "SELECT MIN(deadline_s) FROM leases WHERE state = 'active'"
+        row = self._db.execute(query).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     # outputs and artefacts (the candidates, reading outputs and the ledger: SQLCommon)
 
