@@ -1367,3 +1367,26 @@ def test_the_eta_counts_the_work_in_flight_before_any_is_reported() -> None:
         # The list of jobs shows the same ETA.
         (listed,) = pool.client.get("/api/v1/jobs").json()["jobs"]
         assert listed["eta_s"] == later["eta_s"]
+
+
+def test_a_kinds_plan_runs_before_the_jobs_clock_starts() -> None:
+    """A kind's plan (a Mandelbrot view's cost estimate) runs before the job is created:
+    its time counts in neither the job's elapsed time nor its rate (nor its ETA)."""
+    planned: list[float] = []
+
+    class SlowPlan(SumKind):
+        name = "slow-plan"
+
+        def plan(self, params: dict[str, Any]) -> dict[str, Any]:
+            planned.append(clock.advance(0.5))  # the estimate takes half a second
+            return params
+
+    kinds = registry_with_pi()
+    kinds.register(SlowPlan())
+    with open_pool(kinds=kinds) as pool:
+        clock = pool.clock
+        submitted = clock()
+        job = pool.client.post("/api/v1/jobs", json={"kind": "slow-plan", "params": {"n": 10}})
+        assert job.status_code == 201, job.text
+        assert planned and planned[0] == submitted + 0.5
+        assert job.json()["created_s"] >= planned[0]

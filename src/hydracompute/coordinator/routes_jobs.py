@@ -194,16 +194,22 @@ async def submit_job(
     """Submit a job of an installed kind; parameters are validated by the kind. A kind that
     runs submitted code (``wasm``) needs the role the pool's admin chose for it, and its
     module and input uploaded first (``PUT /api/v1/blobs/{sha256}``)."""
+    params = body.params
     if body.kind in c.store.kinds:
         kind = c.store.kinds.get(body.kind)
         if kind.runs_submitted_code:
             require_code_role(principal, request.app.state.security)
         if kind.checked_blobs:  # e.g. compiling a module: off the store thread
-            await asyncio.to_thread(check_blobs, c.store.blobs, kind, body.params)
+            await asyncio.to_thread(check_blobs, c.store.blobs, kind, params)
+        # The kind's plan (a Mandelbrot view's cost estimate: tens of milliseconds) off the
+        # store thread, which serves the exchanges meanwhile, and before the job's clock
+        # starts, so its rate and ETA do not count it; the store plans the planned
+        # parameters again, unchanged (what plan promises), from the kind's cache.
+        params = await asyncio.to_thread(lambda: kind.plan(kind.validate(body.params)))
     job = await c.call(
         c.store.submit_job,
         body.kind,
-        body.params,
+        params,
         c.clock(),
         body.name,
         body.target_chunk_s,
