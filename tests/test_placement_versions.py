@@ -13,8 +13,8 @@ from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.placement import may_run, version_key
 from hydracompute.kinds import KindRegistry
 from hydracompute.kinds.mandelbrot import TILE_SINCE, MandelbrotKind
-from hydracompute.store import MemoryBackend, SQLiteBackend, Store
-from hydracompute.store.backend import Backend
+from hydracompute.store import Store
+from tests.test_store_verification import BACKEND_KINDS, backend_for, backend_kind_of
 
 
 def test_versions_compare_by_their_release_numbers() -> None:
@@ -27,17 +27,11 @@ def test_versions_compare_by_their_release_numbers() -> None:
     assert may_run(TILE_SINCE, __version__)  # this version runs what it submits
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=BACKEND_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    backend: Backend
-    if request.param == "memory":
-        backend = MemoryBackend()
-    elif request.param == "sqlite":
-        backend = SQLiteBackend(tmp_path / "s.db")
-    else:
-        backend = request.getfixturevalue("postgres").backend()
     kinds = KindRegistry()
     kinds.register(MandelbrotKind())
+    backend = backend_for(backend_kind_of(request), tmp_path / "s.db")
     s = Store(backend, kinds, SchedulerConfig(target_chunk_s=1.0, heartbeat_s=1.0))
     yield s
     s.close()
