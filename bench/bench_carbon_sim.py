@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import resource
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -43,10 +42,9 @@ import bench_carbon as fluid
 from hydracompute.carbon.traces import TraceSource, load_traces
 from hydracompute.core.models import Job
 from hydracompute.kinds import default_registry
-from hydracompute.sim import build_store, load_scenario
+from hydracompute.sim import load_scenario, simulate
 from hydracompute.sim.engine import Simulation
 from hydracompute.sim.recorder import Recorder
-from hydracompute.sim.report import build_report
 from hydracompute.sim.scenario import MAX_DURATION_S, JobSpec, Scenario
 
 DAY_S = 86400.0
@@ -143,28 +141,13 @@ class DailyRecorder(Recorder):
             out.write(json.dumps(line) + "\n")
 
 
-def _simulate(
-    scenario: Scenario, seed: int, progress: Path | None
-) -> tuple[dict[str, Any], Simulation]:
-    """:func:`hydracompute.sim.simulate`, with a :class:`DailyRecorder`."""
-    began, began_cpu = time.perf_counter(), time.process_time()
-    mode = scenario.jobs[0].carbon if scenario.jobs else ""
-    with tempfile.TemporaryDirectory(prefix="hydracompute-sim-") as folder:
-        store = build_store(scenario, seed, Path(folder))
-        try:
-            recorder = DailyRecorder(scenario, store, progress=progress, mode=mode)
-            simulation = Simulation(scenario, store, seed, recorder)
-            simulation.run()
-            report = build_report(simulation, seed, 0.0)
-        finally:
-            store.close()
-    report["measured"]["wall_s"] = time.perf_counter() - began
-    report["measured"]["process_cpu_s"] = time.process_time() - began_cpu
-    return report, simulation
-
-
 def simulated(scenario: Scenario, seed: int, progress: Path | None = None) -> dict[str, Any]:
-    report, simulation = _simulate(scenario, seed, progress)
+    mode = scenario.jobs[0].carbon if scenario.jobs else ""
+    report, simulation = simulate(
+        scenario,
+        seed,
+        recorder=lambda store: DailyRecorder(scenario, store, progress=progress, mode=mode),
+    )
     carbon = report["carbon"]
     deadlines = {j.job_id: j.deadline_s for j in simulation.store.list_jobs(limit=10**6)}
     records = list(simulation.recorder.jobs.values())

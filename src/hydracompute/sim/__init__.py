@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from hydracompute.carbon.traces import Trace, TraceSource, load_trace, load_trac
 from hydracompute.core.carbon import normal_zone
 from hydracompute.kinds import default_registry
 from hydracompute.sim.engine import Simulation
+from hydracompute.sim.recorder import Recorder
 from hydracompute.sim.report import build_report
 from hydracompute.sim.scenario import Scenario, load_scenario, parse_scenario
 from hydracompute.sim.standin import standin_registry
@@ -56,16 +58,21 @@ def carbon_view(scenario: Scenario) -> TraceSource | None:
     return TraceSource(traces, shift_s=scenario.carbon_start_s)
 
 
-def simulate(scenario: Scenario, seed: int = 0) -> tuple[dict[str, Any], Simulation]:
+def simulate(
+    scenario: Scenario, seed: int = 0, recorder: Callable[[Store], Recorder] | None = None
+) -> tuple[dict[str, Any], Simulation]:
     """Run ``scenario`` with ``seed``; returns its report and the finished simulation.
 
     The same scenario and seed give the same report, but for its ``measured`` part.
+    ``recorder`` makes the simulation's recorder from its store (a benchmark's that also
+    records something of its own); by default the plain one.
     """
     began, began_cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="hydracompute-sim-") as folder:
         store = build_store(scenario, seed, Path(folder))
         try:
-            simulation = Simulation(scenario, store, seed)
+            made = None if recorder is None else recorder(store)
+            simulation = Simulation(scenario, store, seed, made)
             simulation.run()
             report = build_report(simulation, seed, 0.0)
         finally:
