@@ -1369,6 +1369,37 @@ def test_the_eta_counts_the_work_in_flight_before_any_is_reported() -> None:
         assert listed["eta_s"] == later["eta_s"]
 
 
+def test_the_eta_stretches_the_work_in_flight_by_how_late_the_jobs_chunks_were() -> None:
+    """A job whose chunks took three times as long as their holders' speeds foretold (a
+    speed learnt on another job, say) counts its chunks in flight at that pace too."""
+    with open_pool() as pool:
+        job_id = pool.submit(n=10**8)["job_id"]
+        worker = pool.enrol(cores=1)
+        target = CONFIG.target_chunk_s
+        (lease,) = pool.exchange(worker, want=1)["leases"]  # a probe: no expectation
+        for compute_s in (0.5, 3 * target):
+            chunk = lease["chunk"]
+            output = SumKind().compute(lease["params"], chunk["start"], chunk["stop"])
+            pool.clock.advance(compute_s)
+            result = {"lease_id": lease["lease_id"], "output": output, "compute_s": compute_s}
+            (lease,) = pool.exchange(worker, [result], want=1)["leases"]
+        # The job's one sized chunk: expected to take a target, it took three. Drawn
+        # towards 1 by a target: twice as long.
+        stretch = (3 * target + target) / (target + target)
+        pool.clock.advance(target / 2)
+        job = pool.job(job_id)
+        units = lease["chunk"]["stop"] - lease["chunk"]["start"]
+        (shown,) = pool.workers().values()
+        expected_s = units / shown["speeds"]["sum"]
+        reached = job["work_done"] + units * (target / 2) / (expected_s * stretch)
+        assert job["eta_s"] == pytest.approx(
+            (job["work_total"] - reached) / (reached / job["elapsed_s"]), rel=0.02
+        )
+        unstretched = job["work_done"] + units * (target / 2) / expected_s
+        unstretched_eta = (job["work_total"] - unstretched) / (unstretched / job["elapsed_s"])
+        assert job["eta_s"] > 1.04 * unstretched_eta  # 6.4 units reached, not 6.8
+
+
 def test_a_kinds_plan_runs_before_the_jobs_clock_starts() -> None:
     """A kind's plan (a Mandelbrot view's cost estimate) runs before the job is created:
     its time counts in neither the job's elapsed time nor its rate (nor its ETA)."""

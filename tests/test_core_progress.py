@@ -7,6 +7,7 @@ import pytest
 from hydracompute.core.progress import (
     MAX_RUNNING_PROGRESS,
     LeaseSpan,
+    duration_stretch,
     in_flight_done,
     job_progress,
 )
@@ -167,6 +168,17 @@ def test_work_in_flight_counts_the_share_of_each_chunk_its_lease_has_had() -> No
     ]
     assert in_flight_done(spans, 2.0, work) == pytest.approx(20.0 + 20.0)
     assert in_flight_done([], 2.0, work) == 0.0
+
+
+def test_work_in_flight_is_stretched_by_how_late_the_jobs_chunks_were() -> None:
+    # Chunks took twice as long as expected: at 2 s, a chunk expected to end at 4 s is a
+    # quarter done, not half.
+    spans = [LeaseSpan(0, 4, issued_s=0.0, expected_end_s=4.0)]
+    assert in_flight_done(spans, 2.0, lambda start, stop: 10.0 * (stop - start), 2.0) == 10.0
+    # Reported over expected compute time, each drawn towards 1 by one target chunk.
+    assert duration_stretch(expected_s=4.0, reported_s=12.0, target_s=2.0) == 14.0 / 6.0
+    assert duration_stretch(expected_s=0.0, reported_s=0.0, target_s=2.0) == 1.0
+    assert duration_stretch(expected_s=8.0, reported_s=2.0, target_s=2.0) == 0.4
 
 
 def test_the_eta_counts_the_work_in_flight_while_chunks_grow_from_probes() -> None:

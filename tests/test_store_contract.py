@@ -199,7 +199,8 @@ def test_lease_spans_are_a_jobs_active_leases_with_their_chunks(store: Store) ->
     assert sorted((s.start, s.stop, s.issued_s) for s in spans) == sorted(
         [(first.start, first.stop, 0.2), (second.start, second.stop, 0.5)]
     )
-    assert all(s.expected_end_s is not None and s.expected_end_s > s.issued_s for s in spans)
+    # Probes: their holders' speeds are not known, nor their ends.
+    assert all(s.expected_end_s is None for s in spans)
     assert store.lease_spans([job.job_id], limit=1)[job.job_id] is None  # more than asked for: none
     assert store.lease_spans([other.job_id])[other.job_id] == []
     both = store.lease_spans([job.job_id, other.job_id])  # a list of jobs: one call
@@ -210,6 +211,30 @@ def test_lease_spans_are_a_jobs_active_leases_with_their_chunks(store: Store) ->
     spans = store.lease_spans([job.job_id])[job.job_id]
     assert spans is not None
     assert [(s.start, s.stop) for s in spans] == [(second.start, second.stop)]
+    (sized,) = store.exchange(a.worker_id, [], [], 1, now=0.7).leases  # a's speed is known
+    (span,) = [
+        s for s in store.lease_spans([job.job_id])[job.job_id] or [] if s.start == sized.start
+    ]
+    assert span.expected_end_s == pytest.approx(0.7 + CONFIG.target_chunk_s, rel=0.05)
+
+
+def test_a_job_counts_the_expected_and_reported_times_of_its_sized_chunks(
+    store: Store,
+) -> None:
+    job = store.submit_job("sum", {"n": 10**6}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (probe,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    report = ResultReport(probe.lease_id, result_for(probe.params, probe.start, probe.stop), 0.01)
+    (sized,) = store.exchange(a.worker_id, [report], [], 1, now=0.1).leases
+    after_probe = store.get_job(job.job_id)
+    assert (after_probe.expected_compute_s, after_probe.reported_compute_s) == (0.0, 0.0)
+    # Three times as long as its speed foretold: the job keeps both times.
+    taken = 3 * CONFIG.target_chunk_s
+    result = result_for(sized.params, sized.start, sized.stop)
+    store.exchange(a.worker_id, [ResultReport(sized.lease_id, result, taken)], [], 0, now=7.0)
+    counted = store.get_job(job.job_id)
+    assert counted.expected_compute_s == pytest.approx(CONFIG.target_chunk_s, rel=0.05)
+    assert counted.reported_compute_s == pytest.approx(taken)
 
 
 def test_lease_spans_count_a_copy_of_a_chunk_that_wants_more(store: Store) -> None:

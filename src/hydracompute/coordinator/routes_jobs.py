@@ -34,7 +34,7 @@ from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.core.credit import JOULES_PER_KWH, ZoneTotal
 from hydracompute.core.fairshare import OwnerShare
 from hydracompute.core.models import Job, JobState, Role
-from hydracompute.core.progress import LeaseSpan, in_flight_done, job_progress
+from hydracompute.core.progress import LeaseSpan, duration_stretch, in_flight_done, job_progress
 from hydracompute.core.verification import workers_needed
 from hydracompute.errors import Conflict, NotFound
 from hydracompute.kinds import JobKind
@@ -98,8 +98,11 @@ def job_view(
     elapsed_s = max(0.0, end - job.created_s)
     in_flight = None
     if spans is not None:
+        stretch = duration_stretch(
+            job.expected_compute_s, job.reported_compute_s, job.target_chunk_s
+        )
         in_flight = in_flight_done(
-            spans, now, lambda start, stop: kind.units_of_work(job.params, start, stop)
+            spans, now, lambda start, stop: kind.units_of_work(job.params, start, stop), stretch
         )
     artefacts = list(job.answer.get("artefacts", [])) if job.answer else []
     progress = job_progress(

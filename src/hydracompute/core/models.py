@@ -130,6 +130,12 @@ class Job:
     #: The pool's mean grid intensity (gCO2/kWh) when it was submitted, for the emissions of
     #: carbon-blind dispatch (``None``: not known, its own emissions stand for them).
     blind_gco2_per_kwh: float | None = None
+    #: The expected and the reported compute time of its accepted chunks whose holder's
+    #: speed was known when granted: how much longer than expected its chunks take (a
+    #: speed learnt on another job of the kind, say). The ETA stretches the expected
+    #: durations of the chunks in flight by their ratio (see core/progress.py).
+    expected_compute_s: float = 0.0
+    reported_compute_s: float = 0.0
 
 
 @dataclass
@@ -184,7 +190,8 @@ class Lease:
     #: When its holder was expected to finish, and to be late (``backup_factor`` times its
     #: expected duration: see :func:`hydracompute.core.leases.wants_backup`), as estimated
     #: when it was granted;
-    #: ``None`` for a lease granted before they were kept. They order a job's leases at its
+    #: ``None`` for a lease granted before they were kept, and (its end) for one granted
+    #: to a holder of unknown speed, a probe, say, whose end nothing foretells. They order a job's leases at its
     #: tail (backup copies for those ending last, stragglers' chunks taken back first).
     expected_end_s: float | None = None
     late_s: float | None = None

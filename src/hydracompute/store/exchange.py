@@ -335,6 +335,10 @@ class Exchange(Verdicts):
             same,
             self.worker.token_id,
         )
+        if was_active and lease.expected_end_s is not None:
+            if any(isinstance(d, lifecycle.Accept) for d in decisions):  # the job is saved
+                job.expected_compute_s += lease.expected_end_s - lease.issued_s
+                job.reported_compute_s += compute_s
         if untracked and lifecycle.tracked(chunk):
             # The chunk now keeps its holders (it waits for a copy to verify this output):
             # any other copy still computing (a backup) is one of them.
@@ -733,7 +737,7 @@ class Exchange(Verdicts):
             deadline_s=self.now + self.config.lease_ttl_s,
             backup=backup,
             spot_check=spot_check,
-            expected_end_s=self.now + expected_s,
+            expected_end_s=self.now + expected_s if speed else None,
             late_s=self.now + self.config.backup_factor * expected_s,
         )
         self.db.put_lease(lease)

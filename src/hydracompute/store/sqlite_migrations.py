@@ -163,4 +163,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workers ADD COLUMN version TEXT NOT NULL DEFAULT ''
     """,
+    # How much longer than expected each job's chunks take (see core/progress.py's ETA).
+    """
+    ALTER TABLE jobs ADD COLUMN expected_compute_s REAL NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN reported_compute_s REAL NOT NULL DEFAULT 0
+    """,
 ]
