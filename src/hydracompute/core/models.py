@@ -191,8 +191,9 @@ class Lease:
     #: expected duration: see :func:`hydracompute.core.leases.wants_backup`), as estimated
     #: when it was granted;
     #: ``None`` for a lease granted before they were kept, and (its end) for one granted
-    #: to a holder of unknown speed, a probe, say, whose end nothing foretells. They order a job's leases at its
-    #: tail (backup copies for those ending last, stragglers' chunks taken back first).
+    #: to a holder of unknown speed (a probe, say: nothing foretells its end). They order
+    #: a job's leases at its tail (backup copies for those ending last, stragglers'
+    #: chunks taken back first).
     expected_end_s: float | None = None
     late_s: float | None = None
 

@@ -335,10 +335,10 @@ class Exchange(Verdicts):
             same,
             self.worker.token_id,
         )
-        if was_active and lease.expected_end_s is not None:
-            if any(isinstance(d, lifecycle.Accept) for d in decisions):  # the job is saved
-                job.expected_compute_s += lease.expected_end_s - lease.issued_s
-                job.reported_compute_s += compute_s
+        accepted = any(isinstance(d, lifecycle.Accept) for d in decisions)  # saves the job
+        if was_active and accepted and lease.expected_end_s is not None:
+            job.expected_compute_s += lease.expected_end_s - lease.issued_s
+            job.reported_compute_s += compute_s
         if untracked and lifecycle.tracked(chunk):
             # The chunk now keeps its holders (it waits for a copy to verify this output):
             # any other copy still computing (a backup) is one of them.
