@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from hydracompute.carbon.traces import load_traces
+from hydracompute.core.carbon import Point
 from hydracompute.errors import InvalidParams
 from hydracompute.sim import carbon_view, load_scenario, parse_scenario, simulate
 from hydracompute.sim.workers import draw_workers
@@ -88,6 +90,25 @@ def test_the_traces_start_where_the_scenario_says_and_zones_are_split_by_weight(
     assert "carbon.start" in refused.value.errors
 
 
+def test_a_persistence_forecast_is_the_day_before_from_the_intensity_now() -> None:
+    scenario = dataclasses.replace(load_scenario("three-grids"), carbon_forecast="persistence")
+    view, perfect = carbon_view(scenario), carbon_view(load_scenario("three-grids"))
+    assert view is not None and perfect is not None
+    day = 86400.0
+    for zone in ("DE", "GB", "FR"):
+        now = 2 * day + 1234.5
+        first, *ahead = view.forecast(zone, now, now + 6 * 3600)
+        assert first == Point(now, perfect.intensity(zone, now))  # now is known
+        _, *day_before = perfect.forecast(zone, now - day, now - day + 6 * 3600)
+        assert ahead == [Point(p.time_s + day, p.gco2_per_kwh) for p in day_before]
+        assert len(ahead) >= 11  # the recorded points of six hours (half-hourly at least)
+        assert view.intensity(zone, now + 3600) == perfect.intensity(zone, now + 3600)
+    bad = SCENARIO.format(mode="blind") + '\n[carbon]\nforecast = "tomorrow"\n'
+    with pytest.raises(InvalidParams) as refused:
+        parse_scenario(bad)
+    assert "carbon.forecast" in refused.value.errors
+
+
 DEADLINES = """
 name = "carbon-deadlines"
 max_duration_s = 21600
@@ -111,6 +132,7 @@ always_on = true
 
 [carbon]
 start = 2020-06-10
+forecast = "{forecast}"
 
 [[jobs]]
 kind = "pi"
@@ -125,13 +147,16 @@ carbon = "{mode}"
 """
 
 
-def test_prefer_clean_jobs_meet_their_deadlines_through_the_real_store() -> None:
+@pytest.mark.parametrize("forecast", ["perfect", "persistence"])
+def test_prefer_clean_jobs_meet_their_deadlines_through_the_real_store(forecast: str) -> None:
     """Jobs held back from dirty grids are done by their deadlines, through chunks, leases
     and a virtual clock whose times the traces shift by 2020's (a forecast's first point
-    a hair after now once held every zone back until the deadlines were lost)."""
+    a hair after now once held every zone back until the deadlines were lost); also when
+    the forecast is only the day before repeated."""
     results = {}
     for mode in ("blind", "prefer-clean"):
-        report, simulation = simulate(parse_scenario(DEADLINES.format(mode=mode)), seed=1)
+        text = DEADLINES.format(mode=mode, forecast=forecast)
+        report, simulation = simulate(parse_scenario(text), seed=1)
         assert report["all_jobs_ended"]
         carbon = report["carbon"]
         assert carbon is not None and carbon["deadline_jobs"] == 3

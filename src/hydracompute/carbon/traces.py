@@ -13,8 +13,11 @@ emission factors. Cite that paper and ENTSO-E wherever their results are reporte
 
 A time within a trace's range is looked up as it is (the simulator's clock runs in 2020);
 any other time is replayed at the same position in the trace's year (a coordinator running
-today sees 2020's intensity of the same day and hour). The trace is its own forecast: a
-perfect one, which overstates what a real forecast allows.
+today sees 2020's intensity of the same day and hour). By default the trace is its own
+forecast: a perfect one, which overstates what a real forecast allows. The simulator can
+instead forecast by persistence (``forecast="persistence"``): every hour ahead as it was
+24 hours before, the intensity now as it is, the usual baseline of carbon-intensity
+forecasting, whose errors are those of a day that does not repeat the one before.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from hydracompute.core.carbon import Point, normal_zone
 
 #: How far ahead :meth:`TraceSource.upcoming` looks, like the APIs' 48 h forecasts.
 FORECAST_HORIZON_S = 48 * 3600.0
+#: How a :class:`TraceSource` forecasts: the trace itself, or the day before repeated.
+FORECASTS = ("perfect", "persistence")
+DAY_S = 86400.0
 _YEAR_SUFFIX = re.compile(r"-\d{4}$")
 
 
@@ -144,19 +150,37 @@ class TraceSource(IntensitySource):
     name = "trace"
 
     def __init__(
-        self, traces: dict[str, Trace], table: AnnualTable | None = None, shift_s: float = 0.0
+        self,
+        traces: dict[str, Trace],
+        table: AnnualTable | None = None,
+        shift_s: float = 0.0,
+        forecast: str = "perfect",
     ) -> None:
         """``shift_s``: added to every time asked about (a simulation whose virtual time 0
-        is a chosen moment of the traces)."""
+        is a chosen moment of the traces); ``forecast``: one of :data:`FORECASTS` (see the
+        module's docstring)."""
+        if forecast not in FORECASTS:
+            raise ValueError(f"forecast must be one of {', '.join(FORECASTS)}, not {forecast!r}")
         self.traces = traces
         self.table = table or annual_table()
         self.shift_s = shift_s
+        self.persistence = forecast == "persistence"
 
     def intensity(self, zone: str, at_s: float) -> float:
         trace = self.traces.get(normal_zone(zone))
         return self.table.average(zone) if trace is None else trace.at(at_s + self.shift_s)
 
     def forecast(self, zone: str, start_s: float, end_s: float) -> Sequence[Point]:
+        if not self.persistence:
+            return self._recorded(zone, start_s, end_s)
+        _, *day_before = self._recorded(zone, start_s - DAY_S, end_s - DAY_S)
+        return [
+            Point(start_s, self.intensity(zone, start_s)),
+            *(Point(p.time_s + DAY_S, p.gco2_per_kwh) for p in day_before),
+        ]
+
+    def _recorded(self, zone: str, start_s: float, end_s: float) -> Sequence[Point]:
+        """The trace over ``[start_s, end_s)``, its first point at ``start_s``."""
         trace = self.traces.get(normal_zone(zone))
         if trace is None:
             return [Point(start_s, self.table.average(zone))]

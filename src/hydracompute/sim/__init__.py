@@ -55,7 +55,7 @@ def carbon_view(scenario: Scenario) -> TraceSource | None:
     for zone, path in scenario.carbon_traces.items():
         trace = load_trace(Path(path))
         traces[normal_zone(zone)] = Trace(normal_zone(zone), trace.times_s, trace.values)
-    return TraceSource(traces, shift_s=scenario.carbon_start_s)
+    return TraceSource(traces, shift_s=scenario.carbon_start_s, forecast=scenario.carbon_forecast)
 
 
 def simulate(

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hydracompute.carbon.traces import FORECASTS
 from hydracompute.core.config import SchedulerConfig
 from hydracompute.core.verification import VerificationPolicy
 from hydracompute.errors import InvalidParams
@@ -166,6 +167,9 @@ class Scenario:
     #: The moment of the traces (seconds since 1970, UTC) at virtual time 0 (0: the start
     #: of the traces' year).
     carbon_start_s: float = 0.0
+    #: How the coordinator's forecasts are made from the traces (see
+    #: :data:`hydracompute.carbon.traces.FORECASTS`): perfect, or by persistence.
+    carbon_forecast: str = "perfect"
 
     @property
     def total_workers(self) -> int:
@@ -212,6 +216,7 @@ def parse_scenario(text: str) -> Scenario:
         start_s = 0.0 if start is None else _utc(start).timestamp()
     except (TypeError, ValueError) as exc:
         raise InvalidParams({"carbon.start": "must be a date or time, as 2020-03-02"}) from exc
+    forecast = carbon.text("forecast", "perfect", FORECASTS)
     carbon.done()
     top.done()
     return Scenario(
@@ -228,6 +233,7 @@ def parse_scenario(text: str) -> Scenario:
         sample_period_s,
         dict(traces),
         start_s,
+        forecast,
     )
 
 
