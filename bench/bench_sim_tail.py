@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -31,50 +32,8 @@ from hydracompute.sim import build_store, parse_scenario
 from hydracompute.sim.engine import Simulation
 from hydracompute.sim.report import build_report
 
-#: The scenario of tests/test_sim.py's thousand-worker test (kept in step by hand).
-SCENARIO = """
-name = "thousand"
-sample_period_s = 10
-max_duration_s = 3600
-
-[coordinator]
-target_chunk_s = 2.0
-heartbeat_s = 20.0
-capacity_results_per_s = 200
-load_share = 0.5
-
-[workers]
-count = {workers}
-cores = {{ 1 = 1, 2 = 2, 4 = 1 }}
-kinds = ["pi", "mandelbrot"]
-latency = {{ dist = "lognormal", median = 0.1, sigma = 0.5 }}
-
-[workers.speed]
-pi = 500.0
-mandelbrot = 800.0
-factor = {{ dist = "lognormal", median = 1.0, sigma = 0.4 }}
-chunk_noise = {{ dist = "lognormal", median = 1.0, sigma = 0.1 }}
-
-[workers.availability]
-online = {{ dist = "weibull", shape = 0.6, scale = 7200 }}
-offline = {{ dist = "lognormal", median = 1800, sigma = 1.5 }}
-online_at_start = 0.7
-join_over_s = 10
-
-[workers.pauses]
-every = {{ dist = "exponential", mean = 1800 }}
-length = {{ dist = "lognormal", median = 120, sigma = 1.2 }}
-return_after_s = 120
-
-[[jobs]]
-kind = "pi"
-params = {{ samples = 200_000_000_000_000, seed = 1 }}
-
-[[jobs]]
-kind = "mandelbrot"
-params = {{ width = 8192, height = 8192, max_iter = 500 }}
-arrival_s = 60
-"""
+#: The scenario of tests/test_sim.py's thousand-worker test.
+SCENARIO = Path(__file__).resolve().parent.parent / "tests" / "scenarios" / "thousand.toml"
 
 
 class Timeline:
@@ -137,7 +96,10 @@ def tail_of(simulation: Simulation, timeline: Timeline, job_id: str, tail: int) 
 
 
 def run(workers: int, seed: int, tail: int) -> dict[str, Any]:
-    scenario = parse_scenario(SCENARIO.format(workers=workers))
+    scenario = parse_scenario(SCENARIO.read_text())
+    scenario = dataclasses.replace(
+        scenario, population=dataclasses.replace(scenario.population, count=workers)
+    )
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-sim-tail-") as folder:
         store = build_store(scenario, seed, Path(folder))

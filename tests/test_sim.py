@@ -19,49 +19,7 @@ from hydracompute.sim.scenario import SHIPPED
 
 #: 1,000 workers with churn, pauses and 100 ms round trips, a π job and a Mandelbrot job:
 #: about four minutes of the pool's work, on a coordinator taking 100 results/s.
-THOUSAND = """
-name = "thousand"
-sample_period_s = 10
-max_duration_s = 3600
-
-[coordinator]
-target_chunk_s = 2.0
-heartbeat_s = 20.0
-capacity_results_per_s = 200
-load_share = 0.5
-
-[workers]
-count = 1000
-cores = { 1 = 1, 2 = 2, 4 = 1 }
-kinds = ["pi", "mandelbrot"]
-latency = { dist = "lognormal", median = 0.1, sigma = 0.5 }
-
-[workers.speed]
-pi = 500.0
-mandelbrot = 800.0
-factor = { dist = "lognormal", median = 1.0, sigma = 0.4 }
-chunk_noise = { dist = "lognormal", median = 1.0, sigma = 0.1 }
-
-[workers.availability]
-online = { dist = "weibull", shape = 0.6, scale = 7200 }
-offline = { dist = "lognormal", median = 1800, sigma = 1.5 }
-online_at_start = 0.7
-join_over_s = 10
-
-[workers.pauses]
-every = { dist = "exponential", mean = 1800 }
-length = { dist = "lognormal", median = 120, sigma = 1.2 }
-return_after_s = 120
-
-[[jobs]]
-kind = "pi"
-params = { samples = 200_000_000_000_000, seed = 1 }
-
-[[jobs]]
-kind = "mandelbrot"
-params = { width = 8192, height = 8192, max_iter = 500 }
-arrival_s = 60
-"""
+THOUSAND = (Path(__file__).parent / "scenarios" / "thousand.toml").read_text()
 
 #: 60 workers, a fifth of them lying on every output, adaptive verification.
 SABOTAGED = """
