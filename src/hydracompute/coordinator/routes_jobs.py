@@ -34,12 +34,13 @@ from hydracompute.core.config import MAX_JOB_WAIT_S
 from hydracompute.core.credit import JOULES_PER_KWH, ZoneTotal
 from hydracompute.core.fairshare import OwnerShare
 from hydracompute.core.models import Job, JobState, Role
-from hydracompute.core.progress import LeaseSpan, duration_stretch, in_flight_done, job_progress
+from hydracompute.core.progress import LeaseSpan
 from hydracompute.core.verification import workers_needed
 from hydracompute.errors import Conflict, NotFound
 from hydracompute.kinds import JobKind
 from hydracompute.store.blobs import BlobStore
 from hydracompute.store.content import open_content
+from hydracompute.store.views import elapsed, progress_of
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 log = logging.getLogger("hydracompute.coordinator")
@@ -94,29 +95,9 @@ def job_view(
     share = (shares or {}).get(job.owner) if not job.state.finished else None
     kind = c.store.kinds.get(job.kind)
     now = c.clock()
-    end = job.finished_s if job.finished_s is not None else now
-    elapsed_s = max(0.0, end - job.created_s)
-    in_flight = None
-    if spans is not None:
-        stretch = duration_stretch(
-            job.expected_compute_s, job.reported_compute_s, job.target_chunk_s
-        )
-        in_flight = in_flight_done(
-            spans, now, lambda start, stop: kind.units_of_work(job.params, start, stop), stretch
-        )
+    elapsed_s = elapsed(job, now)
     artefacts = list(job.answer.get("artefacts", [])) if job.answer else []
-    progress = job_progress(
-        units_done=job.units_done,
-        total_units=job.total_units,
-        work_total=kind.total_work(job.params),
-        work_done=kind.work_done(job.params, job.live),
-        work_estimated_done=kind.work_estimated(job.params, job.live),
-        elapsed_s=elapsed_s,
-        finished=job.state.finished,
-        succeeded=job.state is JobState.DONE,
-        report_lag_s=job.target_chunk_s / 2,
-        in_flight=in_flight,
-    )
+    progress = progress_of(job, kind, now, spans)
     return JobView(
         job_id=job.job_id,
         kind=job.kind,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hydracompute.core.models import JSON
+from hydracompute.core.models import JSON, Job, JobState
+from hydracompute.core.progress import (
+    LeaseSpan,
+    Progress,
+    duration_stretch,
+    in_flight_done,
+    job_progress,
+)
 from hydracompute.errors import NotFound
 from hydracompute.kinds import JobKind, Preview
 from hydracompute.store.backend import StoredOutput
@@ -12,6 +19,38 @@ from hydracompute.store.pool import Store
 
 #: Most points a history holds; long jobs are sampled evenly down to this.
 MAX_HISTORY_POINTS = 500
+
+
+def elapsed(job: Job, now: float) -> float:
+    """Seconds since the job's submission, to its end if it has ended."""
+    end = job.finished_s if job.finished_s is not None else now
+    return max(0.0, end - job.created_s)
+
+
+def progress_of(job: Job, kind: JobKind, now: float, spans: list[LeaseSpan] | None) -> Progress:
+    """The job's progress and ETA at ``now`` (see :mod:`hydracompute.core.progress`), as
+    every view shows it: ``spans`` are its leases in flight (:meth:`Store.lease_spans`;
+    ``None``: too many to read, or not read)."""
+    in_flight = None
+    if spans is not None:
+        stretch = duration_stretch(
+            job.expected_compute_s, job.reported_compute_s, job.target_chunk_s
+        )
+        in_flight = in_flight_done(
+            spans, now, lambda start, stop: kind.units_of_work(job.params, start, stop), stretch
+        )
+    return job_progress(
+        units_done=job.units_done,
+        total_units=job.total_units,
+        work_total=kind.total_work(job.params),
+        work_done=kind.work_done(job.params, job.live),
+        work_estimated_done=kind.work_estimated(job.params, job.live),
+        elapsed_s=elapsed(job, now),
+        finished=job.state.finished,
+        succeeded=job.state is JobState.DONE,
+        report_lag_s=job.target_chunk_s / 2,
+        in_flight=in_flight,
+    )
 
 
 def job_history(store: Store, job_id: str, max_points: int = MAX_HISTORY_POINTS) -> list[JSON]:
