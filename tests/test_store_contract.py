@@ -235,6 +235,30 @@ def test_a_job_counts_the_expected_and_reported_times_of_its_sized_chunks(
     counted = store.get_job(job.job_id)
     assert counted.expected_compute_s == pytest.approx(CONFIG.target_chunk_s, rel=0.05)
     assert counted.reported_compute_s == pytest.approx(taken)
+    # Sent again (its answer lost, say): counted once.
+    store.exchange(a.worker_id, [ResultReport(sized.lease_id, result, taken)], [], 0, now=7.5)
+    again = store.get_job(job.job_id)
+    assert (again.expected_compute_s, again.reported_compute_s) == (
+        counted.expected_compute_s,
+        counted.reported_compute_s,
+    )
+
+
+def test_a_chunk_reported_after_its_lease_expired_counts_no_times(store: Store) -> None:
+    # Its holder's time is the lease's whole age, silence and all: not how long its
+    # holders take to compute.
+    job = store.submit_job("sum", {"n": 10**6}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (probe,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    report = ResultReport(probe.lease_id, result_for(probe.params, probe.start, probe.stop), 0.01)
+    (sized,) = store.exchange(a.worker_id, [report], [], 1, now=0.1).leases
+    assert store.expire_leases(0.1 + TTL + 1.0) == 1
+    result = result_for(sized.params, sized.start, sized.stop)
+    late = ResultReport(sized.lease_id, result, 3 * CONFIG.target_chunk_s)
+    store.exchange(a.worker_id, [late], [], 0, now=0.1 + TTL + 2.0)
+    job = store.get_job(job.job_id)
+    assert job.units_done == (probe.stop - probe.start) + (sized.stop - sized.start)  # accepted
+    assert (job.expected_compute_s, job.reported_compute_s) == (0.0, 0.0)
 
 
 def test_lease_spans_count_a_copy_of_a_chunk_that_wants_more(store: Store) -> None:
