@@ -1335,3 +1335,30 @@ def test_a_jobs_tail_is_read_in_the_orders_of_its_leases(store: Store) -> None:
         paused.state = "running"
         backend.put_worker(paused)
     assert tail() == [1, 2, 4, 5, 7, 8]
+
+
+def test_a_lease_of_a_holder_of_unknown_speed_is_found_at_the_tail_once_late(
+    store: Store,
+) -> None:
+    """A probe's lease keeps when its holder becomes late but no expected end: no backend
+    races it (however it orders missing ends), and every one finds it once late."""
+    job = store.submit_job("sum", {"n": 1000}, now=0.0)
+    holder, _ = store.enrol_worker("new", 1, ["sum"], now=0.0)
+    backend = store.backend
+    with backend.transaction():
+        for index, (late, end) in enumerate([(50.0, None), (1000.0, 40.0)]):
+            backend.put_chunk(Chunk(job.job_id, index, 10 * index, 10 * index + 10))
+            chunk = backend.get_chunk(job.job_id, index)
+            assert chunk is not None
+            chunk.state = ChunkState.LEASED
+            backend.put_chunk(chunk)
+            lease = Lease(f"{index:032x}", job.job_id, index, holder.worker_id, 0.0, 100.0)
+            lease.late_s, lease.expected_end_s = late, end
+            backend.put_lease(lease)
+
+    def tail(now: float) -> list[int]:
+        with backend.transaction():
+            return [c.index for c in backend.tail_chunks(job.job_id, now, 0.0, 16)]
+
+    assert tail(30.0) == [1]  # the race: only the lease with an expected end
+    assert tail(60.0) == [0]  # late; the other's end has passed
