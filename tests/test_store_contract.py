@@ -29,7 +29,12 @@ from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import MemoryBlobStore
 from hydracompute.store.figures import PoolFigures, pool_figures
 from hydracompute.store.payloads import INLINE_OUTPUT_MAX_BYTES, artefact_blob_name
-from hydracompute.store.records import ExchangeRequest, FinishedChunk, LeaseGrant
+from hydracompute.store.records import (
+    ExchangeOutcome,
+    ExchangeRequest,
+    FinishedChunk,
+    LeaseGrant,
+)
 from hydracompute.store.shared import CoordinatorEntry
 from hydracompute.store.views import job_history
 from tests.sum_kind import SumKind, sum_registry
@@ -242,6 +247,45 @@ def test_a_job_counts_the_expected_and_reported_times_of_its_sized_chunks(
         counted.expected_compute_s,
         counted.reported_compute_s,
     )
+
+
+def test_a_batch_of_exchanges_counts_the_times_of_every_chunk_it_accepts(
+    store: Store,
+) -> None:
+    # The batch writes the job once, at its end, as its exchanges left it in turn.
+    job = store.submit_job("sum", {"n": 10**6}, now=0.0)
+    sized = {}
+    for name in ("a", "b"):
+        worker, _ = store.enrol_worker(name, 1, ["sum"], now=0.0)
+        (probe,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+        result = result_for(probe.params, probe.start, probe.stop)
+        (lease,) = store.exchange(
+            worker.worker_id, [ResultReport(probe.lease_id, result, 0.01)], [], 1, now=0.1
+        ).leases
+        sized[worker.worker_id] = lease
+    taken = dict(zip(sized, (1.5, 2.5), strict=True))
+    requests = [
+        ExchangeRequest(
+            worker_id,
+            [ResultReport(g.lease_id, result_for(g.params, g.start, g.stop), taken[worker_id])],
+            [],
+            0,
+            3.0,
+        )
+        for worker_id, g in sized.items()
+    ]
+    assert all(isinstance(a, ExchangeOutcome) for a in store.exchange_many(requests))
+    counted = store.get_job(job.job_id)
+    with store.backend.transaction():
+        leases = [store.backend.get_lease(g.lease_id) for g in sized.values()]
+    expected = sum(
+        lease.expected_end_s - lease.issued_s
+        for lease in leases
+        if lease is not None and lease.expected_end_s is not None
+    )
+    assert expected == pytest.approx(2 * CONFIG.target_chunk_s, rel=0.05)
+    assert counted.expected_compute_s == pytest.approx(expected)
+    assert counted.reported_compute_s == pytest.approx(1.5 + 2.5)
 
 
 def test_a_chunk_reported_after_its_lease_expired_counts_no_times(store: Store) -> None:
