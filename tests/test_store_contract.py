@@ -29,7 +29,12 @@ from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.blobs import MemoryBlobStore
 from hydracompute.store.figures import PoolFigures, pool_figures
 from hydracompute.store.payloads import INLINE_OUTPUT_MAX_BYTES, artefact_blob_name
-from hydracompute.store.records import ExchangeRequest, FinishedChunk, LeaseGrant
+from hydracompute.store.records import (
+    ExchangeOutcome,
+    ExchangeRequest,
+    FinishedChunk,
+    LeaseGrant,
+)
 from hydracompute.store.shared import CoordinatorEntry
 from hydracompute.store.views import job_history
 from tests.sum_kind import SumKind, sum_registry
@@ -235,6 +240,69 @@ def test_a_job_counts_the_expected_and_reported_times_of_its_sized_chunks(
     counted = store.get_job(job.job_id)
     assert counted.expected_compute_s == pytest.approx(CONFIG.target_chunk_s, rel=0.05)
     assert counted.reported_compute_s == pytest.approx(taken)
+    # Sent again (its answer lost, say): counted once.
+    store.exchange(a.worker_id, [ResultReport(sized.lease_id, result, taken)], [], 0, now=7.5)
+    again = store.get_job(job.job_id)
+    assert (again.expected_compute_s, again.reported_compute_s) == (
+        counted.expected_compute_s,
+        counted.reported_compute_s,
+    )
+
+
+def test_a_batch_of_exchanges_counts_the_times_of_every_chunk_it_accepts(
+    store: Store,
+) -> None:
+    # The batch writes the job once, at its end, as its exchanges left it in turn.
+    job = store.submit_job("sum", {"n": 10**6}, now=0.0)
+    sized = {}
+    for name in ("a", "b"):
+        worker, _ = store.enrol_worker(name, 1, ["sum"], now=0.0)
+        (probe,) = store.exchange(worker.worker_id, [], [], 1, now=0.0).leases
+        result = result_for(probe.params, probe.start, probe.stop)
+        (lease,) = store.exchange(
+            worker.worker_id, [ResultReport(probe.lease_id, result, 0.01)], [], 1, now=0.1
+        ).leases
+        sized[worker.worker_id] = lease
+    taken = dict(zip(sized, (1.5, 2.5), strict=True))
+    requests = [
+        ExchangeRequest(
+            worker_id,
+            [ResultReport(g.lease_id, result_for(g.params, g.start, g.stop), taken[worker_id])],
+            [],
+            0,
+            3.0,
+        )
+        for worker_id, g in sized.items()
+    ]
+    assert all(isinstance(a, ExchangeOutcome) for a in store.exchange_many(requests))
+    counted = store.get_job(job.job_id)
+    with store.backend.transaction():
+        leases = [store.backend.get_lease(g.lease_id) for g in sized.values()]
+    expected = sum(
+        lease.expected_end_s - lease.issued_s
+        for lease in leases
+        if lease is not None and lease.expected_end_s is not None
+    )
+    assert expected == pytest.approx(2 * CONFIG.target_chunk_s, rel=0.05)
+    assert counted.expected_compute_s == pytest.approx(expected)
+    assert counted.reported_compute_s == pytest.approx(1.5 + 2.5)
+
+
+def test_a_chunk_reported_after_its_lease_expired_counts_no_times(store: Store) -> None:
+    # Its holder's time is the lease's whole age, silence and all: not how long its
+    # holders take to compute.
+    job = store.submit_job("sum", {"n": 10**6}, now=0.0)
+    a, _ = store.enrol_worker("a", 1, ["sum"], now=0.0)
+    (probe,) = store.exchange(a.worker_id, [], [], 1, now=0.0).leases
+    report = ResultReport(probe.lease_id, result_for(probe.params, probe.start, probe.stop), 0.01)
+    (sized,) = store.exchange(a.worker_id, [report], [], 1, now=0.1).leases
+    assert store.expire_leases(0.1 + TTL + 1.0) == 1
+    result = result_for(sized.params, sized.start, sized.stop)
+    late = ResultReport(sized.lease_id, result, 3 * CONFIG.target_chunk_s)
+    store.exchange(a.worker_id, [late], [], 0, now=0.1 + TTL + 2.0)
+    job = store.get_job(job.job_id)
+    assert job.units_done == (probe.stop - probe.start) + (sized.stop - sized.start)  # accepted
+    assert (job.expected_compute_s, job.reported_compute_s) == (0.0, 0.0)
 
 
 def test_lease_spans_count_a_copy_of_a_chunk_that_wants_more(store: Store) -> None:
@@ -1311,3 +1379,30 @@ def test_a_jobs_tail_is_read_in_the_orders_of_its_leases(store: Store) -> None:
         paused.state = "running"
         backend.put_worker(paused)
     assert tail() == [1, 2, 4, 5, 7, 8]
+
+
+def test_a_lease_of_a_holder_of_unknown_speed_is_found_at_the_tail_once_late(
+    store: Store,
+) -> None:
+    """A probe's lease keeps when its holder becomes late but no expected end: no backend
+    races it (however it orders missing ends), and every one finds it once late."""
+    job = store.submit_job("sum", {"n": 1000}, now=0.0)
+    holder, _ = store.enrol_worker("new", 1, ["sum"], now=0.0)
+    backend = store.backend
+    with backend.transaction():
+        for index, (late, end) in enumerate([(50.0, None), (1000.0, 40.0)]):
+            backend.put_chunk(Chunk(job.job_id, index, 10 * index, 10 * index + 10))
+            chunk = backend.get_chunk(job.job_id, index)
+            assert chunk is not None
+            chunk.state = ChunkState.LEASED
+            backend.put_chunk(chunk)
+            lease = Lease(f"{index:032x}", job.job_id, index, holder.worker_id, 0.0, 100.0)
+            lease.late_s, lease.expected_end_s = late, end
+            backend.put_lease(lease)
+
+    def tail(now: float) -> list[int]:
+        with backend.transaction():
+            return [c.index for c in backend.tail_chunks(job.job_id, now, 0.0, 16)]
+
+    assert tail(30.0) == [1]  # the race: only the lease with an expected end
+    assert tail(60.0) == [0]  # late; the other's end has passed

@@ -22,6 +22,7 @@ from hydracompute.store import MemoryBackend, ResultReport, SQLiteBackend, Store
 from hydracompute.store.backend import Backend, StoredOutput
 from hydracompute.store.figures import pool_figures
 from hydracompute.store.postgres import PostgresBackend
+from hydracompute.store.records import LeaseGrant
 from tests.postgres_support import POSTGRES_URL, schema_for
 from tests.sum_kind import verification_registry
 
@@ -164,6 +165,40 @@ def test_a_liar_is_outvoted_and_barred_and_the_answer_is_the_honest_one(store: S
     # Once barred, it gets no work and its results are set aside.
     outcome = store.exchange(liar.worker_id, [], [], 4, now=100.0)
     assert outcome.leases == []
+
+
+def test_a_replicated_chunk_counts_the_times_of_the_copy_that_completed_its_quorum(
+    store: Store,
+) -> None:
+    """The ETA's stretch (Job.expected_compute_s, reported_compute_s) counts each accepted
+    chunk once, with the copy that completed its quorum: a copy waiting for agreement
+    counts nothing, even when its exchange saves the job (it carves new work)."""
+    a, b = enrol(store, "a"), enrol(store, "b")
+    job = store.submit_job("psum", {"n": 10**6}, now=0.0, replication=2)
+
+    def report(grant: LeaseGrant, compute_s: float) -> ResultReport:
+        return ResultReport(
+            grant.lease_id, {"total": sum(range(grant.start, grant.stop))}, compute_s
+        )
+
+    (probe_a,) = store.exchange(a, [], [], 1, now=0.0).leases
+    (probe_b,) = store.exchange(b, [], [], 1, now=0.0).leases
+    (sized_a,) = store.exchange(a, [report(probe_a, 0.01)], [], 1, now=0.1).leases
+    (sized_b,) = store.exchange(b, [report(probe_b, 0.01)], [], 1, now=0.1).leases
+    assert sized_a.chunk_index == sized_b.chunk_index  # two copies of one sized chunk
+    carved = store.get_job(job.job_id).next_unit
+    store.exchange(a, [report(sized_a, 2.0)], [], 1, now=2.5)
+    waiting = store.get_job(job.job_id)
+    assert waiting.next_unit > carved  # the exchange saved the job
+    assert (waiting.expected_compute_s, waiting.reported_compute_s) == (0.0, 0.0)
+    store.exchange(b, [report(sized_b, 2.5)], [], 0, now=3.0)
+    accepted = store.get_job(job.job_id)
+    assert accepted.units_done == sized_b.stop  # the probe's chunk and this one
+    with store.backend.transaction():
+        lease_b = store.backend.get_lease(sized_b.lease_id)
+    assert lease_b is not None and lease_b.expected_end_s is not None
+    assert accepted.expected_compute_s == pytest.approx(lease_b.expected_end_s - 0.1)
+    assert accepted.reported_compute_s == pytest.approx(2.5)
 
 
 def test_copies_of_a_chunk_go_to_different_volunteers(store: Store) -> None:

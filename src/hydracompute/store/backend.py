@@ -255,7 +255,9 @@ class Backend(SharedPrimitives):
         Read from indexes, never a scan of the job's leases: every exchange at a job's
         tail that finds no other work asks, and a job of a large pool has hundreds of
         thousands of chunks in play. A lease without ``expected_end_s`` and ``late_s``
-        (granted before they were kept) is found only through its holder."""
+        (granted before they were kept) is found only through its holder; one without
+        ``expected_end_s`` alone (granted to a holder of unknown speed, a probe, say) is
+        never raced, only found once late, silent or paused."""
 
     # leases
     @abc.abstractmethod
