@@ -204,8 +204,8 @@ def test_lease_spans_are_a_jobs_active_leases_with_their_chunks(store: Store) ->
     assert sorted((s.start, s.stop, s.issued_s) for s in spans) == sorted(
         [(first.start, first.stop, 0.2), (second.start, second.stop, 0.5)]
     )
-    # Probes: their holders' speeds are not known, nor their ends.
-    assert all(s.expected_end_s is None for s in spans)
+    # Probes: their holders' speeds are not known; they are expected to take the target.
+    assert all(s.expected_end_s == s.issued_s + CONFIG.target_chunk_s for s in spans)
     assert store.lease_spans([job.job_id], limit=1)[job.job_id] is None  # more than asked for: none
     assert store.lease_spans([other.job_id])[other.job_id] == []
     both = store.lease_spans([job.job_id, other.job_id])  # a list of jobs: one call
@@ -1381,10 +1381,10 @@ def test_a_jobs_tail_is_read_in_the_orders_of_its_leases(store: Store) -> None:
     assert tail() == [1, 2, 4, 5, 7, 8]
 
 
-def test_a_lease_of_a_holder_of_unknown_speed_is_found_at_the_tail_once_late(
+def test_a_lease_without_an_expected_end_is_never_raced_and_found_once_late(
     store: Store,
 ) -> None:
-    """A probe's lease keeps when its holder becomes late but no expected end: no backend
+    """A lease that keeps when its holder becomes late but no expected end: no backend
     races it (however it orders missing ends), and every one finds it once late."""
     job = store.submit_job("sum", {"n": 1000}, now=0.0)
     holder, _ = store.enrol_worker("new", 1, ["sum"], now=0.0)

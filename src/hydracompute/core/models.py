@@ -190,12 +190,14 @@ class Lease:
     #: When its holder was expected to finish, and to be late (``backup_factor`` times its
     #: expected duration: see :func:`hydracompute.core.leases.wants_backup`), as estimated
     #: when it was granted;
-    #: ``None`` for a lease granted before they were kept, and (its end) for one granted
-    #: to a holder of unknown speed (a probe, say: nothing foretells its end). They order
-    #: a job's leases at its tail (backup copies for those ending last, stragglers'
-    #: chunks taken back first).
+    #: ``None`` for a lease granted before they were kept. They order a job's leases at
+    #: its tail (backup copies for those ending last, stragglers' chunks taken back first).
     expected_end_s: float | None = None
     late_s: float | None = None
+    #: Whether ``expected_end_s`` came from the holder's speed (``False``: from the job's
+    #: target, for a holder of unknown speed such as a probe's; its end tells nothing of
+    #: how long the job's chunks take, see ``Job.expected_compute_s``).
+    speed_known: bool = False
 
 
 @dataclass

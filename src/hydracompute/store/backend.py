@@ -256,8 +256,8 @@ class Backend(SharedPrimitives):
         tail that finds no other work asks, and a job of a large pool has hundreds of
         thousands of chunks in play. A lease without ``expected_end_s`` and ``late_s``
         (granted before they were kept) is found only through its holder; one without
-        ``expected_end_s`` alone (granted to a holder of unknown speed, a probe, say) is
-        never raced, only found once late, silent or paused."""
+        ``expected_end_s`` alone is never raced, only found once late, silent or
+        paused."""
 
     # leases
     @abc.abstractmethod

@@ -336,7 +336,7 @@ class Exchange(Verdicts):
             self.worker.token_id,
         )
         accepted = any(isinstance(d, lifecycle.Accept) for d in decisions)  # saves the job
-        if was_active and accepted and lease.expected_end_s is not None:
+        if was_active and accepted and lease.speed_known and lease.expected_end_s is not None:
             job.expected_compute_s += lease.expected_end_s - lease.issued_s
             job.reported_compute_s += compute_s
         if untracked and lifecycle.tracked(chunk):
@@ -737,8 +737,9 @@ class Exchange(Verdicts):
             deadline_s=self.now + self.config.lease_ttl_s,
             backup=backup,
             spot_check=spot_check,
-            expected_end_s=self.now + expected_s if speed else None,
+            expected_end_s=self.now + expected_s,
             late_s=self.now + self.config.backup_factor * expected_s,
+            speed_known=bool(speed),
         )
         self.db.put_lease(lease)
         if not spot_check:  # the chunk is done: its record does not change

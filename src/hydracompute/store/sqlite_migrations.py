@@ -163,9 +163,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workers ADD COLUMN version TEXT NOT NULL DEFAULT ''
     """,
-    # How much longer than expected each job's chunks take (see core/progress.py's ETA).
+    # How much longer than expected each job's chunks take (see core/progress.py's ETA),
+    # from the leases whose expected ends came from their holders' speeds.
     """
     ALTER TABLE jobs ADD COLUMN expected_compute_s REAL NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN reported_compute_s REAL NOT NULL DEFAULT 0
+    ALTER TABLE jobs ADD COLUMN reported_compute_s REAL NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN speed_known INTEGER NOT NULL DEFAULT 0
     """,
 ]
