@@ -14,15 +14,21 @@ puts every worker on one grid (temporal shifting only).
 
 ``--days N`` keeps the jobs arriving over the first N days, continuing the scenario's
 series of jobs (its first ``[[jobs]]`` entry, at its interval) as far as that when the
-scenario has fewer; ``--start 2020-01-01 --days 365`` is the whole of 2020.
+scenario has fewer; ``--start 2020-01-01 --days 365.5`` is the whole of 2020 (a leap
+year: the simulator runs at most 366 days, and the last jobs' 12 h must fit in it).
 ``--parallel`` runs the two simulations in two processes; ``--progress FILE`` appends,
 every virtual day of each, a JSON line of what it has emitted and done so far (the
 figures of a run stopped part-way); ``--no-fluid`` skips the fluid model, ``--no-sim``
 the simulator.
 
+``--slack-h 0 2 6 12 24`` runs the whole comparison once per slack, each job due its own
+work's time on the whole pool plus the slack (``bench_carbon.py``'s curve), and prints a
+table of the savings and what they cost in time (and each slack's figures as a JSON line
+on stderr).
+
     .venv/bin/python bench/bench_carbon_sim.py [--scenario three-grids] [--seed 1]
         [--days N] [--start 2020-01-01] [--zones DE [GB ...]] [--parallel]
-        [--progress FILE] [--no-fluid | --no-sim]
+        [--progress FILE] [--no-fluid | --no-sim] [--slack-h H [H ...]]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import argparse
 import dataclasses
 import json
 import resource
+import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -56,10 +63,11 @@ def with_mode(
     jobs = scenario.jobs
     if days is not None:
         jobs = tuple(j for j in _continued(jobs, days * DAY_S) if j.arrival_s < days * DAY_S)
-        last_deadline = max(j.arrival_s + (j.deadline_s or 0.0) for j in jobs)
-        # Long enough for every job, and no longer than the scenario's own when it is.
-        longest = min(max(scenario.max_duration_s, last_deadline + 3600.0), MAX_DURATION_S)
-        scenario = dataclasses.replace(scenario, max_duration_s=longest)
+    last_deadline = max(j.arrival_s + (j.deadline_s or 0.0) for j in jobs)
+    # Long enough for every job (longer deadlines too), no longer than the scenario's own
+    # when it is.
+    longest = min(max(scenario.max_duration_s, last_deadline + 3600.0), MAX_DURATION_S)
+    scenario = dataclasses.replace(scenario, max_duration_s=longest)
     jobs = tuple(dataclasses.replace(j, carbon=mode) for j in jobs)
     if zones:
         population = dataclasses.replace(scenario.population, zones=dict.fromkeys(zones, 1.0))
@@ -153,7 +161,11 @@ def simulated(scenario: Scenario, seed: int, progress: Path | None = None) -> di
     records = list(simulation.recorder.jobs.values())
     ended = [r for r in records if r.ended_s is not None]
     hours = sorted((r.ended_s - r.arrived_s) / 3600 for r in ended if r.ended_s is not None)
-    slack = [(deadlines[r.job_id] - r.ended_s) / 3600 for r in ended if r.ended_s is not None]
+    slack = [
+        (deadline - r.ended_s) / 3600
+        for r in ended
+        if r.ended_s is not None and (deadline := deadlines[r.job_id]) is not None
+    ]
     return {
         "gco2": carbon["gco2"],
         "gco2_blind_estimate": carbon["gco2_blind_estimate"],
@@ -175,43 +187,39 @@ def simulated(scenario: Scenario, seed: int, progress: Path | None = None) -> di
     }
 
 
+def pool_s(spec: JobSpec, pool_units_per_s: float) -> float:
+    """A job's work: the seconds it takes the whole pool."""
+    return default_registry().get(spec.kind).total_units(spec.params) / pool_units_per_s
+
+
+def with_slack(scenario: Scenario, slack_s: float, pool_units_per_s: float) -> Scenario:
+    """Every job due its own work's time on the whole pool plus ``slack_s`` after it arrives."""
+    jobs = tuple(
+        dataclasses.replace(j, deadline_s=pool_s(j, pool_units_per_s) + slack_s)
+        for j in scenario.jobs
+    )
+    return dataclasses.replace(scenario, jobs=jobs)
+
+
 def fluid_jobs(scenario: Scenario, pool_units_per_s: float, zones: int) -> list[fluid.Job]:
     """The scenario's jobs in the fluid model: the same times, and the same work as a
     share of the pool (the model's pool: ``fluid.CORES_PER_ZONE`` per zone)."""
-    registry = default_registry()
     start = scenario.carbon_start_s
     jobs = []
     for i, spec in enumerate(scenario.jobs):
         assert spec.deadline_s is not None
-        pool_s = registry.get(spec.kind).total_units(spec.params) / pool_units_per_s
-        units = pool_s * fluid.CORES_PER_ZONE * zones
+        units = pool_s(spec, pool_units_per_s) * fluid.CORES_PER_ZONE * zones
         arrival = start + spec.arrival_s
         jobs.append(fluid.Job(i, arrival, units, arrival + spec.deadline_s))
     return jobs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", default="three-grids")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--days", type=float, default=None, help="only the jobs of N days")
-    parser.add_argument("--zones", nargs="*", help="every worker on these grids instead")
-    parser.add_argument("--start", help="virtual time 0 in the traces instead, as 2020-01-01")
-    parser.add_argument("--parallel", action="store_true", help="the two runs at once")
-    parser.add_argument("--progress", type=Path, help="append daily figures here (JSON lines)")
-    parser.add_argument("--no-fluid", action="store_true", help="skip the fluid model")
-    parser.add_argument("--no-sim", action="store_true", help="only the fluid model")
-    args = parser.parse_args()
-    scenario = with_mode(load_scenario(args.scenario), "prefer-clean", None, args.zones)
-    if args.start:
-        start = datetime.fromisoformat(args.start).replace(tzinfo=UTC).timestamp()
-        scenario = dataclasses.replace(scenario, carbon_start_s=start)
-    population = scenario.population
-    zones = sorted(population.zones)
+def compared(
+    scenario: Scenario, pool_units_per_s: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The scenario's jobs (``prefer-clean``) both ways, in the simulator and the fluid model."""
+    zones = sorted(scenario.population.zones)
     runs = [with_mode(scenario, mode, args.days) for mode in ("prefer-clean", "blind")]
-    kinds = {j.kind for j in scenario.jobs}
-    assert len(kinds) == 1 and population.cores == ((1, 1.0),), "one kind, one-core workers"
-    pool = population.speeds[kinds.pop()] * population.count
     result: dict[str, Any] = {"scenario": scenario.name, "zones": zones, "jobs": len(runs[0].jobs)}
     if not args.no_sim:
         if args.parallel:
@@ -230,32 +238,95 @@ def main() -> None:
             "prefer_clean": clean,
         }
     if args.no_fluid:
-        print(json.dumps(result, indent=1))
-        return
+        return result
     source = TraceSource(load_traces())
-    jobs = fluid_jobs(with_mode(scenario, "prefer-clean", args.days), pool, len(zones))
+    jobs = fluid_jobs(runs[0], pool_units_per_s, len(zones))
     jobs_blind = [dataclasses.replace(j) for j in jobs]
     for j in jobs_blind:
         j.remaining = j.units
     f_clean = fluid.run(jobs, zones, source, clean=True)
     f_blind = fluid.run(jobs_blind, zones, source, clean=False)
     best = fluid.optimum(jobs, zones, source)
-    result |= {
-        "fluid": {
-            "saved": 1 - f_clean.gco2 / f_blind.gco2,
-            "bound_saved": 1 - best["gco2_kg"] * 1000 / f_blind.gco2,
-            "deadlines_missed": [f_blind.missed, f_clean.missed],
-            "mean_turnaround_h": [
-                f_blind.summary()["mean_turnaround_h"],
-                f_clean.summary()["mean_turnaround_h"],
-            ],
-            "p95_turnaround_h": [
-                f_blind.summary()["p95_turnaround_h"],
-                f_clean.summary()["p95_turnaround_h"],
-            ],
-        },
+    result["fluid"] = {
+        "saved": 1 - f_clean.gco2 / f_blind.gco2,
+        "bound_saved": 1 - best["gco2_kg"] * 1000 / f_blind.gco2,
+        "deadlines_missed": [f_blind.missed, f_clean.missed],
+        "mean_turnaround_h": [
+            f_blind.summary()["mean_turnaround_h"],
+            f_clean.summary()["mean_turnaround_h"],
+        ],
+        "p95_turnaround_h": [
+            f_blind.summary()["p95_turnaround_h"],
+            f_clean.summary()["p95_turnaround_h"],
+        ],
     }
-    print(json.dumps(result, indent=1))
+    return result
+
+
+def slack_line(slack_h: float, result: dict[str, Any]) -> str:
+    """One row of the ``--slack-h`` table."""
+    cells = [f"{slack_h:>5g} h"]
+    if "simulator" in result:
+        sim = result["simulator"]
+        blind, clean = sim["blind"], sim["prefer_clean"]
+        cells += [
+            f"{sim['saved']:>7.1%}",
+            f"{blind['deadlines_missed']:>3}/{clean['deadlines_missed']:<3}",
+            f"{blind['mean_turnaround_h']:>5.2f} -> {clean['mean_turnaround_h']:<5.2f}",
+            f"{clean['least_slack_h']:>6.2f}",
+            f"{blind['makespan_h']:>6.1f} -> {clean['makespan_h']:<6.1f}",
+            f"{blind['cpu_s']:>5.0f}/{clean['cpu_s']:<5.0f}",
+        ]
+    if "fluid" in result:
+        f = result["fluid"]
+        cells += [
+            f"{f['saved']:>7.1%} ({f['bound_saved']:.1%})",
+            f"{f['deadlines_missed'][0]}/{f['deadlines_missed'][1]}",
+            f"{f['mean_turnaround_h'][1]:>5.2f}",
+        ]
+    return "  ".join(cells)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="three-grids")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--days", type=float, default=None, help="only the jobs of N days")
+    parser.add_argument("--zones", nargs="*", help="every worker on these grids instead")
+    parser.add_argument("--start", help="virtual time 0 in the traces instead, as 2020-01-01")
+    parser.add_argument("--parallel", action="store_true", help="the two runs at once")
+    parser.add_argument("--progress", type=Path, help="append daily figures here (JSON lines)")
+    parser.add_argument("--no-fluid", action="store_true", help="skip the fluid model")
+    parser.add_argument("--no-sim", action="store_true", help="only the fluid model")
+    parser.add_argument(
+        "--slack-h",
+        type=float,
+        nargs="+",
+        help="once per slack: deadline = a job's time on the whole pool + slack; a table",
+    )
+    args = parser.parse_args()
+    scenario = with_mode(load_scenario(args.scenario), "prefer-clean", None, args.zones)
+    if args.start:
+        start = datetime.fromisoformat(args.start).replace(tzinfo=UTC).timestamp()
+        scenario = dataclasses.replace(scenario, carbon_start_s=start)
+    population = scenario.population
+    kinds = {j.kind for j in scenario.jobs}
+    assert len(kinds) == 1 and population.cores == ((1, 1.0),), "one kind, one-core workers"
+    pool = population.speeds[kinds.pop()] * population.count
+    if not args.slack_h:
+        print(json.dumps(compared(scenario, pool, args), indent=1))
+        return
+    print(
+        f"{scenario.name}, zones {'+'.join(sorted(population.zones))}, seed {args.seed}, "
+        f"days {args.days}: deadline = a job's time on the whole pool + slack\n"
+        "slack    sim saved  missed b/c  mean h blind -> clean  least slack h  "
+        "makespan h blind -> clean  cpu s b/c  fluid saved (optimum)  missed b/c  mean h",
+        flush=True,
+    )
+    for slack_h in args.slack_h:
+        result = compared(with_slack(scenario, slack_h * 3600, pool), pool, args)
+        print(json.dumps({"slack_h": slack_h} | result), file=sys.stderr)
+        print(slack_line(slack_h, result), flush=True)
 
 
 if __name__ == "__main__":
