@@ -1,5 +1,6 @@
 """The primitives whose SQL is the same on SQLite and PostgreSQL: the verification
-candidates, reading and deleting outputs, the credit ledger, and a job's lease spans.
+candidates, reading and deleting outputs, the credit ledger, a job's lease spans and the
+earliest lease deadline.
 
 :class:`SQLCommon` is mixed into both SQL backends, which own ``_db`` (whose ``execute``
 and ``executemany`` take a query and its arguments) and ``_blobs``, and name their parameter
@@ -171,6 +172,11 @@ class SQLCommon:
     def lease_spans(self, job_id: str, limit: int) -> list[LeaseSpan]:
         rows = self._db.execute(self._sql["lease_spans"], (job_id, limit)).fetchall()
         return [LeaseSpan(int(a), int(b), float(issued), end) for a, b, issued, end in rows]
+
+    def earliest_lease_deadline(self) -> float | None:
+        row = self._db.execute("SELECT MIN(deadline_s) FROM leases WHERE state = 'active'")
+        found = row.fetchone()
+        return None if found is None or found[0] is None else float(found[0])
 
     # verification candidates
 

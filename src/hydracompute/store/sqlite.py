@@ -488,11 +488,6 @@ class SQLiteBackend(SQLiteShared, SQLCommon, Backend):
         where = "WHERE state = 'active' AND deadline_s < ? ORDER BY issued_s, lease_id LIMIT ?"
         return self._many(LEASES, where, now, limit)
 
-    def earliest_lease_deadline(self) -> float | None:
-        row = self._db.execute("SELECT MIN(deadline_s) FROM leases WHERE state = 'active'")
-        found = row.fetchone()[0]
-        return None if found is None else float(found)
-
     def put_output(self, output: StoredOutput) -> None:
         text, blob = spill_output(self._blobs, output.job_id, output.chunk_index, output.output)
         self._db.execute(

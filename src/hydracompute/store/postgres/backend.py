@@ -507,11 +507,6 @@ class PostgresBackend(PostgresShared, SQLCommon, Backend):
         where = "WHERE state = 'active' AND deadline_s < %s ORDER BY issued_s, lease_id LIMIT %s"
         return self._many(LEASES, where, now, limit, lock=self._lock(skip_locked=True))
 
-    def earliest_lease_deadline(self) -> float | None:
-        query = "SELECT MIN(deadline_s) FROM leases WHERE state = 'active'"
-        row = self._db.execute(query).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
-
     # outputs and artefacts (the candidates, reading outputs and the ledger: SQLCommon)
 
     def put_output(self, output: StoredOutput) -> None:
